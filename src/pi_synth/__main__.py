@@ -1,0 +1,3 @@
+from pi_synth.cli import main
+
+raise SystemExit(main())

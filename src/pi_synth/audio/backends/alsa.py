@@ -1,0 +1,100 @@
+"""The ALSA backend (pyalsaaudio): periods to a sound card, paced by the device.
+
+* Ask for a ``plug`` PCM (``default``, ``plughw:CARD=…``) so ALSA converts rate,
+  format and channels. We still read back what the device granted: pyalsaaudio
+  ignores refused settings silently (a raw JACK PCM switches to FLOAT_LE stereo), so
+  a wrong rate is an error naming the fix, a different format or channel count is
+  simply converted to.
+* pyalsaaudio's default period of 32 frames is below most devices' minimum: we
+  always pass ``periodsize`` and ``periods``.
+* ``write()`` releases the GIL while it blocks, so the inference thread runs then.
+  An underrun returns -EPIPE (pyalsaaudio has already re-prepared the stream): we
+  count it and write the period again. Short writes are completed.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from pi_synth.audio.backends.base import FORMATS, Backend, Granted
+from pi_synth.errors import DeviceError
+
+
+def _alsa():
+    try:
+        import alsaaudio
+    except ImportError as e:  # pragma: no cover - platform without ALSA
+        raise DeviceError(
+            f"ALSA is not available ({e}); install libasound2-dev and pyalsaaudio, "
+            "or use --backend wav"
+        ) from None
+    return alsaaudio
+
+
+class AlsaBackend(Backend):
+    name = "alsa"
+    paced = True
+
+    def _open(self, sample_rate, channels, period, periods):
+        alsaaudio = _alsa()
+        device = self.device or "default"
+        fmt = getattr(alsaaudio, f"PCM_FORMAT_{self.format}")
+        try:
+            pcm = alsaaudio.PCM(
+                type=alsaaudio.PCM_PLAYBACK, mode=alsaaudio.PCM_NORMAL, device=device,
+                rate=sample_rate, channels=channels, format=fmt, periodsize=period,
+                periods=periods,
+            )
+        except alsaaudio.ALSAAudioError as e:
+            raise DeviceError(
+                f"cannot open ALSA PCM {device!r} ({e}); list devices with 'aplay -L' "
+                "and pass one with --device, or check 'pi-synth doctor'"
+            ) from None
+        info = pcm.info()
+        rate, ch = int(info["rate"]), int(info["channels"])
+        fmt_name = info.get("format_name", self.format)
+        if rate != sample_rate:
+            pcm.close()
+            raise DeviceError(
+                f"ALSA PCM {device!r} runs at {rate} Hz but the model needs {sample_rate} Hz; "
+                f"use a plug PCM (e.g. 'plug{device}' or 'default') so ALSA resamples"
+            )
+        if fmt_name not in FORMATS:
+            pcm.close()
+            raise DeviceError(
+                f"ALSA PCM {device!r} granted sample format {fmt_name}; use a plug PCM so ALSA converts"
+            )
+        self._pcm = pcm
+        self._eagain = 0
+        return Granted(rate, ch, int(info["period_size"]), int(info["periods"]), fmt_name)
+
+    def _write(self, data):
+        pcm = self._pcm
+        n = data.shape[0]
+        done = 0
+        while done < n:
+            try:
+                res = pcm.write(data[done:] if done else data)
+            except _alsa().ALSAAudioError as e:
+                raise DeviceError(f"ALSA PCM {self.device!r} failed: {e}") from None
+            if res == -errno.EPIPE:
+                self.xruns += 1  # underrun: already re-prepared; write it again
+                continue
+            if res <= 0:  # non-blocking mode only; ours blocks
+                self._eagain += 1
+                if self._eagain > 1000:
+                    raise DeviceError(f"ALSA PCM {self.device!r} accepts no data")
+                continue
+            done += res
+        return n
+
+    def _close(self):
+        pcm, self._pcm = self._pcm, None
+        try:
+            pcm.drain()
+        except Exception:
+            pass
+        pcm.close()
+
+
+BACKEND = AlsaBackend

@@ -1,0 +1,125 @@
+"""The backend interface, in mido's shape: public methods check, hooks do the I/O.
+
+A backend overrides ``_open``, ``_write`` and ``_close`` only. ``write`` takes float32
+frames ``[period, channels]`` and returns the frames written; an xrun is counted in
+``xruns`` (data, never raised) by the hook that sees it. ``paced`` says whether ``write`` blocks in real time
+(a sound card) or returns at once (a file): the engine needs no thread for the latter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pi_synth.errors import DeviceError
+
+FORMATS = {"S16_LE": (np.int16, 32767.0), "S32_LE": (np.int32, 2147483647.0), "FLOAT_LE": (np.float32, 1.0)}
+
+
+@dataclass
+class Granted:
+    """What the device actually gave us (it may differ from what we asked)."""
+
+    sample_rate: int
+    channels: int
+    period: int
+    periods: int
+    format: str = "S16_LE"
+
+    @property
+    def latency_frames(self) -> int:
+        return self.period * self.periods
+
+
+class Converter:
+    """float32 frames → the device's sample format, into one preallocated buffer.
+
+    The same conversion serves every backend, so a WAV render and an ALSA recording
+    of the same audio are byte-identical. Mono is duplicated onto every device channel.
+    """
+
+    def __init__(self, fmt: str, frames: int, channels: int):
+        if fmt not in FORMATS:
+            raise DeviceError(f"sample format {fmt} is not supported; use S16_LE, S32_LE or FLOAT_LE")
+        dtype, self.scale = FORMATS[fmt]
+        self.fmt = fmt
+        self.out = np.zeros((frames, channels), dtype)
+        self._tmp = np.zeros((frames, channels), np.float64 if fmt == "S32_LE" else np.float32)
+
+    def convert(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if self.fmt == "FLOAT_LE":
+            self.out[:n] = x
+            return self.out[:n]
+        tmp = self._tmp[:n]
+        np.multiply(x, self.scale, out=tmp)
+        np.rint(tmp, out=tmp)
+        np.copyto(self.out[:n], tmp, casting="unsafe")
+        return self.out[:n]
+
+
+class Backend:
+    name = "base"
+    paced = False
+
+    def __init__(self, device: str | None = None, *, format: str = "S16_LE"):
+        self.device = device
+        self.format = format
+        self.granted: Granted | None = None
+        self.xruns = 0
+        self.frames_written = 0
+        self._converter: Converter | None = None
+
+    # -- public: checks, then the hooks -----------------------------------------------
+
+    def open(self, sample_rate: int, channels: int, period: int, periods: int = 2) -> Granted:
+        if self.granted is not None:
+            raise RuntimeError(f"{self.name} backend is already open")
+        if period < 16 or periods < 2:
+            raise DeviceError(f"period {period}×{periods} is too small; use period ≥ 16 and periods ≥ 2")
+        self.granted = self._open(sample_rate, channels, period, periods)
+        self._converter = Converter(self.granted.format, self.granted.period, self.granted.channels)
+        return self.granted
+
+    def write(self, frames: np.ndarray) -> int:
+        """Write float32 ``[n, channels]`` frames (n ≤ period); returns n."""
+        if self.granted is None:
+            raise RuntimeError(f"{self.name} backend is not open")
+        n = self._write(self._converter.convert(frames))
+        self.frames_written += n
+        return n
+
+    def close(self) -> None:
+        """Idempotent."""
+        if self.granted is not None:
+            try:
+                self._close()
+            finally:
+                self.granted = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def describe(self) -> str:
+        g = self.granted
+        if g is None:
+            return f"{self.name}:{self.device or ''}"
+        return (
+            f"{self.name}:{self.device or ''} {g.sample_rate} Hz {g.channels} ch {g.format} "
+            f"period {g.period}×{g.periods}"
+        )
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def _open(self, sample_rate: int, channels: int, period: int, periods: int) -> Granted:
+        return Granted(sample_rate, channels, period, periods, self.format)
+
+    def _write(self, data: np.ndarray) -> int:
+        return data.shape[0]
+
+    def _close(self) -> None:
+        pass

@@ -1,0 +1,263 @@
+"""The audio engine: two threads, one ring, and the real-time rules.
+
+The model's block (e.g. 2048 frames for a RAVE decoder, 256 for a note voice) and the
+device's period (e.g. 256) are independent. The **inference thread** keeps the ring
+``ahead_blocks`` blocks ahead: it waits for room for one block, renders it
+(:class:`~pi_synth.audio.synth.Synth`), copies it in. The **output thread** takes one
+period at a time from the ring and writes it to the backend, which blocks until the
+device has room (pyalsaaudio releases the GIL there, so the two threads overlap).
+
+Real-time rules (for anyone touching the two loops below):
+
+* **No allocation** in the loops: every array is made before ``start()``; numpy
+  calls use ``out=``. Python's GC is collected and frozen after start-up so a
+  collection never lands in the middle of a block.
+* **No logging, no locks, no blocking I/O** in the loops except the backend write
+  and the ring's events. Counters (xruns, late periods, block times) are plain
+  attributes the monitor reads and logs from its own thread: xruns are data.
+* **Never an exception out of the audio path** for anything the device or the model
+  can do: non-finite output is muted by the guard; a lost device is closed and
+  reopened every ``reopen_interval`` while the ring waits.
+* **Always fill the whole period.** If the ring runs dry (inference fell behind),
+  the output thread writes what it has plus silence and counts a late period,
+  rather than letting ALSA underrun into a click storm.
+* Controls reach the model only at block boundaries (the bank ramps them across
+  control frames); the timeline of events runs on the audio clock, not the wall clock.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+
+import numpy as np
+
+from pi_synth.audio.backends.base import Backend, Granted
+from pi_synth.audio.ring import Ring
+from pi_synth.audio.synth import Synth
+from pi_synth.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+
+class EngineStats:
+    """Counters written by the audio threads, read by anyone."""
+
+    def __init__(self, block_seconds: float):
+        self.block_seconds = block_seconds
+        self.blocks = 0
+        self.late_periods = 0
+        self.device_errors = 0
+        self.reopens = 0
+        self.last_device_error = ""
+        self.block_time_last = 0.0
+        self.block_time_max = 0.0
+        self.block_time_total = 0.0
+        self.cpu_time_total = 0.0
+        self.load = 0.0  # smoothed inference time / block duration
+        self.started_at = 0.0
+        self.first_audio_at = 0.0
+
+
+class Engine:
+    def __init__(
+        self,
+        synth: Synth,
+        backend: Backend,
+        *,
+        period: int = 256,
+        periods: int = 2,
+        ahead_blocks: int = 1,
+        reopen_interval: float = 0.5,
+        freeze_gc: bool = True,
+    ):
+        self.synth = synth
+        self.backend = backend
+        self.period = int(period)
+        self.periods = int(periods)
+        self.ahead_blocks = max(1, int(ahead_blocks))
+        self.reopen_interval = reopen_interval
+        self.freeze_gc = freeze_gc
+        self.stats = EngineStats(synth.block_size / synth.sample_rate)
+        self.granted: Granted | None = None
+        self._abort = False
+        self._produced_all = False
+        self._drained = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.ring: Ring | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> Granted:
+        s = self.synth
+        self.stats.started_at = time.monotonic()
+        self.granted = self.backend.open(s.sample_rate, s.channels, self.period, self.periods)
+        self.period = self.granted.period
+        self.ring = Ring(self.ahead_blocks * s.block_size + self.period, s.channels)
+        self._pbuf = np.zeros((self.period, s.channels), np.float32)
+        if self.freeze_gc:
+            gc.collect()
+            gc.freeze()
+        inf = threading.Thread(target=self._inference_loop, name="pi-synth-inference", daemon=True)
+        out = threading.Thread(target=self._output_loop, name="pi-synth-output", daemon=True)
+        self._threads = [inf, out]
+        inf.start()
+        # prefill: the first periods must not wait for the model
+        want = min(self.ahead_blocks * s.block_size, self.ring.capacity)
+        deadline = time.monotonic() + timeout
+        while self.ring.available() < want and not self._produced_all and inf.is_alive():
+            if time.monotonic() > deadline:
+                break
+            self.ring.wait_data(want, 0.05)
+        out.start()
+        return self.granted
+
+    def stop(self, fade: bool = True, timeout: float = 5.0) -> None:
+        """Fade out (on the audio clock), drain, close. Idempotent."""
+        if fade and not self._abort:
+            self.synth.guard.fade_out()
+            self._drained.wait(timeout)
+        self._abort = True
+        if self.ring is not None:
+            self.ring.space_ready.set()
+            self.ring.data_ready.set()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+        self.backend.close()
+        if self.freeze_gc:
+            gc.unfreeze()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the stream has ended by itself (faded out and drained)."""
+        return self._drained.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self._drained.is_set()
+
+    def status(self) -> dict:
+        st, g = self.stats, self.granted
+        return {
+            "model": self.synth.card.name,
+            "position_s": self.synth.position / self.synth.sample_rate,
+            "blocks": st.blocks,
+            "xruns": self.backend.xruns,
+            "late_periods": st.late_periods,
+            "nonfinite_blocks": self.synth.guard.nonfinite_blocks,
+            "limited_blocks": self.synth.guard.limited_blocks,
+            "device_errors": st.device_errors,
+            "load": round(st.load, 4),
+            "block_ms_max": round(st.block_time_max * 1e3, 3),
+            "latency_frames": (g.latency_frames if g else 0)
+            + (self.ring.capacity if self.ring else 0),
+        }
+
+    # -- the two real-time loops ------------------------------------------------------
+
+    def _inference_loop(self) -> None:
+        synth, ring, st = self.synth, self.ring, self.stats
+        block = synth.block_size
+        alpha = 0.05
+        perf, cpu = time.perf_counter, time.thread_time
+        while not self._abort:
+            if not ring.wait_space(block, 0.1):
+                continue
+            if self._abort:
+                break
+            t0, c0 = perf(), cpu()
+            frames = synth.next_block()
+            dt, dc = perf() - t0, cpu() - c0
+            ring.write(frames)
+            st.blocks += 1
+            st.block_time_last = dt
+            st.block_time_total += dt
+            st.cpu_time_total += dc
+            if dt > st.block_time_max:
+                st.block_time_max = dt
+            st.load += alpha * (dt / st.block_seconds - st.load)
+            if synth.finished:
+                break
+        self._produced_all = True
+        ring.data_ready.set()
+
+    def _output_loop(self) -> None:
+        ring, pbuf, st = self.ring, self._pbuf, self.stats
+        period = self.period
+        wait_late = (period / self.synth.sample_rate) if self.backend.paced else 0.25
+        while not self._abort:
+            if ring.wait_data(period, wait_late):
+                ring.read_into(pbuf)
+            else:
+                n = ring.read_into(pbuf)
+                if n < period:
+                    pbuf[n:] = 0.0
+                if self._produced_all and ring.available() == 0:
+                    if n:
+                        self._write(pbuf)
+                    break
+                if self.backend.paced:
+                    st.late_periods += 1
+                elif n == 0:
+                    continue
+            if not self._write(pbuf):
+                break
+            if not st.first_audio_at:
+                st.first_audio_at = time.monotonic()
+        self._drained.set()
+
+    def _write(self, pbuf: np.ndarray) -> bool:
+        """Write one period; on device loss, reopen until it works or we stop."""
+        while not self._abort:
+            try:
+                if self.backend.granted is None:
+                    self._reopen()
+                    continue
+                self.backend.write(pbuf)
+                return True
+            except DeviceError as e:
+                self.stats.device_errors += 1
+                self.stats.last_device_error = str(e)
+                try:
+                    self.backend.close()
+                except Exception:
+                    pass
+        return False
+
+    def _reopen(self) -> None:
+        time.sleep(self.reopen_interval)
+        s = self.synth
+        try:
+            g = self.backend.open(s.sample_rate, s.channels, self.period, self.periods)
+        except DeviceError as e:
+            self.stats.last_device_error = str(e)
+            return
+        if g.period != self.period:  # a different device: keep our period buffer size
+            self.backend.close()
+            self.stats.last_device_error = f"device came back with period {g.period}"
+            return
+        self.stats.reopens += 1
+
+
+def render_offline(synth: Synth, backend: Backend, *, period: int | None = None) -> int:
+    """Render until the synth has faded out, as fast as the CPU allows.
+
+    The caller arranges the end (a stop hook calling ``guard.fade_out()``). Same
+    blocks as the threaded engine, written without threads. Returns frames written.
+    """
+    period = period or synth.block_size
+    backend.open(synth.sample_rate, synth.channels, max(16, period), 2)
+    total = 0
+    try:
+        p = backend.granted.period
+        while True:
+            frames = synth.next_block()
+            for i in range(0, frames.shape[0], p):
+                total += backend.write(frames[i:i + p])
+            if synth.finished:
+                break
+    finally:
+        backend.close()
+    return total

@@ -1,0 +1,71 @@
+"""Where models are found: a path, or a name looked up in the model folders.
+
+Folders, first match wins: ``$PI_SYNTH_MODELS`` (colon-separated),
+``/boot/firmware/pi-synth/models`` (drop a file there from any laptop), then the
+models shipped with the package. A name ``flute`` matches ``flute.int8.onnx`` (the
+default precision), then ``flute.onnx``, then ``flute.fp32.onnx``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pi_synth.errors import ModelError
+
+BOOT_MODELS = "/boot/firmware/pi-synth/models"
+# The default voice, in order of preference: the first one installed plays.
+DEFAULT_MODELS = ("flute", "organ")
+
+
+def shipped_dir() -> Path | None:
+    here = Path(__file__).resolve().parent.parent
+    for d in (here / "models", here.parent.parent / "models"):  # wheel, then source tree
+        if d.is_dir() and any(d.glob("*.onnx")):
+            return d
+    return None
+
+
+def model_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("PI_SYNTH_MODELS", "").split(":") if p]
+    dirs.append(Path(BOOT_MODELS))
+    shipped = shipped_dir()
+    if shipped:
+        dirs.append(shipped)
+    return [d for d in dirs if d.is_dir()]
+
+
+def list_models() -> list[Path]:
+    seen, out = set(), []
+    for d in model_dirs():
+        for p in sorted(d.glob("*.onnx")):
+            if p.name not in seen:
+                seen.add(p.name)
+                out.append(p)
+    return out
+
+
+def find_model(name: str | None) -> Path:
+    if not name:
+        for candidate in DEFAULT_MODELS:
+            try:
+                return find_model(candidate)
+            except ModelError:
+                continue
+        raise ModelError(
+            "no model installed; copy a .onnx into /boot/firmware/pi-synth/models or pass --model FILE"
+        )
+    p = Path(name).expanduser()
+    if p.is_file() or p.suffix == ".onnx" or os.sep in name:
+        if not p.exists():
+            raise ModelError(f"{name}: model file not found; check the path")
+        return p
+    for d in model_dirs():
+        for fname in (f"{name}.int8.onnx", f"{name}.onnx", f"{name}.fp32.onnx"):
+            if (d / fname).is_file():
+                return d / fname
+    names = sorted({q.name.split(".")[0] for q in list_models()})
+    raise ModelError(
+        f"no model named {name!r}; installed: {', '.join(names) or 'none'} "
+        "(or pass a path to a .onnx file)"
+    )

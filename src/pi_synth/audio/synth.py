@@ -1,0 +1,61 @@
+"""One safe block of sound: block hooks → controls → model → output guard.
+
+:class:`Synth` is what the inference thread calls once per model block, and what an
+offline render calls in a plain loop — the same code either way, so a render and a
+live run with the same events make the same samples.
+
+Block hooks run first, on the audio clock (``position`` in frames): the events
+timeline, the voice envelope. They must be cheap and must not block.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from pi_synth.audio.runtime import Runtime
+from pi_synth.audio.safety import OutputGuard
+from pi_synth.control.bank import ControlBank
+
+BlockHook = Callable[[int], None]
+
+
+class Synth:
+    def __init__(
+        self,
+        runtime: Runtime,
+        bank: ControlBank | None = None,
+        guard: OutputGuard | None = None,
+        hooks: list[BlockHook] | None = None,
+    ):
+        card = runtime.card
+        self.runtime = runtime
+        self.card = card
+        self.bank = bank or ControlBank(card)
+        self.guard = guard or OutputGuard(card.block_size, card.channels, card.sample_rate)
+        self.hooks: list[BlockHook] = list(hooks or [])
+        self.block_size = card.block_size
+        self.sample_rate = card.sample_rate
+        self.channels = card.channels
+        self.position = 0  # frames produced so far: the audio clock
+        self.resets = 0
+        self._out = np.zeros((card.block_size, card.channels), np.float32)
+
+    @property
+    def finished(self) -> bool:
+        return self.guard.finished
+
+    def next_block(self) -> np.ndarray:
+        """Render the next block into a reused ``[block, channels]`` float32 buffer."""
+        for hook in self.hooks:
+            hook(self.position)
+        rt = self.runtime
+        self.bank.fill(rt.controls)
+        audio = rt.step()
+        np.copyto(self._out, audio.T)
+        if not self.guard.process(self._out):
+            rt.reset()  # NaN in the state never heals by itself
+            self.resets += 1
+        self.position += self.block_size
+        return self._out

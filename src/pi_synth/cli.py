@@ -1,0 +1,363 @@
+"""``pi-synth``: one program, one subcommand per job.
+
+Exit codes: 0 success; 2 bad input (one line on stderr saying what and how to fix
+it, a traceback only with ``--debug``); 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+
+from pi_synth import __version__
+from pi_synth.errors import ConfigError, PiSynthError
+
+log = logging.getLogger("pi_synth")
+
+
+# -- shared pieces ---------------------------------------------------------------------
+
+
+def _parse_sets(items: list[str] | None) -> list[tuple[str, float]]:
+    out = []
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            v = float(value)
+            if not sep or not name or not math.isfinite(v):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"--set {item!r}: use NAME=NUMBER, e.g. --set pitch=440") from None
+        out.append((name.strip(), v))
+    return out
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not (math.isfinite(v) and 0 < v <= 24 * 3600):
+        raise argparse.ArgumentTypeError("seconds must be > 0 and at most a day")
+    return v
+
+
+class Patch:
+    """Everything between a model file and a block of sound, built the same way for
+    ``run`` and ``render``: runtime, bank, guard, router, timeline and stop hook."""
+
+    def __init__(self, model_path, cfg, *, events=None, seconds=None, sets=(), fade_in=True):
+        from pi_synth.audio.runtime import Runtime
+        from pi_synth.audio.safety import OutputGuard
+        from pi_synth.audio.synth import Synth
+        from pi_synth.control.bank import ControlBank
+        from pi_synth.control.events import StopAt, Timeline, check_events
+        from pi_synth.control.router import Router
+        from pi_synth.control.voice import MonoVoice
+
+        self.runtime = Runtime(
+            model_path, threads=cfg.model.threads, warmup_blocks=cfg.model.warmup_blocks,
+            use_cache=cfg.model.cache,
+        )
+        card = self.card = self.runtime.card
+        self.bank = ControlBank(card)
+        for name, value in sets:
+            try:
+                self.bank.set(name, value)
+            except KeyError as e:
+                raise ConfigError(f"--set {name}: {e.args[0]}") from None
+        self.guard = OutputGuard(
+            card.block_size, card.channels, card.sample_rate, fade_ms=cfg.output.fade_ms,
+            limit_dbfs=cfg.output.limit_dbfs, gain_db=cfg.output.gain_db, fade_in=fade_in,
+        )
+        voice = None
+        if {"pitch", "loudness"} <= set(card.control_names):
+            ch = cfg.midi.channel
+            loud = card.control("loudness")
+            voice = MonoVoice(
+                channel=None if ch == 0 else ch - 1, bend_range=cfg.midi.bend_range,
+                floor_db=min(loud.min, loud.max), max_db=max(loud.min, loud.max),
+            )
+        self.router = Router(card, self.bank, voice=voice)
+        hooks = []
+        self.timeline = None
+        if events:
+            check_events(events, self.router)
+            self.timeline = Timeline(events, self.router, card.sample_rate)
+            hooks.append(self.timeline)
+        hooks.append(self.router.on_block)
+        if seconds is not None:
+            hooks.append(StopAt(round(seconds * card.sample_rate), self.guard))
+        self.synth = Synth(self.runtime, self.bank, self.guard, hooks)
+
+
+def _load_events(args):
+    from pi_synth.control.events import load_events, load_midi_file
+
+    events = []
+    if getattr(args, "events", None):
+        events += load_events(args.events)
+    if getattr(args, "midi", None):
+        events += load_midi_file(args.midi)
+    events.sort(key=lambda e: e.t)
+    return events
+
+
+def _config(args):
+    from pi_synth import config as config_mod
+
+    cfg = config_mod.load(getattr(args, "config", None))
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    return cfg
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def cmd_info(args) -> int:
+    from pi_synth.audio.library import find_model
+    from pi_synth.audio.runtime import Runtime
+
+    path = find_model(args.model)
+    rt = Runtime(path, warmup_blocks=0, use_cache=False)
+    card = rt.card
+    io = {
+        "inputs": [
+            {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
+            for a in rt.session.get_inputs()
+        ],
+        "outputs": [
+            {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
+            for a in rt.session.get_outputs()
+        ],
+    }
+    if args.json:
+        print(json.dumps({"path": str(path), "size_bytes": os.path.getsize(path),
+                          "card": card.to_json(), **io}, indent=2))
+        return 0
+    bs, sr = card.block_size, card.sample_rate
+    print(f"{card.name}  ({path}, {os.path.getsize(path) / 1e6:.2f} MB)")
+    if card.description:
+        print(f"  {card.description}")
+    print(f"  kind {card.kind or '-'}, {sr} Hz, {card.channels} ch, block {bs} "
+          f"({bs / sr * 1e3:.1f} ms), {card.control_frames} control frame(s)/block, "
+          f"latency {card.latency_samples} samples")
+    print("  controls:")
+    for c in card.controls:
+        unit = f" {c.unit}" if c.unit else ""
+        print(f"    {c.name:<14} {c.min:g}..{c.max:g}{unit}  default {c.default:g}  ({c.curve})")
+    print(f"  state: {len(card.state)} pair(s)")
+    for kind in ("inputs", "outputs"):
+        print(f"  {kind}:")
+        for a in io[kind]:
+            print(f"    {a['name']:<20} {a['dtype']:<8} {a['shape']}")
+    if card.license:
+        print(f"  license: {card.license}")
+    if card.source:
+        print(f"  source: {card.source}")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from pi_synth.audio.backends.wav import WavBackend
+    from pi_synth.audio.engine import render_offline
+    from pi_synth.audio.library import find_model
+
+    cfg = _config(args)
+    events = _load_events(args)
+    seconds = args.seconds
+    if seconds is None:
+        seconds = (events[-1].t + 1.0) if events else 5.0
+    patch = Patch(find_model(args.model), cfg, events=events, seconds=seconds,
+                  sets=_parse_sets(args.set))
+    backend = WavBackend(args.output, format=args.format)
+    t0 = time.perf_counter()
+    frames = render_offline(patch.synth, backend)
+    dt = time.perf_counter() - t0
+    sr = patch.card.sample_rate
+    print(f"wrote {args.output}: {frames / sr:.2f} s, {sr} Hz, {patch.card.channels} ch, "
+          f"model {patch.card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.0f}× real time)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from pi_synth import config as config_mod
+    from pi_synth.audio.backends import backend_class
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.library import find_model
+
+    cfg = _config(args)
+    if args.backend:
+        config_mod.override(cfg, "audio.backend", args.backend, "--backend")
+    if args.device:
+        config_mod.override(cfg, "audio.device", args.device, "--device")
+    if args.period:
+        config_mod.override(cfg, "audio.period", args.period, "--period")
+    events = _load_events(args)
+    model_path = find_model(args.model or cfg.model.path)
+    patch = Patch(model_path, cfg, events=events, seconds=args.seconds, sets=_parse_sets(args.set))
+    backend = backend_class(cfg.audio.backend)(cfg.audio.device, format=cfg.audio.format)
+    engine = Engine(
+        patch.synth, backend, period=cfg.audio.period, periods=cfg.audio.periods,
+        ahead_blocks=cfg.audio.ahead_blocks,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    t_start = time.monotonic()
+    granted = engine.start()
+    log.info("playing %s on %s (block %d, ring %d frames)", patch.card.name,
+             backend.describe(), patch.card.block_size, engine.ring.capacity)
+    if not backend.paced and cfg.audio.backend != "null":
+        log.info("backend %s is not paced by a clock: running faster than real time", cfg.audio.backend)
+    last = {}
+    try:
+        while not engine.finished and not stop.is_set():
+            stop.wait(0.25)
+            st = engine.status()
+            _log_changes(st, last, engine)
+    finally:
+        engine.stop(fade=True)
+    st = engine.status()
+    _log_changes(st, last, engine)
+    played = patch.synth.position / patch.card.sample_rate
+    print(f"played {played:.2f} s of {patch.card.name} on {backend.describe() if backend.granted else cfg.audio.backend + ':' + str(cfg.audio.device)}: "
+          f"{st['xruns']} xruns, {st['late_periods']} late periods, "
+          f"load {engine.stats.load * 100:.1f}%, first audio after "
+          f"{(engine.stats.first_audio_at - t_start) if engine.stats.first_audio_at else float('nan'):.3f} s",
+          file=sys.stderr)
+    del granted
+    return 0
+
+
+def _log_changes(st: dict, last: dict, engine) -> None:
+    """Log counters that moved: the monitor half of 'xruns are data'."""
+    for key in ("xruns", "late_periods", "nonfinite_blocks", "device_errors"):
+        if st[key] != last.get(key, 0):
+            if key == "nonfinite_blocks":
+                log.warning("model output was not finite in %d block(s): muted and reset",
+                            st[key] - last.get(key, 0))
+            elif key == "device_errors":
+                log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
+            else:
+                log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], st[key] - last.get(key, 0))
+    last.update(st)
+
+
+def cmd_bench(args) -> int:
+    from pi_synth.audio.library import find_model
+    from pi_synth.bench import bench_model
+
+    res = bench_model(find_model(args.model), threads=args.threads, blocks=args.blocks)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{res['model']}: block {res['block_size']} @ {res['sample_rate']} Hz, "
+              f"{res['threads']} thread(s), {res['blocks']} blocks")
+        print(f"  block time median {res['block_ms_median']:.3f} ms, p99 {res['block_ms_p99']:.3f} ms, "
+              f"max {res['block_ms_max']:.3f} ms")
+        print(f"  real-time factor {res['rtf']:.4f} (p99 {res['rtf_p99']:.4f}): "
+              f"{'plays in real time' if res['rtf_p99'] < 0.7 else 'TOO SLOW for real time on this machine'}")
+        if "wrapper_overhead_ratio" in res:
+            print(f"  runtime wrapper vs bare session.run: ×{res['wrapper_overhead_ratio']:.3f}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    try:
+        from pi_synth.quantize import quantize_model
+    except ImportError as e:
+        raise ConfigError(f"quantize needs the 'convert' extra ({e}); pip install 'pi-synth[convert]'") from None
+    report = quantize_model(args.input, args.output)
+    if args.report:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(f"wrote {args.output}")
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pi-synth", description="neural synthesizer firmware")
+    p.add_argument("--version", action="version", version=f"pi-synth {__version__}")
+    p.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    r = sub.add_parser("run", help="the instrument: controls → model → audio")
+    r.add_argument("--config", help="config file (TOML)")
+    r.add_argument("--model", help="model file or name")
+    r.add_argument("--device", help="ALSA PCM (e.g. default, plughw:CARD=sndrpihifiberry)")
+    r.add_argument("--backend", help="alsa (default), wav or null")
+    r.add_argument("--period", type=int, help="ALSA period in frames")
+    r.add_argument("--events", help="timed events (JSON) to play")
+    r.add_argument("--midi", help="a Standard MIDI File to play")
+    r.add_argument("--seconds", type=_positive_seconds, help="stop after S seconds (fade out)")
+    r.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
+    r.set_defaults(func=cmd_run)
+
+    rd = sub.add_parser("render", help="offline render to a WAV file, faster than real time")
+    rd.add_argument("model", help="model file or name")
+    rd.add_argument("-o", "--output", required=True, help="output .wav")
+    rd.add_argument("--config", help="config file (TOML)")
+    rd.add_argument("--seconds", type=_positive_seconds, help="length (default: events + 1 s, or 5 s)")
+    rd.add_argument("--midi", help="a Standard MIDI File to play")
+    rd.add_argument("--events", help="timed events (JSON) to play")
+    rd.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
+    rd.add_argument("--format", default="S16_LE", choices=("S16_LE", "S32_LE", "FLOAT_LE"))
+    rd.set_defaults(func=cmd_render)
+
+    i = sub.add_parser("info", help="the model card and I/O of a model file")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser("bench", help="real-time factor of a model on this machine")
+    b.add_argument("model")
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--blocks", type=int, default=500)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    q = sub.add_parser("quantize", help="int8 model + speed/fidelity report")
+    q.add_argument("input")
+    q.add_argument("-o", "--output", required=True)
+    q.add_argument("--report", action="store_true")
+    q.set_defaults(func=cmd_quantize)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="pi-synth: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except PiSynthError as e:
+        if args.debug:
+            raise
+        print(f"pi-synth: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug: say so in one line unless debugging
+        if args.debug:
+            raise
+        print(f"pi-synth: unexpected error: {type(e).__name__}: {e} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
