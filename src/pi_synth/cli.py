@@ -114,6 +114,8 @@ def _config(args):
     from pi_synth import config as config_mod
 
     cfg = config_mod.load(getattr(args, "config", None))
+    if not (args.debug or args.quiet):
+        logging.getLogger().setLevel(cfg.log.level.upper())
     for w in cfg.warnings:
         log.warning("%s", w)
     return cfg

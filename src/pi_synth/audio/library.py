@@ -46,7 +46,8 @@ def list_models() -> list[Path]:
 
 
 def find_model(name: str | None) -> Path:
-    if not name:
+    """A path, a model name, or None / "default" for the default model."""
+    if not name or name == "default":
         for candidate in DEFAULT_MODELS:
             try:
                 return find_model(candidate)

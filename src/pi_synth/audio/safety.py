@@ -79,7 +79,8 @@ class OutputGuard:
 
         Returns False if the block was not finite (the caller should reset the model).
         """
-        total = float(np.add.reduce(x, axis=None))
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = float(np.add.reduce(x, axis=None))
         if not math.isfinite(total) or abs(total) > 1e30:
             x.fill(0.0)
             self.gain = 0.0

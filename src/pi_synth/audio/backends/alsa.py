@@ -20,7 +20,31 @@ from pi_synth.audio.backends.base import FORMATS, Backend, Granted
 from pi_synth.errors import DeviceError
 
 
+_quiet = None
+
+
+def _silence_alsa_lib() -> None:
+    """libasound prints its own errors to stderr; ours already say what and how to
+    fix it in one line. Install a no-op error handler once."""
+    global _quiet
+    if _quiet is not None:
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("asound") or "libasound.so.2")
+        handler_t = ctypes.CFUNCTYPE(
+            None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+        )
+        _quiet = handler_t(lambda *args: None)
+        lib.snd_lib_error_set_handler(_quiet)
+    except (OSError, AttributeError):
+        _quiet = False
+
+
 def _alsa():
+    _silence_alsa_lib()
     try:
         import alsaaudio
     except ImportError as e:  # pragma: no cover - platform without ALSA

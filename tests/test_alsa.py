@@ -1,0 +1,91 @@
+"""Real libasound, through the PCMs the project ships for tests (tests/alsa/)."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from pi_synth.audio.backends.alsa import AlsaBackend
+from pi_synth.audio.backends.wav import read_wav
+from pi_synth.errors import DeviceError
+
+EVENTS = [
+    {"t": 0.0, "midi": [144, 60, 100]},
+    {"t": 0.4, "midi": [62, 90]},  # running status: a second note-on
+    {"t": 0.8, "midi": [128, 60, 0, 128, 62, 0]},
+    {"t": 0.9, "source": "knob3", "value": 0.9},
+    {"t": 0.9, "midi": [144, 67, 110]},
+    {"t": 1.4, "set": {"brightness": 0.1}},
+]
+
+
+@pytest.fixture
+def events(tmp_path):
+    p = tmp_path / "events.json"
+    p.write_text(json.dumps(EVENTS))
+    return p
+
+
+@pytest.mark.parametrize("period", [64, 256, 1000])
+def test_alsa_recording_equals_offline_render(organ, cli, tmp_path, events, period):
+    model = organ()
+    wav = tmp_path / "render.wav"
+    raw = tmp_path / "rec.raw"
+    cli("render", model, "-o", wav, "--events", events, "--seconds", "2", check=0)
+    p = cli("run", "--model", model, "--device", f"pisynth_file:FILE={raw}", "--events", events,
+            "--seconds", "2", "--period", period, check=0)
+    assert "0 xruns" in p.stderr
+    rendered, sr = read_wav(wav)
+    ref = np.round(rendered[:, 0] * 32767).astype(np.int16)
+    rec = np.fromfile(raw, "<i2")
+    assert len(ref) > 2 * sr and np.abs(ref).max() > 1000
+    assert len(rec) >= len(ref) and len(rec) - len(ref) < period
+    assert np.array_equal(rec[:len(ref)], ref)
+    assert not rec[len(ref):].any()  # only zero padding of the last period
+
+
+def test_missing_pcm_is_one_clear_line(organ, cli):
+    p = cli("run", "--model", organ(), "--device", "no_such_pcm", "--seconds", "1")
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and "no_such_pcm" in p.stderr and "aplay -L" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_backend_reports_what_was_granted():
+    b = AlsaBackend("pisynth_null", format="S16_LE")
+    g = b.open(48000, 1, 256, 2)
+    try:
+        assert (g.sample_rate, g.channels, g.format) == (48000, 1, "S16_LE")
+        assert g.period > 0 and g.periods >= 2
+        assert b.write(np.zeros((g.period, 1), np.float32)) == g.period
+    finally:
+        b.close()
+        b.close()  # idempotent
+    with pytest.raises(DeviceError, match="nope"):
+        AlsaBackend("nope").open(48000, 1, 256, 2)
+
+
+@pytest.mark.jack
+def test_jack_paces_in_real_time(organ, cli, jack_server, events):
+    """Through the JACK dummy backend writes block like a sound card: 2 s take ≥ 2 s."""
+    t0 = time.monotonic()
+    p = cli("run", "--model", organ(), "--device", "pisynth_jack", "--events", events,
+            "--seconds", "2", check=0)
+    elapsed = time.monotonic() - t0
+    assert elapsed >= 1.9, p.stderr
+    assert "S16_LE" in p.stderr  # plug converted for us
+    assert "late periods" in p.stderr
+
+
+@pytest.mark.jack
+def test_raw_jack_pcm_grants_float_stereo(jack_server):
+    """A raw JACK PCM ignores what we ask: we read back FLOAT_LE stereo and convert."""
+    b = AlsaBackend("pisynth_jack_raw", format="S16_LE")
+    g = b.open(48000, 1, 256, 2)
+    try:
+        assert g.format == "FLOAT_LE" and g.channels == 2
+        for _ in range(10):
+            assert b.write(np.full((g.period, 1), 0.25, np.float32)) == g.period
+    finally:
+        b.close()

@@ -1,0 +1,76 @@
+"""The config file: search order, every error naming file, line and key."""
+
+import pytest
+
+from pi_synth import config
+from pi_synth.errors import ConfigError
+
+
+def test_defaults_when_nothing_is_found():
+    cfg = config.load()
+    assert cfg.path is None and cfg.audio.period == 256 and cfg.model.threads == 1
+
+
+def test_values_are_read_and_checked(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[audio]\ndevice = "plughw:CARD=Device"\nperiod = 512\n\n[output]\ngain_db = -6\n')
+    cfg = config.load(str(p))
+    assert cfg.audio.device == "plughw:CARD=Device" and cfg.audio.period == 512
+    assert cfg.output.gain_db == -6.0 and isinstance(cfg.output.gain_db, float)
+
+
+@pytest.mark.parametrize(
+    "text, where, words",
+    [
+        ('[audio]\n\nperiod = "big"\n', ":3:", "'audio.period' must be an integer"),
+        ("[audio]\nperiod = 4\n", ":2:", "must be in 16..16384"),
+        ('[audio]\nformat = "MP3"\n', ":2:", "must be one of S16_LE"),
+        ("[model]\ncache = 1\n", ":2:", "true or false"),
+        ("[audio\nperiod = 4\n", "", "not valid TOML"),
+        ("audio = 3\n", "", "must be a [audio] section"),
+        ("audio.periods = 1\n", ":1:", "'audio.periods' must be in 2..32"),
+    ],
+)
+def test_errors_name_file_line_and_key(tmp_path, text, where, words):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        config.load(str(p))
+    msg = str(e.value)
+    assert msg.startswith(str(p) + where) and words in msg
+
+
+def test_unknown_keys_warn_and_are_ignored(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[audio]\nperod = 128\n[fancy]\nx = 1\n")
+    cfg = config.load(str(p))
+    assert cfg.audio.period == 256
+    assert any(":2:" in w and "audio.perod" in w for w in cfg.warnings)
+    assert any("[fancy]" in w for w in cfg.warnings)
+
+
+def test_search_order(tmp_path, monkeypatch):
+    home = tmp_path / "xdg-config" / "pi-synth"
+    home.mkdir(parents=True)
+    (home / "config.toml").write_text("[audio]\nperiod = 128\n")
+    assert config.load().audio.period == 128
+    env = tmp_path / "env.toml"
+    env.write_text("[audio]\nperiod = 64\n")
+    monkeypatch.setenv("PI_SYNTH_CONFIG", str(env))
+    assert config.load().audio.period == 64
+    explicit = tmp_path / "x.toml"
+    explicit.write_text("[audio]\nperiod = 32\n")
+    assert config.load(str(explicit)).audio.period == 32
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(str(tmp_path / "missing.toml"))
+
+
+def test_template_is_valid_and_complete():
+    from importlib.resources import files
+
+    text = files("pi_synth").joinpath("data/pi-synth.toml").read_text()
+    cfg = config.parse(text, "template")
+    assert not cfg.warnings
+    for table, keys in config.SCHEMA.items():
+        for key in keys:
+            assert f"{key} =" in text, f"template lacks {table}.{key}"

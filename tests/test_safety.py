@@ -1,0 +1,80 @@
+"""The output guard on real models that misbehave: nothing unsafe reaches the backend."""
+
+import numpy as np
+import pytest
+
+from pi_synth.audio.backends.wav import read_wav
+from pi_synth.audio.runtime import Runtime
+from pi_synth.audio.safety import OutputGuard
+from pi_synth.audio.synth import Synth
+
+
+def blocks(synth, n):
+    return np.concatenate([synth.next_block().copy() for _ in range(n)])
+
+
+@pytest.mark.parametrize("fault", ["nan", "inf"])
+def test_non_finite_model_is_muted(organ, fault):
+    synth = Synth(Runtime(organ(fault=fault)))
+    synth.bank.set("loudness", -6)
+    out = blocks(synth, 50)
+    assert np.isfinite(out).all() and not out.any()
+    assert synth.guard.nonfinite_blocks == 50 and synth.resets == 50
+
+
+def test_loud_model_is_limited_not_blasted(organ):
+    synth = Synth(Runtime(organ(gain=100.0)))
+    synth.bank.set("loudness", 0)
+    out = blocks(synth, 200)
+    assert np.abs(out).max() <= 1.0
+    assert np.abs(out).max() > 0.9  # limited, not muted
+    assert synth.guard.limited_blocks > 100
+
+
+def test_soft_limiter_leaves_quiet_audio_alone():
+    g = OutputGuard(256, 1, 48000, fade_in=False, dc_hz=1e-6)
+    x = (0.5 * np.sin(np.arange(256) / 10.0)).astype(np.float32)[:, None]
+    y = x.copy()
+    g.process(y)
+    assert np.abs(y - x).max() < 1e-3
+    z = (x * 4).astype(np.float32)
+    g.process(z)
+    assert np.abs(z).max() <= 1.0 and g.limited_blocks == 1
+    # the limiter is monotonic: louder input never gives a smaller magnitude
+    order = np.argsort(np.abs(x[:, 0]))
+    assert np.all(np.diff(np.abs(z[order, 0])) >= -1e-6)
+
+
+def test_dc_is_removed():
+    g = OutputGuard(256, 1, 48000, fade_in=False)
+    outs = []
+    for _ in range(400):  # 2 s of a constant 0.3 offset
+        x = np.full((256, 1), 0.3, np.float32)
+        g.process(x)
+        outs.append(x.copy())
+    out = np.concatenate(outs)
+    assert abs(out[-256:].mean()) < 0.01
+    assert np.abs(np.diff(out[:, 0])).max() < 0.01  # the correction itself never steps
+
+
+def test_fade_in_and_out(organ):
+    synth = Synth(Runtime(organ()))
+    synth.bank.set("loudness", -6)
+    first = synth.next_block().copy()
+    assert abs(first[0, 0]) < 1e-3  # starts from silence
+    body = blocks(synth, 20)
+    synth.guard.fade_out()
+    n = 0
+    while not synth.finished:
+        tail = synth.next_block().copy()
+        n += 1
+        assert n < 100
+    assert np.abs(tail[-1]).max() < 1e-6 and np.abs(body).max() > 0.1
+    assert n == 6  # 30 ms at 48 kHz in 256-frame blocks
+
+
+def test_render_of_a_nan_model_is_silent_file(organ, cli, tmp_path):
+    out = tmp_path / "nan.wav"
+    cli("render", organ(fault="nan"), "-o", out, "--set", "loudness=0", "--seconds", "0.5", check=0)
+    x, sr = read_wav(out)
+    assert sr == 48000 and len(x) >= 24000 and not x.any()
