@@ -102,3 +102,51 @@ def bench_model(path, *, threads: int = 1, blocks: int = 500, bare: bool = True)
         res["bare_block_ms_median"] = b["block_ms_median"]
         res["wrapper_overhead_ratio"] = res["block_ms_median"] / b["block_ms_median"]
     return res
+
+
+def engine_cpu(path, *, blocks: int = 2000, device: str = "pisynth_null", period: int = 256,
+               threads: int = 1) -> dict:
+    """CPU time of the whole engine (both threads, guard, ring, ALSA writes) over
+    ``blocks`` blocks, against the CPU time of the same number of bare
+    ``Runtime.step()`` calls. ``device`` is an ALSA PCM that does not pace (the tests'
+    ``null`` PCM), so the run measures work, not waiting."""
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.synth import Synth
+    from pi_synth.audio.library import find_model
+    from pi_synth.control.events import StopAt
+
+    path = find_model(str(path))
+    rt = Runtime(path, threads=threads, warmup_blocks=8)
+    card = rt.card
+    ctl = control_sequence(card, 1, seed=0)[0]
+    rt.controls[...] = ctl
+    for _ in range(50):
+        rt.step()
+    c0 = time.process_time()
+    for _ in range(blocks):
+        rt.step()
+    pure = time.process_time() - c0
+
+    rt2 = Runtime(path, threads=threads, warmup_blocks=8)
+    synth = Synth(rt2)
+    for i, v in enumerate(ctl[:, -1]):
+        synth.bank.set_index(i, float(v))
+    synth.guard.gain_step = 1.0  # fades would change nothing about the cost
+    synth.hooks.append(StopAt(blocks * card.block_size, synth.guard))
+    engine = Engine(synth, AlsaBackend(device), period=period, periods=2, ahead_blocks=1)
+    c0, w0 = time.process_time(), time.perf_counter()
+    engine.start()
+    engine.wait(600)
+    engine.stop(fade=False)
+    eng = time.process_time() - c0
+    wall = time.perf_counter() - w0
+    n = synth.position // card.block_size
+    return {
+        "model": card.name, "blocks": blocks, "engine_blocks": n, "period": period,
+        "pure_cpu_s": pure, "engine_cpu_s": eng * blocks / max(n, 1),
+        "engine_cpu_ratio": (eng * blocks / max(n, 1)) / pure,
+        "pure_us_per_block": pure / blocks * 1e6,
+        "engine_us_per_block": eng / max(n, 1) * 1e6,
+        "engine_wall_s": wall, "late_periods": engine.stats.late_periods,
+    }

@@ -121,8 +121,7 @@ class Engine:
             self._drained.wait(timeout)
         self._abort = True
         if self.ring is not None:
-            self.ring.space_ready.set()
-            self.ring.data_ready.set()
+            self.ring.wake()
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout)
@@ -181,7 +180,7 @@ class Engine:
             if synth.finished:
                 break
         self._produced_all = True
-        ring.data_ready.set()
+        ring.wake()
 
     def _output_loop(self) -> None:
         ring, pbuf, st = self.ring, self._pbuf, self.stats

@@ -1,8 +1,9 @@
 """Where models are found: a path, or a name looked up in the model folders.
 
 Folders, first match wins: ``$PI_SYNTH_MODELS`` (colon-separated),
-``/boot/firmware/pi-synth/models`` (drop a file there from any laptop), then the
-models shipped with the package. A name ``flute`` matches ``flute.int8.onnx`` (the
+```/boot/firmware/pi-synth/models`` (drop a file there from any laptop), then the
+models shipped with the package, then the package's procedural fallback voice
+(``organ``, in ``pi_synth/data``: not a neural model, so it does not live in ``models/``). A name ``flute`` matches ``flute.int8.onnx`` (the
 default precision), then ``flute.onnx``, then ``flute.fp32.onnx``.
 """
 
@@ -32,6 +33,7 @@ def model_dirs() -> list[Path]:
     shipped = shipped_dir()
     if shipped:
         dirs.append(shipped)
+    dirs.append(Path(__file__).resolve().parent.parent / "data")
     return [d for d in dirs if d.is_dir()]
 
 

@@ -26,6 +26,7 @@ class ControlBank:
         self._snap = self.target.copy()
         self._delta = np.zeros_like(self.target)
         f = card.control_frames
+        self._single = f == 1
         self._ramp = (np.arange(1, f + 1, dtype=np.float32) / f)[None, :]
 
     # -- any thread -------------------------------------------------------------------
@@ -62,6 +63,9 @@ class ControlBank:
 
     def fill(self, out: np.ndarray) -> None:
         """Write this block's controls into ``out`` ``[n_controls, control_frames]``."""
+        if self._single:  # one frame: the model ramps inside the block itself
+            np.copyto(out[:, 0], self.target)
+            return
         np.copyto(self._snap, self.target)
         np.subtract(self._snap, self._last, out=self._delta)
         np.multiply(self._delta[:, None], self._ramp, out=out)
