@@ -340,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True)
     q.add_argument("--report", action="store_true")
     q.set_defaults(func=cmd_quantize)
+
+    # -- commands contributed by other modules: each adds its own subparser ------------
+    # (one line per module; the module defines add_parser(sub) and its cmd function)
     return p
 
 
