@@ -14,7 +14,7 @@ EVENTS = [
     {"t": 0.0, "midi": [144, 60, 100]},
     {"t": 0.4, "midi": [62, 90]},  # running status: a second note-on
     {"t": 0.8, "midi": [128, 60, 0, 128, 62, 0]},
-    {"t": 0.9, "source": "knob3", "value": 0.9},
+    {"t": 0.9, "source": "knob1", "value": 0.9},
     {"t": 0.9, "midi": [144, 67, 110]},
     {"t": 1.4, "set": {"brightness": 0.1}},
 ]

@@ -84,8 +84,14 @@ class Patch:
             voice = MonoVoice(
                 channel=None if ch == 0 else ch - 1, bend_range=cfg.midi.bend_range,
                 floor_db=min(loud.min, loud.max), max_db=max(loud.min, loud.max),
+                attack_ms=cfg.midi.attack_ms, release_ms=cfg.midi.release_ms,
             )
-        self.router = Router(card, self.bank, voice=voice)
+        from pi_synth.control.mapping import Mapping
+
+        self.mapping = Mapping.from_config(card, cfg.map)
+        for w in self.mapping.skipped:
+            log.warning("%s (skipped for model %s)", w, card.name)
+        self.router = Router(card, self.bank, self.mapping, voice=voice)
         hooks = []
         self.timeline = None
         if events:

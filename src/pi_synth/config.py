@@ -35,6 +35,14 @@ class Key:
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is wrong, or None."""
         t = self.type
+        if t is list:
+            if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                return f"must be a list of integers, got {value!r}"
+            if self.lo is not None and not all(self.lo <= v <= self.hi for v in value):
+                return f"must hold integers in {self.lo}..{self.hi}, got {value!r}"
+            return None
         if t is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) and t is not bool or not isinstance(value, t):
@@ -71,9 +79,72 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "midi": {
         "channel": Key(int, 0, 0, 16, help="1..16, or 0 for all channels"),
         "bend_range": Key(float, 2.0, 0.0, 48.0, help="pitch bend range in semitones"),
+        "ports": Key(str, "all", help="MIDI input ports: 'all', a name substring, or '' for none"),
+        "din": Key(str, "", help="DIN MIDI serial device, e.g. /dev/serial0 ('' = off)"),
+        "din_baud": Key(int, 31250, 300, 4000000),
+        "attack_ms": Key(float, 5.0, 0.0, 10000.0),
+        "release_ms": Key(float, 250.0, 0.0, 30000.0),
+    },
+    "knobs": {
+        "chip": Key(str, "none", choices=("none", "mcp3008", "mcp3208", "ads1015", "ads1115")),
+        "channels": Key(list, [0, 1, 2, 3, 4, 5, 6, 7], 0, 7, help="ADC channels wired to knobs"),
+        "poll_hz": Key(float, 200.0, 10.0, 2000.0),
+        "deadband": Key(float, 0.004, 0.0, 0.2, help="change (0..1) below which a knob is steady"),
+        "smooth_ms": Key(float, 20.0, 0.0, 2000.0),
+        "vref": Key(float, 3.3, 0.5, 5.5),
+        "spi_port": Key(int, 0, 0, 6),
+        "spi_device": Key(int, 0, 0, 2),
+        "i2c_bus": Key(int, 1, 0, 30),
+        "i2c_address": Key(int, 0x48, 0x03, 0x77),
+    },
+    "leds": {
+        "activity": Key(int, -1, -1, 27, help="GPIO of the activity LED (-1 = none)"),
+        "xrun": Key(int, -1, -1, 27),
+        "clip": Key(int, -1, -1, 27),
     },
     "log": {
         "level": Key(str, "info", choices=("debug", "info", "warning", "error")),
+    },
+}
+
+
+# Arrays of tables ([[map]], [[cv]], …): each item is checked against its schema.
+ARRAYS: dict[str, dict[str, Key]] = {
+    "map": {
+        "source": Key(str, "", help="knob1.., cc74, cv1.., enc1.."),
+        "control": Key(str, "", help="a control of the model card"),
+        "action": Key(str, "", help="or an action instead of a control"),
+        "min": Key(float, 0.0, 0.0, 1.0, help="part of the control's range (0..1) at source 0"),
+        "max": Key(float, 1.0, 0.0, 1.0),
+        "invert": Key(bool, False),
+        "curve": Key(str, "", choices=("", "lin", "log", "exp")),
+        "smooth_ms": Key(float, 0.0, 0.0, 5000.0),
+    },
+    "cv": {
+        "channel": Key(int, 0, 0, 7, help="ADC channel"),
+        "name": Key(str, "", help="source name (default cv1, cv2, …)"),
+        "role": Key(str, "control", choices=("pitch", "gate", "control")),
+        "frontend": Key(str, "direct", choices=("direct", "bipolar5", "unipolar10", "bipolar10")),
+        "base_note": Key(float, 60.0, 0.0, 127.0, help="MIDI note at 0 V (pitch role)"),
+        "threshold": Key(float, 1.0, -10.0, 10.0, help="gate on above this many volts"),
+        "hysteresis": Key(float, 0.3, 0.0, 5.0),
+        "min_ms": Key(float, 3.0, 0.0, 1000.0, help="shortest gate"),
+        "min_volts": Key(float, 0.0, -10.0, 10.0, help="control role: volts at source 0"),
+        "max_volts": Key(float, 5.0, -10.0, 10.0, help="control role: volts at source 1"),
+    },
+    "button": {
+        "pin": Key(int, 17, 0, 27),
+        "action": Key(str, "next_model"),
+        "hold_action": Key(str, ""),
+        "hold_s": Key(float, 1.0, 0.1, 10.0),
+        "arg": Key(int, 0, 0, 127),
+    },
+    "encoder": {
+        "a": Key(int, 5, 0, 27),
+        "b": Key(int, 6, 0, 27),
+        "name": Key(str, "", help="source name (default enc1, enc2, …)"),
+        "step": Key(float, 0.01, 0.0001, 0.5, help="change (0..1) per detent"),
+        "accel": Key(float, 4.0, 1.0, 50.0, help="speed-up for fast turns (1 = none)"),
     },
 }
 
@@ -84,19 +155,41 @@ class Config:
     values: dict[str, dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
 
-    def __getattr__(self, table: str) -> SimpleNamespace:
+    def __getattr__(self, table: str):
         try:
-            return SimpleNamespace(**self.values[table])
+            v = self.values[table]
         except KeyError:
             raise AttributeError(table) from None
+        return [SimpleNamespace(**i) for i in v] if isinstance(v, list) else SimpleNamespace(**v)
 
     def get(self, dotted: str) -> Any:
         table, key = dotted.split(".", 1)
         return self.values[table][key]
 
 
-def defaults() -> dict[str, dict[str, Any]]:
-    return {t: {k: spec.default for k, spec in keys.items()} for t, keys in SCHEMA.items()}
+def defaults() -> dict[str, Any]:
+    d: dict[str, Any] = {t: {k: spec.default for k, spec in keys.items()} for t, keys in SCHEMA.items()}
+    for t in ARRAYS:
+        d[t] = []
+    return d
+
+
+def _line_of_item(text: str, table: str, index: int, key: str | None) -> int | None:
+    """Line of ``key`` inside the index-th ``[[table]]`` (or of the header)."""
+    count, inside = -1, False
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("["):
+            inside = False
+            if re.match(rf"^\[\[\s*{re.escape(table)}\s*\]\]$", line):
+                count += 1
+                inside = count == index
+                if inside and key is None:
+                    return n
+            continue
+        if inside and key and re.match(rf"^{re.escape(key)}\s*=", line):
+            return n
+    return None
 
 
 def _line_of(text: str, table: str, key: str | None) -> int | None:
@@ -135,9 +228,33 @@ def parse(text: str, path: str | None = None) -> Config:
         return f"{where}:{line}" if line else where
 
     for table, content in data.items():
+        if table in ARRAYS:
+            if not isinstance(content, list):
+                raise ConfigError(f"{at(table)}: use [[{table}]] (an array of tables) for {table!r}")
+            for i, item in enumerate(content):
+                line = _line_of_item(text, table, i, None)
+                iw = f"{where}:{line}" if line else where
+                if not isinstance(item, dict):
+                    raise ConfigError(f"{iw}: each [[{table}]] must be a table")
+                entry = {k: spec.default for k, spec in ARRAYS[table].items()}
+                for key, value in item.items():
+                    spec = ARRAYS[table].get(key)
+                    kl = _line_of_item(text, table, i, key)
+                    kw = f"{where}:{kl}" if kl else iw
+                    if spec is None:
+                        warnings.append(f"{kw}: unknown key '{table}.{key}' ignored "
+                                        f"(known: {', '.join(ARRAYS[table])})")
+                        continue
+                    why = spec.check(value)
+                    if why:
+                        raise ConfigError(f"{kw}: key '{table}[{i}].{key}' {why}")
+                    entry[key] = float(value) if spec.type is float else value
+                entry["_where"] = iw
+                values[table].append(entry)
+            continue
         if table not in SCHEMA:
             warnings.append(f"{at(table)}: unknown section [{table}] ignored "
-                            f"(known: {', '.join(SCHEMA)})")
+                            f"(known: {', '.join(list(SCHEMA) + list(ARRAYS))})")
             continue
         if not isinstance(content, dict):
             raise ConfigError(f"{at(table, None)}: {table!r} must be a [{table}] section")

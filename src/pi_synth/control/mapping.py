@@ -1,25 +1,39 @@
-"""Mapping: a physical source (``knob1``, ``cc74``, …) → a model control.
+"""Mapping: a physical source (``knob1``, ``cc74``, ``cv1``, ``enc1``…) → a model
+control or an action.
 
 A source yields values in 0..1 (gpiozero's convention). A :class:`Route` turns that
-into a control value: optional invert, a sub-range, and the control's own curve
-(``lin``/``log``/``exp``). Defaults come from the card: ``knobN`` drives the N-th
-control, so a ``latent`` or ``rave`` model has its latents on the knobs.
+into a control value in small steps that compose: optional invert → a sub-range
+(``min``..``max`` as fractions of the control's range) → a curve (the card's own, or
+``lin``/``log``/``exp``) → the control's units. An action route fires when its source
+rises past 0.5 (a CC button, a gate).
+
+Defaults come from the card: ``knobN`` drives the N-th control (a ``latent`` or
+``rave`` model gets its latents on the knobs; a ``note`` model's pitch and loudness
+come from MIDI notes, so its knobs start at its timbre controls).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from pi_synth.audio.card import Card
+from pi_synth.audio.card import Card, Control
 from pi_synth.control.bank import ControlBank
+from pi_synth.errors import ConfigError
+
+ACTIONS = ("next_model", "prev_model", "program", "preset_recall", "preset_save", "panic", "learn")
 
 
 @dataclass(frozen=True)
 class Route:
-    control: str
+    control: str = ""
     lo: float = 0.0  # part of the control's range this source covers, 0..1
     hi: float = 1.0
     invert: bool = False
+    curve: str = ""  # "" = the card's curve
+    action: str = ""
+    arg: int = 0
+    smooth_ms: float = 0.0
 
     def unit(self, x: float) -> float:
         x = min(max(float(x), 0.0), 1.0)
@@ -27,17 +41,64 @@ class Route:
             x = 1.0 - x
         return self.lo + (self.hi - self.lo) * x
 
+    def value(self, ctl: Control, x: float) -> float:
+        u = self.unit(x)
+        curve = self.curve or ctl.curve
+        if curve == ctl.curve:
+            return ctl.from_unit(u)
+        if curve == "log" and ctl.min > 0 and ctl.max > 0:
+            return ctl.min * (ctl.max / ctl.min) ** u
+        if curve == "exp":
+            u = u * u
+        return ctl.min + (ctl.max - ctl.min) * u
+
+
+def default_routes(card: Card) -> dict[str, Route]:
+    controls = list(card.controls)
+    if {"pitch", "loudness"} <= set(card.control_names) and len(controls) > 2:
+        # a note model plays from MIDI notes: knobs go to its timbre controls first
+        controls = [c for c in controls if c.name not in ("pitch", "loudness")] + [
+            c for c in controls if c.name in ("pitch", "loudness")
+        ]
+    return {f"knob{i + 1}": Route(c.name) for i, c in enumerate(controls)}
+
 
 class Mapping:
     def __init__(self, card: Card, routes: dict[str, Route] | None = None):
         self.card = card
-        self.routes: dict[str, Route] = {}
-        for i, c in enumerate(card.controls):
-            self.routes[f"knob{i + 1}"] = Route(c.name)
+        self.routes: dict[str, Route] = default_routes(card)
+        self._armed: dict[str, bool] = {}
         if routes:
             for src, r in routes.items():
-                card.control(r.control)  # KeyError naming the controls if wrong
-                self.routes[src] = r
+                self.add(src, r)
+
+    def add(self, source: str, route: Route) -> None:
+        if route.action:
+            if route.action not in ACTIONS:
+                raise ConfigError(f"unknown action {route.action!r}; choose one of: {', '.join(ACTIONS)}")
+        else:
+            self.card.control(route.control)  # KeyError naming the controls if wrong
+        self.routes[source] = route
+
+    @classmethod
+    def from_config(cls, card: Card, items, where: str = "config") -> "Mapping":
+        """Build from ``[[map]]`` items; a route naming a control the model lacks is
+        skipped with a warning (another model may have it), anything else is an error."""
+        m = cls(card)
+        m.skipped: list[str] = []
+        for it in items:
+            w = getattr(it, "_where", where)
+            if not it.source:
+                raise ConfigError(f"{w}: [[map]] needs a 'source' (knob1, cc74, cv1, …)")
+            if bool(it.control) == bool(it.action):
+                raise ConfigError(f"{w}: [[map]] for {it.source!r} needs either 'control' or 'action'")
+            route = Route(control=it.control, lo=it.min, hi=it.max, invert=it.invert,
+                          curve=it.curve, action=it.action, smooth_ms=it.smooth_ms)
+            try:
+                m.add(it.source, route)
+            except KeyError as e:
+                m.skipped.append(f"{w}: {e.args[0]}")
+        return m
 
     def sources(self) -> list[str]:
         return sorted(self.routes)
@@ -50,6 +111,14 @@ class Mapping:
                 f"unknown control source {source!r}; mapped sources are: {', '.join(self.sources())}"
             ) from None
 
-    def apply(self, bank: ControlBank, source: str, value: float) -> None:
+    def apply(self, bank: ControlBank, source: str, value: float, router=None) -> None:
         r = self.check(source)
-        bank.set_unit(r.control, r.unit(value))
+        if not math.isfinite(value):
+            return
+        if r.action:
+            up = value >= 0.5
+            if up and not self._armed.get(source, False) and router is not None:
+                router.action(r.action, r.arg)
+            self._armed[source] = up
+            return
+        bank.set(r.control, r.value(self.card.control(r.control), value))

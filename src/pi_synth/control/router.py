@@ -1,18 +1,35 @@
 """The router: every control source's way into the model.
 
-Live sources (MIDI ports, the UART, knobs) and the ``--events`` timeline call the
-same methods, so a test driving events exercises the code a keyboard does. MIDI
-bytes go through the one byte-stream parser; note messages go to the mono voice of a
-``note`` model, whose envelope is advanced once per block on the audio clock.
+Live sources (MIDI ports, the UART, knobs, CV, OSC) and the ``--events`` timeline call
+the same methods, so a test driving events exercises the code a keyboard does:
+
+* ``source(name, value)`` — a 0..1 reading from ``knob1``, ``cc74``, ``cv1``…, through
+  the mapping to a model control (unmapped sources are counted and ignored, so a
+  stray CC never errors);
+* ``midi_bytes(data)`` — raw bytes through the one byte-stream parser, then
+  ``midi_message(msg)``: notes, bend and pressure to the mono voice of a ``note``
+  model; CC as source ``ccN``; program change as the ``program`` action;
+* ``action(name, arg)`` — next/previous model, presets, panic, MIDI learn: handed to
+  ``on_action`` (set by the app), so the router itself never loads models.
+
+A ``listener`` (MIDI learn) sees every source reading first and may consume it. The
+voice's envelope advances once per block on the audio clock in :meth:`on_block`.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Callable
 
 from pi_synth.audio.card import Card
 from pi_synth.control.bank import ControlBank
 from pi_synth.control.mapping import Mapping
 from pi_synth.control.midi.parser import MidiParser
 from pi_synth.control.voice import MonoVoice
+
+log = logging.getLogger(__name__)
+
+from pi_synth.control.mapping import ACTIONS  # noqa: E402,F401  (re-exported)
 
 
 class Router:
@@ -30,14 +47,28 @@ class Router:
         self.parser = MidiParser()
         self.block_seconds = card.block_size / card.sample_rate
         self.midi_messages = 0
+        self.unmapped = 0
+        self.on_action: Callable[[str, object], None] | None = None
+        self.listener: Callable[[str, float], bool] | None = None
+        self.last_source: tuple[str, float] | None = None
+        self._cv_hz = 0.0  # 1 V/oct pitch from CV overrides the voice's note pitch
+        self.activity = 0  # counts inputs: the activity LED blinks on change
 
     # -- sources ----------------------------------------------------------------------
 
     def set(self, name: str, value: float) -> None:
+        self.activity += 1
         self.bank.set(name, value)
 
     def source(self, name: str, value: float) -> None:
-        self.mapping.apply(self.bank, name, value)
+        self.activity += 1
+        self.last_source = (name, value)
+        if self.listener is not None and self.listener(name, value):
+            return
+        if name in self.mapping.routes:
+            self.mapping.apply(self.bank, name, value, self)
+        else:
+            self.unmapped += 1
 
     def midi_bytes(self, data) -> None:
         self.parser.feed(data)
@@ -46,10 +77,49 @@ class Router:
 
     def midi_message(self, msg) -> None:
         self.midi_messages += 1
+        self.activity += 1
+        t = msg.type
+        if t == "control_change":
+            if self.voice is not None:
+                self.voice.handle(msg)  # all-notes-off, all-sound-off, …
+            if msg.control < 120:
+                self.source(f"cc{msg.control}", msg.value / 127.0)
+            return
+        if t == "program_change":
+            self.action("program", msg.program)
+            return
         if self.voice is not None:
             self.voice.handle(msg)
-            if msg.type in ("note_on", "note_off", "pitchwheel", "aftertouch"):
+            if t in ("note_on", "note_off", "pitchwheel", "aftertouch"):
                 self._voice_used = True
+
+    def action(self, name: str, arg=None) -> None:
+        self.activity += 1
+        if name == "panic" and self.voice is not None:
+            self.voice.panic()
+        if self.on_action is not None:
+            try:
+                self.on_action(name, arg)
+            except Exception as e:  # an action must never take the controls down
+                log.warning("action %s failed: %s", name, e)
+
+    def cv_pitch(self, hz: float) -> None:
+        """1 V/oct CV: the pitch follows the voltage, unquantized."""
+        self.activity += 1
+        self._cv_hz = hz
+        if self.is_note:
+            if self.voice is None or not self._voice_used:
+                self.bank.set_index(self._pitch, hz)
+
+    def cv_gate(self, on: bool) -> None:
+        """A gate opens and closes the voice's envelope (note 60 stands in for the CV pitch)."""
+        import mido
+
+        self.activity += 1
+        if self.voice is not None:
+            msg = mido.Message("note_on" if on else "note_off", note=60, velocity=100 if on else 0)
+            self.voice.handle(msg)
+            self._voice_used = True
 
     # -- block hook (audio thread) ----------------------------------------------------
 
@@ -58,5 +128,5 @@ class Router:
         if v is None or not self._voice_used:
             return
         v.advance(self.block_seconds)
-        self.bank.set_index(self._pitch, v.pitch_hz)
+        self.bank.set_index(self._pitch, self._cv_hz or v.pitch_hz)
         self.bank.set_index(self._loud, v.loudness_db)

@@ -1,0 +1,115 @@
+"""CV and gate from modular rigs: ADC readings → volts → pitch, gate or a control.
+
+A CV front-end scales the jack's range into the ADC's 0..3.3 V (``bipolar5``: ±5 V,
+``unipolar10``: 0..10 V, …); component tolerances make that scaling a few percent
+off, which is a semitone or more at 1 V/oct. So each channel has an N-point
+:class:`Calibration` (reading → volts, piecewise linear) measured with
+``pi-synth calibrate`` and saved per device under the state dir; without one the
+front-end's nominal scaling is used.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from pi_synth.errors import ConfigError
+
+# front-end: (volts at the jack for ADC reading 0, volts for reading 1)
+FRONTENDS = {"direct": (0.0, 3.3), "bipolar5": (-5.0, 5.0), "unipolar10": (0.0, 10.0),
+             "bipolar10": (-10.0, 10.0)}
+
+
+@dataclass
+class Calibration:
+    points: list[tuple[float, float]]  # (reading 0..1, volts), sorted by reading
+
+    def __post_init__(self):
+        pts = sorted((float(r), float(v)) for r, v in self.points)
+        if len(pts) < 2:
+            raise ConfigError("a calibration needs at least two points (reading, volts)")
+        for (r0, v0), (r1, v1) in zip(pts, pts[1:]):
+            if r1 - r0 < 1e-6:
+                raise ConfigError(f"calibration readings {r0} and {r1} are the same: patch different voltages")
+            if (v1 - v0) * (pts[-1][1] - pts[0][1]) <= 0:
+                raise ConfigError("calibration is not monotonic: check the patched voltages and their order")
+        self.points = pts
+        self._r = [p[0] for p in pts]
+
+    @classmethod
+    def nominal(cls, frontend: str = "direct", vref: float = 3.3) -> "Calibration":
+        lo, hi = FRONTENDS[frontend]
+        if frontend == "direct":
+            hi = vref
+        return cls([(0.0, lo), (1.0, hi)])
+
+    def volts(self, reading: float) -> float:
+        i = bisect.bisect_right(self._r, reading) - 1
+        i = min(max(i, 0), len(self.points) - 2)
+        (r0, v0), (r1, v1) = self.points[i], self.points[i + 1]
+        return v0 + (v1 - v0) * (reading - r0) / (r1 - r0)
+
+    def to_json(self) -> dict:
+        return {"points": [list(p) for p in self.points]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Calibration":
+        return cls([tuple(p) for p in d["points"]])
+
+
+def calibration_path(device: str, channel: int) -> Path:
+    from pi_synth.state import state_dir
+
+    return state_dir() / "calibration" / f"{device}-ch{channel}.json"
+
+
+def load_calibration(device: str, channel: int, frontend: str, vref: float = 3.3) -> Calibration:
+    from pi_synth.state import read_json
+
+    d = read_json(calibration_path(device, channel))
+    return Calibration.from_json(d) if d else Calibration.nominal(frontend, vref)
+
+
+def save_calibration(device: str, channel: int, cal: Calibration) -> Path:
+    from pi_synth.state import atomic_write_json
+
+    path = calibration_path(device, channel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, cal.to_json())
+    return path
+
+
+class CvInput:
+    """One CV channel's role: ``pitch`` (1 V/oct), ``gate`` or ``control``."""
+
+    def __init__(self, router, name: str, role: str, cal: Calibration, *, base_note=60.0,
+                 threshold=1.0, hysteresis=0.3, min_ms=3.0, min_volts=0.0, max_volts=5.0):
+        self.router, self.name, self.role, self.cal = router, name, role, cal
+        self.base_note = base_note
+        self.on_at, self.off_at = threshold + hysteresis / 2, threshold - hysteresis / 2
+        self.min_s = min_ms / 1000.0
+        self.min_volts, self.max_volts = min_volts, max_volts
+        self.gate = False
+        self._gate_since = -1e9
+        self.volts = 0.0
+        self.last_hz = 0.0
+
+    def update(self, reading: float, now: float) -> None:
+        v = self.volts = self.cal.volts(reading)
+        if self.role == "pitch":
+            hz = 440.0 * 2.0 ** ((self.base_note + 12.0 * v - 69.0) / 12.0)
+            if math.isfinite(hz) and abs(hz - self.last_hz) > 1e-4 * hz:
+                self.last_hz = hz
+                self.router.cv_pitch(hz)
+        elif self.role == "gate":
+            if not self.gate and v >= self.on_at and now - self._gate_since >= self.min_s:
+                self.gate, self._gate_since = True, now
+                self.router.cv_gate(True)
+            elif self.gate and v <= self.off_at and now - self._gate_since >= self.min_s:
+                self.gate, self._gate_since = False, now
+                self.router.cv_gate(False)
+        else:
+            span = self.max_volts - self.min_volts
+            self.router.source(self.name, (v - self.min_volts) / span if span else 0.0)

@@ -1,0 +1,122 @@
+"""The rig: every control source the config names, and the one poller thread.
+
+Built from the config (``[knobs]``, ``[[cv]]``, ``[midi]``, ``[[button]]``,
+``[[encoder]]``, ``[leds]``). Polled sources (ADC chips, LEDs) share a single thread at
+``knobs.poll_hz`` — gpiozero's advice: not a polling thread per device. A source that
+cannot open is reported in one line and left out; the instrument plays on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from pi_synth.control.sources import source_class
+from pi_synth.errors import PiSynthError
+
+log = logging.getLogger(__name__)
+
+
+class Rig:
+    def __init__(self, router, sources=(), poll_hz: float = 200.0):
+        self.router = router
+        self.sources = list(sources)
+        self.poll_hz = poll_hz
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = None
+        self.polls = 0
+
+    @classmethod
+    def from_config(cls, cfg, router, *, status_fn=None, emulation=None) -> "Rig":
+        specs = []
+        k = cfg.knobs
+        chip = k.chip
+        if emulation is not None and chip == "none":
+            chip = "mcp3008"
+        if chip != "none":
+            opts = dict(chip=chip, channels=k.channels, poll_hz=k.poll_hz, deadband=k.deadband,
+                        smooth_ms=k.smooth_ms, vref=k.vref, spi_port=k.spi_port,
+                        spi_device=k.spi_device, i2c_bus=k.i2c_bus, i2c_address=k.i2c_address,
+                        cv=cfg.cv)
+            if emulation is not None and chip.startswith("ads"):
+                opts["bus"] = emulation.adc
+            specs.append(("adc", "adc", opts))
+        m = cfg.midi
+        if m.ports:
+            specs.append(("midi_ports", "midi", dict(ports=m.ports)))
+        if m.din:
+            specs.append(("din", "din", dict(device=m.din, baud=m.din_baud)))
+        leds = {"activity": cfg.leds.activity, "xrun": cfg.leds.xrun, "clip": cfg.leds.clip}
+        if cfg.button or cfg.encoder or any(p >= 0 for p in leds.values()):
+            specs.append(("gpio", "gpio", dict(buttons=cfg.button, encoders=cfg.encoder,
+                                               leds=leds, status_fn=status_fn)))
+        rig = cls(router, poll_hz=k.poll_hz if emulation is None else min(k.poll_hz, 100.0))
+        for kind, name, opts in specs:
+            rig.add(kind, name, **opts)
+        return rig
+
+    def add(self, kind: str, name: str, **options):
+        src = source_class(kind)(self.router, name, **options)
+        try:
+            src.open()
+        except PiSynthError as e:
+            self.failed.append(str(e))
+            log.warning("%s", e)
+            return None
+        except Exception as e:  # a missing device must never stop the sound
+            msg = f"control source {name} ({kind}) cannot start: {type(e).__name__}: {e}"
+            self.failed.append(msg)
+            log.warning("%s", msg)
+            return None
+        self.sources.append(src)
+        return src
+
+    def start(self) -> None:
+        if any(s.polled for s in self.sources):
+            self._thread = threading.Thread(target=self._poll_loop, name="pi-synth-poll", daemon=True)
+            self._thread.start()
+
+    def _poll_loop(self) -> None:
+        period = 1.0 / self.poll_hz
+        polled = [s for s in self.sources if s.polled]
+        nxt = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for s in polled:
+                s.poll(now)
+            self.polls += 1
+            nxt += period
+            delay = nxt - time.monotonic()
+            if delay < -period:  # fell behind (slow bus): do not try to catch up
+                nxt = time.monotonic()
+                delay = 0
+            if delay > 0:
+                self._stop.wait(delay)
+
+    def poll_once(self, now: float | None = None) -> None:
+        """Poll every polled source once, in the caller's thread (tests, calibrate)."""
+        now = time.monotonic() if now is None else now
+        for s in self.sources:
+            if s.polled:
+                s.poll(now)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        for s in self.sources:
+            try:
+                s.close()
+            except Exception as e:
+                log.debug("closing %s: %s", s.name, e)
+
+    def status(self) -> list[dict]:
+        return [s.status() for s in self.sources]
+
+    def get(self, name: str):
+        for s in self.sources:
+            if s.name == name:
+                return s
+        return None

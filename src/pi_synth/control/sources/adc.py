@@ -1,0 +1,114 @@
+"""ADC channels: knobs and CV inputs on one chip, read by the one poller thread.
+
+Each knob channel goes through small steps: one-pole smoothing (``smooth_ms``) →
+a deadband (a noisy pot does not jitter the sound: only a move larger than
+``deadband`` since the last sent value is sent) → ``router.source("knobN", value)``.
+A *floating* (unconnected) input reads noise: when the mean jump between successive
+readings over a window is large while the average stays put, the channel is muted
+and logged once, and it comes back when it reads steady again. A chip that reads
+zero on every channel at start (gpiozero's MCP3008 reads ~0.0005 with nothing
+attached instead of failing) is reported as probably not connected.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from pi_synth.control.chips import open_adc
+from pi_synth.control.cv import CvInput, load_calibration
+from pi_synth.control.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+
+class KnobChannel:
+    WINDOW = 16
+
+    def __init__(self, name: str, channel: int, *, deadband: float, smooth_s: float, poll_hz: float):
+        self.name, self.channel = name, channel
+        self.deadband = deadband
+        self.alpha = 1.0 if smooth_s <= 0 else 1.0 - math.exp(-1.0 / (smooth_s * poll_hz))
+        self.value = None  # smoothed
+        self.sent = None
+        self.floating = False
+        self._prev = None
+        self._jumps = [0.0] * self.WINDOW
+        self._k = 0
+
+    def update(self, x: float, router) -> None:
+        if self._prev is not None:
+            self._jumps[self._k % self.WINDOW] = abs(x - self._prev)
+            self._k += 1
+        self._prev = x
+        if self._k >= self.WINDOW:
+            noise = sum(self._jumps) / self.WINDOW
+            if not self.floating and noise > 0.08:
+                self.floating = True
+                log.warning("%s (ADC channel %d) reads noise: is a pot connected? muted until it is steady",
+                            self.name, self.channel)
+            elif self.floating and noise < 0.01:
+                self.floating = False
+                log.info("%s (ADC channel %d) is steady again", self.name, self.channel)
+        if self.floating:
+            return
+        self.value = x if self.value is None else self.value + self.alpha * (x - self.value)
+        if self.sent is None or abs(self.value - self.sent) > self.deadband or (
+            self.value in (0.0, 1.0) and self.value != self.sent
+        ):
+            self.sent = self.value
+            router.source(self.name, self.value)
+
+
+class AdcSource(Source):
+    kind = "adc"
+    polled = True
+
+    def _open(self):
+        o = self.options
+        self.chip = o.get("chip", "mcp3008")
+        self.adc = open_adc(self.chip, vref=o.get("vref", 3.3), spi_port=o.get("spi_port", 0),
+                            spi_device=o.get("spi_device", 0), i2c_bus=o.get("i2c_bus", 1),
+                            i2c_address=o.get("i2c_address", 0x48), bus=o.get("bus"))
+        poll_hz = o.get("poll_hz", 200.0)
+        cv_items = o.get("cv", [])
+        cv_channels = {c.channel for c in cv_items}
+        self.knobs = [
+            KnobChannel(f"knob{i + 1}", ch, deadband=o.get("deadband", 0.004),
+                        smooth_s=o.get("smooth_ms", 20.0) / 1000.0, poll_hz=poll_hz)
+            for i, ch in enumerate(c for c in o.get("channels", range(8)) if c not in cv_channels)
+            if ch < self.adc.channels
+        ]
+        device = o.get("device_id") or f"{self.chip}-{o.get('spi_port', 0)}.{o.get('spi_device', 0)}"
+        self.device_id = device
+        self.cvs = []
+        for i, c in enumerate(cv_items):
+            cal = load_calibration(device, c.channel, c.frontend, o.get("vref", 3.3))
+            self.cvs.append((c.channel, CvInput(
+                self.router, c.name or f"cv{i + 1}", c.role, cal, base_note=c.base_note,
+                threshold=c.threshold, hysteresis=c.hysteresis, min_ms=c.min_ms,
+                min_volts=c.min_volts, max_volts=c.max_volts)))
+        readings = [self.adc.read(k.channel) for k in self.knobs[:8]]
+        if readings and all(r < 0.002 for r in readings) and len(readings) > 1:
+            log.warning("%s reads 0 on every knob channel: is the chip connected "
+                        "(SPI/I2C enabled, wiring)? Knobs will follow once it reads", self.adc.describe())
+
+    def _poll(self, now):
+        read = self.adc.read
+        for k in self.knobs:
+            k.update(read(k.channel), self.router)
+        for ch, cv in self.cvs:
+            cv.update(read(ch), now)
+
+    def _close(self):
+        self.adc.close()
+
+    def status(self):
+        d = super().status()
+        d.update(chip=self.adc.describe(), knobs={k.name: k.sent for k in self.knobs},
+                 floating=[k.name for k in self.knobs if k.floating],
+                 cv={cv.name: round(cv.volts, 4) for _, cv in self.cvs})
+        return d
+
+
+SOURCE = AdcSource

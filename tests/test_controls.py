@@ -1,0 +1,235 @@
+"""Control sources on emulated chips and real byte streams: gpiozero's MockFactory with
+an emulated MCP3008 on its SPI pins, an emulated ADS1115 on an I2C bus, a pty at
+31250 baud for DIN MIDI, JACK MIDI ports, mock GPIO pins for buttons and encoders."""
+
+import os
+import time
+import tty
+from types import SimpleNamespace
+
+import mido
+import pytest
+from gpiozero import Device
+
+from pi_synth.audio.runtime import Runtime
+from pi_synth.config import ARRAYS
+from pi_synth.control.bank import ControlBank
+from pi_synth.control.cv import Calibration, save_calibration
+from pi_synth.control.emulate import install
+from pi_synth.control.emulate.ads1x15 import EmulatedADS1x15
+from pi_synth.control.mapping import Mapping, Route
+from pi_synth.control.router import Router
+from pi_synth.control.rig import Rig
+
+
+def item(table, **kw):
+    d = {k: spec.default for k, spec in ARRAYS[table].items()}
+    d.update(kw)
+    return SimpleNamespace(**d)
+
+
+@pytest.fixture
+def router(organ):
+    rt = Runtime(organ(), warmup_blocks=0)
+    bank = ControlBank(rt.card)
+    return Router(rt.card, bank, Mapping(rt.card))
+
+
+@pytest.fixture
+def emu(monkeypatch, tmp_path):
+    monkeypatch.setenv("PI_SYNTH_STATE_DIR", str(tmp_path / "state"))
+    e = install("mcp3008")
+    yield e
+    e.close()
+    Device.pin_factory.close()
+    Device.pin_factory = None
+
+
+def test_mcp3008_knobs_reach_the_model(router, emu):
+    rig = Rig(router)
+    src = rig.add("adc", "adc", chip="mcp3008", channels=[0, 1, 2], smooth_ms=0, deadband=0.004)
+    assert src is not None
+    emu.adc.volts[:3] = [0.0, 3.3, 1.65]
+    rig.poll_once(0.0)
+    # a note model: knob1 → brightness, knob2 → pitch, knob3 → loudness
+    assert router.bank.get("brightness") == pytest.approx(0.0, abs=0.002)
+    assert router.bank.get("pitch") == pytest.approx(4000, rel=0.01)
+    assert router.bank.get("loudness") == pytest.approx(-40, abs=0.2)
+    assert emu.adc.conversions >= 3  # through the chip's SPI protocol, not a shortcut
+    rig.close()
+
+
+def test_deadband_stops_jitter(router, emu):
+    rig = Rig(router)
+    rig.add("adc", "adc", chip="mcp3008", channels=[0], smooth_ms=0, deadband=0.004)
+    sent = []
+    router.listener = lambda name, v: sent.append(v) or False
+    for i in range(40):  # ±1 LSB of noise around mid-scale
+        emu.adc.volts[0] = 1.65 + (0.0033 if i % 2 else -0.0033)
+        rig.poll_once(i * 0.005)
+    assert len(sent) == 1
+    emu.adc.volts[0] = 2.5  # a real move goes through
+    rig.poll_once(1.0)
+    assert len(sent) == 2 and sent[-1] == pytest.approx(2.5 / 3.3, abs=0.002)
+    rig.close()
+
+
+def test_floating_input_is_muted(router, emu, caplog):
+    rig = Rig(router)
+    src = rig.add("adc", "adc", chip="mcp3008", channels=[0, 1], smooth_ms=0)
+    emu.adc.floating.add(1)
+    for i in range(60):
+        rig.poll_once(i * 0.005)
+    assert [k.name for k in src.knobs if k.floating] == ["knob2"]
+    assert "knob2" in caplog.text and "noise" in caplog.text
+    before = router.bank.get("pitch")
+    for i in range(20):
+        rig.poll_once(1 + i * 0.005)
+    assert router.bank.get("pitch") == before  # noise never reaches the sound
+    emu.adc.floating.clear()
+    emu.adc.volts[1] = 1.0
+    for i in range(40):
+        rig.poll_once(2 + i * 0.005)
+    assert not src.knobs[1].floating
+    rig.close()
+
+
+def test_ads1115_over_emulated_i2c(router):
+    chip = EmulatedADS1x15("ads1115")
+    rig = Rig(router)
+    rig.add("adc", "adc", chip="ads1115", channels=[0, 1, 2, 3], smooth_ms=0, bus=chip)
+    chip.volts = [3.3, 0.0, 1.65, 0.5]
+    before = chip.conversions
+    rig.poll_once(0.0)
+    assert router.bank.get("brightness") == pytest.approx(1.0, abs=0.002)
+    assert router.bank.get("pitch") == pytest.approx(30, rel=0.01)
+    assert chip.conversions - before == 4  # one single-shot conversion per channel
+    bad = Rig(router)
+    assert bad.add("adc", "adc", chip="ads1115", i2c_address=0x49, bus=chip) is None
+    assert "0x49" in bad.failed[0]
+    rig.close()
+
+
+def test_cv_pitch_calibrated_1v_per_octave(router, emu):
+    # a ±5 V front-end with a 3 % gain error and an offset: nominal scaling is off
+    def adc_volts(jack):
+        return (jack * 1.03 + 5.0) / 10.0 * 3.3 + 0.02
+
+    def reading(jack):
+        return min(1023, int(adc_volts(jack) / 3.3 * 1024)) / 1024 + 0.5 / 1024
+
+    cal = Calibration([(reading(v), v) for v in (-2.0, 0.0, 2.0, 4.0)])
+    save_calibration("mcp3008-0.0", 6, cal)
+    rig = Rig(router)
+    cv = [item("cv", channel=6, role="pitch", frontend="bipolar5", base_note=60.0)]
+    rig.add("adc", "adc", chip="mcp3008", channels=[0], cv=cv)
+    for octave in (-1, 0, 1, 2, 3):
+        emu.adc.volts[6] = adc_volts(float(octave))
+        rig.poll_once(float(octave))
+        want = 261.6256 * 2 ** octave
+        cents = 1200 * abs(__import__("math").log2(router.bank.get("pitch") / want))
+        assert cents < 8, (octave, router.bank.get("pitch"), want)
+    rig.close()
+
+
+def test_gate_hysteresis_and_min_length(router, emu):
+    rig = Rig(router)
+    cv = [item("cv", channel=7, role="gate", frontend="direct", threshold=1.0, hysteresis=0.4, min_ms=10)]
+    rig.add("adc", "adc", chip="mcp3008", channels=[], cv=cv)
+    t = 0.0
+    for v, expect in [(0.0, False), (1.1, False), (1.25, True), (0.9, True), (0.75, False)]:
+        emu.adc.volts[7] = v
+        t += 0.02
+        rig.poll_once(t)
+        assert router.voice.gate is expect, (v, expect)
+    emu.adc.volts[7] = 2.0
+    rig.poll_once(t + 0.02)
+    emu.adc.volts[7] = 0.0
+    rig.poll_once(t + 0.025)  # 5 ms later: shorter than min_ms, the gate holds
+    assert router.voice.gate
+    rig.poll_once(t + 0.04)
+    assert not router.voice.gate
+    rig.close()
+
+
+def test_din_midi_through_a_pty_at_31250(router):
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    rig = Rig(router)
+    src = rig.add("din", "din", device=os.ttyname(slave), baud=31250)
+    assert src is not None
+    # note on A4 then, by running status, E5; a clock byte inside the second message
+    os.write(master, bytes([0x90, 69, 100, 76, 0xF8, 90]))
+    deadline = time.monotonic() + 3
+    while router.voice.note != 76 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert router.voice.note == 76 and router.voice.held == (69, 76)
+    os.write(master, bytes([0x80, 76, 0, 69, 0]))  # both off, running status
+    deadline = time.monotonic() + 3
+    while router.voice.gate and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not router.voice.gate and src.status()["bytes"] == 11
+    rig.close()
+    os.close(master)
+    os.close(slave)
+
+
+def test_din_missing_device_is_one_line(router):
+    rig = Rig(router)
+    assert rig.add("din", "din", device="/dev/nonexistent-uart") is None
+    assert "nonexistent-uart" in rig.failed[0] and "midi.din" in rig.failed[0]
+
+
+@pytest.mark.jack
+def test_midi_port_hotplug_over_jack(router, jack_server):
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
+    rig = Rig(router)
+    src = rig.add("midi_ports", "midi", ports="pisynth-kbd", api="UNIX_JACK", rescan_s=0.2)
+    assert src is not None and src.ports == {}
+    out = backend.open_output("pisynth-kbd", virtual=True)  # plugged in after start
+    deadline = time.monotonic() + 5
+    while not src.ports and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert src.ports, "the new port was not picked up"
+    time.sleep(0.2)
+    out.send(mido.Message("note_on", note=64, velocity=90))
+    deadline = time.monotonic() + 3
+    while router.voice.note != 64 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert router.voice.note == 64
+    out.close()
+    rig.close()
+
+
+def test_buttons_and_encoder_on_mock_pins(router, emu):
+    actions = []
+    router.on_action = lambda name, arg: actions.append(name)
+    rig = Rig(router)
+    router.mapping.add("enc1", Route("brightness"))
+    src = rig.add("gpio", "gpio", buttons=[item("button", pin=17, action="next_model",
+                                                 hold_action="panic", hold_s=0.1)],
+                  encoders=[item("encoder", a=5, b=6, step=0.05, accel=1.0)],
+                  leds={"activity": 22})
+    assert src is not None
+    pin = Device.pin_factory.pin(17)
+    pin.drive_low()
+    time.sleep(0.02)
+    pin.drive_high()  # short press
+    time.sleep(0.05)
+    pin.drive_low()
+    time.sleep(0.3)  # held past hold_s
+    pin.drive_high()
+    time.sleep(0.05)
+    assert actions == ["next_model", "panic"]
+    a, b = Device.pin_factory.pin(5), Device.pin_factory.pin(6)
+    for _ in range(3):  # three detents clockwise: A leads B
+        for va, vb in ((0, 1), (0, 0), (1, 0), (1, 1)):
+            (a.drive_low if not va else a.drive_high)()
+            (b.drive_low if not vb else b.drive_high)()
+    assert router.bank.get("brightness") != 0.5
+    led = Device.pin_factory.pin(22)
+    rig.poll_once(10.0)
+    assert led.state  # activity lit after input
+    rig.poll_once(11.0)
+    assert not led.state
+    rig.close()
