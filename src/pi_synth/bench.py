@@ -133,7 +133,7 @@ def engine_cpu(path, *, blocks: int = 2000, device: str = "pisynth_null", period
     for i, v in enumerate(ctl[:, -1]):
         synth.bank.set_index(i, float(v))
     synth.guard.gain_step = 1.0  # fades would change nothing about the cost
-    synth.hooks.append(StopAt(blocks * card.block_size, synth.guard))
+    synth.hooks.append(StopAt(blocks * card.block_size, synth.fade_out))
     engine = Engine(synth, AlsaBackend(device), period=period, periods=2, ahead_blocks=1)
     c0, w0 = time.process_time(), time.perf_counter()
     engine.start()

@@ -49,61 +49,6 @@ def _positive_seconds(value: str) -> float:
     return v
 
 
-class Patch:
-    """Everything between a model file and a block of sound, built the same way for
-    ``run`` and ``render``: runtime, bank, guard, router, timeline and stop hook."""
-
-    def __init__(self, model_path, cfg, *, events=None, seconds=None, sets=(), fade_in=True):
-        from pi_synth.audio.runtime import Runtime
-        from pi_synth.audio.safety import OutputGuard
-        from pi_synth.audio.synth import Synth
-        from pi_synth.control.bank import ControlBank
-        from pi_synth.control.events import StopAt, Timeline, check_events
-        from pi_synth.control.router import Router
-        from pi_synth.control.voice import MonoVoice
-
-        self.runtime = Runtime(
-            model_path, threads=cfg.model.threads, warmup_blocks=cfg.model.warmup_blocks,
-            use_cache=cfg.model.cache,
-        )
-        card = self.card = self.runtime.card
-        self.bank = ControlBank(card)
-        for name, value in sets:
-            try:
-                self.bank.set(name, value)
-            except KeyError as e:
-                raise ConfigError(f"--set {name}: {e.args[0]}") from None
-        self.guard = OutputGuard(
-            card.block_size, card.channels, card.sample_rate, fade_ms=cfg.output.fade_ms,
-            limit_dbfs=cfg.output.limit_dbfs, gain_db=cfg.output.gain_db, fade_in=fade_in,
-        )
-        voice = None
-        if {"pitch", "loudness"} <= set(card.control_names):
-            ch = cfg.midi.channel
-            loud = card.control("loudness")
-            voice = MonoVoice(
-                channel=None if ch == 0 else ch - 1, bend_range=cfg.midi.bend_range,
-                floor_db=min(loud.min, loud.max), max_db=max(loud.min, loud.max),
-                attack_ms=cfg.midi.attack_ms, release_ms=cfg.midi.release_ms,
-            )
-        from pi_synth.control.mapping import Mapping
-
-        self.mapping = Mapping.from_config(card, cfg.map)
-        for w in self.mapping.skipped:
-            log.warning("%s (skipped for model %s)", w, card.name)
-        self.router = Router(card, self.bank, self.mapping, voice=voice)
-        hooks = []
-        self.timeline = None
-        if events:
-            check_events(events, self.router)
-            self.timeline = Timeline(events, self.router, card.sample_rate)
-            hooks.append(self.timeline)
-        hooks.append(self.router.on_block)
-        if seconds is not None:
-            hooks.append(StopAt(round(seconds * card.sample_rate), self.guard))
-        self.synth = Synth(self.runtime, self.bank, self.guard, hooks)
-
-
 def _load_events(args):
     from pi_synth.control.events import load_events, load_midi_file
 
@@ -175,34 +120,39 @@ def cmd_info(args) -> int:
 
 
 def cmd_render(args) -> int:
+    from pi_synth.app import Instrument
     from pi_synth.audio.backends.wav import WavBackend
     from pi_synth.audio.engine import render_offline
-    from pi_synth.audio.library import find_model
 
     cfg = _config(args)
     events = _load_events(args)
     seconds = args.seconds
     if seconds is None:
         seconds = (events[-1].t + 1.0) if events else 5.0
-    patch = Patch(find_model(args.model), cfg, events=events, seconds=seconds,
-                  sets=_parse_sets(args.set))
+    inst = Instrument(cfg, model=args.model, events=events, seconds=seconds, sets=_parse_sets(args.set))
     backend = WavBackend(args.output, format=args.format)
     t0 = time.perf_counter()
-    frames = render_offline(patch.synth, backend)
+    frames = render_offline(inst.player, backend)
     dt = time.perf_counter() - t0
-    sr = patch.card.sample_rate
-    print(f"wrote {args.output}: {frames / sr:.2f} s, {sr} Hz, {patch.card.channels} ch, "
-          f"model {patch.card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.0f}× real time)")
+    card = inst.card
+    sr = card.sample_rate
+    print(f"wrote {args.output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
+          f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.0f}× real time)")
     return 0
 
 
 def cmd_run(args) -> int:
     from pi_synth import config as config_mod
+    from pi_synth.app import Instrument
     from pi_synth.audio.backends import backend_class
     from pi_synth.audio.engine import Engine
-    from pi_synth.audio.library import find_model
+    from pi_synth.control.rig import Rig
+    from pi_synth.service.notify import Notifier, WatchdogGate
 
     cfg = _config(args)
+    from pi_synth.audio.backends.alsa import _silence_alsa_lib
+
+    _silence_alsa_lib()  # our errors say what and how to fix it; libasound's would repeat them
     if args.backend:
         config_mod.override(cfg, "audio.backend", args.backend, "--backend")
     if args.device:
@@ -210,44 +160,81 @@ def cmd_run(args) -> int:
     if args.period:
         config_mod.override(cfg, "audio.period", args.period, "--period")
     events = _load_events(args)
-    model_path = find_model(args.model or cfg.model.path)
-    patch = Patch(model_path, cfg, events=events, seconds=args.seconds, sets=_parse_sets(args.set))
+    notifier = Notifier.from_env()
+    emulation = None
+    if args.emulate:
+        from pi_synth.control.emulate import install
+
+        emulation = install(cfg.knobs.chip if cfg.knobs.chip != "none" else "mcp3008", cfg.knobs.vref)
+        log.info("emulating the Pi's controls: gpiozero MockFactory with an emulated %s",
+                 cfg.knobs.chip if cfg.knobs.chip != "none" else "mcp3008")
+    inst = Instrument(cfg, model=args.model, events=events, seconds=args.seconds,
+                      sets=_parse_sets(args.set))
     backend = backend_class(cfg.audio.backend)(cfg.audio.device, format=cfg.audio.format)
-    engine = Engine(
-        patch.synth, backend, period=cfg.audio.period, periods=cfg.audio.periods,
-        ahead_blocks=cfg.audio.ahead_blocks,
+    engine = inst.engine = Engine(
+        inst.player, backend, period=cfg.audio.period, periods=cfg.audio.periods,
+        ahead_blocks=cfg.audio.ahead_blocks, realtime=cfg.audio.realtime,
     )
     stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    reload = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    signal.signal(signal.SIGHUP, lambda *a: reload.set())
     t_start = time.monotonic()
-    granted = engine.start()
-    log.info("playing %s on %s (block %d, ring %d frames)", patch.card.name,
-             backend.describe(), patch.card.block_size, engine.ring.capacity)
+    engine.start()
+    rig = Rig.from_config(cfg, inst.router, status_fn=engine.status, emulation=emulation)
+    rig.start()
+    log.info("playing %s on %s (block %d, ring %d frames)", inst.card.name,
+             backend.describe(), inst.card.block_size, engine.ring.capacity)
     if not backend.paced and cfg.audio.backend != "null":
         log.info("backend %s is not paced by a clock: running faster than real time", cfg.audio.backend)
-    last = {}
+    panel = None
+    if emulation is not None and sys.stdin.isatty() and not args.no_panel:
+        from pi_synth.control.emulate.panel import Panel
+
+        panel = Panel(inst, emulation, rig, stop)
+        panel.start()
+    gate = WatchdogGate(notifier, lambda: (engine.stats.blocks, backend.frames_written))
+    last: dict = {}
+    ready = False
     try:
         while not engine.finished and not stop.is_set():
-            stop.wait(0.25)
-            st = engine.status()
+            stop.wait(0.1 if not ready else 0.25)
+            st = inst.status()
+            if not ready and engine.stats.first_audio_at:
+                ready = True
+                notifier.ready(_status_line(st))
+            if reload.is_set():
+                reload.clear()
+                notifier.reloading()
+                inst.reload(args.config)
+                notifier.ready(_status_line(inst.status()))
+            gate.tick()
+            if ready:
+                notifier.status(_status_line(st))
+            inst.collect_retired()
             _log_changes(st, last, engine)
     finally:
+        notifier.stopping()
+        if panel is not None:
+            panel.stop()
+        rig.close()
         engine.stop(fade=True)
-    st = engine.status()
+        if emulation is not None:
+            emulation.close()
+    st = inst.status()
     _log_changes(st, last, engine)
-    played = patch.synth.position / patch.card.sample_rate
-    print(f"played {played:.2f} s of {patch.card.name} on {backend.describe() if backend.granted else cfg.audio.backend + ':' + str(cfg.audio.device)}: "
+    played = inst.player.position / inst.card.sample_rate
+    first = (engine.stats.first_audio_at - t_start) if engine.stats.first_audio_at else float("nan")
+    print(f"played {played:.2f} s of {inst.card.name} on {cfg.audio.backend}:{cfg.audio.device}: "
           f"{st['xruns']} xruns, {st['late_periods']} late periods, "
-          f"load {engine.stats.load * 100:.1f}%, first audio after "
-          f"{(engine.stats.first_audio_at - t_start) if engine.stats.first_audio_at else float('nan'):.3f} s",
-          file=sys.stderr)
-    del granted
+          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s", file=sys.stderr)
     return 0
+
+
+def _status_line(st: dict) -> str:
+    return (f"{st.get('model')}: load {st.get('load', 0) * 100:.0f}%, xruns {st.get('xruns', 0)}, "
+            f"late {st.get('late_periods', 0)}")
 
 
 def _log_changes(st: dict, last: dict, engine) -> None:
@@ -316,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--midi", help="a Standard MIDI File to play")
     r.add_argument("--seconds", type=_positive_seconds, help="stop after S seconds (fade out)")
     r.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
+    r.add_argument("--emulate", action="store_true",
+                   help="emulated Pi controls (gpiozero MockFactory + an emulated ADC) and a terminal panel")
+    r.add_argument("--no-panel", action="store_true", help="with --emulate: no terminal panel")
     r.set_defaults(func=cmd_run)
 
     rd = sub.add_parser("render", help="offline render to a WAV file, faster than real time")
@@ -349,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- commands contributed by other modules: each adds its own subparser ------------
     # (one line per module; the module defines add_parser(sub) and its cmd function)
+    from pi_synth.convert.cli import add_parser as _convert; _convert(sub)  # noqa: E702
+    from pi_synth.doctor import add_parser as _doctor; _doctor(sub)  # noqa: E702
     return p
 
 

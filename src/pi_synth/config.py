@@ -64,6 +64,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "periods": Key(int, 2, 2, 32, help="ALSA buffer size in periods"),
         "ahead_blocks": Key(int, 1, 1, 16, help="model blocks the inference thread keeps ready"),
         "format": Key(str, "S16_LE", choices=("S16_LE", "S32_LE", "FLOAT_LE")),
+        "realtime": Key(bool, True, help="SCHED_FIFO for the two audio threads where permitted"),
     },
     "model": {
         "path": Key(str, "", help="model file or shipped model name; empty = the default model"),
@@ -96,6 +97,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "spi_device": Key(int, 0, 0, 2),
         "i2c_bus": Key(int, 1, 0, 30),
         "i2c_address": Key(int, 0x48, 0x03, 0x77),
+    },
+    "osc": {
+        "enabled": Key(bool, False, help="OSC control server"),
+        "host": Key(str, "127.0.0.1", help="address to listen on: localhost unless you mean it"),
+        "port": Key(int, 9000, 0, 65535),
     },
     "leds": {
         "activity": Key(int, -1, -1, 27, help="GPIO of the activity LED (-1 = none)"),

@@ -61,8 +61,8 @@ def build_organ(
     """Build the organ model; write it to ``path`` if given; return the ModelProto.
 
     ``gain`` scales the output (``gain=100`` makes a dangerously loud model);
-    ``fault`` = ``"nan"`` or ``"inf"`` poisons the output from the first block, for
-    testing the output guard.
+    ``fault`` = ``"nan"`` or ``"inf"`` poisons the output from the first block;
+    ``"nan_loud"`` only while loudness is above -3 dB — for testing the output guard.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -106,6 +106,8 @@ def build_organ(
         "f_end": np.array([F], np.int64),
         "ax1": np.array([1], np.int64),
         "ax2": np.array([2], np.int64),
+        "defaults": np.array([[220.0, -80.0, 0.5]], np.float32),
+        "defaults_col": np.array([[[220.0], [-80.0], [0.5]]], np.float32),
         "last": np.array([B - 1], np.int64),
     }
     N = []
@@ -116,7 +118,9 @@ def build_organ(
 
     # per-frame control rows: P (value at the frame start), C (at its end), D = C - P
     C = node("Transpose", [node("Reshape", ["controls", "shape_3f"], "c3f")], "C", perm=[1, 0])
-    prev_row = node("Reshape", ["prev_in", "shape_13"], "prev_row")
+    # the state holds the previous controls minus the defaults, so the all-zero initial
+    # state means "the defaults" (a first block never ramps from 0 Hz / 0 dB)
+    prev_row = node("Add", [node("Reshape", ["prev_in", "shape_13"], "prev_d"), "defaults"], "prev_row")
     if F == 1:
         P = prev_row
     else:
@@ -160,8 +164,12 @@ def build_organ(
         y = node("Div", [node("Sub", [y, y], "zero"), node("Sub", [y, y], "zero2")], "y_nan")
     elif fault == "inf":
         y = node("Div", [y, node("Sub", [y, y], "zero")], "y_inf")
+    elif fault == "nan_loud":  # NaN only while loudness is above -3 dB: a fault you can play
+        loud_hi = node("Greater", [loud, node("Constant", [], "m3", value=numpy_helper.from_array(np.array(-3.0, np.float32)))], "loud_hi")
+        nan = node("Constant", [], "nan", value=numpy_helper.from_array(np.array(np.nan, np.float32)))
+        y = node("Where", [loud_hi, nan, y], "y_nanloud")
     node("Reshape", [y, "shape_out"], "audio")
-    node("Slice", ["controls", "fm1", "f_end", "ax2"], "prev_out")
+    node("Sub", [node("Slice", ["controls", "fm1", "f_end", "ax2"], "last_ctl"), "defaults_col"], "prev_out")
 
     graph = helper.make_graph(
         N,

@@ -72,6 +72,7 @@ class Engine:
         ahead_blocks: int = 1,
         reopen_interval: float = 0.5,
         freeze_gc: bool = True,
+        realtime: bool = False,
     ):
         self.synth = synth
         self.backend = backend
@@ -80,6 +81,7 @@ class Engine:
         self.ahead_blocks = max(1, int(ahead_blocks))
         self.reopen_interval = reopen_interval
         self.freeze_gc = freeze_gc
+        self.realtime = realtime
         self.stats = EngineStats(synth.block_size / synth.sample_rate)
         self.granted: Granted | None = None
         self._abort = False
@@ -117,7 +119,7 @@ class Engine:
     def stop(self, fade: bool = True, timeout: float = 5.0) -> None:
         """Fade out (on the audio clock), drain, close. Idempotent."""
         if fade and not self._abort:
-            self.synth.guard.fade_out()
+            self.synth.fade_out()
             self._drained.wait(timeout)
         self._abort = True
         if self.ring is not None:
@@ -156,7 +158,16 @@ class Engine:
 
     # -- the two real-time loops ------------------------------------------------------
 
+    def _promote(self, priority: int) -> None:
+        """Only the two audio threads run real-time (onnxruntime has no pool threads:
+        one intra-op thread, so nothing inherits the policy by accident)."""
+        if self.realtime:
+            from pi_synth.service.realtime import promote_current_thread
+
+            promote_current_thread(priority)
+
     def _inference_loop(self) -> None:
+        self._promote(70)
         synth, ring, st = self.synth, self.ring, self.stats
         block = synth.block_size
         alpha = 0.05
@@ -183,6 +194,7 @@ class Engine:
         ring.wake()
 
     def _output_loop(self) -> None:
+        self._promote(75)
         ring, pbuf, st = self.ring, self._pbuf, self.stats
         period = self.period
         wait_late = (period / self.synth.sample_rate) if self.backend.paced else 0.25

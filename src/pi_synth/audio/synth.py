@@ -46,6 +46,13 @@ class Synth:
     def finished(self) -> bool:
         return self.guard.finished
 
+    def fade_out(self) -> None:
+        self.guard.fade_out()
+
+    def close(self) -> None:
+        """Release the model (called off the audio thread, after a swap)."""
+        self.runtime = None
+
     def next_block(self) -> np.ndarray:
         """Render the next block into a reused ``[block, channels]`` float32 buffer."""
         for hook in self.hooks:

@@ -147,10 +147,12 @@ class Timeline:
 class StopAt:
     """Block hook: start the fade-out once the audio clock reaches ``frames``."""
 
-    def __init__(self, frames: int, guard):
+    def __init__(self, frames: int, fade_out):
         self.frames = frames
-        self.guard = guard
+        self.fade_out = fade_out if callable(fade_out) else fade_out.fade_out
+        self.fired = False
 
     def __call__(self, position: int) -> None:
-        if position >= self.frames:
-            self.guard.fade_out()
+        if position >= self.frames and not self.fired:
+            self.fired = True
+            self.fade_out()

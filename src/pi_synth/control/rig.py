@@ -48,6 +48,8 @@ class Rig:
             specs.append(("midi_ports", "midi", dict(ports=m.ports)))
         if m.din:
             specs.append(("din", "din", dict(device=m.din, baud=m.din_baud)))
+        if cfg.osc.enabled:
+            specs.append(("osc", "osc", dict(host=cfg.osc.host, port=cfg.osc.port, status_fn=status_fn)))
         leds = {"activity": cfg.leds.activity, "xrun": cfg.leds.xrun, "clip": cfg.leds.clip}
         if cfg.button or cfg.encoder or any(p >= 0 for p in leds.values()):
             specs.append(("gpio", "gpio", dict(buttons=cfg.button, encoders=cfg.encoder,

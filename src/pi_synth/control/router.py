@@ -35,17 +35,10 @@ from pi_synth.control.mapping import ACTIONS  # noqa: E402,F401  (re-exported)
 class Router:
     def __init__(self, card: Card, bank: ControlBank, mapping: Mapping | None = None,
                  voice: MonoVoice | None = None):
-        self.card = card
-        self.bank = bank
-        self.mapping = mapping or Mapping(card)
-        names = set(card.control_names)
-        self.is_note = {"pitch", "loudness"} <= names
-        self.voice = voice if voice is not None else (MonoVoice() if self.is_note else None)
+        self.voice = None
         self._voice_used = False
-        self._pitch = bank.index("pitch") if self.is_note else -1
-        self._loud = bank.index("loudness") if self.is_note else -1
+        self.retarget(card, bank, mapping, voice)
         self.parser = MidiParser()
-        self.block_seconds = card.block_size / card.sample_rate
         self.midi_messages = 0
         self.unmapped = 0
         self.on_action: Callable[[str, object], None] | None = None
@@ -53,6 +46,23 @@ class Router:
         self.last_source: tuple[str, float] | None = None
         self._cv_hz = 0.0  # 1 V/oct pitch from CV overrides the voice's note pitch
         self.activity = 0  # counts inputs: the activity LED blinks on change
+
+    def retarget(self, card: Card, bank: ControlBank, mapping: Mapping | None = None,
+                 voice: MonoVoice | None = None) -> None:
+        """Point every source at another model (hot swap). A held note keeps sounding
+        if the new model is a note model too."""
+        names = set(card.control_names)
+        is_note = {"pitch", "loudness"} <= names
+        self._pitch = bank.index("pitch") if is_note else -1
+        self._loud = bank.index("loudness") if is_note else -1
+        if voice is not None:
+            self.voice = voice
+        elif is_note and self.voice is None:
+            self.voice = MonoVoice()
+        self.card, self.bank = card, bank
+        self.mapping = mapping or Mapping(card)
+        self.block_seconds = card.block_size / card.sample_rate
+        self.is_note = is_note
 
     # -- sources ----------------------------------------------------------------------
 
@@ -125,7 +135,7 @@ class Router:
 
     def on_block(self, position: int) -> None:
         v = self.voice
-        if v is None or not self._voice_used:
+        if v is None or not self._voice_used or not self.is_note:
             return
         v.advance(self.block_seconds)
         self.bank.set_index(self._pitch, self._cv_hz or v.pitch_hz)

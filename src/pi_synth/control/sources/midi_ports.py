@@ -31,6 +31,15 @@ class MidiPortsSource(Source):
         self.ignore = tuple(self.options.get("ignore", ("Midi Through",)))
         self.ports: dict[str, object] = {}
         self._stop = threading.Event()
+        try:
+            self.backend.get_input_names()
+        except Exception as e:
+            from pi_synth.errors import DeviceError
+
+            raise DeviceError(
+                f"MIDI ports unavailable ({str(e).strip() or type(e).__name__}); on Linux load the "
+                "ALSA sequencer (modprobe snd-seq) or set midi.ports = \"\" to silence this"
+            ) from None
         self.rescan()
         self._thread = threading.Thread(target=self._rescan_loop, name="pi-synth-midi-scan", daemon=True)
         self._thread.start()

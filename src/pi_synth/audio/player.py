@@ -1,0 +1,147 @@
+"""The player: what the engine pulls blocks from — one model playing, or two crossfading.
+
+A :class:`Deck` is one loaded model (a :class:`~pi_synth.audio.synth.Synth`) that can
+deliver exactly the engine's block size even when its own block differs (a small FIFO
+in between; bypassed when the sizes match, the common case).
+
+:meth:`Player.crossfade_to` hands a new deck to the audio thread (one attribute
+store, no lock); at the next block boundary the player starts mixing old and new with
+an equal-power crossfade over ``crossfade_ms``, then retires the old deck (closed
+later by a control thread, never in the audio thread). Hot swap therefore has no
+gap. Models must share sample rate and channel count to crossfade; the app restarts
+the stream for anything else.
+
+Block hooks (the events timeline, the voice's envelope, the stop time) run here, once
+per engine block on the audio clock, whichever model is playing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pi_synth.audio.synth import Synth
+
+
+class Deck:
+    def __init__(self, synth: Synth, frames: int):
+        self.synth = synth
+        self.frames = frames
+        self.direct = synth.block_size == frames
+        if not self.direct:
+            cap = synth.block_size + frames
+            self._fifo = np.zeros((cap, synth.channels), np.float32)
+            self._n = 0
+        self._out = np.zeros((frames, synth.channels), np.float32)
+
+    def pull(self) -> np.ndarray:
+        if self.direct:
+            return self.synth.next_block()
+        f = self.frames
+        while self._n < f:
+            b = self.synth.next_block()
+            self._fifo[self._n:self._n + b.shape[0]] = b
+            self._n += b.shape[0]
+        self._out[:] = self._fifo[:f]
+        rest = self._n - f
+        if rest:
+            self._fifo[:rest] = self._fifo[f:self._n]
+        self._n = rest
+        return self._out
+
+
+class Player:
+    def __init__(self, synth: Synth, hooks=None, *, crossfade_ms: float = 50.0):
+        self.block_size = synth.block_size
+        self.sample_rate = synth.sample_rate
+        self.channels = synth.channels
+        self.deck = Deck(synth, self.block_size)
+        self.hooks = list(hooks or [])
+        self.position = 0
+        self.crossfade_blocks = max(1, round(crossfade_ms * 1e-3 * self.sample_rate / self.block_size))
+        self._pending: Deck | None = None
+        self._incoming: Deck | None = None
+        self._k = 0
+        self.retired: list[Synth] = []  # closed by a control thread
+        self.swaps = 0
+        self._mix = np.zeros((self.block_size, self.channels), np.float32)
+        self._tmp = np.zeros_like(self._mix)
+        x = (np.arange(self.block_size, dtype=np.float64) + 1) / self.block_size
+        self._x = x[:, None]
+        self._g = np.zeros((self.block_size, 1), np.float32)
+        self._fading_out = False
+
+    # -- what the engine reads ----------------------------------------------------------
+
+    @property
+    def synth(self) -> Synth:
+        return self.deck.synth
+
+    @property
+    def card(self):
+        return self.deck.synth.card
+
+    @property
+    def guard(self):
+        return self.deck.synth.guard
+
+    @property
+    def finished(self) -> bool:
+        return self._fading_out and self._incoming is None and self.deck.synth.finished
+
+    def fade_out(self) -> None:
+        self._fading_out = True
+        self.deck.synth.guard.fade_out()
+        inc = self._incoming or self._pending
+        if inc is not None:
+            inc.synth.guard.fade_out()
+
+    # -- control side ---------------------------------------------------------------------
+
+    def can_crossfade(self, synth: Synth) -> bool:
+        return synth.sample_rate == self.sample_rate and synth.channels == self.channels
+
+    def crossfade_to(self, synth: Synth) -> None:
+        """Queue a loaded model; the audio thread starts the crossfade next block."""
+        if not self.can_crossfade(synth):
+            raise ValueError("crossfade needs the same sample rate and channel count")
+        synth.guard.gain = 1.0  # the crossfade is the fade-in
+        self._pending = Deck(synth, self.block_size)
+
+    @property
+    def swapping(self) -> bool:
+        return self._pending is not None or self._incoming is not None
+
+    # -- the audio thread -----------------------------------------------------------------
+
+    def next_block(self) -> np.ndarray:
+        for hook in self.hooks:
+            hook(self.position)
+        self.position += self.block_size
+        if self._incoming is None:
+            if self._pending is None:
+                return self.deck.pull()
+            self._incoming, self._pending, self._k = self._pending, None, 0
+            if self._fading_out:
+                self._incoming.synth.guard.fade_out()
+        old = self.deck.pull()
+        new = self._incoming.pull()
+        n = self.crossfade_blocks
+        # equal-power: new gain sin(πt/2), old gain cos(πt/2), t from k/n to (k+1)/n
+        np.multiply(self._x, 1.0 / n, out=self._tmp[:, :1])
+        self._tmp[:, :1] += self._k / n
+        t = self._tmp[:, :1]
+        np.multiply(t, math.pi / 2, out=self._g)
+        np.cos(self._g, out=self._g)
+        np.multiply(old, self._g, out=self._mix)
+        np.multiply(t, math.pi / 2, out=self._g)
+        np.sin(self._g, out=self._g)
+        np.multiply(new, self._g, out=self._tmp)
+        self._mix += self._tmp
+        self._k += 1
+        if self._k >= n:
+            self.retired.append(self.deck.synth)
+            self.deck, self._incoming = self._incoming, None
+            self.swaps += 1
+        return self._mix

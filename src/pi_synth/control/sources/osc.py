@@ -1,0 +1,279 @@
+"""OSC over UDP (kind ``osc``): set controls, play notes, trigger actions, read status.
+
+For a phone or tablet app (TouchOSC, Open Stage Control…) or a script. Addresses:
+
+==========================================  ============================================
+``/pi-synth/control/<name> <number>``       ``router.set``: a model control, card units
+``/pi-synth/source/<name> <number 0..1>``   ``router.source``: a physical source name
+                                            (``knob1``, ``cc74``…) through the mapping
+``/pi-synth/note <note> [velocity [ch]]``   note on (velocity 0: note off), default 100
+``/pi-synth/midi <int>…`` or ``<blob>``     raw MIDI bytes through this source's own byte
+                                            parser (running status carries across
+                                            messages, never mixes with other inputs)
+``/pi-synth/action/<name> [arg]``           ``router.action``: next_model, prev_model,
+                                            program, preset_recall, preset_save, panic,
+                                            learn
+``/pi-synth/status [reply_port]``           replies ``/pi-synth/status <json string>``
+                                            to the sender (or to its ``reply_port``)
+==========================================  ============================================
+
+Numbers may be OSC ints or floats (apps send floats); integral floats are accepted
+where an integer is meant. Bundles are executed at once, whatever their time tag (a
+time tag in the future must never stall the instrument).
+
+Security: the server binds ``127.0.0.1`` unless ``host`` is configured (``0.0.0.0``
+exposes it to the network: a warning is logged). It only ever calls the router; nothing
+it receives is executed.
+
+Robustness: one thread receives and handles datagrams one at a time. A datagram that
+is not OSC, an argument of the wrong type or a non-finite number is counted in
+``garbage``; an unknown address, control or action in ``unknown`` (each logged once);
+nothing a sender does raises out of the thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+
+import mido
+
+from pi_synth.control.midi.parser import MidiParser
+from pi_synth.control.router import ACTIONS
+from pi_synth.control.sources.base import Source
+from pi_synth.errors import ConfigError, DeviceError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/pi-synth/"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9000
+POLL_S = 0.1  # how often the receive loop looks at the stop flag (close within this)
+MAX_MIDI_BYTES = 4096
+_MAX_LOGGED = 64
+
+
+class _Bad(Exception):
+    """A message whose arguments are wrong: counted as garbage."""
+
+
+class _Unknown(Exception):
+    """A message for something that does not exist: counted as unknown."""
+
+
+def _number(v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _Bad(f"expected a number, got {type(v).__name__}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise _Bad(f"expected a finite number, got {f}")
+    return f
+
+
+def _integer(v, lo: int, hi: int, what: str) -> int:
+    f = _number(v)
+    if not f.is_integer() or not lo <= f <= hi:
+        raise _Bad(f"{what} must be an integer in range {lo}..{hi}, got {v!r}")
+    return int(f)
+
+
+def _action_arg(params):
+    if not params:
+        return None
+    if len(params) > 1:
+        raise _Bad("an action takes at most one argument")
+    v = params[0]
+    if isinstance(v, str):
+        return v
+    f = _number(v)
+    return int(f) if f.is_integer() else f
+
+
+def _server_class():
+    from pythonosc.osc_server import BlockingOSCUDPServer
+
+    class Server(BlockingOSCUDPServer):
+        max_packet_size = 65535  # socketserver's 8192 would truncate large bundles
+        source: OscSource
+
+        def verify_request(self, request, client_address) -> bool:
+            return True  # garbage is counted by the source, not dropped silently
+
+        def finish_request(self, request, client_address) -> None:
+            self.source._datagram(request[0], request[1], client_address)
+
+        def handle_error(self, request, client_address) -> None:
+            self.source._count("errors", "internal", "error handling an OSC datagram", exc=True)
+
+    return Server
+
+
+class OscSource(Source):
+    """OSC server on ``host:port`` (``port=0``: an ephemeral port, read :attr:`port`).
+
+    ``status_fn``: a callable returning what ``/pi-synth/status`` replies, as JSON
+    (default: the control bank's values).
+    """
+
+    kind = "osc"
+
+    def __init__(self, router, name: str | None = None, *, host: str = DEFAULT_HOST,
+                 port: int = DEFAULT_PORT, status_fn=None, **options):
+        super().__init__(router, name, **options)
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"osc host must be an address such as {DEFAULT_HOST!r}, got {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"osc port must be an integer in range 0..65535, got {port!r}")
+        self.host = host
+        self.port = port
+        self.status_fn = status_fn or (lambda: self.router.bank.values())
+        self.packets = 0
+        self.messages = 0
+        self.garbage = 0
+        self.unknown = 0
+        self._logged: set[str] = set()
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.parser = MidiParser()  # like din.py: a stream of its own
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            server = _server_class()((self.host, self.port), dispatcher=None)
+        except ImportError as e:
+            raise DeviceError(f"OSC needs python-osc ({e}); install it: pip install python-osc") from None
+        except OSError as e:
+            raise DeviceError(
+                f"cannot listen for OSC on {self.host}:{self.port} ({e.strerror or e}); "
+                "choose another port or stop the program using it"
+            ) from None
+        server.source = self
+        server.timeout = POLL_S
+        self._server = server
+        self.port = server.server_address[1]
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("OSC listens on %s:%d: reachable from the network, not only this machine",
+                        self.host, self.port)
+        else:
+            log.info("OSC listening on %s:%d", self.host, self.port)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"osc-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2 * POLL_S + 1.0)
+            self._thread = None
+        if self._server is not None:
+            self._server.server_close()
+            self._server = None
+
+    def _run(self) -> None:
+        server = self._server
+        while not self._stop.is_set():
+            try:
+                server.handle_request()  # waits at most POLL_S for one datagram
+            except Exception:  # never let the receive loop die
+                self._count("errors", "internal", "OSC receive failed", exc=True)
+
+    def status(self) -> dict:
+        s = super().status()
+        s.update(host=self.host, port=self.port, packets=self.packets, messages=self.messages,
+                 garbage=self.garbage, unknown=self.unknown,
+                 parser_errors=self.parser.stats.total)
+        return s
+
+    # -- datagrams --------------------------------------------------------------------
+
+    def _count(self, counter: str, key: str, text: str, exc: bool = False) -> None:
+        setattr(self, counter, getattr(self, counter) + 1)
+        if key not in self._logged and len(self._logged) < _MAX_LOGGED:
+            self._logged.add(key)
+            log.warning("OSC: %s (further ones are only counted)", text, exc_info=exc)
+
+    def _datagram(self, data: bytes, sock, addr) -> None:
+        from pythonosc.osc_packet import OscPacket
+
+        self.packets += 1
+        try:
+            messages = [tm.message for tm in OscPacket(data).messages]
+        except Exception as e:
+            self._count("garbage", "packet", f"ignored a datagram from {addr[0]} that is not OSC ({e})")
+            return
+        for msg in messages:
+            try:
+                address, params = msg.address, list(msg.params)
+                self._dispatch(address, params, sock, addr)
+                self.messages += 1
+            except _Bad as e:
+                self._count("garbage", f"bad {msg.address}", f"{msg.address}: {e}")
+            except _Unknown as e:
+                self._count("unknown", str(e), str(e))
+            except Exception as e:  # a bug or a broken status_fn: count, keep serving
+                self._count("errors", f"error {type(e).__name__}", f"{msg.address} failed: {e}", exc=True)
+
+    def _dispatch(self, address: str, params: list, sock, addr) -> None:
+        if not address.startswith(PREFIX):
+            raise _Unknown(f"unknown address {address!r} (pi-synth's start with {PREFIX})")
+        head, _, rest = address[len(PREFIX):].partition("/")
+        r = self.router
+        if head == "control" and rest:
+            if len(params) != 1:
+                raise _Bad("takes one number")
+            value = _number(params[0])
+            try:
+                r.set(rest, value)
+            except KeyError:
+                raise _Unknown(f"unknown control {rest!r}; the model's controls are: "
+                               + ", ".join(r.bank.names)) from None
+        elif head == "source" and rest:
+            if len(params) != 1:
+                raise _Bad("takes one number in 0..1")
+            r.source(rest, min(max(_number(params[0]), 0.0), 1.0))
+        elif head == "note" and not rest:
+            if not 1 <= len(params) <= 3:
+                raise _Bad("takes note [velocity [channel]]")
+            note = _integer(params[0], 0, 127, "note")
+            vel = _integer(params[1], 0, 127, "velocity") if len(params) > 1 else 100
+            ch = _integer(params[2], 0, 15, "channel") if len(params) > 2 else 0
+            if vel:
+                r.midi_message(mido.Message("note_on", note=note, velocity=vel, channel=ch))
+            else:
+                r.midi_message(mido.Message("note_off", note=note, velocity=0, channel=ch))
+        elif head == "midi" and not rest:
+            if len(params) == 1 and isinstance(params[0], bytes):
+                data = params[0]
+            else:
+                data = bytes(_integer(p, 0, 255, "a MIDI byte") for p in params)
+            if not data or len(data) > MAX_MIDI_BYTES:
+                raise _Bad(f"takes 1..{MAX_MIDI_BYTES} MIDI bytes")
+            self.parser.feed(data)
+            for m in self.parser:
+                r.midi_message(m)
+        elif head == "action" and rest:
+            if rest not in ACTIONS:
+                raise _Unknown(f"unknown action {rest!r}; actions are: {', '.join(ACTIONS)}")
+            r.action(rest, _action_arg(params))
+        elif head == "status" and not rest:
+            port = addr[1]
+            if params:
+                port = _integer(params[0], 1, 65535, "reply port")
+            self._reply(sock, (addr[0], port) + tuple(addr[2:]), "/pi-synth/status",
+                        json.dumps(self.status_fn(), sort_keys=True, default=str))
+        else:
+            raise _Unknown(f"unknown address {address!r}")
+
+    def _reply(self, sock, addr, address: str, text: str) -> None:
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        b = OscMessageBuilder(address=address)
+        b.add_arg(text)
+        sock.sendto(b.build().dgram, addr)
+
+
+SOURCE = OscSource
