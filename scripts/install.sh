@@ -14,8 +14,9 @@ if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
 
 PKGS=(python3 python3-venv python3-dev gcc libasound2-dev alsa-utils)
 if [[ $DEV -eq 1 ]]; then
-    # jackd2 + libasound2-plugins: real-time pacing without a sound card in the tests
-    PKGS+=(jackd2 libasound2-plugins)
+    # jackd2 + libasound2-plugins: real-time pacing without a sound card in the tests;
+    # systemd: systemd-analyze verifies the service unit
+    PKGS+=(jackd2 libasound2-plugins systemd)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,114 @@
+"""pi-synth doctor on this machine (honest warnings: no SPI here) and on a provisioned-looking root."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = ["config", "service", "spi", "i2c", "uart-midi", "alsa-cards", "model", "pcm", "governor",
+         "rt-limits", "power"]
+
+
+def _doctor(cli, *args, env=None):
+    p = cli("doctor", "--blocks", "40", *args, env=env, timeout=120)
+    return p
+
+
+def _check_schema(rep: dict):
+    assert set(rep) == {"version", "machine", "ok", "counts", "checks"}
+    assert [c["name"] for c in rep["checks"]] == NAMES
+    for c in rep["checks"]:
+        assert set(c) == {"name", "status", "summary", "fix", "details"}
+        assert c["status"] in ("pass", "warn", "fail", "skip")
+        assert c["summary"] and "\n" not in c["summary"]
+        if c["status"] in ("warn", "fail"):
+            assert c["fix"], c
+    assert sum(rep["counts"].values()) == len(NAMES)
+    assert rep["ok"] == (rep["counts"]["fail"] == 0)
+    return {c["name"]: c for c in rep["checks"]}
+
+
+def test_json_report_on_this_machine(cli):
+    p = _doctor(cli, "--json")
+    rep = json.loads(p.stdout)
+    checks = _check_schema(rep)
+    assert p.returncode == (0 if rep["ok"] else 2), p.stderr
+    # this machine, honestly: the tests' ALSA config makes 'default' a null PCM that opens
+    assert checks["pcm"]["status"] == "pass"
+    assert checks["config"]["status"] == "pass" and checks["config"]["details"]["path"] is None
+    assert checks["model"]["status"] in ("pass", "warn", "fail")
+    assert checks["model"]["details"]["rtf"] > 0 if checks["model"]["details"] else True
+    if not os.path.exists("/dev/spidev0.0"):
+        assert checks["spi"]["status"] == "warn"
+        assert "provision.sh" in checks["spi"]["fix"] and "do_spi" in checks["spi"]["fix"]
+    if not os.path.exists("/boot/firmware/config.txt"):
+        assert checks["uart-midi"]["status"] == "warn"
+    if not os.path.exists("/etc/systemd/system/pi-synth.service"):
+        assert checks["service"]["status"] == "warn"
+
+
+def test_failures_exit_2_with_the_fix(cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[audio]\nperiod = 3\n")
+    p = _doctor(cli, "--device", "no_such_pcm", "--model", str(tmp_path / "missing.onnx"),
+                env={"PI_SYNTH_CONFIG": str(bad)})
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    config = next(l for l in lines if l.split()[1:2] == ["config"])
+    assert config.split()[0] == "FAIL" and "bad.toml:2" in config and "audio.period" in config
+    model = next(l for l in lines if l.split()[1:2] == ["model"])
+    assert model.split()[0] == "FAIL" and "missing.onnx" in model
+    pcm = lines.index(next(l for l in lines if l.split()[1:2] == ["pcm"]))
+    assert lines[pcm].split()[0] == "FAIL" and "no_such_pcm" in lines[pcm]
+    assert "fix:" in lines[pcm + 1] and "aplay -L" in lines[pcm + 1]
+    assert "fail" in lines[-1] and "fix the failures above" in lines[-1]
+
+
+def _provisioned_root(tmp_path: Path) -> Path:
+    """Files as scripts/provision.sh leaves them on a Pi (config.txt made by its own edit)."""
+    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts/provision.py")
+    prov = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prov)
+    r = tmp_path / "pi"
+    boot = r / "boot/firmware"
+    boot.mkdir(parents=True)
+    (boot / "config.txt").write_text(prov.edit_config_txt("dtparam=audio=on\n[all]\n", "hifiberry-dac", True))
+    (boot / "cmdline.txt").write_text(prov.edit_cmdline_txt("console=serial0,115200 console=tty1 rootwait"))
+    for node in ("dev/spidev0.0", "dev/spidev0.1", "dev/i2c-1", "dev/ttyAMA0"):
+        (r / node).parent.mkdir(parents=True, exist_ok=True)
+        (r / node).touch()
+    (r / "proc/asound").mkdir(parents=True)
+    (r / "proc/asound/cards").write_text(
+        " 0 [sndrpihifiberry]: RPi-simple - snd_rpi_hifiberry_dac\n"
+        "                      snd_rpi_hifiberry_dac\n")
+    for cpu in range(4):
+        d = r / f"sys/devices/system/cpu/cpu{cpu}/cpufreq"
+        d.mkdir(parents=True)
+        (d / "scaling_governor").write_text("performance\n")
+    units = r / "etc/systemd/system"
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    (units / "pi-synth.service").write_bytes((ROOT / "systemd/pi-synth.service").read_bytes())
+    (units / "multi-user.target.wants/pi-synth.service").symlink_to("/etc/systemd/system/pi-synth.service")
+    return r
+
+
+def test_a_provisioned_pi_passes_the_board_checks(cli, tmp_path):
+    r = _provisioned_root(tmp_path)
+    rep = json.loads(_doctor(cli, "--json", "--root", r).stdout)
+    checks = _check_schema(rep)
+    for name in ("service", "spi", "i2c", "uart-midi", "alsa-cards", "governor"):
+        assert checks[name]["status"] == "pass", checks[name]
+    assert checks["alsa-cards"]["details"]["cards"] == ["sndrpihifiberry"]
+    assert checks["uart-midi"]["details"]["serial_console"] is False
+    # and one thing undone: the console back on the UART is caught
+    (r / "boot/firmware/cmdline.txt").write_text("console=serial0,115200 console=tty1 rootwait\n")
+    (r / "sys/devices/system/cpu/cpu2/cpufreq/scaling_governor").write_text("ondemand\n")
+    (r / "dev/spidev0.0").unlink()
+    (r / "dev/spidev0.1").unlink()
+    checks = _check_schema(json.loads(_doctor(cli, "--json", "--root", r).stdout))
+    assert checks["uart-midi"]["status"] == "warn" and "serial console" in checks["uart-midi"]["summary"]
+    assert checks["governor"]["status"] == "warn" and "ondemand" in checks["governor"]["summary"]
+    assert checks["spi"]["status"] == "warn" and "reboot" in checks["spi"]["fix"]
