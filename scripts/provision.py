@@ -1,0 +1,701 @@
+#!/usr/bin/env python3
+"""Provision Raspberry Pi OS Lite (arm64, bookworm or trixie) for pi-synth — on the Pi, or a mounted image.
+
+    sudo scripts/provision.sh [--hat NAME] [--no-onboard-audio] [--read-only]
+    sudo scripts/provision.sh --root /mnt/img --skip-apt    # an image: installs finish on first boot
+    sudo scripts/provision.sh --dry-run                     # print what would change, change nothing
+
+What it does (each step checks first, so a second run prints "no changes"):
+
+* apt packages (python3, venv, gcc + libasound2-dev for pyalsaaudio, alsa-utils, python3-lgpio
+  where the archive has it); the ``pisynth`` system user in audio, gpio, spi, i2c, dialout;
+* a copy of this checkout in /opt/pi-synth/src, installed (with its models) into the venv
+  /opt/pi-synth/venv (``--system-site-packages``, for the distribution's lgpio);
+* /boot/firmware/config.txt: SPI, I2C, the PL011 UART on GPIO 14/15 at MIDI's 31250 baud
+  (``disable-bt`` + ``midi-uart0``), the audio HAT overlay, onboard audio off if asked —
+  in one marked block at the end, rewritten on each run; cmdline.txt: the serial console removed;
+* CPU governor ``performance`` at boot (pi-synth-governor.service), rtprio/memlock limits for
+  the audio group, journald in RAM, /var/log on tmpfs;
+* /boot/firmware/pi-synth.toml from the commented template, if absent (never overwritten);
+* pi-synth.service installed and enabled (symlinks, so it works on an image too);
+* ``--read-only``: the overlay root of raspi-config (on the Pi, or on first boot for an image).
+
+With ``--root DIR`` nothing runs on the host's system: files are written under DIR (and the
+boot partition's under ``--boot BOOTDIR`` if given, else DIR/boot/firmware), and
+programs (apt, pip) run inside DIR with chroot (same architecture, as root) or
+``proot -q qemu-ARCH-static``; with ``--skip-apt`` (or when neither is possible) the apt
+and venv steps are left to pi-synth-firstboot.service, which runs this script on the Pi's
+first boot with network. Exit: 0 done, 2 bad arguments or not a Pi OS root, 1 a step failed.
+Standard library only: the host may be any Linux with python3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+VENV = "/opt/pi-synth/venv"
+SRC = "/opt/pi-synth/src"
+STATE = "/var/lib/pi-synth"
+PENDING = "/var/lib/pi-synth-provision/pending.json"
+USER = "pisynth"
+GROUPS = ("audio", "gpio", "spi", "i2c", "dialout")
+APT = ("python3", "python3-venv", "python3-dev", "gcc", "libasound2-dev", "alsa-utils",
+       "ca-certificates")
+APT_IF_AVAILABLE = ("python3-lgpio",)
+# --hat: (config.txt overlay, ALSA card id)
+HATS = {
+    "hifiberry-dac": ("hifiberry-dac", "sndrpihifiberry"),
+    "hifiberry-dacplus": ("hifiberry-dacplus", "sndrpihifiberry"),
+    "iqaudio-dacplus": ("iqaudio-dacplus", "IQaudIODAC"),
+    "pisound": ("pisound", "pisound"),
+    "usb": (None, None),
+    "none": (None, None),
+}
+BEGIN = "# --- pi-synth: managed by scripts/provision.sh; edits inside this block are replaced ---"
+END = "# --- end pi-synth ---"
+OFF_MARK = "  # pi-synth: onboard audio off"
+SERIAL_CONSOLES = ("console=serial0", "console=ttyAMA0", "console=ttyS0", "console=ttyAMA10")
+FSTAB_LOG = "tmpfs /var/log tmpfs defaults,noatime,nosuid,nodev,mode=0755,size=32m 0 0  # pi-synth"
+HOST_CA = "/run/pi-synth-host-ca.pem"  # the build host's PIP_CERT, while pip runs in the target
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm"}
+
+
+class Failed(Exception):
+    """A step failed: exit 1 with this line."""
+
+
+class BadInput(Exception):
+    """Bad arguments or a root that is not Raspberry Pi OS: exit 2 with this line."""
+
+
+# -- pure text edits (the same on the Pi and on an image) ------------------------------
+
+
+def edit_config_txt(text: str, hat: str, no_onboard: bool) -> str:
+    """config.txt with our block at the end (old block removed) and onboard audio handled."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if line.strip() == BEGIN:
+            inside = True
+            continue
+        if inside:
+            inside = line.strip() != END
+            continue
+        if line.endswith(OFF_MARK):  # our earlier --no-onboard-audio edit: back to the stock line
+            line = line[: -len(OFF_MARK)]
+            line = (line[1:] if line.startswith("#") else line).replace(",noaudio", "")
+        bare = line.split("#", 1)[0].strip()
+        if no_onboard and bare == "dtparam=audio=on":
+            line = "#" + line + OFF_MARK
+        elif no_onboard and bare in ("dtoverlay=vc4-kms-v3d", "dtoverlay=vc4-fkms-v3d"):
+            line = line.replace(bare, bare + ",noaudio") + OFF_MARK
+        out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
+    overlay = HATS[hat][0]
+    block = [BEGIN, "[all]",
+             "dtparam=spi=on",
+             "dtparam=i2c_arm=on",
+             "# MIDI in/out on GPIO 15/14: the PL011 UART (Bluetooth moved off it), clocked for 31250 baud",
+             "enable_uart=1",
+             "dtoverlay=disable-bt",
+             "dtoverlay=midi-uart0"]
+    if overlay:
+        block.append(f"dtoverlay={overlay}")
+    if no_onboard:
+        block.append("dtparam=audio=off")
+    block.append(END)
+    return "\n".join(out + [""] + block) + "\n"
+
+
+def edit_cmdline_txt(text: str, read_only: bool = False) -> str:
+    """One line: the serial console removed (the UART is for MIDI)."""
+    words = [w for w in text.split() if not w.startswith(SERIAL_CONSOLES)]
+    return " ".join(words) + "\n"
+
+
+def edit_fstab(text: str) -> str:
+    lines = [l for l in text.splitlines() if not l.rstrip().endswith("# pi-synth")]
+    return "\n".join(lines + [FSTAB_LOG]) + "\n"
+
+
+def toml_from_template(template: str, hat: str) -> str:
+    card = HATS[hat][1]
+    if card:
+        template = template.replace('device = "default"', f'device = "plughw:CARD={card}"', 1)
+    return template
+
+
+def limits_conf() -> str:
+    return ("# pi-synth (scripts/provision.sh): real-time audio for the audio group, e.g. a\n"
+            "# 'pi-synth run' from a shell. The service gets the same from LimitRTPRIO/LimitMEMLOCK.\n"
+            "@audio   -  rtprio   95\n"
+            "@audio   -  memlock  unlimited\n")
+
+
+def journald_conf() -> str:
+    return ("# pi-synth (scripts/provision.sh): the journal lives in RAM. No SD card wear, and a\n"
+            "# power cut mid-performance cannot corrupt it. 'journalctl -b' still works.\n"
+            "[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n")
+
+
+def asound_conf(hat: str) -> str | None:
+    card = HATS[hat][1]
+    if not card:
+        return None
+    return (f"# pi-synth (scripts/provision.sh --hat {hat}): the HAT is the default sound card\n"
+            f"defaults.pcm.card {card}\ndefaults.ctl.card {card}\n")
+
+
+# -- the target: / or a mounted image --------------------------------------------------
+
+
+class Target:
+    def __init__(self, root: str, dry_run: bool, boot: str | None = None):
+        self.root = Path(root).resolve()
+        self.boot_host = Path(boot).resolve() if boot else None  # --boot: the boot partition elsewhere
+        self.live = str(self.root) == "/"
+        self.dry_run = dry_run
+        self.changes: list[str] = []
+        self.reboot_needed = False
+        self.quiet = False
+
+    def p(self, path: str) -> Path:
+        if self.boot_host and (path == "/boot/firmware" or path.startswith("/boot/firmware/")):
+            return self.boot_host / path[len("/boot/firmware"):].lstrip("/")
+        return self.root / path.lstrip("/")
+
+    def change(self, what: str) -> None:
+        self.changes.append(what)
+        if not self.quiet:
+            print(("  would " if self.dry_run else "  ") + what, flush=True)
+
+    # files --------------------------------------------------------------------------
+
+    def read(self, path: str) -> str | None:
+        try:
+            return self.p(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def write(self, path: str, content: str | bytes, mode: int = 0o644) -> bool:
+        data = content.encode() if isinstance(content, str) else content
+        dest = self.p(path)
+        try:
+            same = dest.read_bytes() == data and (dest.stat().st_mode & 0o7777) == mode
+        except (FileNotFoundError, IsADirectoryError):
+            same = False
+        if same:
+            return False
+        self.change(("update " if dest.exists() else "create ") + path)
+        if not self.dry_run:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            try:
+                os.chmod(tmp, mode)
+            except PermissionError:  # FAT (the boot partition) has no modes to set
+                pass
+            os.replace(tmp, dest)
+        return True
+
+    def symlink(self, path: str, target: str) -> bool:
+        link = self.p(path)
+        if link.is_symlink() and os.readlink(link) == target:
+            return False
+        self.change(f"link {path} -> {target}")
+        if not self.dry_run:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            os.symlink(target, link)
+        return True
+
+    def mkdir(self, path: str, mode: int = 0o755) -> bool:
+        if self.p(path).is_dir():
+            return False
+        self.change(f"create {path}/")
+        if not self.dry_run:
+            self.p(path).mkdir(parents=True, mode=mode, exist_ok=True)
+        return True
+
+    def remove(self, path: str) -> bool:
+        if not (self.p(path).exists() or self.p(path).is_symlink()):
+            return False
+        self.change(f"remove {path}")
+        if not self.dry_run:
+            self.p(path).unlink()
+        return True
+
+    # programs -----------------------------------------------------------------------
+
+    def arch(self) -> str:
+        for exe in ("usr/bin/true", "bin/true", "usr/bin/dpkg"):
+            try:
+                head = (self.root / exe).read_bytes()[:20]
+            except OSError:
+                continue
+            if head[:4] == b"\x7fELF":
+                return ELF_MACHINES.get(int.from_bytes(head[18:20], "little"), "unknown")
+        return "unknown"
+
+    def runner(self) -> list[str] | None:
+        """argv prefix that runs a program inside the target, or None if impossible here."""
+        if self.live:
+            return []
+        arch, host = self.arch(), platform.machine()
+        if arch == host and os.geteuid() == 0:
+            return ["chroot", str(self.root)]
+        qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
+        if shutil.which("proot") and (arch == host or qemu):
+            argv = ["proot", "-0", "-r", str(self.root), "-b", "/dev", "-b", "/proc", "-b", "/sys",
+                    "-w", "/"]
+            return argv + (["-q", qemu] if arch != host else [])
+        return None
+
+    def run(self, argv: list[str], what: str) -> None:
+        prefix = self.runner()
+        if prefix is None:
+            raise Failed(f"cannot run programs inside {self.root} ({self.arch()} on {platform.machine()}): "
+                         "install proot and qemu-user-static, or pass --skip-apt")
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+        if self.live:
+            env = {**{k: v for k, v in os.environ.items()}, **env, "HOME": os.environ.get("HOME", "/root")}
+        else:  # a build host behind a proxy or mirror: its pip settings carry over
+            for k in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_DEFAULT_TIMEOUT", "HTTP_PROXY",
+                      "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"):
+                v = os.environ.get(k, "")
+                if v and "file:" not in v:
+                    env[k] = v
+            if os.path.isfile(os.environ.get("PIP_CERT", "")):
+                env["PIP_CERT"] = HOST_CA
+        print(f"  … {what}", flush=True)
+        with self._inside():
+            p = subprocess.run(prefix + argv, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        if p.returncode != 0:
+            tail = "\n".join(p.stdout.splitlines()[-25:])
+            raise Failed(f"{what} failed (exit {p.returncode}):\n{tail}")
+
+    def _inside(self):
+        if self.live:
+            return _Nothing()
+        return _Inside(self) if self.runner()[:1] == ["chroot"] else _HostCA(self)
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _HostCA:
+    """The build host's PIP_CERT copied into the target while a command runs (proot)."""
+
+    def __init__(self, t: Target):
+        self.ca = t.p(HOST_CA) if os.path.isfile(os.environ.get("PIP_CERT", "")) else None
+
+    def __enter__(self):
+        if self.ca:
+            self.ca.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(os.environ["PIP_CERT"], self.ca)
+        return self
+
+    def __exit__(self, *exc):
+        if self.ca:
+            self.ca.unlink(missing_ok=True)
+        return False
+
+
+class _Inside(_HostCA):
+    """chroot plumbing for the duration of one command: /proc, /sys, /dev, DNS, no service starts."""
+
+    def __init__(self, t: Target):
+        super().__init__(t)
+        self.t = t
+        self.mounted: list[Path] = []
+        self.saved_resolv: tuple | None = None
+
+    def __enter__(self):
+        r = self.t.root
+        for src, dst, args in (("proc", "proc", ["-t", "proc"]), ("/sys", "sys", ["--bind"]),
+                               ("/dev", "dev", ["--bind"]), ("/dev/pts", "dev/pts", ["--bind"])):
+            d = r / dst
+            d.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", *args, src, str(d)], check=True)
+            self.mounted.append(d)
+        resolv = r / "etc/resolv.conf"
+        if resolv.is_symlink():
+            self.saved_resolv = ("link", os.readlink(resolv))
+        elif resolv.exists():
+            self.saved_resolv = ("file", resolv.read_bytes(), resolv.stat().st_mode & 0o7777)
+        if resolv.is_symlink() or resolv.exists():
+            resolv.unlink()
+        shutil.copyfile("/etc/resolv.conf", resolv)
+        policy = r / "usr/sbin/policy-rc.d"
+        self.policy_was_there = policy.exists()
+        if not self.policy_was_there:
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        r = self.t.root
+        if not self.policy_was_there:
+            (r / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
+        resolv = r / "etc/resolv.conf"
+        resolv.unlink(missing_ok=True)
+        if self.saved_resolv and self.saved_resolv[0] == "link":
+            os.symlink(self.saved_resolv[1], resolv)
+        elif self.saved_resolv:
+            resolv.write_bytes(self.saved_resolv[1])
+            resolv.chmod(self.saved_resolv[2])
+        for d in reversed(self.mounted):
+            subprocess.run(["umount", "-l", str(d)], check=False)
+        return super().__exit__(*exc)
+
+
+# -- reading the target's state --------------------------------------------------------
+
+
+def installed_packages(t: Target) -> set[str]:
+    text = t.read("/var/lib/dpkg/status") or ""
+    out = set()
+    for para in text.split("\n\n"):
+        fields = dict(l.split(": ", 1) for l in para.splitlines() if ": " in l and not l.startswith(" "))
+        if fields.get("Status") == "install ok installed" and "Package" in fields:
+            out.add(fields["Package"])
+    return out
+
+
+def archive_has(t: Target, package: str) -> bool:
+    lists = t.p("/var/lib/apt/lists")
+    needle = f"Package: {package}\n".encode()
+    for f in lists.glob("*_Packages") if lists.is_dir() else ():
+        if needle in f.read_bytes():
+            return True
+    return False
+
+
+def group_members(t: Target) -> dict[str, set[str]]:
+    out = {}
+    for line in (t.read("/etc/group") or "").splitlines():
+        parts = line.split(":")
+        if len(parts) >= 4:
+            out[parts[0]] = set(filter(None, parts[3].split(",")))
+    return out
+
+
+def has_user(t: Target, name: str) -> bool:
+    return any(l.split(":", 1)[0] == name for l in (t.read("/etc/passwd") or "").splitlines())
+
+
+def source_files() -> list[tuple[str, Path]]:
+    """(relative path, file) of what the Pi needs from this checkout: the package (models
+    included, symlinks followed), its metadata, the unit files and this provisioner."""
+    out = []
+    for top in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO / top).is_file():
+            out.append((top, REPO / top))
+    for top in ("src", "systemd", "scripts/provision", "scripts/provision.py", "scripts/provision.sh"):
+        base = REPO / top
+        if base.is_file():
+            out.append((top, base))
+            continue
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.endswith(".egg-info"))
+            for f in sorted(filenames):
+                if f.endswith((".pyc", ".pyo")):
+                    continue
+                full = Path(dirpath) / f
+                out.append((str(full.relative_to(REPO)), full))
+    return out
+
+
+# -- the steps -------------------------------------------------------------------------
+
+
+def step_apt(t: Target, a) -> bool:
+    """True when the packages are there (or will be, on first boot)."""
+    have = installed_packages(t)
+    missing = [p for p in APT if p not in have]
+    optional = [p for p in APT_IF_AVAILABLE if p not in have]
+    if not missing and not [p for p in optional if archive_has(t, p)]:
+        return True
+    if a.skip_apt or (not t.live and t.runner() is None):
+        return False
+    if t.dry_run:
+        t.change(f"apt-get install {' '.join(missing + [p for p in optional if archive_has(t, p)])}")
+        return True
+    t.change(f"apt-get install {' '.join(missing + [p for p in optional if archive_has(t, p)])}")
+    t.run(["apt-get", "update", "-qq"], "apt-get update")
+    optional = [p for p in optional if archive_has(t, p)]
+    t.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, *optional],
+          "apt-get install " + " ".join(missing + optional))
+    return True
+
+
+def step_source(t: Target) -> str:
+    """Copy the checkout to /opt/pi-synth/src; returns its fingerprint."""
+    h = hashlib.sha256()
+    wanted = set()
+    before, t.quiet = len(t.changes), True
+    for rel, full in source_files():
+        data = full.read_bytes()
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        mode = 0o755 if os.access(full, os.X_OK) else 0o644
+        t.write(f"{SRC}/{rel}", data, mode)
+        wanted.add(rel)
+    base = t.p(SRC)
+    if base.is_dir():
+        for dirpath, _, filenames in os.walk(base):
+            for f in filenames:
+                rel = str((Path(dirpath) / f).relative_to(base))
+                if rel not in wanted:
+                    t.remove(f"{SRC}/{rel}")
+    t.quiet = False
+    n = len(t.changes) - before
+    if n:
+        del t.changes[before:]
+        t.change(f"update {SRC} ({n} file{'s' if n != 1 else ''} of this checkout)")
+    return h.hexdigest()
+
+
+def step_venv(t: Target, fingerprint: str, can_run: bool) -> bool:
+    stamp = f"{VENV}/.pi-synth-source"
+    if (t.read(stamp) or "").strip() == fingerprint and t.p(f"{VENV}/bin/pi-synth").exists():
+        return True
+    if not can_run:
+        return False
+    t.change(f"install pi-synth into {VENV}")
+    if t.dry_run:
+        return True
+    if not t.p(f"{VENV}/bin/python").exists():
+        t.run(["python3", "-m", "venv", "--system-site-packages", VENV], f"python3 -m venv {VENV}")
+    t.run([f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", "--upgrade", SRC],
+          f"pip install {SRC} (onnxruntime, numpy, pyalsaaudio…)")
+    # setuptools builds in the source tree: drop its leftovers, so the copy stays a copy
+    shutil.rmtree(t.p(f"{SRC}/build"), ignore_errors=True)
+    for egg in t.p(f"{SRC}/src").glob("*.egg-info"):
+        shutil.rmtree(egg, ignore_errors=True)
+    t.p(stamp).write_text(fingerprint + "\n")  # part of the install above, not a change of its own
+    return True
+
+
+def step_user(t: Target) -> None:
+    r = [] if t.live else ["--root", str(t.root)]
+    groups = group_members(t)
+    for g in GROUPS:
+        if g not in groups:
+            t.change(f"create group {g}")
+            if not t.dry_run:
+                _check(["groupadd", *r, "--system", g], f"groupadd {g}")
+    if not has_user(t, USER):
+        t.change(f"create user {USER} (groups {', '.join(GROUPS)})")
+        if not t.dry_run:
+            _check(["useradd", *r, "--system", "--user-group", "--home-dir", STATE, "--no-create-home",
+                    "--shell", "/usr/sbin/nologin", "--comment", "pi-synth service",
+                    "--groups", ",".join(GROUPS), USER], f"useradd {USER}")
+        return
+    groups = group_members(t)
+    for g in GROUPS:
+        if USER not in groups.get(g, set()):
+            t.change(f"add {USER} to group {g}")
+            if not t.dry_run:
+                _check(["usermod", *r, "--append", "--groups", g, USER], f"usermod -aG {g}")
+
+
+def _check(argv: list[str], what: str) -> None:
+    p = subprocess.run(argv, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise Failed(f"{what} failed: {p.stderr.strip() or p.stdout.strip()}")
+
+
+def boot_dir(t: Target) -> str | None:
+    if t.boot_host:
+        return "/boot/firmware" if t.p("/boot/firmware/config.txt").is_file() else None
+    for d in ("/boot/firmware", "/boot"):
+        if t.p(f"{d}/config.txt").is_file():
+            return d
+    return None
+
+
+def step_boot(t: Target, a, boot: str) -> bool:
+    """config.txt, cmdline.txt, pi-synth.toml, the models folder; True if the boot config changed."""
+    changed = False
+    cfg = t.read(f"{boot}/config.txt") or ""
+    changed |= t.write(f"{boot}/config.txt", edit_config_txt(cfg, a.hat, a.no_onboard_audio), 0o755
+                       if t.p(f"{boot}/config.txt").stat().st_mode & 0o100 else 0o644)
+    cmd = t.read(f"{boot}/cmdline.txt")
+    if cmd is not None:
+        mode = t.p(f"{boot}/cmdline.txt").stat().st_mode & 0o7777
+        changed |= t.write(f"{boot}/cmdline.txt", edit_cmdline_txt(cmd), mode)
+    toml = f"{boot}/pi-synth.toml"
+    if not t.p(toml).exists():
+        template = (REPO / "src/pi_synth/data/pi-synth.toml").read_text(encoding="utf-8")
+        t.write(toml, toml_from_template(template, a.hat), 0o755 if _is_fat(t, boot) else 0o644)
+    models = f"{boot}/pi-synth/models"
+    if not t.p(models).is_dir():
+        t.mkdir(models)
+        t.write(f"{models}/README.txt",
+                "Drop pi-synth models (.onnx) here from any computer. Name one in\r\n"
+                "pi-synth.toml ([model] path = \"NAME\") or it plays the default model.\r\n",
+                0o755 if _is_fat(t, boot) else 0o644)
+    return changed
+
+
+def _is_fat(t: Target, boot: str) -> bool:
+    """FAT reports every file as 0755; write what a stat would show, so a rerun sees no change."""
+    try:
+        return (t.p(f"{boot}/config.txt").stat().st_mode & 0o777) == 0o755
+    except OSError:
+        return False
+
+
+def step_system(t: Target, a) -> None:
+    t.write("/etc/security/limits.d/pi-synth.conf", limits_conf())
+    t.write("/etc/systemd/journald.conf.d/pi-synth.conf", journald_conf())
+    fstab = t.read("/etc/fstab") or ""
+    t.write("/etc/fstab", edit_fstab(fstab))
+    asound = asound_conf(a.hat)
+    if asound:
+        t.write("/etc/asound.conf", asound)
+    units = REPO / "systemd"
+    for unit in ("pi-synth.service", "pi-synth-governor.service", "pi-synth-firstboot.service"):
+        t.write(f"/etc/systemd/system/{unit}", (units / unit).read_bytes())
+    for unit in ("pi-synth.service", "pi-synth-governor.service"):
+        t.symlink(f"/etc/systemd/system/multi-user.target.wants/{unit}", f"/etc/systemd/system/{unit}")
+    # Bluetooth gave its UART to MIDI (dtoverlay=disable-bt): its attach service would fail
+    if t.p("/lib/systemd/system/hciuart.service").exists() or t.p("/usr/lib/systemd/system/hciuart.service").exists():
+        t.symlink("/etc/systemd/system/hciuart.service", "/dev/null")
+
+
+def step_first_boot(t: Target, a, pending: list[str]) -> None:
+    link = "/etc/systemd/system/multi-user.target.wants/pi-synth-firstboot.service"
+    if pending:
+        args = {"hat": a.hat, "no_onboard_audio": a.no_onboard_audio, "read_only": a.read_only,
+                "pending": pending}
+        t.write(PENDING, json.dumps(args, indent=1, sort_keys=True) + "\n", 0o600)
+        t.symlink(link, "/etc/systemd/system/pi-synth-firstboot.service")
+    else:
+        t.remove(PENDING)
+        t.remove(link)
+
+
+def read_only_enabled(t: Target, boot: str | None) -> bool:
+    return bool(boot) and "overlayroot=tmpfs" in (t.read(f"{boot}/cmdline.txt") or "")
+
+
+def step_read_only(t: Target, boot: str | None) -> bool:
+    """True when done (or nothing to do here: first boot does it)."""
+    if read_only_enabled(t, boot):
+        return True
+    if not t.live:
+        return False  # raspi-config must run on the Pi (initramfs, overlayroot): first boot
+    if not shutil.which("raspi-config"):
+        raise Failed("--read-only needs raspi-config (Raspberry Pi OS): apt-get install raspi-config")
+    t.change("enable the read-only overlay root (raspi-config nonint do_overlayfs 0)")
+    if not t.dry_run:
+        _check(["raspi-config", "nonint", "do_overlayfs", "0"], "raspi-config do_overlayfs")
+        t.reboot_needed = True
+    return True
+
+
+def provision(a) -> int:
+    t = Target(a.root, a.dry_run, a.boot)
+    if not t.p("/etc/os-release").exists() and not t.p("/usr/lib/os-release").exists():
+        raise BadInput(f"{t.root} has no /etc/os-release: not a Debian / Raspberry Pi OS root; "
+                       "pass --root MOUNTPOINT of the image's root partition")
+    if os.geteuid() != 0 and not a.dry_run:
+        raise BadInput("provisioning changes system files: run with sudo (or --dry-run as any user)")
+    if a.first_boot:
+        saved = json.loads(t.read(PENDING) or "{}")
+        for k in ("hat", "no_onboard_audio", "read_only"):
+            if k in saved:
+                setattr(a, k, saved[k])
+    boot = boot_dir(t)
+    where = "this Pi" if t.live else str(t.root)
+    print(f"pi-synth provision: {where}{' (dry run)' if a.dry_run else ''}, hat {a.hat}"
+          f"{', onboard audio off' if a.no_onboard_audio else ''}{', read-only root' if a.read_only else ''}",
+          flush=True)
+    pending = []
+    if not step_apt(t, a):
+        pending.append("apt")
+    step_user(t)
+    fingerprint = step_source(t)
+    if not step_venv(t, fingerprint, can_run="apt" not in pending and not a.skip_apt
+                     and (t.live or t.runner() is not None)):
+        pending.append("venv")
+    t.mkdir(STATE)
+    boot_changed = False
+    if boot:
+        boot_changed = step_boot(t, a, boot)
+    else:
+        print("  note: no /boot/firmware/config.txt here: SPI/I2C/UART/HAT settings skipped "
+              "(not Raspberry Pi OS?)", flush=True)
+    step_system(t, a)
+    if a.read_only and not step_read_only(t, boot):
+        pending.append("read-only")
+    step_first_boot(t, a, pending)
+    if not t.changes:
+        print("no changes")
+    else:
+        n = len(t.changes)
+        print(f"{'would make' if a.dry_run else 'made'} {n} change{'s' if n != 1 else ''}")
+    if pending:
+        print(f"on first boot (pi-synth-firstboot.service, needs network): {', '.join(pending)}")
+    if t.live and not a.dry_run and t.changes:
+        if shutil.which("systemctl") and Path("/run/systemd/system").is_dir():
+            subprocess.run(["systemctl", "daemon-reload"], check=False)
+            if not boot_changed and not a.first_boot:  # new code or unit: restart if it was running
+                subprocess.run(["systemctl", "try-restart", "pi-synth.service"], check=False)
+        if boot_changed or t.reboot_needed:
+            if a.first_boot and t.reboot_needed:
+                print("rebooting into the read-only root", flush=True)
+                subprocess.run(["systemctl", "--no-block", "reboot"], check=False)
+            else:
+                print("reboot to apply the boot configuration: sudo reboot")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="provision.sh", description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default="/", help="provision the root filesystem mounted at DIR "
+                   "(its boot partition mounted at DIR/boot/firmware)")
+    p.add_argument("--boot", help="the boot partition's files are in DIR, not ROOT/boot/firmware "
+                   "(scripts/build-image.sh, where FAT cannot be mounted)")
+    p.add_argument("--hat", default="none", choices=sorted(HATS), help="audio HAT overlay")
+    p.add_argument("--no-onboard-audio", action="store_true", help="turn the Pi's own audio (and HDMI audio) off")
+    p.add_argument("--read-only", action="store_true", help="overlay root: the SD card is never written")
+    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    p.add_argument("--skip-apt", action="store_true",
+                   help="leave apt and the venv to the first boot (pi-synth-firstboot.service)")
+    p.add_argument("--first-boot", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    try:
+        return provision(a)
+    except BadInput as e:
+        print(f"provision: {e}", file=sys.stderr)
+        return 2
+    except Failed as e:
+        print(f"provision: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
