@@ -35,9 +35,11 @@ def test_alsa_recording_equals_offline_render(organ, cli, tmp_path, events, peri
     model = organ()
     wav = tmp_path / "render.wav"
     raw = tmp_path / "rec.raw"
+    conf = tmp_path / "c.toml"  # a deeper ring: the test is about bytes, not about load
+    conf.write_text("[audio]\nperiods = 3\nahead_blocks = 4\n")
     cli("render", model, "-o", wav, "--events", events, "--seconds", "2", check=0)
-    p = cli("run", "--model", model, "--device", f"pisynth_jackfile:FILE={raw}", "--events", events,
-            "--seconds", "2", "--period", period, check=0)
+    p = cli("run", "--config", conf, "--model", model, "--device", f"pisynth_jackfile:FILE={raw}",
+            "--events", events, "--seconds", "2", "--period", period, check=0)
     assert "0 xruns, 0 late periods" in p.stderr
     rendered, sr = read_wav(wav)
     ref = np.round(rendered[:, 0] * 32767).astype(np.int16)

@@ -57,12 +57,15 @@ def build_organ(
     fault: str | None = None,
     card: dict | None = None,
     opset: int = 17,
+    burn_matmuls: int = 6,
 ):
     """Build the organ model; write it to ``path`` if given; return the ModelProto.
 
     ``gain`` scales the output (``gain=100`` makes a dangerously loud model);
     ``fault`` = ``"nan"`` or ``"inf"`` poisons the output from the first block;
-    ``"nan_loud"`` only while loudness is above -3 dB — for testing the output guard.
+    ``"nan_loud"`` only while loudness is above -3 dB — for testing the output guard;
+    ``"slow_loud"`` runs ``burn_matmuls`` 384² matrix products per block while loudness
+    is above -3 dB — an overload to test graceful degradation.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -168,6 +171,25 @@ def build_organ(
         loud_hi = node("Greater", [loud, node("Constant", [], "m3", value=numpy_helper.from_array(np.array(-3.0, np.float32)))], "loud_hi")
         nan = node("Constant", [], "nan", value=numpy_helper.from_array(np.array(np.nan, np.float32)))
         y = node("Where", [loud_hi, nan, y], "y_nanloud")
+    if fault == "slow_loud":  # heavy work only while loudness is above -3 dB: an overload you can play
+        heavy_n = 384
+        w = numpy_helper.from_array(np.full((heavy_n, heavy_n), 1e-3, np.float32), "heavy_w")
+        # depend on the block's audio, or onnxruntime folds the constant products away
+        body = [helper.make_node("ReduceSum", [y], ["ysum"], keepdims=0),
+                helper.make_node("Mul", ["ysum", "zero_f"], ["ysum0"]),
+                helper.make_node("Add", ["heavy_w", "ysum0"], ["m0"])]
+        for i in range(burn_matmuls):
+            body.append(helper.make_node("MatMul", [f"m{i}", "heavy_w"], [f"m{i + 1}"]))
+        body.append(helper.make_node("ReduceSum", [f"m{burn_matmuls}"], ["hs"], keepdims=0))
+        body.append(helper.make_node("Mul", ["hs", "zero_f"], ["hz"]))
+        body.append(helper.make_node("Add", [y, "hz"], ["then_y"]))
+        then_g = helper.make_graph(body, "heavy", [], [helper.make_tensor_value_info("then_y", TensorProto.FLOAT, [B])],
+                                   initializer=[w, numpy_helper.from_array(np.array(0.0, np.float32), "zero_f")])
+        else_g = helper.make_graph([helper.make_node("Identity", [y], ["else_y"])], "light", [],
+                                   [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, [B])])
+        loud_max = node("ReduceMax", [loud], "loud_max", keepdims=0)
+        cond = node("Greater", [loud_max, node("Constant", [], "m3s", value=numpy_helper.from_array(np.array(-3.0, np.float32)))], "heavy_on")
+        y = node("If", [cond], "y_slow", then_branch=then_g, else_branch=else_g)
     node("Reshape", [y, "shape_out"], "audio")
     node("Sub", [node("Slice", ["controls", "fm1", "f_end", "ax2"], "last_ctl"), "defaults_col"], "prev_out")
 

@@ -198,23 +198,40 @@ class Engine:
         ring, pbuf, st = self.ring, self._pbuf, self.stats
         period = self.period
         wait_late = (period / self.synth.sample_rate) if self.backend.paced else 0.25
+        down = np.linspace(1.0, 0.0, period, dtype=np.float32)[:, None]
+        up = down[::-1].copy()
+        last = np.zeros((1, pbuf.shape[1]), np.float32)
+        gap = False  # the previous period was a late one: fade the next one in
         while not self._abort:
             if ring.wait_data(period, wait_late):
                 ring.read_into(pbuf)
+                if gap:
+                    pbuf *= up
+                    gap = False
             else:
                 n = ring.read_into(pbuf)
-                if n < period:
-                    pbuf[n:] = 0.0
                 if self._produced_all and ring.available() == 0:
                     if n:
+                        pbuf[n:] = 0.0
                         self._write(pbuf)
                     break
                 if self.backend.paced:
+                    # the model fell behind: hold the last sample and fade it out over
+                    # the period (no click), then fade back in when data returns
                     st.late_periods += 1
+                    if n:
+                        pbuf[:n] *= up[period - n:] if gap else 1.0
+                        last[0] = pbuf[n - 1]
+                    np.multiply(down[: period - n], last, out=pbuf[n:])
+                    last[0] = 0.0
+                    gap = True
                 elif n == 0:
                     continue
+                else:
+                    pbuf[n:] = 0.0
             if not self._write(pbuf):
                 break
+            last[0] = pbuf[-1]
             if not st.first_audio_at:
                 st.first_audio_at = time.monotonic()
         self._drained.set()

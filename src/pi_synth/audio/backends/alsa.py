@@ -7,14 +7,20 @@
   simply converted to.
 * pyalsaaudio's default period of 32 frames is below most devices' minimum: we
   always pass ``periodsize`` and ``periods``.
-* ``write()`` releases the GIL while it blocks, so the inference thread runs then.
-  An underrun returns -EPIPE (pyalsaaudio has already re-prepared the stream): we
+* The PCM is opened non-blocking and we wait for room with ``poll()`` on its
+  descriptors (the GIL is released there, so the inference thread runs). A blocking
+  write can hang forever when a device dies (a JACK server killed, a USB DAC pulled
+  mid-write); with poll, a device that accepts nothing for ``stall_s`` is reported
+  as lost (:class:`DeviceError`) and the engine reopens it.
+* An underrun returns -EPIPE (pyalsaaudio has already re-prepared the stream): we
   count it and write the period again. Short writes are completed.
 """
 
 from __future__ import annotations
 
 import errno
+import select
+import time
 
 from pi_synth.audio.backends.base import FORMATS, Backend, Granted
 from pi_synth.errors import DeviceError
@@ -65,7 +71,7 @@ class AlsaBackend(Backend):
         fmt = getattr(alsaaudio, f"PCM_FORMAT_{self.format}")
         try:
             pcm = alsaaudio.PCM(
-                type=alsaaudio.PCM_PLAYBACK, mode=alsaaudio.PCM_NORMAL, device=device,
+                type=alsaaudio.PCM_PLAYBACK, mode=alsaaudio.PCM_NONBLOCK, device=device,
                 rate=sample_rate, channels=channels, format=fmt, periodsize=period,
                 periods=periods,
             )
@@ -89,13 +95,20 @@ class AlsaBackend(Backend):
                 f"ALSA PCM {device!r} granted sample format {fmt_name}; use a plug PCM so ALSA converts"
             )
         self._pcm = pcm
-        self._eagain = 0
+        self._poll = select.poll()
+        for fd, mask in pcm.polldescriptors():
+            self._poll.register(fd, mask)
+        self._period_ms = max(1, int(1000 * int(info["period_size"]) / rate))
+        self._buffer_frames = int(info["period_size"]) * int(info["periods"])
+        self.stall_s = max(1.0, 4 * int(info["period_size"]) * int(info["periods"]) / rate)
         return Granted(rate, ch, int(info["period_size"]), int(info["periods"]), fmt_name)
 
     def _write(self, data):
         pcm = self._pcm
         n = data.shape[0]
         done = 0
+        last_progress = time.monotonic()
+        idle = 0
         while done < n:
             try:
                 res = pcm.write(data[done:] if done else data)
@@ -104,18 +117,29 @@ class AlsaBackend(Backend):
             if res == -errno.EPIPE:
                 self.xruns += 1  # underrun: already re-prepared; write it again
                 continue
-            if res <= 0:  # non-blocking mode only; ours blocks
-                self._eagain += 1
-                if self._eagain > 1000:
-                    raise DeviceError(f"ALSA PCM {self.device!r} accepts no data")
+            if res > 0:
+                done += res
+                last_progress = time.monotonic()
+                idle = 0
                 continue
-            done += res
+            # the device is full: wait for room (GIL released in poll)
+            if time.monotonic() - last_progress > self.stall_s:
+                raise DeviceError(
+                    f"ALSA PCM {self.device!r} accepted nothing for {self.stall_s:.1f} s (device lost?)"
+                )
+            ready = self._poll.poll(2 * self._period_ms)
+            if ready:
+                idle += 1
+                if idle > 2:  # poll says ready, the device takes nothing: do not spin
+                    time.sleep(self._period_ms / 2000)
         return n
 
     def _close(self):
         pcm, self._pcm = self._pcm, None
-        try:
-            pcm.drain()
+        try:  # play out what is queued, but never hang on a dead device
+            deadline = time.monotonic() + self.stall_s
+            while pcm.avail() < self._buffer_frames and time.monotonic() < deadline:
+                time.sleep(self._period_ms / 1000)
         except Exception:
             pass
         pcm.close()
