@@ -137,10 +137,11 @@ class Instrument:
                 log.warning("model not changed: %s; restart with --model to switch", self.last_error)
                 return False
             card = synth.card
-            # carry control values the two models share (a knob's position stays put)
+            # carry control values the two models share (a knob's position stays put;
+            # a held note keeps its pitch and loudness)
             old = self.synth.bank
             for name in card.control_names:
-                if name in old.names and name not in ("pitch", "loudness"):
+                if name in old.names:
                     synth.bank.set(name, old.get(name))
             mapping = self._make_mapping(card)
             if self.voice is None:
