@@ -15,8 +15,9 @@ if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
 PKGS=(python3 python3-venv python3-dev gcc libasound2-dev alsa-utils)
 if [[ $DEV -eq 1 ]]; then
     # jackd2 + libasound2-plugins: real-time pacing without a sound card in the tests;
-    # systemd: systemd-analyze verifies the service unit
-    PKGS+=(jackd2 libasound2-plugins systemd)
+    # systemd: systemd-analyze verifies the service unit; debootstrap, fdisk, dosfstools,
+    # mtools, e2fsprogs, xz-utils: the provisioning and image-builder tests
+    PKGS+=(jackd2 libasound2-plugins systemd debootstrap fdisk dosfstools mtools e2fsprogs xz-utils)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -409,7 +409,7 @@ def source_files() -> list[tuple[str, Path]]:
     """(relative path, file) of what the Pi needs from this checkout: the package (models
     included, symlinks followed), its metadata, the unit files and this provisioner."""
     out = []
-    for top in ("pyproject.toml", "README.md", "LICENSE"):
+    for top in ("pyproject.toml", "README.md", "LICENSE", "docs/raspberry-pi.md"):
         if (REPO / top).is_file():
             out.append((top, REPO / top))
     for top in ("src", "systemd", "scripts/provision", "scripts/provision.py", "scripts/provision.sh"):

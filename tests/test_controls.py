@@ -233,3 +233,41 @@ def test_buttons_and_encoder_on_mock_pins(router, emu):
     rig.poll_once(11.0)
     assert not led.state
     rig.close()
+
+
+def test_calibrate_interactive_on_the_emulated_chip(emu, router):
+    """The user patches each voltage when asked (the one physical act we stand in for);
+    the readings come through the chip's SPI protocol; the saved calibration then puts
+    a CV input in tune."""
+    from pi_synth.control.calibrate import interactive
+    from pi_synth.control.chips import open_adc
+
+    def adc_volts(jack):  # a ±5 V front-end, 2 % gain error, 30 mV offset
+        return (jack * 1.02 + 5.0) / 10.0 * 3.3 + 0.03
+
+    adc = open_adc("mcp3008")
+    asked = []
+
+    def ask(prompt):
+        v = float(prompt.split()[1])
+        asked.append(v)
+        emu.adc.volts[5] = adc_volts(v)
+        return ""
+
+    cal = interactive(lambda: adc.read(5), 5, [-1.0, 0.0, 1.0, 2.0, 3.0], ask=ask, say=lambda s: None)
+    assert asked == [-1.0, 0.0, 1.0, 2.0, 3.0] and len(cal.points) == 5
+    for v in (-0.5, 0.25, 1.5, 2.75):
+        reading = min(1023, int(adc_volts(v) / 3.3 * 1024)) / 1024 + 0.5 / 1024
+        assert abs(cal.volts(reading) - v) * 1200 < 10  # within 10 cents at 1 V/oct
+
+
+def test_calibrate_command_from_points(cli, tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text('[knobs]\nchip = "mcp3008"\n')
+    state = tmp_path / "st"
+    p = cli("calibrate", "6", "--config", conf, "--points", "0.25:-2.5,0.5:0,0.75:2.5",
+            env={"PI_SYNTH_STATE_DIR": str(state)}, check=0)
+    saved = state / "calibration" / "mcp3008-0.0-ch6.json"
+    assert saved.is_file() and "3-point" in p.stdout
+    bad = cli("calibrate", "6", "--config", conf, "--points", "0.5:0,0.5:1")
+    assert bad.returncode == 2 and "same" in bad.stderr and bad.stderr.count("\n") == 1

@@ -180,6 +180,10 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     signal.signal(signal.SIGHUP, lambda *a: reload.set())
+    if cfg.audio.realtime:
+        from pi_synth.service.realtime import lock_memory
+
+        lock_memory()  # after the model is loaded, before sound: logged once if refused
     t_start = time.monotonic()
     engine.start()
     rig = Rig.from_config(cfg, inst.router, status_fn=engine.status, emulation=emulation)
@@ -341,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     # (one line per module; the module defines add_parser(sub) and its cmd function)
     from pi_synth.convert.cli import add_parser as _convert; _convert(sub)  # noqa: E702
     from pi_synth.doctor import add_parser as _doctor; _doctor(sub)  # noqa: E702
+    from pi_synth.control.calibrate import add_parser as _calibrate; _calibrate(sub)  # noqa: E702
     return p
 
 

@@ -1,0 +1,106 @@
+"""``pi-synth calibrate``: measure a CV input so 1 V/oct is in tune.
+
+Interactive: "patch 0 V into channel 6 and press Enter; now 1 V; …" — each step
+averages many ADC readings; or non-interactive from ``--points READING:VOLTS,…``.
+The N-point calibration (piecewise linear) is saved atomically per device and channel
+under the state dir, and the pitch error at each point is printed in cents.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Callable
+
+from pi_synth.control.cv import Calibration, save_calibration
+from pi_synth.errors import ConfigError
+
+
+def average_reading(read: Callable[[], float], n: int = 64) -> float:
+    return sum(read() for _ in range(n)) / n
+
+
+def interactive(read: Callable[[], float], channel: int, volts: list[float],
+                ask: Callable[[str], str] = input, say: Callable[[str], None] = print) -> Calibration:
+    points = []
+    for v in volts:
+        reply = ask(f"patch {v:+.3f} V into channel {channel}, then press Enter (or type q to stop) ")
+        if reply.strip().lower() == "q":
+            break
+        r = average_reading(read)
+        say(f"  channel {channel} reads {r:.5f} at {v:+.3f} V")
+        points.append((r, v))
+    return Calibration(points)
+
+
+def parse_points(text: str) -> list[tuple[float, float]]:
+    pts = []
+    for item in text.split(","):
+        r, sep, v = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            pts.append((float(r), float(v)))
+        except ValueError:
+            raise ConfigError(f"--points {item!r}: use READING:VOLTS pairs, e.g. 0.500:0,0.597:1") from None
+    return pts
+
+
+def report(cal: Calibration) -> list[str]:
+    """How far a straight 1 V/oct line through the ends is off at each point, in cents."""
+    (r0, v0), (r1, v1) = cal.points[0], cal.points[-1]
+    lines = []
+    for r, v in cal.points:
+        linear = v0 + (v1 - v0) * (r - r0) / (r1 - r0)
+        lines.append(f"  {v:+.3f} V: a two-point fit would be off by {1200 * (linear - v):+.1f} cents")
+    return lines
+
+
+def add_parser(sub) -> None:
+    c = sub.add_parser("calibrate", help="CV input calibration (interactive or from values)")
+    c.add_argument("channel", type=int, help="ADC channel of the CV input")
+    c.add_argument("--config", help="config file (TOML): which ADC chip")
+    c.add_argument("--volts", default="0,1,2,3,4", help="voltages to patch, in order (default 0,1,2,3,4)")
+    c.add_argument("--points", help="READING:VOLTS,… measured elsewhere (no prompts)")
+    c.add_argument("--emulate", action="store_true", help="use the emulated ADC (for trying it out)")
+    c.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from pi_synth import config as config_mod
+    from pi_synth.control.chips import open_adc
+
+    cfg = config_mod.load(args.config)
+    k = cfg.knobs
+    chip = k.chip if k.chip != "none" else ("mcp3008" if args.emulate else None)
+    if chip is None:
+        raise ConfigError("no ADC configured: set [knobs] chip in the config (mcp3008, ads1115, …)")
+    device = f"{chip}-{k.spi_port}.{k.spi_device}"
+    if args.points:
+        cal = Calibration(parse_points(args.points))
+    else:
+        emulation = None
+        if args.emulate:
+            from pi_synth.control.emulate import install
+
+            emulation = install(chip, k.vref)
+        adc = open_adc(chip, vref=k.vref, spi_port=k.spi_port, spi_device=k.spi_device,
+                       i2c_bus=k.i2c_bus, i2c_address=k.i2c_address,
+                       bus=emulation.adc if emulation is not None and chip.startswith("ads") else None)
+        if not 0 <= args.channel < adc.channels:
+            raise ConfigError(f"channel {args.channel}: {adc.describe()} has channels 0..{adc.channels - 1}")
+        try:
+            volts = [float(v) for v in args.volts.split(",")]
+        except ValueError:
+            raise ConfigError(f"--volts {args.volts!r}: use numbers separated by commas") from None
+        if not sys.stdin.isatty():
+            print("pi-synth: reading answers from standard input", file=sys.stderr)
+        cal = interactive(lambda: adc.read(args.channel), args.channel, volts)
+        adc.close()
+    path = save_calibration(device, args.channel, cal)
+    print(f"saved {len(cal.points)}-point calibration for {device} channel {args.channel} to {path}")
+    for line in report(cal):
+        print(line)
+    if not math.isfinite(cal.volts(0.5)):
+        raise ConfigError("calibration gives non-finite volts")
+    return 0
