@@ -41,6 +41,8 @@ def test_alsa_recording_equals_offline_render(organ, cli, tmp_path, events, peri
     p = cli("run", "--config", conf, "--model", model, "--device", f"pisynth_jackfile:FILE={raw}",
             "--events", events, "--seconds", "2", "--period", period, check=0)
     assert "0 xruns, 0 late periods" in p.stderr
+    # a 256-frame model on 256-frame periods runs direct (one thread); other periods threaded
+    assert ("direct engine" if period == 256 else "threaded engine") in p.stderr
     rendered, sr = read_wav(wav)
     ref = np.round(rendered[:, 0] * 32767).astype(np.int16)
     rec = np.fromfile(raw, "<i2")

@@ -38,8 +38,10 @@ def test_overload_holds_and_fades_then_recovers(organ, cli, tmp_path, jack_serve
                               {"t": 0.6, "set": {"loudness": -1}},
                               {"t": 1.4, "set": {"loudness": -12}}]))
     raw = tmp_path / "rec.raw"
-    p = cli("run", "--model", model, "--device", f"pisynth_jackfile:FILE={raw}", "--events", ev,
-            "--seconds", "3", check=0)
+    conf = tmp_path / "c.toml"
+    conf.write_text('[audio]\nengine = "threaded"\n')
+    p = cli("run", "--config", conf, "--model", model, "--device", f"pisynth_jackfile:FILE={raw}",
+            "--events", ev, "--seconds", "3", check=0)
     import re
 
     late = int(re.search(r"(\d+) late periods", p.stderr.splitlines()[-1]).group(1))

@@ -173,7 +173,7 @@ def cmd_run(args) -> int:
     backend = backend_class(cfg.audio.backend)(cfg.audio.device, format=cfg.audio.format)
     engine = inst.engine = Engine(
         inst.player, backend, period=cfg.audio.period, periods=cfg.audio.periods,
-        ahead_blocks=cfg.audio.ahead_blocks, realtime=cfg.audio.realtime,
+        ahead_blocks=cfg.audio.ahead_blocks, realtime=cfg.audio.realtime, mode=cfg.audio.engine,
     )
     stop = threading.Event()
     reload = threading.Event()
@@ -188,8 +188,9 @@ def cmd_run(args) -> int:
     engine.start()
     rig = Rig.from_config(cfg, inst.router, status_fn=engine.status, emulation=emulation)
     rig.start()
-    log.info("playing %s on %s (block %d, ring %d frames)", inst.card.name,
-             backend.describe(), inst.card.block_size, engine.ring.capacity)
+    log.info("playing %s on %s (block %d, %s engine%s)", inst.card.name, backend.describe(),
+             inst.card.block_size, engine.mode,
+             f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
     if not backend.paced and cfg.audio.backend != "null":
         log.info("backend %s is not paced by a clock: running faster than real time", cfg.audio.backend)
     panel = None

@@ -83,6 +83,11 @@ class Player:
         return self.deck.synth.card
 
     @property
+    def rtf_hint(self):
+        rt = self.deck.synth.runtime
+        return getattr(rt, "warmup_rtf", None)
+
+    @property
     def guard(self):
         return self.deck.synth.guard
 

@@ -118,6 +118,7 @@ class Runtime:
         self._parity = 0
         self.blocks = 0
         self.load_seconds = time.perf_counter() - t0
+        self.warmup_rtf: float | None = None  # median block time / block duration, from warm-up
         self.warmup(warmup_blocks)
 
     # -- construction -----------------------------------------------------------------
@@ -207,8 +208,14 @@ class Runtime:
     def warmup(self, blocks: int) -> None:
         """Run a few blocks so onnxruntime has planned its memory, then reset."""
         saved = self.controls.copy()
+        times = []
         for _ in range(max(0, blocks)):
+            t0 = time.perf_counter()
             self.step()
+            times.append(time.perf_counter() - t0)
+        if times:  # the last half: the first runs plan memory and are slower
+            tail = sorted(times[len(times) // 2:])
+            self.warmup_rtf = tail[len(tail) // 2] / (self.card.block_size / self.card.sample_rate)
         self.reset()
         self.controls[...] = saved
         self._parity = 0
