@@ -423,6 +423,8 @@ def source_files() -> list[tuple[str, Path]]:
                 if f.endswith((".pyc", ".pyo")):
                     continue
                 full = Path(dirpath) / f
+                if not full.is_file():  # a dangling symlink (e.g. models/ with no models yet)
+                    continue
                 out.append((str(full.relative_to(REPO)), full))
     return out
 
