@@ -5,6 +5,8 @@ an emulated MCP3008 on its SPI pins, an emulated ADS1115 on an I2C bus, a pty at
 import os
 import time
 import tty
+
+import numpy as np
 from types import SimpleNamespace
 
 import mido
@@ -271,3 +273,45 @@ def test_calibrate_command_from_points(cli, tmp_path):
     assert saved.is_file() and "3-point" in p.stdout
     bad = cli("calibrate", "6", "--config", conf, "--points", "0.5:0,0.5:1")
     assert bad.returncode == 2 and "same" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_mapping_from_config_with_range_curve_invert_smoothing_and_action(organ, tmp_path):
+    from pi_synth import config as config_mod
+
+    conf = tmp_path / "c.toml"
+    conf.write_text('''
+[[map]]
+source = "cc74"
+control = "brightness"
+min = 0.2
+max = 0.6
+invert = true
+smooth_ms = 100.0
+
+[[map]]
+source = "cc20"
+action = "next_model"
+
+[[map]]
+source = "knob9"
+control = "no_such_control"
+''')
+    cfg = config_mod.load(str(conf))
+    rt = Runtime(organ(), warmup_blocks=0)
+    bank = ControlBank(rt.card)
+    mapping = Mapping.from_config(rt.card, cfg.map)
+    assert len(mapping.skipped) == 1 and "no_such_control" in mapping.skipped[0]
+    mapping.configure(bank)
+    router = Router(rt.card, bank, mapping)
+    actions = []
+    router.on_action = lambda name, arg: actions.append(name)
+    router.midi_bytes(bytes([0xB0, 74, 127]))  # inverted: top of the knob → bottom of the range
+    assert bank.get("brightness") == pytest.approx(0.2, abs=1e-6)
+    out = np.zeros((3, 1), np.float32)
+    bank.fill(out)  # smoothing: the first block moves only part of the way from 0.5
+    assert 0.2 < out[2, 0] < 0.5
+    for _ in range(200):  # 200 blocks of 5.3 ms ≫ 100 ms
+        bank.fill(out)
+    assert out[2, 0] == pytest.approx(0.2, abs=1e-3)
+    router.midi_bytes(bytes([0xB0, 20, 127, 20, 127, 20, 0, 20, 100]))  # press, hold, release, press
+    assert actions == ["next_model", "next_model"]

@@ -44,6 +44,7 @@ class Instrument:
         card = synth.card
         self.voice = self._make_voice(card)
         self.mapping = self._make_mapping(card)
+        self.mapping.configure(synth.bank)
         self.router = Router(card, synth.bank, self.mapping, voice=self.voice)
         self.router.on_action = self.action
         for name, value in sets:
@@ -144,6 +145,7 @@ class Instrument:
                 if name in old.names:
                     synth.bank.set(name, old.get(name))
             mapping = self._make_mapping(card)
+            mapping.configure(synth.bank)
             if self.voice is None:
                 self.voice = self._make_voice(card)
             self.router.retarget(card, synth.bank, mapping, self.voice)
@@ -240,6 +242,7 @@ class Instrument:
             log.warning("config not reloaded, keeping the old one: %s", e)
             return False
         self.mapping = mapping
+        mapping.configure(self.synth.bank)
         self.router.mapping = mapping
         self.learn.attach(mapping)
         if cfg.model.path and find_model(cfg.model.path) != Path(self.model_path):

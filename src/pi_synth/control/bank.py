@@ -27,6 +27,11 @@ class ControlBank:
         self._delta = np.zeros_like(self.target)
         f = card.control_frames
         self._single = f == 1
+        # optional per-control smoothing (a mapping's smooth_ms): one pole at block rate
+        self._smooth = np.zeros_like(self.target)  # 0 = off, else the per-block coefficient
+        self._smoothed = self.target.copy()
+        self._any_smooth = False
+        self._block_s = card.block_size / card.sample_rate
         self._ramp = (np.arange(1, f + 1, dtype=np.float32) / f)[None, :]
 
     # -- any thread -------------------------------------------------------------------
@@ -53,6 +58,14 @@ class ControlBank:
         """Set from 0..1 along the control's curve (a knob)."""
         self.set(name, self.card.control(name).from_unit(x))
 
+    def set_smoothing(self, name: str, seconds: float) -> None:
+        """Glide ``name`` towards its target with time constant ``seconds`` (0 = off)."""
+        i = self.index(name)
+        self._smooth[i] = 0.0 if seconds <= 0 else 1.0 - float(np.exp(-self._block_s / seconds))
+        self._any_smooth = bool(self._smooth.any())
+        self._coef_or_one = np.where(self._smooth > 0, self._smooth, 1.0).astype(np.float32)
+        np.copyto(self._smoothed, self.target)
+
     def get(self, name: str) -> float:
         return float(self.target[self.index(name)])
 
@@ -63,10 +76,16 @@ class ControlBank:
 
     def fill(self, out: np.ndarray) -> None:
         """Write this block's controls into ``out`` ``[n_controls, control_frames]``."""
+        src = self.target
+        if self._any_smooth:  # smoothed controls glide; the others jump (mask: coef 1)
+            np.subtract(self.target, self._smoothed, out=self._delta)
+            self._delta *= self._coef_or_one
+            self._smoothed += self._delta
+            src = self._smoothed
         if self._single:  # one frame: the model ramps inside the block itself
-            np.copyto(out[:, 0], self.target)
+            np.copyto(out[:, 0], src)
             return
-        np.copyto(self._snap, self.target)
+        np.copyto(self._snap, src)
         np.subtract(self._snap, self._last, out=self._delta)
         np.multiply(self._delta[:, None], self._ramp, out=out)
         out += self._last[:, None]

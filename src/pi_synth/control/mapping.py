@@ -80,6 +80,12 @@ class Mapping:
             self.card.control(route.control)  # KeyError naming the controls if wrong
         self.routes[source] = route
 
+    def configure(self, bank: ControlBank) -> None:
+        """Apply the routes' smoothing times to the bank they drive."""
+        for r in self.routes.values():
+            if r.control and r.smooth_ms > 0:
+                bank.set_smoothing(r.control, r.smooth_ms / 1000.0)
+
     @classmethod
     def from_config(cls, card: Card, items, where: str = "config") -> "Mapping":
         """Build from ``[[map]]`` items; a route naming a control the model lacks is
