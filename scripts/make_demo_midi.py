@@ -27,7 +27,7 @@ def main() -> None:
     tr = mido.MidiTrack()
     mid.tracks.append(tr)
     tr.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(96), time=0))
-    tr.append(mido.Message("program_change", program=73, time=0))  # GM flute
+    # no program change: pi-synth maps program changes to its installed models
     pending_off = None  # (note, ticks late) for legato overlaps
     for note, beats, vel, legato in PHRASE:
         ticks = int(beats * tpb)
