@@ -166,3 +166,17 @@ def test_render_of_swapped_player_is_offline_safe(organ, tmp_path):
     frames = render_offline(inst.player, WavBackend(str(tmp_path / "o.wav")))
     x, sr = read_wav(tmp_path / "o.wav")
     assert frames == len(x) and np.abs(x).max() > 0.05
+
+
+def test_program_change_recalls_presets_when_configured(organ, tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text('[midi]\nprogram = "preset"\nchannel = 2\n')
+    inst = _instrument(config_mod.load(str(conf)), organ())
+    inst.synth.bank.set("brightness", 0.9)
+    inst.action("preset_save", 5)
+    inst.synth.bank.set("brightness", 0.1)
+    inst.router.midi_bytes(bytes([0xC0, 5]))  # channel 1: ignored, we listen on 2
+    assert inst.synth.bank.get("brightness") == pytest.approx(0.1)
+    inst.router.midi_bytes(bytes([0xC1, 5]))  # channel 2: recall slot 5
+    assert inst.synth.bank.get("brightness") == pytest.approx(0.9)
+    assert inst.player.swaps == 0 and not inst.player.swapping

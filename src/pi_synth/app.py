@@ -47,6 +47,7 @@ class Instrument:
         self.mapping.configure(synth.bank)
         self.router = Router(card, synth.bank, self.mapping, voice=self.voice)
         self.router.on_action = self.action
+        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
         for name, value in sets:
             try:
                 synth.bank.set(name, value)
@@ -183,6 +184,10 @@ class Instrument:
     def action(self, name: str, arg=None) -> None:
         if name in ("next_model", "prev_model", "program"):
             # loading takes a while: never on the thread that delivered the input
+            if name == "program" and self.cfg.midi.program == "preset":
+                return self.action("preset_recall", arg)
+            if name == "program" and self.cfg.midi.program == "off":
+                return
             if name == "program":
                 names = self.model_names()
                 target = names[int(arg) % len(names)] if names else None

@@ -82,6 +82,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "midi": {
         "channel": Key(int, 0, 0, 16, help="1..16, or 0 for all channels"),
         "bend_range": Key(float, 2.0, 0.0, 48.0, help="pitch bend range in semitones"),
+        "program": Key(str, "model", choices=("model", "preset", "off"),
+                       help="what a program change selects"),
         "ports": Key(str, "all", help="MIDI input ports: 'all', a name substring, or '' for none"),
         "din": Key(str, "", help="DIN MIDI serial device, e.g. /dev/serial0 ('' = off)"),
         "din_baud": Key(int, 31250, 300, 4000000),

@@ -42,6 +42,7 @@ class Router:
         self.midi_messages = 0
         self.unmapped = 0
         self.on_action: Callable[[str, object], None] | None = None
+        self.channel: int | None = None  # 0..15 to listen to one channel, None for all
         self.listener: Callable[[str, float], bool] | None = None
         self.last_source: tuple[str, float] | None = None
         self._cv_hz = 0.0  # 1 V/oct pitch from CV overrides the voice's note pitch
@@ -89,6 +90,8 @@ class Router:
         self.midi_messages += 1
         self.activity += 1
         t = msg.type
+        if self.channel is not None and getattr(msg, "channel", self.channel) != self.channel:
+            return
         if t == "control_change":
             if self.voice is not None:
                 self.voice.handle(msg)  # all-notes-off, all-sound-off, …
