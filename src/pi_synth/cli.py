@@ -174,6 +174,7 @@ def cmd_run(args) -> int:
     engine = inst.engine = Engine(
         inst.player, backend, period=cfg.audio.period, periods=cfg.audio.periods,
         ahead_blocks=cfg.audio.ahead_blocks, realtime=cfg.audio.realtime, mode=cfg.audio.engine,
+        cpus=set(cfg.audio.cpus) or None,
     )
     stop = threading.Event()
     reload = threading.Event()

@@ -65,6 +65,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ahead_blocks": Key(int, 1, 1, 16, help="model blocks the inference thread keeps ready"),
         "format": Key(str, "S16_LE", choices=("S16_LE", "S32_LE", "FLOAT_LE")),
         "realtime": Key(bool, True, help="SCHED_FIFO for the two audio threads where permitted"),
+        "cpus": Key(list, [], 0, 255, help="CPUs the audio threads are pinned to ([] = any)"),
         "engine": Key(str, "auto", choices=("auto", "threaded", "direct"),
                       help="direct: one thread when the block fits the period; threaded: a ring"),
     },

@@ -83,6 +83,7 @@ class Engine:
         freeze_gc: bool = True,
         realtime: bool = False,
         mode: str = "auto",
+        cpus: set[int] | None = None,
     ):
         self.synth = synth
         self.backend = backend
@@ -92,6 +93,7 @@ class Engine:
         self.reopen_interval = reopen_interval
         self.freeze_gc = freeze_gc
         self.realtime = realtime
+        self.cpus = set(cpus) if cpus else None
         if mode not in ("auto", "threaded", "direct"):
             raise ValueError("engine mode must be auto, threaded or direct")
         self.mode = mode
@@ -188,10 +190,13 @@ class Engine:
     def _promote(self, priority: int) -> None:
         """Only the two audio threads run real-time (onnxruntime has no pool threads:
         one intra-op thread, so nothing inherits the policy by accident)."""
-        if self.realtime:
-            from pi_synth.service.realtime import promote_current_thread
+        if self.realtime or self.cpus:
+            from pi_synth.service.realtime import promote_current_thread, set_affinity
 
-            promote_current_thread(priority)
+            if self.cpus:
+                set_affinity(self.cpus)
+            if self.realtime:
+                promote_current_thread(priority)
 
     def _inference_loop(self) -> None:
         self._promote(70)
