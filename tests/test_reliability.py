@@ -158,6 +158,8 @@ def test_sighup_reload_without_gap_and_bad_config_kept(organ, tmp_path, jack_ser
     body = x[int(0.3 * 48000):int(4.5 * 48000)]
     rms = np.sqrt((body[: len(body) // 256 * 256].reshape(-1, 256) ** 2).mean(axis=1))
     assert (rms > 0.02).all()  # no gap in the sound across both reloads
+    before, after = rms[:90].mean(), rms[-int(0.8 * 187):].mean()  # first 0.5 s, last 0.8 s
+    assert after / before == pytest.approx(10 ** (-3 / 20), rel=0.08)  # the new gain applies
 
 
 def test_render_of_swapped_player_is_offline_safe(organ, tmp_path):

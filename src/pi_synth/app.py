@@ -250,6 +250,10 @@ class Instrument:
         mapping.configure(self.synth.bank)
         self.router.mapping = mapping
         self.learn.attach(mapping)
+        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
+        g = self.synth.guard  # output settings apply at once (plain attribute stores)
+        g.gain_lin = float(10 ** (cfg.output.gain_db / 20))
+        g.limit = float(10 ** (min(cfg.output.limit_dbfs, 0.0) / 20))
         if cfg.model.path and find_model(cfg.model.path) != Path(self.model_path):
             self.swap(cfg.model.path)
         log.info("config reloaded from %s", cfg.path or "built-in defaults")
