@@ -1,6 +1,6 @@
 """Train the latent voice (VAE, multi-scale spectral loss + KL) on the rendered pad/strings/choir data.
 
-Usage: python scripts/models/latent_train.py [--data work/latent] [--steps 3000] [--threads 1]
+Usage: python scripts/models/latent_train.py [--data work/latent] [--steps 4000] [--threads 1]
 Writes {data}/latent_vae.pt and {data}/train_log.json.
 """
 from __future__ import annotations
@@ -44,8 +44,8 @@ def step_loss(model, x, beta, gen=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=WORK / "latent")
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--beta", type=float, default=0.02)

@@ -131,9 +131,11 @@ class Synth(nn.Module):
         hp = phi.float().unsqueeze(-1) * self.k32  # [B,T,N,H]; phi is wrapped to [0,1) so float32 is exact enough
         hp = hp - torch.floor(hp)
         sines = torch.sin(2 * math.pi * hp)
-        fmax = torch.maximum(fs, fe).unsqueeze(-1)
-        mask = (self.k32 * fmax < self.sr / 2).float()  # no harmonic crosses Nyquist within the block
-        ends = torch.stack([hs * mask, harm * mask], -1)  # [B,T,H,2]: amplitudes at block start and end
+        # A harmonic above Nyquist at the block's start or end has amplitude 0 at that end and ramps in/out
+        # across the block: muting it for the whole block would step its amplitude (a click) at a rising pitch.
+        m0 = (self.k32 * fs.unsqueeze(-1) < self.sr / 2).float()
+        m1 = (self.k32 * fe.unsqueeze(-1) < self.sr / 2).float()
+        ends = torch.stack([hs * m0, harm * m1], -1)  # [B,T,H,2]: amplitudes at block start and end
         harmonic = (torch.matmul(sines, ends) * self.w2).sum(-1)  # [B,T,N], amplitudes ramped within the block
         harmonic = harmonic.reshape(B, T * self.block)
         bands = F.conv1d(noise_src.unsqueeze(1), self.fir)  # [B,N,T*block]

@@ -1,6 +1,6 @@
 """Train the note voice (DDSP-style harmonic + noise) on the rendered flute data.
 
-Usage: python scripts/models/note_train.py [--data work/note] [--steps 2500] [--threads 1]
+Usage: python scripts/models/note_train.py [--data work/note] [--steps 4000] [--threads 1]
 Writes {data}/note_voice.pt and {data}/train_log.json.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def crops(d, rng, batch, frames, active_p=0.9):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=WORK / "note")
-    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Rebuild the shipped models from nothing but Debian's fluidsynth + fluid-soundfont-gm:
+# render data -> train -> export (streaming ONNX + card) -> int8 -> spectrograms -> MODEL_CARD.md.
+#
+#   scripts/models/build-all.sh [all|note|latent|docs]
+#
+# Environment: PY (python of a venv with the training packages; created as .venv-train if missing),
+# THREADS (torch threads, default 1), NOTE_STEPS / LATENT_STEPS (training steps).
+# Generated data goes to work/ (gitignored); models to models/, spectrograms to docs/models/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PY=${PY:-.venv-train/bin/python}
+THREADS=${THREADS:-1}
+NOTE_STEPS=${NOTE_STEPS:-4000}
+LATENT_STEPS=${LATENT_STEPS:-4000}
+what=${1:-all}
+
+if [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || ! command -v fluidsynth >/dev/null; then
+    echo "need fluidsynth and FluidR3_GM.sf2: sudo apt-get install fluidsynth fluid-soundfont-gm" >&2
+    exit 2
+fi
+if [ ! -x "$PY" ]; then
+    python3 -m venv .venv-train
+    # torch is pinned: any other version resolves to a multi-GB CUDA build
+    .venv-train/bin/pip install torch==2.13.0 onnx onnxruntime numpy scipy tqdm mido matplotlib
+    PY=.venv-train/bin/python
+fi
+export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
+
+note() {
+    "$PY" scripts/models/note_data.py
+    "$PY" scripts/models/note_train.py --threads "$THREADS" --steps "$NOTE_STEPS"
+    "$PY" scripts/models/note_export.py --name flute
+}
+latent() {
+    "$PY" scripts/models/latent_data.py
+    "$PY" scripts/models/latent_train.py --threads "$THREADS" --steps "$LATENT_STEPS"
+    "$PY" scripts/models/latent_export.py --name pads
+}
+docs() {
+    "$PY" scripts/models/make_docs.py
+    "$PY" scripts/models/model_card.py
+}
+
+case "$what" in
+    note) note; "$PY" scripts/models/make_docs.py --only note; "$PY" scripts/models/model_card.py --only note ;;
+    latent) latent; "$PY" scripts/models/make_docs.py --only latent; "$PY" scripts/models/model_card.py --only latent ;;
+    docs) docs ;;
+    all) note; latent; docs ;;
+    *) echo "usage: $0 [all|note|latent|docs]" >&2; exit 2 ;;
+esac

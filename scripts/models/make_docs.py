@@ -1,0 +1,126 @@
+"""Spectrograms for docs/models/: a held-out MIDI phrase rendered by FluidSynth next to the shipped models.
+
+Usage: python scripts/models/make_docs.py [--models models] [--out docs/models]
+Needs the rendered data in work/ (note_data.py, latent_data.py) and matplotlib.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1] / "src"))
+from common import ROOT, SR, WORK  # noqa: E402
+from note_data import make_score  # noqa: E402
+
+from pi_synth.quantize import _session, read_card, render  # noqa: E402
+
+VEL_DB = (-16.0, 40.0)  # FluidR3 flute sustain level: loudness_db ~= -16 + 40*log10(velocity/127)
+
+
+def midi_controls(timeline_vel, t0, t1, block, sr=SR, attack=0.03, release=0.12):
+    """Drive a note voice straight from MIDI notes: note -> Hz, velocity -> dB, linear attack/release in dB."""
+    n = int((t1 - t0) * sr / block)
+    t = t0 + (np.arange(n) + 1) * block / sr
+    pitch = np.full(n, 440.0)
+    loud = np.full(n, -80.0)
+    for on, off, note, vel in timeline_vel:
+        hz = 440 * 2 ** ((note - 69) / 12)
+        level = VEL_DB[0] + VEL_DB[1] * np.log10(vel / 127)
+        m = (t >= on) & (t < off)
+        pitch[t >= on] = hz
+        loud[m] = np.maximum(loud[m], -80 + (level + 80) * np.minimum(1, (t[m] - on) / attack))
+        r = (t >= off) & (t < off + release)
+        loud[r] = np.maximum(loud[r], level - (level + 80) * (t[r] - off) / release)
+    return np.stack([pitch, loud], 1)[:, :, None].astype(np.float32)
+
+
+def spec(ax, x, title, fmax=12000):
+    ax.specgram(x + 1e-9, NFFT=2048, Fs=SR, noverlap=1536, cmap="magma", vmin=-130, vmax=-20, scale="dB")
+    ax.set_ylim(0, fmax)
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("Hz")
+
+
+def note_figure(models: Path, out: Path, name="flute", seed=1234):
+    d = np.load(WORK / "note" / "test.npz")
+    ev, timeline, _ = make_score(np.random.default_rng(seed + 1), 24, 9, 73)
+    vels = [m.velocity for _, m in sorted(ev, key=lambda e: e[0]) if m.type == "note_on"]
+    tv = [(on, off, p, v) for (on, off, p), v in zip(timeline, vels)]
+    ph = tv[24:32]  # the first held-out legato phrase
+    t0, t1 = ph[0][0] - 0.1, ph[-1][1] + 0.4
+    path = models / f"{name}.int8.onnx"
+    card = read_card(onnx.load(str(path)))
+    block = card["block_size"]
+    a, b = int(t0 * SR) // block, int(t1 * SR) // block
+    ref = d["audio"][a * block : b * block]
+    resyn = render(_session(path), card, np.stack([d["f0"][a:b], d["loudness"][a:b]], 1)[:, :, None])[0]
+    midi = render(_session(path), card, midi_controls(ph, a * block / SR, b * block / SR, block))[0]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    spec(axes[0], ref, "FluidSynth reference (FluidR3_GM flute), held-out legato phrase")
+    spec(axes[1], resyn, f"{name}.int8.onnx driven by the reference's f0 and loudness (block by block)")
+    spec(axes[2], midi, f"{name}.int8.onnx driven by the MIDI notes (note->Hz, loudness = -16 + 40 log10(vel/127) dB)")
+    axes[2].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(out / f"{name}-phrase.png", dpi=80)
+    plt.close(fig)
+
+
+def latent_figure(models: Path, out: Path, name="pads"):
+    import torch
+
+    from latent_export import encode
+    from latent_model import LatentVAE
+
+    data = WORK / "latent"
+    d = np.load(data / "test.npz")
+    metrics = json.loads((data / "metrics.json").read_text())
+    path = models / f"{name}.int8.onnx"
+    card = read_card(onnx.load(str(path)))
+    block = card["block_size"]
+    y = render(_session(path), card, metrics_controls(d, data, block, torch, encode, LatentVAE))[0]
+    a, b = int(0.0 * SR) // block, int(12.0 * SR) // block
+    fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
+    spec(axes[0], d["audio"][a * block : b * block], "FluidSynth reference (strings / choir / warm pad), held-out")
+    spec(axes[1], y[a * block : b * block], f"{name}.int8.onnx decoding the reference's latents (block by block)")
+    axes[1].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(out / f"{name}-phrase.png", dpi=80)
+    plt.close(fig)
+
+
+def metrics_controls(d, data, block, torch, encode, LatentVAE):
+    """Held-out latents in the card's (PCA) coordinates."""
+    model = LatentVAE()
+    model.load_state_dict(torch.load(data / "latent_vae.pt"))
+    model.eval()
+    pca = np.load(data / "pca.npz")
+    z = (encode(model, d["audio"]) - pca["mean"]) @ pca["rot"]
+    return z.astype(np.float32)[:, :, None]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=ROOT / "models")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "models")
+    ap.add_argument("--only", choices=["note", "latent"])
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.only in (None, "note"):
+        note_figure(args.models, args.out)
+    if args.only in (None, "latent"):
+        latent_figure(args.models, args.out)
+
+
+if __name__ == "__main__":
+    main()
