@@ -15,13 +15,15 @@ What is folded on the way: weight norm is already removed by ``rave export``; th
 
 Deterministic by design: ``decode`` in the ``.ts`` fills the latent dims it does not expose with
 ``randn``; the converted model fills them with **zeros** (the mean of that noise), so a render is
-repeatable. The encoder outputs the posterior **mean** (no sampling). Initial state is zeros.
+repeatable. The noise synthesizers (v1 ``NoiseGenerator``, v2_small ``NoiseGeneratorV2``) convert,
+with a seeded ``RandomUniformLike``. The encoder outputs the posterior **mean** (no sampling).
+Initial state is zeros.
 
 Supported: ``VariationalScriptedRAVE`` (and Wasserstein without noise augmentation) with
-``Generator`` (v1, onnx, raspberry) or ``GeneratorV2`` (v2, v3-style) decoders, PQMF or raw output,
-mono. Refused with a message naming the config: the v1/v2 noise synthesizers when active
-(``NoiseGenerator``, ``NoiseGeneratorV2``: v1.gin, v2_small.gin, …), recurrent layers, discrete
-(``DiscreteScriptedRAVE``) and spherical models, stereo and resampled exports.
+``Generator`` (v1, onnx, raspberry) or ``GeneratorV2`` (v2, v2_small, v3-style) decoders, PQMF or raw
+output, mono. Refused with a message naming the config: recurrent layers, discrete
+(``DiscreteScriptedRAVE``) and spherical models, multichannel and resampled exports.
+See ``docs/rave.md``.
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def _check_supported(m, where: str) -> dict:
 class _Builder:
     """Maps scripted RAVE/cached_conv modules onto :mod:`stream` blocks."""
 
-    def __init__(self, where: str, frames: int = 1, cl_frames: int = 16, pre=None, noise: bool = True):
+    def __init__(self, where: str, frames: int = 1, cl_frames: int = 16, pre=None, noise: str = "random"):
         from pi_synth.convert import stream
 
         self.s = stream
@@ -260,10 +262,6 @@ class _Builder:
             return self.generator_v1(mod, path)
         if n == "GeneratorV2":
             return self.generator_v2(mod, path)
-        if n in ("NoiseGenerator", "NoiseGeneratorV2"):
-            self.fail(path, f"the noise synthesizer ({n}, from v1.gin / v2_small.gin / noise.gin) is not "
-                            "supported yet: its rfft/view_as_complex filtered noise has no streaming ONNX form "
-                            "here; train with a config without noise (raspberry.gin, onnx.gin, v2.gin)")
         self.fail(path, f"module {n!r} is not supported by the RAVE converter")
 
     def generator_v1(self, mod, path):
@@ -274,7 +272,7 @@ class _Builder:
         use_noise = bool(mod.use_noise)
         warmed = bool(int(mod.warmed_up.item())) if hasattr(mod, "warmed_up") else True
         noise = None
-        if use_noise and warmed and self.noise:
+        if use_noise and warmed and self.noise != "off":
             noise = s.Seq([self.delay(pads[2], f"{path}.synth.paddings.2"),
                            self.noise_v1(br[2], f"{path}.synth.branches.2")])
             self.has_noise = True
@@ -314,8 +312,9 @@ class _Builder:
         The noise comes from ONNX ``RandomUniformLike`` with a fixed seed, so renders repeat.
         """
         s, torch = self.s, _torch()
+        mode = self.noise
         net = self.build(mod.net, f"{path}.net")
-        ds = int(mod.data_size)
+        ds = int(mod.data_size) * int(_attr(mod, "n_channels", 1))
         n = int(mod.target_size.item())
         c_out = int(_children(mod.net)[-1].weight.shape[0])
         nb = c_out // ds
@@ -331,7 +330,12 @@ class _Builder:
                 amp = 2 * torch.sigmoid(a - 5) ** 2.3 + 1e-7
                 amp = amp.permute(0, 2, 1).reshape(1, f, ds, nb)
                 ir = amp @ mat  # [1, F, ds, n]
-                u = torch.rand_like(ir) * 2 - 1
+                if mode == "input":  # --check only: the .ts's uniform noise, fed from outside
+                    u = ctx.read(tuple(ir.shape), "noise", ir)
+                    ctx.write(u * 1)
+                else:
+                    u = torch.rand_like(ir)
+                u = u * 2 - 1
                 toep = u[..., idx] * mask  # [1, F, ds, n, n]
                 y = (toep @ ir.unsqueeze(-1)).squeeze(-1)  # [1, F, ds, n]
                 return y.permute(0, 2, 1, 3).reshape(1, ds, f * n)
@@ -344,21 +348,35 @@ class _Builder:
 
     def generator_v2(self, mod, path):
         s, torch = self.s, _torch()
+        noise = wave = None
         if _attr(mod, "noise_module") is not None:
-            self.build(mod.noise_module, f"{path}.noise_module")  # raises
+            if self.noise != "off":
+                noise = self.noise_v1(mod.noise_module, f"{path}.noise_module")
+                self.has_noise = True
+            wave = self.conv(mod.waveform_module, f"{path}.waveform_module")
         net = self.net(mod.net, f"{path}.net")
         am = bool(mod.amplitude_modulation)
 
         class Gen(s.Block):
             def __call__(self, x, ctx):
                 x = net(x, ctx)
+                n = noise(x, ctx) if noise is not None else None
+                if wave is not None:
+                    x = wave(x, ctx)
                 if am:
                     c = x.shape[1] // 2
                     x = x[:, :c] * torch.sigmoid(x[:, c:])
+                if n is not None:
+                    x = x + n
                 return torch.tanh(x)
 
             def macs(self, t):
-                return net.macs(t)
+                m, t = net.macs(t)
+                if noise is not None:
+                    m += noise.macs(t)[0]
+                if wave is not None:
+                    m += wave.macs(t)[0]
+                return m, t
 
         return Gen()
 
@@ -416,7 +434,7 @@ def _pqmf_forward(b: _Builder, pqmf, t_sub: int):
     return Fwd()
 
 
-def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: bool = True):
+def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: str = "random"):
     """The streaming decode block: latent ``[1, k, frames]`` → audio ``[1, 1, frames·ratio]``."""
     torch = _torch()
     info = _check_supported(m, where)
@@ -515,12 +533,33 @@ def _export(block, inp_shape, out_path, input_name, output_name, progress=None):
             Wrapper(), (x0, *states), str(out_path), input_names=ins, output_names=outs,
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
+    _seed_random_nodes(out_path)
     return {
         "state": [[f"state_in_{i}", f"state_out_{i}"] for i in range(n)],
         "state_shapes": plan.shapes,
         "state_labels": plan.labels,
         "output_shape": list(y0.shape),
     }
+
+
+NOISE_SEED = 20261125.0
+
+
+def _seed_random_nodes(path) -> None:
+    """Give every random node a fixed seed, so a render (and int8 calibration) repeats."""
+    import onnx
+
+    model = onnx.load(str(path))
+    changed = False
+    for node in model.graph.node:
+        if node.op_type.startswith("Random"):
+            for a in list(node.attribute):
+                if a.name == "seed":
+                    node.attribute.remove(a)
+            node.attribute.append(onnx.helper.make_attribute("seed", NOISE_SEED))
+            changed = True
+    if changed:
+        onnx.save(model, str(path))
 
 
 def _write_card(path, card: dict) -> None:
@@ -547,9 +586,8 @@ def encoder_path(out_path) -> Path:
 
 
 def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: str | None = None,
-            progress: bool = False, cl_frames: int = 16) -> dict:
+            progress: bool = False, cl_frames: int = 16, noise: str = "random") -> dict:
     """Convert a RAVE streaming ``.ts`` into a pi-synth model (and its encoder). Returns a summary."""
-    torch = _torch()
     ts_path, out_path = Path(ts_path), Path(out_path)
     where = str(ts_path)
     if frames < 1 or frames > 64:
@@ -563,7 +601,7 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
     bar.update(1)
     bar.set_description("decoder")
     cl_frames = int(os.environ.get("PI_SYNTH_RAVE_CL_FRAMES", cl_frames))
-    dec, info = build_decoder(m, where, frames, cl_frames)
+    dec, info = build_decoder(m, where, frames, cl_frames, noise)
     k, ratio, sr = info["latent_size"], info["ratio"], info["sample_rate"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + f".{os.getpid()}.tmp")
@@ -610,6 +648,8 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
                 "ratio": ratio,
                 "pqmf_bands": info["pqmf_bands"],
                 "initial_state": "zeros",
+                "noise": info["noise"],
+                "noise_inputs": [f"state_in_{i}" for i, lb in enumerate(ex["state_labels"]) if lb == "noise"],
                 "multiply_adds_per_block": int(macs),
                 "encoder": enc_file.name if enc_file else None,
             },
@@ -629,7 +669,6 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
         bar.update(1)
     bar.close()
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    del torch
     return summary
 
 
@@ -726,8 +765,12 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
 
     Both start from zero caches (the ``.ts`` caches are zeroed in place). When the export exposes
     fewer latents than it has, the ``.ts``'s ``randn`` fill is neutralized by zeroing the
-    corresponding rows of its ``latent_pca`` (equivalent to the converter's zero fill). Timing is
-    per block, one thread each, medians after ``warmup`` calls (TorchScript's first calls JIT).
+    corresponding rows of its ``latent_pca`` (equivalent to the converter's zero fill). A model
+    with a noise synthesizer is compared exactly too: a second conversion takes the uniform noise
+    as an input, and each block gets the very numbers the ``.ts``'s ``rand_like`` draws (torch's
+    generator reseeded per block on both sides); the speed is timed on the real model. Timing is
+    per block, one thread each, medians after ``warmup`` calls (TorchScript's first calls JIT);
+    the converted model runs as pi-synth plays it (:class:`~pi_synth.audio.runtime.Runtime`).
     """
     torch = _torch()
     from pi_synth.audio.runtime import load_card
@@ -740,44 +783,94 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
     if k < full and hasattr(m, "latent_pca"):
         with torch.no_grad():
             m.latent_pca[k:, :] = 0
+    noisy = bool(card.extra.get("rave", {}).get("noise"))
+    tmpd = None
+    cmp_path = onnx_path
+    if noisy:
+        tmpd = tempfile.TemporaryDirectory(prefix="pi-synth-rave-check-")
+        cmp_path = Path(tmpd.name) / "noise-input.onnx"
+        convert(ts_path, cmp_path, frames=frames, encoder=False, noise="input", name="check")
     rng = np.random.default_rng(seed)
     zs = rng.standard_normal((blocks, 1, k, frames)).astype(np.float32)
-    sess = _ort_session(onnx_path)
-    specs = {a.name: a for a in sess.get_inputs()}
-    state = {s_in: np.zeros(specs[s_in].shape, np.float32) for s_in, _ in card.state}
-    outs = [card.audio_output] + [s_out for _, s_out in card.state]
 
-    def ort_step(z):
-        nonlocal state
-        res = sess.run(outs, {card.controls_input: z, **state})
-        state = {s_in: r for (s_in, _), r in zip(card.state, res[1:])}
-        return res[0]
+    class Stream:
+        def __init__(self, path):
+            self.sess = _ort_session(path)
+            self.card = load_card(path)
+            specs = {a.name: a for a in self.sess.get_inputs()}
+            self.zero = {a: np.zeros(specs[a].shape, np.float32) for a, _ in self.card.state}
+            self.state = dict(self.zero)
+            self.outs = [self.card.audio_output] + [b for _, b in self.card.state]
 
-    def ts_step(z):
+        def step(self, z, **override):
+            res = self.sess.run(self.outs, {self.card.controls_input: z, **self.state, **override})
+            self.state = {a: r for (a, _), r in zip(self.card.state, res[1:])}
+            return res[0]
+
+        def reset(self):
+            self.state = dict(self.zero)
+
+    class Played:
+        """The converted model as pi-synth plays it: Runtime (io_binding, state ping-pong)."""
+
+        def __init__(self, path):
+            from pi_synth.audio.runtime import Runtime
+
+            self.rt = Runtime(path, use_cache=False, warmup_blocks=0)
+
+        def step(self, z):
+            self.rt.controls[...] = z[0]
+            return self.rt.step()[None]
+
+        def reset(self):
+            self.rt.reset()
+
+    timed = Played(onnx_path)
+    cmp = Stream(cmp_path) if noisy else timed
+
+    noise_in = cmp.card.extra.get("rave", {}).get("noise_inputs", []) if noisy else []
+    noise_shapes = {a.name: a.shape for a in cmp.sess.get_inputs() if a.name in noise_in} if noisy else {}
+
+    def ts_step(z, i=0):
+        torch.manual_seed(1000 + i)
         with torch.no_grad():
             return m.decode(torch.from_numpy(z)).numpy()
 
-    # warm-up on both sides, then back to zero state
-    for i in range(warmup):
+    def ts_noise(i):
+        """The uniform numbers the .ts's rand_like draws in block ``i`` (after its randn fill)."""
+        torch.manual_seed(1000 + i)
+        if k < full:
+            torch.randn(1, full - k, frames)
+        return {n: torch.rand(*noise_shapes[n]).numpy() for n in noise_in}
+
+    for i in range(warmup):  # warm-up on both sides, then back to zero state
         ts_step(zs[i % blocks])
-        ort_step(zs[i % blocks])
+        timed.step(zs[i % blocks])
+        if noisy:
+            cmp.step(zs[i % blocks])
     zero_caches(m)
-    state = {n: np.zeros_like(v) for n, v in state.items()}
+    timed.reset()
+    cmp.reset()
     t_ts, t_ort, err, peak = [], [], 0.0, 0.0
     for i in range(blocks):
         t0 = time.perf_counter()
-        a = ts_step(zs[i])
+        a = ts_step(zs[i], i)
         t1 = time.perf_counter()
-        b = ort_step(zs[i])
+        b = timed.step(zs[i])
         t2 = time.perf_counter()
+        if noisy:
+            b = cmp.step(zs[i], **ts_noise(i))
         t_ts.append(t1 - t0)
         t_ort.append(t2 - t1)
         a = a.reshape(b.shape)
         err = max(err, float(np.max(np.abs(a - b))))
         peak = max(peak, float(np.max(np.abs(a))))
+    if tmpd is not None:
+        tmpd.cleanup()
     ts_ms, ort_ms = 1e3 * float(np.median(t_ts)), 1e3 * float(np.median(t_ort))
     res = {"blocks": blocks, "max_abs_err": err, "peak": peak, "ts_ms": round(ts_ms, 3),
-           "onnx_ms": round(ort_ms, 3), "speedup": round(ts_ms / ort_ms, 2)}
+           "onnx_ms": round(ort_ms, 3), "speedup": round(ts_ms / ort_ms, 2),
+           "noise": "the .ts's own random numbers fed to a noise-input copy" if noisy else None}
     if encoder is not None and os.path.exists(encoder):
         res["encoder"] = check_encoder(ts_path, encoder, blocks=blocks, seed=seed)
     return res
@@ -818,6 +911,8 @@ def format_check(res: dict) -> str:
     s = (f"check over {res['blocks']} blocks: max abs error {res['max_abs_err']:.2e} "
          f"(peak {res['peak']:.3f}); per block TorchScript {res['ts_ms']:.3f} ms, "
          f"onnxruntime {res['onnx_ms']:.3f} ms: {res['speedup']:.2f}× (1 thread each, warm-up excluded)")
+    if res.get("noise"):
+        s += f"\n(noise synthesizer compared exactly: {res['noise']})"
     if "encoder" in res:
         s += f"\nencoder check: max abs error {res['encoder']['max_abs_err']:.2e}"
     return s

@@ -1,0 +1,121 @@
+"""Build real RAVE streaming exports (random weights) for the converter's tests and benchmarks.
+
+Run inside the RAVE venv (``scripts/rave/make-fixtures.sh`` does it):
+
+    .venv-rave/bin/python scripts/rave/make_fixtures.py [--out work/rave-fixtures] [NAME ...]
+
+For each fixture it builds ``rave.RAVE`` from the package's own gin configs, writes a run folder
+(``runs/NAME/config.gin`` = ``gin.operative_config_str()``, ``runs/NAME/version_0/checkpoints/last.ckpt``
+= ``{"state_dict": ...}``) and then calls the *unmodified* ``rave export --run runs/NAME --streaming``,
+exactly as a musician would after training. Two things an untrained model gets wrong are set by hand:
+
+- ``fidelity`` (all zeros untrained, so export would keep 1 latent): a ramp chosen so that export keeps
+  128 latents (``*-l128``: exact comparison, no ``randn`` fill) or 8 latents (``*-l8``: the fill path);
+- ``warmed_up = True`` (untrained, v1's noise synth is silently off).
+
+The ``-l8`` fixtures also get a random orthogonal ``latent_pca`` and a random ``latent_mean``, so the
+converter's PCA path is exercised. Existing ``.ts`` files are kept (delete to rebuild).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# name -> (gin configs, causal, latents kept by export)
+FIXTURES = {
+    "raspberry-l128": (["configs/raspberry.gin"], False, 128),
+    "raspberry-causal-l128": (["configs/raspberry.gin", "configs/causal.gin"], True, 128),
+    "v2-l128": (["configs/v2.gin"], False, 128),
+    "v2-causal-l128": (["configs/v2.gin", "configs/causal.gin"], True, 128),
+    "raspberry-l8": (["configs/raspberry.gin"], False, 8),
+    # with their noise synthesizers (v1's warmed up): stochastic branches, checked with the .ts's own noise
+    "v1-noise-l8": (["configs/v1.gin"], False, 8),
+    "v2-small-noise-l128": (["configs/v2_small.gin"], False, 128),
+    # exported without --streaming: the converter must refuse it and say how to re-export
+    "raspberry-nonstreaming-l8": (["configs/raspberry.gin"], False, 8),
+}
+DEFAULT = list(FIXTURES)
+
+
+def fidelity_curve(keep: int, n: int):
+    """A fidelity curve for which ``rave export`` (fidelity .95) keeps ``keep`` latents."""
+    import numpy as np
+
+    # export: latent_size = 2 ** ceil(log2(max(argmax(fidelity > .95), 1)))
+    first = keep - 1 if keep > 1 else 1  # first index above .95
+    f = np.minimum(0.999, 0.96 * (np.arange(n) + 1) / (first + 1))
+    return f.astype("float32")
+
+
+def build(name: str, out: Path, seed: int = 0) -> Path:
+    configs, _causal, keep = FIXTURES[name]
+    ts = out / f"{name}.ts"
+    if ts.exists():
+        print(f"fixture {name}: exists ({ts})")
+        return ts
+    import gin
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    import cached_conv as cc
+    import rave
+
+    t0 = time.time()
+    torch.manual_seed(seed)
+    gin.clear_config()
+    cc.use_cached_conv(False)
+    gin.parse_config_files_and_bindings(configs, [])
+    model = rave.RAVE()
+    n = model.latent_size
+    with torch.no_grad():
+        model.fidelity.copy_(torch.from_numpy(fidelity_curve(keep, n)))
+        if keep < n:
+            q, _ = torch.linalg.qr(torch.randn(n, n))
+            model.latent_pca.copy_(q)
+            model.latent_mean.copy_(0.1 * torch.randn(n))
+    model.warmed_up = True
+    model.decoder.set_warmed_up(True)
+    run = out / "runs" / name
+    ckpt = run / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    (run / "config.gin").write_text(gin.operative_config_str())
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+    del model
+    rave_bin = Path(sys.executable).parent / "rave"
+    streaming = "nonstreaming" not in name
+    cmd = [str(rave_bin), "export", "--run", str(run), *(["--streaming"] if streaming else []),
+           "--output", str(out), "--name", name]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    made = out / (f"{name}_streaming.ts" if streaming else f"{name}.ts")
+    if r.returncode != 0 or not made.exists():
+        sys.stderr.write(r.stdout[-3000:] + r.stderr[-3000:])
+        raise SystemExit(f"fixture {name}: rave export failed ({' '.join(cmd)})")
+    if made != ts:
+        made.rename(ts)
+    print(f"fixture {name}: {ts} ({ts.stat().st_size / 1e6:.1f} MB, {time.time() - t0:.0f} s)")
+    return ts
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", default=DEFAULT, help=f"fixtures (default: {' '.join(DEFAULT)})")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "work" / "rave-fixtures"))
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.names:
+        if name not in FIXTURES:
+            raise SystemExit(f"unknown fixture {name!r}; known: {', '.join(FIXTURES)}")
+        build(name, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""``pi-synth convert rave`` on real RAVE streaming exports (slow: builds the RAVE venv and fixtures).
+
+The fixtures are real ``rave export --streaming`` ``.ts`` files with random weights, built by
+``scripts/rave/make-fixtures.sh`` into ``work/rave-fixtures/`` (cached; a fresh machine builds the
+venv and the five exports in a few minutes). The converter needs torch, so it runs in the RAVE venv
+(``.venv-rave``, pi-synth installed editable into it); everything that plays the result runs here,
+without torch, as on a Pi.
+
+The reference stream is computed independently of the converter's own ``--check``: a small script
+in the RAVE venv zeroes the ``.ts`` caches and runs its ``decode`` on the test's latent blocks; the
+converted file is then played through :class:`pi_synth.audio.runtime.Runtime` (io_binding, state
+ping-pong) on the same blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("RAVE_VENV", ROOT / ".venv-rave"))
+RAVE_PY = VENV / "bin" / "python"
+FIXTURES = Path(os.environ.get("RAVE_FIXTURES", ROOT / "work" / "rave-fixtures"))
+EXACT = ["raspberry-l128", "raspberry-causal-l128", "v2-l128", "v2-causal-l128"]
+NOISE = ["v1-noise-l8", "v2-small-noise-l128"]  # v1 / v2_small noise synthesizers
+ALL = EXACT + ["raspberry-l8"] + NOISE
+BUILD = ALL + ["raspberry-nonstreaming-l8"]
+BLOCKS = 12
+TOL = 1e-4
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+REFERENCE = r"""
+import sys, numpy as np, torch
+torch.set_num_threads(1)
+ts, zin, out = sys.argv[1:4]
+m = torch.jit.load(ts)
+with torch.no_grad():
+    for name, b in m.named_buffers():
+        if name.rsplit(".", 1)[-1] in ("pad", "cache"):
+            b.zero_()
+    z = np.load(zin)
+    k = z.shape[2]
+    if k < int(m.full_latent_size):
+        m.latent_pca[k:, :] = 0   # the .ts fills unused latents with randn; the model with zeros
+    y = np.stack([m.decode(torch.from_numpy(z[i])).numpy() for i in range(len(z))])
+np.save(out, y)
+"""
+
+
+@pytest.fixture(scope="session")
+def rave_env():
+    """The RAVE venv and the fixtures, built or brought up to date by the project's own script
+    (idempotent: seconds when everything is there, a few minutes on a fresh machine)."""
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "rave" / "make-fixtures.sh"), *BUILD],
+                       capture_output=True, text=True, timeout=1700)
+    assert r.returncode == 0, f"fixture build failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return RAVE_PY
+
+
+def convert(rave_env, name, out_dir, *extra, timeout=900):
+    out = out_dir / f"{name}.onnx"
+    r = subprocess.run(
+        [str(rave_env), "-m", "pi_synth", "convert", "rave", str(FIXTURES / f"{name}.ts"), "-o", str(out),
+         "--json", *extra],
+        capture_output=True, text=True, timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert r.returncode == 0, f"convert {name} failed ({r.returncode}):\n{r.stderr[-3000:]}"
+    return out, json.loads(r.stdout)
+
+
+@pytest.fixture(scope="session")
+def converted(rave_env, tmp_path_factory):
+    """Every fixture converted once (with --check), keyed by name: (path, summary)."""
+    d = tmp_path_factory.mktemp("rave-converted")
+    return {n: convert(rave_env, n, d, "--check", "--blocks", str(BLOCKS)) for n in ALL}
+
+
+def reference(rave_env, name, z, tmp_path):
+    zin, out = tmp_path / "z.npy", tmp_path / "ref.npy"
+    np.save(zin, z)
+    r = subprocess.run([str(rave_env), "-c", REFERENCE, str(FIXTURES / f"{name}.ts"), str(zin), str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return np.load(out)
+
+
+@pytest.mark.parametrize("name", EXACT + ["raspberry-l8"])
+def test_streams_like_the_torchscript_decode(name, converted, rave_env, tmp_path):
+    from pi_synth.audio.runtime import Runtime
+
+    path, summary = converted[name]
+    rt = Runtime(path, use_cache=False)  # the card is valid against the graph, or this raises
+    card = rt.card
+    assert card.kind == "rave" and card.block_size == 2048 and card.sample_rate == 44100
+    assert card.channels == 1 and card.control_frames == 1
+    assert len(card.controls) == (8 if name.endswith("l8") else 128)
+    assert summary["card"]["rave"]["noise"] is False
+    assert [c.name for c in card.controls[:3]] == ["z0", "z1", "z2"]
+    assert len(card.state) == summary["states"] > 0
+    assert summary["card"]["rave"]["ts_sha256"] in card.source
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((BLOCKS, 1, len(card.controls), 1)).astype(np.float32)
+    ref = reference(rave_env, name, z, tmp_path)  # [BLOCKS, 1, 1, 2048]
+    got = rt.render(z[:, 0])  # [1, BLOCKS * 2048], state carried by the runtime's ping-pong
+    ref = ref.reshape(1, -1)
+    assert np.all(np.isfinite(got))
+    assert np.max(np.abs(ref)) > 1e-3, "the fixture decodes to silence: the comparison would mean nothing"
+    err = float(np.max(np.abs(got - ref)))
+    assert err < TOL, f"{name}: max abs error {err:.2e} over {BLOCKS} blocks"
+    # the converter's own --check agrees
+    assert summary["check"]["max_abs_err"] < TOL
+    assert summary["check"]["encoder"]["max_abs_err"] < TOL
+
+
+@pytest.mark.parametrize("name", NOISE)
+def test_noise_synthesizer_matches_the_ts_own_noise(name, converted, tmp_path):
+    """The converter's --check feeds the .ts's own rand_like numbers to a noise-input copy."""
+    from pi_synth.audio.runtime import Runtime
+
+    path, summary = converted[name]
+    assert summary["card"]["rave"]["noise"] is True
+    assert summary["check"]["noise"] and summary["check"]["max_abs_err"] < TOL
+    assert summary["check"]["encoder"]["max_abs_err"] < TOL
+    seq = np.zeros((6, len(summary["card"]["controls"]), 1), np.float32)
+    a = Runtime(path, use_cache=False).render(seq)
+    b = Runtime(path, use_cache=False).render(seq)
+    assert np.all(np.isfinite(a)) and np.array_equal(a, b), "seeded noise: a render repeats"
+
+
+def test_renders_with_the_cli(converted, tmp_path):
+    path, _ = converted["raspberry-l128"]
+    wav = tmp_path / "rave.wav"
+    r = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(path), "-o", str(wav), "--seconds", "1",
+                        "--set", "z0=2.5"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert wav.stat().st_size > 44100 * 2 // 2
+    r = subprocess.run([sys.executable, "-m", "pi_synth", "info", str(path), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["card"]["kind"] == "rave"
+
+
+def test_encoder_loads_in_onnxruntime(converted):
+    import onnxruntime as ort
+
+    from pi_synth.audio.runtime import load_card
+
+    _, summary = converted["v2-causal-l128"]
+    enc = summary["encoder"]
+    card = load_card(enc)
+    assert card.kind == "rave-encoder"
+    sess = ort.InferenceSession(enc, providers=["CPUExecutionProvider"])
+    feeds = {a.name: np.zeros([d for d in a.shape], np.float32) for a in sess.get_inputs()}
+    feeds["audio_in"] = np.random.default_rng(0).standard_normal((1, 1, 2048)).astype(np.float32) * 0.1
+    out = sess.run(["latent"], feeds)[0]
+    assert out.shape == (1, 128, 1) and np.all(np.isfinite(out))
+
+
+def test_int8_within_its_claimed_snr(rave_env, tmp_path):
+    from pi_synth.audio.runtime import Runtime, load_card
+    from pi_synth.quantize import control_sequence, snr_db
+
+    out, summary = convert(rave_env, "raspberry-l128", tmp_path, "--quantize", "--no-encoder")
+    q = Path(summary["quantize"]["model"])
+    assert q.name == "raspberry-l128.int8.onnx" and q.exists()
+    card = load_card(q)
+    claimed = card.extra["snr_db"]
+    assert card.extra["precision"] == "int8" and claimed > 10
+    seq = control_sequence(load_card(out).to_json(), 120, seed=11)
+    ref = Runtime(out, use_cache=False).render(seq)
+    got = Runtime(q, use_cache=False).render(seq)
+    measured = snr_db(ref, got)
+    assert measured >= claimed - 3.0, f"int8 SNR {measured:.1f} dB, the card claims {claimed:.1f} dB"
+
+
+def test_not_a_rave_export_is_exit_2_with_one_line(rave_env, tmp_path):
+    tiny = tmp_path / "tiny.ts"
+    make = tmp_path / "make_tiny.py"  # TorchScript needs the source in a file
+    make.write_text("import torch, sys\n"
+                    "class M(torch.nn.Module):\n"
+                    "    def forward(self, x):\n"
+                    "        return x * 2\n"
+                    "torch.jit.script(M()).save(sys.argv[1])\n")
+    r = subprocess.run([str(rave_env), str(make), str(tiny)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    junk = tmp_path / "junk.ts"
+    junk.write_bytes(b"not a model at all")
+    nonstreaming = FIXTURES / "raspberry-nonstreaming-l8.ts"
+    for bad in (tiny, junk, tmp_path / "missing.ts", nonstreaming):
+        r = subprocess.run([str(rave_env), "-m", "pi_synth", "convert", "rave", str(bad), "-o",
+                            str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, (bad, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("pi-synth: "), r.stderr
+        assert "Traceback" not in r.stderr
+        if bad == nonstreaming:
+            assert "--streaming" in r.stderr
+    assert not (tmp_path / "x.onnx").exists()
