@@ -40,6 +40,7 @@ latent() {
 }
 docs() {
     "$PY" scripts/models/make_docs.py
+    "$PY" benchmarks/bench_quantize.py --json benchmarks/results/bench_quantize.json  # repeat timing for the cards
     "$PY" scripts/models/model_card.py
 }
 

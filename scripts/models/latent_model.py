@@ -106,17 +106,14 @@ class LatentVAE(nn.Module):
 
 
 class StreamingDecoder(nn.Module):
-    """One latent frame -> one block; PCA rotation folded in so control 0 is the most-used direction."""
+    """One latent frame -> one block. The export folds the latents' PCA into the first conv beforehand, so the
+    controls are PCA coordinates and control 0 is the most-used direction."""
 
-    def __init__(self, decoder: Decoder, mean=None, rot=None):
+    def __init__(self, decoder: Decoder):
         super().__init__()
         self.decoder = decoder
-        lat = decoder.inp.cin
-        self.register_buffer("mean", torch.zeros(1, lat, 1) if mean is None else mean.reshape(1, lat, 1))
-        self.register_buffer("rot", torch.eye(lat) if rot is None else rot)
 
     def forward(self, controls, *caches):
-        zp = torch.clamp(controls, -8.0, 8.0)  # [1, latent, 1] PCA coordinates
-        z = self.mean + torch.matmul(self.rot, zp)
+        z = torch.clamp(controls, -8.0, 8.0)  # [1, latent, 1]
         audio, new = self.decoder(z, caches)
         return (audio, *new)

@@ -75,15 +75,16 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
         opt.step()
         sched.step()
-        ema = float(rec) if ema is None else 0.98 * ema + 0.02 * float(rec)
-        bar.set_postfix(rec=f"{ema:.3f}", kl=f"{float(kl):.2f}")
+        rv = rec.item()
+        ema = rv if ema is None else 0.98 * ema + 0.02 * rv
+        bar.set_postfix(rec=f"{ema:.3f}", kl=f"{kl.item():.2f}")
         if (step + 1) % 250 == 0 or step + 1 == args.steps:
             model.eval()
             with torch.no_grad():
                 g = torch.Generator().manual_seed(7)
                 v = float(np.mean([float(step_loss(model, x, beta, g)[0]) for x in val]))
             model.train()
-            log.append({"step": step + 1, "train_rec": ema, "val_rec": v, "kl": float(kl), "seconds": time.time() - t0})
+            log.append({"step": step + 1, "train_rec": ema, "val_rec": v, "kl": kl.item(), "seconds": time.time() - t0})
             tqdm.write(json.dumps(log[-1]))
     torch.save(model.state_dict(), args.data / "latent_vae.pt")
     (args.data / "train_log.json").write_text(json.dumps({"threads": args.threads, "seconds": time.time() - t0,

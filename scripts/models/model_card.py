@@ -53,17 +53,42 @@ def speed_lines(q: dict) -> str:
     ])
 
 
-def quant_text(q: dict) -> str:
+def repeat_bench(name: str):
+    """The last run of benchmarks/bench_quantize.py for this model, if any."""
+    p = ROOT / "benchmarks" / "results" / "bench_quantize.json"
+    if p.exists():
+        return json.loads(p.read_text()).get(f"{name}.fp32.onnx")
+    return None
+
+
+def quant_text(q: dict, name: str) -> str:
     net = [n for n in q["fp32_nodes"] if "synth" not in n.lower()]
-    hit = q["speedup"]["qoperator"] >= 1.5
-    target = ("meets" if hit else "misses") + f" the ≥1.5× target (×{q['speedup']['qoperator']} with QOperator, " \
-        "the format this x86 CPU runs as int8)"
-    return (f"Static int8 (onnxruntime.quantization, MinMax calibration on 8 s of realistic controls fed block by "
+    dsp = len(q["fp32_nodes"]) > len(net)
+    rep = repeat_bench(name)
+    ups = [q["speedup"]["qoperator"]] + ([rep["speedup"]["qoperator"]] if rep else [])
+    if min(ups) >= 1.5:
+        target = "meets the ≥1.5× target"
+    elif max(ups) >= 1.5:
+        target = "is borderline on the ≥1.5× target"
+    else:
+        target = "misses the ≥1.5× target"
+    runs = " and ".join(f"×{u}" for u in ups)
+    target += f" ({runs} with QOperator, the format this x86 CPU runs as int8; {'two runs' if rep else 'one run'})"
+    repeat = ""
+    if rep:
+        s = rep["speed"]
+        repeat = (f"\n\nRepeat run (`python benchmarks/bench_quantize.py`, same three formats stepped interleaved): "
+                  f"fp32 {s['fp32']['us_per_block']} µs, QDQ {s['qdq']['us_per_block']} µs (×{rep['speedup']['qdq']}), "
+                  f"QOperator {s['qoperator']['us_per_block']} µs (×{rep['speedup']['qoperator']}). The machine was "
+                  "shared with other work while measuring, so expect ±20% between runs.")
+    kept = ("the synthesis (oscillators, noise filters) and the network layers " if dsp else "the layers ")
+    return (f"Static int8 (onnxruntime.quantization, MinMax calibration on realistic controls fed block by "
             f"block with the state carried; SNR measured on a different 8 s sequence). Conv/MatMul/Gemm are "
-            f"quantized; kept in float32: the synthesis (oscillators, noise filters) and the network layers "
-            f"`{'`, `'.join(net)}` (input and output layers by default; see the export script for any other). Size {q['fp32_bytes'] / 1e6:.2f} MB fp32 → {q['int8_bytes'] / 1e6:.2f} MB int8. "
-            f"Speed: int8 {target}.\n\n{speed_lines(q)}\n\nonnxruntime {q.get('onnxruntime', '')} CPU provider, 1 thread, "
-            f"while the machine's other core was busy. {q['caveat']}")
+            f"quantized; kept in float32: {kept}"
+            f"`{'`, `'.join(net)}` (input and output layers by default; the export script says why any other). "
+            f"Size {q['fp32_bytes'] / 1e6:.2f} MB fp32 → {q['int8_bytes'] / 1e6:.2f} MB int8. "
+            f"Speed: int8 {target}.\n\n{speed_lines(q)}{repeat}\n\nonnxruntime {q.get('onnxruntime', '')} CPU "
+            f"provider, 1 thread. {q['caveat']}")
 
 
 def train_time(m: dict) -> str:
@@ -139,7 +164,7 @@ Streaming: block-by-block onnxruntime output equals the whole-sequence torch ren
 `docs/models/{name}-phrase.png`.
 
 ## int8 and speed
-{quant_text(q)}
+{quant_text(q, name)}
 
 ## Limits
 Monophonic; one timbre (no breath/articulation control beyond loudness); trained A3–D7, the card's pitch range
@@ -185,19 +210,24 @@ Model weights and scripts: MIT. Training data: renders of FluidR3_GM.sf2 (© Fra
 ```
 scripts/models/build-all.sh latent    # data -> train -> export -> int8 -> this card
 ```
-({train_time(m)} on this 2-core machine.)
+({train_time(m)} on this 2-core machine, shared with other work at the time; data rendering + analysis ≈10 s;
+export + evaluation + quantization ≈2 min.)
 
 ## Quality (held-out)
 Reconstruction (encode the held-out audio, decode block by block with onnxruntime, fp32): multi-scale spectral
 distance {r['model']} against {r['sawtooth']} for a band-limited sawtooth at the reference's f0 and loudness
 (ratio {r['ratio']}; the int8 model: {m['reconstruction_int8']['model']}, ratio {m['reconstruction_int8']['ratio']}).
-This is a spectral-loss-only autoencoder trained for minutes on a CPU (no adversarial
-stage as in RAVE): it keeps pitch, loudness and the spectral envelope, and sounds breathier/phasier than the
-reference. Streaming: block-by-block onnxruntime equals the whole-sequence torch decode to
+This is a spectral-loss-only autoencoder trained for under an hour on one CPU core (no
+adversarial stage as in RAVE): it keeps loudness, note timing and the coarse spectral envelope (which timbre,
+which register), but not the harmonic fine structure — the spectrogram shows smeared bands where the reference
+has harmonics. It sounds like shaped, breathy noise / a soft pad rather than like the instruments; treat it as
+a texture voice. Calibration used knob sweeps plus 60 s of real training latents; the 48 kHz stage (`ups.4`,
+`res.4.*`) is kept in float32 because quantizing it raised the noise floor in quiet passages (held-out spectral
+distance 8.2 instead of 5.3). Streaming: block-by-block onnxruntime equals the whole-sequence torch decode to
 {m['parity_torch_vs_onnx_stream']:.1e} (max abs). Spectrogram: `docs/models/{name}-phrase.png`.
 
 ## int8 and speed
-{quant_text(q)}
+{quant_text(q, name)}
 """
     (models / f"{name}.MODEL_CARD.md").write_text(text)
 

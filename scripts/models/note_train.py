@@ -85,7 +85,8 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
         opt.step()
         sched.step()
-        ema = float(loss) if ema is None else 0.98 * ema + 0.02 * float(loss)
+        lv = loss.item()
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
         bar.set_postfix(loss=f"{ema:.3f}")
         if (step + 1) % 250 == 0 or step + 1 == args.steps:
             v = evaluate()

@@ -84,7 +84,8 @@ def load_events(path: str | os.PathLike) -> list[Event]:
 
 
 def load_midi_file(path: str | os.PathLike) -> list[Event]:
-    """A Standard MIDI File → ``midi`` events (tempo map applied by mido)."""
+    """A Standard MIDI File → ``midi`` events (tempo map applied by mido). Program changes
+    are left out: in a file they name General MIDI instruments, which mean nothing here."""
     import mido
 
     path = os.fspath(path)
@@ -98,7 +99,8 @@ def load_midi_file(path: str | os.PathLike) -> list[Event]:
     out = []
     for msg in mid:
         t += msg.time
-        if not msg.is_meta and msg.type != "sysex":
+        # program changes in a file name General MIDI instruments, not our models: skipped
+        if not msg.is_meta and msg.type not in ("sysex", "program_change"):
             out.append(Event(t, "midi", bytes(msg.bytes())))
     return out
 
