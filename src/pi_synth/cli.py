@@ -285,7 +285,7 @@ def cmd_quantize(args) -> int:
 
     report = quantize_model(args.input, args.output)
     if args.report:
-        print("\n".join(format_report(report)) if not args.json else json.dumps(report, indent=2, default=str))
+        print(format_report(report) if not args.json else json.dumps(report, indent=2, default=str))
     else:
         print(f"wrote {args.output}")
     return 0
