@@ -79,19 +79,30 @@ def cmd_info(args) -> int:
     from pi_synth.audio.library import find_model
     from pi_synth.audio.runtime import Runtime
 
+    from pi_synth.audio.runtime import load_card
+
     path = find_model(args.model)
-    rt = Runtime(path, warmup_blocks=0, use_cache=False)
-    card = rt.card
-    io = {
-        "inputs": [
-            {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
-            for a in rt.session.get_inputs()
-        ],
-        "outputs": [
-            {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
-            for a in rt.session.get_outputs()
-        ],
-    }
+    if load_card(path).kind == "rave-encoder":
+        # audio in, latents out (docs/rave.md): shown, not playable by itself
+        import onnxruntime as ort
+
+        card = load_card(path)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        io = {k: [{"name": a.name, "shape": list(a.shape), "dtype": a.type} for a in args_]
+              for k, args_ in (("inputs", sess.get_inputs()), ("outputs", sess.get_outputs()))}
+    else:
+        rt = Runtime(path, warmup_blocks=0, use_cache=False)
+        card = rt.card
+        io = {
+            "inputs": [
+                {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
+                for a in rt.session.get_inputs()
+            ],
+            "outputs": [
+                {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
+                for a in rt.session.get_outputs()
+            ],
+        }
     if args.json:
         print(json.dumps({"path": str(path), "size_bytes": os.path.getsize(path),
                           "card": card.to_json(), **io}, indent=2))
@@ -100,6 +111,8 @@ def cmd_info(args) -> int:
     print(f"{card.name}  ({path}, {os.path.getsize(path) / 1e6:.2f} MB)")
     if card.description:
         print(f"  {card.description}")
+    if card.kind == "rave-encoder":
+        print("  an encoder (audio → latents), for driving a model from audio: not playable by itself")
     print(f"  kind {card.kind or '-'}, {sr} Hz, {card.channels} ch, block {bs} "
           f"({bs / sr * 1e3:.1f} ms), {card.control_frames} control frame(s)/block, "
           f"latency {card.latency_samples} samples")
