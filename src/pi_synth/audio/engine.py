@@ -12,6 +12,8 @@ Real-time rules (for anyone touching the two loops below):
 * **No allocation** in the loops: every array is made before ``start()``; numpy
   calls use ``out=``. Python's GC is collected and frozen after start-up so a
   collection never lands in the middle of a block.
+* **The GIL is handed over within 0.5 ms** (``sys.setswitchinterval``) while the engine
+  runs, so a busy control thread cannot hold an audio thread back for a period.
 * **No logging, no locks, no blocking I/O** in the loops except the backend write
   and the ring's events. Counters (xruns, late periods, block times) are plain
   attributes the monitor reads and logs from its own thread: xruns are data.
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import time
 
@@ -123,6 +126,11 @@ class Engine:
         if self.freeze_gc:
             gc.collect()
             gc.freeze()
+        # Another Python thread (a control source, the monitor) holding the GIL can keep
+        # an audio thread waiting for up to the switch interval (5 ms by default): as long
+        # as a 256-frame period. Ask the interpreter to hand the GIL over sooner.
+        self._switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch, 0.0005))
         if self.mode == "direct":
             t = threading.Thread(target=self._direct_loop, name="pi-synth-audio", daemon=True)
             self._threads = [t]
@@ -158,6 +166,8 @@ class Engine:
         self.backend.close()
         if self.freeze_gc:
             gc.unfreeze()
+        if getattr(self, "_switch", None):
+            sys.setswitchinterval(self._switch)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the stream has ended by itself (faded out and drained)."""
