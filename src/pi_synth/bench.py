@@ -105,7 +105,7 @@ def bench_model(path, *, threads: int = 1, blocks: int = 500, bare: bool = True)
 
 
 def engine_cpu(path, *, blocks: int = 2000, device: str = "pisynth_null", period: int = 256,
-               threads: int = 1) -> dict:
+               threads: int = 1, mode: str = "auto") -> dict:
     """CPU time of the whole engine (both threads, guard, ring, ALSA writes) over
     ``blocks`` blocks, against the CPU time of the same number of bare
     ``Runtime.step()`` calls. ``device`` is an ALSA PCM that does not pace (the tests'
@@ -128,13 +128,16 @@ def engine_cpu(path, *, blocks: int = 2000, device: str = "pisynth_null", period
         rt.step()
     pure = time.process_time() - c0
 
+    from pi_synth.audio.player import Player
+
     rt2 = Runtime(path, threads=threads, warmup_blocks=8)
     synth = Synth(rt2)
     for i, v in enumerate(ctl[:, -1]):
         synth.bank.set_index(i, float(v))
     synth.guard.gain_step = 1.0  # fades would change nothing about the cost
-    synth.hooks.append(StopAt(blocks * card.block_size, synth.fade_out))
-    engine = Engine(synth, AlsaBackend(device), period=period, periods=2, ahead_blocks=1)
+    player = Player(synth)  # as `pi-synth run` plays it (the engine picks its mode from it)
+    player.hooks.append(StopAt(blocks * card.block_size, player.fade_out))
+    engine = Engine(player, AlsaBackend(device), period=period, periods=2, ahead_blocks=1, mode=mode)
     c0, w0 = time.process_time(), time.perf_counter()
     engine.start()
     engine.wait(600)
@@ -144,9 +147,354 @@ def engine_cpu(path, *, blocks: int = 2000, device: str = "pisynth_null", period
     n = synth.position // card.block_size
     return {
         "model": card.name, "blocks": blocks, "engine_blocks": n, "period": period,
+        "engine_mode": engine.mode,
         "pure_cpu_s": pure, "engine_cpu_s": eng * blocks / max(n, 1),
         "engine_cpu_ratio": (eng * blocks / max(n, 1)) / pure,
         "pure_us_per_block": pure / blocks * 1e6,
         "engine_us_per_block": eng / max(n, 1) * 1e6,
         "engine_wall_s": wall, "late_periods": engine.stats.late_periods,
     }
+
+
+# -- the benchmark suite's additions (benchmarks/run.py) -------------------------------
+# Everything below is new and used by ``benchmarks/``; the functions above keep their
+# behaviour because ``pi-synth bench`` uses them.
+
+_ELEMENTWISE = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Neg", "Abs", "Sqrt", "Reciprocal", "Exp", "Log", "Sin", "Cos",
+    "Tanh", "Sigmoid", "Relu", "LeakyRelu", "Elu", "Selu", "Gelu", "Erf", "Clip", "Floor", "Ceil", "Round",
+    "Min", "Max", "Where", "Less", "Greater", "Equal", "LessOrEqual", "GreaterOrEqual", "Mod", "Sign",
+    "HardSigmoid", "Softplus", "PRelu", "BiasGelu", "FastGelu", "QuickGelu",
+}
+_REDUCTIONS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2", "CumSum", "Softmax",
+               "LogSoftmax", "LayerNormalization", "InstanceNormalization", "BatchNormalization",
+               "GlobalAveragePool"}
+_QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+def graph_flops(path) -> dict:
+    """Multiply-adds and FLOPs of one call of the model, counted from the ONNX graph.
+
+    Conv / ConvTranspose / MatMul / Gemm (and their integer and QLinear forms) are counted
+    exactly from the shapes onnx's shape inference gives (MACs; 1 MAC = 2 FLOPs).
+    Elementwise ops count one FLOP per output element, reductions and softmax one per
+    input element (rough, and small beside the convolutions of a neural voice). Quantize /
+    dequantize and pure data movement (Slice, Concat, Gather, Cast…) are counted as
+    elements apart, not as FLOPs. Needs ``onnx`` (the dev extra), never the firmware.
+    """
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = onnx.load(str(path))
+    try:
+        model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # a custom op that onnx does not know: count what has shapes
+        pass
+    g = model.graph
+    shapes: dict[str, list] = {}
+
+    def take(vi):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+            shapes[vi.name] = dims
+
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        take(vi)
+    for init in g.initializer:
+        shapes[init.name] = list(init.dims)
+    consts = {}
+    for n in g.node:  # Constant nodes (fp32 exports keep weights there)
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR:
+            arr = numpy_helper.to_array(n.attribute[0].t)
+            shapes[n.output[0]] = list(arr.shape)
+            consts[n.output[0]] = arr
+
+    def shape(name):
+        s = shapes.get(name)
+        if s is None or any(d is None for d in s):
+            return None
+        return s
+
+    def prod(s):
+        out = 1
+        for d in s:
+            out *= int(d)
+        return out
+
+    macs, elementwise, qdq, moved = 0, 0, 0, 0
+    by_op: dict[str, int] = {}
+    unknown: list[str] = []
+    for n in g.node:
+        op = n.op_type
+        out = shape(n.output[0]) if n.output else None
+        m = 0
+        if op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
+            w = shape(n.input[3 if op == "QLinearConv" else 1])
+            if op == "ConvTranspose":
+                x = shape(n.input[0])
+                if w is None or x is None:
+                    unknown.append(op)
+                    continue
+                m = prod(x) * prod(w[1:])
+            else:
+                if w is None or out is None:
+                    unknown.append(op)
+                    continue
+                m = prod(out) * prod(w[1:])
+        elif op in ("MatMul", "MatMulInteger", "QLinearMatMul", "FusedMatMul"):
+            a = shape(n.input[0])
+            if a is None or out is None:
+                unknown.append(op)
+                continue
+            m = prod(out) * int(a[-1])
+        elif op == "Gemm":
+            a = shape(n.input[0])
+            if a is None or out is None:
+                unknown.append(op)
+                continue
+            trans_a = any(at.name == "transA" and at.i for at in n.attribute)
+            m = prod(out) * int(a[0] if trans_a else a[-1])
+        elif op in _ELEMENTWISE:
+            if out is None:
+                unknown.append(op)
+                continue
+            elementwise += prod(out)
+        elif op in _REDUCTIONS:
+            x = shape(n.input[0])
+            if x is None:
+                unknown.append(op)
+                continue
+            elementwise += prod(x) * (5 if "Softmax" in op or "Normalization" in op else 1)
+        elif op in _QDQ:
+            if out is not None:
+                qdq += prod(out)
+        elif op != "Constant" and out is not None:
+            moved += prod(out)
+        if m:
+            macs += m
+            by_op[op] = by_op.get(op, 0) + m
+    return {"macs": macs, "flops": 2 * macs + elementwise, "elementwise_flops": elementwise,
+            "macs_by_op": by_op, "qdq_elements": qdq, "moved_elements": moved,
+            "nodes": len(g.node), "unknown_shape_ops": unknown}
+
+
+def flops_report(path, block_ms_median: float | None = None) -> dict:
+    """FLOPs per call and per second of audio; GFLOP/s achieved if a block time is given."""
+    from pi_synth.audio.runtime import load_card
+
+    card = load_card(path)
+    f = graph_flops(path)
+    calls_per_s = card.sample_rate / card.block_size
+    out = {**f, "block_size": card.block_size, "sample_rate": card.sample_rate,
+           "flops_per_block": f["flops"], "mflops_per_audio_second": f["flops"] * calls_per_s / 1e6,
+           "mmacs_per_audio_second": f["macs"] * calls_per_s / 1e6}
+    if block_ms_median:
+        out["gflops_achieved"] = f["flops"] / (block_ms_median * 1e-3) / 1e9
+    return out
+
+
+# Sustained single-core fp32 throughput assumed for small convolutions in onnxruntime
+# (MLAS NEON kernels), and single-thread speed relative to an x86 server core. Both are
+# assumptions (see benchmarks/README.md for where they come from), stated so a projection
+# can be checked against a real Pi with `pi-synth bench`.
+PI_CPUS = {
+    "pi4": {"name": "Raspberry Pi 4 (Cortex-A72 @ 1.8 GHz)", "peak_gflops": 28.8, "sustained_gflops": 6.0,
+            "slowdown_vs_x86": 4.5},
+    "pi5": {"name": "Raspberry Pi 5 (Cortex-A76 @ 2.4 GHz)", "peak_gflops": 38.4, "sustained_gflops": 15.0,
+            "slowdown_vs_x86": 1.7},
+    "zero2w": {"name": "Raspberry Pi Zero 2 W (Cortex-A53 @ 1.0 GHz)", "peak_gflops": 8.0,
+               "sustained_gflops": 1.5, "slowdown_vs_x86": 9.0},
+}
+
+
+def project(flops_per_block: float, block_ms_here: float, block_size: int, sample_rate: int,
+            cpus: dict | None = None) -> dict:
+    """A *projection* (not a measurement) of block time and real-time factor on Pi CPUs.
+
+    Two estimates, the larger taken: compute-bound (FLOPs / sustained GFLOP/s) and
+    overhead-bound (this machine's measured block time × a single-thread slowdown
+    factor: per-op dispatch, not arithmetic, dominates small models)."""
+    block_s = block_size / sample_rate
+    out = {}
+    for key, c in (cpus or PI_CPUS).items():
+        compute_ms = flops_per_block / (c["sustained_gflops"] * 1e9) * 1e3
+        scaled_ms = block_ms_here * c["slowdown_vs_x86"]
+        ms = max(compute_ms, scaled_ms)
+        out[key] = {"cpu": c["name"], "assumed_sustained_gflops": c["sustained_gflops"],
+                    "assumed_slowdown_vs_here": c["slowdown_vs_x86"], "compute_bound_ms": compute_ms,
+                    "scaled_ms": scaled_ms, "block_ms": ms, "rtf": ms * 1e-3 / block_s,
+                    "headroom": block_s / (ms * 1e-3)}
+    return out
+
+
+def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-noise ratio of ``test`` against ``reference`` (same shape), in dB."""
+    ref = np.asarray(reference, np.float64).ravel()
+    err = ref - np.asarray(test, np.float64).ravel()
+    pe = float(np.sum(err * err))
+    ps = float(np.sum(ref * ref))
+    if pe == 0.0:
+        return float("inf")
+    return 10.0 * np.log10(max(ps, 1e-30) / pe)
+
+
+def compare_precisions(fp32_path, int8_path, *, blocks: int = 500, seconds: float = 10.0,
+                       threads: int = 1) -> dict:
+    """int8 vs fp32 of one model: speed ratio (median block time, same run) and SNR of the
+    int8 render against the fp32 render of the same moving controls."""
+    ref_rt = Runtime(fp32_path, threads=threads, warmup_blocks=8)
+    q_rt = Runtime(int8_path, threads=threads, warmup_blocks=8)
+    card = ref_rt.card
+    n = max(1, int(round(seconds * card.sample_rate / card.block_size)))
+    ctl = control_sequence(card, n, seed=1)
+    ref = ref_rt.render(ctl)
+    q = q_rt.render(ctl)
+    f = bench_runtime(ref_rt, blocks)
+    i = bench_runtime(q_rt, blocks)
+    return {"fp32": str(fp32_path), "int8": str(int8_path), "blocks": blocks,
+            "fp32_block_ms_median": f["block_ms_median"], "int8_block_ms_median": i["block_ms_median"],
+            "fp32_block_ms_p99": f["block_ms_p99"], "int8_block_ms_p99": i["block_ms_p99"],
+            "speedup": f["block_ms_median"] / i["block_ms_median"], "snr_db": snr_db(ref, q),
+            "snr_seconds": n * card.block_size / card.sample_rate}
+
+
+def bench_sweep(path, *, threads=(1, 2), blocks: int = 500) -> list[dict]:
+    """:func:`bench_model` at each thread count (the model's own block size: fixed by
+    the card). One row per thread count, the wrapper-vs-bare ratio in each."""
+    return [bench_model(path, threads=t, blocks=blocks) for t in threads]
+
+
+def engine_overhead(path, *, blocks: int = 2000, device: str = "pisynth_null", period: int = 256,
+                    periods: int = 2, mode: str = "auto", threads: int = 1, profile: str | None = None) -> dict:
+    """Engine CPU over pure inference CPU, as ``pi-synth run`` builds the engine: the
+    Player (block hooks, crossfade-ready), guard, the engine in ``mode`` (where the engine
+    has modes) and real libasound writes into a non-pacing PCM (``pisynth_null``).
+
+    Both sides run the same controls on the same model; the baseline is bare
+    ``Runtime.step()`` in a loop. ``profile`` = a path: cProfile the engine run there
+    (all threads, via ``threading.setprofile``) for where the rest goes."""
+    import inspect
+
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.library import find_model
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.synth import Synth
+    from pi_synth.control.events import StopAt
+
+    path = find_model(str(path))
+    rt = Runtime(path, threads=threads, warmup_blocks=8)
+    card = rt.card
+    ctl = control_sequence(card, 1, seed=0)[0]
+    rt.controls[...] = ctl
+    for _ in range(50):
+        rt.step()
+    def pure_run() -> float:
+        c0 = time.process_time()
+        for _ in range(blocks):
+            rt.step()
+        return time.process_time() - c0
+
+    pure_before = pure_run()
+
+    rt2 = Runtime(path, threads=threads, warmup_blocks=8)
+    synth = Synth(rt2)
+    for i, v in enumerate(ctl[:, -1]):
+        synth.bank.set_index(i, float(v))
+    synth.guard.gain_step = 1.0
+    player = Player(synth)
+    player.hooks.append(StopAt(blocks * card.block_size, player.fade_out))
+    kw = dict(period=period, periods=periods, ahead_blocks=1)
+    if "mode" in inspect.signature(Engine).parameters:
+        kw["mode"] = mode
+    engine = Engine(player, AlsaBackend(device), **kw)
+    prof = None
+    if profile:
+        import cProfile
+        import threading
+
+        prof = cProfile.Profile()
+        threading.setprofile(lambda *a: prof.enable(subcalls=True, builtins=True))
+    import gc
+
+    gc.collect()  # so the engine's own collect-and-freeze at start costs little
+    w0 = time.perf_counter()
+    engine.start()
+    # the window: from after start() (device open, GC freeze, thread start) to the end of
+    # the stream, per block rendered inside it — steady-state cost, not set-up
+    c0, p0 = time.process_time(), player.position
+    engine.wait(600)
+    eng = time.process_time() - c0
+    p1 = player.position
+    engine.stop(fade=False)
+    wall = time.perf_counter() - w0
+    if prof is not None:
+        import threading
+
+        threading.setprofile(None)
+        prof.disable()
+        prof.dump_stats(profile)
+    n = player.position // card.block_size
+    eng_per = eng / max(1, (p1 - p0) // card.block_size)
+    # the baseline before and after the engine run, averaged: a shared machine drifts
+    pure_after = pure_run()
+    pure = (pure_before + pure_after) / 2
+    return {"model": card.name, "path": str(path), "blocks": blocks, "engine_blocks": n, "period": period,
+            "engine_mode": getattr(engine, "mode", "threaded"),
+            "pure_us_per_block": pure / blocks * 1e6, "engine_us_per_block": eng_per * 1e6,
+            "pure_us_per_block_before_after": [pure_before / blocks * 1e6, pure_after / blocks * 1e6],
+            "engine_cpu_ratio": eng_per / (pure / blocks), "engine_wall_s": wall,
+            "late_periods": engine.stats.late_periods}
+
+
+def block_breakdown(path, *, blocks: int = 2000, device: str = "pisynth_null", period: int = 256) -> dict:
+    """Where one block's time goes outside the model, stage by stage, in one thread:
+    block hooks + control bank, ``Runtime.step``, copy + output guard, and the backend
+    write (format conversion + libasound). Median µs per stage (medians: a loaded
+    machine's preemptions land in the mean). The threaded engine adds the ring copy and
+    two thread hand-offs per block on top; the direct engine adds only its counters."""
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.audio.library import find_model
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.synth import Synth
+
+    path = find_model(str(path))
+    rt = Runtime(path, warmup_blocks=8)
+    card = rt.card
+    ctl = control_sequence(card, 1, seed=0)[0]
+    synth = Synth(rt)
+    for i, v in enumerate(ctl[:, -1]):
+        synth.bank.set_index(i, float(v))
+    player = Player(synth)
+    backend = AlsaBackend(device)
+    backend.open(card.sample_rate, card.channels, period, 2)
+    perf = time.perf_counter
+    t = np.zeros((blocks, 4))
+    out = synth._out
+    try:
+        for k in range(blocks):
+            t0 = perf()
+            for hook in player.hooks:
+                hook(player.position)
+            for hook in synth.hooks:
+                hook(synth.position)
+            synth.bank.fill(rt.controls)
+            t1 = perf()
+            audio = rt.step()
+            t2 = perf()
+            np.copyto(out, audio.T)
+            synth.guard.process(out)
+            t3 = perf()
+            for i in range(0, out.shape[0], period):
+                backend.write(out[i:i + period])
+            t4 = perf()
+            t[k] = (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+    finally:
+        backend.close()
+    med = np.median(t, axis=0) * 1e6
+    names = ("hooks_and_bank_us", "runtime_step_us", "copy_and_guard_us", "backend_write_us")
+    res = {"model": card.name, "path": str(path), "blocks": blocks, **{n: float(v) for n, v in zip(names, med)}}
+    res["outside_model_us"] = float(med[0] + med[2] + med[3])
+    res["outside_model_ratio"] = float((med.sum()) / med[1])
+    return res

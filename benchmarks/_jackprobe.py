@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""A JACK client that plays a keyboard and a microphone at once, on JACK's own clock.
+
+Run by ``benchmarks/latency.py`` in its own process (its Python callback must not share
+a GIL with the engine under test). It registers a MIDI output ``pisynth-probe:out`` and an
+audio input ``pisynth-probe:in``. Once told ``go`` on stdin it records every frame its
+input receives and writes the scheduled MIDI messages at exact frame offsets inside
+JACK cycles, so "when the note was sent" and "when the sound arrived" are both JACK frame
+numbers — no wall clock involved. Needs the ``JACK-Client`` package (pip).
+
+Protocol: prints ``ready`` once registered; reads ``go`` (then records), prints ``done``
+and writes ``--out`` (npz: audio, sent frames, message bytes) when the schedule and
+``--tail`` seconds have passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+
+import numpy as np
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--name", default="pisynth-probe")
+    ap.add_argument("--schedule", required=True, help="JSON: [[seconds, [bytes…]], …] after 'go'")
+    ap.add_argument("--tail", type=float, default=1.0)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--pty", action="store_true",
+                    help="send the bytes into a pseudo-terminal (our DIN MIDI source reads its other end) "
+                         "instead of a JACK MIDI port; the send frame is JACK's current frame at the write")
+    args = ap.parse_args()
+    import jack
+
+    schedule = json.loads(open(args.schedule).read())
+    client = jack.Client(args.name, no_start_server=True)
+    sr = client.samplerate
+    events = [(int(round(t * sr)), bytes(b)) for t, b in schedule]
+    total = (events[-1][0] if events else 0) + int(args.tail * sr) + client.blocksize
+    buf = np.zeros(total, np.float32)
+    inp = client.inports.register("in")
+    mout = client.midi_outports.register("out")
+    master = None
+    if args.pty:
+        master, slave = os.openpty()
+        import tty
+
+        tty.setraw(slave)
+        pty_name = os.ttyname(slave)
+    st = {"armed": False, "start": None, "i": 0, "sent": [], "done": threading.Event(), "xruns": 0}
+
+    @client.set_xrun_callback
+    def xrun(delay):
+        st["xruns"] += 1
+
+    @client.set_process_callback
+    def process(frames):
+        mout.clear_buffer()
+        if not st["armed"]:
+            return
+        t = client.last_frame_time
+        if st["start"] is None:
+            st["start"] = t
+        rel = t - st["start"]
+        if rel + frames <= total:
+            buf[rel:rel + frames] = inp.get_array()
+        else:
+            st["done"].set()
+        i = st["i"]
+        while i < len(events) and events[i][0] < rel + frames:
+            if master is not None:
+                os.write(master, events[i][1])
+                st["sent"].append(client.frame_time - st["start"])
+            else:
+                off = max(0, events[i][0] - rel)
+                mout.write_midi_event(off, events[i][1])
+                st["sent"].append(rel + off)
+            i += 1
+        st["i"] = i
+
+    with client:
+        print(f"ready {pty_name}" if master is not None else "ready", flush=True)
+        for line in sys.stdin:
+            if line.strip() == "go":
+                break
+        st["armed"] = True
+        st["done"].wait(total / sr + 30)
+        st["armed"] = False
+    np.savez(args.out, audio=buf, sent=np.array(st["sent"], np.int64), sample_rate=sr,
+             blocksize=client.blocksize, xruns=st["xruns"],
+             messages=np.array([list(b) + [0] * (3 - len(b)) for _, b in events], np.int64).reshape(-1, 3))
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""Knob → sound and MIDI note-on → onset latency, measured on the audio, two ways.
+
+**Rendered (audio clock).** ``pi-synth run --device pisynth_jackfile:FILE=… --events E``
+plays through the JACK-paced recorder PCM: a knob turning loudness up at time ``t``, then
+notes at ``t``. Events are applied at the first block boundary at or after ``t`` on the
+audio clock and the recording's sample ``k`` *is* audio-clock frame ``k``, so onset −
+``t·sr`` is what the model path adds: block quantization, the control ramp across the
+block, the voice's attack, the model's own response. Buffering (ring, ALSA) is not in
+this figure — an event on the audio clock does not wait for it.
+
+**Live (JACK clock).** The real input path end to end: a JACK client
+(``benchmarks/_jackprobe.py``, own process) sends a MIDI CC (mapped to loudness: the
+knob stand-in) and then note-ons through JACK MIDI at known JACK frames into our MIDI
+port source (rtmidi ``UNIX_JACK`` → router), the instrument runs in this process exactly
+as ``pi-synth run`` builds it (Instrument → Engine, mode from the config, SCHED_FIFO
+where permitted) on the ``pisynth_jack`` PCM, and the probe records what our ALSA
+plugin hands to JACK. Onset frame − send frame is the latency a sound card would see
+at its input (its own converter/driver latency comes on top). Needs ``JACK-Client``.
+
+Onset: the first sample whose magnitude exceeds −40 dB (first sound) and −20 dB (attack
+under way) of the peak in the 300 ms after the event (and 4× the noise before it).
+Target (issue 5/7): ≤ one model block + two ALSA periods.
+
+    .venv/bin/python benchmarks/latency.py [--model M] [--out DIR] [--notes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _env import ROOT, JackServer, loadavg, use_test_alsa_config, write_json  # noqa: E402
+
+
+def onset(x: np.ndarray, start: int, sr: int, rel_db: float = -30.0, window_s: float = 0.3) -> int | None:
+    """First sample at/after ``start`` above ``rel_db`` of the peak that follows it."""
+    end = min(len(x), start + int(window_s * sr))
+    if end <= start:
+        return None
+    seg = np.abs(x[start:end])
+    peak = float(seg.max())
+    pre = np.abs(x[max(0, start - int(0.05 * sr)):start])
+    noise = float(pre.max()) if pre.size else 0.0
+    thr = max(peak * 10 ** (rel_db / 20), 4 * noise, 1e-4)
+    if peak <= thr:
+        return None
+    return start + int(np.argmax(seg > thr))
+
+
+# onset thresholds relative to the peak that follows the event: the first audible sound,
+# and the attack well under way
+ONSETS = {"onset_40db": -40.0, "onset_20db": -20.0}
+
+
+def _stats(lat: list[int], sr: int) -> dict:
+    if not lat:
+        return {"n": 0}
+    a = np.array(lat, float)
+    return {"n": len(lat), "median_samples": float(np.median(a)), "max_samples": float(a.max()),
+            "min_samples": float(a.min()), "median_ms": float(np.median(a) / sr * 1e3),
+            "max_ms": float(a.max() / sr * 1e3), "samples": [int(v) for v in lat]}
+
+
+def budget(card, period: int, periods: int, mode: str, ahead_blocks: int = 1) -> dict:
+    """The latency the design allows, in frames (what the engine buffers)."""
+    ring = 0 if mode == "direct" else ahead_blocks * card.block_size + period
+    alsa = period * periods
+    return {"model_block": card.block_size, "model_latency_samples": card.latency_samples,
+            "engine_mode": mode, "ring_frames": ring, "alsa_buffer_frames": alsa,
+            "worst_case_frames": card.block_size + ring + alsa + card.latency_samples,
+            "target_frames": card.block_size + 2 * period,
+            "target_ms": (card.block_size + 2 * period) / card.sample_rate * 1e3}
+
+
+def _knob_for(card, control: str) -> str | None:
+    from pi_synth.control.mapping import Mapping
+
+    for src, r in Mapping(card).routes.items():
+        if r.control == control:
+            return src
+    return None
+
+
+def rendered(model: str | None, out: Path, notes: int = 8, seed: int = 0, period: int = 256) -> dict:
+    """Events through ``pi-synth run`` on the JACK-paced recorder PCM."""
+    from pi_synth.audio.library import find_model
+    from pi_synth.audio.runtime import load_card
+
+    path = find_model(model)
+    card = load_card(path)
+    sr, block = card.sample_rate, card.block_size
+    rng = random.Random(seed)
+    names = card.control_names
+    knob = _knob_for(card, "loudness") if "loudness" in names else None
+    ev, marks = [], []
+    t = 0.5
+    if knob:
+        for _ in range(notes):  # knob up (sound), knob down (silence)
+            t0 = round(t + rng.uniform(0, block / sr), 6)
+            ev += [{"t": t0, "source": knob, "value": 0.85}, {"t": t0 + 0.4, "source": knob, "value": 0.0}]
+            marks.append(("knob", t0))
+            t += 1.0
+    is_note = {"pitch", "loudness"} <= set(names)
+    if is_note:
+        for _ in range(notes):
+            t0 = round(t + rng.uniform(0, block / sr), 6)
+            ev += [{"t": t0, "midi": [0x90, 69, 110]}, {"t": t0 + 0.4, "midi": [0x80, 69, 0]}]
+            marks.append(("note", t0))
+            t += 1.0
+    out.mkdir(parents=True, exist_ok=True)
+    evf, raw = out / "latency_events.json", out / "latency_rendered.raw"
+    evf.write_text(json.dumps(ev))
+    raw.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "pi_synth", "run", "--model", str(path), "--device",
+           f"pisynth_jackfile:FILE={raw}", "--events", str(evf), "--seconds", f"{t + 0.5:.2f}",
+           "--period", str(period)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120 + t * 3)
+    if p.returncode != 0:
+        return {"error": p.stderr.strip()[-500:], "command": " ".join(cmd)}
+    x = np.fromfile(raw, np.int16).astype(np.float32) / 32767.0
+    res: dict = {"model": card.name, "path": str(path), "command": " ".join(cmd), "recorded_s": len(x) / sr,
+                 "stderr_tail": p.stderr.strip().splitlines()[-1:] if p.stderr else []}
+    for kind in ("knob", "note"):
+        quant = [-(-round(t0 * sr) // block) * block - round(t0 * sr) for k, t0 in marks if k == kind]
+        res[kind] = {"block_quantization_median": float(np.median(quant)) if quant else None}
+        for name, db in ONSETS.items():
+            lat = []
+            for k, t0 in marks:
+                if k != kind:
+                    continue
+                e = round(t0 * sr)
+                on = onset(x, e, sr, db)
+                if on is not None:
+                    lat.append(on - e)
+            res[kind][name] = _stats(lat, sr)
+    raw.unlink(missing_ok=True)  # large and reproducible
+    return res
+
+
+def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: int = 256,
+         periods: int = 2, engine_mode: str | None = None, transport: str = "din") -> dict:
+    """MIDI in (DIN through a pty, or JACK MIDI), JACK audio out, both timed in JACK frames
+    by the probe client."""
+    try:
+        import jack  # noqa: F401
+    except ImportError:
+        return {"skipped": "JACK-Client is not installed (pip install JACK-Client): live latency not measured"}
+    from soak import engine_kwargs
+
+    from pi_synth import config as config_mod
+    from pi_synth.app import Instrument
+    from pi_synth.audio.backends.alsa import AlsaBackend, _silence_alsa_lib
+    from pi_synth.audio.engine import Engine
+    from pi_synth.control.mapping import Route
+    from pi_synth.control.rig import Rig
+
+    _silence_alsa_lib()
+    cfg = config_mod.Config(None, config_mod.defaults())
+    config_mod.override(cfg, "audio.period", period)
+    config_mod.override(cfg, "audio.periods", periods)
+    inst = Instrument(cfg, model=model)
+    card = inst.card
+    sr, block = card.sample_rate, card.block_size
+    rng = random.Random(seed)
+    sched, marks = [], []
+    t = 0.5
+    has_loud = "loudness" in card.control_names
+    if has_loud:
+        inst.mapping.add("cc20", Route("loudness"))
+        for _ in range(notes):
+            t0 = t + rng.uniform(0, block / sr)
+            sched += [[t0, [0xB0, 20, 108]], [t0 + 0.4, [0xB0, 20, 0]]]
+            marks.append("knob")
+            t += 1.0
+    if {"pitch", "loudness"} <= set(card.control_names):
+        for _ in range(notes):
+            t0 = t + rng.uniform(0, block / sr)
+            sched += [[t0, [0x90, 69, 110]], [t0 + 0.4, [0x80, 69, 0]]]
+            marks.append("note")
+            t += 1.0
+    out.mkdir(parents=True, exist_ok=True)
+    schedf, npz = out / "latency_live_schedule.json", out / "latency_live.npz"
+    schedf.write_text(json.dumps(sched))
+    probe = subprocess.Popen([sys.executable, str(HERE / "_jackprobe.py"), "--schedule", str(schedf), "--out",
+                              str(npz)] + (["--pty"] if transport == "din" else []),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    res: dict = {"model": card.name, "transport": transport}
+    engine = rig = None
+    try:
+        hello = probe.stdout.readline().split()
+        if not hello or hello[0] != "ready":
+            return {"error": "the JACK probe did not start"}
+        backend = AlsaBackend("pisynth_jack")
+        engine = inst.engine = Engine(inst.player, backend, **engine_kwargs(cfg, engine_mode))
+        engine.start()
+        rig = Rig(inst.router)
+        if transport == "din":
+            if rig.add("din", "din", device=hello[1], baud=31250) is None:
+                return {"error": f"our DIN source cannot open the probe's pty: {rig.failed}"}
+        else:
+            src = rig.add("midi_ports", "midi", ports="pisynth-probe", api="UNIX_JACK", rescan_s=0.2)
+            deadline = time.monotonic() + 5
+            while src is not None and not src.ports and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if src is None or not src.ports:
+                return {"error": "our MIDI source did not find the probe's JACK MIDI port"}
+        ports = subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout.split()
+        ours = [p for p in ports if p.split(":")[0] not in ("system", "pisynth-probe")
+                and ":out" in p and not p.lower().startswith("rtmidi")]
+        if not ours:
+            return {"error": f"no output port of our ALSA plugin in {ports}"}
+        subprocess.run(["jack_connect", ours[0], "pisynth-probe:in"], check=True)
+        time.sleep(0.5)
+        probe.stdin.write("go\n")
+        probe.stdin.flush()
+        line = probe.stdout.readline().strip()
+        if line != "done":
+            return {"error": "the JACK probe did not finish"}
+        res["engine_mode"] = getattr(engine, "mode", "threaded")
+        res["xruns"] = backend.xruns
+        res["late_periods"] = engine.stats.late_periods
+        res["granted"] = {"period": engine.granted.period, "periods": engine.granted.periods}
+        res["ring_frames"] = engine.ring.capacity if engine.ring is not None else 0
+    finally:
+        if rig is not None:
+            rig.close()
+        if engine is not None:
+            engine.stop(fade=False)
+        if probe.poll() is None:
+            try:
+                probe.stdin.close()
+            except OSError:
+                pass
+            try:
+                probe.wait(10)
+            except subprocess.TimeoutExpired:
+                probe.kill()
+    d = np.load(npz)
+    x, sent = d["audio"], d["sent"]
+    res["probe_xruns"] = int(d["xruns"])
+    on_idx = [i for i, (_, b) in enumerate(sched) if (b[0] & 0xF0) == 0x90 or (b[0] == 0xB0 and b[2] > 0)]
+    for k in ("knob", "note"):
+        for name, db in ONSETS.items():
+            lat = []
+            for kk, i in zip(marks, on_idx):
+                if kk != k or i >= len(sent):
+                    continue
+                on = onset(x, int(sent[i]), sr, db)
+                if on is not None:
+                    lat.append(on - int(sent[i]))
+            res.setdefault(k, {})[name] = _stats(lat, sr)
+    res["method"] = ("JACK frames: MIDI bytes sent by the probe at a known JACK frame ("
+                     + ("written into a pty that our DIN MIDI source reads: the Pi's UART path, less the "
+                        "0.96 ms a 3-byte message takes on the wire at 31250 baud" if transport == "din" else
+                        "JACK MIDI into our rtmidi UNIX_JACK port source")
+                     + "), onset found in the audio the probe received from our ALSA plugin's JACK port "
+                     "(both on JACK's clock)")
+    return res
+
+
+def measure(model: str | None = None, out: Path | None = None, notes: int = 8, period: int = 256,
+            periods: int = 2, engine_mode: str | None = None, jack: str | None = None,
+            transports=("din",)) -> dict:
+    use_test_alsa_config()
+    from pi_synth.audio.library import find_model
+    from pi_synth.audio.runtime import load_card
+
+    out = Path(out or tempfile.mkdtemp())
+    card = load_card(find_model(model))
+    res: dict = {"kind": "latency", "loadavg_start": loadavg(), "period": period, "periods": periods}
+    ctx = JackServer(48000, period, log_path=out / "jackd-latency.log") if not jack else None
+    if jack:
+        os.environ["JACK_DEFAULT_SERVER"] = jack
+    with (ctx or _Null()):
+        res["jack_realtime"] = ctx.realtime if ctx else None
+        res["rendered"] = rendered(model, out, notes, period=period)
+        for tr in transports:
+            key = "live" if tr == transports[0] else f"live_{tr}"
+            res[key] = live(model, out, notes, period=period, periods=periods, engine_mode=engine_mode,
+                            transport=tr)
+    mode = res["live"].get("engine_mode") or "threaded"
+    res["budget"] = budget(card, period, periods, mode)
+    tgt = res["budget"]["target_frames"]
+    res["pass"] = {}
+    for k in ("knob", "note"):
+        v = res["live"].get(k, {}).get("onset_40db", {})
+        if v.get("n"):
+            res["pass"][f"live_{k}_median"] = v["median_samples"] <= tgt
+            res["pass"][f"live_{k}_max"] = v["max_samples"] <= tgt
+    res["loadavg_end"] = loadavg()
+    return res
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--notes", type=int, default=8)
+    ap.add_argument("--period", type=int, default=256)
+    ap.add_argument("--periods", type=int, default=2)
+    ap.add_argument("--engine", choices=("auto", "threaded", "direct"))
+    ap.add_argument("--jack", help="use this running JACK server")
+    ap.add_argument("--transport", nargs="+", default=["din"], choices=("din", "jack"),
+                    help="live MIDI path(s): din = bytes into a pty read by our DIN source (default); "
+                         "jack = JACK MIDI into our rtmidi UNIX_JACK source (its callback takes the GIL in "
+                         "JACK's process thread, which makes JACK xruns of its own)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / time.strftime("%Y-%m-%d")))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    res = measure(args.model, out, args.notes, args.period, args.periods, args.engine, args.jack,
+                  tuple(args.transport))
+    write_json(out / "latency.json", res)
+    print(json.dumps({k: v for k, v in res.items()}, indent=1, default=str)[:4000])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

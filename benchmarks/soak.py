@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""Paced soak: the instrument played for N minutes through JACK, counting what went wrong.
+
+The same pieces ``pi-synth run`` assembles (Instrument → Engine → ALSA backend), in this
+process, on the tests' ``pisynth_jack`` PCM paced by ``jackd -d dummy`` (48 kHz, period
+256, ALSA buffer 256×2 by default). While it plays:
+
+* **random automation** from a control thread, the way live input arrives: note on/off,
+  CC and pitch bend as MIDI bytes into the router's parser (what the DIN source's reader
+  thread does; ``--midi jack`` sends them through a JACK virtual port and rtmidi's
+  ``UNIX_JACK`` backend instead), plus knob readings through the mapping and direct
+  control sets;
+* **hot swaps** every ``--swap-every`` seconds through ``Instrument.swap`` (crossfade),
+  cycling through every installed model file;
+* optionally ``--busy N`` other processes each keeping a core busy.
+
+Counted: ALSA xruns (``backend.xruns``), late periods (the ring ran dry), JACK's own xrun
+reports (its log: a JACK cycle in which a client, here libasound's JACK plugin thread, did
+not finish; on a loaded VM these happen with no load from us), swaps done/refused, crashes (an uncaught exception in any thread, or an engine
+thread that died), RSS every second (``/proc/self/status``). RSS growth is measured from
+the end of a warm-up (every model loaded once) to the end, so first-load allocations
+(onnxruntime arenas, the optimized-graph cache) do not count as a leak.
+
+    .venv/bin/python benchmarks/soak.py --minutes 30 --swap-every 60 --out DIR
+    .venv/bin/python benchmarks/soak.py --minutes 10 --busy 1 --out DIR
+
+Writes DIR/soak.json (rewritten every 30 s, so a killed run still leaves data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _env import BusyCore, JackServer, cpu_share, cpu_times, jack_shm_mb, loadavg, machine, rss_mb, use_test_alsa_config, write_json  # noqa: E402
+
+log = logging.getLogger("soak")
+
+TARGETS = {"xruns": 0, "crashes": 0, "rss_growth_mb": 5.0}
+
+
+def _thread_policy(tid: int) -> str:
+    """Scheduling policy of one thread, from /proc (0 other, 1 fifo, 2 rr)."""
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        pol, prio = int(fields[38]), int(fields[37])
+        return {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle"}.get(pol, str(pol)) + f"/{prio}"
+    except (OSError, IndexError, ValueError):
+        return "?"
+
+
+class Automation(threading.Thread):
+    """Random control and MIDI input at human-ish rates (every 10–150 ms)."""
+
+    def __init__(self, inst, midi_out, seed: int, stop: threading.Event, errors: list):
+        super().__init__(name="soak-automation", daemon=True)
+        self.inst, self.out, self.stop, self.errors = inst, midi_out, stop, errors
+        self.rng = random.Random(seed)
+        self.sent = 0
+        self.note = None
+
+    def _midi(self, msg) -> None:
+        if self.out is not None:
+            self.out.send(msg)
+        else:
+            self.inst.router.midi_bytes(bytes(msg.bytes()))
+
+    def run(self) -> None:
+        import mido
+
+        rng = self.rng
+        while not self.stop.wait(rng.uniform(0.01, 0.15)):
+            try:
+                r = rng.random()
+                router = self.inst.router
+                if r < 0.30:
+                    if self.note is not None and rng.random() < 0.5:
+                        self._midi(mido.Message("note_off", note=self.note))
+                    self.note = rng.randint(57, 96)
+                    self._midi(mido.Message("note_on", note=self.note, velocity=rng.randint(20, 127)))
+                elif r < 0.45:
+                    if self.note is not None:
+                        self._midi(mido.Message("note_off", note=self.note))
+                        self.note = None
+                elif r < 0.60:
+                    self._midi(mido.Message("control_change", control=rng.choice((1, 7, 11, 74)),
+                                            value=rng.randint(0, 127)))
+                elif r < 0.70:
+                    self._midi(mido.Message("pitchwheel", pitch=rng.randint(-8192, 8191)))
+                elif r < 0.90:
+                    knobs = [s for s in router.mapping.routes if s.startswith("knob")] or ["knob1"]
+                    router.source(rng.choice(knobs), rng.random())
+                else:
+                    card = router.card
+                    c = rng.choice(list(card.controls))
+                    router.set(c.name, c.from_unit(rng.random()))
+                self.sent += 1
+            except Exception as e:  # counted as a crash: automation must never fail
+                self.errors.append(f"automation: {type(e).__name__}: {e}")
+
+
+def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model: str | None = None,
+         models: list[str] | None = None, period: int = 256, periods: int = 2, seed: int = 0,
+         out: Path | None = None, jack: str | None = None, midi: bool = False,
+         engine_mode: str | None = None) -> dict:
+    """Run one soak; returns the result dict (also written to ``out/soak.json``)."""
+    use_test_alsa_config()
+    from pi_synth import config as config_mod
+    from pi_synth.app import Instrument
+    from pi_synth.audio.backends.alsa import AlsaBackend, _silence_alsa_lib
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.library import list_models
+    from pi_synth.control.rig import Rig
+
+    _silence_alsa_lib()
+    errors: list[str] = []
+    old_hook = threading.excepthook
+
+    def hook(args):
+        errors.append(f"thread {args.thread.name if args.thread else '?'}: "
+                      f"{args.exc_type.__name__}: {args.exc_value}")
+        old_hook(args)
+
+    threading.excepthook = hook
+    cfg = config_mod.Config(None, config_mod.defaults())  # built-in defaults, not the user's file
+    config_mod.override(cfg, "audio.period", period)
+    config_mod.override(cfg, "audio.periods", periods)
+    swap_list = models or [str(p) for p in list_models()]
+    res: dict = {"kind": "soak", "minutes": minutes, "swap_every_s": swap_every, "busy_cores": busy,
+                 "period": period, "periods": periods, "sample_rate": 48000, "seed": seed,
+                 "machine": machine(), "loadavg_start": loadavg()}
+    out_json = (Path(out) / "soak.json") if out else None
+    jack_ctx = JackServer(48000, period, log_path=(Path(out) / "jackd.log") if out else None) if not jack else None
+    if jack:
+        os.environ["JACK_DEFAULT_SERVER"] = jack
+        os.environ["JACK_NO_START_SERVER"] = "1"
+    stop = threading.Event()
+    cpu0 = cpu_times()
+    with (jack_ctx or _Null()), BusyCore(busy) if busy else _Null():
+        t_load = time.monotonic()
+        inst = Instrument(cfg, model=model)
+        backend = AlsaBackend("pisynth_jack")
+        engine = inst.engine = Engine(inst.player, backend, **engine_kwargs(cfg, engine_mode))
+        engine.start()
+        res["model"] = inst.card.name
+        res["model_path"] = str(inst.model_path)
+        res["startup_s"] = time.monotonic() - t_load
+        res["engine_mode"] = getattr(engine, "mode", "threaded")
+        res["jack_realtime"] = jack_ctx.realtime if jack_ctx else None
+        rig = Rig(inst.router)
+        midi_out = None
+        res["midi_path"] = "MIDI bytes → router.midi_bytes (the byte-stream parser), from the automation thread"
+        if midi:
+            try:
+                import mido
+
+                be = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
+                port = f"pisynth-soak-{os.getpid()}"
+                midi_out = be.open_output(port, virtual=True)
+                src = rig.add("midi_ports", "midi", ports=port, api="UNIX_JACK", rescan_s=0.5)
+                deadline = time.monotonic() + 5
+                while src is not None and not src.ports and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if src is None or not src.ports:
+                    raise RuntimeError("the JACK MIDI port was not picked up")
+                res["midi_path"] = "JACK virtual port → rtmidi UNIX_JACK → MidiPortsSource → router"
+            except Exception as e:
+                res["midi_path"] = f"router.midi_bytes (JACK MIDI unavailable: {e})"
+                if midi_out is not None:
+                    midi_out.close()
+                midi_out = None
+        rig.start()
+        time.sleep(0.5)  # the audio threads promote themselves as their first statement
+        res["thread_policies"] = {t.name: _thread_policy(t.native_id) for t in engine._threads}
+        auto = Automation(inst, midi_out, seed, stop, errors)
+        auto.start()
+
+        swaps_tried = 0
+        swap_log: list[dict] = []
+        total = minutes * 60.0
+        warm = min(total / 5, max(30.0, (swap_every * len(swap_list) + 5) if swap_every else 30.0))
+        t0 = time.monotonic()
+        next_swap = t0 + swap_every if swap_every else float("inf")
+        next_save = t0 + 30
+        idx = 0
+        timeline: list[list] = []
+        res["rss_initial_mb"] = rss_mb()
+        rss_start = None
+        crashed_threads: list[str] = []
+        try:
+            while True:
+                now = time.monotonic()
+                el = now - t0
+                if el >= total:
+                    break
+                if now >= next_swap:
+                    target = swap_list[idx % len(swap_list)]
+                    idx += 1
+                    swaps_tried += 1
+                    ts = time.monotonic()
+                    ok = inst.swap(target)
+                    swap_log.append({"t": round(el, 1), "model": Path(target).name, "ok": ok,
+                                     "load_s": round(time.monotonic() - ts, 3),
+                                     "error": "" if ok else inst.last_error})
+                    next_swap += swap_every
+                inst.collect_retired()
+                st = engine.status()
+                rss = rss_mb()
+                timeline.append([round(el, 1), round(rss, 2), backend.xruns, st["late_periods"], st["blocks"],
+                                 st["load"], st["block_ms_max"], loadavg()[:1]])
+                if rss_start is None and el >= warm:
+                    rss_start = rss
+                    res["rss_start_at_s"] = round(el, 1)
+                dead = [t.name for t in engine._threads if not t.is_alive()]
+                if dead and not engine.finished:
+                    crashed_threads = dead
+                    errors.append(f"engine thread(s) died: {', '.join(dead)}")
+                    break
+                if now >= next_save and out_json:
+                    _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timeline,
+                          rss_start, jack_ctx, partial=True)
+                    write_json(out_json, res)
+                    next_save += 30
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
+        except Exception as e:
+            errors.append(f"soak loop: {type(e).__name__}: {e}")
+        finally:
+            stop.set()
+            auto.join(2)
+            rig.close()
+            if midi_out is not None:
+                midi_out.close()
+            _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timeline, rss_start,
+                  jack_ctx, partial=False)
+            engine.stop(fade=True)
+            threading.excepthook = old_hook
+    res["crashed_threads"] = crashed_threads
+    res["loadavg_end"] = loadavg()
+    res["machine_cpu"] = cpu_share(cpu0, cpu_times())  # whole machine, during the soak
+    if out_json:
+        write_json(out_json, res)
+    return res
+
+
+def _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timeline, rss_start, jack_ctx,
+          partial):
+    st = engine.status()
+    rss = rss_mb()
+    res.update({
+        "partial": partial,
+        "played_s": round(st["position_s"], 2),
+        "blocks": st["blocks"],
+        "xruns": backend.xruns,
+        "late_periods": st["late_periods"],
+        "jack_xrun_reports": jack_ctx.xrun_reports() if jack_ctx else None,
+        "device_errors": st["device_errors"],
+        "nonfinite_blocks": st["nonfinite_blocks"],
+        "block_ms_max": st["block_ms_max"],
+        "load_mean": round(engine.stats.block_time_total / max(1, engine.stats.blocks) / engine.stats.block_seconds, 4),
+        "swaps": inst.player.swaps,
+        "swap_attempts": swaps_tried,
+        "failed_swaps": inst.failed_loads,
+        "swap_log": swap_log,
+        "events_sent": auto.sent,
+        "midi_messages_received": inst.router.midi_messages,
+        "crashes": len(errors),
+        "crash_messages": errors[:20],
+        "rss_start_mb": round(rss_start if rss_start is not None else res.get("rss_initial_mb", rss), 2),
+        "rss_end_mb": round(rss, 2),
+        "jack_shm_mb_end": round(jack_shm_mb(), 2),  # JACK's shared memory inside that RSS (rig only)
+        "rss_max_mb": round(max([r[1] for r in timeline] or [rss]), 2),
+        "timeline_columns": ["t_s", "rss_mb", "xruns", "late_periods", "blocks", "load", "block_ms_max", "loadavg_1min"],
+        "timeline": timeline,
+    })
+    res["rss_growth_mb"] = round(res["rss_end_mb"] - res["rss_start_mb"], 2)
+    res["pass"] = {"xruns": res["xruns"] == 0 and res["late_periods"] == 0, "crashes": res["crashes"] == 0,
+                   "rss_growth": res["rss_growth_mb"] <= TARGETS["rss_growth_mb"]}
+
+
+def engine_kwargs(cfg, mode: str | None = None) -> dict:
+    """Engine options exactly as ``pi-synth run`` passes them (``mode`` only where the
+    engine has one)."""
+    import inspect
+
+    from pi_synth.audio.engine import Engine
+
+    kw = dict(period=cfg.audio.period, periods=cfg.audio.periods, ahead_blocks=cfg.audio.ahead_blocks,
+              realtime=cfg.audio.realtime)
+    if "mode" in inspect.signature(Engine).parameters:
+        kw["mode"] = mode or cfg.values["audio"].get("engine", "auto")
+    return kw
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--swap-every", type=float, default=0.0, help="seconds between hot swaps (0 = none)")
+    ap.add_argument("--busy", type=int, default=0, help="other processes each keeping a core busy")
+    ap.add_argument("--model", default=None, help="model to start with (default: the default model)")
+    ap.add_argument("--models", nargs="*", help="models to swap through (default: every installed file)")
+    ap.add_argument("--period", type=int, default=256)
+    ap.add_argument("--periods", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jack", help="use this running JACK server instead of starting one")
+    ap.add_argument("--engine", choices=("auto", "threaded", "direct"), help="engine mode (default: config)")
+    ap.add_argument("--midi", choices=("bytes", "jack"), default="bytes",
+                    help="bytes: MIDI bytes into the router's parser from the automation thread (as the DIN "
+                         "source does); jack: through a JACK virtual port and rtmidi's UNIX_JACK backend (its "
+                         "Python callback runs in JACK's process thread and takes the GIL there, so JACK "
+                         "reports xruns of its own: a test-rig artefact, not the ALSA path the Pi uses)")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / time.strftime("%Y-%m-%d")
+                                         / "soak"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="soak: %(levelname)s: %(name)s: %(message)s")
+    res = soak(args.minutes, swap_every=args.swap_every, busy=args.busy, model=args.model, models=args.models,
+               period=args.period, periods=args.periods, seed=args.seed, out=Path(args.out), jack=args.jack,
+               midi=args.midi == "jack", engine_mode=args.engine)
+    print(f"soak {res['minutes']} min ({res['model']}, busy {res['busy_cores']}): xruns {res['xruns']}, "
+          f"late {res['late_periods']}, JACK xrun reports {res['jack_xrun_reports']}, swaps {res['swaps']}/"
+          f"{res['swap_attempts']}, crashes {res['crashes']}, RSS {res['rss_start_mb']:.1f} → "
+          f"{res['rss_end_mb']:.1f} MB ({res['rss_growth_mb']:+.2f}), load avg {res['loadavg_start']} → "
+          f"{res['loadavg_end']}; {Path(args.out) / 'soak.json'}")
+    return 0 if all(res["pass"].values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""The benchmark harness runs and reports what it promises (never a timed assertion)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pi_synth import bench
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_graph_flops_counts_the_organ(organ):
+    pytest.importorskip("onnx")
+    f = bench.graph_flops(organ())
+    assert f["flops"] > 0 and f["flops"] == 2 * f["macs"] + f["elementwise_flops"]
+    assert f["nodes"] > 0 and f["unknown_shape_ops"] == []
+
+
+def test_graph_flops_counts_conv_and_matmul_exactly(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((8, 4, 3), np.float32), "w")
+    m = numpy_helper.from_array(np.zeros((10, 5), np.float32), "m")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("MatMul", ["y", "m"], ["z"]),
+         helper.make_node("Relu", ["z"], ["out"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 12])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 5])], [w, m])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    f = bench.graph_flops(path)
+    conv = 1 * 8 * 10 * 4 * 3  # output [1, 8, 10] × (C_in 4 × kernel 3)
+    matmul = 1 * 8 * 5 * 10  # output [1, 8, 5] × K 10
+    assert f["macs_by_op"] == {"Conv": conv, "MatMul": matmul}
+    assert f["elementwise_flops"] == 40  # Relu on [1, 8, 5]
+
+
+def test_flops_report_and_projection_keys(organ):
+    pytest.importorskip("onnx")
+    r = bench.flops_report(organ(), block_ms_median=0.1)
+    for k in ("flops_per_block", "mflops_per_audio_second", "gflops_achieved"):
+        assert k in r and r[k] > 0
+    assert r["mmacs_per_audio_second"] == 0  # the organ is additive synthesis: no conv, no matmul
+    p = bench.project(r["flops_per_block"], 0.1, r["block_size"], r["sample_rate"])
+    assert set(p) == {"pi4", "pi5", "zero2w"}
+    for v in p.values():
+        assert v["block_ms"] >= v["scaled_ms"] and v["rtf"] > 0 and v["headroom"] > 0
+
+
+def test_snr():
+    x = np.sin(np.linspace(0, 100, 4800)).astype(np.float32)
+    assert bench.snr_db(x, x) == math.inf
+    assert 19.9 < bench.snr_db(x, x * 1.1) < 20.1  # error = 0.1 × signal
+
+
+def test_compare_precisions_same_file_is_identical(organ):
+    p = organ()
+    r = bench.compare_precisions(p, p, blocks=20, seconds=0.2)
+    assert r["snr_db"] == math.inf
+    for k in ("speedup", "fp32_block_ms_median", "int8_block_ms_median"):
+        assert r[k] > 0
+
+
+def test_bench_sweep_rows_per_thread_count(organ):
+    rows = bench.bench_sweep(organ(), threads=(1, 2), blocks=20)
+    assert [r["threads"] for r in rows] == [1, 2]
+    for r in rows:
+        for k in ("rtf", "block_ms_median", "block_ms_p99", "block_ms_max", "wrapper_overhead_ratio"):
+            assert k in r
+
+
+def test_engine_overhead_on_the_null_pcm(organ):
+    r = bench.engine_overhead(organ(), blocks=200)
+    assert r["engine_blocks"] >= 200
+    for k in ("engine_cpu_ratio", "pure_us_per_block", "engine_us_per_block", "engine_mode"):
+        assert k in r
+
+
+def test_block_breakdown_stages(organ):
+    r = bench.block_breakdown(organ(), blocks=50)
+    for k in ("hooks_and_bank_us", "runtime_step_us", "copy_and_guard_us", "backend_write_us",
+              "outside_model_us", "outside_model_ratio"):
+        assert k in r and r[k] >= 0
+
+
+def test_latency_onset_detection():
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import latency
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    sr = 48000
+    x = np.zeros(sr, np.float32)
+    x[1000:] = 0.5 * np.sin(np.arange(sr - 1000) * 2 * np.pi * 440 / sr)
+    on = latency.onset(x, 900, sr)
+    assert on is not None and 1000 <= on <= 1010
+    assert latency.onset(np.zeros(sr, np.float32), 100, sr) is None
+
+
+def test_run_report_renders_targets(organ):
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    R = {"started_utc": "now", "machine": {"cpu": "x", "machine": "y", "cores": 1, "python": "3",
+                                          "onnxruntime": "1"},
+         "loadavg_start": [0], "loadavg_end": [0],
+         "precision": [{"model": "m", "speedup": 2.0, "snr_db": 40.0, "fp32_block_ms_median": 1.0,
+                        "int8_block_ms_median": 0.5}],
+         "engine": [{"file": "m.onnx", "engine_mode": "direct", "engine_cpu_ratio": 1.2,
+                     "engine_us_per_block": 120.0, "pure_us_per_block": 100.0}]}
+    rows = run.targets_table(R)
+    assert ["int8 vs fp32 speed, m", "≥ 1.5×", "2.00×", "pass"] in rows
+    assert rows[-1][-1] == "**miss**"
+    assert "| m.onnx | direct |" in run.markdown(R)
