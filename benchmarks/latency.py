@@ -28,6 +28,7 @@ Target (issue 5/7): ≤ one model block + two ALSA periods.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -283,7 +284,7 @@ def measure(model: str | None = None, out: Path | None = None, notes: int = 8, p
     ctx = JackServer(48000, period, log_path=out / "jackd-latency.log") if not jack else None
     if jack:
         os.environ["JACK_DEFAULT_SERVER"] = jack
-    with (ctx or _Null()):
+    with (ctx or contextlib.nullcontext()):
         res["jack_realtime"] = ctx.realtime if ctx else None
         res["rendered"] = rendered(model, out, notes, period=period)
         for tr in transports:
@@ -301,14 +302,6 @@ def measure(model: str | None = None, out: Path | None = None, notes: int = 8, p
             res["pass"][f"live_{k}_max"] = v["max_samples"] <= tgt
     res["loadavg_end"] = loadavg()
     return res
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv=None) -> int:

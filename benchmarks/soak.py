@@ -30,6 +30,7 @@ Writes DIR/soak.json (rewritten every 30 s, so a killed run still leaves data).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
@@ -143,7 +144,7 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
         os.environ["JACK_NO_START_SERVER"] = "1"
     stop = threading.Event()
     cpu0 = cpu_times()
-    with (jack_ctx or _Null()), BusyCore(busy) if busy else _Null():
+    with (jack_ctx or contextlib.nullcontext()), BusyCore(busy) if busy else contextlib.nullcontext():
         t_load = time.monotonic()
         inst = Instrument(cfg, model=model)
         backend = AlsaBackend("pisynth_jack")
@@ -296,14 +297,6 @@ def engine_kwargs(cfg, mode: str | None = None) -> dict:
     if "mode" in inspect.signature(Engine).parameters:
         kw["mode"] = mode or cfg.values["audio"].get("engine", "auto")
     return kw
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv=None) -> int:

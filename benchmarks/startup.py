@@ -22,6 +22,7 @@ one). Timed from outside the process:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -94,7 +95,7 @@ def measure(model: str | None = None, seconds: float = 8.0, out: Path | None = N
     ctx = JackServer(48000, 256, log_path=out / "jackd-startup.log") if not jack else None
     if jack:
         os.environ["JACK_DEFAULT_SERVER"] = jack
-    with tempfile.TemporaryDirectory() as cache, (ctx or _Null()):
+    with tempfile.TemporaryDirectory() as cache, (ctx or contextlib.nullcontext()):
         res["cold_cache"] = run_once(model, seconds, cache, out)
         res["warm_cache"] = run_once(model, seconds, cache, out)
     w = res["warm_cache"]
@@ -106,14 +107,6 @@ def measure(model: str | None = None, seconds: float = 8.0, out: Path | None = N
     }
     res["loadavg_end"] = loadavg()
     return res
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv=None) -> int:

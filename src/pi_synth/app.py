@@ -59,7 +59,7 @@ class Instrument:
             check_events(events, self.router)
             self.timeline = Timeline(events, self.router, card.sample_rate)
             hooks.append(self.timeline)
-        hooks.append(self._on_block)
+        hooks.append(self.router.on_block)  # the router object outlives swaps
         self.player = Player(synth, hooks)
         if seconds is not None:
             self.player.hooks.append(StopAt(round(seconds * card.sample_rate), self.player.fade_out))
@@ -106,9 +106,6 @@ class Instrument:
         for w in mapping.skipped:
             log.warning("%s (skipped for model %s)", w, card.name)
         return mapping
-
-    def _on_block(self, position: int) -> None:
-        self.router.on_block(position)
 
     @property
     def card(self):

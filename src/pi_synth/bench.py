@@ -104,58 +104,6 @@ def bench_model(path, *, threads: int = 1, blocks: int = 500, bare: bool = True)
     return res
 
 
-def engine_cpu(path, *, blocks: int = 2000, device: str = "pisynth_null", period: int = 256,
-               threads: int = 1, mode: str = "auto") -> dict:
-    """CPU time of the whole engine (both threads, guard, ring, ALSA writes) over
-    ``blocks`` blocks, against the CPU time of the same number of bare
-    ``Runtime.step()`` calls. ``device`` is an ALSA PCM that does not pace (the tests'
-    ``null`` PCM), so the run measures work, not waiting."""
-    from pi_synth.audio.backends.alsa import AlsaBackend
-    from pi_synth.audio.engine import Engine
-    from pi_synth.audio.synth import Synth
-    from pi_synth.audio.library import find_model
-    from pi_synth.control.events import StopAt
-
-    path = find_model(str(path))
-    rt = Runtime(path, threads=threads, warmup_blocks=8)
-    card = rt.card
-    ctl = control_sequence(card, 1, seed=0)[0]
-    rt.controls[...] = ctl
-    for _ in range(50):
-        rt.step()
-    c0 = time.process_time()
-    for _ in range(blocks):
-        rt.step()
-    pure = time.process_time() - c0
-
-    from pi_synth.audio.player import Player
-
-    rt2 = Runtime(path, threads=threads, warmup_blocks=8)
-    synth = Synth(rt2)
-    for i, v in enumerate(ctl[:, -1]):
-        synth.bank.set_index(i, float(v))
-    synth.guard.gain_step = 1.0  # fades would change nothing about the cost
-    player = Player(synth)  # as `pi-synth run` plays it (the engine picks its mode from it)
-    player.hooks.append(StopAt(blocks * card.block_size, player.fade_out))
-    engine = Engine(player, AlsaBackend(device), period=period, periods=2, ahead_blocks=1, mode=mode)
-    c0, w0 = time.process_time(), time.perf_counter()
-    engine.start()
-    engine.wait(600)
-    engine.stop(fade=False)
-    eng = time.process_time() - c0
-    wall = time.perf_counter() - w0
-    n = synth.position // card.block_size
-    return {
-        "model": card.name, "blocks": blocks, "engine_blocks": n, "period": period,
-        "engine_mode": engine.mode,
-        "pure_cpu_s": pure, "engine_cpu_s": eng * blocks / max(n, 1),
-        "engine_cpu_ratio": (eng * blocks / max(n, 1)) / pure,
-        "pure_us_per_block": pure / blocks * 1e6,
-        "engine_us_per_block": eng / max(n, 1) * 1e6,
-        "engine_wall_s": wall, "late_periods": engine.stats.late_periods,
-    }
-
-
 # -- the benchmark suite's additions (benchmarks/run.py) -------------------------------
 # Everything below is new and used by ``benchmarks/``; the functions above keep their
 # behaviour because ``pi-synth bench`` uses them.
