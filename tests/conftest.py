@@ -59,33 +59,60 @@ def cli():
     return run_cli
 
 
+class JackDummy:
+    """``jackd -d dummy`` under one name, which a test can stop and start again (the
+    device-loss test pulls it from under the ``pisynth_jack`` PCM)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["jackd", "--no-realtime", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "256"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            probe = subprocess.run(["jack_lsp", "-s", self.name], capture_output=True, text=True)
+            if "system:playback_1" in probe.stdout:
+                return
+            time.sleep(0.05)
+        self.proc.kill()
+        out = self.proc.communicate()[0]
+        pytest.fail(f"jackd did not start:\n{out}")
+
+    def kill(self) -> None:
+        """SIGKILL: the device vanishes the way an unplugged DAC does, with no goodbye."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+
 @pytest.fixture
-def jack_server(monkeypatch):
+def jack_dummy(monkeypatch):
     """A real JACK server with the dummy backend: real-time pacing without a sound card."""
     if not shutil.which("jackd"):
         pytest.fail("jackd is not installed: .ci/run installs jackd2 (apt)")
-    name = f"pisynth-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen(
-        ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    server = JackDummy(f"pisynth-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-    deadline = time.monotonic() + 10
-    ready = False
-    while time.monotonic() < deadline and proc.poll() is None:
-        probe = subprocess.run(["jack_lsp", "-s", name], capture_output=True, text=True)
-        if "system:playback_1" in probe.stdout:
-            ready = True
-            break
-        time.sleep(0.1)
-    if not ready:
-        proc.kill()
-        out = proc.communicate()[0]
-        pytest.fail(f"jackd did not start:\n{out}")
-    yield name
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def jack_server(jack_dummy):
+    """The name of a running JACK dummy server (JACK_DEFAULT_SERVER is set to it)."""
+    return jack_dummy.name

@@ -182,3 +182,88 @@ def test_program_change_recalls_presets_when_configured(organ, tmp_path):
     inst.router.midi_bytes(bytes([0xC1, 5]))  # channel 2: recall slot 5
     assert inst.synth.bank.get("brightness") == pytest.approx(0.9)
     assert inst.player.swaps == 0 and not inst.player.swapping
+
+
+class JackListener:
+    """A JACK client on the (restarted) server with one input port: every audio output
+    port that appears (libasound's JACK plugin, i.e. us) is connected to it, and the time
+    of the first non-silent period is noted. This hears what reaches the device, not
+    what the engine believes it wrote."""
+
+    def __init__(self, server: str):
+        import jack
+
+        self.heard_at = None
+        self.client = jack.Client("pisynth-listener", servername=server, no_start_server=True)
+        self.port = self.client.inports.register("in")
+
+        @self.client.set_process_callback
+        def process(frames):
+            if self.heard_at is None and np.abs(self.port.get_array()).max() > 1e-3:
+                self.heard_at = time.monotonic()
+
+        self.client.activate()
+
+    def connect_new_outputs(self) -> None:
+        for p in self.client.get_ports(is_audio=True, is_output=True):
+            if not p.name.startswith("system:") and not self.port.is_connected_to(p):
+                try:
+                    self.client.connect(p, self.port)
+                except Exception:
+                    pass  # appeared and vanished in between: next poll
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+@pytest.mark.jack
+@pytest.mark.parametrize("mode", ["threaded", "direct"])
+def test_device_loss_retries_and_sound_returns_within_2s(organ, jack_dummy, mode):
+    """The JACK server under the ``pisynth_jack`` PCM is killed (a USB DAC pulled out) and
+    started again: the engine keeps running, counts the loss, and the listener on the new
+    server hears the instrument within 2 s of the server being back."""
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.audio.engine import Engine
+
+    cfg = config_mod.load()
+    inst = _instrument(cfg, organ("o", block_size=256), sets=[("loudness", -10), ("pitch", 220)])
+    engine = Engine(inst.player, AlsaBackend("pisynth_jack"), period=256, periods=2, mode=mode)
+    engine.start()
+    try:
+        assert engine.mode == mode
+        listener = JackListener(jack_dummy.name)
+        deadline = time.monotonic() + 5
+        while listener.heard_at is None and time.monotonic() < deadline:
+            listener.connect_new_outputs()
+            time.sleep(0.02)
+        assert listener.heard_at is not None, "no sound reached JACK before the loss"
+        listener.close()
+
+        jack_dummy.kill()
+        deadline = time.monotonic() + 5
+        while engine.stats.device_errors == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.stats.device_errors >= 1, "the lost device went unnoticed"
+        time.sleep(1.0)  # down for a while: the engine retries, nothing crashes
+        assert all(t.is_alive() for t in engine._threads)
+        reopens = engine.stats.reopens
+
+        jack_dummy.start()
+        back = time.monotonic()
+        listener = JackListener(jack_dummy.name)
+        try:
+            while listener.heard_at is None and time.monotonic() < back + 5:
+                listener.connect_new_outputs()
+                time.sleep(0.01)
+            assert listener.heard_at is not None, (
+                f"no sound within 5 s of the device returning ({engine.stats.last_device_error})")
+            took = listener.heard_at - back
+            print(f"sound back {took:.2f} s after the device returned ({mode})")
+            assert took <= 2.0
+            assert engine.stats.reopens > reopens
+            assert all(t.is_alive() for t in engine._threads)
+        finally:
+            listener.close()
+    finally:
+        engine.stop(fade=False)

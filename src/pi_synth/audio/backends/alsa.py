@@ -11,7 +11,8 @@
   descriptors (the GIL is released there, so the inference thread runs). A blocking
   write can hang forever when a device dies (a JACK server killed, a USB DAC pulled
   mid-write); with poll, a device that accepts nothing for ``stall_s`` is reported
-  as lost (:class:`DeviceError`) and the engine reopens it.
+  as lost (:class:`DeviceError`) and the engine reopens it. A lost PCM is closed on
+  a throwaway thread: ``snd_pcm_close`` on a dead JACK server never returns.
 * An underrun returns -EPIPE (pyalsaaudio has already re-prepared the stream): we
   count it and write the period again. Short writes are completed.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import select
+import threading
 import time
 
 from pi_synth.audio.backends.base import FORMATS, Backend, Granted
@@ -95,6 +97,7 @@ class AlsaBackend(Backend):
                 f"ALSA PCM {device!r} granted sample format {fmt_name}; use a plug PCM so ALSA converts"
             )
         self._pcm = pcm
+        self._lost = False
         self._poll = select.poll()
         for fd, mask in pcm.polldescriptors():
             self._poll.register(fd, mask)
@@ -113,6 +116,7 @@ class AlsaBackend(Backend):
             try:
                 res = pcm.write(data[done:] if done else data)
             except _alsa().ALSAAudioError as e:
+                self._lost = True
                 raise DeviceError(f"ALSA PCM {self.device!r} failed: {e}") from None
             if res == -errno.EPIPE:
                 self.xruns += 1  # underrun: already re-prepared; write it again
@@ -124,6 +128,7 @@ class AlsaBackend(Backend):
                 continue
             # the device is full: wait for room (GIL released in poll)
             if time.monotonic() - last_progress > self.stall_s:
+                self._lost = True
                 raise DeviceError(
                     f"ALSA PCM {self.device!r} accepted nothing for {self.stall_s:.1f} s (device lost?)"
                 )
@@ -136,6 +141,13 @@ class AlsaBackend(Backend):
 
     def _close(self):
         pcm, self._pcm = self._pcm, None
+        if pcm is None:  # closed already, by the other thread of a stop racing a device error
+            return
+        if self._lost:
+            # snd_pcm_close on a vanished device can block for good (the JACK plugin
+            # waits for its dead server): close it on a throwaway thread, never here
+            threading.Thread(target=pcm.close, name="pi-synth-close-lost-pcm", daemon=True).start()
+            return
         try:  # play out what is queued, but never hang on a dead device
             deadline = time.monotonic() + self.stall_s
             while pcm.avail() < self._buffer_frames and time.monotonic() < deadline:
