@@ -35,6 +35,24 @@ from pi_synth.errors import ConfigError, ModelError, PiSynthError
 log = logging.getLogger(__name__)
 
 
+def _malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_heap() -> None:
+    """Return free heap pages to the OS (glibc ``malloc_trim``); a no-op elsewhere."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 class Instrument:
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
                  sets=(), fade_in: bool = True):
@@ -121,6 +139,7 @@ class Instrument:
         """Load ``model`` beside the running one and crossfade to it. On any failure the
         old model keeps playing and the reason is logged in one line."""
         with self._swap_lock:
+            self.collect_retired()  # models earlier swaps left behind, whoever else collects
             try:
                 path = find_model(str(model))
                 synth = self.load(path, fade_in=False)
@@ -156,9 +175,15 @@ class Instrument:
             return True
 
     def collect_retired(self) -> None:
-        """Close models the audio thread has finished with (control thread)."""
+        """Close models the audio thread has finished with (control thread), then hand the
+        freed heap back to the system: without that, a session freed per swap leaves glibc's
+        heap fragmented and RSS creeping upward over a night of swaps."""
+        closed = 0
         while self.player.retired:
             self.player.retired.pop().close()
+            closed += 1
+        if closed:
+            release_heap()
 
     def model_names(self) -> list[str]:
         names = []
