@@ -67,7 +67,6 @@ class EngineStats:
         self.block_time_last = 0.0
         self.block_time_max = 0.0
         self.block_time_total = 0.0
-        self.cpu_time_total = 0.0
         self.load = 0.0  # smoothed inference time / block duration
         self.started_at = 0.0
         self.first_audio_at = 0.0
@@ -213,20 +212,19 @@ class Engine:
         synth, ring, st = self.synth, self.ring, self.stats
         block = synth.block_size
         alpha = 0.05
-        perf, cpu = time.perf_counter, time.thread_time
+        perf = time.perf_counter
         while not self._abort:
             if not ring.wait_space(block, 0.1):
                 continue
             if self._abort:
                 break
-            t0, c0 = perf(), cpu()
+            t0 = perf()
             frames = synth.next_block()
-            dt, dc = perf() - t0, cpu() - c0
+            dt = perf() - t0
             ring.write(frames)
             st.blocks += 1
             st.block_time_last = dt
             st.block_time_total += dt
-            st.cpu_time_total += dc
             if dt > st.block_time_max:
                 st.block_time_max = dt
             st.load += alpha * (dt / st.block_seconds - st.load)
@@ -240,12 +238,11 @@ class Engine:
         self._promote(75)
         synth, st, period = self.synth, self.stats, self.period
         alpha = 0.05
-        perf, cpu = time.perf_counter, time.thread_time
+        perf = time.perf_counter
         while not self._abort:
-            t0, c0 = perf(), cpu()
+            t0 = perf()
             frames = synth.next_block()
             dt = perf() - t0
-            st.cpu_time_total += cpu() - c0
             st.blocks += 1
             st.block_time_last = dt
             st.block_time_total += dt

@@ -40,7 +40,14 @@ class Synth:
         self.channels = card.channels
         self.position = 0  # frames produced so far: the audio clock
         self.resets = 0
-        self._out = np.zeros((card.block_size, card.channels), np.float32)
+        audio = runtime.audio
+        if card.channels == 1 and audio.flags.c_contiguous:
+            # mono: [1, block] and [block, 1] are the same bytes, so the guard works on the
+            # runtime's output buffer in place (one copy less per block)
+            self._out = audio.reshape(card.block_size, 1)
+        else:
+            self._out = np.zeros((card.block_size, card.channels), np.float32)
+        self._copy = self._out.base is None or not np.shares_memory(self._out, audio)
 
     @property
     def finished(self) -> bool:
@@ -60,7 +67,8 @@ class Synth:
         rt = self.runtime
         self.bank.fill(rt.controls)
         audio = rt.step()
-        np.copyto(self._out, audio.T)
+        if self._copy:
+            np.copyto(self._out, audio.T)
         if not self.guard.process(self._out):
             rt.reset()  # NaN in the state never heals by itself
             self.resets += 1

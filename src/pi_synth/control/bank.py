@@ -30,6 +30,7 @@ class ControlBank:
         # optional per-control smoothing (a mapping's smooth_ms): one pole at block rate
         self._smooth = np.zeros_like(self.target)  # 0 = off, else the per-block coefficient
         self._smoothed = self.target.copy()
+        self._target_col, self._smoothed_col = self.target[:, None], self._smoothed[:, None]
         self._any_smooth = False
         self._block_s = card.block_size / card.sample_rate
         self._ramp = (np.arange(1, f + 1, dtype=np.float32) / f)[None, :]
@@ -83,7 +84,7 @@ class ControlBank:
             self._smoothed += self._delta
             src = self._smoothed
         if self._single:  # one frame: the model ramps inside the block itself
-            np.copyto(out[:, 0], src)
+            np.copyto(out, self._smoothed_col if self._any_smooth else self._target_col)
             return
         np.copyto(self._snap, src)
         np.subtract(self._snap, self._last, out=self._delta)
