@@ -247,6 +247,7 @@ def test_device_loss_retries_and_sound_returns_within_2s(organ, jack_dummy, mode
         assert engine.stats.device_errors >= 1, "the lost device went unnoticed"
         time.sleep(1.0)  # down for a while: the engine retries, nothing crashes
         assert all(t.is_alive() for t in engine._threads)
+        assert engine.status()["device"] == "lost"  # what the panel, OSC and the log show
         reopens = engine.stats.reopens
 
         jack_dummy.start()
@@ -262,6 +263,7 @@ def test_device_loss_retries_and_sound_returns_within_2s(organ, jack_dummy, mode
             print(f"sound back {took:.2f} s after the device returned ({mode})")
             assert took <= 2.0
             assert engine.stats.reopens > reopens
+            assert engine.status()["device"] == "ok"
             assert all(t.is_alive() for t in engine._threads)
         finally:
             listener.close()

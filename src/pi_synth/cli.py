@@ -258,9 +258,11 @@ def _status_line(st: dict) -> str:
 
 def _log_changes(st: dict, last: dict, engine) -> None:
     """Log counters that moved: the monitor half of 'xruns are data'."""
-    for key in ("xruns", "late_periods", "nonfinite_blocks", "device_errors"):
+    for key in ("xruns", "late_periods", "nonfinite_blocks", "device_errors", "reopens"):
         if st[key] != last.get(key, 0):
-            if key == "nonfinite_blocks":
+            if key == "reopens":
+                log.warning("audio device back: playing again")
+            elif key == "nonfinite_blocks":
                 log.warning("model output was not finite in %d block(s): muted and reset",
                             st[key] - last.get(key, 0))
             elif key == "device_errors":

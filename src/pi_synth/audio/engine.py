@@ -187,6 +187,8 @@ class Engine:
             "nonfinite_blocks": self.synth.guard.nonfinite_blocks,
             "limited_blocks": self.synth.guard.limited_blocks,
             "device_errors": st.device_errors,
+            "device": "ok" if self.backend.granted is not None else "lost",
+            "reopens": st.reopens,
             "load": round(st.load, 4),
             "block_ms_max": round(st.block_time_max * 1e3, 3),
             "latency_frames": (g.latency_frames if g else 0)
