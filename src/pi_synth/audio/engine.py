@@ -18,8 +18,11 @@ Real-time rules (for anyone touching the two loops below):
   and the ring's events. Counters (xruns, late periods, block times) are plain
   attributes the monitor reads and logs from its own thread: xruns are data.
 * **Never an exception out of the audio path** for anything the device or the model
-  can do: non-finite output is muted by the guard; a lost device is closed and
-  reopened every ``reopen_interval`` while the ring waits.
+  can do: non-finite output is muted by the guard; a lost device (no progress for
+  ``stall_s``, or an ALSA error) is abandoned — closed on a throwaway thread, since
+  ``snd_pcm_close`` on a dead JACK server never returns — and reopened every
+  ``reopen_interval`` while the ring waits (sound back 0.8–1.3 s after the device
+  returns, ``tests/test_reliability.py``).
 * **Always fill the whole period.** If the ring runs dry (inference fell behind),
   the output thread writes what it has plus silence and counts a late period,
   rather than letting ALSA underrun into a click storm.
