@@ -5,13 +5,16 @@
 #   scripts/models/build-all.sh [all|note|latent|docs]
 #
 # Environment: PY (python of a venv with the training packages; created as .venv-train if missing),
-# THREADS (torch threads, default 1), NOTE_STEPS / LATENT_STEPS (training steps).
+# THREADS (torch threads, default 2: a 2-core machine's both cores. Measured here: the pads
+# pipeline took 33 min with 2 threads against 53 min with 1. torch's threads spin while they
+# wait, so any other busy process slows a 2-thread run several-fold: use THREADS=1 on a
+# shared machine), NOTE_STEPS / LATENT_STEPS (training steps).
 # Generated data goes to work/ (gitignored); models to models/, spectrograms to docs/models/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PY=${PY:-.venv-train/bin/python}
-THREADS=${THREADS:-1}
+THREADS=${THREADS:-2}
 NOTE_STEPS=${NOTE_STEPS:-4000}
 LATENT_STEPS=${LATENT_STEPS:-4000}
 what=${1:-all}
