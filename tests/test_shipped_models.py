@@ -254,3 +254,18 @@ def test_note_voice_is_silent_at_minimum_loudness(path):
     card, sess = card_of(path), session(path)
     audio, _, _ = play(sess, card, steady(card, 40, pitch=440.0, loudness=card["controls"][1]["min"]))
     assert np.sqrt(np.mean(audio**2)) < 10 ** (-60 / 20)
+
+
+@pytest.mark.parametrize("path", [p for p in MODELS if card_of(p).get("kind") == "note"], ids=_id)
+def test_note_voice_sounds_in_the_block_where_loudness_rises(path):
+    """A note-on must not wait a block inside the model: after a loudness step at a block
+    boundary, sound (−40 dB of the peak that follows) starts within half a block. (A model
+    trained on loudness with lookahead answers a full block late; this caught it.)"""
+    card, sess = card_of(path), session(path)
+    block = card["block_size"]
+    for hz in (262.0, 440.0, 880.0):
+        ctrl = np.concatenate([steady(card, 40, pitch=hz, loudness=-80.0), steady(card, 40, pitch=hz, loudness=-20.0)])
+        audio, _, _ = play(sess, card, ctrl)
+        seg = np.abs(audio[0, 40 * block:])
+        first = int(np.argmax(seg > seg.max() * 10 ** (-40 / 20)))
+        assert first <= block // 2, f"{hz} Hz: first sound {first} samples after the step (block {block})"

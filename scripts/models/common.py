@@ -78,11 +78,21 @@ def frame_centers(n_frames: int, hop: int) -> np.ndarray:
     return (np.arange(n_frames) + 1) * hop
 
 
-def loudness_db(x: np.ndarray, hop: int, win: int = 1024, floor: float = -80.0) -> np.ndarray:
-    """Plain dB RMS (dBFS) of a `win` window centred on each frame's block end, clipped at `floor`."""
+# The note voice's loudness looks no further than the end of its block. A window centred on the
+# block end (1024 samples: 512 of lookahead) rose two blocks before each onset in the data, so the
+# model learned to answer a loudness step one block late: 263 samples from a note-on to its first
+# sound. With no lookahead the model must sound in the block where loudness rises.
+NOTE_LOUDNESS = {"win": 512, "lookahead": 0}
+
+
+def loudness_db(x: np.ndarray, hop: int, win: int = 1024, floor: float = -80.0,
+                lookahead: int | None = None) -> np.ndarray:
+    """Plain dB RMS (dBFS) of a Hann `win` window per frame, clipped at `floor`. The window reaches
+    `lookahead` samples past the frame's block end (default win/2: centred on it)."""
     n_frames = len(x) // hop
-    xp = np.pad(x, (win // 2, win))
-    idx = frame_centers(n_frames, hop)[:, None] + np.arange(win)[None, :] - win // 2 + win // 2
+    ahead = win // 2 if lookahead is None else int(lookahead)
+    xp = np.pad(x, (win, win))
+    idx = frame_centers(n_frames, hop)[:, None] + np.arange(win)[None, :] + ahead
     w = np.hanning(win).astype(np.float32)
     frames = xp[idx] * w
     rms = np.sqrt((frames**2).sum(1) / (w**2).sum() + 1e-12)
@@ -135,8 +145,9 @@ def yin_f0(x: np.ndarray, hop: int, expected_hz: np.ndarray, win: int = 1536, se
     return f0, per
 
 
-def saw_baseline(f0: np.ndarray, loud: np.ndarray, hop: int) -> np.ndarray:
-    """Band-limited sawtooth at the given f0 and loudness (dB RMS) per frame: the reference baseline."""
+def saw_baseline(f0: np.ndarray, loud: np.ndarray, hop: int, **loudness_kw) -> np.ndarray:
+    """Band-limited sawtooth at the given f0 and loudness (dB RMS per frame, measured the way
+    ``loudness_kw`` says, as the data's was): the reference baseline."""
     n = len(f0) * hop
     t_frames = frame_centers(len(f0), hop)
     f = np.interp(np.arange(n), t_frames, f0)
@@ -146,7 +157,7 @@ def saw_baseline(f0: np.ndarray, loud: np.ndarray, hop: int) -> np.ndarray:
         mask = (k * f) < SR / 2
         y += mask * np.sin(2 * np.pi * k * phase) / k
     y *= 2 / np.pi
-    ly = loudness_db(y.astype(np.float32), hop, floor=-200)
+    ly = loudness_db(y.astype(np.float32), hop, floor=-200, **loudness_kw)
     gain_db = np.interp(np.arange(n), t_frames, loud - ly)
     gain = 10 ** (gain_db / 20) * np.interp(np.arange(n), t_frames, (loud > -79.9).astype(float))
     return (y * gain).astype(np.float32)

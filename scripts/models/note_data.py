@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SR, WORK, loudness_db, midi_from_events, render_midi, seed_everything, yin_f0  # noqa: E402
+from common import NOTE_LOUDNESS, SR, WORK, loudness_db, midi_from_events, render_midi, seed_everything, yin_f0  # noqa: E402
 
 HOP = 256
 LOW, HIGH = 57, 98  # A3..D7 around the flute's range (C4..C7)
@@ -79,7 +79,7 @@ def build(seed: int, n_single: int, n_phrases: int, program: int, out: Path):
     audio = render_midi(mid, seconds=dur)
     n_frames = len(audio) // HOP
     audio = audio[: n_frames * HOP]
-    loud = loudness_db(audio, HOP)
+    loud = loudness_db(audio, HOP, **NOTE_LOUDNESS)
     f0, per = yin_f0(audio, HOP, expected_pitch(timeline, n_frames))
     np.savez(out, audio=audio, f0=f0, loudness=loud, periodicity=per)
     return dur
