@@ -67,6 +67,7 @@ def main() -> int:
     if not os.path.exists(spy):
         raise SystemExit("py-spy is not installed: pip install py-spy")
     out = Path(args.out) / f"profile-{Path(args.model).stem}-{args.mode}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([spy, "record", "-r", "1000", "--threads", "-f", "raw", "-o", str(out), "--",
                     sys.executable, __file__, args.model, "--mode", args.mode, "--blocks", str(args.blocks),
                     "--child"], check=True)
