@@ -31,26 +31,9 @@ from pi_synth.control.mapping import Mapping
 from pi_synth.control.router import Router
 from pi_synth.control.voice import MonoVoice
 from pi_synth.errors import ConfigError, ModelError, PiSynthError
+from pi_synth.service.realtime import release_heap
 
 log = logging.getLogger(__name__)
-
-
-def _malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        return None
-
-
-_TRIM = _malloc_trim()
-
-
-def release_heap() -> None:
-    """Return free heap pages to the OS (glibc ``malloc_trim``); a no-op elsewhere."""
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 class Instrument:
@@ -176,14 +159,13 @@ class Instrument:
 
     def collect_retired(self) -> None:
         """Close models the audio thread has finished with (control thread), then hand the
-        freed heap back to the system: without that, a session freed per swap leaves glibc's
-        heap fragmented and RSS creeping upward over a night of swaps."""
-        closed = 0
-        while self.player.retired:
-            self.player.retired.pop().close()
-            closed += 1
-        if closed:
-            release_heap()
+        freed heap back to the system."""
+        retired = self.player.retired
+        if not retired:
+            return
+        while retired:
+            retired.pop().close()
+        release_heap()
 
     def model_names(self) -> list[str]:
         names = []

@@ -41,13 +41,13 @@ class Synth:
         self.position = 0  # frames produced so far: the audio clock
         self.resets = 0
         audio = runtime.audio
-        if card.channels == 1 and audio.flags.c_contiguous:
-            # mono: [1, block] and [block, 1] are the same bytes, so the guard works on the
-            # runtime's output buffer in place (one copy less per block)
-            self._out = audio.reshape(card.block_size, 1)
-        else:
+        # mono: [1, block] and [block, 1] are the same bytes, so the guard works on the
+        # runtime's output buffer in place (one copy less per block)
+        self._copy = not (card.channels == 1 and audio.flags.c_contiguous)
+        if self._copy:
             self._out = np.zeros((card.block_size, card.channels), np.float32)
-        self._copy = self._out.base is None or not np.shares_memory(self._out, audio)
+        else:
+            self._out = audio.reshape(card.block_size, 1)
 
     @property
     def finished(self) -> bool:

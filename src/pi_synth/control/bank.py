@@ -77,14 +77,14 @@ class ControlBank:
 
     def fill(self, out: np.ndarray) -> None:
         """Write this block's controls into ``out`` ``[n_controls, control_frames]``."""
-        src = self.target
+        src, col = self.target, self._target_col
         if self._any_smooth:  # smoothed controls glide; the others jump (mask: coef 1)
             np.subtract(self.target, self._smoothed, out=self._delta)
             self._delta *= self._coef_or_one
             self._smoothed += self._delta
-            src = self._smoothed
+            src, col = self._smoothed, self._smoothed_col
         if self._single:  # one frame: the model ramps inside the block itself
-            np.copyto(out, self._smoothed_col if self._any_smooth else self._target_col)
+            np.copyto(out, col)
             return
         np.copyto(self._snap, src)
         np.subtract(self._snap, self._last, out=self._delta)
