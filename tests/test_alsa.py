@@ -96,3 +96,32 @@ def test_raw_jack_pcm_grants_float_stereo(jack_server):
             assert b.write(np.full((g.period, 1), 0.25, np.float32)) == g.period
     finally:
         b.close()
+
+
+@pytest.mark.jack
+def test_wait_room_sleeps_until_a_period_is_free(jack_server):
+    """Just-in-time rendering waits for room *before* rendering. On a JACK PCM the wait
+    must sleep in poll: the plugin's wake-up byte has to be consumed (revents), or the
+    poll descriptor stays readable and the wait spins a core (5.7 M polls in 10 s, and
+    underruns once the spinning thread runs SCHED_FIFO)."""
+    b = AlsaBackend("pisynth_jack")
+    g = b.open(48000, 1, 256, 2)
+    x = np.zeros((g.period, 1), np.float32)
+    try:
+        for _ in range(g.periods):  # fill the buffer: now there is no room
+            b.write(x)
+        waits = []
+        c0, w0 = time.process_time(), time.monotonic()
+        for _ in range(150):  # 0.8 s of periods
+            t = time.monotonic()
+            b.wait_room(g.period)
+            waits.append(time.monotonic() - t)
+            b.write(x)  # must not block now
+        cpu, wall = time.process_time() - c0, time.monotonic() - w0
+    finally:
+        b.close()
+    period_s = g.period / 48000
+    assert wall > 0.7 * 150 * period_s  # paced by JACK, not returning at once
+    assert np.median(waits) > 0.3 * period_s  # the waiting happens in wait_room
+    assert cpu < 0.25 * wall, f"wait_room spins: {cpu:.2f} s CPU in {wall:.2f} s"
+    assert b.xruns == 0

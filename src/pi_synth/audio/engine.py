@@ -35,8 +35,12 @@ with 256-frame blocks on a 256×2 buffer — and the model ran its warm-up block
 a quarter of real time): one audio thread renders a block and writes
 it, no ring and no hand-off between threads. That saves the two wake-ups per block
 (measured here: 330 vs ~380 µs of CPU per 256-frame block of the flute voice, against
-313 µs of bare inference) and a block of latency; the device buffer is the only
-cushion, so a late block is an ALSA xrun (counted) rather than a held-and-faded period.
+313 µs of bare inference) and a block of latency. It renders **just in time**: it waits
+until the device has room for a block, then reads the controls and renders, and the
+write returns at once — rendering first and then blocking in the write would hold every
+block, and every event in it, a period longer. The device buffer less one period is the
+only cushion, so a late block is an ALSA xrun (counted) rather than a held-and-faded
+period; the warm-up rule (a quarter of real time) leaves three quarters of a period.
 """
 
 from __future__ import annotations
@@ -244,7 +248,13 @@ class Engine:
         synth, st, period = self.synth, self.stats, self.period
         alpha = 0.05
         perf = time.perf_counter
+        block = synth.block_size
+        wait_room, write = self.backend.wait_room, self.backend.write
         while not self._abort:
+            # just in time: wait for room first, then read the controls and render, so an
+            # event that lands while we wait is in this block, not the next one
+            if not self._device(wait_room, block):
+                break
             t0 = perf()
             frames = synth.next_block()
             dt = perf() - t0
@@ -256,7 +266,7 @@ class Engine:
             st.load += alpha * (dt / st.block_seconds - st.load)
             ok = True
             for i in range(0, frames.shape[0], period):
-                if not self._write(frames[i:i + period]):
+                if not self._device(write, frames[i:i + period]):
                     ok = False
                     break
             if not ok:
@@ -312,13 +322,17 @@ class Engine:
         self._drained.set()
 
     def _write(self, pbuf: np.ndarray) -> bool:
-        """Write one period; on device loss, reopen until it works or we stop."""
+        return self._device(self.backend.write, pbuf)
+
+    def _device(self, call, arg) -> bool:
+        """``call(arg)`` on the backend (a write, a wait for room); on device loss,
+        reopen until it works or we stop."""
         while not self._abort:
             try:
                 if self.backend.granted is None:
                     self._reopen()
                     continue
-                self.backend.write(pbuf)
+                call(arg)
                 return True
             except DeviceError as e:
                 self.stats.device_errors += 1

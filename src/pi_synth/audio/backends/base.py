@@ -1,6 +1,6 @@
 """The backend interface, in mido's shape: public methods check, hooks do the I/O.
 
-A backend overrides ``_open``, ``_write`` and ``_close`` only. ``write`` takes float32
+A backend overrides ``_open``, ``_write``, ``_close`` and (if paced) ``_wait_room`` only. ``write`` takes float32
 frames ``[period, channels]`` and returns the frames written; an xrun is counted in
 ``xruns`` (data, never raised) by the hook that sees it. ``paced`` says whether ``write`` blocks in real time
 (a sound card) or returns at once (a file): the engine needs no thread for the latter.
@@ -90,6 +90,14 @@ class Backend:
         self.frames_written += n
         return n
 
+    def wait_room(self, frames: int) -> None:
+        """Return once ``frames`` can be written without waiting. A paced backend blocks
+        here, so the caller renders *just in time*: controls read after the wait are a
+        period fresher than ones read before a blocking write (one period less latency)."""
+        if self.granted is None:
+            raise RuntimeError(f"{self.name} backend is not open")
+        self._wait_room(frames)
+
     def close(self) -> None:
         """Idempotent."""
         if self.granted is not None:
@@ -120,6 +128,9 @@ class Backend:
 
     def _write(self, data: np.ndarray) -> int:
         return data.shape[0]
+
+    def _wait_room(self, frames: int) -> None:
+        pass
 
     def _close(self) -> None:
         pass
