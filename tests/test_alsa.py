@@ -125,3 +125,28 @@ def test_wait_room_sleeps_until_a_period_is_free(jack_server):
     assert np.median(waits) > 0.3 * period_s  # the waiting happens in wait_room
     assert cpu < 0.25 * wall, f"wait_room spins: {cpu:.2f} s CPU in {wall:.2f} s"
     assert b.xruns == 0
+
+
+@pytest.mark.jack
+def test_forced_direct_engine_with_a_block_longer_than_the_buffer(organ, jack_server):
+    """Just-in-time waits for as much room as the buffer can free: a 1024-frame block on a
+    256×2 buffer (direct forced; auto would choose threaded) still plays, no xruns."""
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.synth import Synth
+    from pi_synth.control.events import StopAt
+    from pi_synth.audio.runtime import Runtime
+
+    synth = Synth(Runtime(organ(block_size=1024, control_frames=4)))
+    synth.bank.set("loudness", -6)
+    player = Player(synth)
+    player.hooks.append(StopAt(48000 // 2, player.fade_out))
+    backend = AlsaBackend("pisynth_jack")
+    engine = Engine(player, backend, period=256, periods=2, mode="direct")
+    t0 = time.monotonic()
+    engine.start()
+    assert engine.wait(10), "the engine never finished"
+    elapsed = time.monotonic() - t0
+    engine.stop(fade=False)
+    assert engine.mode == "direct" and backend.xruns == 0
+    assert 0.4 < elapsed < 3.0

@@ -248,7 +248,10 @@ class Engine:
         synth, st, period = self.synth, self.stats, self.period
         alpha = 0.05
         perf = time.perf_counter
-        block = synth.block_size
+        # room for the whole block, or as much as the buffer can free at once (a forced
+        # direct mode with a block longer than the buffer then blocks in the writes)
+        g = self.granted
+        block = min(synth.block_size, g.period * max(1, g.periods - 1))
         wait_room, write = self.backend.wait_room, self.backend.write
         while not self._abort:
             # just in time: wait for room first, then read the controls and render, so an
