@@ -33,6 +33,10 @@ def main() -> int:
     ap.add_argument("--pty", action="store_true",
                     help="send the bytes into a pseudo-terminal (our DIN MIDI source reads its other end) "
                          "instead of a JACK MIDI port; the send frame is JACK's current frame at the write")
+    ap.add_argument("--free", action="store_true",
+                    help="with --pty: write each message from a thread of its own at its scheduled time, "
+                         "so messages land at any phase of the JACK cycle (a knob turned at a random "
+                         "moment); without it they are written at the start of a cycle")
     args = ap.parse_args()
     import jack
 
@@ -71,7 +75,7 @@ def main() -> int:
         else:
             st["done"].set()
         i = st["i"]
-        while i < len(events) and events[i][0] < rel + frames:
+        while not args.free and i < len(events) and events[i][0] < rel + frames:
             if master is not None:
                 os.write(master, events[i][1])
                 st["sent"].append(client.frame_time - st["start"])
@@ -82,11 +86,27 @@ def main() -> int:
             i += 1
         st["i"] = i
 
+    def free_writer():
+        """Sleep to each message's time (from the first recorded cycle) and write it."""
+        import time
+
+        while st["start"] is None and not st["done"].is_set():
+            time.sleep(0.001)
+        t0 = time.monotonic() - (client.frame_time - st["start"]) / sr
+        for frame, msg in events:
+            delay = t0 + frame / sr - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            os.write(master, msg)
+            st["sent"].append(client.frame_time - st["start"])
+
     with client:
         print(f"ready {pty_name}" if master is not None else "ready", flush=True)
         for line in sys.stdin:
             if line.strip() == "go":
                 break
+        if args.free and master is not None:
+            threading.Thread(target=free_writer, daemon=True).start()
         st["armed"] = True
         st["done"].wait(total / sr + 30)
         st["armed"] = False

@@ -195,7 +195,7 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
     schedf, npz = out / "latency_live_schedule.json", out / "latency_live.npz"
     schedf.write_text(json.dumps(sched))
     probe = subprocess.Popen([sys.executable, str(HERE / "_jackprobe.py"), "--schedule", str(schedf), "--out",
-                              str(npz)] + (["--pty"] if transport == "din" else []),
+                              str(npz)] + {"din": ["--pty"], "din-free": ["--pty", "--free"]}.get(transport, []),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     res: dict = {"model": card.name, "transport": transport}
     engine = rig = None
@@ -207,7 +207,7 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
         engine = inst.engine = Engine(inst.player, backend, **engine_kwargs(cfg, engine_mode))
         engine.start()
         rig = Rig(inst.router)
-        if transport == "din":
+        if transport.startswith("din"):
             if rig.add("din", "din", device=hello[1], baud=31250) is None:
                 return {"error": f"our DIN source cannot open the probe's pty: {rig.failed}"}
         else:
@@ -264,7 +264,11 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
             res.setdefault(k, {})[name] = _stats(lat, sr)
     res["method"] = ("JACK frames: MIDI bytes sent by the probe at a known JACK frame ("
                      + ("written into a pty that our DIN MIDI source reads: the Pi's UART path, less the "
-                        "0.96 ms a 3-byte message takes on the wire at 31250 baud" if transport == "din" else
+                        "0.96 ms a 3-byte message takes on the wire at 31250 baud; "
+                        + ("written from a free-running thread, at any phase of the JACK cycle"
+                           if transport == "din-free" else
+                           "written at the start of a JACK cycle, just after the engine woke: the worst phase")
+                        if transport.startswith("din") else
                         "JACK MIDI into our rtmidi UNIX_JACK port source")
                      + "), onset found in the audio the probe received from our ALSA plugin's JACK port "
                      "(both on JACK's clock)")
@@ -312,8 +316,11 @@ def main(argv=None) -> int:
     ap.add_argument("--periods", type=int, default=2)
     ap.add_argument("--engine", choices=("auto", "threaded", "direct"))
     ap.add_argument("--jack", help="use this running JACK server")
-    ap.add_argument("--transport", nargs="+", default=["din"], choices=("din", "jack"),
-                    help="live MIDI path(s): din = bytes into a pty read by our DIN source (default); "
+    ap.add_argument("--transport", nargs="+", default=["din"], choices=("din", "din-free", "jack"),
+                    help="live MIDI path(s): din = bytes into a pty read by our DIN source, written at the "
+                         "start of a JACK cycle, just after the engine woke: the worst phase (default); "
+                         "din-free = the same, written from a free-running thread at any phase (a knob "
+                         "turned at a random moment); "
                          "jack = JACK MIDI into our rtmidi UNIX_JACK source (its callback takes the GIL in "
                          "JACK's process thread, which makes JACK xruns of its own)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / time.strftime("%Y-%m-%d")))

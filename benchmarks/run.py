@@ -347,13 +347,15 @@ def markdown(R: dict) -> str:
             for kind in ("knob", "note"):
                 a, c = (v.get(kind) or {}).get("onset_40db", {}), (v.get(kind) or {}).get("onset_20db", {})
                 if a.get("n"):
-                    label = path if path == "rendered" else f"{path} ({v.get('transport')})"
+                    label = path if path == "rendered" else f"live ({v.get('transport')})"
                     L.append(f"| {label} | {kind} | {a['median_samples']:.0f} / {a['max_samples']:.0f} | "
                              f"{c.get('median_samples', float('nan')):.0f} / {c.get('max_samples', float('nan')):.0f} |")
         L.append("")
         L.append("`rendered` is on the audio clock (block quantization + the model's response; no buffering); "
                  "`live` is end to end on JACK's clock (input path, wait for the next block, ring, ALSA buffer, "
-                 "the model's response).")
+                 "the model's response). `din` sends each message at the start of a JACK cycle, just after the "
+                 "engine woke (the worst phase: its figure is the worst case); `din-free` at any phase (a knob "
+                 "turned at a random moment).")
     return "\n".join(L) + "\n"
 
 
@@ -445,8 +447,9 @@ def main(argv=None) -> int:
     ap.add_argument("--engine-blocks", type=int, default=3000, help="blocks per engine CPU measurement")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--notes", type=int, default=10, help="events per latency measurement")
-    ap.add_argument("--transport", nargs="+", default=["din"], choices=("din", "jack"),
-                    help="live MIDI path(s) for the latency test")
+    ap.add_argument("--transport", nargs="+", default=["din", "din-free"], choices=("din", "din-free", "jack"),
+                    help="live MIDI path(s) for the latency test (din: sent at the worst phase of the "
+                         "JACK cycle; din-free: at any phase)")
     ap.add_argument("--soak-minutes", type=float, default=10.0)
     ap.add_argument("--soak-swap-every", type=float, default=0.0)
     ap.add_argument("--profile", action="store_true", help="cProfile the engine runs (pstats files in --out)")
