@@ -269,6 +269,9 @@ def _log_changes(st: dict, last: dict, engine) -> None:
                 log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
             else:
                 log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], st[key] - last.get(key, 0))
+    if st.get("render") == "ahead" and last.get("render") == "just-in-time":
+        log.warning("after an xrun, audio is rendered a period ahead from now on (one period more "
+                    "latency); audio.periods = 3 starts with that margin")
     last.update(st)
 
 

@@ -41,6 +41,8 @@ write returns at once — rendering first and then blocking in the write would h
 block, and every event in it, a period longer. The device buffer less one period is the
 only cushion, so a late block is an ALSA xrun (counted) rather than a held-and-faded
 period; the warm-up rule (a quarter of real time) leaves three quarters of a period.
+After the first xrun it renders *ahead* instead (render, then wait in the write): one
+period more margin and one period more latency, reported as ``render`` in the status.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class Engine:
             raise ValueError("engine mode must be auto, threaded or direct")
         self.mode = mode
         self.direct_max_rtf = 0.25
+        self.render_ahead = False  # direct mode: True after an xrun (see _direct_loop)
         self.stats = EngineStats(synth.block_size / synth.sample_rate)
         self.granted: Granted | None = None
         self._abort = False
@@ -201,6 +204,7 @@ class Engine:
             "latency_frames": (g.latency_frames if g else 0)
             + (self.ring.capacity if self.ring else 0),
             "engine_mode": self.mode,
+            "render": "ahead" if self.render_ahead or self.mode != "direct" else "just-in-time",
         }
 
     # -- the two real-time loops ------------------------------------------------------
@@ -252,11 +256,15 @@ class Engine:
         # direct mode with a block longer than the buffer then blocks in the writes)
         g = self.granted
         block = min(synth.block_size, g.period * max(1, g.periods - 1))
-        wait_room, write = self.backend.wait_room, self.backend.write
+        backend = self.backend
+        wait_room, write = backend.wait_room, backend.write
+        xruns = backend.xruns
         while not self._abort:
             # just in time: wait for room first, then read the controls and render, so an
-            # event that lands while we wait is in this block, not the next one
-            if not self._device(wait_room, block):
+            # event that lands while we wait is in this block, not the next one. After an
+            # xrun, render ahead instead (wait in the write): one period more margin, and
+            # one period more latency — a stall that broke through once must not again
+            if not self.render_ahead and not self._device(wait_room, block):
                 break
             t0 = perf()
             frames = synth.next_block()
@@ -274,6 +282,8 @@ class Engine:
                     break
             if not ok:
                 break
+            if backend.xruns != xruns:
+                self.render_ahead = True
             if not st.first_audio_at:
                 st.first_audio_at = time.monotonic()
             if synth.finished:
