@@ -231,6 +231,7 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
             return {"error": "the JACK probe did not finish"}
         res["engine_mode"] = getattr(engine, "mode", "threaded")
         res["xruns"] = backend.xruns
+        res["render"] = engine.status().get("render")  # "ahead" after an xrun: +1 period
         res["late_periods"] = engine.stats.late_periods
         res["granted"] = {"period": engine.granted.period, "periods": engine.granted.periods}
         res["ring_frames"] = engine.ring.capacity if engine.ring is not None else 0
