@@ -129,18 +129,7 @@ class AlsaBackend(Backend):
                 idle = 0
                 continue
             # the device is full: wait for room (GIL released in poll)
-            if time.monotonic() - last_progress > self.stall_s:
-                self._lost = True
-                raise DeviceError(
-                    f"ALSA PCM {self.device!r} accepted nothing for {self.stall_s:.1f} s (device lost?)"
-                )
-            ready = self._poll.poll(2 * self._period_ms)
-            if ready:
-                try:
-                    pcm.polldescriptors_revents(ready)  # see _wait_room
-                except _alsa().ALSAAudioError as e:
-                    self._lost = True
-                    raise DeviceError(f"ALSA PCM {self.device!r} failed: {e}") from None
+            if self._poll_room(last_progress):
                 idle += 1
                 if idle > 2:  # poll says ready, the device takes nothing: do not spin
                     time.sleep(self._period_ms / 2000)
@@ -156,19 +145,27 @@ class AlsaBackend(Backend):
                 return  # an xrun or a lost device: the write that follows reports it
             if avail >= frames or avail < 0:
                 return
-            if time.monotonic() - start > self.stall_s:
-                self._lost = True
-                raise DeviceError(
-                    f"ALSA PCM {self.device!r} freed no room for {self.stall_s:.1f} s (device lost?)"
-                )
-            ready = self._poll.poll(2 * self._period_ms)
-            if ready:
-                # let the plugin read its wake-up byte: without this, a JACK PCM's poll
-                # descriptor stays readable and the wait spins (5.7 M polls in 10 s here)
-                try:
-                    pcm.polldescriptors_revents(ready)
-                except _alsa().ALSAAudioError:
-                    return
+            self._poll_room(start)
+
+    def _poll_room(self, since: float) -> bool:
+        """One wait for the device to free room (GIL released in poll); True if it says
+        it has. A device that has freed none since ``since`` for ``stall_s`` is lost."""
+        if time.monotonic() - since > self.stall_s:
+            self._lost = True
+            raise DeviceError(
+                f"ALSA PCM {self.device!r} accepted nothing for {self.stall_s:.1f} s (device lost?)"
+            )
+        ready = self._poll.poll(2 * self._period_ms)
+        if not ready:
+            return False
+        # let the plugin read its wake-up byte: without this, a JACK PCM's poll
+        # descriptor stays readable and every wait spins (5.7 M polls in 10 s here)
+        try:
+            self._pcm.polldescriptors_revents(ready)
+        except _alsa().ALSAAudioError as e:
+            self._lost = True
+            raise DeviceError(f"ALSA PCM {self.device!r} failed: {e}") from None
+        return True
 
     def _close(self):
         pcm, self._pcm = self._pcm, None

@@ -1,7 +1,7 @@
 """The backend interface, in mido's shape: public methods check, hooks do the I/O.
 
-A backend overrides ``_open``, ``_write``, ``_close`` and (if paced) ``_wait_room`` only. ``write`` takes float32
-frames ``[period, channels]`` and returns the frames written; an xrun is counted in
+A backend overrides ``_open``, ``_write``, ``_close`` and (if paced) ``_wait_room`` only.
+``write`` takes float32 frames ``[period, channels]`` and returns the frames written; an xrun is counted in
 ``xruns`` (data, never raised) by the hook that sees it. ``paced`` says whether ``write`` blocks in real time
 (a sound card) or returns at once (a file): the engine needs no thread for the latter.
 """
