@@ -28,21 +28,25 @@ def events(tmp_path):
 
 
 @pytest.mark.jack
-@pytest.mark.parametrize("period", [128, 256, 1000])
-def test_alsa_recording_equals_offline_render(organ, cli, tmp_path, events, period, jack_server):
+@pytest.mark.parametrize("period,engine", [(128, "auto"), (256, "auto"), (1000, "auto"),
+                                           (1000, "threaded")])
+def test_alsa_recording_equals_offline_render(organ, cli, tmp_path, events, period, engine,
+                                              jack_server):
     """Through a file PCM paced by JACK (a sound card with a recorder on its input),
-    with any ALSA period: the bytes the device got are the offline render's."""
+    with any ALSA period and either engine: the bytes the device got are the offline
+    render's."""
     model = organ()
     wav = tmp_path / "render.wav"
     raw = tmp_path / "rec.raw"
     conf = tmp_path / "c.toml"  # a deeper ring: the test is about bytes, not about load
-    conf.write_text("[audio]\nperiods = 4\nahead_blocks = 4\n")
+    conf.write_text(f'[audio]\nperiods = 4\nahead_blocks = 4\nengine = "{engine}"\n')
     cli("render", model, "-o", wav, "--events", events, "--seconds", "2", check=0)
     p = cli("run", "--config", conf, "--model", model, "--device", f"pisynth_jackfile:FILE={raw}",
             "--events", events, "--seconds", "2", "--period", period, check=0)
     assert "0 xruns, 0 late periods" in p.stderr
-    # a 256-frame model on 128- or 256-frame periods runs direct (one thread); on 1000, threaded
-    assert ("threaded engine" if period == 1000 else "direct engine") in p.stderr
+    # the organ renders a 256-frame block far inside any of these margins: auto runs direct
+    # (one thread), also on 1000-frame periods (four blocks per period)
+    assert ("threaded engine" if engine == "threaded" else "direct engine") in p.stderr
     rendered, sr = read_wav(wav)
     ref = np.round(rendered[:, 0] * 32767).astype(np.int16)
     rec = np.fromfile(raw, "<i2")
@@ -130,7 +134,7 @@ def test_wait_room_sleeps_until_a_period_is_free(jack_server):
 @pytest.mark.jack
 def test_forced_direct_engine_with_a_block_longer_than_the_buffer(organ, jack_server):
     """Just-in-time waits for as much room as the buffer can free: a 1024-frame block on a
-    256×2 buffer (direct forced; auto would choose threaded) still plays, no xruns."""
+    256×2 buffer, written a period at a time, still plays, no xruns."""
     from pi_synth.audio.engine import Engine
     from pi_synth.audio.player import Player
     from pi_synth.audio.synth import Synth
@@ -196,3 +200,48 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
     assert before["xruns"] == 0
     assert backend.xruns == 1  # the first stall broke through, the second did not
     assert engine.status()["render"] == "ahead"
+
+
+@pytest.mark.parametrize("block,period,periods,margin", [
+    (256, 256, 2, 256),    # the flute voice: the buffer less the period it waits for
+    (256, 256, 3, 512),
+    (1024, 256, 2, 256),   # the pads: waits for a period, writes the rest as room comes
+    (128, 256, 2, 256),    # room comes a whole period at a time
+    (256, 1000, 4, 3000),
+])
+def test_direct_mode_needs_a_quarter_of_the_margin(organ, block, period, periods, margin):
+    """Auto picks direct when a block renders in a quarter of the frames still queued when
+    a just-in-time render starts; anything slower gets the ring (holds and fades)."""
+    from pi_synth.audio.backends.null import NullBackend
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.runtime import Runtime
+    from pi_synth.audio.synth import Synth
+
+    synth = Synth(Runtime(organ(block_size=block, control_frames=max(1, block // 256))))
+    engine = Engine(Player(synth), NullBackend(), period=period, periods=periods)
+    engine.granted = engine.backend.open(48000, 1, period, periods)
+    assert engine.direct_margin() == margin
+    limit = 0.25 * margin / block  # as a real-time factor of one block
+    assert engine.direct_fits(0.99 * limit) and not engine.direct_fits(1.01 * limit)
+    engine.backend.close()
+
+
+def test_auto_engine_runs_a_fast_long_block_direct(organ):
+    """A 1024-frame block that renders in well under a sixteenth of real time plays in one
+    thread on a 256×2 buffer (no ring: one block less latency than threaded)."""
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.runtime import Runtime
+    from pi_synth.audio.synth import Synth
+    from pi_synth.control.events import StopAt
+
+    synth = Synth(Runtime(organ(block_size=1024, control_frames=4)))
+    assert synth.runtime.warmup_rtf < 0.0625
+    player = Player(synth)
+    player.hooks.append(StopAt(48000 // 4, player.fade_out))
+    engine = Engine(player, AlsaBackend("pisynth_null"), period=256, periods=2)
+    engine.start()
+    assert engine.wait(10)
+    engine.stop(fade=False)
+    assert engine.mode == "direct" and engine.status()["latency_frames"] == 512

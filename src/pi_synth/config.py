@@ -67,7 +67,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "realtime": Key(bool, True, help="SCHED_FIFO for the two audio threads where permitted"),
         "cpus": Key(list, [], 0, 255, help="CPUs the audio threads are pinned to ([] = any)"),
         "engine": Key(str, "auto", choices=("auto", "threaded", "direct"),
-                      help="direct: one thread when the block fits the period; threaded: a ring"),
+                      help="direct: one thread, when a block renders well inside the buffer's margin; threaded: a ring"),
     },
     "model": {
         "path": Key(str, "", help="model file or shipped model name; empty = the default model"),

@@ -29,11 +29,11 @@ Real-time rules (for anyone touching the two loops below):
 * Controls reach the model only at block boundaries (the bank ramps them across
   control frames); the timeline of events runs on the audio clock, not the wall clock.
 
-**Direct** mode (chosen automatically when the model's block equals the period, or is a
-whole number of periods that fits in the device buffer less one period — a note voice
-with 256-frame blocks on a 256×2 buffer — and the model ran its warm-up blocks in under
-a quarter of real time): one audio thread renders a block and writes
-it, no ring and no hand-off between threads. That saves the two wake-ups per block
+**Direct** mode (chosen automatically when the model renders a block in under a quarter
+of the margin the device buffer leaves — :meth:`Engine.direct_fits`: a note voice with
+256-frame blocks on a 256×2 buffer in under a quarter of real time; a 1024-frame block,
+written a period at a time, in under a sixteenth): one audio thread renders a block and
+writes it, no ring and no hand-off between threads. That saves the two wake-ups per block
 (measured here: 330 vs ~380 µs of CPU per 256-frame block of the flute voice, against
 313 µs of bare inference) and a block of latency. It renders **just in time**: it waits
 until the device has room for a block, then reads the controls and renders, and the
@@ -126,12 +126,8 @@ class Engine:
         self.granted = self.backend.open(s.sample_rate, s.channels, self.period, self.periods)
         self.period = self.granted.period
         if self.mode == "auto":
-            b, p, n = s.block_size, self.period, self.granted.periods
-            fits = b == p or (b % p == 0 and b <= p * (n - 1))
             rtf = getattr(s, "rtf_hint", None)
-            # direct only with ample headroom: an overload in direct mode is an ALSA xrun,
-            # where the threaded engine holds and fades
-            self.mode = "direct" if fits and rtf is not None and rtf < self.direct_max_rtf else "threaded"
+            self.mode = "direct" if rtf is not None and self.direct_fits(rtf) else "threaded"
         if self.freeze_gc:
             gc.collect()
             gc.freeze()
@@ -160,6 +156,22 @@ class Engine:
             self.ring.wait_data(want, 0.05)
         out.start()
         return self.granted
+
+    def direct_margin(self) -> int:
+        """Frames still queued in the device when a just-in-time render starts: the
+        buffer less the room the direct loop waits for (whole periods, as the device
+        frees them). A render must finish before they have played."""
+        b, p, n = self.synth.block_size, self.period, self.granted.periods
+        wait = min(b, p * max(1, n - 1))
+        return p * n - -(-wait // p) * p
+
+    def direct_fits(self, rtf: float) -> bool:
+        """Direct mode only with ample headroom: an overload there is an ALSA xrun, where
+        the threaded engine holds and fades. So a block must render (``rtf`` × its
+        duration, from the model's warm-up) in ``direct_max_rtf`` of the margin — for a
+        256-frame voice on 256×2 a quarter of real time; for a 1024-frame block on the
+        same buffer (written a period at a time) a sixteenth."""
+        return rtf * self.synth.block_size < self.direct_max_rtf * self.direct_margin()
 
     def stop(self, fade: bool = True, timeout: float = 5.0) -> None:
         """Fade out (on the audio clock), drain, close. Idempotent."""
