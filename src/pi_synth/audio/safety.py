@@ -14,6 +14,12 @@ the DAC. Per block, without allocating and without a Python loop over samples:
 4. **Soft limiter** above ``limit`` (default -1 dBFS): the excess is squashed by
    ``tanh`` into the headroom, so peaks bend instead of clipping; then a hard clip
    to ±1 as the final guarantee.
+
+The per-block work lives in a *kernel*: ``_kernels.c`` (C, built by ``pip install``:
+two passes over the block, ~1 µs) or :class:`NumpyGuardKernel` (the reference it is
+tested against, and the fallback where the C module is not built: six numpy calls,
+20–30 µs per block after a model run has left numpy cold in the caches).
+:class:`OutputGuard` is the C one when it is there; ``KERNELS`` says which.
 """
 
 from __future__ import annotations
@@ -25,57 +31,29 @@ import numpy as np
 _min, _max, _sum = np.minimum.reduce, np.maximum.reduce, np.add.reduce
 
 
-class OutputGuard:
-    def __init__(
-        self,
-        block_size: int,
-        channels: int,
-        sample_rate: int,
-        *,
-        fade_ms: float = 30.0,
-        limit_dbfs: float = -1.0,
-        gain_db: float = 0.0,
-        dc_hz: float = 1.0,
-        fade_in: bool = True,
-    ):
-        self.block = block_size
+class NumpyGuardKernel:
+    """The guard's state and per-block work in numpy: the reference for ``_kernels.c``."""
+
+    def __init__(self, block: int, channels: int):
+        self.block = block
         self.channels = channels
-        self.limit = float(10 ** (min(limit_dbfs, 0.0) / 20))
-        self.gain_lin = float(10 ** (gain_db / 20))
-        fade_samples = max(1.0, fade_ms * 1e-3 * sample_rate)
-        self.gain_step = block_size / fade_samples  # gain change per block
-        self.dc_coef = 1.0 - math.exp(-2 * math.pi * dc_hz * block_size / sample_rate)
-        self.gain = 0.0 if fade_in else 1.0
-        self.target = 1.0
+        self.limit = self.gain_lin = self.gain_step = 1.0
+        self.dc_coef = 0.0
+        self.gain = self.target = 1.0
         self.dc = np.zeros(channels, np.float32)
         self._dc0 = 0.0
         self._delta = np.zeros(channels, np.float32)
         self._mean = np.zeros(channels, np.float32)
-        self._lin = (np.arange(1, block_size + 1, dtype=np.float32) / block_size)[:, None]
-        self._ramp = np.empty((block_size, 1), np.float32)
-        self._dcramp = np.empty((block_size, channels), np.float32)
-        self._a = np.empty((block_size, channels), np.float32)
-        self._b = np.empty((block_size, channels), np.float32)
-        self._c = np.empty((block_size, channels), np.float32)
+        self._lin = (np.arange(1, block + 1, dtype=np.float32) / block)[:, None]
+        self._ramp = np.empty((block, 1), np.float32)
+        self._dcramp = np.empty((block, channels), np.float32)
+        self._a = np.empty((block, channels), np.float32)
+        self._b = np.empty((block, channels), np.float32)
+        self._c = np.empty((block, channels), np.float32)
         # counters: read by the monitor thread, written only here
         self.nonfinite_blocks = 0
         self.limited_blocks = 0
         self.peak = 0.0
-
-    # -- control (any thread) ---------------------------------------------------------
-
-    def fade_out(self) -> None:
-        self.target = 0.0
-
-    def fade_in(self) -> None:
-        self.target = 1.0
-
-    @property
-    def finished(self) -> bool:
-        """Faded out completely after :meth:`fade_out`."""
-        return self.target == 0.0 and self.gain == 0.0
-
-    # -- the audio thread -------------------------------------------------------------
 
     def process(self, x: np.ndarray) -> bool:
         """Make block ``x`` ``[block, channels]`` float32 safe, in place.
@@ -109,9 +87,11 @@ class OutputGuard:
             self._delta *= self.dc_coef
             np.multiply(self._lin, self._delta, out=self._dcramp)
             self._dcramp += self.dc
+            # the ramp runs from the old estimate to the new one: bound by both
+            shift = float(np.abs(self.dc).max())
             self.dc += self._delta
             x -= self._dcramp
-            peak = max(abs(hi), abs(lo)) + 2 * float(np.abs(self.dc).max()) + 1e-6
+            peak = max(abs(hi), abs(lo)) + shift + float(np.abs(self.dc).max()) + 1e-6
         # gain ramp (fades, mute recovery, output gain)
         g0 = self.gain
         if g0 < self.target:
@@ -155,3 +135,58 @@ class OutputGuard:
         self._c *= self._b
         x += self._c
         np.clip(x, -1.0, 1.0, out=x)
+
+
+try:
+    from pi_synth.audio._kernels import GuardKernel as _Kernel
+
+    KERNELS = "c"
+except ImportError:  # a source tree used without pip install: same sound, more CPU
+    _Kernel = NumpyGuardKernel
+    KERNELS = "numpy"
+
+
+class _Controls:
+    """Construction and the fades: the same for every kernel."""
+
+    def __init__(
+        self,
+        block_size: int,
+        channels: int,
+        sample_rate: int,
+        *,
+        fade_ms: float = 30.0,
+        limit_dbfs: float = -1.0,
+        gain_db: float = 0.0,
+        dc_hz: float = 1.0,
+        fade_in: bool = True,
+    ):
+        super().__init__(block_size, channels)
+        self.limit = float(10 ** (min(limit_dbfs, 0.0) / 20))
+        self.gain_lin = float(10 ** (gain_db / 20))
+        fade_samples = max(1.0, fade_ms * 1e-3 * sample_rate)
+        self.gain_step = block_size / fade_samples  # gain change per block
+        self.dc_coef = 1.0 - math.exp(-2 * math.pi * dc_hz * block_size / sample_rate)
+        self.gain = 0.0 if fade_in else 1.0
+        self.target = 1.0
+
+    # -- control (any thread) ---------------------------------------------------------
+
+    def fade_out(self) -> None:
+        self.target = 0.0
+
+    def fade_in(self) -> None:
+        self.target = 1.0
+
+    @property
+    def finished(self) -> bool:
+        """Faded out completely after :meth:`fade_out`."""
+        return self.target == 0.0 and self.gain == 0.0
+
+
+class OutputGuard(_Controls, _Kernel):
+    """The output guard: ``process(x)`` per block on the audio thread; the fades from any."""
+
+
+class NumpyOutputGuard(_Controls, NumpyGuardKernel):
+    """The same guard on the numpy kernel (the reference, for tests and comparisons)."""

@@ -14,6 +14,11 @@ import numpy as np
 
 from pi_synth.errors import DeviceError
 
+try:
+    from pi_synth.audio._kernels import to_pcm as _to_pcm
+except ImportError:  # not built (a source tree used without pip install): numpy
+    _to_pcm = None
+
 FORMATS = {"S16_LE": (np.int16, 32767.0), "S32_LE": (np.int32, 2147483647.0), "FLOAT_LE": (np.float32, 1.0)}
 
 
@@ -37,6 +42,9 @@ class Converter:
 
     The same conversion serves every backend, so a WAV render and an ALSA recording
     of the same audio are byte-identical. Mono is duplicated onto every device channel.
+    Rounded half to even and **saturated**: a crossfade of two loud models can sum past
+    1.0 (equal-power gains), and an integer wrap there would be a full-scale click.
+    The work is ``_kernels.to_pcm`` (C) where it is built, numpy otherwise (same bytes).
     """
 
     def __init__(self, fmt: str, frames: int, channels: int):
@@ -46,17 +54,29 @@ class Converter:
         self.fmt = fmt
         self.out = np.zeros((frames, channels), dtype)
         self._tmp = np.zeros((frames, channels), np.float64 if fmt == "S32_LE" else np.float32)
+        self._frames = frames
 
     def convert(self, x: np.ndarray) -> np.ndarray:
+        if _to_pcm is not None:
+            try:
+                n = _to_pcm(x, self.out)
+                return self.out if n == self._frames else self.out[:n]
+            except (BufferError, ValueError):  # not float32 C-contiguous: numpy's turn
+                pass
+        return self.convert_numpy(x)
+
+    def convert_numpy(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
+        out = self.out[:n]
         if self.fmt == "FLOAT_LE":
-            self.out[:n] = x
-            return self.out[:n]
+            np.clip(x, -1.0, 1.0, out=out)
+            return out
         tmp = self._tmp[:n]
-        np.multiply(x, self.scale, out=tmp)
+        np.multiply(x, tmp.dtype.type(self.scale), out=tmp)  # S32: in float64, exactly
         np.rint(tmp, out=tmp)
-        np.copyto(self.out[:n], tmp, casting="unsafe")
-        return self.out[:n]
+        np.clip(tmp, -self.scale, self.scale, out=tmp)
+        np.copyto(out, tmp, casting="unsafe")
+        return out
 
 
 class Backend:

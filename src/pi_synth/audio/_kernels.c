@@ -1,0 +1,343 @@
+/* The per-sample work of one block, in C: the output guard and the sample-format
+ * conversion.
+ *
+ * Why C: in numpy each step of the guard (min, max, sum, DC ramp, gain ramp, limiter)
+ * is a separate pass with ~1-4 µs of fixed cost, and right after onnxruntime has run a
+ * block numpy's code is cold in the caches. That fixed cost was 20-30 µs per block, a
+ * tenth of a small model's own time. Here one call makes two passes over the block.
+ *
+ * The semantics are those of the numpy reference in safety.py / backends/base.py
+ * (NumpyGuardKernel, Converter._convert_numpy); tests/test_kernels.py holds the two to
+ * each other. No numpy headers: arrays arrive through the buffer protocol, so the module
+ * builds wherever pyalsaaudio builds (gcc + python3-dev).
+ *
+ * Real-time rules: no allocation (the DC state is allocated once, in __init__), no
+ * locks; the GIL is held (a block is a few microseconds).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    int block;
+    int channels;
+    double limit;      /* soft limiter threshold, linear */
+    double gain_lin;   /* output gain, linear */
+    double gain_step;  /* gain change per block (fades) */
+    double dc_coef;    /* one-pole coefficient per block */
+    double gain;       /* fade gain now, 0..1 */
+    double target;     /* fade target: 0 or 1 */
+    double peak;       /* the last block's peak after DC and gain, before the limiter */
+    long long nonfinite_blocks;
+    long long limited_blocks;
+    double *dc;        /* DC estimate per channel */
+} GuardKernel;
+
+static void GuardKernel_dealloc(GuardKernel *self) {
+    PyMem_Free(self->dc);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int GuardKernel_init(GuardKernel *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"block", "channels", NULL};
+    int block, channels;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ii", kwlist, &block, &channels))
+        return -1;
+    if (block < 1 || channels < 1) {
+        PyErr_SetString(PyExc_ValueError, "block and channels must be at least 1");
+        return -1;
+    }
+    double *dc = PyMem_Calloc((size_t)channels, sizeof(double));
+    if (!dc) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyMem_Free(self->dc);
+    self->dc = dc;
+    self->block = block;
+    self->channels = channels;
+    self->limit = 1.0;
+    self->gain_lin = 1.0;
+    self->gain_step = 1.0;
+    self->dc_coef = 0.0;
+    self->gain = 1.0;
+    self->target = 1.0;
+    self->peak = 0.0;
+    self->nonfinite_blocks = 0;
+    self->limited_blocks = 0;
+    return 0;
+}
+
+/* A writable, C-contiguous float32 buffer of exactly block*channels items. */
+static int get_block(GuardKernel *self, PyObject *obj, Py_buffer *view) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    if (view->itemsize != 4 || !view->format || strcmp(view->format, "f") != 0
+        || view->len != (Py_ssize_t)self->block * self->channels * 4) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "the guard takes float32 [%d, %d] C-contiguous blocks",
+                     self->block, self->channels);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *GuardKernel_process(GuardKernel *self, PyObject *obj) {
+    Py_buffer view;
+    if (get_block(self, obj, &view) < 0)
+        return NULL;
+    float *x = (float *)view.buf;
+    const int B = self->block, C = self->channels;
+    const Py_ssize_t N = (Py_ssize_t)B * C;
+    double *dc = self->dc;
+    double sums[8];
+    double *sum = C <= 8 ? sums : NULL;
+    double sum1 = 0.0;
+
+    /* pass 1: finite? and the per-channel sums for the DC estimate */
+    int bad = 0;
+    if (C == 1) {
+        for (Py_ssize_t i = 0; i < N; i++) {
+            float v = x[i];
+            bad |= !(v > -1e30f && v < 1e30f);  /* NaN fails both */
+            sum1 += v;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < N; i++) {
+            float v = x[i];
+            bad |= !(v > -1e30f && v < 1e30f);
+        }
+    }
+    if (bad) {
+        memset(x, 0, (size_t)N * sizeof(float));
+        self->gain = 0.0;
+        self->nonfinite_blocks++;
+        PyBuffer_Release(&view);
+        Py_RETURN_FALSE;
+    }
+
+    /* gain ramp across the block (fades, mute recovery), times the output gain */
+    double g0 = self->gain, g1 = g0;
+    if (g0 < self->target)
+        g1 = fmin(self->target, g0 + self->gain_step);
+    else if (g0 > self->target)
+        g1 = fmax(self->target, g0 - self->gain_step);
+    self->gain = g1;
+    const double ga = g0 * self->gain_lin, gd = (g1 - g0) * self->gain_lin;
+    const double inv_b = 1.0 / B;
+    float peak = 0.0f;
+
+    /* pass 2: DC ramp (old estimate to new across the block, so the correction never
+     * steps), gain ramp, and the peak */
+    if (C == 1) {
+        const double dc0 = dc[0];
+        const double delta = self->dc_coef * (sum1 / B - dc0);
+        dc[0] = dc0 + delta;
+        for (int i = 0; i < B; i++) {
+            const double lin = (i + 1) * inv_b;
+            float v = (float)((x[i] - (dc0 + lin * delta)) * (ga + lin * gd));
+            x[i] = v;
+            float a = fabsf(v);
+            if (a > peak) peak = a;
+        }
+    } else {
+        double delta_s[8], dc0_s[8];
+        double *delta = C <= 8 ? delta_s : NULL, *dc0 = C <= 8 ? dc0_s : NULL;
+        if (!sum) {  /* more than 8 channels: rare enough to allocate (not on a Pi DAC) */
+            sum = PyMem_Calloc((size_t)C * 3, sizeof(double));
+            if (!sum) {
+                PyBuffer_Release(&view);
+                return PyErr_NoMemory();
+            }
+            delta = sum + C;
+            dc0 = sum + 2 * C;
+        } else {
+            memset(sum, 0, (size_t)C * sizeof(double));
+        }
+        for (int i = 0; i < B; i++)
+            for (int c = 0; c < C; c++)
+                sum[c] += x[(Py_ssize_t)i * C + c];
+        for (int c = 0; c < C; c++) {
+            dc0[c] = dc[c];
+            delta[c] = self->dc_coef * (sum[c] / B - dc0[c]);
+            dc[c] = dc0[c] + delta[c];
+        }
+        for (int i = 0; i < B; i++) {
+            const double lin = (i + 1) * inv_b, g = ga + lin * gd;
+            for (int c = 0; c < C; c++) {
+                float *p = x + (Py_ssize_t)i * C + c;
+                float v = (float)((*p - (dc0[c] + lin * delta[c])) * g);
+                *p = v;
+                float a = fabsf(v);
+                if (a > peak) peak = a;
+            }
+        }
+        if (sum != sums)
+            PyMem_Free(sum);
+    }
+    self->peak = peak;
+
+    /* pass 3, only for a block over the threshold: the excess is squashed by tanh into
+     * the headroom (peaks bend instead of clipping), then a hard clip to ±1 */
+    const float t = (float)self->limit;
+    if (peak > t) {
+        self->limited_blocks++;
+        const float head = 1.0f - t;
+        for (Py_ssize_t i = 0; i < N; i++) {
+            float v = x[i], a = fabsf(v);
+            if (a > t) {
+                float m = head > 0.0f ? t + head * tanhf((a - t) / head) : t;
+                v = v < 0.0f ? -m : m;
+                x[i] = v > 1.0f ? 1.0f : (v < -1.0f ? -1.0f : v);
+            }
+        }
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *GuardKernel_get_dc(GuardKernel *self, void *closure) {
+    PyObject *t = PyTuple_New(self->channels);
+    if (!t) return NULL;
+    for (int c = 0; c < self->channels; c++) {
+        PyObject *f = PyFloat_FromDouble(self->dc ? self->dc[c] : 0.0);
+        if (!f) { Py_DECREF(t); return NULL; }
+        PyTuple_SET_ITEM(t, c, f);
+    }
+    return t;
+}
+
+static PyMethodDef GuardKernel_methods[] = {
+    {"process", (PyCFunction)GuardKernel_process, METH_O,
+     "process(x) -> bool: make block x [block, channels] float32 safe, in place.\n"
+     "False if it was not finite (silenced; the caller resets the model)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef GuardKernel_members[] = {
+    {"block", T_INT, offsetof(GuardKernel, block), READONLY, NULL},
+    {"channels", T_INT, offsetof(GuardKernel, channels), READONLY, NULL},
+    {"limit", T_DOUBLE, offsetof(GuardKernel, limit), 0, NULL},
+    {"gain_lin", T_DOUBLE, offsetof(GuardKernel, gain_lin), 0, NULL},
+    {"gain_step", T_DOUBLE, offsetof(GuardKernel, gain_step), 0, NULL},
+    {"dc_coef", T_DOUBLE, offsetof(GuardKernel, dc_coef), 0, NULL},
+    {"gain", T_DOUBLE, offsetof(GuardKernel, gain), 0, NULL},
+    {"target", T_DOUBLE, offsetof(GuardKernel, target), 0, NULL},
+    {"peak", T_DOUBLE, offsetof(GuardKernel, peak), 0, NULL},
+    {"nonfinite_blocks", T_LONGLONG, offsetof(GuardKernel, nonfinite_blocks), 0, NULL},
+    {"limited_blocks", T_LONGLONG, offsetof(GuardKernel, limited_blocks), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef GuardKernel_getset[] = {
+    {"dc", (getter)GuardKernel_get_dc, NULL, "the DC estimate per channel", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject GuardKernelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pi_synth.audio._kernels.GuardKernel",
+    .tp_basicsize = sizeof(GuardKernel),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The output guard's state and its per-block work (see safety.OutputGuard).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)GuardKernel_init,
+    .tp_dealloc = (destructor)GuardKernel_dealloc,
+    .tp_methods = GuardKernel_methods,
+    .tp_members = GuardKernel_members,
+    .tp_getset = GuardKernel_getset,
+};
+
+/* to_pcm(x, out): float32 frames [n, cx] -> out [>= n, co] (int16, int32 or float32),
+ * scaled to full scale, rounded half to even (as numpy's rint), saturated (a crossfade
+ * of two loud models may sum past 1.0; wrapping round would be a full-scale click).
+ * cx == 1 duplicates mono onto every output channel. Returns n. */
+static PyObject *to_pcm(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "to_pcm(x, out) takes two arrays");
+        return NULL;
+    }
+    Py_buffer xv, ov;
+    if (PyObject_GetBuffer(args[0], &xv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &ov, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0) {
+        PyBuffer_Release(&xv);
+        return NULL;
+    }
+    PyObject *res = NULL;
+    if (xv.itemsize != 4 || strcmp(xv.format, "f") != 0 || xv.ndim != 2 || ov.ndim != 2) {
+        PyErr_SetString(PyExc_ValueError, "to_pcm: x must be float32 [n, channels], out 2-D");
+        goto done;
+    }
+    const Py_ssize_t n = xv.shape[0], cx = xv.shape[1], co = ov.shape[1];
+    if (n > ov.shape[0] || !(cx == co || cx == 1)) {
+        PyErr_SetString(PyExc_ValueError, "to_pcm: out is too short or has other channels");
+        goto done;
+    }
+    const float *x = (const float *)xv.buf;
+    const char f = ov.format[0] == '<' || ov.format[0] == '=' ? ov.format[1] : ov.format[0];
+    if (ov.itemsize == 2 && (f == 'h')) {
+        int16_t *o = (int16_t *)ov.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            for (Py_ssize_t c = 0; c < co; c++) {
+                float v = nearbyintf(x[i * cx + (cx == 1 ? 0 : c)] * 32767.0f);
+                o[i * co + c] = (int16_t)(v > 32767.0f ? 32767.0f : (v < -32767.0f ? -32767.0f : v));
+            }
+        }
+    } else if (ov.itemsize == 4 && (f == 'i' || f == 'l')) {
+        int32_t *o = (int32_t *)ov.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            for (Py_ssize_t c = 0; c < co; c++) {
+                double v = nearbyint((double)x[i * cx + (cx == 1 ? 0 : c)] * 2147483647.0);
+                o[i * co + c] = (int32_t)(v > 2147483647.0 ? 2147483647.0 : (v < -2147483647.0 ? -2147483647.0 : v));
+            }
+        }
+    } else if (ov.itemsize == 4 && f == 'f') {
+        float *o = (float *)ov.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            for (Py_ssize_t c = 0; c < co; c++) {
+                float v = x[i * cx + (cx == 1 ? 0 : c)];
+                o[i * co + c] = v > 1.0f ? 1.0f : (v < -1.0f ? -1.0f : v);
+            }
+        }
+    } else {
+        PyErr_Format(PyExc_ValueError, "to_pcm: out must be int16, int32 or float32, not %s", ov.format);
+        goto done;
+    }
+    res = PyLong_FromSsize_t(n);
+done:
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&ov);
+    return res;
+}
+
+static PyMethodDef module_methods[] = {
+    {"to_pcm", (PyCFunction)(void (*)(void))to_pcm, METH_FASTCALL,
+     "to_pcm(x, out) -> n: float32 frames to the device's format, rounded and saturated"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef kernels_module = {
+    PyModuleDef_HEAD_INIT, "_kernels",
+    "The audio thread's per-sample work in C (see safety.py and backends/base.py).",
+    -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    if (PyType_Ready(&GuardKernelType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&kernels_module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&GuardKernelType);
+    if (PyModule_AddObject(m, "GuardKernel", (PyObject *)&GuardKernelType) < 0) {
+        Py_DECREF(&GuardKernelType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,120 @@
+"""The C kernels (``_kernels.c``) against their numpy reference: same guard, same bytes."""
+
+import numpy as np
+import pytest
+
+from pi_synth.audio import safety
+from pi_synth.audio.backends.base import Converter
+from pi_synth.audio.safety import NumpyOutputGuard, OutputGuard
+
+
+def test_the_c_kernels_are_built():
+    """scripts/install.sh installs gcc and python3-dev, so the test venv has them; without
+    them pi-synth still plays, on numpy (pi-synth doctor reports it)."""
+    assert safety.KERNELS == "c"
+    assert OutputGuard.__mro__[-2].__module__ == "pi_synth.audio._kernels"
+
+
+def _signal(rng, kind, block, channels):
+    t = np.arange(block)[:, None] / 48000.0
+    f = rng.uniform(50, 2000, size=(1, channels))
+    x = rng.uniform(0.05, 0.8) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6, size=(1, channels)))
+    if kind == "dc":
+        x += rng.uniform(-0.5, 0.5, size=(1, channels))
+    elif kind == "loud":
+        x *= rng.uniform(1.5, 40.0)
+    elif kind == "noise":
+        x = rng.normal(0, rng.uniform(0.01, 3.0), size=(block, channels))
+    elif kind in ("nan", "inf"):
+        x[rng.integers(block), rng.integers(channels)] = np.nan if kind == "nan" else -np.inf
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_c_guard_equals_the_numpy_guard(channels, seed):
+    """Block by block through a random life: fade in, DC, overs, noise, NaN and inf (mute,
+    recovery), output gain, fade out. The two kernels agree on every sample to float
+    rounding and on every counter."""
+    rng = np.random.default_rng(seed)
+    block = int(rng.choice([64, 256, 1024]))
+    kw = dict(fade_ms=float(rng.uniform(5, 60)), limit_dbfs=float(rng.choice([-1.0, -3.0, 0.0])),
+              gain_db=float(rng.choice([0.0, -6.0, 3.0])), dc_hz=float(rng.uniform(0.5, 20)))
+    c, ref = OutputGuard(block, channels, 48000, **kw), NumpyOutputGuard(block, channels, 48000, **kw)
+    kinds = ["tone", "dc", "loud", "noise", "nan", "inf"]
+    worst = 0.0
+    for k in range(300):
+        if k == 250:
+            c.fade_out(), ref.fade_out()
+        kind = kinds[rng.integers(len(kinds))] if k > 20 else "dc"
+        x = _signal(rng, kind, block, channels)
+        a, b = x.copy(), x.copy()
+        assert c.process(a) == ref.process(b)
+        for y in (a, b):
+            assert np.isfinite(y).all() and np.abs(y).max() <= 1.0
+        worst = max(worst, float(np.abs(a - b).max()))
+        assert c.gain == pytest.approx(ref.gain, abs=1e-12)
+    assert worst < 2e-5
+    assert (c.nonfinite_blocks, c.limited_blocks) == (ref.nonfinite_blocks, ref.limited_blocks)
+    assert c.nonfinite_blocks > 0 and c.limited_blocks > 0
+    assert c.finished and ref.finished
+    assert np.allclose(c.dc, ref.dc, atol=1e-5)
+
+
+def test_c_guard_refuses_a_wrong_block_in_one_line():
+    g = OutputGuard(256, 1, 48000)
+    for bad in (np.zeros((128, 1), np.float32), np.zeros((256, 1), np.float64),
+                np.zeros((1, 512), np.float32)[:, ::2]):
+        with pytest.raises((ValueError, BufferError)):
+            g.process(bad)
+
+
+@pytest.mark.parametrize("fmt", ["S16_LE", "S32_LE", "FLOAT_LE"])
+@pytest.mark.parametrize("cin,cout", [(1, 1), (1, 2), (2, 2)])
+def test_c_conversion_equals_numpy_byte_for_byte(fmt, cin, cout):
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1.2, 1.2, size=(256, cin)).astype(np.float32)
+    x[:8, 0] = [1.0, -1.0, 0.5 / 32767, 1.5 / 32767, -0.5 / 32767, 1.3, -1.3, 0.0]  # ties, overs
+    c, ref = Converter(fmt, 256, cout), Converter(fmt, 256, cout)
+    for n in (256, 100):
+        a = c.convert(x[:n]).copy()
+        b = ref.convert_numpy(x[:n]).copy()
+        assert a.dtype == b.dtype and a.shape == b.shape == (n, cout)
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("path", ["convert", "convert_numpy"])
+def test_overs_saturate_instead_of_wrapping(path):
+    """An equal-power crossfade of two loud, alike models sums to ~1.3: that must come out
+    as full scale, not wrap round to -32768 (a full-scale click)."""
+    conv = Converter("S16_LE", 4, 1)
+    out = getattr(conv, path)(np.array([[1.3], [-1.3], [1e9], [-1e9]], np.float32))
+    assert out[:, 0].tolist() == [32767, -32767, 32767, -32767]
+
+
+def test_crossfade_of_loud_models_never_wraps(organ):
+    """The bug the saturation fixes, end to end: swap between two full-scale organs
+    (crossfade gains cos+sin sum past 1): where the mix is over, the device gets full
+    scale of the same sign."""
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.runtime import Runtime
+    from pi_synth.audio.synth import Synth
+
+    def loud():
+        s = Synth(Runtime(organ(gain=100.0)))
+        s.bank.set("loudness", 0)
+        return s
+
+    player = Player(loud(), crossfade_ms=200)
+    conv = Converter("S16_LE", player.block_size, 1)
+    for _ in range(20):
+        player.next_block()
+    player.crossfade_to(loud())
+    mixed, pcm = [], []
+    for _ in range(60):
+        x = player.next_block()
+        mixed.append(x.copy())
+        pcm.append(conv.convert(x).astype(np.int32))
+    x, y = np.concatenate(mixed)[:, 0], np.concatenate(pcm)[:, 0]
+    assert (x > 1.05).sum() > 100  # the mix did go over
+    assert (y[x > 1] == 32767).all() and (y[x < -1] == -32767).all()  # no wrap round
