@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ["config", "service", "spi", "i2c", "uart-midi", "alsa-cards", "model", "pcm", "governor",
+NAMES = ["config", "service", "spi", "i2c", "uart-midi", "alsa-cards", "model", "pcm", "kernels", "governor",
          "rt-limits", "power"]
 
 
