@@ -315,3 +315,40 @@ control = "no_such_control"
     assert out[2, 0] == pytest.approx(0.2, abs=1e-3)
     router.midi_bytes(bytes([0xB0, 20, 127, 20, 127, 20, 0, 20, 100]))  # press, hold, release, press
     assert actions == ["next_model", "next_model"]
+
+
+@pytest.mark.parametrize("frames", [1, 4])
+def test_bank_idles_once_settled_and_wakes_on_any_set(organ, frames):
+    """Once the ramp (and the glide) has run out, fill leaves the model's input alone (no
+    numpy call on the audio thread); the next set, from any source, is in the next block."""
+    rt = Runtime(organ(block_size=256 * frames, control_frames=frames))
+    bank = ControlBank(rt.card)
+    out = rt.controls
+    i = bank.index("loudness")
+    bank.set("loudness", -20.0)
+    for _ in range(3):
+        bank.fill(out)
+    assert np.allclose(out[i], -20.0)
+    out[i] = 123.0  # a marker: an idle fill must not write
+    bank.fill(out)
+    assert out[i, -1] == 123.0
+    bank.set("loudness", -10.0)
+    bank.fill(out)
+    # ramped from the last value the bank gave (the marker is not the model's state)
+    assert out[i, -1] == pytest.approx(-10.0) and out[i, 0] == pytest.approx(-20.0 + 10.0 / frames)
+    for _ in range(2):
+        bank.fill(out)
+    assert np.allclose(out[i], -10.0)
+    # a glide runs until it has arrived (to 1e-6 of the step), then idles there
+    bank.set_smoothing("loudness", 0.05)
+    bank.fill(out)
+    bank.set("loudness", -30.0)
+    n = 0
+    while True:
+        before = out.copy()
+        bank.fill(out)
+        n += 1
+        if np.array_equal(before, out) and n > 2:
+            break
+        assert n < 2000
+    assert np.allclose(out[i], -30.0, atol=1e-4) and n > 10

@@ -287,12 +287,10 @@ class Engine:
             if dt > st.block_time_max:
                 st.block_time_max = dt
             st.load += alpha * (dt / st.block_seconds - st.load)
-            ok = True
-            for i in range(0, frames.shape[0], period):
-                if not self._device(write, frames[i:i + period]):
-                    ok = False
+            if frames.shape[0] <= period:  # the usual one write per block
+                if not self._device(write, frames):
                     break
-            if not ok:
+            elif not self._write_periods(frames):
                 break
             if backend.xruns != xruns:
                 self.render_ahead = True
@@ -345,6 +343,13 @@ class Engine:
             if not st.first_audio_at:
                 st.first_audio_at = time.monotonic()
         self._drained.set()
+
+    def _write_periods(self, frames: np.ndarray) -> bool:
+        write, period = self.backend.write, self.period
+        for i in range(0, frames.shape[0], period):
+            if not self._device(write, frames[i:i + period]):
+                return False
+        return True
 
     def _write(self, pbuf: np.ndarray) -> bool:
         return self._device(self.backend.write, pbuf)

@@ -5,6 +5,10 @@ Sources (knobs, MIDI, events, OSC) write *targets* from any thread with
 no lock. Once per block the audio thread calls :meth:`fill`, which snapshots the
 targets and ramps linearly from the previous block's values across the model's
 control frames — so a knob turned between two blocks never steps (no zipper noise).
+
+Most blocks nothing has moved: a setter bumps a generation number, and once the ramp
+(and any glide) has run out, :meth:`fill` leaves the model's input as it is — no numpy
+call at all on the audio thread.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ class ControlBank:
         self._any_smooth = False
         self._block_s = card.block_size / card.sample_rate
         self._ramp = (np.arange(1, f + 1, dtype=np.float32) / f)[None, :]
+        # idle detection: setters bump _gen (any thread); fill (audio thread only) owns the rest
+        self._gen = 0
+        self._seen = -1
+        self._busy = 0
+        self._settle = 2  # blocks to fill after a change: the ramp, then one flat block
+        self._filled = None
 
     # -- any thread -------------------------------------------------------------------
 
@@ -54,6 +64,7 @@ class ControlBank:
         if v != v:  # NaN from a broken source never reaches the model
             return
         self.target[i] = min(max(v, self._lo[i]), self._hi[i])
+        self._gen += 1  # after the store: the audio thread sees the value with the bump
 
     def set_unit(self, name: str, x: float) -> None:
         """Set from 0..1 along the control's curve (a knob)."""
@@ -66,6 +77,10 @@ class ControlBank:
         self._any_smooth = bool(self._smooth.any())
         self._coef_or_one = np.where(self._smooth > 0, self._smooth, 1.0).astype(np.float32)
         np.copyto(self._smoothed, self.target)
+        # glide until the rest is below 1e-6 of the step, then idle
+        slowest = float(self._smooth[self._smooth > 0].min()) if self._any_smooth else 1.0
+        self._settle = 2 + (int(np.ceil(np.log(1e-6) / np.log1p(-slowest))) if slowest < 1.0 else 0)
+        self._gen += 1
 
     def get(self, name: str) -> float:
         return float(self.target[self.index(name)])
@@ -77,6 +92,15 @@ class ControlBank:
 
     def fill(self, out: np.ndarray) -> None:
         """Write this block's controls into ``out`` ``[n_controls, control_frames]``."""
+        gen = self._gen
+        if gen != self._seen:
+            self._seen = gen
+            self._busy = self._settle
+        elif self._busy > 0:
+            self._busy -= 1
+        elif out is self._filled:
+            return  # settled: out holds this block's values already
+        self._filled = out
         src, col = self.target, self._target_col
         if self._any_smooth:  # smoothed controls glide; the others jump (mask: coef 1)
             np.subtract(self.target, self._smoothed, out=self._delta)
@@ -95,3 +119,4 @@ class ControlBank:
     def jump(self) -> None:
         """Forget the ramp: the next block starts at the targets (after a reset)."""
         np.copyto(self._last, self.target)
+        self._gen += 1

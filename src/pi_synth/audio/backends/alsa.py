@@ -111,10 +111,12 @@ class AlsaBackend(Backend):
     def _write(self, data):
         pcm = self._pcm
         n = data.shape[0]
+        if not n:
+            return 0
         done = 0
-        last_progress = time.monotonic()
+        last_progress = 0.0  # the clock is read only when the device is full (rarely)
         idle = 0
-        while done < n:
+        while True:
             try:
                 res = pcm.write(data[done:] if done else data)
             except _alsa().ALSAAudioError as e:
@@ -125,19 +127,21 @@ class AlsaBackend(Backend):
                 continue
             if res > 0:
                 done += res
+                if done >= n:
+                    return n
                 last_progress = time.monotonic()
                 idle = 0
                 continue
             # the device is full: wait for room (GIL released in poll)
+            last_progress = last_progress or time.monotonic()
             if self._poll_room(last_progress):
                 idle += 1
                 if idle > 2:  # poll says ready, the device takes nothing: do not spin
                     time.sleep(self._period_ms / 2000)
-        return n
 
     def _wait_room(self, frames):
         pcm = self._pcm
-        start = time.monotonic()
+        start = 0.0
         while True:
             try:
                 avail = pcm.avail()
@@ -145,6 +149,7 @@ class AlsaBackend(Backend):
                 return  # an xrun or a lost device: the write that follows reports it
             if avail >= frames or avail < 0:
                 return
+            start = start or time.monotonic()
             self._poll_room(start)
 
     def _poll_room(self, since: float) -> bool:
