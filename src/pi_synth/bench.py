@@ -314,22 +314,20 @@ def bench_sweep(path, *, threads=(1, 2), blocks: int = 500) -> list[dict]:
 
 
 def engine_overhead(path, *, blocks: int = 2000, device: str = "pisynth_null", period: int = 256,
-                    periods: int = 2, mode: str = "auto", threads: int = 1, profile: str | None = None) -> dict:
+                    periods: int = 2, mode: str = "auto", threads: int = 1, profile: str | None = None,
+                    repeats: int = 1) -> dict:
     """Engine CPU over pure inference CPU, as ``pi-synth run`` builds the engine: the
-    Player (block hooks, crossfade-ready), guard, the engine in ``mode`` (where the engine
-    has modes) and real libasound writes into a non-pacing PCM (``pisynth_null``).
+    Player (block hooks, crossfade-ready), guard, the engine in ``mode`` (``auto``: the
+    one ``pi-synth run`` picks) and real libasound writes into a non-pacing PCM
+    (``pisynth_null``).
 
     Both sides run the same controls on the same model; the baseline is bare
-    ``Runtime.step()`` in a loop. ``profile`` = a path: cProfile the engine run there
-    (all threads, via ``threading.setprofile``) for where the rest goes."""
-    import inspect
-
-    from pi_synth.audio.backends.alsa import AlsaBackend
-    from pi_synth.audio.engine import Engine
+    ``Runtime.step()`` in a loop. The two alternate, ``pure, engine, pure, …, pure``: each
+    engine run is compared with the mean of the baselines either side of it (a shared
+    machine drifts), and the figure is the median of the ``repeats`` ratios.
+    ``profile`` = a path: cProfile the (last) engine run there (all threads, via
+    ``threading.setprofile``) for where the rest goes."""
     from pi_synth.audio.library import find_model
-    from pi_synth.audio.player import Player
-    from pi_synth.audio.synth import Synth
-    from pi_synth.control.events import StopAt
 
     path = find_model(str(path))
     rt = Runtime(path, threads=threads, warmup_blocks=8)
@@ -338,13 +336,43 @@ def engine_overhead(path, *, blocks: int = 2000, device: str = "pisynth_null", p
     rt.controls[...] = ctl
     for _ in range(50):
         rt.step()
+
     def pure_run() -> float:
         c0 = time.process_time()
         for _ in range(blocks):
             rt.step()
-        return time.process_time() - c0
+        return (time.process_time() - c0) / blocks
 
-    pure_before = pure_run()
+    pures = [pure_run()]
+    runs = []
+    for k in range(max(1, repeats)):
+        last = k == max(1, repeats) - 1
+        runs.append(_engine_run(path, card, ctl, blocks, device, period, periods, mode, threads,
+                                profile if last else None))
+        pures.append(pure_run())
+    ratios = [r["cpu_per_block"] / ((pures[k] + pures[k + 1]) / 2) for k, r in enumerate(runs)]
+    k = int(np.argsort(ratios)[len(ratios) // 2])  # the median run (upper median if even)
+    r = runs[k]
+    pure = (pures[k] + pures[k + 1]) / 2
+    return {"model": card.name, "path": str(path), "blocks": blocks, "engine_blocks": r["blocks"],
+            "period": period, "engine_mode": r["mode"], "repeats": len(runs),
+            "pure_us_per_block": pure * 1e6, "engine_us_per_block": r["cpu_per_block"] * 1e6,
+            "pure_us_per_block_before_after": [pures[k] * 1e6, pures[k + 1] * 1e6],
+            "engine_cpu_ratio": ratios[k], "engine_cpu_ratios": ratios,
+            "engine_wall_s": r["wall"], "late_periods": r["late_periods"]}
+
+
+def _engine_run(path, card, ctl, blocks, device, period, periods, mode, threads, profile) -> dict:
+    """One engine run for :func:`engine_overhead`: process CPU per block rendered between
+    start() and the end of the stream."""
+    import gc
+    import inspect
+
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.synth import Synth
+    from pi_synth.control.events import StopAt
 
     rt2 = Runtime(path, threads=threads, warmup_blocks=8)
     synth = Synth(rt2)
@@ -364,8 +392,6 @@ def engine_overhead(path, *, blocks: int = 2000, device: str = "pisynth_null", p
 
         prof = cProfile.Profile()
         threading.setprofile(lambda *a: prof.enable(subcalls=True, builtins=True))
-    import gc
-
     gc.collect()  # so the engine's own collect-and-freeze at start costs little
     w0 = time.perf_counter()
     engine.start()
@@ -383,16 +409,8 @@ def engine_overhead(path, *, blocks: int = 2000, device: str = "pisynth_null", p
         threading.setprofile(None)
         prof.disable()
         prof.dump_stats(profile)
-    n = player.position // card.block_size
-    eng_per = eng / max(1, (p1 - p0) // card.block_size)
-    # the baseline before and after the engine run, averaged: a shared machine drifts
-    pure_after = pure_run()
-    pure = (pure_before + pure_after) / 2
-    return {"model": card.name, "path": str(path), "blocks": blocks, "engine_blocks": n, "period": period,
-            "engine_mode": getattr(engine, "mode", "threaded"),
-            "pure_us_per_block": pure / blocks * 1e6, "engine_us_per_block": eng_per * 1e6,
-            "pure_us_per_block_before_after": [pure_before / blocks * 1e6, pure_after / blocks * 1e6],
-            "engine_cpu_ratio": eng_per / (pure / blocks), "engine_wall_s": wall,
+    return {"cpu_per_block": eng / max(1, (p1 - p0) // card.block_size), "wall": wall,
+            "blocks": player.position // card.block_size, "mode": getattr(engine, "mode", "threaded"),
             "late_periods": engine.stats.late_periods}
 
 
