@@ -115,6 +115,15 @@ class Runtime:
             if n not in names and n in {o.name for o in self.session.get_outputs()}
         }
         self._bindings = [self._bind(p) for p in (0, 1)]
+        # onnxruntime's Python run_with_iobinding checks for WebGPU graph capture on every
+        # call (~3.5 µs here, more on a Pi); on the CPU provider that is never on, so call
+        # the C++ session directly when this onnxruntime has the usual private names
+        sess_c = getattr(self.session, "_sess", None)
+        binds_c = [getattr(b, "_iobinding", None) for b in self._bindings]
+        if sess_c is not None and hasattr(sess_c, "run_with_iobinding") and all(binds_c):
+            self._run, self._bound = sess_c.run_with_iobinding, binds_c
+        else:
+            self._run, self._bound = self.session.run_with_iobinding, self._bindings
         self._parity = 0
         self.blocks = 0
         self.load_seconds = time.perf_counter() - t0
@@ -188,7 +197,7 @@ class Runtime:
     def step(self) -> np.ndarray:
         """Run one block: reads :attr:`controls` and the state, writes :attr:`audio`."""
         # No RunOptions: passing any costs ~45 µs per call (onnxruntime 1.32, measured).
-        self.session.run_with_iobinding(self._bindings[self._parity])
+        self._run(self._bound[self._parity], None)
         self._parity ^= 1
         self.blocks += 1
         return self.audio
