@@ -276,8 +276,12 @@ class Engine:
             # event that lands while we wait is in this block, not the next one. After an
             # xrun, render ahead instead (wait in the write): one period more margin, and
             # one period more latency — a stall that broke through once must not again
-            if not self.render_ahead and not self._device(wait_room, block):
-                break
+            if not self.render_ahead:
+                try:
+                    wait_room(block)
+                except DeviceError as e:
+                    if not self._recover(wait_room, block, e):
+                        break
             t0 = perf()
             frames = synth.next_block()
             dt = perf() - t0
@@ -288,8 +292,11 @@ class Engine:
                 st.block_time_max = dt
             st.load += alpha * (dt / st.block_seconds - st.load)
             if frames.shape[0] <= period:  # the usual one write per block
-                if not self._device(write, frames):
-                    break
+                try:
+                    write(frames)
+                except DeviceError as e:
+                    if not self._recover(write, frames, e):
+                        break
             elif not self._write_periods(frames):
                 break
             if backend.xruns != xruns:
@@ -357,21 +364,31 @@ class Engine:
     def _device(self, call, arg) -> bool:
         """``call(arg)`` on the backend (a write, a wait for room); on device loss,
         reopen until it works or we stop."""
-        while not self._abort:
+        try:
+            call(arg)
+            return True
+        except DeviceError as e:
+            return self._recover(call, arg, e)
+
+    def _recover(self, call, arg, error: DeviceError) -> bool:
+        """After ``error`` from ``call(arg)``: close, reopen every ``reopen_interval``
+        until the device is back, then ``call(arg)`` again. False if we stopped first."""
+        while True:
+            self.stats.device_errors += 1
+            self.stats.last_device_error = str(error)
             try:
-                if self.backend.granted is None:
-                    self._reopen()
-                    continue
+                self.backend.close()
+            except Exception:
+                pass
+            while not self._abort and self.backend.granted is None:
+                self._reopen()
+            if self._abort:
+                return False
+            try:
                 call(arg)
                 return True
             except DeviceError as e:
-                self.stats.device_errors += 1
-                self.stats.last_device_error = str(e)
-                try:
-                    self.backend.close()
-                except Exception:
-                    pass
-        return False
+                error = e
 
     def _reopen(self) -> None:
         time.sleep(self.reopen_interval)

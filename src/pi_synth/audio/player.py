@@ -29,7 +29,9 @@ class Deck:
         self.synth = synth
         self.frames = frames
         self.direct = synth.block_size == frames
-        if not self.direct:
+        if self.direct:
+            self.pull = synth.next_block  # no FIFO: one call less per block
+        else:
             cap = synth.block_size + frames
             self._fifo = np.zeros((cap, synth.channels), np.float32)
             self._n = 0
