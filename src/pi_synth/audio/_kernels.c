@@ -280,20 +280,33 @@ static PyObject *to_pcm(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) 
     }
     const float *x = (const float *)xv.buf;
     const char f = ov.format[0] == '<' || ov.format[0] == '=' ? ov.format[1] : ov.format[0];
-    if (ov.itemsize == 2 && (f == 'h')) {
+    /* clamp, then round with lrint (one instruction: cvtss2si / fcvtns; ties to even in
+     * the default rounding mode, as numpy's rint); clamping to an integer first gives the
+     * same result as rounding first. NaN (never past the guard) becomes 0. */
+    if (ov.itemsize == 2 && (f == 'h') && cx == co) {  /* the usual case: a flat loop */
+        int16_t *restrict o = (int16_t *)ov.buf;
+        const Py_ssize_t m = n * co;
+        for (Py_ssize_t i = 0; i < m; i++) {
+            float v = x[i] * 32767.0f;
+            v = v > 32767.0f ? 32767.0f : (v < -32767.0f ? -32767.0f : (v == v ? v : 0.0f));
+            o[i] = (int16_t)lrintf(v);
+        }
+    } else if (ov.itemsize == 2 && (f == 'h')) {
         int16_t *o = (int16_t *)ov.buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             for (Py_ssize_t c = 0; c < co; c++) {
-                float v = nearbyintf(x[i * cx + (cx == 1 ? 0 : c)] * 32767.0f);
-                o[i * co + c] = (int16_t)(v > 32767.0f ? 32767.0f : (v < -32767.0f ? -32767.0f : v));
+                float v = x[i * cx + (cx == 1 ? 0 : c)] * 32767.0f;
+                v = v > 32767.0f ? 32767.0f : (v < -32767.0f ? -32767.0f : (v == v ? v : 0.0f));
+                o[i * co + c] = (int16_t)lrintf(v);
             }
         }
     } else if (ov.itemsize == 4 && (f == 'i' || f == 'l')) {
         int32_t *o = (int32_t *)ov.buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             for (Py_ssize_t c = 0; c < co; c++) {
-                double v = nearbyint((double)x[i * cx + (cx == 1 ? 0 : c)] * 2147483647.0);
-                o[i * co + c] = (int32_t)(v > 2147483647.0 ? 2147483647.0 : (v < -2147483647.0 ? -2147483647.0 : v));
+                double v = (double)x[i * cx + (cx == 1 ? 0 : c)] * 2147483647.0;
+                v = v > 2147483647.0 ? 2147483647.0 : (v < -2147483647.0 ? -2147483647.0 : (v == v ? v : 0.0));
+                o[i * co + c] = (int32_t)lrint(v);
             }
         }
     } else if (ov.itemsize == 4 && f == 'f') {
