@@ -32,7 +32,7 @@ Real-time rules (for anyone touching the two loops below):
 **Direct** mode (chosen automatically when the model renders a block in under a quarter
 of the margin the device buffer leaves — :meth:`Engine.direct_fits`: a note voice with
 256-frame blocks on a 256×2 buffer in under a quarter of real time; a 1024-frame block,
-written a period at a time, in under a sixteenth): one audio thread renders a block and
+written as the device frees room, in under a sixteenth): one audio thread renders a block and
 writes it, no ring and no hand-off between threads. That saves the two wake-ups per block
 (measured here: 330 vs ~380 µs of CPU per 256-frame block of the flute voice, against
 313 µs of bare inference) and a block of latency. It renders **just in time**: it waits
@@ -170,7 +170,7 @@ class Engine:
         the threaded engine holds and fades. So a block must render (``rtf`` × its
         duration, from the model's warm-up) in ``direct_max_rtf`` of the margin — for a
         256-frame voice on 256×2 a quarter of real time; for a 1024-frame block on the
-        same buffer (written a period at a time) a sixteenth."""
+        same buffer (written as the device frees room) a sixteenth."""
         return rtf * self.synth.block_size < self.direct_max_rtf * self.direct_margin()
 
     def stop(self, fade: bool = True, timeout: float = 5.0) -> None:
@@ -261,11 +261,11 @@ class Engine:
     def _direct_loop(self) -> None:
         """Direct mode: render a block, write it, repeat — one thread, no ring."""
         self._promote(75)
-        synth, st, period = self.synth, self.stats, self.period
+        synth, st = self.synth, self.stats
         alpha = 0.05
         perf = time.perf_counter
-        # room for the whole block, or as much as the buffer can free at once (a forced
-        # direct mode with a block longer than the buffer then blocks in the writes)
+        # room for the whole block, or as much as the buffer can free at once (a block
+        # longer than the buffer then goes in as the device frees room)
         g = self.granted
         block = min(synth.block_size, g.period * max(1, g.periods - 1))
         backend = self.backend
@@ -291,14 +291,11 @@ class Engine:
             if dt > st.block_time_max:
                 st.block_time_max = dt
             st.load += alpha * (dt / st.block_seconds - st.load)
-            if frames.shape[0] <= period:  # the usual one write per block
-                try:
-                    write(frames)
-                except DeviceError as e:
-                    if not self._recover(write, frames, e):
-                        break
-            elif not self._write_periods(frames):
-                break
+            try:  # a block longer than the room goes in as the device frees it
+                write(frames)
+            except DeviceError as e:
+                if not self._recover(write, frames, e):
+                    break
             if backend.xruns != xruns:
                 self.render_ahead = True
             if not st.first_audio_at:
@@ -350,13 +347,6 @@ class Engine:
             if not st.first_audio_at:
                 st.first_audio_at = time.monotonic()
         self._drained.set()
-
-    def _write_periods(self, frames: np.ndarray) -> bool:
-        write, period = self.backend.write, self.period
-        for i in range(0, frames.shape[0], period):
-            if not self._device(write, frames[i:i + period]):
-                return False
-        return True
 
     def _write(self, pbuf: np.ndarray) -> bool:
         return self._device(self.backend.write, pbuf)

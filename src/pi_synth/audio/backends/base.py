@@ -54,13 +54,13 @@ class Converter:
         self.fmt = fmt
         self.out = np.zeros((frames, channels), dtype)
         self._tmp = np.zeros((frames, channels), np.float64 if fmt == "S32_LE" else np.float32)
-        self._frames = frames
+        self.frames = frames
 
     def convert(self, x: np.ndarray) -> np.ndarray:
         if _to_pcm is not None:
             try:
                 n = _to_pcm(x, self.out)
-                return self.out if n == self._frames else self.out[:n]
+                return self.out if n == self.frames else self.out[:n]
             except (BufferError, ValueError):  # not float32 C-contiguous: numpy's turn
                 pass
         return self.convert_numpy(x)
@@ -103,10 +103,14 @@ class Backend:
         return self.granted
 
     def write(self, frames: np.ndarray) -> int:
-        """Write float32 ``[n, channels]`` frames (n ≤ period); returns n."""
+        """Write float32 ``[n, channels]`` frames; returns n. A paced backend blocks until
+        all are in (a block longer than the buffer goes in as the device frees room)."""
         if self.granted is None:
             raise RuntimeError(f"{self.name} backend is not open")
-        n = self._write(self._converter.convert(frames))
+        conv = self._converter
+        if frames.shape[0] > conv.frames:  # longer than any write before: grow once
+            conv = self._converter = Converter(conv.fmt, frames.shape[0], self.granted.channels)
+        n = self._write(conv.convert(frames))
         self.frames_written += n
         return n
 
