@@ -450,8 +450,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="skip these sections")
     ap.add_argument("--models", nargs="+", help="model files or names (default: every installed model)")
     ap.add_argument("--blocks", type=int, default=2000, help="timed blocks per speed measurement")
-    ap.add_argument("--engine-blocks", type=int, default=3000, help="blocks per engine CPU measurement")
-    ap.add_argument("--engine-repeats", type=int, default=5,
+    ap.add_argument("--engine-blocks", type=int, default=1500, help="blocks per engine CPU measurement")
+    ap.add_argument("--engine-repeats", type=int, default=15,
                     help="interleaved engine/baseline repeats (the median counts)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--notes", type=int, default=10, help="events per latency measurement")
