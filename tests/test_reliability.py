@@ -269,3 +269,27 @@ def test_device_loss_retries_and_sound_returns_within_2s(organ, jack_dummy, mode
             listener.close()
     finally:
         engine.stop(fade=False)
+
+
+@pytest.mark.jack
+def test_direct_engine_refuses_a_swap_it_cannot_fit(organ, jack_server, caplog):
+    """A direct engine has only its margin: a hot swap to a model too slow for it is
+    refused in one line (the old model plays on, no xrun), a fast one goes through."""
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.audio.engine import Engine
+
+    inst = _instrument(config_mod.load(), organ("a"), sets=[("loudness", -10), ("pitch", 220)])
+    engine = inst.engine = Engine(inst.player, AlsaBackend("pisynth_jack"), period=256, periods=2)
+    engine.start()
+    try:
+        assert engine.mode == "direct"
+        slow = organ("slow", fault="slow", burn_matmuls=6)  # 0.7 GFLOP per block: far over
+        assert not inst.swap(slow)
+        assert "slow.onnx" in inst.last_error and "ms" in inst.last_error
+        assert inst.last_error.count("\n") == 0 and "model not changed" in caplog.text
+        assert inst.swap(organ("b", block_size=512))  # fast: fits, crossfades
+        time.sleep(0.5)
+        st = engine.status()
+        assert inst.player.swaps == 1 and st["xruns"] == 0
+    finally:
+        engine.stop(fade=False)

@@ -137,6 +137,12 @@ class Instrument:
                                    f"crossfade with {self.player.sample_rate} Hz / {self.player.channels} ch")
                 log.warning("model not changed: %s; restart with --model to switch", self.last_error)
                 return False
+            why = self.engine.admits(synth) if self.engine is not None else None
+            if why:
+                self.failed_loads += 1
+                self.last_error = f"{path}: {why}"
+                log.warning("model not changed: %s; restart with --model to switch", self.last_error)
+                return False
             card = synth.card
             # carry control values the two models share (a knob's position stays put;
             # a held note keeps its pitch and loudness)

@@ -65,7 +65,7 @@ def build_organ(
     ``fault`` = ``"nan"`` or ``"inf"`` poisons the output from the first block;
     ``"nan_loud"`` only while loudness is above -3 dB — for testing the output guard;
     ``"slow_loud"`` runs ``burn_matmuls`` 384² matrix products per block while loudness
-    is above -3 dB — an overload to test graceful degradation.
+    is above -3 dB — an overload to test graceful degradation; ``"slow"`` always.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -171,7 +171,7 @@ def build_organ(
         loud_hi = node("Greater", [loud, node("Constant", [], "m3", value=numpy_helper.from_array(np.array(-3.0, np.float32)))], "loud_hi")
         nan = node("Constant", [], "nan", value=numpy_helper.from_array(np.array(np.nan, np.float32)))
         y = node("Where", [loud_hi, nan, y], "y_nanloud")
-    if fault == "slow_loud":  # heavy work only while loudness is above -3 dB: an overload you can play
+    if fault in ("slow_loud", "slow"):  # heavy work while loudness is above -3 dB: an overload you can play
         heavy_n = 384
         w = numpy_helper.from_array(np.full((heavy_n, heavy_n), 1e-3, np.float32), "heavy_w")
         # depend on the block's audio, or onnxruntime folds the constant products away
@@ -188,7 +188,8 @@ def build_organ(
         else_g = helper.make_graph([helper.make_node("Identity", [y], ["else_y"])], "light", [],
                                    [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, [B])])
         loud_max = node("ReduceMax", [loud], "loud_max", keepdims=0)
-        cond = node("Greater", [loud_max, node("Constant", [], "m3s", value=numpy_helper.from_array(np.array(-3.0, np.float32)))], "heavy_on")
+        above = -3.0 if fault == "slow_loud" else -1e9  # "slow": always
+        cond = node("Greater", [loud_max, node("Constant", [], "m3s", value=numpy_helper.from_array(np.array(above, np.float32)))], "heavy_on")
         y = node("If", [cond], "y_slow", then_branch=then_g, else_branch=else_g)
     node("Reshape", [y, "shape_out"], "audio")
     node("Sub", [node("Slice", ["controls", "fm1", "f_end", "ax2"], "last_ctl"), "defaults_col"], "prev_out")

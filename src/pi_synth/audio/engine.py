@@ -173,6 +173,28 @@ class Engine:
         same buffer (written as the device frees room) a sixteenth."""
         return rtf * self.synth.block_size < self.direct_max_rtf * self.direct_margin()
 
+    def admits(self, synth) -> str | None:
+        """Before a hot swap to ``synth``: None if this engine can play it, else why not,
+        in one line. Only the direct engine can refuse: through the crossfade it renders
+        both models in its margin, the new one at its own block (a longer block all at
+        once); the threaded engine's ring holds and fades instead."""
+        if self.mode != "direct" or self.granted is None:
+            return None
+        new = getattr(synth.runtime, "warmup_rtf", None)
+        if new is None:
+            return None
+        b = self.synth.block_size
+        old = (getattr(self.synth, "rtf_hint", None) or 0.0) * b
+        need = old + new * max(synth.block_size, b)  # frames of render per engine block
+        have = self.direct_max_rtf * self.direct_margin()
+        if need < have:
+            return None
+        sr = self.synth.sample_rate
+        return (f"{synth.card.name} renders its {synth.block_size}-frame block in "
+                f"{1e3 * new * synth.block_size / sr:.2f} ms, more than the direct engine this "
+                f"stream started with can fit ({1e3 * have / sr:.2f} ms per block with both models "
+                "playing)")
+
     def stop(self, fade: bool = True, timeout: float = 5.0) -> None:
         """Fade out (on the audio clock), drain, close. Idempotent."""
         if fade and not self._abort:
