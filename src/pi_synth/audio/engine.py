@@ -34,8 +34,8 @@ of the margin the device buffer leaves — :meth:`Engine.direct_fits`: a note vo
 256-frame blocks on a 256×2 buffer in under a quarter of real time; a 1024-frame block,
 written as the device frees room, in under a sixteenth): one audio thread renders a block and
 writes it, no ring and no hand-off between threads. That saves the two wake-ups per block
-(measured here: 330 vs ~380 µs of CPU per 256-frame block of the flute voice, against
-313 µs of bare inference) and a block of latency. It renders **just in time**: it waits
+(measured here: 234 vs 319 µs of CPU per 256-frame block of the flute voice, against
+215 µs of bare inference; ``benchmarks/run.py --only engine``) and a block of latency. It renders **just in time**: it waits
 until the device has room for a block, then reads the controls and renders, and the
 write returns at once — rendering first and then blocking in the write would hold every
 block, and every event in it, a period longer. The device buffer less one period is the
