@@ -230,6 +230,11 @@ def test_provision_a_debian_root_for_real(debian_root, tmp_path):
                            "--json"], capture_output=True, text=True, timeout=120)
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["path"].startswith("/opt/pi-synth/venv/")
+    # pip built the C audio kernels there with the gcc and python3-dev that provisioning installs
+    kern = subprocess.run(["chroot", str(root), "/opt/pi-synth/venv/bin/python", "-c",
+                           "from pi_synth.audio import safety; print(safety.KERNELS)"],
+                          capture_output=True, text=True, timeout=120)
+    assert kern.stdout.strip() == "c", kern.stderr
 
     digest = _tree_digest(root)
     p2, second = _provision(checkout, "--root", root, "--hat", "hifiberry-dac", "--no-onboard-audio")
