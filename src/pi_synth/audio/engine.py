@@ -32,10 +32,11 @@ Real-time rules (for anyone touching the two loops below):
 **Direct** mode (chosen automatically when the model renders a block in under a quarter
 of the margin the device buffer leaves — :meth:`Engine.direct_fits`: a note voice with
 256-frame blocks on a 256×2 buffer in under a quarter of real time; a 1024-frame block,
-written as the device frees room, in under a sixteenth): one audio thread renders a block and
-writes it, no ring and no hand-off between threads. That saves the two wake-ups per block
+written as the device frees room, in under a sixteenth): one audio thread renders a
+block and writes it, no ring and no hand-off between threads. That saves the two wake-ups per block
 (measured here: 234 vs 319 µs of CPU per 256-frame block of the flute voice, against
-215 µs of bare inference; ``benchmarks/run.py --only engine``) and a block of latency. It renders **just in time**: it waits
+215 µs of bare inference; ``benchmarks/run.py --only engine``) and a block of latency.
+It renders **just in time**: it waits
 until the device has room for a block, then reads the controls and renders, and the
 write returns at once — rendering first and then blocking in the write would hold every
 block, and every event in it, a period longer. The device buffer less one period is the
@@ -157,21 +158,30 @@ class Engine:
         out.start()
         return self.granted
 
+    def _direct_wait(self) -> int:
+        """The room the direct loop waits for before a render: the whole block, or as
+        much as the buffer can free at once (a longer block goes in as room comes)."""
+        g = self.granted
+        return min(self.synth.block_size, g.period * max(1, g.periods - 1))
+
     def direct_margin(self) -> int:
         """Frames still queued in the device when a just-in-time render starts: the
         buffer less the room the direct loop waits for (whole periods, as the device
         frees them). A render must finish before they have played."""
-        b, p, n = self.synth.block_size, self.period, self.granted.periods
-        wait = min(b, p * max(1, n - 1))
-        return p * n - -(-wait // p) * p
+        p, n = self.period, self.granted.periods
+        return p * n - -(-self._direct_wait() // p) * p
+
+    def _direct_budget(self) -> float:
+        """Frames of render time a direct engine allows per block: ``direct_max_rtf`` of
+        the margin. An overload there is an ALSA xrun, where the threaded engine holds
+        and fades, so the headroom is ample."""
+        return self.direct_max_rtf * self.direct_margin()
 
     def direct_fits(self, rtf: float) -> bool:
-        """Direct mode only with ample headroom: an overload there is an ALSA xrun, where
-        the threaded engine holds and fades. So a block must render (``rtf`` × its
-        duration, from the model's warm-up) in ``direct_max_rtf`` of the margin — for a
-        256-frame voice on 256×2 a quarter of real time; for a 1024-frame block on the
-        same buffer (written as the device frees room) a sixteenth."""
-        return rtf * self.synth.block_size < self.direct_max_rtf * self.direct_margin()
+        """A block renders (``rtf`` × its duration, from the model's warm-up) within the
+        direct budget — for a 256-frame voice on 256×2 a quarter of real time; for a
+        1024-frame block on the same buffer (written as the device frees room) a sixteenth."""
+        return rtf * self.synth.block_size < self._direct_budget()
 
     def admits(self, synth) -> str | None:
         """Before a hot swap to ``synth``: None if this engine can play it, else why not,
@@ -186,7 +196,7 @@ class Engine:
         b = self.synth.block_size
         old = (getattr(self.synth, "rtf_hint", None) or 0.0) * b
         need = old + new * max(synth.block_size, b)  # frames of render per engine block
-        have = self.direct_max_rtf * self.direct_margin()
+        have = self._direct_budget()
         if need < have:
             return None
         sr = self.synth.sample_rate
@@ -286,10 +296,7 @@ class Engine:
         synth, st = self.synth, self.stats
         alpha = 0.05
         perf = time.perf_counter
-        # room for the whole block, or as much as the buffer can free at once (a block
-        # longer than the buffer then goes in as the device frees room)
-        g = self.granted
-        block = min(synth.block_size, g.period * max(1, g.periods - 1))
+        block = self._direct_wait()
         backend = self.backend
         wait_room, write = backend.wait_room, backend.write
         xruns = backend.xruns

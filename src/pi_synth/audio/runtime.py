@@ -116,7 +116,7 @@ class Runtime:
         }
         self._bindings = [self._bind(p) for p in (0, 1)]
         # onnxruntime's Python run_with_iobinding checks for WebGPU graph capture on every
-        # call (~3.5 µs here, more on a Pi); on the CPU provider that is never on, so call
+        # call (1.6 µs per block here, more on a Pi); on the CPU provider that is never on, so call
         # the C++ session directly when this onnxruntime has the usual private names
         sess_c = getattr(self.session, "_sess", None)
         binds_c = [getattr(b, "_iobinding", None) for b in self._bindings]

@@ -1,7 +1,7 @@
 """The backend interface, in mido's shape: public methods check, hooks do the I/O.
 
 A backend overrides ``_open``, ``_write``, ``_close`` and (if paced) ``_wait_room`` only.
-``write`` takes float32 frames ``[period, channels]`` and returns the frames written; an xrun is counted in
+``write`` takes float32 frames ``[n, channels]`` (a period, or a whole block) and returns the frames written; an xrun is counted in
 ``xruns`` (data, never raised) by the hook that sees it. ``paced`` says whether ``write`` blocks in real time
 (a sound card) or returns at once (a file): the engine needs no thread for the latter.
 """
@@ -56,14 +56,12 @@ class Converter:
         self._tmp = np.zeros((frames, channels), np.float64 if fmt == "S32_LE" else np.float32)
         self.frames = frames
 
-    def convert(self, x: np.ndarray) -> np.ndarray:
-        if _to_pcm is not None:
-            try:
-                n = _to_pcm(x, self.out)
-                return self.out if n == self.frames else self.out[:n]
-            except (BufferError, ValueError):  # not float32 C-contiguous: numpy's turn
-                pass
-        return self.convert_numpy(x)
+    def _convert_c(self, x: np.ndarray) -> np.ndarray:
+        try:
+            n = _to_pcm(x, self.out)
+        except (BufferError, ValueError):  # not float32 C-contiguous: numpy's turn
+            return self.convert_numpy(x)
+        return self.out if n == self.frames else self.out[:n]
 
     def convert_numpy(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
@@ -77,6 +75,9 @@ class Converter:
         np.clip(tmp, -self.scale, self.scale, out=tmp)
         np.copyto(out, tmp, casting="unsafe")
         return out
+
+    # chosen once, at import: the C kernel where it is built
+    convert = _convert_c if _to_pcm is not None else convert_numpy
 
 
 class Backend:
