@@ -328,13 +328,23 @@ def markdown(R: dict) -> str:
               "block time on a Pi = max(FLOPs ÷ assumed sustained single-core GFLOP/s, block time here × "
               "assumed single-thread slowdown); the assumptions are in `pi_synth.bench.PI_CPUS` and the "
               "README. Measure a real Pi with `pi-synth bench MODEL`.", "",
+              "The RTF cells add the engine `auto` would pick on a 256-frame × 2 buffer, and where that is "
+              "the threaded one, the `audio.periods` with which it would play direct "
+              "(`pi_synth.audio.engine.direct_periods`).", "",
               "| model file | MMAC/s audio | MFLOP/s audio | GFLOP/s here | Pi 4 RTF (proj.) | Pi 5 RTF (proj.) | Zero 2 W RTF (proj.) |",
               "|---|---|---|---|---|---|---|"]
+
+        def cell(pj, k):
+            if k not in pj:
+                return "—"
+            n = pj[k].get("direct_periods_256", 2)
+            how = "direct" if n <= 2 else f"threaded; direct at periods = {n}"
+            return f"{pj[k]['rtf']:.3f} ({how})" if pj[k]["rtf"] < 1 else f"{pj[k]['rtf']:.3f} (too slow)"
+
         for r in R["flops"]:
             pj = r.get("projection", {})
-            cell = lambda k: f"{pj[k]['rtf']:.3f}" if k in pj else "—"  # noqa: E731
             L.append(f"| {r['file']} | {r['mmacs_per_audio_second']:.1f} | {r['mflops_per_audio_second']:.1f} | "
-                     f"{r.get('gflops_achieved', float('nan')):.2f} | {cell('pi4')} | {cell('pi5')} | {cell('zero2w')} |")
+                     f"{r.get('gflops_achieved', float('nan')):.2f} | {cell(pj, 'pi4')} | {cell(pj, 'pi5')} | {cell(pj, 'zero2w')} |")
     if R.get("precision"):
         L += ["", "## int8 vs fp32", "",
               "On x86, QDQ int8 runs as dequantize → fp32 kernels → quantize, so an x86 timing of a QDQ model "

@@ -206,6 +206,8 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
     (256, 256, 2, 256),    # the flute voice: the buffer less the period it waits for
     (256, 256, 3, 512),
     (1024, 256, 2, 256),   # the pads: waits for a period, writes the rest as room comes
+    (1024, 256, 3, 512),   # ... so a period more buffer is a period more margin
+    (512, 256, 4, 768),
     (128, 256, 2, 256),    # room comes a whole period at a time
     (256, 1000, 4, 3000),
 ])
@@ -227,6 +229,30 @@ def test_direct_mode_needs_a_quarter_of_the_margin(organ, block, period, periods
     engine.backend.close()
 
 
+@pytest.mark.parametrize("rtf,block,period", [
+    (0.02, 256, 256), (0.3, 256, 256), (0.07, 1024, 256), (0.1, 1024, 256), (0.5, 2048, 512),
+])
+def test_direct_periods_is_the_fewest_that_fit(organ, rtf, block, period):
+    """The buffer the log hint and the Pi projection name is the smallest the engine's own
+    rule accepts."""
+    from pi_synth.audio.backends.null import NullBackend
+    from pi_synth.audio.engine import Engine, direct_periods
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.runtime import Runtime
+    from pi_synth.audio.synth import Synth
+
+    synth = Synth(Runtime(organ(block_size=block, control_frames=max(1, block // 256))))
+    n = direct_periods(rtf, block, period)
+
+    def fits(periods):
+        engine = Engine(Player(synth), NullBackend(), period=period, periods=periods)
+        engine.granted = engine.backend.open(48000, 1, period, periods)
+        engine.backend.close()
+        return engine.direct_fits(rtf)
+
+    assert fits(n) and (n == 2 or not fits(n - 1))
+
+
 def test_auto_engine_runs_a_fast_long_block_direct(organ):
     """A 1024-frame block that renders in well under a sixteenth of real time plays in one
     thread on a 256×2 buffer (no ring: one block less latency than threaded)."""
@@ -245,3 +271,36 @@ def test_auto_engine_runs_a_fast_long_block_direct(organ):
     assert engine.wait(10)
     engine.stop(fade=False)
     assert engine.mode == "direct" and engine.status()["latency_frames"] == 512
+
+
+@pytest.mark.parametrize("rtf,periods,hint", [
+    (0.1, 3, "audio.periods = 3"),  # over a sixteenth, under an eighth: one period more
+    (0.5, None, None),              # would need more buffer than the ring costs: no hint
+])
+def test_threaded_engine_names_the_periods_that_would_play_direct(organ, rtf, periods, hint):
+    """A long block too slow for direct on 256×2 gets the ring; the log line names the
+    buffer that would let it play direct instead, when that is less latency than the ring
+    (and with that buffer, auto does pick direct)."""
+    from pi_synth.audio.backends.null import NullBackend
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.runtime import Runtime
+    from pi_synth.audio.synth import Synth
+
+    path = organ(block_size=1024, control_frames=4)
+
+    def engine_at(n):
+        synth = Synth(Runtime(path))
+        synth.runtime.warmup_rtf = rtf  # the warm-up figure a slower machine would measure
+        engine = Engine(Player(synth), NullBackend(), period=256, periods=n)
+        engine.start()
+        engine.stop(fade=False)
+        return engine
+
+    engine = engine_at(2)
+    assert engine.mode == "threaded"
+    if hint is None:
+        assert engine.direct_hint() is None
+        return
+    assert hint in engine.direct_hint()
+    assert engine_at(periods).mode == "direct"

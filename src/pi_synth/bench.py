@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from pi_synth.audio.engine import direct_periods
 from pi_synth.audio.runtime import Runtime, session_options
 
 
@@ -272,7 +273,9 @@ def project(flops_per_block: float, block_ms_here: float, block_size: int, sampl
         out[key] = {"cpu": c["name"], "assumed_sustained_gflops": c["sustained_gflops"],
                     "assumed_slowdown_vs_here": c["slowdown_vs_x86"], "compute_bound_ms": compute_ms,
                     "scaled_ms": scaled_ms, "block_ms": ms, "rtf": ms * 1e-3 / block_s,
-                    "headroom": block_s / (ms * 1e-3)}
+                    "headroom": block_s / (ms * 1e-3),
+                    # the buffer (in 256-frame periods) auto would need to play it direct
+                    "direct_periods_256": direct_periods(ms * 1e-3 / block_s, block_size, 256)}
     return out
 
 

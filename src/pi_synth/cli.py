@@ -205,6 +205,9 @@ def cmd_run(args) -> int:
     log.info("playing %s on %s (block %d, %s engine%s)", inst.card.name, backend.describe(),
              inst.card.block_size, engine.mode,
              f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
+    hint = engine.direct_hint()
+    if hint:
+        log.info("%s", hint)
     if not backend.paced and cfg.audio.backend != "null":
         log.info("backend %s is not paced by a clock: running faster than real time", cfg.audio.backend)
     panel = None

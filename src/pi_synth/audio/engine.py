@@ -63,6 +63,17 @@ from pi_synth.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
+DIRECT_MAX_RTF = 0.25  # of the margin: the direct engine's render budget per block
+
+
+def direct_periods(rtf: float, block: int, period: int, max_rtf: float = DIRECT_MAX_RTF) -> int:
+    """The fewest ALSA periods (≥ 2) with which a model rendering a ``block``-frame block
+    at real-time factor ``rtf`` plays in the direct engine: its render must fit in
+    ``max_rtf`` of the margin, the ``period × (periods − 1)`` frames still queued when a
+    just-in-time render starts. (Also what a projection to a slower CPU reports.)"""
+    need = rtf * block / (max_rtf * period)  # margin needed, in periods
+    return max(2, int(need) + 2)  # periods - 1 > need
+
 
 class EngineStats:
     """Counters written by the audio threads, read by anyone."""
@@ -109,7 +120,8 @@ class Engine:
         if mode not in ("auto", "threaded", "direct"):
             raise ValueError("engine mode must be auto, threaded or direct")
         self.mode = mode
-        self.direct_max_rtf = 0.25
+        self.auto = mode == "auto"  # the engine picks its mode at start
+        self.direct_max_rtf = DIRECT_MAX_RTF
         self.render_ahead = False  # direct mode: True after an xrun (see _direct_loop)
         self.stats = EngineStats(synth.block_size / synth.sample_rate)
         self.granted: Granted | None = None
@@ -159,17 +171,16 @@ class Engine:
         return self.granted
 
     def _direct_wait(self) -> int:
-        """The room the direct loop waits for before a render: the whole block, or as
-        much as the buffer can free at once (a longer block goes in as room comes)."""
-        g = self.granted
-        return min(self.synth.block_size, g.period * max(1, g.periods - 1))
+        """The room the direct loop waits for before a render: one period (the device
+        frees room a period at a time), or the block if it is shorter. A longer block
+        goes in as the device frees room, so more periods are more margin whatever the
+        block size."""
+        return min(self.synth.block_size, self.granted.period)
 
     def direct_margin(self) -> int:
         """Frames still queued in the device when a just-in-time render starts: the
-        buffer less the room the direct loop waits for (whole periods, as the device
-        frees them). A render must finish before they have played."""
-        p, n = self.period, self.granted.periods
-        return p * n - -(-self._direct_wait() // p) * p
+        buffer less one period. A render must finish before they have played."""
+        return self.period * (self.granted.periods - 1)
 
     def _direct_budget(self) -> float:
         """Frames of render time a direct engine allows per block: ``direct_max_rtf`` of
@@ -180,8 +191,24 @@ class Engine:
     def direct_fits(self, rtf: float) -> bool:
         """A block renders (``rtf`` × its duration, from the model's warm-up) within the
         direct budget — for a 256-frame voice on 256×2 a quarter of real time; for a
-        1024-frame block on the same buffer (written as the device frees room) a sixteenth."""
+        1024-frame block on the same buffer (written as the device frees room) a sixteenth,
+        on 256×3 an eighth."""
         return rtf * self.synth.block_size < self._direct_budget()
+
+    def direct_hint(self) -> str | None:
+        """When ``auto`` chose the threaded engine: the ``audio.periods`` that would let
+        this model play direct, if that is less latency than the ring (one line for the
+        log), else None."""
+        rtf = getattr(self.synth, "rtf_hint", None)
+        if not self.auto or self.mode != "threaded" or rtf is None or self.ring is None:
+            return None
+        n = self.granted.periods
+        want = direct_periods(rtf, self.synth.block_size, self.period, self.direct_max_rtf)
+        more = self.period * (want - n)
+        if more <= 0 or want > 32 or more > self.ring.capacity:  # the config's limit;
+            return None  # or more latency than the ring
+        return (f"audio.periods = {want} would play it in the direct engine: {more} frames "
+                f"more buffer instead of the {self.ring.capacity}-frame ring, and less CPU")
 
     def admits(self, synth) -> str | None:
         """Before a hot swap to ``synth``: None if this engine can play it, else why not,
