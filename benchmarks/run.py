@@ -12,7 +12,8 @@ speed      real-time factor per model file × thread count (1, 2): median/p99/ma
            against a bare ``session.run`` in the same run  (``pi_synth.bench.bench_model``)
 flops      multiply-adds and FLOPs per second of audio from the ONNX graph, GFLOP/s
            achieved here, and a labelled *projection* to Pi 4 / Pi 5 / Zero 2 W
-precision  int8 vs fp32 of each shipped pair: speed ratio and SNR (same controls)
+precision  int8 vs fp32 of each shipped pair: speed ratio and SNR (same controls), and the
+           ceiling: fp32 with the ops int8 quantizes made free
 engine     engine CPU / pure inference CPU (each engine mode), on the ``pisynth_null`` PCM;
            with ``--profile``, a cProfile of the engine run per model
 latency    latency budget and knob → sound / note-on → onset measured on the audio
@@ -107,14 +108,20 @@ def sec_flops(files, speed_rows) -> list[dict]:
 
 
 def sec_precision(files, args) -> list[dict]:
-    from pi_synth.bench import compare_precisions
+    from pi_synth.bench import compare_precisions, int8_ceiling
 
     rows = []
     for name, pr in pairs(files).items():
         r = compare_precisions(pr["fp32"], pr["int8"], blocks=args.blocks, seconds=10.0 if not args.quick else 3.0)
         r["model"] = name
+        try:  # why: the most int8 could give, with the ops it quantizes made free
+            r["ceiling"] = int8_ceiling(pr["fp32"], pr["int8"], blocks=args.blocks)
+        except Exception as e:  # noqa: BLE001 - a graph the ablation cannot rewrite: say so, go on
+            r["ceiling"] = {"error": f"{type(e).__name__}: {e}"}
         rows.append(r)
-        log(f"precision {name}: int8 ×{r['speedup']:.2f} of fp32, SNR {r['snr_db']:.1f} dB")
+        c = r["ceiling"].get("ceiling")
+        log(f"precision {name}: int8 ×{r['speedup']:.2f} of fp32, SNR {r['snr_db']:.1f} dB"
+            + (f"; ceiling ×{c:.2f} ({r['ceiling']['quantized_ops']} quantized ops made free)" if c else ""))
     return rows
 
 
@@ -348,11 +355,17 @@ def markdown(R: dict) -> str:
     if R.get("precision"):
         L += ["", "## int8 vs fp32", "",
               "On x86, QDQ int8 runs as dequantize → fp32 kernels → quantize, so an x86 timing of a QDQ model "
-              "says little about ARM, where onnxruntime runs int8 kernels.", "",
-              "| model | fp32 ms | int8 ms | speed-up | SNR dB |", "|---|---|---|---|---|"]
+              "says little about ARM, where onnxruntime runs int8 kernels. The **ceiling** is measured, "
+              "on any CPU: the fp32 graph timed with the ops the int8 file quantizes made free "
+              "(`pi_synth.bench.int8_ceiling`). int8 can at best save a share of those ops' time, less its "
+              "quantize/dequantize steps, so its speed-up stays under the ceiling.", "",
+              "| model | fp32 ms | int8 ms | speed-up | SNR dB | quantized ops | ceiling (those ops free) |",
+              "|---|---|---|---|---|---|---|"]
         for r in R["precision"]:
+            c = r.get("ceiling") or {}
+            ceil = f"×{c['ceiling']:.2f}" if "ceiling" in c else c.get("error", "—")
             L.append(f"| {r['model']} | {r['fp32_block_ms_median']:.3f} | {r['int8_block_ms_median']:.3f} | "
-                     f"{r['speedup']:.2f} | {r['snr_db']:.1f} |")
+                     f"{r['speedup']:.2f} | {r['snr_db']:.1f} | {c.get('quantized_ops', '—')} | {ceil} |")
     for key, lat in (R.get("latency") or {}).items():
         b = lat.get("budget", {})
         L += ["", f"## Latency — {key} model", "",

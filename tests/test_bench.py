@@ -67,6 +67,29 @@ def test_compare_precisions_same_file_is_identical(organ):
         assert r[k] > 0
 
 
+def test_int8_ceiling_frees_exactly_the_quantized_ops(tmp_path):
+    """The int8 ceiling's graph: the shipped pads with its 12 quantized convs made free
+    and the 5 it keeps in float32 untouched; it still plays (same I/O, finite audio)."""
+    import onnx
+
+    from pi_synth.audio.runtime import Runtime
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    kept = ["/decoder/inp/conv/Conv", "/decoder/ups.4/conv/Conv", "/decoder/res.4.0/conv/Conv",
+            "/decoder/res.4.1/conv/Conv", "/decoder/out/conv/Conv"]
+    names = bench.quantized_nodes(models / "pads.int8.onnx")
+    assert len(names) == 12 and not set(names) & set(kept)
+    assert bench.quantized_nodes(models / "flute.int8.onnx") == ["/net/convs.3/conv/Conv"]
+    free = tmp_path / "free.onnx"
+    assert bench.without_nodes(models / "pads.fp32.onnx", names, free) == 12
+    convs = {n.name for n in onnx.load(str(free)).graph.node if n.op_type == "Conv"}
+    assert convs == set(kept)
+    rt = Runtime(free)
+    for _ in range(4):
+        audio = rt.step()
+    assert audio.shape == (1, 1024) and np.isfinite(audio).all()
+
+
 def test_bench_sweep_rows_per_thread_count(organ):
     rows = bench.bench_sweep(organ(), threads=(1, 2), blocks=20)
     assert [r["threads"] for r in rows] == [1, 2]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -308,6 +309,67 @@ def compare_precisions(fp32_path, int8_path, *, blocks: int = 500, seconds: floa
             "fp32_block_ms_p99": f["block_ms_p99"], "int8_block_ms_p99": i["block_ms_p99"],
             "speedup": f["block_ms_median"] / i["block_ms_median"], "snr_db": snr_db(ref, q),
             "snr_seconds": n * card.block_size / card.sample_rate}
+
+
+def quantized_nodes(int8_path) -> list[str]:
+    """The Conv/MatMul/Gemm nodes an int8 QDQ file runs quantized: those fed by a
+    DequantizeLinear (the others were kept in float32)."""
+    import onnx
+
+    from pi_synth.quantize import QUANT_OPS
+
+    m = onnx.load(str(int8_path))
+    made_by = {o: n.op_type for n in m.graph.node for o in n.output}
+    return [n.name for n in m.graph.node
+            if n.op_type in QUANT_OPS and any(made_by.get(i) == "DequantizeLinear" for i in n.input)]
+
+
+def without_nodes(fp32_path, names, out_path) -> int:
+    """Write ``fp32_path`` with each node in ``names`` replaced by the cheapest op that
+    makes a tensor of its output's shape (one element of its input, broadcast): the same
+    graph with those ops free. Returns how many were replaced."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.shape_inference.infer_shapes(onnx.load(str(fp32_path)))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(m.graph.value_info) + list(m.graph.output)}
+    names, nodes, k = set(names), [], 0
+    for n in m.graph.node:
+        out = shapes.get(n.output[0])
+        if n.name not in names or not out or not all(out):
+            nodes.append(n)
+            continue
+        p = f"free{k}_"
+        k += 1
+        r = len(shapes.get(n.input[0]) or out)
+        for nm, v in (("z", [0] * r), ("one", [1] * r), ("axes", list(range(r))), ("shape", out)):
+            m.graph.initializer.append(numpy_helper.from_array(np.array(v, np.int64), p + nm))
+        nodes.append(helper.make_node("Slice", [n.input[0], p + "z", p + "one", p + "axes"], [p + "x"]))
+        nodes.append(helper.make_node("Expand", [p + "x", p + "shape"], [n.output[0]]))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save(m, str(out_path))
+    return k
+
+
+def int8_ceiling(fp32_path, int8_path, *, blocks: int = 500, threads: int = 1) -> dict:
+    """The most int8 could speed a model up on this machine: the fp32 graph timed with
+    the ops the int8 file quantizes made free (:func:`without_nodes`), over the fp32
+    graph. What int8 saves is a share of those ops' time, less its quantize and
+    dequantize steps; the rest of the graph (I/O, state, elementwise and shape ops, the
+    layers kept in float) runs as before."""
+    import tempfile
+
+    names = quantized_nodes(int8_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        free = Path(tmp) / "free.onnx"
+        n = without_nodes(fp32_path, names, free)
+        ref = bench_runtime(Runtime(fp32_path, threads=threads, warmup_blocks=8), blocks)
+        fr = bench_runtime(Runtime(free, threads=threads, warmup_blocks=8), blocks)
+    return {"quantized_ops": len(names), "made_free": n,
+            "fp32_block_ms_median": ref["block_ms_median"], "free_block_ms_median": fr["block_ms_median"],
+            "ceiling": ref["block_ms_median"] / fr["block_ms_median"]}
 
 
 def bench_sweep(path, *, threads=(1, 2), blocks: int = 500) -> list[dict]:
