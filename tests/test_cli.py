@@ -1,7 +1,9 @@
 """The command line as users meet it: exit codes, one-line errors, no tracebacks."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pi_synth.audio.backends.wav import read_wav
@@ -78,3 +80,20 @@ def test_bad_input_is_one_line_exit_2(organ, cli, tmp_path, args, words):
 def test_debug_shows_the_traceback(cli):
     p = cli("--debug", "info", "/nonexistent/x.onnx")
     assert p.returncode != 0 and "Traceback" in p.stderr
+
+
+def test_quantize_writes_an_int8_model_and_reports_its_ceiling(cli, tmp_path):
+    """`pi-synth quantize` on the shipped flute: an int8 file that plays, and a report
+    with SNR, speed and the measured ceiling (fp32 with the quantized ops made free)."""
+    from pi_synth.audio.runtime import Runtime
+
+    src = Path(__file__).resolve().parents[1] / "models" / "flute.fp32.onnx"
+    out = tmp_path / "flute.q.onnx"
+    p = cli("quantize", src, "-o", out, "--report", check=0, timeout=120)
+    assert "SNR vs fp32" in p.stdout and "ceiling (fp32 with the quantized ops made free): x" in p.stdout
+    import onnx
+
+    from pi_synth.quantize import read_card
+
+    assert read_card(onnx.load(str(out)))["precision"] == "int8"
+    assert np.isfinite(Runtime(out).step()).all()

@@ -308,6 +308,13 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
         write_card(q, qcard)
         onnx.save(q, str(out_path))
     report["int8_bytes"] = out_path.stat().st_size
+    if fmt == "qdq":  # the most int8 could give this graph on any CPU (see bench.int8_ceiling)
+        from pi_synth.bench import int8_ceiling
+
+        try:
+            report["ceiling"] = round(int8_ceiling(in_path, out_path, blocks=300, threads=threads)["ceiling"], 3)
+        except Exception as e:  # noqa: BLE001 - a graph the rewrite cannot handle: the report says so
+            report["ceiling"] = f"not measured ({type(e).__name__}: {e})"
     report["threads"] = threads
     report["onnxruntime"] = _ort_version()
     report["cpu"] = _cpu_name()
@@ -346,6 +353,8 @@ def format_report(report: dict) -> str:
         f"SNR vs fp32: QDQ {report['snr_db']['qdq']} dB, QOperator {report['snr_db']['qoperator']} dB",
         f"µs/block (1 thread): fp32 {s['fp32']['us_per_block']}, QDQ {s['qdq']['us_per_block']} "
         f"(x{report['speedup']['qdq']}), QOperator {s['qoperator']['us_per_block']} (x{report['speedup']['qoperator']})",
+        *([f"ceiling (fp32 with the quantized ops made free): x{report['ceiling']}; int8 stays below it"]
+          if isinstance(report.get("ceiling"), float) else []),
         "kept float32: " + (", ".join(
             ([f"{len(dsp)} synthesis nodes"] if dsp else []) + [n for n in report["fp32_nodes"] if n not in dsp])
             or "nothing"),
