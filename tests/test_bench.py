@@ -146,3 +146,33 @@ def test_run_report_renders_targets(organ):
     assert ["int8 vs fp32 speed, m", "≥ 1.5×", "2.00×", "pass"] in rows
     assert rows[-1][-1] == "**miss**"
     assert "| m.onnx | direct |" in run.markdown(R)
+
+
+def test_output_latency_is_live_less_the_models_own_response():
+    """A slow-ramping model: 885 frames end to end, 150 of them its own ramp (rendered):
+    output latency 735, within one block + two periods; the report grades that, and
+    shows both."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import latency
+        import run
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    rendered = {"onset_40db": {"n": 3, "median_samples": 280.0, "max_samples": 400.0},
+                "response_onset_40db": {"n": 3, "median_samples": 150.0, "max_samples": 170.0}}
+    live = {"onset_40db": {"n": 3, "median_samples": 885.0, "max_samples": 913.0,
+                           "median_ms": 18.4, "max_ms": 19.0}}
+    o = latency.output_latency(rendered, live)
+    assert o == {"model_response_median": 150.0, "median_samples": 735.0, "max_samples": 763.0}
+    assert latency.output_latency({"onset_40db": {"n": 0}}, live) is None
+    live["output_latency_40db"] = o
+    R = {"latency": {"organ": {"budget": {"target_frames": 768, "target_ms": 16.0},
+                               "rendered": {"knob": rendered},
+                               "live": {"transport": "din", "model": "organ", "engine_mode": "direct",
+                                        "knob": live}}}}
+    (row,) = run.targets_table(R)
+    assert row[-1] == "pass" and "885" in row[2] and "**735 / 763**" in row[2]
+    machine = {"cpu": "x", "machine": "y", "cores": 1, "python": "3", "onnxruntime": "1"}
+    md = run.markdown(dict(R, started_utc="now", machine=machine, loadavg_start=[0], loadavg_end=[0]))
+    assert "| the model's own response | knob | 150 / 170 |" in md
+    assert "| output latency, live (din) | knob | 735 / 763 | |" in md
