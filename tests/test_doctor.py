@@ -112,3 +112,20 @@ def test_a_provisioned_pi_passes_the_board_checks(cli, tmp_path):
     assert checks["uart-midi"]["status"] == "warn" and "serial console" in checks["uart-midi"]["summary"]
     assert checks["governor"]["status"] == "warn" and "ondemand" in checks["governor"]["summary"]
     assert checks["spi"]["status"] == "warn" and "reboot" in checks["spi"]["fix"]
+
+
+def test_model_check_says_which_engine_would_play_it(cli, tmp_path):
+    """The model line names the engine `pi-synth run` would pick for the configured buffer;
+    where that is the ring, the buffer that would play it direct."""
+    from pi_synth.doctor import Machine, _engine_here
+
+    m = Machine()
+    assert m.cfg is None  # built-in defaults: 256×2, auto
+    assert _engine_here(m, 0.02, 256) == "direct engine on 256×2"
+    slow = _engine_here(m, 0.1, 1024)  # the pads' block at a Pi-4-like speed
+    assert slow.startswith("threaded engine on 256×2 (audio.periods = 3 would play it in the direct engine")
+    assert _engine_here(m, 0.5, 1024) == "threaded engine on 256×2"  # a bigger buffer than the ring: no advice
+    rep = json.loads(_doctor(cli, "--json").stdout)
+    model = {c["name"]: c for c in rep["checks"]}["model"]
+    if model["status"] == "pass":
+        assert model["details"]["engine"] in model["summary"]

@@ -77,8 +77,8 @@ def test_c_conversion_equals_numpy_byte_for_byte(fmt, cin, cout):
     x[:8, 0] = [1.0, -1.0, 0.5 / 32767, 1.5 / 32767, -0.5 / 32767, 1.3, -1.3, 0.0]  # ties, overs
     c, ref = Converter(fmt, 256, cout), Converter(fmt, 256, cout)
     for n in (256, 100):
-        a = c.convert(x[:n]).copy()
-        b = ref.convert_numpy(x[:n]).copy()
+        a = np.asarray(c.convert(x[:n])).copy()
+        b = np.asarray(ref.convert_numpy(x[:n])).copy()
         assert a.dtype == b.dtype and a.shape == b.shape == (n, cout)
         assert a.tobytes() == b.tobytes()
 
@@ -88,7 +88,7 @@ def test_overs_saturate_instead_of_wrapping(path):
     """An equal-power crossfade of two loud, alike models sums to ~1.3: that must come out
     as full scale, not wrap round to -32768 (a full-scale click)."""
     conv = Converter("S16_LE", 4, 1)
-    out = getattr(conv, path)(np.array([[1.3], [-1.3], [1e9], [-1e9]], np.float32))
+    out = np.asarray(getattr(conv, path)(np.array([[1.3], [-1.3], [1e9], [-1e9]], np.float32)))
     assert out[:, 0].tolist() == [32767, -32767, 32767, -32767]
 
 
@@ -114,7 +114,23 @@ def test_crossfade_of_loud_models_never_wraps(organ):
     for _ in range(60):
         x = player.next_block()
         mixed.append(x.copy())
-        pcm.append(conv.convert(x).astype(np.int32))
+        pcm.append(np.asarray(conv.convert(x)).astype(np.int32))
     x, y = np.concatenate(mixed)[:, 0], np.concatenate(pcm)[:, 0]
     assert (x > 1.05).sum() > 100  # the mix did go over
     assert (y[x > 1] == 32767).all() and (y[x < -1] == -32767).all()  # no wrap round
+
+
+def test_converter_follows_its_input_buffers():
+    """The converter keeps a view of the last input (the engine passes the same block
+    buffer each time): a new buffer, and new samples in the old one, both come through."""
+    conv = Converter("S16_LE", 4, 1)
+    a = np.full((4, 1), 0.5, np.float32)
+    b = np.full((4, 1), -0.25, np.float32)
+    pcm = lambda x: np.asarray(conv.convert(x))[:, 0].tolist()  # noqa: E731
+    assert pcm(a) == [16384] * 4
+    assert pcm(b) == [-8192] * 4
+    a[:] = 0.125
+    assert pcm(a) == [4096] * 4
+    a[:] = 1.0
+    assert pcm(a) == [32767] * 4
+    assert pcm(np.full((4, 1), 0.5, np.float64)) == [16384] * 4  # not float32: numpy's turn

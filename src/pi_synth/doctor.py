@@ -327,6 +327,23 @@ def check_throttling(m: Machine) -> Check:
     return Check("power", "pass", "no under-voltage or throttling since boot", details=details)
 
 
+def _engine_here(m: Machine, rtf: float, block: int) -> str | None:
+    """Which engine ``pi-synth run`` would pick for this model with the configured buffer
+    (``audio.engine = "auto"``), and the buffer that would make it direct."""
+    from pi_synth.audio.engine import direct_advice, direct_periods
+
+    a = m.cfg.audio if m.cfg else None
+    period, periods = (a.period, a.periods) if a else (256, 2)
+    if a and a.engine != "auto":
+        return None
+    where = f"{period}×{periods}"
+    if direct_periods(rtf, block, period) <= periods:
+        return f"direct engine on {where}"
+    ring = (a.ahead_blocks if a else 1) * block + period
+    advice = direct_advice(rtf, block, period, periods, ring)
+    return f"threaded engine on {where}" + (f" ({advice})" if advice else "")
+
+
 def check_model(m: Machine) -> Check:
     from pi_synth.audio.library import find_model
     from pi_synth.bench import bench_model
@@ -347,6 +364,10 @@ def check_model(m: Machine) -> Check:
                                    "block_ms_median", "block_ms_p99", "blocks")}
     line = (f"{res['model']} loads in {res['load_s']:.2f} s; real-time factor {res['rtf']:.3f} "
             f"(p99 {res['rtf_p99']:.3f}) on {platform.machine()}")
+    engine = _engine_here(m, res["rtf"], res["block_size"])
+    if engine:
+        line += f"; {engine}"
+        details["engine"] = engine
     fix = ("use the int8 model, a smaller model, raise [audio] ahead_blocks, "
            "and set the governor to performance")
     # the ring (ahead_blocks) absorbs a rare slow block, not a slow median

@@ -75,6 +75,17 @@ def direct_periods(rtf: float, block: int, period: int, max_rtf: float = DIRECT_
     return max(2, int(need) + 2)  # periods - 1 > need
 
 
+def direct_advice(rtf: float, block: int, period: int, periods: int, ring: int) -> str | None:
+    """For a model the threaded engine plays: the ``audio.periods`` that would let it play
+    direct, when that is less latency than its ``ring`` frames (one line), else None."""
+    want = direct_periods(rtf, block, period)
+    more = period * (want - periods)
+    if more <= 0 or want > 32 or more > ring:  # fits already; the config's limit; worse
+        return None
+    return (f"audio.periods = {want} would play it in the direct engine: {more} frames "
+            f"more buffer instead of the {ring}-frame ring, and less CPU")
+
+
 class EngineStats:
     """Counters written by the audio threads, read by anyone."""
 
@@ -202,13 +213,8 @@ class Engine:
         rtf = getattr(self.synth, "rtf_hint", None)
         if not self.auto or self.mode != "threaded" or rtf is None or self.ring is None:
             return None
-        n = self.granted.periods
-        want = direct_periods(rtf, self.synth.block_size, self.period, self.direct_max_rtf)
-        more = self.period * (want - n)
-        if more <= 0 or want > 32 or more > self.ring.capacity:  # the config's limit;
-            return None  # or more latency than the ring
-        return (f"audio.periods = {want} would play it in the direct engine: {more} frames "
-                f"more buffer instead of the {self.ring.capacity}-frame ring, and less CPU")
+        return direct_advice(rtf, self.synth.block_size, self.period, self.granted.periods,
+                             self.ring.capacity)
 
     def admits(self, synth) -> str | None:
         """Before a hot swap to ``synth``: None if this engine can play it, else why not,
