@@ -339,17 +339,17 @@ def markdown(R: dict) -> str:
               "block time on a Pi = max(FLOPs ÷ assumed sustained single-core GFLOP/s, block time here × "
               "assumed single-thread slowdown); the assumptions are in `pi_synth.bench.PI_CPUS` and the "
               "README. Measure a real Pi with `pi-synth bench MODEL`.", "",
-              "The RTF cells add the engine `auto` would pick on a 256-frame × 2 buffer, and where that is "
-              "the threaded one, the `audio.periods` with which it would play direct "
-              "(`pi_synth.audio.engine.direct_periods`).", "",
+              "The RTF cells add what `auto` would open for a configured 256-frame × 2 buffer: the direct "
+              "engine, on more periods where that is less latency than the threaded engine's ring, or the "
+              "threaded one (`pi_synth.audio.engine.auto_periods`).", "",
               "| model file | MMAC/s audio | MFLOP/s audio | GFLOP/s here | Pi 4 RTF (proj.) | Pi 5 RTF (proj.) | Zero 2 W RTF (proj.) |",
               "|---|---|---|---|---|---|---|"]
 
         def cell(pj, k):
             if k not in pj:
                 return "—"
-            n = pj[k].get("direct_periods_256", 2)
-            how = "direct" if n <= 2 else f"threaded; direct at periods = {n}"
+            n, eng = pj[k].get("auto_periods_256", 2), pj[k].get("engine_256", "direct")
+            how = f"{eng} on 256×{n}"
             return f"{pj[k]['rtf']:.3f} ({how})" if pj[k]["rtf"] < 1 else f"{pj[k]['rtf']:.3f} (too slow)"
 
         for r in R["flops"]:

@@ -273,14 +273,15 @@ def test_auto_engine_runs_a_fast_long_block_direct(organ):
     assert engine.mode == "direct" and engine.status()["latency_frames"] == 512
 
 
-@pytest.mark.parametrize("rtf,periods,hint", [
-    (0.1, 3, "audio.periods = 3"),  # over a sixteenth, under an eighth: one period more
-    (0.5, None, None),              # would need more buffer than the ring costs: no hint
+@pytest.mark.parametrize("rtf,mode,periods", [
+    (0.03, "direct", 2),    # fits 256×2 as it is
+    (0.1, "direct", 3),     # over a sixteenth, under an eighth: one period more, still direct
+    (0.5, "threaded", 2),   # would need more buffer than the ring costs: the ring
 ])
-def test_threaded_engine_names_the_periods_that_would_play_direct(organ, rtf, periods, hint):
-    """A long block too slow for direct on 256×2 gets the ring; the log line names the
-    buffer that would let it play direct instead, when that is less latency than the ring
-    (and with that buffer, auto does pick direct)."""
+def test_auto_engine_adds_a_period_rather_than_a_ring(organ, rtf, mode, periods):
+    """A long block too slow for direct on 256×2: auto opens the device with the periods
+    that let it play direct, when that is less latency than the threaded engine's ring;
+    a forced mode keeps the configured buffer."""
     from pi_synth.audio.backends.null import NullBackend
     from pi_synth.audio.engine import Engine
     from pi_synth.audio.player import Player
@@ -289,18 +290,14 @@ def test_threaded_engine_names_the_periods_that_would_play_direct(organ, rtf, pe
 
     path = organ(block_size=1024, control_frames=4)
 
-    def engine_at(n):
+    def engine(m):
         synth = Synth(Runtime(path))
         synth.runtime.warmup_rtf = rtf  # the warm-up figure a slower machine would measure
-        engine = Engine(Player(synth), NullBackend(), period=256, periods=n)
-        engine.start()
-        engine.stop(fade=False)
-        return engine
+        e = Engine(Player(synth), NullBackend(), period=256, periods=2, mode=m)
+        e.start()
+        e.stop(fade=False)
+        return e
 
-    engine = engine_at(2)
-    assert engine.mode == "threaded"
-    if hint is None:
-        assert engine.direct_hint() is None
-        return
-    assert hint in engine.direct_hint()
-    assert engine_at(periods).mode == "direct"
+    auto = engine("auto")
+    assert (auto.mode, auto.granted.periods) == (mode, periods)
+    assert engine("threaded").granted.periods == 2

@@ -115,16 +115,15 @@ def test_a_provisioned_pi_passes_the_board_checks(cli, tmp_path):
 
 
 def test_model_check_says_which_engine_would_play_it(cli, tmp_path):
-    """The model line names the engine `pi-synth run` would pick for the configured buffer;
-    where that is the ring, the buffer that would play it direct."""
+    """The model line names the engine `pi-synth run` would pick for the configured buffer,
+    and the periods auto adds where a bigger buffer lets it play direct."""
     from pi_synth.doctor import Machine, _engine_here
 
     m = Machine()
     assert m.cfg is None  # built-in defaults: 256×2, auto
     assert _engine_here(m, 0.02, 256) == "direct engine on 256×2"
-    slow = _engine_here(m, 0.1, 1024)  # the pads' block at a Pi-4-like speed
-    assert slow.startswith("threaded engine on 256×2 (audio.periods = 3 would play it in the direct engine")
-    assert _engine_here(m, 0.5, 1024) == "threaded engine on 256×2"  # a bigger buffer than the ring: no advice
+    assert _engine_here(m, 0.1, 1024) == "direct engine on 256×3 (auto adds 1 period)"  # Pi-4-like pads
+    assert _engine_here(m, 0.5, 1024) == "threaded engine on 256×2"  # more buffer than the ring costs
     rep = json.loads(_doctor(cli, "--json").stdout)
     model = {c["name"]: c for c in rep["checks"]}["model"]
     if model["status"] == "pass":

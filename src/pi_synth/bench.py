@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pi_synth.audio.engine import direct_periods
+from pi_synth.audio.engine import auto_periods, direct_periods
 from pi_synth.audio.runtime import Runtime, session_options
 
 
@@ -275,9 +275,14 @@ def project(flops_per_block: float, block_ms_here: float, block_size: int, sampl
                     "assumed_slowdown_vs_here": c["slowdown_vs_x86"], "compute_bound_ms": compute_ms,
                     "scaled_ms": scaled_ms, "block_ms": ms, "rtf": ms * 1e-3 / block_s,
                     "headroom": block_s / (ms * 1e-3),
-                    # the buffer (in 256-frame periods) auto would need to play it direct
-                    "direct_periods_256": direct_periods(ms * 1e-3 / block_s, block_size, 256)}
+                    # what auto would open on a 256×2 buffer: the periods, and the engine
+                    **_auto_256(ms * 1e-3 / block_s, block_size)}
     return out
+
+
+def _auto_256(rtf: float, block: int) -> dict:
+    n = auto_periods(rtf, block, 256, 2)
+    return {"auto_periods_256": n, "engine_256": "direct" if direct_periods(rtf, block, 256) <= n else "threaded"}
 
 
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:

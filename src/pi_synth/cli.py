@@ -205,9 +205,11 @@ def cmd_run(args) -> int:
     log.info("playing %s on %s (block %d, %s engine%s)", inst.card.name, backend.describe(),
              inst.card.block_size, engine.mode,
              f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
-    hint = engine.direct_hint()
-    if hint:
-        log.info("%s", hint)
+    if engine.periods > cfg.audio.periods:
+        log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "
+                 "bigger buffer lets it play in the direct engine (less latency than a %d-frame ring)",
+                 cfg.audio.periods, engine.periods, 100 * (inst.player.rtf_hint or 0),
+                 cfg.audio.ahead_blocks * inst.card.block_size + engine.period)
     if not backend.paced and cfg.audio.backend != "null":
         log.info("backend %s is not paced by a clock: running faster than real time", cfg.audio.backend)
     panel = None

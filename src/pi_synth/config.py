@@ -61,7 +61,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "backend": Key(str, "alsa", choices=("alsa", "wav", "null"), help="where the sound goes"),
         "device": Key(str, "default", help="ALSA PCM name (a plug PCM: default, plughw:CARD=…)"),
         "period": Key(int, 256, 16, 16384, help="ALSA period in frames"),
-        "periods": Key(int, 2, 2, 32, help="ALSA buffer size in periods"),
+        "periods": Key(int, 2, 2, 32, help="ALSA buffer size in periods (engine = auto may add some to play direct)"),
         "ahead_blocks": Key(int, 1, 1, 16, help="model blocks the inference thread keeps ready"),
         "format": Key(str, "S16_LE", choices=("S16_LE", "S32_LE", "FLOAT_LE")),
         "realtime": Key(bool, True, help="SCHED_FIFO for the two audio threads where permitted"),

@@ -32,7 +32,9 @@ Real-time rules (for anyone touching the two loops below):
 **Direct** mode (chosen automatically when the model renders a block in under a quarter
 of the margin the device buffer leaves — :meth:`Engine.direct_fits`: a note voice with
 256-frame blocks on a 256×2 buffer in under a quarter of real time; a 1024-frame block,
-written as the device frees room, in under a sixteenth): one audio thread renders a
+written as the device frees room, in under a sixteenth; where a bigger buffer would let
+a slower model in for less latency than the ring, ``auto`` opens the device with more
+periods — :func:`auto_periods`): one audio thread renders a
 block and writes it, no ring and no hand-off between threads. That saves the two wake-ups per block
 (measured here: 234 vs 319 µs of CPU per 256-frame block of the flute voice, against
 215 µs of bare inference; ``benchmarks/run.py --only engine``) and a block of latency.
@@ -75,15 +77,15 @@ def direct_periods(rtf: float, block: int, period: int, max_rtf: float = DIRECT_
     return max(2, int(need) + 2)  # periods - 1 > need
 
 
-def direct_advice(rtf: float, block: int, period: int, periods: int, ring: int) -> str | None:
-    """For a model the threaded engine plays: the ``audio.periods`` that would let it play
-    direct, when that is less latency than its ``ring`` frames (one line), else None."""
+def auto_periods(rtf: float, block: int, period: int, periods: int, ahead_blocks: int = 1) -> int:
+    """The periods ``auto`` opens the device with: the configured ones, or more when that
+    lets the model play in the direct engine for less latency than the threaded engine's
+    ring (``ahead_blocks`` blocks + a period) — e.g. a 1024-frame block that renders in a
+    tenth of real time: 256×3 and direct, rather than 256×2 plus a 1280-frame ring."""
     want = direct_periods(rtf, block, period)
-    more = period * (want - periods)
-    if more <= 0 or want > 32 or more > ring:  # fits already; the config's limit; worse
-        return None
-    return (f"audio.periods = {want} would play it in the direct engine: {more} frames "
-            f"more buffer instead of the {ring}-frame ring, and less CPU")
+    if want <= periods or want > 32 or period * (want - periods) > ahead_blocks * block + period:
+        return periods
+    return want
 
 
 class EngineStats:
@@ -131,7 +133,6 @@ class Engine:
         if mode not in ("auto", "threaded", "direct"):
             raise ValueError("engine mode must be auto, threaded or direct")
         self.mode = mode
-        self.auto = mode == "auto"  # the engine picks its mode at start
         self.direct_max_rtf = DIRECT_MAX_RTF
         self.render_ahead = False  # direct mode: True after an xrun (see _direct_loop)
         self.stats = EngineStats(synth.block_size / synth.sample_rate)
@@ -147,10 +148,12 @@ class Engine:
     def start(self, timeout: float = 10.0) -> Granted:
         s = self.synth
         self.stats.started_at = time.monotonic()
+        rtf = getattr(s, "rtf_hint", None)
+        if self.mode == "auto" and rtf is not None:
+            self.periods = auto_periods(rtf, s.block_size, self.period, self.periods, self.ahead_blocks)
         self.granted = self.backend.open(s.sample_rate, s.channels, self.period, self.periods)
         self.period = self.granted.period
         if self.mode == "auto":
-            rtf = getattr(s, "rtf_hint", None)
             self.mode = "direct" if rtf is not None and self.direct_fits(rtf) else "threaded"
         if self.freeze_gc:
             gc.collect()
@@ -205,16 +208,6 @@ class Engine:
         1024-frame block on the same buffer (written as the device frees room) a sixteenth,
         on 256×3 an eighth."""
         return rtf * self.synth.block_size < self._direct_budget()
-
-    def direct_hint(self) -> str | None:
-        """When ``auto`` chose the threaded engine: the ``audio.periods`` that would let
-        this model play direct, if that is less latency than the ring (one line for the
-        log), else None."""
-        rtf = getattr(self.synth, "rtf_hint", None)
-        if not self.auto or self.mode != "threaded" or rtf is None or self.ring is None:
-            return None
-        return direct_advice(rtf, self.synth.block_size, self.period, self.granted.periods,
-                             self.ring.capacity)
 
     def admits(self, synth) -> str | None:
         """Before a hot swap to ``synth``: None if this engine can play it, else why not,
