@@ -316,7 +316,8 @@ def measure(model: str | None = None, out: Path | None = None, notes: int = 8, p
             res[key] = live(model, out, notes, period=period, periods=periods, engine_mode=engine_mode,
                             transport=tr)
     mode = res["live"].get("engine_mode") or "threaded"
-    res["budget"] = budget(card, period, periods, mode)
+    g = res["live"].get("granted") or {}  # what the device gave (auto may add periods)
+    res["budget"] = budget(card, g.get("period", period), g.get("periods", periods), mode)
     tgt = res["budget"]["target_frames"]
     res["pass"] = {}
     for key in [k for k in res if k.startswith("live")]:
