@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pi_synth.audio.engine import auto_periods, direct_periods
+from pi_synth.audio.engine import auto_choice
 from pi_synth.audio.runtime import Runtime, session_options
 
 
@@ -281,8 +281,8 @@ def project(flops_per_block: float, block_ms_here: float, block_size: int, sampl
 
 
 def _auto_256(rtf: float, block: int) -> dict:
-    n = auto_periods(rtf, block, 256, 2)
-    return {"auto_periods_256": n, "engine_256": "direct" if direct_periods(rtf, block, 256) <= n else "threaded"}
+    mode, n = auto_choice(rtf, block, 256, 2)
+    return {"auto_periods_256": n, "engine_256": mode}
 
 
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:

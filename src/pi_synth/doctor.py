@@ -330,14 +330,14 @@ def check_throttling(m: Machine) -> Check:
 def _engine_here(m: Machine, rtf: float, block: int) -> str | None:
     """Which engine ``pi-synth run`` would pick for this model with the configured buffer
     (``audio.engine = "auto"``), on how many periods."""
-    from pi_synth.audio.engine import auto_periods, direct_periods
+    from pi_synth.audio.engine import auto_choice
 
     a = m.cfg.audio if m.cfg else None
     period, periods = (a.period, a.periods) if a else (256, 2)
     if a and a.engine != "auto":
         return None
-    n = auto_periods(rtf, block, period, periods, a.ahead_blocks if a else 1)
-    if direct_periods(rtf, block, period) > n:
+    mode, n = auto_choice(rtf, block, period, periods, a.ahead_blocks if a else 1)
+    if mode == "threaded":
         return f"threaded engine on {period}×{periods}"
     more = f" (auto adds {n - periods} period{'s' if n - periods > 1 else ''})" if n > periods else ""
     return f"direct engine on {period}×{n}{more}"

@@ -88,6 +88,12 @@ def auto_periods(rtf: float, block: int, period: int, periods: int, ahead_blocks
     return want
 
 
+def auto_choice(rtf: float, block: int, period: int, periods: int, ahead_blocks: int = 1) -> tuple[str, int]:
+    """What ``auto`` would open, before the device has a say: (engine mode, periods)."""
+    n = auto_periods(rtf, block, period, periods, ahead_blocks)
+    return ("direct" if direct_periods(rtf, block, period) <= n else "threaded"), n
+
+
 class EngineStats:
     """Counters written by the audio threads, read by anyone."""
 
