@@ -90,6 +90,14 @@ def test_int8_ceiling_frees_exactly_the_quantized_ops(tmp_path):
     assert audio.shape == (1, 1024) and np.isfinite(audio).all()
 
 
+def test_shipped_int8_files_run_int8_kernels_under_the_arm_rule():
+    """On this x86 CPU onnxruntime keeps S8S8 QDQ in float; under its ARM rule every
+    quantized op of the shipped int8 files becomes an int8 kernel (the graph a Pi runs)."""
+    models = Path(__file__).resolve().parents[1] / "models"
+    assert bench.int8_kernels_on_arm(models / "pads.int8.onnx") == {"quantized_ops": 12, "int8_kernels": 12}
+    assert bench.int8_kernels_on_arm(models / "flute.int8.onnx") == {"quantized_ops": 1, "int8_kernels": 1}
+
+
 def test_bench_sweep_rows_per_thread_count(organ):
     rows = bench.bench_sweep(organ(), threads=(1, 2), blocks=20)
     assert [r["threads"] for r in rows] == [1, 2]

@@ -358,6 +358,27 @@ def without_nodes(fp32_path, names, out_path) -> int:
     return k
 
 
+def int8_kernels_on_arm(int8_path) -> dict:
+    """How many of an int8 QDQ file's quantized ops onnxruntime turns into int8 kernels
+    (QLinearConv, QLinearMatMul, …) under its ARM rule. An x86 CPU without VNNI keeps S8S8
+    QDQ as float; ``session.qdqisint8allowed = 1`` applies the ARM graph transforms here,
+    so the graph a Pi would run can be checked without one (its speed cannot)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opt = str(Path(tmp) / "arm.onnx")
+        so = session_options(1, opt)
+        so.add_session_config_entry("session.qdqisint8allowed", "1")
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # what saves portably
+        ort.InferenceSession(str(int8_path), so, providers=["CPUExecutionProvider"])
+        ops = [n.op_type for n in onnx.load(opt).graph.node]
+    return {"quantized_ops": len(quantized_nodes(int8_path)),
+            "int8_kernels": sum(op in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger") for op in ops)}
+
+
 def int8_ceiling(fp32_path, int8_path, *, blocks: int = 500, threads: int = 1) -> dict:
     """The most int8 could speed a model up on this machine: the fp32 graph timed with
     the ops the int8 file quantizes made free (:func:`without_nodes`), over the fp32
