@@ -79,7 +79,9 @@ def _stats(lat: list[int], sr: int) -> dict:
 
 def budget(card, period: int, periods: int, mode: str, ahead_blocks: int = 1) -> dict:
     """The latency the design allows, in frames (what the engine buffers)."""
-    ring = 0 if mode == "direct" else ahead_blocks * card.block_size + period
+    from pi_synth.audio.engine import ring_frames
+
+    ring = 0 if mode == "direct" else ring_frames(card.block_size, period, ahead_blocks)
     alsa = period * periods
     return {"model_block": card.block_size, "model_latency_samples": card.latency_samples,
             "engine_mode": mode, "ring_frames": ring, "alsa_buffer_frames": alsa,

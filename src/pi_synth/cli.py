@@ -158,7 +158,7 @@ def cmd_run(args) -> int:
     from pi_synth import config as config_mod
     from pi_synth.app import Instrument
     from pi_synth.audio.backends import backend_class
-    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.engine import Engine, ring_frames
     from pi_synth.control.rig import Rig
     from pi_synth.service.notify import Notifier, WatchdogGate
 
@@ -209,7 +209,7 @@ def cmd_run(args) -> int:
         log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "
                  "bigger buffer lets it play in the direct engine (less latency than a %d-frame ring)",
                  cfg.audio.periods, engine.periods, 100 * (inst.player.rtf_hint or 0),
-                 cfg.audio.ahead_blocks * inst.card.block_size + engine.period)
+                 ring_frames(inst.card.block_size, engine.period, cfg.audio.ahead_blocks))
     if not backend.paced and cfg.audio.backend != "null":
         log.info("backend %s is not paced by a clock: running faster than real time", cfg.audio.backend)
     panel = None

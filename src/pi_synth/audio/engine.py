@@ -77,13 +77,18 @@ def direct_periods(rtf: float, block: int, period: int, max_rtf: float = DIRECT_
     return max(2, int(need) + 2)  # periods - 1 > need
 
 
+def ring_frames(block: int, period: int, ahead_blocks: int = 1) -> int:
+    """The threaded engine's ring: ``ahead_blocks`` model blocks plus one period."""
+    return ahead_blocks * block + period
+
+
 def auto_periods(rtf: float, block: int, period: int, periods: int, ahead_blocks: int = 1) -> int:
     """The periods ``auto`` opens the device with: the configured ones, or more when that
     lets the model play in the direct engine for less latency than the threaded engine's
     ring (``ahead_blocks`` blocks + a period) — e.g. a 1024-frame block that renders in a
     tenth of real time: 256×3 and direct, rather than 256×2 plus a 1280-frame ring."""
     want = direct_periods(rtf, block, period)
-    if want <= periods or want > 32 or period * (want - periods) > ahead_blocks * block + period:
+    if want <= periods or want > 32 or period * (want - periods) > ring_frames(block, period, ahead_blocks):
         return periods
     return want
 
@@ -174,7 +179,7 @@ class Engine:
             self._threads = [t]
             t.start()
             return self.granted
-        self.ring = Ring(self.ahead_blocks * s.block_size + self.period, s.channels)
+        self.ring = Ring(ring_frames(s.block_size, self.period, self.ahead_blocks), s.channels)
         self._pbuf = np.zeros((self.period, s.channels), np.float32)
         inf = threading.Thread(target=self._inference_loop, name="pi-synth-inference", daemon=True)
         out = threading.Thread(target=self._output_loop, name="pi-synth-output", daemon=True)
@@ -213,7 +218,7 @@ class Engine:
         direct budget — for a 256-frame voice on 256×2 a quarter of real time; for a
         1024-frame block on the same buffer (written as the device frees room) a sixteenth,
         on 256×3 an eighth."""
-        return rtf * self.synth.block_size < self._direct_budget()
+        return direct_periods(rtf, self.synth.block_size, self.period, self.direct_max_rtf) <= self.granted.periods
 
     def admits(self, synth) -> str | None:
         """Before a hot swap to ``synth``: None if this engine can play it, else why not,
