@@ -61,6 +61,24 @@ def test_c_guard_equals_the_numpy_guard(channels, seed):
     assert np.allclose(c.dc, ref.dc, atol=1e-5)
 
 
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.inf, -np.inf], [3e30], [-1e38, 1e38]])
+@pytest.mark.parametrize("block", [256, 250])  # 250: the samples past the SIMD lanes too
+def test_c_guard_mutes_every_kind_of_bad_block(bad, block):
+    """The C guard finds a bad block from its sum (NaN and inf poison it) and its largest
+    magnitude (a finite sample past 1e30): each kind, anywhere in the block, as the numpy
+    reference does. Finite samples that are merely loud are limited, not muted."""
+    for at in (0, block - 1, block // 2):
+        c, ref = OutputGuard(block, 1, 48000), NumpyOutputGuard(block, 1, 48000)
+        x = np.full((block, 1), 0.25, np.float32)
+        x[at:at + len(bad), 0] = bad[: block - at]
+        a, b = x.copy(), x.copy()
+        assert c.process(a) is False and ref.process(b) is False
+        assert not a.any()
+    loud = np.full((block, 1), 9e29, np.float32)
+    assert OutputGuard(block, 1, 48000).process(loud) is True
+    assert np.abs(loud).max() <= 1.0
+
+
 def test_c_guard_refuses_a_wrong_block_in_one_line():
     g = OutputGuard(256, 1, 48000)
     for bad in (np.zeros((128, 1), np.float32), np.zeros((256, 1), np.float64),

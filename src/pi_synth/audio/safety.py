@@ -16,7 +16,7 @@ the DAC. Per block, without allocating and without a Python loop over samples:
    to ±1 as the final guarantee.
 
 The per-block work lives in a *kernel*: ``_kernels.c`` (C, built by ``pip install``:
-two passes over the block, ~1 µs) or :class:`NumpyGuardKernel` (the reference it is
+two passes over the block, SIMD: ~0.35 µs for 256 frames here) or :class:`NumpyGuardKernel` (the reference it is
 tested against, and the fallback where the C module is not built: six numpy calls,
 20–30 µs per block after a model run has left numpy cold in the caches).
 :class:`OutputGuard` is the C one when it is there; ``KERNELS`` says which.
