@@ -420,8 +420,10 @@ def engine_overhead(path, *, blocks: int = 2000, device: str = "pisynth_null", p
     one ``pi-synth run`` picks) and real libasound writes into a non-pacing PCM
     (``pisynth_null``).
 
-    Both sides run the same controls on the same model; the baseline is bare
-    ``Runtime.step()`` in a loop. The two alternate, ``pure, engine, pure, …, pure``
+    Both sides run the same controls on the same onnxruntime session (a session's memory
+    layout alone moves its speed by a few per cent from one to the next, more than the
+    engine's share); the baseline is bare ``Runtime.step()`` in a loop. The two
+    alternate, ``pure, engine, pure, …, pure``
     (``repeats`` engine runs); the figure is the fastest engine run over the fastest
     baseline run, and the median of each engine run over the mean of the baselines either
     side of it is reported beside it.
@@ -438,6 +440,7 @@ def engine_overhead(path, *, blocks: int = 2000, device: str = "pisynth_null", p
         rt.step()
 
     def pure_run() -> float:
+        rt.controls[...] = ctl  # as the engine run before it left them: the same values
         c0 = time.process_time()
         for _ in range(blocks):
             rt.step()
@@ -447,7 +450,7 @@ def engine_overhead(path, *, blocks: int = 2000, device: str = "pisynth_null", p
     runs = []
     for k in range(max(1, repeats)):
         last = k == max(1, repeats) - 1
-        runs.append(_engine_run(path, card, ctl, blocks, device, period, periods, mode, threads,
+        runs.append(_engine_run(rt, card, ctl, blocks, device, period, periods, mode,
                                 profile if last else None))
         pures.append(pure_run())
     ratios = [r["cpu_per_block"] / ((pures[k] + pures[k + 1]) / 2) for k, r in enumerate(runs)]
@@ -466,9 +469,9 @@ def engine_overhead(path, *, blocks: int = 2000, device: str = "pisynth_null", p
             "engine_wall_s": runs[-1]["wall"], "late_periods": max(r["late_periods"] for r in runs)}
 
 
-def _engine_run(path, card, ctl, blocks, device, period, periods, mode, threads, profile) -> dict:
-    """One engine run for :func:`engine_overhead`: process CPU per block rendered between
-    start() and the end of the stream."""
+def _engine_run(rt, card, ctl, blocks, device, period, periods, mode, profile) -> dict:
+    """One engine run for :func:`engine_overhead`, on the baseline's own session ``rt``:
+    process CPU per block rendered between start() and the end of the stream."""
     import gc
     import inspect
 
@@ -478,8 +481,8 @@ def _engine_run(path, card, ctl, blocks, device, period, periods, mode, threads,
     from pi_synth.audio.synth import Synth
     from pi_synth.control.events import StopAt
 
-    rt2 = Runtime(path, threads=threads, warmup_blocks=8)
-    synth = Synth(rt2)
+    rt.reset()
+    synth = Synth(rt)
     for i, v in enumerate(ctl[:, -1]):
         synth.bank.set_index(i, float(v))
     synth.guard.gain_step = 1.0
