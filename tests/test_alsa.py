@@ -301,3 +301,26 @@ def test_auto_engine_adds_a_period_rather_than_a_ring(organ, rtf, mode, periods)
     auto = engine("auto")
     assert (auto.mode, auto.granted.periods) == (mode, periods)
     assert engine("threaded").granted.periods == 2
+
+
+def test_sink_writes_the_same_bytes_as_write(tmp_path):
+    """The audio thread's fast path (C: convert, then pyalsaaudio's write) puts on the
+    device exactly what the public write does, and counts what it wrote."""
+    x = (0.7 * np.sin(np.arange(10 * 256) / 9.0)).astype(np.float32)[:, None]
+    recs = []
+    for path in ("write", "sink"):
+        raw = tmp_path / f"{path}.raw"
+        b = AlsaBackend(f"pisynth_file:FILE={raw}")
+        b.open(48000, 1, 256, 2)
+        write = b.sink(256)[0] if path == "sink" else b.write
+        block = np.zeros((256, 1), np.float32)
+        for k in range(10):
+            block[:] = x[k * 256:(k + 1) * 256]
+            write(block)
+        assert b.frames_written == 10 * 256
+        if path == "sink":
+            assert b._fast.written == 10 * 256  # every block took the fast path
+        b.close()
+        recs.append(np.fromfile(raw, "<i2"))
+    assert len(recs[0]) == 10 * 256 and np.array_equal(recs[0], recs[1])
+    assert np.abs(recs[1]).max() > 20000

@@ -152,3 +152,94 @@ def test_converter_follows_its_input_buffers():
     a[:] = 1.0
     assert pcm(a) == [32767] * 4
     assert pcm(np.full((4, 1), 0.5, np.float64)) == [16384] * 4  # not float32: numpy's turn
+
+
+class Device:
+    """Stands in for pyalsaaudio's PCM, to drive each branch of the C sink: a write that
+    takes a given count or raises, an avail that says a given room or raises."""
+
+    def __init__(self):
+        self.takes, self.room, self.written, self.rests, self.waits = None, 0, [], [], []
+
+    def write(self, buf):
+        if isinstance(self.takes, Exception):
+            raise self.takes
+        self.written.append(np.asarray(buf).copy())
+        return len(np.asarray(buf)) if self.takes is None else self.takes
+
+    def avail(self):
+        if isinstance(self.room, Exception):
+            raise self.room
+        return self.room
+
+    def rest(self, x, r):
+        self.rests.append((x, r))
+
+    def wait(self, n):
+        self.waits.append(n)
+
+
+def _sink(block=256):
+    from pi_synth.audio._kernels import Sink
+
+    d = Device()
+    out = np.zeros((block, 1), np.int16)
+    return d, Sink(d.write, d.avail, out, d.rest, d.wait)
+
+
+def test_sink_writes_a_whole_block_in_c_and_hands_everything_else_to_the_backend():
+    d, s = _sink()
+    x = np.linspace(-1.2, 1.2, 256, dtype=np.float32)[:, None]
+    ref = np.asarray(Converter("S16_LE", 256, 1).convert_numpy(x))
+    s.write(x)
+    s.write(x)  # the cached view of the same buffer
+    assert len(d.written) == 2 and all(np.array_equal(w, ref) for w in d.written)
+    assert s.written == 512 and not d.rests
+    x[:] = 0.5  # new samples in the same buffer come through
+    s.write(x)
+    assert (d.written[-1] == 16384).all()
+    d.takes = 100  # a short write: the rest is the backend's, with what the device said
+    s.write(x)
+    assert d.rests[-1][0] is x and d.rests[-1][1] == 100 and s.written == 768
+    d.takes = -32  # -EPIPE
+    s.write(x)
+    assert d.rests[-1][1] == -32
+    d.takes = OSError("device gone")  # the device's exception, as a value
+    s.write(x)
+    assert isinstance(d.rests[-1][1], OSError)
+    d.takes = None
+    for other in (x[:128], x.astype(np.float64), np.zeros((256, 2), np.float32)):
+        s.write(other)  # not a block this sink converts: the general path, not tried
+        assert d.rests[-1][0] is other and d.rests[-1][1] is None
+    assert s.written == 768
+
+
+def test_sink_waits_only_when_the_device_has_no_room():
+    d, s = _sink()
+    d.room = 300
+    s.wait(256)
+    assert not d.waits
+    d.room = 100
+    s.wait(256)
+    assert d.waits == [256]
+    d.room = OSError("xrun")  # the write that follows reports it
+    s.wait(256)
+    assert d.waits == [256]
+
+
+def test_sink_and_its_backend_are_collected():
+    """The backend holds its sink and the sink the backend's methods: a cycle the
+    collector has to see through."""
+    import gc
+    import weakref
+
+    from pi_synth.audio.backends.alsa import AlsaBackend
+
+    b = AlsaBackend("pisynth_null")
+    b.open(48000, 1, 256, 2)
+    write, wait = b.sink(256)
+    ref = weakref.ref(b)
+    b.close()
+    del b, write, wait
+    gc.collect()
+    assert ref() is None

@@ -100,7 +100,8 @@ def auto_choice(rtf: float, block: int, period: int, periods: int, ahead_blocks:
 
 
 class EngineStats:
-    """Counters written by the audio threads, read by anyone."""
+    """Counters written by the audio threads, read by anyone. The audio thread only adds
+    up (three stores a block); readers work out the rest."""
 
     def __init__(self, block_seconds: float):
         self.block_seconds = block_seconds
@@ -109,12 +110,23 @@ class EngineStats:
         self.device_errors = 0
         self.reopens = 0
         self.last_device_error = ""
-        self.block_time_last = 0.0
         self.block_time_max = 0.0
         self.block_time_total = 0.0
-        self.load = 0.0  # smoothed inference time / block duration
         self.started_at = 0.0
         self.first_audio_at = 0.0
+        self._load = 0.0
+        self._load_at = (0, 0.0)
+
+    @property
+    def load(self) -> float:
+        """Render time over audio time, for the blocks since the last read (the monitor
+        reads it every few seconds; the first read covers everything so far)."""
+        n, total = self.blocks, self.block_time_total
+        seen, seen_total = self._load_at
+        if n > seen:
+            self._load = (total - seen_total) / ((n - seen) * self.block_seconds)
+            self._load_at = (n, total)
+        return self._load
 
 
 class Engine:
@@ -181,6 +193,7 @@ class Engine:
             return self.granted
         self.ring = Ring(ring_frames(s.block_size, self.period, self.ahead_blocks), s.channels)
         self._pbuf = np.zeros((self.period, s.channels), np.float32)
+        self._sink_write = self.backend.sink(self.period)[0]
         inf = threading.Thread(target=self._inference_loop, name="pi-synth-inference", daemon=True)
         out = threading.Thread(target=self._output_loop, name="pi-synth-output", daemon=True)
         self._threads = [inf, out]
@@ -305,7 +318,6 @@ class Engine:
         self._promote(70)
         synth, ring, st = self.synth, self.ring, self.stats
         block = synth.block_size
-        alpha = 0.05
         perf = time.perf_counter
         while not self._abort:
             if not ring.wait_space(block, 0.1):
@@ -317,11 +329,9 @@ class Engine:
             dt = perf() - t0
             ring.write(frames)
             st.blocks += 1
-            st.block_time_last = dt
             st.block_time_total += dt
             if dt > st.block_time_max:
                 st.block_time_max = dt
-            st.load += alpha * (dt / st.block_seconds - st.load)
             if synth.finished:
                 break
         self._produced_all = True
@@ -331,11 +341,11 @@ class Engine:
         """Direct mode: render a block, write it, repeat — one thread, no ring."""
         self._promote(75)
         synth, st = self.synth, self.stats
-        alpha = 0.05
         perf = time.perf_counter
         block = self._direct_wait()
         backend = self.backend
-        wait_room, write = backend.wait_room, backend.write
+        # the device's fast path (the ALSA one is C); a reopened device gives a new one
+        write, wait_room = backend.sink(synth.block_size)
         xruns = backend.xruns
         while not self._abort:
             # just in time: wait for room first, then read the controls and render, so an
@@ -346,22 +356,22 @@ class Engine:
                 try:
                     wait_room(block)
                 except DeviceError as e:
-                    if not self._recover(wait_room, block, e):
+                    if not self._recover(backend.wait_room, block, e):
                         break
+                    write, wait_room = backend.sink(synth.block_size)
             t0 = perf()
             frames = synth.next_block()
             dt = perf() - t0
             st.blocks += 1
-            st.block_time_last = dt
             st.block_time_total += dt
             if dt > st.block_time_max:
                 st.block_time_max = dt
-            st.load += alpha * (dt / st.block_seconds - st.load)
             try:  # a block longer than the room goes in as the device frees it
                 write(frames)
             except DeviceError as e:
-                if not self._recover(write, frames, e):
+                if not self._recover(backend.write, frames, e):
                     break
+                write, wait_room = backend.sink(synth.block_size)
             if backend.xruns != xruns:
                 self.render_ahead = True
             if not st.first_audio_at:
@@ -415,16 +425,16 @@ class Engine:
         self._drained.set()
 
     def _write(self, pbuf: np.ndarray) -> bool:
-        return self._device(self.backend.write, pbuf)
-
-    def _device(self, call, arg) -> bool:
-        """``call(arg)`` on the backend (a write, a wait for room); on device loss,
-        reopen until it works or we stop."""
+        """One period to the device (its fast path); on device loss, reopen until the
+        write works or we stop."""
         try:
-            call(arg)
+            self._sink_write(pbuf)
             return True
         except DeviceError as e:
-            return self._recover(call, arg, e)
+            if not self._recover(self.backend.write, pbuf, e):
+                return False
+            self._sink_write = self.backend.sink(self.period)[0]  # the reopened device's
+            return True
 
     def _recover(self, call, arg, error: DeviceError) -> bool:
         """After ``error`` from ``call(arg)``: close, reopen every ``reopen_interval``

@@ -1,6 +1,7 @@
 """The backend interface, in mido's shape: public methods check, hooks do the I/O.
 
-A backend overrides ``_open``, ``_write``, ``_close`` and (if paced) ``_wait_room`` only.
+A backend overrides ``_open``, ``_write``, ``_close`` and (if paced) ``_wait_room`` only
+(and ``_sink``, for a faster audio-thread path to the same hooks).
 ``write`` takes float32 frames ``[n, channels]`` (a period, or a whole block) and returns the frames written; an xrun is counted in
 ``xruns`` (data, never raised) by the hook that sees it. ``paced`` says whether ``write`` blocks in real time
 (a sound card) or returns at once (a file): the engine needs no thread for the latter.
@@ -100,7 +101,7 @@ class Backend:
         self.format = format
         self.granted: Granted | None = None
         self.xruns = 0
-        self.frames_written = 0
+        self._written = 0
         self._converter: Converter | None = None
 
     # -- public: checks, then the hooks -----------------------------------------------
@@ -123,8 +124,23 @@ class Backend:
         if frames.shape[0] > conv.frames:  # longer than any write before: grow once
             conv = self._converter = Converter(conv.fmt, frames.shape[0], self.granted.channels)
         n = self._write(conv.convert(frames))
-        self.frames_written += n
+        self._written += n
         return n
+
+    @property
+    def frames_written(self) -> int:
+        return self._written + self._sunk()
+
+    def sink(self, frames: int):
+        """The audio thread's ``(write, wait)`` for blocks of ``frames``: :meth:`write` and
+        :meth:`wait_room`, checked once here rather than on every block. A backend may give
+        faster ones (ALSA: one C call each while the device keeps up). They belong to this
+        opening of the device: ask again after a reopen."""
+        if self.granted is None:
+            raise RuntimeError(f"{self.name} backend is not open")
+        if frames < 1:
+            raise ValueError("a sink writes blocks of at least one frame")
+        return self._sink(frames)
 
     def wait_room(self, frames: int) -> None:
         """Return once ``frames`` can be written without waiting. A paced backend blocks
@@ -167,6 +183,13 @@ class Backend:
 
     def _wait_room(self, frames: int) -> None:
         pass
+
+    def _sink(self, frames: int):
+        return self.write, self.wait_room
+
+    def _sunk(self) -> int:
+        """Frames a ``_sink`` wrote without going through :meth:`write`."""
+        return 0
 
     def _close(self) -> None:
         pass
