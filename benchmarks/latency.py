@@ -116,7 +116,7 @@ def rendered(model: str | None, out: Path, notes: int = 8, seed: int = 0, period
     from pi_synth.audio.library import find_model
     from pi_synth.audio.runtime import load_card
 
-    path = find_model(model)
+    path = find_model(model, "auto")  # what `pi-synth run` plays
     card = load_card(path)
     sr, block = card.sample_rate, card.block_size
     rng = random.Random(seed)
@@ -305,7 +305,7 @@ def measure(model: str | None = None, out: Path | None = None, notes: int = 8, p
     from pi_synth.audio.runtime import load_card
 
     out = Path(out or tempfile.mkdtemp())
-    card = load_card(find_model(model))
+    card = load_card(find_model(model, "auto"))
     res: dict = {"kind": "latency", "loadavg_start": loadavg(), "period": period, "periods": periods}
     ctx = JackServer(48000, period, log_path=out / "jackd-latency.log") if not jack else None
     if jack:

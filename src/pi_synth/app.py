@@ -40,7 +40,7 @@ class Instrument:
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
                  sets=(), fade_in: bool = True):
         self.cfg = cfg
-        self.model_path = find_model(model or cfg.model.path)
+        self.model_path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
         synth = self.load(self.model_path, fade_in=fade_in)
         card = synth.card
         self.voice = self._make_voice(card)
@@ -124,7 +124,7 @@ class Instrument:
         with self._swap_lock:
             self.collect_retired()  # models earlier swaps left behind, whoever else collects
             try:
-                path = find_model(str(model))
+                path = find_model(str(model), self.cfg.model.precision, self.cfg.model.threads)
                 synth = self.load(path, fade_in=False)
             except PiSynthError as e:
                 self.failed_loads += 1
@@ -264,7 +264,7 @@ class Instrument:
         g = self.synth.guard  # output settings apply at once (plain attribute stores)
         g.gain_lin = float(10 ** (cfg.output.gain_db / 20))
         g.limit = float(10 ** (min(cfg.output.limit_dbfs, 0.0) / 20))
-        if cfg.model.path and find_model(cfg.model.path) != Path(self.model_path):
+        if cfg.model.path and find_model(cfg.model.path, cfg.model.precision, cfg.model.threads) != Path(self.model_path):
             self.swap(cfg.model.path)
         log.info("config reloaded from %s", cfg.path or "built-in defaults")
         return True

@@ -202,8 +202,8 @@ def cmd_run(args) -> int:
     engine.start()
     rig = Rig.from_config(cfg, inst.router, status_fn=engine.status, emulation=emulation)
     rig.start()
-    log.info("playing %s on %s (block %d, %s engine%s)", inst.card.name, backend.describe(),
-             inst.card.block_size, engine.mode,
+    log.info("playing %s (%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
+             backend.describe(), inst.card.block_size, engine.mode,
              f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
     if engine.periods > cfg.audio.periods:
         log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "

@@ -71,6 +71,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "model": {
         "path": Key(str, "", help="model file or shipped model name; empty = the default model"),
+        "precision": Key(str, "auto", choices=("auto", "int8", "fp32"),
+                         help="a voice shipped in both: auto = fp32 unless int8 renders clearly faster here (measured once)"),
         "threads": Key(int, 1, 1, 16, help="onnxruntime intra-op threads (1 gives the best tail)"),
         "warmup_blocks": Key(int, 4, 0, 256),
         "cache": Key(bool, True, help="cache the optimized graph on disk"),

@@ -350,7 +350,7 @@ def check_model(m: Machine) -> Check:
 
     name = m.model_arg or (m.cfg.model.path if m.cfg else None) or None
     try:
-        path = find_model(name)
+        path = find_model(name, m.cfg.model.precision if m.cfg else "auto", m.cfg.model.threads if m.cfg else 1)
         res = bench_model(path, blocks=m.blocks, bare=False)
     except PiSynthError as e:
         return Check("model", "fail", str(e), "copy a .onnx model into /boot/firmware/pi-synth/models "
@@ -361,7 +361,7 @@ def check_model(m: Machine) -> Check:
     m.model_path, m.sample_rate = str(path), res["sample_rate"]
     details = {k: res[k] for k in ("model", "path", "block_size", "sample_rate", "load_s", "rtf", "rtf_p99",
                                    "block_ms_median", "block_ms_p99", "blocks")}
-    line = (f"{res['model']} loads in {res['load_s']:.2f} s; real-time factor {res['rtf']:.3f} "
+    line = (f"{res['model']} ({path.name}) loads in {res['load_s']:.2f} s; real-time factor {res['rtf']:.3f} "
             f"(p99 {res['rtf_p99']:.3f}) on {platform.machine()}")
     engine = _engine_here(m, res["rtf"], res["block_size"])
     if engine:

@@ -3,8 +3,10 @@
 Folders, first match wins: ``$PI_SYNTH_MODELS`` (colon-separated),
 ```/boot/firmware/pi-synth/models`` (drop a file there from any laptop), then the
 models shipped with the package, then the package's procedural fallback voice
-(``organ``, in ``pi_synth/data``: not a neural model, so it does not live in ``models/``). A name ``flute`` matches ``flute.int8.onnx`` (the
-default precision), then ``flute.onnx``, then ``flute.fp32.onnx``.
+(``organ``, in ``pi_synth/data``: not a neural model, so it does not live in ``models/``).
+A name ``flute`` matches ``flute.int8.onnx``, ``flute.onnx`` or ``flute.fp32.onnx``; with
+``precision="auto"`` (``pi-synth run``'s default) and both precisions in one folder, the
+one measured faster here plays, fp32 unless int8 clearly wins (:mod:`precision`).
 """
 
 from __future__ import annotations
@@ -47,12 +49,14 @@ def list_models() -> list[Path]:
     return out
 
 
-def find_model(name: str | None) -> Path:
-    """A path, a model name, or None / "default" for the default model."""
+def find_model(name: str | None, precision: str = "int8", threads: int = 1) -> Path:
+    """A path, a model name, or None / "default" for the default model. ``precision``:
+    which file of a name plays first, "int8" or "fp32", or "auto": measured (``threads``
+    as the model will run)."""
     if not name or name == "default":
         for candidate in DEFAULT_MODELS:
             try:
-                return find_model(candidate)
+                return find_model(candidate, precision, threads)
             except ModelError:
                 continue
         raise ModelError(
@@ -63,8 +67,14 @@ def find_model(name: str | None) -> Path:
         if not p.exists():
             raise ModelError(f"{name}: model file not found; check the path")
         return p
+    order = ("fp32", "", "int8") if precision == "fp32" else ("int8", "", "fp32")
     for d in model_dirs():
-        for fname in (f"{name}.int8.onnx", f"{name}.onnx", f"{name}.fp32.onnx"):
+        if precision == "auto" and (d / f"{name}.int8.onnx").is_file() and (d / f"{name}.fp32.onnx").is_file():
+            from pi_synth.audio.precision import choose
+
+            return choose(d / f"{name}.int8.onnx", d / f"{name}.fp32.onnx", threads=threads)
+        for kind in order:
+            fname = f"{name}.{kind}.onnx" if kind else f"{name}.onnx"
             if (d / fname).is_file():
                 return d / fname
     names = sorted({q.name.split(".")[0] for q in list_models()})
