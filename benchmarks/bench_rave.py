@@ -12,6 +12,7 @@ Targets (issue 4): fp32 ≥ 3× TorchScript for raspberry, ≥ 4× for v2.
 
 Usage (in the RAVE venv, which has torch):
     .venv-rave/bin/python benchmarks/bench_rave.py [FIXTURE ...] [--blocks 300] [--no-int8] [--out DIR]
+        [--frames 1 2 4 8] [--seconds 8]   # and the real-time factor by block size (2048 … 16384)
 Writes DIR/rave.json (default DIR: benchmarks/results). Interleaving makes the ratio fair on a busy
 machine; the absolute times are only as good as the machine was quiet.
 """
@@ -106,11 +107,59 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool) -> dict:
     return res
 
 
+def by_block(ts_path: Path, work: Path, frames_list, seconds: float) -> list[dict]:
+    """The same decoder converted at several block sizes (``--frames`` latent frames per call: 2048,
+    4096, … samples) against TorchScript ``decode`` of the same blocks, interleaved, 1 thread each:
+    the real-time factor of each engine by block size. nn~ needs 16384-sample buffers on a Pi 4; this
+    is the table that says what each block size costs, here."""
+    import numpy as np
+    import torch
+
+    from pi_synth.audio.runtime import Runtime, load_card
+    from pi_synth.convert import rave
+
+    torch.set_num_threads(1)
+    m = rave.load_ts(ts_path)
+    rows = []
+    for frames in frames_list:
+        out = work / f"{ts_path.stem}.f{frames}.onnx"
+        rave.convert(ts_path, out, frames=frames, encoder=False)
+        card = load_card(out)
+        rt = Runtime(out, use_cache=False)
+        k, warm = len(card.controls), 3
+        n = max(12, round(seconds * card.sample_rate / card.block_size))
+        zs = np.random.default_rng(frames).standard_normal((n + warm, 1, k, frames)).astype(np.float32)
+        ts_t, ox_t = [], []
+        rave.zero_caches(m)
+        for i, z in enumerate(zs):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                m.decode(torch.from_numpy(z))
+            t1 = time.perf_counter()
+            rt.controls[...] = z[0]
+            rt.step()
+            t2 = time.perf_counter()
+            if i >= warm:
+                ts_t.append(t1 - t0)
+                ox_t.append(t2 - t1)
+        budget = card.block_size / card.sample_rate
+        ts_ms, ox_ms = 1e3 * float(np.median(ts_t)), 1e3 * float(np.median(ox_t))
+        rows.append({"fixture": ts_path.stem, "frames": frames, "block_size": card.block_size, "blocks": n,
+                     "torchscript_ms": round(ts_ms, 3), "onnx_ms": round(ox_ms, 3),
+                     "torchscript_rtf": round(ts_ms / 1e3 / budget, 4), "onnx_rtf": round(ox_ms / 1e3 / budget, 4),
+                     "speedup_vs_torchscript": round(ts_ms / ox_ms, 2)})
+        out.unlink(missing_ok=True)
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("fixtures", nargs="*", default=["raspberry-l128", "v2-l128"])
     p.add_argument("--blocks", type=int, default=300)
     p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--frames", type=int, nargs="*", default=[1, 2, 4, 8],
+                   help="latent frames per call for the by-block-size table (2048-sample blocks × these)")
+    p.add_argument("--seconds", type=float, default=8.0, help="audio timed per block size")
     p.add_argument("--fixtures-dir", default=str(ROOT / "work" / "rave-fixtures"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
@@ -135,9 +184,16 @@ def main() -> int:
         if "target_speedup" in r:
             line += f" | target ≥{r['target_speedup']}×: {'met' if r['target_met'] else 'NOT met'}"
         print(line, flush=True)
+    sweep = []
+    for n in args.fixtures if args.frames else []:
+        rows = by_block(fx / f"{n}.ts", work, args.frames, args.seconds)
+        sweep += rows
+        for r in rows:
+            print(f"{n} block {r['block_size']}: TorchScript RTF {r['torchscript_rtf']}, ONNX RTF {r['onnx_rtf']} "
+                  f"({r['speedup_vs_torchscript']}×)", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"blocks": args.blocks, "threads": 1, "cpu": _cpu(), "results": results}
+    meta = {"blocks": args.blocks, "threads": 1, "cpu": _cpu(), "results": results, "by_block": sweep}
     (out / "rave.json").write_text(json.dumps(meta, indent=2))
     print(f"wrote {out / 'rave.json'}")
     return 0

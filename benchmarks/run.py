@@ -9,7 +9,8 @@ matplotlib is importable, and the per-part JSON of latency / startup / soak. Sec
 
 speed      real-time factor per model file × thread count (1, 2): median/p99/max block time
            at the model's own block size (fixed by its card), and the runtime wrapper
-           against a bare ``session.run`` in the same run  (``pi_synth.bench.bench_model``)
+           against a bare ``session.run`` in the same run  (``pi_synth.bench.bench_model``);
+           and by block size: the procedural organ built at 64 … 2048 frames
 flops      multiply-adds and FLOPs per second of audio from the ONNX graph, GFLOP/s
            achieved here, and a labelled *projection* to Pi 4 / Pi 5 / Zero 2 W
 precision  int8 vs fp32 of each shipped pair: speed ratio and SNR (same controls), and the
@@ -22,7 +23,7 @@ startup    start → first audio and RSS of ``pi-synth run`` (``benchmarks/start
 soak       paced soak through JACK (48 kHz, 256×2), idle and with one core busy
            (``benchmarks/soak.py``)
 rave       converted RAVE decoders vs TorchScript (``benchmarks/bench_rave.py``, run in
-           ``.venv-rave`` when it and the fixtures exist)
+           ``.venv-rave`` when it and the fixtures exist), also by block size (2048 … 16384)
 
 Targets are figures in the output with pass/miss, never assertions: a number measured on a
 busy machine is reported with the machine's load beside it.
@@ -83,6 +84,31 @@ def sec_speed(files, args) -> list[dict]:
             rows.append(r)
             log(f"speed {p.name} ×{r['threads']}: rtf {r['rtf']:.4f} (p99 {r['rtf_p99']:.4f}), "
                 f"block {r['block_ms_median']:.3f} ms, wrapper ×{r.get('wrapper_overhead_ratio', 0):.3f}")
+    return rows + speed_by_block(args)
+
+
+BLOCK_SIZES = (64, 128, 256, 512, 1024, 2048)
+
+
+def speed_by_block(args) -> list[dict]:
+    """Real-time factor by block size. A trained voice's block is fixed when it is exported (the flute
+    256, the pads 1024: the state and the upsampling are built for it); the procedural organ is built
+    at any block size, so it shows what the block size alone costs — onnxruntime's fixed cost per call
+    spread over more frames. (RAVE decoders converted at 2048 … 16384: the ``rave`` section.)"""
+    import tempfile
+
+    from pi_synth.bench import bench_model
+    from pi_synth.procedural import build_organ
+
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for b in BLOCK_SIZES:
+            path = Path(d) / f"organ-{b}.onnx"
+            build_organ(path, block_size=b)
+            r = bench_model(path, threads=1, blocks=max(50, args.blocks * 256 // b))
+            r.update(file=f"organ.onnx built at block {b}", by_block=True)
+            rows.append(r)
+            log(f"speed organ at block {b}: rtf {r['rtf']:.4f}, block {r['block_ms_median']:.3f} ms")
     return rows
 
 
@@ -226,8 +252,8 @@ def sec_rave(args, out: Path) -> dict:
     if not py.exists() or not fixtures.is_dir():
         return {"skipped": "needs .venv-rave (torch) and work/rave-fixtures (scripts/rave/make-fixtures.sh)"}
     log("RAVE vs TorchScript (benchmarks/bench_rave.py) …")
-    p = subprocess.run([str(py), str(HERE / "bench_rave.py"), "--out", str(out),
-                        "--blocks", str(min(args.blocks, 300))], capture_output=True, text=True, timeout=3600)
+    p = subprocess.run([str(py), str(HERE / "bench_rave.py"), "--out", str(out), "--blocks", str(min(args.blocks, 300)),
+                        "--seconds", "2" if args.quick else "8"], capture_output=True, text=True, timeout=3600)
     if p.returncode != 0 or not (out / "rave.json").exists():
         return {"error": (p.stderr or p.stdout).strip()[-800:]}
     return json.loads((out / "rave.json").read_text())
@@ -298,6 +324,25 @@ def targets_table(R: dict) -> list[list]:
     return rows
 
 
+def by_block_lines(R: dict) -> list[str]:
+    organ = [r for r in R.get("speed") or [] if r.get("by_block")]
+    rave = (R.get("rave") or {}).get("by_block", []) if isinstance(R.get("rave"), dict) else []
+    if not organ and not rave:
+        return []
+    L = ["", "## Real-time factor by block size (1 thread)", "",
+         "A trained voice's block is fixed at export (flute 256, pads 1024, above). The procedural organ is "
+         "built at each block size; RAVE decoders are converted at 1, 2, 4 and 8 latent frames per call "
+         "and timed against TorchScript `decode` (nn~'s engine) on the same blocks, interleaved.", "",
+         "| model | block | pi-synth ms/block | pi-synth RTF | TorchScript ms/block | TorchScript RTF | speed-up |",
+         "|---|---|---|---|---|---|---|"]
+    for r in organ:
+        L.append(f"| organ (procedural) | {r['block_size']} | {r['block_ms_median']:.3f} | {r['rtf']:.4f} | — | — | — |")
+    for r in rave:
+        L.append(f"| RAVE {r['fixture']} | {r['block_size']} | {r['onnx_ms']:.3f} | {r['onnx_rtf']:.4f} | "
+                 f"{r['torchscript_ms']:.3f} | {r['torchscript_rtf']:.4f} | {r['speedup_vs_torchscript']}× |")
+    return L
+
+
 def markdown(R: dict) -> str:
     m = R["machine"]
     L = [f"# pi-synth benchmarks — {R['started_utc']}", "",
@@ -315,10 +360,11 @@ def markdown(R: dict) -> str:
         L += ["", "## Real-time factor (model's own block; 1 and 2 intra-op threads)", "",
               "| model file | block | threads | median ms | p99 ms | max ms | RTF | RTF p99 | bare session.run ms | wrapper ratio |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in R["speed"]:
+        for r in [r for r in R["speed"] if not r.get("by_block")]:
             L.append(f"| {r['file']} | {r['block_size']} | {r['threads']} | {r['block_ms_median']:.3f} | "
                      f"{r['block_ms_p99']:.3f} | {r['block_ms_max']:.3f} | {r['rtf']:.4f} | {r['rtf_p99']:.4f} | "
                      f"{r.get('bare_block_ms_median', float('nan')):.3f} | {r.get('wrapper_overhead_ratio', float('nan')):.3f} |")
+    L += by_block_lines(R)
     if R.get("engine"):
         L += ["", "## Engine CPU vs pure inference (pisynth_null PCM: work, not waiting)", "",
               "| model file | mode | engine µs CPU/block (best run) | pure µs/block (best run) | ratio | "
@@ -430,7 +476,7 @@ def plots(R: dict, out: Path) -> list[str]:
     made = []
     if R.get("speed"):
         fig, ax = plt.subplots(figsize=(8, 4))
-        rows = R["speed"]
+        rows = [r for r in R["speed"] if not r.get("by_block")]
         labels = [f"{r['file']}\n×{r['threads']}" for r in rows]
         ax.bar(range(len(rows)), [r["rtf"] for r in rows], label="median")
         ax.scatter(range(len(rows)), [r["rtf_p99"] for r in rows], color="k", marker="_", s=300, label="p99")
@@ -442,6 +488,27 @@ def plots(R: dict, out: Path) -> list[str]:
         fig.savefig(out / "rtf.png", dpi=100)
         plt.close(fig)
         made.append("rtf.png")
+    organ = [r for r in R.get("speed") or [] if r.get("by_block")]
+    rave = (R.get("rave") or {}).get("by_block", []) if isinstance(R.get("rave"), dict) else []
+    if organ or rave:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        if organ:
+            ax.plot([r["block_size"] for r in organ], [r["rtf"] for r in organ], "o-", label="organ, pi-synth")
+        for fx in sorted({r["fixture"] for r in rave}):
+            rr = [r for r in rave if r["fixture"] == fx]
+            line = ax.plot([r["block_size"] for r in rr], [r["onnx_rtf"] for r in rr], "o-", label=f"RAVE {fx}, pi-synth")
+            ax.plot([r["block_size"] for r in rr], [r["torchscript_rtf"] for r in rr], "x--",
+                    color=line[0].get_color(), label=f"RAVE {fx}, TorchScript")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("block size (frames)")
+        ax.set_ylabel("block time / block duration")
+        ax.set_title("Real-time factor by block size, 1 thread (lower is better)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "rtf_by_block.png", dpi=100)
+        plt.close(fig)
+        made.append("rtf_by_block.png")
     if R.get("engine"):
         fig, ax = plt.subplots(figsize=(8, 4))
         rows = R["engine"]

@@ -184,3 +184,28 @@ def test_output_latency_is_live_less_the_models_own_response():
     md = run.markdown(dict(R, started_utc="now", machine=machine, loadavg_start=[0], loadavg_end=[0]))
     assert "| the model's own response | knob | 150 / 170 |" in md
     assert "| output latency, live (din) | knob | 735 / 763 | |" in md
+
+
+def test_real_time_factor_by_block_size_is_measured_and_reported():
+    """The organ built at each block size is timed (not a formula), and RAVE's converted-vs-
+    TorchScript rows by block size land in the same table, apart from the per-file one."""
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    from argparse import Namespace
+
+    rows = run.speed_by_block(Namespace(blocks=60))
+    assert [r["block_size"] for r in rows] == list(run.BLOCK_SIZES)
+    assert all(r["by_block"] and r["rtf"] > 0 and r["block_ms_median"] > 0 for r in rows)
+    ms = [r["block_ms_median"] for r in rows]
+    assert ms[-1] > ms[0]  # 32× the frames cost more per call, if less per frame
+    rave = {"by_block": [{"fixture": "v2", "block_size": 16384, "onnx_ms": 16.7, "onnx_rtf": 0.045,
+                          "torchscript_ms": 47.7, "torchscript_rtf": 0.128, "speedup_vs_torchscript": 2.86}]}
+    machine = {"cpu": "x", "machine": "y", "cores": 1, "python": "3", "onnxruntime": "1"}
+    md = run.markdown({"started_utc": "now", "machine": machine, "loadavg_start": [0], "loadavg_end": [0],
+                       "speed": rows, "rave": rave})
+    table = md.split("## Real-time factor by block size")[1]
+    assert "| organ (procedural) | 2048 |" in table and "| RAVE v2 | 16384 | 16.700 | 0.0450 | 47.700 | 0.1280 | 2.86× |" in table
+    assert "built at block" not in md.split("## Real-time factor by block size")[0]  # not in the per-file table
