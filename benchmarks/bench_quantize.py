@@ -2,8 +2,8 @@
 
 Usage: python benchmarks/bench_quantize.py [--models models] [--json out.json] [--threads 1]
 
-For each models/NAME.fp32.onnx beside NAME.int8.onnx: times the shipped files, and builds a QOperator twin of
-the shipped int8 model (same layers kept in float32, calibrated with pi_synth.quantize's default control
+For each models/NAME.fp32.onnx beside NAME.int8.onnx: times the shipped files, and builds a twin of the
+shipped int8 model in the other format (QOperator for a QDQ file and back; same layers kept in float32, calibrated with pi_synth.quantize's default control
 sequence) in a temporary directory. Prints size, SNR vs fp32 and the median µs per block of the three, stepped
 interleaved so load from other processes hits them equally, and whether the issue's target is met: int8 >= 1.5x
 faster than fp32 in the format this CPU runs as int8. On x86 that format is QOperator; QDQ is what a Raspberry
@@ -28,9 +28,10 @@ from pi_synth.quantize import (QUANT_OPS, X86_CAVEAT, _cpu_name, _is_x86, _quant
 TARGET = 1.5
 
 
-def float_nodes(qdq_path: Path) -> list[str]:
-    """Conv/MatMul/Gemm nodes of a QDQ model whose weights are not dequantized int8: the ones kept float32."""
-    m = onnx.load(str(qdq_path))
+def float_nodes(int8_path: Path) -> list[str]:
+    """Conv/MatMul/Gemm nodes of an int8 model that are still float32 ops (QDQ: weights not dequantized int8;
+    QOperator: the ones not replaced by QLinear ops): the ones kept float32."""
+    m = onnx.load(str(int8_path))
     producer = {o: n for n in m.graph.node for o in n.output}
     keep = []
     for n in m.graph.node:
@@ -49,17 +50,19 @@ def bench_model(fp32: Path, int8: Path, threads: int) -> dict:
     feeds: list[dict] = []
     render(ref_sess, card, calib, feeds_out=feeds)
     ref = render(ref_sess, card, evalseq)
+    shipped = read_card(onnx.load(str(int8))).get("quant_format", "qdq")
+    other = "qdq" if shipped == "qoperator" else "qoperator"
     with tempfile.TemporaryDirectory() as tmp:
-        qop = Path(tmp, "qop.onnx")
-        _quantize(fp32, qop, "qoperator", feeds, float_nodes(int8))
-        paths = {"fp32": fp32, "qdq": int8, "qoperator": qop}
+        twin = Path(tmp, f"{other}.onnx")  # the other format, same layers kept float32
+        _quantize(fp32, twin, other, feeds, float_nodes(int8))
+        paths = {"fp32": fp32, shipped: int8, other: twin}
         speed = bench(paths, card, evalseq[:600], threads)
         snr = {k: round(snr_db(ref, render(_session(p, threads), card, evalseq)), 2) for k, p in paths.items()
                if k != "fp32"}
         sizes = {k: p.stat().st_size for k, p in paths.items()}
     fmt = "qoperator" if _is_x86() else "qdq"
     speedup = {k: round(speed["fp32"]["us_per_block"] / speed[k]["us_per_block"], 3) for k in ("qdq", "qoperator")}
-    return {"model": card["name"], "speed": speed, "speedup": speedup, "snr_db": snr, "bytes": sizes,
+    return {"model": card["name"], "format": shipped, "speed": speed, "speedup": speedup, "snr_db": snr, "bytes": sizes,
             "target": {"format": fmt, "speedup": speedup[fmt], "min": TARGET, "met": speedup[fmt] >= TARGET},
             "threads": threads, "cpu": _cpu_name()}
 

@@ -90,6 +90,27 @@ def test_int8_ceiling_frees_exactly_the_quantized_ops(tmp_path):
     assert audio.shape == (1, 1024) and np.isfinite(audio).all()
 
 
+def test_quantized_nodes_reads_both_int8_formats(tmp_path):
+    """QDQ marks a quantized conv by the DequantizeLinear feeding it, QOperator replaces it
+    with a QLinearConv named after it: the same fp32 nodes either way, so the ceiling
+    (those nodes made free) is the same for both formats."""
+    import onnx
+
+    from pi_synth.quantize import _quantize, _session, control_sequence, read_card, render
+
+    fp32 = Path(__file__).resolve().parents[1] / "models" / "pads.fp32.onnx"
+    card = read_card(onnx.load(str(fp32)))
+    feeds = []
+    render(_session(fp32, 1), card, control_sequence(card, 6, seed=1), feeds_out=feeds)
+    convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
+    kept = [convs[0], convs[-1]]
+    found = {}
+    for fmt in ("qdq", "qoperator"):
+        _quantize(fp32, tmp_path / f"{fmt}.onnx", fmt, feeds, kept)
+        found[fmt] = sorted(bench.quantized_nodes(tmp_path / f"{fmt}.onnx"))
+    assert found["qdq"] == found["qoperator"] == sorted(set(convs) - set(kept))
+
+
 def test_shipped_int8_files_run_int8_kernels_under_the_arm_rule():
     """On this x86 CPU onnxruntime keeps S8S8 QDQ in float; under its ARM rule every
     quantized op of the shipped int8 files becomes an int8 kernel (the graph a Pi runs)."""

@@ -317,16 +317,20 @@ def compare_precisions(fp32_path, int8_path, *, blocks: int = 500, seconds: floa
 
 
 def quantized_nodes(int8_path) -> list[str]:
-    """The Conv/MatMul/Gemm nodes an int8 QDQ file runs quantized: those fed by a
-    DequantizeLinear (the others were kept in float32)."""
+    """The fp32 graph's Conv/MatMul/Gemm nodes an int8 file runs quantized. QDQ: those fed
+    by a DequantizeLinear (the others were kept in float32). QOperator: the QLinearConv /
+    QLinearMatMul / …Integer nodes, which onnxruntime's quantizer names ``<fp32 name>_quant``."""
     import onnx
 
     from pi_synth.quantize import QUANT_OPS
 
     m = onnx.load(str(int8_path))
     made_by = {o: n.op_type for n in m.graph.node for o in n.output}
-    return [n.name for n in m.graph.node
-            if n.op_type in QUANT_OPS and any(made_by.get(i) == "DequantizeLinear" for i in n.input)]
+    qdq = [n.name for n in m.graph.node
+           if n.op_type in QUANT_OPS and any(made_by.get(i) == "DequantizeLinear" for i in n.input)]
+    qop = [n.name[: -len("_quant")] for n in m.graph.node
+           if (n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")) and n.name.endswith("_quant")]
+    return qdq + qop
 
 
 def without_nodes(fp32_path, names, out_path) -> int:
@@ -359,10 +363,11 @@ def without_nodes(fp32_path, names, out_path) -> int:
 
 
 def int8_kernels_on_arm(int8_path) -> dict:
-    """How many of an int8 QDQ file's quantized ops onnxruntime turns into int8 kernels
+    """How many of an int8 file's quantized ops onnxruntime runs as int8 kernels
     (QLinearConv, QLinearMatMul, …) under its ARM rule. An x86 CPU without VNNI keeps S8S8
     QDQ as float; ``session.qdqisint8allowed = 1`` applies the ARM graph transforms here,
-    so the graph a Pi would run can be checked without one (its speed cannot)."""
+    so the graph a Pi would run can be checked without one (its speed cannot). A QOperator
+    file is made of those kernels already."""
     import tempfile
 
     import onnx

@@ -7,7 +7,7 @@
 
 - ``fmt``: ``"qdq"`` (default; S8S8 QuantizeLinear/DequantizeLinear pairs — the format onnxruntime runs as real
   int8 kernels on ARM, i.e. on the Pi) or ``"qoperator"`` (QLinearConv/QLinearMatMul with uint8 activations —
-  the format onnxruntime runs as int8 on x86).
+  the format onnxruntime runs as int8 on x86, and on ARM through MLAS's U8X8 kernels: the shipped pads use it).
 - ``calibration_blocks``: ``None`` (a realistic control sequence made from the card: notes with loudness
   envelopes and legato changes for pitch/loudness voices, slow random walks over each control's range
   otherwise), an ``int`` (that many blocks of it), or an array ``[n_blocks, n_controls, control_frames]``.
@@ -308,13 +308,13 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
         write_card(q, qcard)
         onnx.save(q, str(out_path))
     report["int8_bytes"] = out_path.stat().st_size
-    if fmt == "qdq":  # the most int8 could give this graph on any CPU (see bench.int8_ceiling)
-        from pi_synth.bench import int8_ceiling
+    # the most int8 could give this graph on any CPU (see bench.int8_ceiling)
+    from pi_synth.bench import int8_ceiling
 
-        try:
-            report["ceiling"] = round(int8_ceiling(in_path, out_path, blocks=300, threads=threads)["ceiling"], 3)
-        except Exception as e:  # noqa: BLE001 - a graph the rewrite cannot handle: the report says so
-            report["ceiling"] = f"not measured ({type(e).__name__}: {e})"
+    try:
+        report["ceiling"] = round(int8_ceiling(in_path, out_path, blocks=300, threads=threads)["ceiling"], 3)
+    except Exception as e:  # noqa: BLE001 - a graph the rewrite cannot handle: the report says so
+        report["ceiling"] = f"not measured ({type(e).__name__}: {e})"
     report["threads"] = threads
     report["onnxruntime"] = _ort_version()
     report["cpu"] = _cpu_name()
