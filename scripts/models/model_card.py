@@ -41,16 +41,16 @@ def io_table(path: Path) -> str:
 
 
 def speed_lines(q: dict) -> str:
-    s = q["speed"]
-    return "\n".join([
-        "| model | µs per block (median, 1 thread) | p99 | real-time factor | speed-up vs fp32 | SNR vs fp32 |",
-        "|---|---|---|---|---|---|",
-        f"| fp32 | {s['fp32']['us_per_block']} | {s['fp32']['us_p99']} | {s['fp32']['rtf']} | 1 | — |",
-        f"| int8 QDQ S8S8 (shipped) | {s['qdq']['us_per_block']} | {s['qdq']['us_p99']} | {s['qdq']['rtf']} | "
-        f"×{q['speedup']['qdq']} | {q['snr_db']['qdq']} dB |",
-        f"| int8 QOperator U8S8 (x86 int8 format, not shipped) | {s['qoperator']['us_per_block']} | "
-        f"{s['qoperator']['us_p99']} | {s['qoperator']['rtf']} | ×{q['speedup']['qoperator']} | {q['snr_db']['qoperator']} dB |",
-    ])
+    s, shipped = q["speed"], q.get("format", "qdq")
+    label = {"qdq": "int8 QDQ S8S8", "qoperator": "int8 QOperator U8S8"}
+    rows = ["| model | µs per block (median, 1 thread) | p99 | real-time factor | speed-up vs fp32 | SNR vs fp32 |",
+            "|---|---|---|---|---|---|",
+            f"| fp32 | {s['fp32']['us_per_block']} | {s['fp32']['us_p99']} | {s['fp32']['rtf']} | 1 | — |"]
+    for f in ("qdq", "qoperator"):
+        rows.append(f"| {label[f]} ({'shipped' if f == shipped else 'not shipped'}"
+                    f"{'; int8 kernels on x86 and ARM' if f == 'qoperator' else ''}) | {s[f]['us_per_block']} | "
+                    f"{s[f]['us_p99']} | {s[f]['rtf']} | ×{q['speedup'][f]} | {q['snr_db'][f]} dB |")
+    return "\n".join(rows)
 
 
 def repeat_bench(name: str):
@@ -73,7 +73,8 @@ def quant_text(q: dict, name: str) -> str:
     else:
         target = "misses the ≥1.5× target"
     runs = " and ".join(f"×{u}" for u in ups)
-    target += f" ({runs} with QOperator, the format this x86 CPU runs as int8; {'two runs' if rep else 'one run'})"
+    shipped = " and the one shipped" if q.get("format") == "qoperator" else ""
+    target += f" ({runs} with QOperator, the format this x86 CPU runs as int8{shipped}; {'two runs' if rep else 'one run'})"
     repeat = ""
     if rep:
         s = rep["speed"]
@@ -125,7 +126,8 @@ def note_card(models: Path, name="flute"):
                      for k in ("all", "single_notes", "phrases"))
     text = f"""# {name} — note voice
 
-`{name}.int8.onnx` (default, int8) and `{name}.fp32.onnx` (reference). `kind: note`: a monophonic flute played
+`{name}.int8.onnx` (int8) and `{name}.fp32.onnx` (reference; `[model] precision = "auto"` plays fp32 unless int8
+is clearly faster on the machine). `kind: note`: a monophonic flute played
 from MIDI notes (pitch in Hz, loudness in dB). 48 kHz, 256-sample blocks (5.3 ms), one control frame per block.
 
 ## What it is
@@ -198,21 +200,26 @@ Monophonic; one timbre (no breath/articulation control beyond loudness); trained
 
 
 def latent_card(models: Path, name="pads"):
+    from latent_model import CHANNELS, RATIOS, Decoder
+
     m = json.loads((WORK / "latent" / "metrics.json").read_text())
+    params = sum(p.numel() for p in Decoder().parameters())
+    widths = " → ".join(str(c) for c in CHANNELS)
     q = m["quantize"]
     r = m["reconstruction"]
     var = ", ".join(f"z{i} {100 * v:.1f}%" for i, v in enumerate(m["latent_variance_fraction"]))
     text = f"""# {name} — latent voice
 
-`{name}.int8.onnx` (default, int8) and `{name}.fp32.onnx` (reference). `kind: latent`: eight knobs `z0..z7`
+`{name}.int8.onnx` (int8) and `{name}.fp32.onnx` (reference; `[model] precision = "auto"` plays fp32 unless int8
+is clearly faster on the machine). `kind: latent`: eight knobs `z0..z7`
 move through the latent space of an autoencoder trained on sustained FluidR3 timbres (strings, choir, warm pad).
 48 kHz, 1024-sample blocks (21.3 ms), one latent frame per block.
 
 ## What it is
-A RAVE-style VAE, trained here from scratch. Only the decoder ships: latent [8] per block → causal conv (192 ch)
-→ five ×4 upsampling stages, each a causal Conv1d to 4·C channels followed by a reshape (pixel shuffle, no
-ConvTranspose) and two residual causal convs (dilation 1 and 3) → causal conv (kernel 7) to waveform × sigmoid
-amplitude. 563k parameters. Every conv keeps its last (k−1)·dilation input frames as an explicit state tensor
+A RAVE-style VAE, trained here from scratch. Only the decoder ships: latent [8] per block → causal conv
+({CHANNELS[0]} ch) → {len(RATIOS)} upsampling stages (×{", ×".join(map(str, RATIOS))}; channels {widths}), each a causal
+Conv1d to r·C channels followed by a reshape (pixel shuffle, no ConvTranspose) and two residual causal convs
+(dilation 1 and 3) → causal conv (kernel 7) to waveform × sigmoid amplitude. {params / 1e3:.0f}k parameters. Every conv keeps its last (k−1)·dilation input frames as an explicit state tensor
 (`cache0..cache16`, zeros at start), so the block-by-block output equals the whole-sequence output.
 The latents' PCA is folded into the first conv: `z0` is the direction the training data uses most
 ({var}). Each knob's range is the 1st–99th percentile of the training latents in those coordinates; the default
@@ -241,13 +248,13 @@ export + evaluation + quantization ≈2 min.)
 Reconstruction (encode the held-out audio, decode block by block with onnxruntime, fp32): multi-scale spectral
 distance {r['model']} against {r['sawtooth']} for a band-limited sawtooth at the reference's f0 and loudness
 (ratio {r['ratio']}; the int8 model: {m['reconstruction_int8']['model']}, ratio {m['reconstruction_int8']['ratio']}).
-This is a spectral-loss-only autoencoder trained for under an hour on one CPU core (no
+This is a spectral-loss-only autoencoder trained for {train_time(m)} on a CPU (no
 adversarial stage as in RAVE): it keeps loudness, note timing and the coarse spectral envelope (which timbre,
 which register), but not the harmonic fine structure — the spectrogram shows smeared bands where the reference
 has harmonics. It sounds like shaped, breathy noise / a soft pad rather than like the instruments; treat it as
 a texture voice. Calibration used knob sweeps plus 60 s of real training latents; the 48 kHz stage (`ups.4`,
 `res.4.*`) is kept in float32 because quantizing it raised the noise floor in quiet passages (held-out spectral
-distance 8.2 instead of 5.3). Streaming: block-by-block onnxruntime equals the whole-sequence torch decode to
+distance 8.2 instead of 5.3, measured on the first, 192-channel version of this voice). Streaming: block-by-block onnxruntime equals the whole-sequence torch decode to
 {m['parity_torch_vs_onnx_stream']:.1e} (max abs). Spectrogram: `docs/models/{name}-phrase.png`.
 
 ## int8 and speed
