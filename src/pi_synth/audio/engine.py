@@ -36,8 +36,8 @@ written as the device frees room, in under a sixteenth; where a bigger buffer wo
 a slower model in for less latency than the ring, ``auto`` opens the device with more
 periods — :func:`auto_periods`): one audio thread renders a
 block and writes it, no ring and no hand-off between threads. That saves the two wake-ups per block
-(measured here: 234 vs 319 µs of CPU per 256-frame block of the flute voice, against
-215 µs of bare inference; ``benchmarks/run.py --only engine``) and a block of latency.
+(measured here: 216 vs 271 µs of CPU per 256-frame block of the flute voice, against
+210 µs of bare inference; ``benchmarks/run.py --only engine``) and a block of latency.
 It renders **just in time**: it waits
 until the device has room for a block, then reads the controls and renders, and the
 write returns at once — rendering first and then blocking in the write would hold every
