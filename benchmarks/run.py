@@ -324,9 +324,15 @@ def targets_table(R: dict) -> list[list]:
     return rows
 
 
-def by_block_lines(R: dict) -> list[str]:
+def by_block_rows(R: dict) -> tuple[list[dict], list[dict]]:
+    """The real-time-factor-by-block-size rows: the organ's (speed section), RAVE's (rave section)."""
     organ = [r for r in R.get("speed") or [] if r.get("by_block")]
     rave = (R.get("rave") or {}).get("by_block", []) if isinstance(R.get("rave"), dict) else []
+    return organ, rave
+
+
+def by_block_lines(R: dict) -> list[str]:
+    organ, rave = by_block_rows(R)
     if not organ and not rave:
         return []
     L = ["", "## Real-time factor by block size (1 thread)", "",
@@ -488,8 +494,7 @@ def plots(R: dict, out: Path) -> list[str]:
         fig.savefig(out / "rtf.png", dpi=100)
         plt.close(fig)
         made.append("rtf.png")
-    organ = [r for r in R.get("speed") or [] if r.get("by_block")]
-    rave = (R.get("rave") or {}).get("by_block", []) if isinstance(R.get("rave"), dict) else []
+    organ, rave = by_block_rows(R)
     if organ or rave:
         fig, ax = plt.subplots(figsize=(8, 4))
         if organ:

@@ -334,13 +334,9 @@ def _is_x86() -> bool:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from pi_synth.audio.precision import cpu_model
+
+    return cpu_model()
 
 
 def format_report(report: dict) -> str:

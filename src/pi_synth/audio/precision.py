@@ -86,12 +86,14 @@ def measure(int8: Path, fp32: Path, *, threads: int = 1, rounds: int = 5, blocks
             "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def _cpu() -> str:
-    """The CPU's model name (a Pi 4 and a Pi 5 are both aarch64; the SD card may move)."""
+def cpu_model() -> str:
+    """The CPU's (or the Pi's) model name: a Pi 4 and a Pi 5 are both aarch64, and the SD
+    card may move between them. Also what the quantize report names."""
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             name, _, value = line.partition(":")
-            if name.strip() in ("Model", "model name") and value.strip():
+            # case matters: x86 has a numeric "model" line before "model name"; a Pi has "Model"
+            if name.strip() in ("Model", "model name", "Hardware") and value.strip():
                 return value.strip()
     except OSError:
         pass
@@ -105,7 +107,7 @@ def _key(int8: Path, fp32: Path, threads: int) -> str:
         st = p.stat()
         return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
-    return f"{ident(int8)}|{ident(fp32)}|{_cpu()}|{platform.machine()}|ort{ort.__version__}|threads{threads}"
+    return f"{ident(int8)}|{ident(fp32)}|{cpu_model()}|{platform.machine()}|ort{ort.__version__}|threads{threads}"
 
 
 def _read(cache: Path) -> dict:

@@ -79,6 +79,7 @@ def _alsa():
 class AlsaBackend(Backend):
     name = "alsa"
     paced = True
+    _fast = None  # this opening's C sink (see _sink)
 
     def _open(self, sample_rate, channels, period, periods):
         alsaaudio = _alsa()
@@ -162,14 +163,12 @@ class AlsaBackend(Backend):
 
     def _fold_sink(self):
         """A new sink (or a new opening) starts counting from zero: keep the old count."""
-        fast = getattr(self, "_fast", None)
-        if fast is not None:
-            self._written += fast.written
+        if self._fast is not None:
+            self._written += self._fast.written
         self._fast = None
 
     def _sunk(self):
-        fast = getattr(self, "_fast", None)
-        return fast.written if fast is not None else 0
+        return self._fast.written if self._fast is not None else 0
 
     def _write_rest(self, x, r):
         """The sink's slow path: finish block ``x`` after its one try, ``r``: what
