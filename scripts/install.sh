@@ -16,8 +16,10 @@ PKGS=(python3 python3-venv python3-dev gcc libasound2-dev alsa-utils)
 if [[ $DEV -eq 1 ]]; then
     # jackd2 + libasound2-plugins: real-time pacing without a sound card in the tests;
     # systemd: systemd-analyze verifies the service unit; debootstrap, fdisk, dosfstools,
-    # mtools, e2fsprogs, xz-utils: the provisioning and image-builder tests
-    PKGS+=(jackd2 libasound2-plugins systemd debootstrap fdisk dosfstools mtools e2fsprogs xz-utils)
+    # mtools, e2fsprogs, xz-utils: the provisioning and image-builder tests;
+    # qemu-user-static, gcc-aarch64-linux-gnu: our code on arm64, emulated (tests/test_arm64.py)
+    PKGS+=(jackd2 libasound2-plugins systemd debootstrap fdisk dosfstools mtools e2fsprogs xz-utils
+           qemu-user-static gcc-aarch64-linux-gnu)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
