@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _env import ROOT, cpu_share, cpu_times, loadavg, machine, use_test_alsa_config, write_json  # noqa: E402
 
-SECTIONS = ("speed", "flops", "precision", "engine", "latency", "startup", "soak", "rave")
+SECTIONS = ("speed", "flops", "precision", "engine", "latency", "startup", "soak", "rave", "arm64")
 TARGETS = {
     "int8_speedup": 1.5, "int8_snr_db": 30.0, "engine_cpu_ratio": 1.05, "soak_xruns": 0,
     "rss_mb": 100.0, "first_audio_s": 2.0, "rave_raspberry": 3.0, "rave_v2": 4.0,
@@ -259,6 +259,17 @@ def sec_rave(args, out: Path) -> dict:
     return json.loads((out / "rave.json").read_text())
 
 
+def sec_arm64(args, out: Path) -> dict:
+    """The same sound on arm64 (qemu-user): correctness on a Pi's instruction set, not speed."""
+    import arm64
+
+    log("the shipped models and the C kernels on emulated arm64 (benchmarks/arm64.py) …")
+    try:
+        return arm64.check(out / "arm64", list(arm64.CPUS))
+    except arm64.EmulationError as e:
+        return {"skipped": str(e).splitlines()[0]}
+
+
 # -- report -----------------------------------------------------------------------------
 
 
@@ -468,6 +479,16 @@ def markdown(R: dict) -> str:
                  "turned at a random moment). The model's own response is the rendered onset after the start of "
                  "the block the event lands in (ramp, attack, lookahead: the sound's, not the output path's); "
                  "output latency is the live figure less its median, and is what the target grades.")
+    a = R.get("arm64") or {}
+    if a.get("cpus"):
+        import arm64
+
+        L += ["", "## The same sound on arm64 (emulated: correctness, not speed)", "",
+              "Each shipped model renders the same 48 blocks of moving controls under `qemu-aarch64` (Debian arm64 "
+              "Python, the aarch64 wheels of the same versions, `_kernels.c` cross-compiled) and here; onnxruntime's "
+              "profile on arm64 says which op kernels ran. `benchmarks/arm64.py`.", "", arm64.table(a).rstrip()]
+    elif a:
+        L += ["", f"## arm64 (emulated): {a.get('skipped') or a.get('error')}"]
     return "\n".join(L) + "\n"
 
 
@@ -626,7 +647,8 @@ def main(argv=None) -> int:
              ("latency", lambda: sec_latency(args, out)),
              ("startup", lambda: sec_startup(args, out)),
              ("soak", lambda: sec_soak(args, out)),
-             ("rave", lambda: sec_rave(args, out))]
+             ("rave", lambda: sec_rave(args, out)),
+             ("arm64", lambda: sec_arm64(args, out))]
     for name, fn in steps:
         if name not in want:
             continue
