@@ -4,15 +4,18 @@
 Every speed figure for a Pi is a projection from this x86 machine. What this checks is
 the part that does not need a Pi's clock: that the code a Pi runs gives the sound we
 measured here. ``qemu-aarch64-static`` runs Debian's arm64 Python 3.11 (what Raspberry Pi
-OS bookworm ships) with the aarch64 wheels of the same numpy / onnxruntime / mido
-versions as ``.venv``, and ``_kernels.c`` cross-compiled with the flags ``pip install``
-uses. For each emulated CPU:
+OS bookworm ships) with every runtime dependency installed from its aarch64 wheel at the
+same version as ``.venv`` (which also checks that each has one), pyalsaaudio built from its
+sdist and ``_kernels.c`` with pyproject's flags, against the sysroot's headers. For each
+emulated CPU:
 
 - **the tests:** ``tests/test_kernels.py`` runs under pytest on arm64: the C guard, sample
   conversion and ALSA sink (real arm64 libasound and pyalsaaudio) against the numpy
   reference;
 - **the sound:** each shipped model, both precisions, renders the same 48 blocks of
   moving controls on arm64 and here; the difference is given as an SNR;
+- **the commands:** ``pi-synth render`` of the demo tune (its WAV against this machine's) and
+  ``pi-synth run`` on the null device;
 - **the kernels:** onnxruntime's profile on arm64 says which op kernels ran — for the
   int8 files, that the quantized convolutions run as int8 (QLinearConv) there. (They may
   run more int8 kernels than here: onnxruntime fuses a QDQ file's S8S8 convs into
@@ -38,6 +41,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -57,8 +61,8 @@ SUITE = "bookworm"  # Raspberry Pi OS bookworm's Debian, and its Python 3.11
 PY = "usr/bin/python3.11"
 QEMU = "qemu-aarch64-static"
 CC = "aarch64-linux-gnu-gcc"
-# what pi-synth imports at run time, plus the test runner; pinned to this venv's versions
-PACKAGES = ("numpy", "onnxruntime", "mido", "onnx", "pytest", "pytest-timeout")
+BUILT = ("pyalsaaudio",)  # no aarch64 wheel: the Pi builds it from source, and so do we
+TEST_TOOLS = ("onnx", "pytest", "pytest-timeout")  # the organ builder and the test runner
 DEBS = ("python3.11", "libpython3.11-dev", "libasound2-dev")  # the interpreter, and headers to build against
 TESTS = ("tests/test_kernels.py",)  # our C code; the models are checked by their renders
 
@@ -115,7 +119,11 @@ def _mkcache() -> Path:
 
 
 def requirements() -> list[str]:
-    return [f"{p}=={metadata.version(p)}" for p in PACKAGES]
+    """pi-synth's runtime dependencies (pyproject's list) and the test tools, at this venv's
+    versions: each must have an aarch64 wheel on PyPI, or be in BUILT."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0] for d in deps]
+    return [f"{n}=={metadata.version(n)}" for n in [*names, *TEST_TOOLS] if n not in BUILT]
 
 
 def site_packages() -> Path:
@@ -255,6 +263,45 @@ def _env(pkg: Path, site: Path | None) -> dict:
     return env
 
 
+# the instrument's own commands: an offline render of the demo tune (MIDI file → voice →
+# model → guard → WAV), and the instrument itself on the null device (config, control
+# sources, precision choice, engine threads)
+RENDER_ARGS = ["render", str(ROOT / "models" / "flute.int8.onnx"), "--midi",
+               str(ROOT / "src" / "pi_synth" / "data" / "demo.mid"), "--seconds", "4"]
+RUN_ARGS = ["run", "--backend", "null", "--seconds", "2"]
+
+
+def _wav(path: Path):
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.int32)
+
+
+def _cli_checks(cmd: list[str], pkg: Path, site: Path, work: Path, native_wav: Path) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    env = _env(pkg, site)
+    env["PI_SYNTH_CACHE_DIR"] = str(work / "cache")
+    wav = work / "render.wav"
+    p = subprocess.run([*cmd, "-m", "pi_synth", *RENDER_ARGS, "-o", str(wav)], env=env,
+                       capture_output=True, text=True, timeout=1800)
+    res: dict = {"render": {"command": "pi-synth " + " ".join(RENDER_ARGS[:2]) + " …", "returncode": p.returncode,
+                            "stderr_tail": p.stderr.strip().splitlines()[-1:]}}
+    if p.returncode == 0 and wav.exists():
+        a, n = _wav(wav), _wav(native_wav)
+        res["render"].update(samples=len(a), same_length=len(a) == len(n),
+                             max_lsb_diff=int(abs(a - n).max()) if len(a) == len(n) else None,
+                             peak_lsb=int(abs(n).max()))
+    p = subprocess.run([*cmd, "-m", "pi_synth", *RUN_ARGS], env=env, capture_output=True, text=True, timeout=1800)
+    played = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("played ")]
+    res["run"] = {"command": "pi-synth " + " ".join(RUN_ARGS), "returncode": p.returncode,
+                  "played": played[-1] if played else None,
+                  "warnings": [ln for ln in p.stderr.splitlines() if "WARNING" in ln or "ERROR" in ln]}
+    return res
+
+
 def snr_db(ref, x) -> float:
     import numpy as np
 
@@ -274,6 +321,9 @@ def check(out: Path, cpus: list[str], blocks: int = 48, tests: bool = True) -> d
     models = shipped()
     # here: this venv's Python and the package as installed (x86 _kernels)
     native = _render([sys.executable], ROOT / "src", None, work / "x86_64", models, blocks)
+    native_wav = work / "x86_64" / "render.wav"
+    _run([sys.executable, "-m", "pi_synth", *RENDER_ARGS, "-o", str(native_wav)],
+         env=_env(ROOT / "src", None), timeout=600)
     res: dict = {"kind": "arm64-emulation", "qemu": _run([QEMU, "--version"]).stdout.splitlines()[0],
                  "python": SUITE + " arm64 " + PY.rsplit("/", 1)[-1], "packages": requirements(),
                  "blocks": blocks, "native": {"kernels": native["kernels"]}, "cpus": {}}
@@ -307,6 +357,7 @@ def check(out: Path, cpus: list[str], blocks: int = 48, tests: bool = True) -> d
                                for k in sorted(set(ops) | set(native[m.name]["ops"]))
                                if ops.get(k, 0) != native[m.name]["ops"].get(k, 0)},
             }
+        r["cli"] = _cli_checks(cmd, pkg, site, work / cpu, native_wav)
         res["cpus"][cpu] = r
     shutil.rmtree(work, ignore_errors=True)
     res["seconds"] = round(time.monotonic() - t0, 1)
@@ -327,8 +378,15 @@ def table(res: dict) -> str:
     tests = "; ".join(f"{cpu}: {r['tests']['summary']} ({r['tests']['seconds']} s)"
                       for cpu, r in res["cpus"].items() if "tests" in r)
     kern = ", ".join(f"{cpu}: {r['kernels']}" for cpu, r in res["cpus"].items())
+    cli = "; ".join(
+        f"{cpu}: render exit {r['cli']['render']['returncode']}, "
+        f"{r['cli']['render'].get('max_lsb_diff', '?')} LSB max from x86's WAV "
+        f"(peak {r['cli']['render'].get('peak_lsb', '?')}); run exit {r['cli']['run']['returncode']}"
+        f"{', ' + str(len(r['cli']['run']['warnings'])) + ' warnings' if r['cli']['run']['warnings'] else ''}"
+        for cpu, r in res["cpus"].items() if "cli" in r)
     return ("\n".join(lines) + f"\n\nAudio kernels on arm64: {kern}. Tests on arm64 ({', '.join(TESTS)}): "
-            f"{tests}.\n\n{res['qemu']}; {res['python']}; {', '.join(res['packages'])}. Emulated time is "
+            f"{tests}. The commands on arm64 (`pi-synth {' '.join(RENDER_ARGS[:1])} flute.int8 --midi demo.mid`, "
+            f"`pi-synth {' '.join(RUN_ARGS)}`): {cli}.\n\n{res['qemu']}; {res['python']}; {', '.join(res['packages'])}. Emulated time is "
             "not a Pi's time: no speed is measured here.\n")
 
 

@@ -59,3 +59,15 @@ def test_int8_convolutions_run_as_int8_on_arm64(result):
                 assert here is None or there > here, (cpu, name, m)
             else:
                 assert not m["int8_ops"] and not m["ops_differ"], (cpu, name, m)
+
+
+@pytest.mark.timeout(1800)
+def test_the_instrument_runs_on_arm64(result):
+    # every runtime dependency installed from aarch64 wheels (pyalsaaudio built from its
+    # source), and the commands a Pi runs: an offline render equal to this machine's to
+    # the last bit of rounding, and `pi-synth run` to its end
+    for cpu, r in result["cpus"].items():
+        render, run = r["cli"]["render"], r["cli"]["run"]
+        assert render["returncode"] == 0 and render["same_length"], (cpu, render)
+        assert render["peak_lsb"] > 1000 and render["max_lsb_diff"] <= 2, (cpu, render)
+        assert run["returncode"] == 0 and run["played"] and " 0 xruns" in run["played"], (cpu, run)
