@@ -150,7 +150,7 @@ def cmd_render(args) -> int:
     card = inst.card
     sr = card.sample_rate
     print(f"wrote {args.output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
-          f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.0f}× real time)")
+          f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
     return 0
 
 
