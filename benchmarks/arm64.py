@@ -248,18 +248,20 @@ def _render(cmd: list[str], pkg: Path, site: Path | None, out: Path, models: lis
     out.mkdir(parents=True, exist_ok=True)
     script = out / "render.py"
     script.write_text(RENDER)
-    env = _env(pkg, site)
+    env = _env(pkg, site, out)
     _run([*cmd, str(script), str(out), str(blocks), *map(str, models)], env=env, timeout=1800)
     return json.loads((out / "render.json").read_text())
 
 
-def _env(pkg: Path, site: Path | None) -> dict:
+def _env(pkg: Path, site: Path | None, work: Path) -> dict:
+    """``pkg`` and ``site`` on the path; cache, config and state in ``work`` (as the tests isolate them)."""
     import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "PI_SYNTH_CONFIG"}
     env["PYTHONPATH"] = ":".join(str(p) for p in (pkg, site) if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.setdefault("PI_SYNTH_CACHE_DIR", str(pkg / "cache"))
+    env.update(PI_SYNTH_CACHE_DIR=str(work / "cache"), PI_SYNTH_STATE_DIR=str(work / "state"),
+               XDG_CONFIG_HOME=str(work / "config"))
     return env
 
 
@@ -282,8 +284,7 @@ def _wav(path: Path):
 
 def _cli_checks(cmd: list[str], pkg: Path, site: Path, work: Path, native_wav: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    env = _env(pkg, site)
-    env["PI_SYNTH_CACHE_DIR"] = str(work / "cache")
+    env = _env(pkg, site, work)
     wav = work / "render.wav"
     p = subprocess.run([*cmd, "-m", "pi_synth", *RENDER_ARGS, "-o", str(wav)], env=env,
                        capture_output=True, text=True, timeout=1800)
@@ -323,7 +324,7 @@ def check(out: Path, cpus: list[str], blocks: int = 48, tests: bool = True) -> d
     native = _render([sys.executable], ROOT / "src", None, work / "x86_64", models, blocks)
     native_wav = work / "x86_64" / "render.wav"
     _run([sys.executable, "-m", "pi_synth", *RENDER_ARGS, "-o", str(native_wav)],
-         env=_env(ROOT / "src", None), timeout=600)
+         env=_env(ROOT / "src", None, work / "x86_64"), timeout=600)
     res: dict = {"kind": "arm64-emulation", "qemu": _run([QEMU, "--version"]).stdout.splitlines()[0],
                  "python": SUITE + " arm64 " + PY.rsplit("/", 1)[-1], "packages": requirements(),
                  "blocks": blocks, "native": {"kernels": native["kernels"]}, "cpus": {}}
@@ -333,7 +334,8 @@ def check(out: Path, cpus: list[str], blocks: int = 48, tests: bool = True) -> d
         if tests:
             t1 = time.monotonic()
             p = subprocess.run([*cmd, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
-                               cwd=ROOT, env=_env(pkg, site), capture_output=True, text=True, timeout=3600)
+                               cwd=ROOT, env=_env(pkg, site, work / cpu), capture_output=True, text=True,
+                               timeout=3600)
             tail = [ln for ln in p.stdout.strip().splitlines() if ln.strip()][-1:] or [p.stderr[-300:]]
             r["tests"] = {"files": list(TESTS), "returncode": p.returncode, "summary": tail[0],
                           "seconds": round(time.monotonic() - t1, 1)}
