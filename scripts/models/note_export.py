@@ -31,15 +31,16 @@ LICENSE = ("MIT (model weights and code); trained on renders of FluidR3_GM.sf2 b
            "(Debian package fluid-soundfont-gm)")
 
 
-def make_card(name, state_specs):
+def make_card(name, state_specs, frames=1):
     return {
         "format": 1,
         "name": name,
-        "description": "monophonic flute voice (DDSP-style harmonic + noise), pitch + loudness; 48 kHz, 256-sample blocks",
+        "description": "monophonic flute voice (DDSP-style harmonic + noise), pitch + loudness; 48 kHz, "
+                       f"{frames * BLOCK}-sample blocks",
         "sample_rate": SR,
-        "block_size": BLOCK,
+        "block_size": frames * BLOCK,
         "channels": 1,
-        "control_frames": 1,
+        "control_frames": frames,
         "controls": [
             {"name": "pitch", "unit": "hz", "min": PITCH[0], "max": PITCH[1], "default": 440.0, "curve": "log"},
             {"name": "loudness", "unit": "db", "min": -80.0, "max": -10.0, "default": -80.0,
@@ -56,15 +57,16 @@ def make_card(name, state_specs):
     }
 
 
-def export(voice, path: Path, name: str):
-    stream = StreamingNoteVoice(voice).eval()
+def export(voice, path: Path, name: str, frames: int = 1):
+    """The streaming graph at ``frames`` control frames per call (shipped: 1, 256 samples)."""
+    stream = StreamingNoteVoice(voice, frames).eval()
     specs = stream.state_specs()
-    args = [torch.tensor([[[440.0], [-30.0]]])] + [torch.zeros(s, dtype=d) for _, _, s, d in specs]
+    args = [torch.tensor([[[440.0] * frames, [-30.0] * frames]])] + [torch.zeros(s, dtype=d) for _, _, s, d in specs]
     torch.onnx.export(stream, tuple(args), str(path), dynamo=False, opset_version=17,
                       input_names=["controls"] + [s[0] for s in specs],
                       output_names=["audio"] + [s[1] for s in specs])
     m = onnx.load(str(path))
-    write_card(m, make_card(name, specs))
+    write_card(m, make_card(name, specs, frames))
     onnx.save(m, str(path))
     return stream
 

@@ -177,18 +177,21 @@ def noise_tables(seed: int = 0) -> list[np.ndarray]:
 
 
 class StreamingNoteVoice(nn.Module):
-    """One block per call, all state explicit: the graph that is exported to ONNX."""
+    """One call per ``frames`` control frames (``frames`` × 256 samples), all state explicit: the
+    graph that is exported to ONNX. The synthesis is vectorised over frames, so a call of k frames
+    makes the same samples as k calls of one (the shipped file: one)."""
 
     PMIN, PMAX, LMIN, LMAX = 20.0, 8000.0, -120.0, 12.0
 
-    def __init__(self, voice: NoteVoice):
+    def __init__(self, voice: NoteVoice, frames: int = 1):
         super().__init__()
         self.voice = voice
+        self.frames = frames
         t1, t2 = noise_tables()
         self.register_buffer("t1", torch.from_numpy(t1))
         self.register_buffer("t2", torch.from_numpy(t2))
         taps = voice.synth.taps
-        self.register_buffer("offs", torch.arange(-(taps - 1), BLOCK, dtype=torch.float64))
+        self.register_buffer("offs", torch.arange(-(taps - 1), frames * BLOCK, dtype=torch.float64))
         self.period = float(NOISE_LENS[0] * NOISE_LENS[1])
 
     def state_specs(self):
@@ -201,7 +204,7 @@ class StreamingNoteVoice(nn.Module):
         return specs
 
     def forward(self, controls, phase, noise_pos, prev, c0, c1, c2, c3):
-        pitch = torch.clamp(controls[:, 0], self.PMIN, self.PMAX)  # [1, 1]
+        pitch = torch.clamp(controls[:, 0], self.PMIN, self.PMAX)  # [1, frames]
         loud = torch.clamp(controls[:, 1], self.LMIN, self.LMAX)
         harm, noise, caches = self.voice.params(pitch, loud, [c0, c1, c2, c3])
         idx = noise_pos + self.offs  # [1, taps-1+block] float64
@@ -209,6 +212,7 @@ class StreamingNoteVoice(nn.Module):
         i2 = (idx - torch.floor(idx / NOISE_LENS[1]) * NOISE_LENS[1]).long()
         src = self.t1[i1] + self.t2[i2]
         audio, new_prev, new_phase = self.voice.synth(pitch, harm, noise, prev, phase, src)
-        pos = noise_pos + BLOCK
+        n = self.frames * BLOCK
+        pos = noise_pos + n
         pos = pos - torch.floor(pos / self.period) * self.period
-        return (audio.reshape(1, 1, BLOCK), new_phase, pos, new_prev, *caches)
+        return (audio.reshape(1, 1, n), new_phase, pos, new_prev, *caches)
