@@ -91,10 +91,11 @@ BLOCK_SIZES = (64, 128, 256, 512, 1024, 2048)
 
 
 def speed_by_block(args) -> list[dict]:
-    """Real-time factor by block size. A trained voice's block is fixed when it is exported (the flute
-    256, the pads 1024: the state and the upsampling are built for it); the procedural organ is built
-    at any block size, so it shows what the block size alone costs — onnxruntime's fixed cost per call
-    spread over more frames. (RAVE decoders converted at 2048 … 16384: the ``rave`` section.)"""
+    """Real-time factor by block size. The procedural organ is built at 64 … 2048 frames: what the
+    block size alone costs — onnxruntime's fixed cost per call spread over more frames. The shipped
+    voices are exported at k control frames per call (flute: 256 … 2048 samples, pads: 1024 … 4096;
+    the same weights and sound, ``scripts/models/export_blocks.py``) when ``.venv-train`` and their
+    training checkpoints are here. (RAVE decoders converted at 2048 … 16384: the ``rave`` section.)"""
     import tempfile
 
     from pi_synth.bench import bench_model
@@ -106,9 +107,42 @@ def speed_by_block(args) -> list[dict]:
             path = Path(d) / f"organ-{b}.onnx"
             build_organ(path, block_size=b)
             r = bench_model(path, threads=1, blocks=max(50, args.blocks * 256 // b))
-            r.update(file=f"organ.onnx built at block {b}", by_block=True)
+            r.update(file=f"organ.onnx built at block {b}", by_block=True, voice="organ (procedural)")
             rows.append(r)
             log(f"speed organ at block {b}: rtf {r['rtf']:.4f}, block {r['block_ms_median']:.3f} ms")
+        rows += trained_by_block(args, Path(d))
+    return rows
+
+
+def trained_by_block(args, d: Path) -> list[dict]:
+    from pi_synth.bench import bench_model
+
+    py = ROOT / ".venv-train" / "bin" / "python"
+    need = [py, ROOT / "work" / "note" / "note_voice.pt", ROOT / "work" / "latent" / "latent_vae.pt",
+            ROOT / "work" / "latent" / "pca.npz"]
+    missing = [str(p.relative_to(ROOT)) for p in need if not p.exists()]
+    if missing:
+        log(f"speed by block: shipped voices skipped (needs {', '.join(missing)}: scripts/models/build-all.sh)")
+        return []
+    log("exporting the shipped voices at other block sizes (scripts/models/export_blocks.py) …")
+    p = subprocess.run([str(py), str(ROOT / "scripts" / "models" / "export_blocks.py"), "--out", str(d)],
+                       capture_output=True, text=True, timeout=3600)
+    if p.returncode != 0:
+        log(f"speed by block: export failed: {(p.stderr or p.stdout).strip()[-300:]}")
+        return []
+    rows = []
+    for v in json.loads((d / "blocks.json").read_text()):
+        for prec in ("fp32", "int8"):
+            r = bench_model(d / v[prec], threads=1, blocks=max(50, args.blocks * 256 // v["block_size"]))
+            r.update(file=f"{v['model']}.{prec} at {v['frames']} frames per call", by_block=True,
+                     voice=f"{v['model']} {prec}", frames=v["frames"])
+            if prec == "fp32":
+                r["snr_vs_shipped_db"] = v["snr_vs_shipped_db"]
+            else:
+                r["int8"] = {k: v[k] for k in ("format", "quantized_ops", "same_ops_as_shipped", "snr_db")}
+            rows.append(r)
+            log(f"speed {v['model']}.{prec} at block {v['block_size']}: rtf {r['rtf']:.4f}, "
+                f"block {r['block_ms_median']:.3f} ms")
     return rows
 
 
@@ -336,26 +370,41 @@ def targets_table(R: dict) -> list[list]:
 
 
 def by_block_rows(R: dict) -> tuple[list[dict], list[dict]]:
-    """The real-time-factor-by-block-size rows: the organ's (speed section), RAVE's (rave section)."""
-    organ = [r for r in R.get("speed") or [] if r.get("by_block")]
+    """The real-time-factor-by-block-size rows: ours (organ and shipped voices, speed section) and
+    RAVE's (rave section)."""
+    ours = [r for r in R.get("speed") or [] if r.get("by_block")]
     rave = (R.get("rave") or {}).get("by_block", []) if isinstance(R.get("rave"), dict) else []
-    return organ, rave
+    return ours, rave
+
+
+def _voice(r: dict) -> str:
+    return r.get("voice") or "organ (procedural)"
 
 
 def by_block_lines(R: dict) -> list[str]:
-    organ, rave = by_block_rows(R)
-    if not organ and not rave:
+    ours, rave = by_block_rows(R)
+    if not ours and not rave:
         return []
     L = ["", "## Real-time factor by block size (1 thread)", "",
-         "A trained voice's block is fixed at export (flute 256, pads 1024, above). The procedural organ is "
-         "built at each block size; RAVE decoders are converted at 1, 2, 4 and 8 latent frames per call "
-         "and timed against TorchScript `decode` (nn~'s engine) on the same blocks, interleaved.", "",
-         "| model | block | pi-synth ms/block | pi-synth RTF | TorchScript ms/block | TorchScript RTF | speed-up |",
-         "|---|---|---|---|---|---|---|"]
-    for r in organ:
-        L.append(f"| organ (procedural) | {r['block_size']} | {r['block_ms_median']:.3f} | {r['rtf']:.4f} | — | — | — |")
+         "The procedural organ is built at each block size. The flute and the pads are exported at k control "
+         "frames per call from their checkpoints (`scripts/models/export_blocks.py`: the same weights; "
+         "'same sound' is the SNR of one call against k calls of the shipped file, and the int8 variants "
+         "quantize the ops the shipped int8 file does, in its format). RAVE decoders are converted at 1, 2, 4 "
+         "and 8 latent frames per call and timed against TorchScript `decode` (nn~'s engine) on the same "
+         "blocks, interleaved.", "",
+         "| model | block | pi-synth ms/block | pi-synth RTF | fp32: SNR against the shipped file | TorchScript ms/block "
+         "| TorchScript RTF | speed-up |",
+         "|---|---|---|---|---|---|---|---|"]
+    for r in ours:
+        snr, q = r.get("snr_vs_shipped_db"), r.get("int8")
+        same = "—" if snr is None else ("identical" if snr == float("inf") else f"{snr:.0f} dB")
+        if q:
+            same = (f"int8 {q['snr_db']:.1f} dB vs its fp32, {q['quantized_ops']} ops int8"
+                    + ("" if q["same_ops_as_shipped"] else " (**not** the shipped file's ops)"))
+        L.append(f"| {_voice(r)} | {r['block_size']} | {r['block_ms_median']:.3f} | {r['rtf']:.4f} | {same} "
+                 "| — | — | — |")
     for r in rave:
-        L.append(f"| RAVE {r['fixture']} | {r['block_size']} | {r['onnx_ms']:.3f} | {r['onnx_rtf']:.4f} | "
+        L.append(f"| RAVE {r['fixture']} | {r['block_size']} | {r['onnx_ms']:.3f} | {r['onnx_rtf']:.4f} | — | "
                  f"{r['torchscript_ms']:.3f} | {r['torchscript_rtf']:.4f} | {r['speedup_vs_torchscript']}× |")
     return L
 
@@ -515,11 +564,12 @@ def plots(R: dict, out: Path) -> list[str]:
         fig.savefig(out / "rtf.png", dpi=100)
         plt.close(fig)
         made.append("rtf.png")
-    organ, rave = by_block_rows(R)
-    if organ or rave:
+    ours, rave = by_block_rows(R)
+    if ours or rave:
         fig, ax = plt.subplots(figsize=(8, 4))
-        if organ:
-            ax.plot([r["block_size"] for r in organ], [r["rtf"] for r in organ], "o-", label="organ, pi-synth")
+        for v in dict.fromkeys(_voice(r) for r in ours):
+            rr = [r for r in ours if _voice(r) == v]
+            ax.plot([r["block_size"] for r in rr], [r["rtf"] for r in rr], "o-", label=f"{v}, pi-synth")
         for fx in sorted({r["fixture"] for r in rave}):
             rr = [r for r in rave if r["fixture"] == fx]
             line = ax.plot([r["block_size"] for r in rr], [r["onnx_rtf"] for r in rr], "o-", label=f"RAVE {fx}, pi-synth")
