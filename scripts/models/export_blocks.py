@@ -84,9 +84,9 @@ def _recard(path: Path, card: dict) -> None:
 
 def same_sound(shipped: Path, variant: Path, card: dict, seconds: float = 4.0) -> float:
     """SNR (dB) of the variant against the shipped file on the same control frames."""
-    k = card["control_frames"]
     seq = control_sequence(card, max(4, int(seconds * card["sample_rate"] / card["block_size"])), seed=3)
-    one = seq.transpose(0, 2, 1).reshape(-1, 1, seq.shape[1]).transpose(0, 2, 1)  # k frames → k blocks
+    # [n, controls, k] → [n·k, controls, 1]: each of a call's k frames becomes one call of the shipped file
+    one = seq.transpose(0, 2, 1).reshape(-1, 1, seq.shape[1]).transpose(0, 2, 1)
     base = read_card(onnx.load(str(shipped)), str(shipped))
     a = render(_session(shipped), base, np.ascontiguousarray(one))[0]
     b = render(_session(variant), card, seq)[0]
