@@ -388,10 +388,10 @@ def by_block_lines(R: dict) -> list[str]:
     L = ["", "## Real-time factor by block size (1 thread)", "",
          "The procedural organ is built at each block size. The flute and the pads are exported at k control "
          "frames per call from their checkpoints (`scripts/models/export_blocks.py`: the same weights; "
-         "'same sound' is the SNR of one call against k calls of the shipped file, and the int8 variants "
+         "the fp32 column is the SNR of one call against k calls of the shipped file, and the int8 variants "
          "quantize the ops the shipped int8 file does, in its format). RAVE decoders are converted at 1, 2, 4 "
          "and 8 latent frames per call and timed against TorchScript `decode` (nn~'s engine) on the same "
-         "blocks, interleaved.", "",
+         "blocks, the engines alternating in rounds of 10 blocks.", "",
          "| model | block | pi-synth ms/block | pi-synth RTF | fp32: SNR against the shipped file | TorchScript ms/block "
          "| TorchScript RTF | speed-up |",
          "|---|---|---|---|---|---|---|---|"]
