@@ -84,18 +84,16 @@ def sec_speed(files, args) -> list[dict]:
             rows.append(r)
             log(f"speed {p.name} ×{r['threads']}: rtf {r['rtf']:.4f} (p99 {r['rtf_p99']:.4f}), "
                 f"block {r['block_ms_median']:.3f} ms, wrapper ×{r.get('wrapper_overhead_ratio', 0):.3f}")
-    return rows + speed_by_block(args)
+    return rows + speed_by_block(args) + trained_by_block(args)
 
 
 BLOCK_SIZES = (64, 128, 256, 512, 1024, 2048)
 
 
 def speed_by_block(args) -> list[dict]:
-    """Real-time factor by block size. The procedural organ is built at 64 … 2048 frames: what the
-    block size alone costs — onnxruntime's fixed cost per call spread over more frames. The shipped
-    voices are exported at k control frames per call (flute: 256 … 2048 samples, pads: 1024 … 4096;
-    the same weights and sound, ``scripts/models/export_blocks.py``) when ``.venv-train`` and their
-    training checkpoints are here. (RAVE decoders converted at 2048 … 16384: the ``rave`` section.)"""
+    """Real-time factor by block size: the procedural organ built at 64 … 2048 frames — what the
+    block size alone costs, onnxruntime's fixed cost per call spread over more frames. (The shipped
+    voices: ``trained_by_block``; RAVE decoders converted at 2048 … 16384: the ``rave`` section.)"""
     import tempfile
 
     from pi_synth.bench import bench_model
@@ -110,11 +108,20 @@ def speed_by_block(args) -> list[dict]:
             r.update(file=f"organ.onnx built at block {b}", by_block=True, voice="organ (procedural)")
             rows.append(r)
             log(f"speed organ at block {b}: rtf {r['rtf']:.4f}, block {r['block_ms_median']:.3f} ms")
-        rows += trained_by_block(args, Path(d))
     return rows
 
 
-def trained_by_block(args, d: Path) -> list[dict]:
+def trained_by_block(args) -> list[dict]:
+    """The shipped voices exported at k control frames per call (flute: 256 … 2048 samples, pads:
+    1024 … 4096; the same weights and sound, ``scripts/models/export_blocks.py``), when
+    ``.venv-train`` and their training checkpoints are here."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        return _trained_by_block(args, Path(d))
+
+
+def _trained_by_block(args, d: Path) -> list[dict]:
     from pi_synth.bench import bench_model
 
     py = ROOT / ".venv-train" / "bin" / "python"

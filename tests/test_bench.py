@@ -224,9 +224,17 @@ def test_real_time_factor_by_block_size_is_measured_and_reported():
     assert ms[-1] > ms[0]  # 32× the frames cost more per call, if less per frame
     rave = {"by_block": [{"fixture": "v2", "block_size": 16384, "onnx_ms": 16.7, "onnx_rtf": 0.045,
                           "torchscript_ms": 47.7, "torchscript_rtf": 0.128, "speedup_vs_torchscript": 2.86}]}
+    # a shipped voice at 2 frames per call (trained_by_block: needs .venv-train and the checkpoints)
+    flute = [{"by_block": True, "voice": "flute fp32", "block_size": 512, "block_ms_median": 0.328, "rtf": 0.0307,
+              "snr_vs_shipped_db": 124.4},
+             {"by_block": True, "voice": "flute int8", "block_size": 512, "block_ms_median": 0.339, "rtf": 0.0318,
+              "int8": {"format": "qdq", "quantized_ops": 1, "same_ops_as_shipped": True, "snr_db": 29.0}}]
     machine = {"cpu": "x", "machine": "y", "cores": 1, "python": "3", "onnxruntime": "1"}
     md = run.markdown({"started_utc": "now", "machine": machine, "loadavg_start": [0], "loadavg_end": [0],
-                       "speed": rows, "rave": rave})
+                       "speed": rows + flute, "rave": rave})
     table = md.split("## Real-time factor by block size")[1]
-    assert "| organ (procedural) | 2048 |" in table and "| RAVE v2 | 16384 | 16.700 | 0.0450 | 47.700 | 0.1280 | 2.86× |" in table
+    assert "| organ (procedural) | 2048 |" in table
+    assert "| RAVE v2 | 16384 | 16.700 | 0.0450 | — | 47.700 | 0.1280 | 2.86× |" in table
+    assert "| flute fp32 | 512 | 0.328 | 0.0307 | 124 dB | — | — | — |" in table
+    assert "| flute int8 | 512 | 0.339 | 0.0318 | int8 29.0 dB vs its fp32, 1 ops int8 | — | — | — |" in table
     assert "built at block" not in md.split("## Real-time factor by block size")[0]  # not in the per-file table
