@@ -540,7 +540,7 @@ def markdown(R: dict) -> str:
         import arm64
 
         L += ["", "## The same sound on arm64 (emulated: correctness, not speed)", "",
-              "Each shipped model renders the same 48 blocks of moving controls under `qemu-aarch64` (Debian arm64 "
+              "Each shipped model renders the same 24 blocks of moving controls under `qemu-aarch64` (Debian arm64 "
               "Python, the aarch64 wheels of the same versions, `_kernels.c` cross-compiled) and here; onnxruntime's "
               "profile on arm64 says which op kernels ran. `benchmarks/arm64.py`.", "", arm64.table(a).rstrip()]
     elif a:

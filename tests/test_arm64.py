@@ -2,7 +2,8 @@
 
 ``benchmarks/arm64.py`` runs Debian's arm64 Python with the aarch64 wheels of this venv's
 versions, ``_kernels.c`` and pyalsaaudio cross-compiled, as a Pi 4 (cortex-a72: also the
-Zero 2 W's int8 path) and a Pi 5 (cortex-a76: dot-product int8). Slow: the first run
+Zero 2 W's int8 path; the C kernels' tests and the commands run there) and a Pi 5
+(cortex-a76: dot-product int8; the models). Slow: the first run
 downloads an arm64 Debian and the wheels into ``work/arm64-cache/`` (deb.debian.org, PyPI).
 """
 
@@ -32,8 +33,8 @@ def result(tmp_path_factory):
 def test_c_kernels_build_and_pass_their_tests_on_arm64(result):
     for cpu, r in result["cpus"].items():
         assert r["kernels"] == "c", f"{cpu}: _kernels did not load on arm64"
-        t = r["tests"]
-        assert t["returncode"] == 0 and " passed" in t["summary"] and "skipped" not in t["summary"], (cpu, t)
+    t = result["cpus"]["cortex-a72"]["tests"]  # the C code runs the same on every arm64 CPU
+    assert t["returncode"] == 0 and " passed" in t["summary"] and "skipped" not in t["summary"], t
 
 
 @pytest.mark.timeout(1800)
@@ -66,8 +67,8 @@ def test_the_instrument_runs_on_arm64(result):
     # every runtime dependency installed from aarch64 wheels (pyalsaaudio built from its
     # source), and the commands a Pi runs: an offline render equal to this machine's to
     # the last bit of rounding, and `pi-synth run` to its end
-    for cpu, r in result["cpus"].items():
-        render, run = r["cli"]["render"], r["cli"]["run"]
-        assert render["returncode"] == 0 and render["same_length"], (cpu, render)
-        assert render["peak_lsb"] > 1000 and render["max_lsb_diff"] <= 2, (cpu, render)
-        assert run["returncode"] == 0 and run["played"] and " 0 xruns" in run["played"], (cpu, run)
+    r = result["cpus"]["cortex-a72"]
+    render, run = r["cli"]["render"], r["cli"]["run"]
+    assert render["returncode"] == 0 and render["same_length"], render
+    assert render["peak_lsb"] > 1000 and render["max_lsb_diff"] <= 2, render
+    assert run["returncode"] == 0 and run["played"] and " 0 xruns" in run["played"], run
