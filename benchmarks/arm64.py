@@ -39,6 +39,7 @@ The first run builds ``work/arm64-cache/`` (debootstrap's arm64 download and the
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import re
@@ -54,6 +55,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _env import ROOT, write_json  # noqa: E402
+
+from pi_synth.quantize import snr_db  # noqa: E402
 
 CACHE = ROOT / "work" / "arm64-cache"
 SUITE = "bookworm"  # Raspberry Pi OS bookworm's Debian, and its Python 3.11
@@ -95,26 +98,16 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 def sysroot() -> Path:
     """Debian arm64 with Python 3.11 and its headers, unpacked (not installed: nothing in
     it runs but the interpreter, through qemu)."""
-    root = CACHE / (f"{SUITE}-arm64-" + hashlib.sha256(" ".join(DEBS).encode()).hexdigest()[:8])
-    if (root / PY).exists() and (root / ".complete").exists():
-        return root
-    _need("debootstrap", "debootstrap")
-    shutil.rmtree(root, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix="rootfs.", dir=_mkcache()))
-    _run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
-          "--include=" + ",".join(DEBS), SUITE, str(tmp), "http://deb.debian.org/debian"],
-         timeout=1800)
-    for deb in sorted((tmp / "var/cache/apt/archives").glob("*.deb")):
-        _run(["dpkg-deb", "-x", str(deb), str(tmp)])
-    shutil.rmtree(tmp / "var/cache/apt/archives", ignore_errors=True)
-    (tmp / ".complete").write_text(SUITE + "\n")
-    tmp.rename(root)
-    return root
+    def build(tmp: Path) -> None:
+        _need("debootstrap", "debootstrap")
+        _run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
+              "--include=" + ",".join(DEBS), SUITE, str(tmp), "http://deb.debian.org/debian"],
+             timeout=1800)
+        for deb in sorted((tmp / "var/cache/apt/archives").glob("*.deb")):
+            _run(["dpkg-deb", "-x", str(deb), str(tmp)])
+        shutil.rmtree(tmp / "var/cache/apt/archives", ignore_errors=True)
 
-
-def _mkcache() -> Path:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    return CACHE
+    return _cached(f"{SUITE}-arm64-" + hashlib.sha256(" ".join(DEBS).encode()).hexdigest()[:8], build)
 
 
 def requirements() -> list[str]:
@@ -128,18 +121,29 @@ def requirements() -> list[str]:
 def site_packages() -> Path:
     """The aarch64 wheels of this venv's versions, installed by this pip for arm64."""
     reqs = requirements()
-    site = CACHE / ("site-" + hashlib.sha256(" ".join(reqs).encode()).hexdigest()[:12])
-    if (site / ".complete").exists():
-        return site
-    shutil.rmtree(site, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix="site.", dir=_mkcache()))
     plats = [a for p in ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_17_aarch64")
              for a in ("--platform", p)]
-    _run([sys.executable, "-m", "pip", "install", "-q", "--target", str(tmp), *plats,
-          "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:", *reqs], timeout=1800)
-    (tmp / ".complete").write_text("\n".join(reqs) + "\n")
-    tmp.rename(site)
-    return site
+
+    def build(tmp: Path) -> None:
+        _run([sys.executable, "-m", "pip", "install", "-q", "--target", str(tmp), *plats,
+              "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:", *reqs], timeout=1800)
+
+    return _cached("site-" + hashlib.sha256(" ".join(reqs).encode()).hexdigest()[:12], build)
+
+
+def _cached(name: str, build) -> Path:
+    """``work/arm64-cache/NAME``, built once by ``build(tmp)`` into a temporary folder and renamed
+    into place when complete (an interrupted build leaves nothing that looks done)."""
+    dest = CACHE / name
+    if (dest / ".complete").exists():
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=name + ".", dir=CACHE))
+    build(tmp)
+    (tmp / ".complete").write_text(name + "\n")
+    tmp.rename(dest)
+    return dest
 
 
 def python_cmd(root: Path, cpu: str, cpuinfo: Path) -> list[str]:
@@ -186,22 +190,19 @@ def _cross_compile(root: Path, sources: list[Path], out: Path, extra: list[str],
     """One C extension for arm64: Debian's arm64 Python's own flags (what ``pip install`` on
     the Pi uses), against the Pi's libc, Python and ALSA headers in the sysroot."""
     _need(CC, "gcc-aarch64-linux-gnu")
-    cflags = _arm_sysconfig(root, ("CFLAGS", "CCSHARED"))
-    out = out.with_name(out.name + _arm_sysconfig(root, ("EXT_SUFFIX",))[0])
-    _run([CC, *cflags, *extra, f"--sysroot={root}", "-I=/usr/include/python3.11", "-shared", "-o", str(out),
-          *map(str, sources), *libs])
+    conf = _arm_sysconfig(root)
+    out = out.with_name(out.name + conf["EXT_SUFFIX"])
+    _run([CC, *f"{conf['CFLAGS']} {conf['CCSHARED']}".split(), *extra, f"--sysroot={root}",
+          "-I=/usr/include/python3.11", "-shared", "-o", str(out), *map(str, sources), *libs])
     return out
 
 
-def _arm_sysconfig(root: Path, names: tuple[str, ...]) -> list[str]:
-    """Build flags from the arm64 interpreter's own sysconfig (read under qemu)."""
-    code = ("import sysconfig, json; print(json.dumps([sysconfig.get_config_var(n) or '' for n in "
-            f"{list(names)!r}]))")
-    p = _run([QEMU, "-L", str(root), str(root / PY), "-c", code])
-    vals = json.loads(p.stdout)
-    if len(names) == 1:
-        return vals
-    return " ".join(vals).split()
+@functools.cache
+def _arm_sysconfig(root: Path) -> dict[str, str]:
+    """The build variables of the arm64 interpreter's own sysconfig (read once, under qemu)."""
+    names = ["CFLAGS", "CCSHARED", "EXT_SUFFIX"]
+    code = f"import sysconfig, json; print(json.dumps({{n: sysconfig.get_config_var(n) or '' for n in {names!r}}}))"
+    return json.loads(_run([QEMU, "-L", str(root), str(root / PY), "-c", code]).stdout)
 
 
 # ---- what runs on arm64 (and the same here) --------------------------------------------------
@@ -210,17 +211,12 @@ RENDER = r"""
 import json, sys, numpy as np, onnxruntime as ort, collections, os
 from pi_synth.audio import safety
 from pi_synth.audio.runtime import Runtime, session_options
+from pi_synth.bench import control_sequence
 out, blocks = sys.argv[1], int(sys.argv[2])
 res = {"kernels": safety.KERNELS, "onnxruntime": ort.__version__}
 for path in sys.argv[3:]:
     rt = Runtime(path, use_cache=False, warmup_blocks=0)
-    rng = np.random.default_rng(7)
-    ctl = rng.uniform(0.0, 1.0, (blocks,) + rt.controls.shape).astype(np.float32)
-    cs = rt.card.controls
-    lo = np.array([c.min for c in cs], np.float32)[:, None]
-    hi = np.array([c.max for c in cs], np.float32)[:, None]
-    ctl = lo + (hi - lo) * np.cumsum(ctl - 0.5, axis=0) / blocks * 2 % 1.0  # wandering controls
-    audio = rt.render(ctl.astype(np.float32))
+    audio = rt.render(control_sequence(rt.card, blocks, seed=7))
     name = os.path.basename(path)
     np.save(os.path.join(out, name + ".npy"), audio)
     so = session_options(1)
@@ -300,14 +296,6 @@ def _cli_checks(cmd: list[str], pkg: Path, site: Path, work: Path, native_wav: P
                   "played": played[-1] if played else None,
                   "warnings": [ln for ln in p.stderr.splitlines() if "WARNING" in ln or "ERROR" in ln]}
     return res
-
-
-def snr_db(ref, x) -> float:
-    import numpy as np
-
-    err = float(((x.astype(np.float64) - ref) ** 2).sum())
-    sig = float((ref.astype(np.float64) ** 2).sum())
-    return float("inf") if err == 0 else 10 * np.log10(sig / err)
 
 
 def check(out: Path, cpus: list[str], blocks: int = 24, tests: bool = True) -> dict:

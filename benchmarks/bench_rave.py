@@ -76,31 +76,31 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool) -> dict:
     rng = np.random.default_rng(0)
     warm = ROUND  # the first round: TorchScript's JIT, onnxruntime's memory planning
     zs = rng.standard_normal((blocks + warm, 1, k, card.control_frames)).astype(np.float32)
-    times = {"ts": [], **{label: [] for label in paths}}
-    err = 0.0
+    refs, err = {}, 0.0
+
+    def ts(i):
+        with torch.no_grad():
+            refs[i] = m.decode(torch.from_numpy(zs[i])).numpy().reshape(1, 1, -1)
+
+    def play(rt):
+        def step(i):
+            rt.controls[...] = zs[i][0]
+            return rt.step()
+        return step
+
+    def seen(label, i, y):  # untimed: the fp32 model against TorchScript, block by block
+        nonlocal err
+        if label == "fp32":
+            err = max(err, float(np.max(np.abs(y[None] - refs[i]))))
+
+    def zero_state():  # the measured blocks start from zero state on every side
+        rave.zero_caches(m)
+        for rt in runtimes.values():
+            rt.reset()
+
     rave.zero_caches(m)
-    for start in range(0, len(zs), ROUND):
-        if start == warm:  # start the measured blocks from zero state on every side
-            rave.zero_caches(m)
-            for rt in runtimes.values():
-                rt.reset()
-        refs = []
-        for i in range(start, min(start + ROUND, len(zs))):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                refs.append(m.decode(torch.from_numpy(zs[i])).numpy().reshape(1, 1, -1))
-            if i >= warm:
-                times["ts"].append(time.perf_counter() - t0)
-        for label, rt in runtimes.items():
-            for i, ref in zip(range(start, start + ROUND), refs):
-                rt.controls[...] = zs[i][0]
-                t0 = time.perf_counter()
-                y = rt.step()
-                dt = time.perf_counter() - t0
-                if i >= warm:
-                    times[label].append(dt)
-                    if label == "fp32":
-                        err = max(err, float(np.max(np.abs(y[None] - ref))))
+    times = alternate(len(zs), warm, {"ts": ts, **{label: play(rt) for label, rt in runtimes.items()}},
+                      at_warm=zero_state, seen=seen)
     med = {label: 1e3 * float(np.median(v)) for label, v in times.items()}
     res["ms_per_block"] = {label: round(v, 3) for label, v in med.items()}
     res["speedup_vs_torchscript"] = {label: round(med["ts"] / med[label], 2) for label in paths}
@@ -112,6 +112,27 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool) -> dict:
         res["target_speedup"] = tgt
         res["target_met"] = res["speedup_vs_torchscript"]["fp32"] >= tgt
     return res
+
+
+def alternate(n: int, warm: int, players: dict, at_warm=None, seen=None) -> dict[str, list[float]]:
+    """Time blocks 0 … n-1 on each player (``label → play(i)``), ``ROUND`` blocks in a row each,
+    then the next player the same blocks; the times of blocks ``warm`` and on, per label.
+    ``at_warm()`` runs once before the round that starts at ``warm``; ``seen(label, i, result)``
+    after each measured block, outside the timing."""
+    times = {label: [] for label in players}
+    for start in range(0, n, ROUND):
+        if start == warm and at_warm is not None:
+            at_warm()
+        for label, play in players.items():
+            for i in range(start, min(start + ROUND, n)):
+                t0 = time.perf_counter()
+                y = play(i)
+                dt = time.perf_counter() - t0
+                if i >= warm:
+                    times[label].append(dt)
+                    if seen is not None:
+                        seen(label, i, y)
+    return times
 
 
 def by_block(ts_path: Path, work: Path, frames_list, seconds: float) -> list[dict]:
@@ -136,21 +157,18 @@ def by_block(ts_path: Path, work: Path, frames_list, seconds: float) -> list[dic
         k, warm = len(card.controls), 3
         n = max(12, round(seconds * card.sample_rate / card.block_size))
         zs = np.random.default_rng(frames).standard_normal((n + warm, 1, k, frames)).astype(np.float32)
-        ts_t, ox_t = [], []
         rave.zero_caches(m)
-        for start in range(0, len(zs), ROUND):
-            for i in range(start, min(start + ROUND, len(zs))):
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    m.decode(torch.from_numpy(zs[i]))
-                if i >= warm:
-                    ts_t.append(time.perf_counter() - t0)
-            for i in range(start, min(start + ROUND, len(zs))):
-                rt.controls[...] = zs[i][0]
-                t0 = time.perf_counter()
-                rt.step()
-                if i >= warm:
-                    ox_t.append(time.perf_counter() - t0)
+
+        def ts(i):
+            with torch.no_grad():
+                m.decode(torch.from_numpy(zs[i]))
+
+        def ox(i):
+            rt.controls[...] = zs[i][0]
+            rt.step()
+
+        t = alternate(len(zs), warm, {"ts": ts, "onnx": ox})
+        ts_t, ox_t = t["ts"], t["onnx"]
         budget = card.block_size / card.sample_rate
         ts_ms, ox_ms = 1e3 * float(np.median(ts_t)), 1e3 * float(np.median(ox_t))
         rows.append({"fixture": ts_path.stem, "frames": frames, "block_size": card.block_size, "blocks": n,

@@ -33,7 +33,8 @@ sys.path.insert(0, str(HERE.parents[1] / "src"))
 from common import ROOT, WORK, write_json  # noqa: E402
 
 from pi_synth.bench import quantized_nodes  # noqa: E402
-from pi_synth.quantize import QUANT_OPS, _session, control_sequence, quantize_model, read_card, render, write_card  # noqa: E402
+from pi_synth.quantize import (QUANT_OPS, _session, control_sequence, quantize_model, read_card,  # noqa: E402
+                               render, snr_db, write_card)
 
 
 def _card(shipped: Path, frames: int) -> dict:
@@ -89,9 +90,7 @@ def same_sound(shipped: Path, variant: Path, card: dict, seconds: float = 4.0) -
     one = seq.transpose(0, 2, 1).reshape(-1, 1, seq.shape[1]).transpose(0, 2, 1)
     base = read_card(onnx.load(str(shipped)), str(shipped))
     a = render(_session(shipped), base, np.ascontiguousarray(one))[0]
-    b = render(_session(variant), card, seq)[0]
-    err = float(((a.astype(np.float64) - b) ** 2).sum())
-    return float("inf") if err == 0 else 10 * np.log10(float((a.astype(np.float64) ** 2).sum()) / err)
+    return snr_db(a, render(_session(variant), card, seq)[0])
 
 
 def int8_like_shipped(fp32: Path, int8: Path, shipped_int8: Path) -> dict:

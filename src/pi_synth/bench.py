@@ -43,8 +43,9 @@ def _stats(times: np.ndarray, block_seconds: float) -> dict:
     }
 
 
-def bench_runtime(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 0, times_out: bool = False):
-    """Block times of ``rt`` on moving controls: their stats, or (``times_out``) the times."""
+def block_times(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Wall time of each of ``blocks`` blocks of ``rt`` on moving controls, after ``warmup``;
+    and the process CPU seconds of all of them."""
     card = rt.card
     ctl = control_sequence(card, blocks + warmup, seed)
     times = np.empty(blocks)
@@ -55,11 +56,12 @@ def bench_runtime(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 
         rt.step()
         if k >= warmup:
             times[k - warmup] = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
-    if times_out:
-        return times
-    bs = card.block_size / card.sample_rate
-    out = _stats(times, bs)
+    return times, time.process_time() - cpu0
+
+
+def bench_runtime(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 0) -> dict:
+    times, cpu = block_times(rt, blocks, warmup, seed)
+    out = _stats(times, rt.card.block_size / rt.card.sample_rate)
     out["cpu_per_block_ms"] = cpu / (blocks + warmup) * 1e3
     return out
 
@@ -316,8 +318,8 @@ def compare_precisions(fp32_path, int8_path, *, blocks: int = 500, seconds: floa
     rounds = max(1, blocks // 25)
     f_t, i_t = [], []
     for r in range(rounds):
-        f_t.append(bench_runtime(ref_rt, 25, warmup=2, seed=r, times_out=True))
-        i_t.append(bench_runtime(q_rt, 25, warmup=2, seed=r, times_out=True))
+        f_t.append(block_times(ref_rt, 25, warmup=2, seed=r)[0])
+        i_t.append(block_times(q_rt, 25, warmup=2, seed=r)[0])
     bs = card.block_size / card.sample_rate
     f, i = _stats(np.concatenate(f_t), bs), _stats(np.concatenate(i_t), bs)
     return {"fp32": str(fp32_path), "int8": str(int8_path), "blocks": rounds * 25, "rounds": rounds,
