@@ -92,6 +92,19 @@ def quant_text(q: dict, name: str) -> str:
             f"provider, 1 thread. {q['caveat']}")
 
 
+def layers_text(m: dict) -> str:
+    """Which residual convs run int8, and why (note_export.py measures each layer's cost)."""
+    L = m.get("int8_layers")
+    if not L:
+        return ""
+    short = lambda n: n.split("/")[2]  # noqa: E731 - "/net/convs.3/conv/Conv" -> "convs.3"
+    alone = ", ".join(f"{short(k)} {v} dB" for k, v in L["snr_db_alone"].items())
+    tried = "; ".join(f"{' + '.join(short(x) for x in k.split(' + '))}: {v} dB" for k, v in L["snr_db_tried"].items())
+    return (f"\n\nThe residual convs run int8 where it costs least: SNR with each one alone quantized {alone}; "
+            f"adding them from the cheapest up, each kept while int8 stays ≥ 31 dB from fp32 ({tried}), "
+            f"quantizes {', '.join(short(x) for x in L['quantized'])}.")
+
+
 def burst_text(lc):
     v = lc.get("hf_excess_db_at_change_sorted")
     if not v:
@@ -140,9 +153,18 @@ an overall amplitude, a distribution over 48 harmonics and the gains of 16 noise
 - the oscillator phase is computed in closed form per block, in cycles, wrapped, and carried as a float64 state
   (`phase`); a harmonic above Nyquist at either end of a block has amplitude 0 at that end (no aliasing in steady
   state, no amplitude step when the pitch moves);
-- the noise is read from two fixed white-noise tables of coprime lengths (32749, 32719) at a float64 sample
-  counter (`noise_pos`), so rendering is deterministic and the noise repeats only after ~6 hours;
+- the noise comes from two fixed white-noise tables of coprime lengths (32749, 32719) read at a float64 sample
+  counter (`noise_pos`), so rendering is deterministic and the noise repeats only after ~6 hours. Each table is
+  filtered into the 16 bands once, at export: filtering is linear, so reading the filtered tables equals filtering
+  the samples read, and a block costs two gathers instead of a 16-band 64-tap convolution (the filtered tables
+  are 4.2 MB of the file);
 - the conv caches are explicit state (`cache0..3`). Initial state is all zeros.
+
+The exported graph is written for speed at 256 samples, where onnxruntime's per-node dispatch, not arithmetic,
+is most of a block's time: {m.get('graph_nodes', '?')} nodes (the first flute, 2026-11-25, exported the training-time
+synthesis as it is: 152),
+harmonics and noise bands meeting their gains in one MatMul. The export checks it against the training-time
+synthesis (the streaming line under Quality).
 
 {io_table(models / f'{name}.fp32.onnx')}
 
@@ -190,7 +212,7 @@ Streaming: block-by-block onnxruntime output equals the whole-sequence torch ren
 `docs/models/{name}-phrase.png`.
 
 ## int8 and speed
-{quant_text(q, name)}
+{quant_text(q, name)}{layers_text(m)}
 
 ## Limits
 Monophonic; one timbre (no breath/articulation control beyond loudness); trained A3–D7, the card's pitch range

@@ -142,7 +142,7 @@ class Synth(nn.Module):
         g = ns.unsqueeze(2) * (1 - self.w) + noise.unsqueeze(2) * self.w  # [B,T,block,N]
         g = g.reshape(B, T * self.block, self.n_noise).transpose(1, 2)
         audio = harmonic + (bands * g).sum(1)
-        last = start[:, -1:] + per_frame[:, -1:]
+        last = start + per_frame if T == 1 else start[:, -1:] + per_frame[:, -1:]
         new_phase = last - torch.floor(last)
         new_prev = torch.cat([fe[:, -1:], harm[:, -1], noise[:, -1]], 1)
         return audio, new_prev, new_phase
@@ -176,43 +176,107 @@ def noise_tables(seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+def filtered_table(table: np.ndarray, fir: np.ndarray) -> np.ndarray:
+    """``table`` (a circular white-noise table) through each band FIR: ``[len(table), bands]``.
+
+    Filtering is linear, so filtering the circular table once equals filtering the samples
+    read from it: ``out[j, b] = Σ_k fir[b, k] · table[(j - taps + 1 + k) mod L]`` is what
+    ``conv1d`` over the samples ending at ``j`` gives. Computed in float64."""
+    taps = fir.shape[1]
+    ext = np.concatenate([table[len(table) - (taps - 1):], table]).astype(np.float64)
+    return np.stack([np.correlate(ext, f.astype(np.float64), "valid") for f in fir], 1).astype(np.float32)
+
+
+class StreamSynth(nn.Module):
+    """:class:`Synth` for streaming: the same samples from the net's raw output, with fewer and cheaper
+    graph nodes, since per-node dispatch, not arithmetic, is most of a 256-sample block's time
+    (onnxruntime: ~0.6 µs a node on an x86 server core, several times that on a Pi):
+
+    - the band-filtered noise is read from tables filtered once at export (:func:`filtered_table`),
+      not filtered per block: two gathers replace gather, add and a 64-tap 16-band conv;
+    - harmonics and noise bands are one basis ``[block, H+N]`` that meets the block's start and end
+      gains in one MatMul, and one ramp-and-sum makes the block;
+    - the decoder's amplitudes at the block's end are already zero above Nyquist (its mask at the
+      same pitch), so only the start is masked; the noise bands have harmonic number 0 there,
+      which the mask always passes;
+    - with one frame per call there is no running sum of phase across frames.
+
+    Under the module name ``synth``, so :func:`pi_synth.quantize.default_exclude` keeps it float32."""
+
+    def __init__(self, synth: Synth, frames: int):
+        super().__init__()
+        self.frames, self.n_harm, self.n_noise, self.sr = frames, synth.n_harm, synth.n_noise, synth.sr
+        self.decode = synth.decode
+        t1, t2 = noise_tables()
+        fir = synth.fir[:, 0].numpy()
+        self.register_buffer("f1", torch.from_numpy(filtered_table(t1, fir)))  # [L1, N]
+        self.register_buffer("f2", torch.from_numpy(filtered_table(t2, fir)))
+        self.register_buffer("offs", torch.arange(frames * BLOCK, dtype=torch.float64).reshape(1, frames, BLOCK))
+        n1, tri = synth.n1, synth.tri
+        self.register_buffer("from_start", (n1 - tri) / synth.sr)  # cycles per Hz of the start pitch
+        self.register_buffer("from_end", tri / synth.sr)
+        self.register_buffer("k32", synth.k32)
+        self.register_buffer("k_all", torch.cat([synth.k32, torch.zeros(synth.n_noise)]))
+        self.register_buffer("w2", synth.w2)
+        self.period = float(NOISE_LENS[0] * NOISE_LENS[1])
+
+    def forward(self, pitch, raw, prev, phase, noise_pos):
+        """pitch [1,T] Hz; raw [1,T,1+H+N] (the net's output); prev [1,1+H+N]; phase, noise_pos [1,1]
+        float64. Returns audio [1, T*block], new prev, phase and noise position."""
+        T, n = self.frames, self.frames * BLOCK
+        harm, noise = self.decode(raw, pitch)
+        gains = torch.cat([harm, noise], -1)  # [1,T,H+N]: each frame's gains, reached at its block's end
+        idx = noise_pos + self.offs
+        bands = self.f1[torch.fmod(idx, NOISE_LENS[0]).long()] + self.f2[torch.fmod(idx, NOISE_LENS[1]).long()]  # [1,T,block,N]
+        if T == 1:
+            fs, start, g0 = prev[:, :1], phase, prev[:, None, 1:]
+        else:
+            fs = torch.cat([prev[:, :1], pitch[:, :-1]], 1)
+            g0 = torch.cat([prev[:, None, 1:], gains[:, :-1]], 1)
+        fs = torch.where(fs > 0, fs, pitch)  # initial state: start at the target pitch, no chirp from 0 Hz
+        cyc = fs.double().unsqueeze(-1) * self.from_start + pitch.double().unsqueeze(-1) * self.from_end
+        per_frame = cyc[..., -1]
+        if T > 1:
+            start = phase + torch.cumsum(per_frame, 1) - per_frame
+        phi = cyc + start.unsqueeze(-1)
+        phi = phi - torch.floor(phi)
+        hp = phi.float().unsqueeze(-1) * self.k32  # [1,T,block,H]; phi is wrapped, so float32 is exact enough
+        hp = hp - torch.floor(hp)
+        basis = torch.cat([torch.sin(2 * math.pi * hp), bands], -1)
+        g0 = g0 * (self.k_all * fs.unsqueeze(-1) < self.sr / 2).float()  # above Nyquist at the start: 0 there
+        audio = (torch.matmul(basis, torch.stack([g0, gains], -1)) * self.w2).sum(-1)
+        last = start + per_frame if T == 1 else start[:, -1:] + per_frame[:, -1:]
+        pos = noise_pos + n
+        return (audio.reshape(1, 1, n), torch.cat([pitch[:, -1:], gains[:, -1]], 1), last - torch.floor(last),
+                torch.fmod(pos, self.period))
+
+
 class StreamingNoteVoice(nn.Module):
     """One call per ``frames`` control frames (``frames`` × 256 samples), all state explicit: the
     graph that is exported to ONNX. The synthesis is vectorised over frames, so a call of k frames
-    makes the same samples as k calls of one (the shipped file: one)."""
+    makes the same samples as k calls of one (the shipped file: one). It makes the samples the
+    training-time :class:`Synth` makes (the export checks it), through :class:`StreamSynth`."""
 
     PMIN, PMAX, LMIN, LMAX = 20.0, 8000.0, -120.0, 12.0
 
     def __init__(self, voice: NoteVoice, frames: int = 1):
         super().__init__()
-        self.voice = voice
+        self.net = voice.net
+        self.synth = StreamSynth(voice.synth, frames)
         self.frames = frames
-        t1, t2 = noise_tables()
-        self.register_buffer("t1", torch.from_numpy(t1))
-        self.register_buffer("t2", torch.from_numpy(t2))
-        taps = voice.synth.taps
-        self.register_buffer("offs", torch.arange(-(taps - 1), frames * BLOCK, dtype=torch.float64))
-        self.period = float(NOISE_LENS[0] * NOISE_LENS[1])
 
     def state_specs(self):
         """[(in_name, out_name, shape, dtype)]"""
         p = 1 + N_HARM + N_NOISE
         specs = [("phase_in", "phase_out", (1, 1), torch.float64), ("noise_pos_in", "noise_pos_out", (1, 1), torch.float64),
                  ("prev_in", "prev_out", (1, p), torch.float32)]
-        for i, shp in enumerate(self.voice.net.cache_shapes()):
+        for i, shp in enumerate(self.net.cache_shapes()):
             specs.append((f"cache{i}_in", f"cache{i}_out", shp, torch.float32))
         return specs
 
     def forward(self, controls, phase, noise_pos, prev, c0, c1, c2, c3):
         pitch = torch.clamp(controls[:, 0], self.PMIN, self.PMAX)  # [1, frames]
         loud = torch.clamp(controls[:, 1], self.LMIN, self.LMAX)
-        harm, noise, caches = self.voice.params(pitch, loud, [c0, c1, c2, c3])
-        idx = noise_pos + self.offs  # [1, taps-1+block] float64
-        i1 = (idx - torch.floor(idx / NOISE_LENS[0]) * NOISE_LENS[0]).long()
-        i2 = (idx - torch.floor(idx / NOISE_LENS[1]) * NOISE_LENS[1]).long()
-        src = self.t1[i1] + self.t2[i2]
-        audio, new_prev, new_phase = self.voice.synth(pitch, harm, noise, prev, phase, src)
-        n = self.frames * BLOCK
-        pos = noise_pos + n
-        pos = pos - torch.floor(pos / self.period) * self.period
-        return (audio.reshape(1, 1, n), new_phase, pos, new_prev, *caches)
+        raw, caches = self.net(pitch, loud, [c0, c1, c2, c3])
+        audio, new_prev, new_phase, pos = self.synth(pitch, raw, prev, phase, noise_pos)
+        return (audio, new_phase, pos, new_prev, *caches)

@@ -247,11 +247,61 @@ def _quantize(src: Path, dst: Path, fmt: str, feeds: list[dict], exclude, method
     return excl
 
 
+def _calibrate(in_path: Path, card: dict, calibration_blocks, eval_seconds: float, threads: int):
+    """Calibration feeds (every block's inputs, state carried), the held-out control sequence and
+    its fp32 render."""
+    sr, block = card["sample_rate"], card["block_size"]
+    n_ctrl, frames = len(card["controls"]), card["control_frames"]
+    if calibration_blocks is None or isinstance(calibration_blocks, int):
+        n = calibration_blocks or max(64, int(8.0 * sr / block))
+        calib = control_sequence(card, n, seed=1)
+    else:
+        calib = np.asarray(calibration_blocks, np.float32)
+        if calib.ndim != 3 or calib.shape[1:] != (n_ctrl, frames):
+            raise ValueError(f"calibration_blocks must be [n_blocks, {n_ctrl}, {frames}], got {list(calib.shape)}")
+    evalseq = control_sequence(card, max(64, int(eval_seconds * sr / block)), seed=2)
+    fp32 = _session(in_path, threads)
+    feeds: list[dict] = []
+    render(fp32, card, calib, feeds_out=feeds)
+    return feeds, evalseq, render(fp32, card, evalseq)
+
+
+def _pre_process(in_path: Path, out: Path) -> tuple[Path, str | None]:
+    from onnxruntime.quantization import quant_pre_process
+
+    try:
+        quant_pre_process(str(in_path), str(out), skip_symbolic_shape=True)
+        return out, None
+    except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation only
+        return in_path, f"skipped: {e}"
+
+
+def snr_quantizing(in_path, node_sets: list[list[str]], *, calibration_blocks=None, threads: int = 1,
+                   eval_seconds: float = 8.0) -> list[float]:
+    """For each set of Conv/MatMul/Gemm node names, the SNR (dB, against fp32, on the held-out
+    sequence) of a QDQ int8 file that quantizes those nodes and no other: how much each layer,
+    or a choice of layers, costs. Calibrates once for all sets."""
+    import onnx
+
+    in_path = Path(in_path)
+    model = onnx.load(str(in_path))
+    card = read_card(model, str(in_path))
+    quantizable = [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
+    feeds, evalseq, ref = _calibrate(in_path, card, calibration_blocks, eval_seconds, threads)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, _ = _pre_process(in_path, Path(tmp, "pre.onnx"))
+        q = Path(tmp, "q.onnx")
+        for names in node_sets:
+            _quantize(pre, q, "qdq", feeds, [n for n in quantizable if n not in names])
+            out.append(round(snr_db(ref, render(_session(q, threads), card, evalseq)), 2))
+    return out
+
+
 def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=None, exclude=None,
                    threads: int = 1, eval_seconds: float = 8.0) -> dict[str, Any]:
     """Quantize ``in_path`` (fp32 pi-synth model) to ``out_path`` and return the report (see module doc)."""
     import onnx
-    from onnxruntime.quantization import quant_pre_process
 
     fmt = fmt.lower()
     if fmt not in ("qdq", "qoperator"):
@@ -264,31 +314,13 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
     card = read_card(model, str(in_path))
     if card.get("precision") == "int8":
         raise ModelError(f"{in_path}: already int8; quantize the fp32 model")
-    sr, block = card["sample_rate"], card["block_size"]
-    n_ctrl, frames = len(card["controls"]), card["control_frames"]
-
-    if calibration_blocks is None or isinstance(calibration_blocks, int):
-        n = calibration_blocks or max(64, int(8.0 * sr / block))
-        calib = control_sequence(card, n, seed=1)
-    else:
-        calib = np.asarray(calibration_blocks, np.float32)
-        if calib.ndim != 3 or calib.shape[1:] != (n_ctrl, frames):
-            raise ValueError(f"calibration_blocks must be [n_blocks, {n_ctrl}, {frames}], got {list(calib.shape)}")
-    evalseq = control_sequence(card, max(64, int(eval_seconds * sr / block)), seed=2)
-
-    fp32 = _session(in_path, threads)
-    feeds: list[dict] = []
-    render(fp32, card, calib, feeds_out=feeds)
-    ref = render(fp32, card, evalseq)
+    feeds, evalseq, ref = _calibrate(in_path, card, calibration_blocks, eval_seconds, threads)
 
     report: dict[str, Any] = {"model": card.get("name"), "format": fmt, "fp32_bytes": in_path.stat().st_size}
     with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp, "pre.onnx")
-        try:
-            quant_pre_process(str(in_path), str(pre), skip_symbolic_shape=True)
-        except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation only
-            report["pre_process"] = f"skipped: {e}"
-            pre = in_path
+        pre, why = _pre_process(in_path, Path(tmp, "pre.onnx"))
+        if why:
+            report["pre_process"] = why
         paths = {}
         for f in ("qdq", "qoperator"):
             paths[f] = out_path if f == fmt else Path(tmp, f"{f}.onnx")
