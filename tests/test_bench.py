@@ -67,6 +67,24 @@ def test_compare_precisions_same_file_is_identical(organ):
         assert r[k] > 0
 
 
+def test_compare_files_alternates_and_reads_git_revisions(organ, tmp_path):
+    """benchmarks/compare.py: each file's stats in the order given, the first the baseline, and
+    ``REV:path`` read out of git (the committed fallback organ, byte for byte)."""
+    sys.path.insert(0, str(BENCH_DIR))
+    import compare
+
+    committed = compare.resolve("HEAD:src/pi_synth/data/organ.onnx", tmp_path)
+    assert committed.read_bytes() == (BENCH_DIR.parent / "src/pi_synth/data/organ.onnx").read_bytes()
+    with pytest.raises(SystemExit, match="not in git"):
+        compare.resolve("HEAD:no/such.onnx", tmp_path)
+    rows = compare.compare([organ("a"), organ("b", block_size=512), committed], ["a", "b", "head"], blocks=50, threads=1)
+    assert [r["file"] for r in rows] == ["a", "b", "head"]
+    assert [r["block_size"] for r in rows] == [256, 512, 256]
+    assert rows[0]["speedup_vs_first"] == 1.0
+    for r in rows:
+        assert r["block_ms_median"] > 0 and r["rtf"] > 0
+
+
 def test_int8_ceiling_frees_exactly_the_quantized_ops(tmp_path):
     """The int8 ceiling's graph: the shipped pads with its 12 quantized convs made free
     and the 5 it keeps in float32 untouched; it still plays (same I/O, finite audio)."""

@@ -113,8 +113,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
     made = []
-    for name, frames, build, data in (("flute", a.flute, flute, a.work / "note"),
-                                      ("pads", a.pads, pads, a.work / "latent")):
+    for name, frames, build, data, need in (("flute", a.flute, flute, a.work / "note", ["note_voice.pt"]),
+                                            ("pads", a.pads, pads, a.work / "latent", ["latent_vae.pt", "pca.npz"])):
+        missing = [str(data / f) for f in need if not (data / f).exists()]
+        if missing:  # each voice on its own: one rebuilt voice is enough to measure it
+            print(f"{name}: skipped (needs {', '.join(missing)}: scripts/models/build-all.sh)", file=sys.stderr)
+            continue
         for k in frames:
             fp32, int8 = a.out / f"{name}-x{k}.fp32.onnx", a.out / f"{name}-x{k}.int8.onnx"
             build(k, fp32, data)

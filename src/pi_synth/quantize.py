@@ -18,6 +18,9 @@
   controls, the last turns small errors into large amplitude errors). Only Conv, MatMul and Gemm are
   quantized; everything else stays float32.
 
+``snr_quantizing(in_path, node_sets)`` gives, for each set of node names, the SNR of an int8 file that quantizes
+only those: what each layer costs, so an exporter can quantize the cheap ones (``scripts/models/note_export.py``).
+
 The report (a JSON-able dict) holds the sizes, the SNR of the int8 output against fp32 over a held-out
 realistic sequence (a different seed from calibration), and the median µs per block, 1 thread, of fp32, QDQ
 and QOperator on *this* CPU. Caveat written into the report: on x86 onnxruntime's CPU provider does not run
