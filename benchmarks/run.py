@@ -283,8 +283,20 @@ def sec_soak(args, out: Path) -> dict:
         res[key]["command"] = " ".join(cmd)
         r = res[key]
         log(f"soak {key}: xruns {r['xruns']}, late {r['late_periods']}, JACK reports {r['jack_xrun_reports']}, "
+            f"after a machine stall {r.get('xruns_after_machine_stall')}, "
             f"crashes {r['crashes']}, RSS {r['rss_start_mb']} → {r['rss_end_mb']} MB")
     return res
+
+
+def _stall_text(s: dict) -> str:
+    """What the soak's stall probe saw, and which xruns came right after a machine stall."""
+    m = s.get("machine_stalls")
+    if not m:
+        return ""
+    n = s["xruns_after_machine_stall"] + s["xruns_without_machine_stall"]
+    return (f"; the machine stopped for ≥ {m['long_ms']:g} ms {m['long_stalls_per_min']:g} times a minute "
+            f"(longest {m['longest_ms']:g} ms): {s['xruns_after_machine_stall']} of {n} xruns came right after "
+            f"such a stall (a random instant: {100 * s['stall_match_chance']:.1f} %)")
 
 
 def sec_rave(args, out: Path) -> dict:
@@ -335,7 +347,7 @@ def targets_table(R: dict) -> list[list]:
             rows.append([f"xruns in {s['minutes']:g} min paced, {s['busy_cores']} core(s) busy ({s['model']}, "
                          f"{s.get('engine_mode', '?')})", "0",
                          f"{s['xruns']} xruns, {s['late_periods']} late periods "
-                         f"(JACK's own reports: {s['jack_xrun_reports']})",
+                         f"(JACK's own reports: {s['jack_xrun_reports']}){_stall_text(s)}",
                          _pf(s["xruns"] == 0 and s["late_periods"] == 0)])
     for key, lat in (R.get("latency") or {}).items():
         b = lat.get("budget", {})

@@ -14,12 +14,19 @@ process, on the tests' ``pisynth_jack`` PCM paced by ``jackd -d dummy`` (48 kHz,
   cycling through every installed model file;
 * optionally ``--busy N`` other processes each keeping a core busy.
 
-Counted: ALSA xruns (``backend.xruns``), late periods (the ring ran dry), JACK's own xrun
+Counted: ALSA xruns (``backend.xruns``, each with its time), late periods (the ring ran dry), JACK's own xrun
 reports (its log: a JACK cycle in which a client, here libasound's JACK plugin thread, did
 not finish; on a loaded VM these happen with no load from us), swaps done/refused, crashes (an uncaught exception in any thread, or an engine
 thread that died), RSS every second (``/proc/self/status``). RSS growth is measured from
 the end of a warm-up (every model loaded once) to the end, so first-load allocations
 (onnxruntime arenas, the optimized-graph cache) do not count as a leak.
+
+Beside it, a stall probe per CPU (``_stallprobe.py``) logs when the machine itself stopped
+running anything (a VM's host taking the vCPU). Each xrun is matched against it: one
+within two buffers after a stall of about a period or more (the direct engine's margin)
+happened while the machine was gone; the rest are the instrument's. Both are reported,
+with how often a random instant would match (what a match is worth); the target counts
+all of them.
 
     .venv/bin/python benchmarks/soak.py --minutes 30 --swap-every 60 --out DIR
     .venv/bin/python benchmarks/soak.py --minutes 10 --busy 1 --out DIR
@@ -41,6 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _env import BusyCore, JackServer, cpu_share, cpu_times, jack_shm_mb, loadavg, machine, rss_mb, use_test_alsa_config, write_json  # noqa: E402
+from _stallprobe import StallProbe, chance, stall_before  # noqa: E402
 
 log = logging.getLogger("soak")
 
@@ -185,7 +193,8 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
         os.environ["JACK_NO_START_SERVER"] = "1"
     stop = threading.Event()
     cpu0 = cpu_times()
-    with (jack_ctx or contextlib.nullcontext()), BusyCore(busy) if busy else contextlib.nullcontext():
+    probe = StallProbe(Path(out) if out else Path(f"/tmp/pisynth-soak-{os.getpid()}"))
+    with (jack_ctx or contextlib.nullcontext()), BusyCore(busy) if busy else contextlib.nullcontext(), probe:
         t_load = time.monotonic()
         inst = Instrument(cfg, model=model)
         backend = AlsaBackend("pisynth_jack")
@@ -283,9 +292,11 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
                 midi_out.close()
             _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timeline, rss_start,
                   jack_ctx, partial=False, cycle_s=swap_every * len(swap_list))
+            xrun_times = backend.last_xrun_times()
             engine.stop(fade=True)
             threading.excepthook = old_hook
     res["crashed_threads"] = crashed_threads
+    res.update(_stall_match(probe, xrun_times, period, periods))
     res["loadavg_end"] = loadavg()
     res["machine_cpu"] = cpu_share(cpu0, cpu_times())  # whole machine, during the soak
     if out_json:
@@ -341,6 +352,25 @@ def _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timel
                    "rss_growth": res["rss_growth_mb"] <= TARGETS["rss_growth_mb"]}
 
 
+def _stall_match(probe: StallProbe, xrun_times: list[float], period: int, periods: int, rate: int = 48000) -> dict:
+    """The machine's stalls during the soak, and which xruns came right after one: a stall
+    of ≥ one period (the least margin of any engine mode) less the probe's tick (the probe
+    sleeps a tick, so it sees a stall that long at the least) ending within two ALSA buffers
+    before the xrun was counted. Each xrun's longest stall is kept, to read the rest."""
+    min_ms = 1e3 * period / rate - probe.tick_s * 1e3
+    window_s = 2 * period * periods / rate
+    stalls = probe.stalls()
+    before = stall_before(xrun_times, stalls, window_s)
+    hit = sum(ms >= min_ms for ms in before)
+    return {"machine_stalls": probe.summary(min_ms),
+            "stall_match_chance": round(chance(stalls, probe.started_at, probe.stopped_at, window_s, min_ms), 4),
+            "xrun_times_s": [round(t - probe.started_at, 3) for t in xrun_times],
+            "xrun_stall_ms": [round(ms, 2) for ms in before],
+            "xruns_after_machine_stall": hit,
+            "xruns_without_machine_stall": len(before) - hit,
+            "stall_match": f"a stall of ≥ {min_ms:.2f} ms on any CPU ending ≤ {window_s * 1e3:.1f} ms before the xrun"}
+
+
 def engine_kwargs(cfg, mode: str | None = None) -> dict:
     """Engine options exactly as ``pi-synth run`` passes them (``mode`` only where the
     engine has one)."""
@@ -380,7 +410,9 @@ def main(argv=None) -> int:
                period=args.period, periods=args.periods, seed=args.seed, out=Path(args.out), jack=args.jack,
                midi=args.midi == "jack", engine_mode=args.engine)
     print(f"soak {res['minutes']} min ({res['model']}, busy {res['busy_cores']}): xruns {res['xruns']}, "
-          f"late {res['late_periods']}, JACK xrun reports {res['jack_xrun_reports']}, swaps {res['swaps']}/"
+          f"late {res['late_periods']}, JACK xrun reports {res['jack_xrun_reports']}, "
+          f"xruns after a machine stall {res['xruns_after_machine_stall']} (long stalls: "
+          f"{res['machine_stalls']['long_stalls']}, longest {res['machine_stalls']['longest_ms']} ms), swaps {res['swaps']}/"
           f"{res['swap_attempts']}, crashes {res['crashes']}, RSS {res['rss_start_mb']:.1f} → "
           f"{res['rss_end_mb']:.1f} MB ({res['rss_growth_mb']:+.2f}), load avg {res['loadavg_start']} → "
           f"{res['loadavg_end']}; {Path(args.out) / 'soak.json'}")

@@ -113,6 +113,20 @@ def jack_dummy(monkeypatch):
 
 
 @pytest.fixture
+def machine_stalls(tmp_path):
+    """``benchmarks/_stallprobe.py`` on every CPU for the test: when the machine itself (a
+    VM's host) stopped running anything. ``probe.unexplained(xrun_times, window_s, min_ms)``
+    keeps the xruns it does not account for: the ones a test holds against our code."""
+    bench = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    from _stallprobe import StallProbe
+
+    with StallProbe(tmp_path / "stalls") as probe:
+        yield probe
+
+
+@pytest.fixture
 def jack_server(jack_dummy):
     """The name of a running JACK dummy server (JACK_DEFAULT_SERVER is set to it)."""
     return jack_dummy.name

@@ -162,10 +162,12 @@ class Stall:
 
     def __init__(self, blocks, seconds):
         self.at, self.seconds, self.n = set(blocks), seconds, 0
+        self.ended: list[float] = []  # when each stall ended (time.monotonic)
 
     def __call__(self, position):
         if self.n in self.at:
             time.sleep(self.seconds)
+            self.ended.append(time.monotonic())
         self.n += 1
 
 
@@ -175,7 +177,12 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
     two periods (10.7 ms: libasound's JACK plugin holds a period of its own; measured: a
     9 ms stall passes, 11 ms is an xrun). After that xrun the engine renders a period
     ahead (margin 16 ms: 13 ms passes, 16 ms is an xrun), so the same 13 ms stall again
-    is not one."""
+    is not one.
+
+    Judged by when each xrun happened (``Backend.last_xrun_times``): a VM's host can take
+    the CPU for 10 ms or more on its own (``benchmarks/_stallprobe.py``), and an xrun of
+    its making, away from our stalls, is not the engine's. If one came before our first
+    stall the engine was already ahead, and then neither stall may break through."""
     from pi_synth.audio.engine import Engine
     from pi_synth.audio.player import Player
     from pi_synth.audio.runtime import Runtime
@@ -185,7 +192,8 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
     synth = Synth(Runtime(organ()))
     synth.bank.set("loudness", -6)
     player = Player(synth)
-    player.hooks.append(Stall([200, 400], 0.013))
+    stall = Stall([200, 400], 0.013)
+    player.hooks.append(stall)
     player.hooks.append(StopAt(600 * 256, player.fade_out))
     backend = AlsaBackend("pisynth_jack")
     engine = Engine(player, backend, period=256, periods=2, mode="direct")
@@ -196,9 +204,20 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
         assert engine.wait(10), "the engine never finished"
     finally:
         engine.stop(fade=False)
-    assert before["engine_mode"] == "direct" and before["render"] == "just-in-time"
-    assert before["xruns"] == 0
-    assert backend.xruns == 1  # the first stall broke through, the second did not
+    assert before["engine_mode"] == "direct"
+    first, second = stall.ended
+    xruns = backend.last_xrun_times()
+    assert len(xruns) == backend.xruns
+
+    def after(t):  # xruns the write right after a stall counted
+        return sum(t <= x <= t + 0.05 for x in xruns)
+
+    if not any(x < first for x in xruns):
+        assert before["render"] == "just-in-time"
+        assert after(first) == 1  # the first stall broke through …
+    else:
+        assert after(first) == 0  # (already ahead after the host's xrun)
+    assert after(second) == 0  # … the second, rendered ahead, did not
     assert engine.status()["render"] == "ahead"
 
 

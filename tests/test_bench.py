@@ -258,3 +258,53 @@ def test_real_time_factor_by_block_size_is_measured_and_reported():
     assert "| flute fp32 | 512 | 0.328 | 0.0307 | 124 dB | — | — | — |" in table
     assert "| flute int8 | 512 | 0.339 | 0.0318 | int8 29.0 dB vs its fp32, 1 ops int8 | — | — | — |" in table
     assert "built at block" not in md.split("## Real-time factor by block size")[0]  # not in the per-file table
+
+
+def test_stall_probe_sees_its_cpu_taken_away(tmp_path):
+    """benchmarks/_stallprobe.py: a probe that is stopped (SIGSTOP: as a host taking the
+    vCPU would) logs the gap as one late wake-up; matching finds it before a time just after
+    it and not before one 50 ms later."""
+    import os
+    import signal
+    import time
+
+    sys.path.insert(0, str(BENCH_DIR))
+    from _stallprobe import StallProbe, chance, stall_before
+
+    cpu = min(os.sched_getaffinity(0))
+    with StallProbe(tmp_path, cpus=[cpu]) as probe:
+        time.sleep(0.3)  # started, pinned, real-time where permitted
+        os.kill(probe.procs[0].pid, signal.SIGSTOP)
+        time.sleep(0.03)
+        os.kill(probe.procs[0].pid, signal.SIGCONT)
+        after = time.monotonic()
+        time.sleep(0.2)
+    stalls = probe.stalls()
+    assert probe.realtime is not None  # the probe said how it runs
+    longest = max(stalls, key=lambda s: s[1])
+    assert 25.0 <= longest[1] < 200.0 and longest[2] == cpu
+    assert abs(longest[0] - after) < 0.02  # it logs when the stall ended
+    near, far = stall_before([after + 0.005, after + 0.05], stalls, window_s=0.021)
+    assert near >= 25.0 and far < 25.0
+    assert 0.0 < chance(stalls, probe.started_at, probe.stopped_at, 0.021, 25.0) < 0.2
+    s = probe.summary(25.0)
+    assert s["long_stalls"] >= 1 and s["longest_ms"] >= 25.0
+
+
+def test_backend_keeps_when_each_xrun_happened():
+    """Backend.last_xrun_times: the time of each counted xrun, oldest first, the last
+    XRUN_LOG of them (a ring: the audio thread never allocates for it)."""
+    import time
+
+    from pi_synth.audio.backends.base import Backend
+
+    b = Backend()
+    t0 = time.monotonic()
+    for _ in range(3):
+        b._count_xrun()
+    times = b.last_xrun_times()
+    assert b.xruns == 3 and len(times) == 3 and t0 <= times[0] <= times[1] <= times[2] <= time.monotonic()
+    for _ in range(Backend.XRUN_LOG):
+        b._count_xrun()
+    later = b.last_xrun_times()
+    assert len(later) == Backend.XRUN_LOG and later[0] >= times[2] and later == sorted(later)

@@ -272,9 +272,11 @@ def test_device_loss_retries_and_sound_returns_within_2s(organ, jack_dummy, mode
 
 
 @pytest.mark.jack
-def test_direct_engine_refuses_a_swap_it_cannot_fit(organ, jack_server, caplog):
+def test_direct_engine_refuses_a_swap_it_cannot_fit(organ, jack_server, machine_stalls, caplog):
     """A direct engine has only its margin: a hot swap to a model too slow for it is
-    refused in one line (the old model plays on, no xrun), a fast one goes through."""
+    refused in one line (the old model plays on, no xrun), a fast one goes through.
+    An xrun right after the machine itself stopped for a period or more (a VM's host:
+    the stall probe on every CPU) is not held against the engine."""
     from pi_synth.audio.backends.alsa import AlsaBackend
     from pi_synth.audio.engine import Engine
 
@@ -290,6 +292,7 @@ def test_direct_engine_refuses_a_swap_it_cannot_fit(organ, jack_server, caplog):
         assert inst.swap(organ("b", block_size=512))  # fast: fits, crossfades
         time.sleep(0.5)
         st = engine.status()
-        assert inst.player.swaps == 1 and st["xruns"] == 0
+        ours = machine_stalls.unexplained(engine.backend.last_xrun_times(), window_s=0.021, min_ms=256 / 48 - 2)
+        assert inst.player.swaps == 1 and ours == [], (st["xruns"], machine_stalls.stalls()[-5:])
     finally:
         engine.stop(fade=False)

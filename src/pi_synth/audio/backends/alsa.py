@@ -136,7 +136,7 @@ class AlsaBackend(Backend):
                 self._lost = True
                 raise DeviceError(f"ALSA PCM {self.device!r} failed: {e}") from None
             if res == -errno.EPIPE:
-                self.xruns += 1  # underrun: already re-prepared; write it again
+                self._count_xrun()  # underrun: already re-prepared; write it again
                 continue
             if res > 0:
                 done += res
@@ -181,7 +181,7 @@ class AlsaBackend(Backend):
             raise DeviceError(f"ALSA PCM {self.device!r} failed: {r}") from None
         done = 0
         if r == -errno.EPIPE:
-            self.xruns += 1  # underrun: already re-prepared; write it all again
+            self._count_xrun()  # underrun: already re-prepared; write it all again
         elif isinstance(r, int) and r > 0:
             done = r
             self._written += r

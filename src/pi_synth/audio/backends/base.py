@@ -3,12 +3,13 @@
 A backend overrides ``_open``, ``_write``, ``_close`` and (if paced) ``_wait_room`` only
 (and ``_sink``, for a faster audio-thread path to the same hooks).
 ``write`` takes float32 frames ``[n, channels]`` (a period, or a whole block) and returns the frames written; an xrun is counted in
-``xruns`` (data, never raised) by the hook that sees it. ``paced`` says whether ``write`` blocks in real time
+``xruns`` (data, never raised) by the hook that sees it, with when (``_count_xrun``). ``paced`` says whether ``write`` blocks in real time
 (a sound card) or returns at once (a file): the engine needs no thread for the latter.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,12 +96,14 @@ class Converter:
 class Backend:
     name = "base"
     paced = False
+    XRUN_LOG = 1024  # when the last this many xruns happened, kept for matching against other clocks
 
     def __init__(self, device: str | None = None, *, format: str = "S16_LE"):
         self.device = device
         self.format = format
         self.granted: Granted | None = None
         self.xruns = 0
+        self.xrun_times = np.zeros(self.XRUN_LOG)  # time.monotonic() of each, a ring by count
         self._written = 0
         self._converter: Converter | None = None
 
@@ -172,6 +175,17 @@ class Backend:
             f"{self.name}:{self.device or ''} {g.sample_rate} Hz {g.channels} ch {g.format} "
             f"period {g.period}×{g.periods}"
         )
+
+    def last_xrun_times(self) -> list[float]:
+        """When the xruns happened (``time.monotonic()``), oldest first: the last
+        ``XRUN_LOG`` of them."""
+        n, k = self.xruns, self.XRUN_LOG
+        return [float(self.xrun_times[i % k]) for i in range(max(0, n - k), n)]
+
+    def _count_xrun(self) -> None:
+        """For a hook that saw an underrun: count it, and when (preallocated, no lock)."""
+        self.xrun_times[self.xruns % self.XRUN_LOG] = time.monotonic()
+        self.xruns += 1
 
     # -- hooks ------------------------------------------------------------------------
 
