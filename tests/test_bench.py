@@ -308,3 +308,39 @@ def test_backend_keeps_when_each_xrun_happened():
         b._count_xrun()
     later = b.last_xrun_times()
     assert len(later) == Backend.XRUN_LOG and later[0] >= times[2] and later == sorted(later)
+
+
+def test_pi_synth_bench_measures_a_file(organ, cli):
+    """``pi-synth bench FILE``: the JSON keys PRODUCT.md promises, from a real run; a file
+    given by path is one precision, so there is nothing to compare."""
+    import json
+
+    p = cli("bench", organ(), "--blocks", "60", "--json", check=0)
+    res = json.loads(p.stdout)
+    assert 0 < res["rtf"] < 1 and 0 < res["block_ms_median"] <= res["block_ms_p99"]
+    assert res["blocks"] == 60 and "int8_vs_fp32" not in res
+
+
+def test_pi_synth_bench_compares_a_voices_two_precisions(cli, tmp_path):
+    """``pi-synth bench NAME`` for a voice with both files: int8 against fp32 timed in
+    alternation, its SNR, and which file ``precision = "auto"`` plays on this machine:
+    the figures a Pi owner needs and our x86 runs cannot give."""
+    import json
+    import shutil
+
+    from pi_synth.audio.library import shipped_dir
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for kind in ("int8", "fp32"):
+        shutil.copy(shipped_dir() / f"pads.{kind}.onnx", models / f"pads.{kind}.onnx")
+    env = {"PI_SYNTH_MODELS": str(models)}
+    res = json.loads(cli("bench", "pads", "--blocks", "50", "--json", env=env, check=0).stdout)
+    cmp = res["int8_vs_fp32"]
+    assert Path(res["path"]).name == "pads.int8.onnx"  # the default file is benched …
+    assert cmp["int8"].endswith("pads.int8.onnx") and cmp["fp32"].endswith("pads.fp32.onnx")
+    assert 30.0 <= cmp["snr_db"] < 60.0  # … and really quantized, within its card's promise
+    assert cmp["speedup"] == pytest.approx(cmp["fp32_block_ms_median"] / cmp["int8_block_ms_median"])
+    assert cmp["auto_plays"] in ("pads.int8.onnx", "pads.fp32.onnx")
+    text = cli("bench", "pads", "--blocks", "50", env=env, check=0).stdout
+    assert "int8 vs fp32, alternating" in text and f'plays {cmp["auto_plays"]}' in text

@@ -281,10 +281,15 @@ def _log_changes(st: dict, last: dict, engine) -> None:
 
 
 def cmd_bench(args) -> int:
-    from pi_synth.audio.library import find_model
-    from pi_synth.bench import bench_model
+    from pi_synth.audio.library import find_model, find_pair
+    from pi_synth.bench import bench_model, compare_precisions
 
     res = bench_model(find_model(args.model), threads=args.threads, blocks=args.blocks)
+    pair = find_pair(args.model)
+    if pair:  # a shipped voice: which of its two files is faster *here* is the question
+        res["int8_vs_fp32"] = cmp = compare_precisions(pair[1], pair[0], blocks=args.blocks, seconds=4.0,
+                                                       threads=args.threads)
+        cmp["auto_plays"] = find_model(args.model, "auto", args.threads).name
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -296,6 +301,10 @@ def cmd_bench(args) -> int:
               f"{'plays in real time' if res['rtf_p99'] < 0.7 else 'TOO SLOW for real time on this machine'}")
         if "wrapper_overhead_ratio" in res:
             print(f"  runtime wrapper vs bare session.run: ×{res['wrapper_overhead_ratio']:.3f}")
+        if pair:
+            print(f"  int8 vs fp32, alternating: {cmp['int8_block_ms_median']:.3f} vs "
+                  f"{cmp['fp32_block_ms_median']:.3f} ms a block, int8 ×{cmp['speedup']:.2f} the speed at "
+                  f"{cmp['snr_db']:.1f} dB SNR; [model] precision = \"auto\" plays {cmp['auto_plays']}")
     return 0
 
 

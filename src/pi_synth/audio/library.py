@@ -69,10 +69,10 @@ def find_model(name: str | None, precision: str = "int8", threads: int = 1) -> P
         return p
     order = ("fp32", "", "int8") if precision == "fp32" else ("int8", "", "fp32")
     for d in model_dirs():
-        if precision == "auto" and (d / f"{name}.int8.onnx").is_file() and (d / f"{name}.fp32.onnx").is_file():
+        if precision == "auto" and (pair := _both(d, name)):
             from pi_synth.audio.precision import choose
 
-            return choose(d / f"{name}.int8.onnx", d / f"{name}.fp32.onnx", threads=threads)
+            return choose(*pair, threads=threads)
         for kind in order:
             fname = f"{name}.{kind}.onnx" if kind else f"{name}.onnx"
             if (d / fname).is_file():
@@ -82,3 +82,19 @@ def find_model(name: str | None, precision: str = "int8", threads: int = 1) -> P
         f"no model named {name!r}; installed: {', '.join(names) or 'none'} "
         "(or pass a path to a .onnx file)"
     )
+
+
+def find_pair(name: str) -> tuple[Path, Path] | None:
+    """``(int8, fp32)`` files of a model name, from the folder :func:`find_model` takes the
+    name from; None for a path, or where that folder has one precision only."""
+    if not name or Path(name).suffix == ".onnx" or os.sep in name:
+        return None
+    for d in model_dirs():
+        if any((d / f"{name}.{kind}onnx").is_file() for kind in ("int8.", "", "fp32.")):
+            return _both(d, name)
+    return None
+
+
+def _both(d: Path, name: str) -> tuple[Path, Path] | None:
+    i8, f32 = d / f"{name}.int8.onnx", d / f"{name}.fp32.onnx"
+    return (i8, f32) if i8.is_file() and f32.is_file() else None
