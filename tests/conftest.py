@@ -127,6 +127,32 @@ def machine_stalls(tmp_path):
 
 
 @pytest.fixture
+def retry_after_stall(machine_stalls):
+    """``retry_after_stall(attempt, min_ms=5.0)``: run ``attempt()``; if it fails while
+    the machine itself stopped for ≥ ``min_ms`` (the stall probe, at SCHED_FIFO 90 on
+    every CPU), run it once more, and that result stands. For tests of real-time audio
+    with no xrun, on a VM whose host takes the CPU for 10–60 ms (measured here: a stall of
+    ≥ 9 ms every ~2 s on a bad day); a Pi has no host to do that. A failure with no such
+    stall, or twice, fails."""
+    import warnings
+
+    def run(attempt, min_ms: float = 5.0):
+        t0 = time.monotonic()
+        try:
+            return attempt()
+        except AssertionError as e:
+            t1 = time.monotonic()
+            worst = max((late for t, late, _ in machine_stalls.stalls() if t0 <= t <= t1 + 0.05), default=0.0)
+            if worst < min_ms:
+                raise
+            warnings.warn(f"retried once: the machine stopped for {worst:.1f} ms during the first "
+                          f"attempt, which failed with: {str(e).splitlines()[0] if str(e) else 'AssertionError'}")
+        return attempt()
+
+    return run
+
+
+@pytest.fixture
 def jack_server(jack_dummy):
     """The name of a running JACK dummy server (JACK_DEFAULT_SERVER is set to it)."""
     return jack_dummy.name
