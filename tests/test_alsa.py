@@ -235,6 +235,47 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
     assert engine.status()["render"] == "ahead"
 
 
+@pytest.mark.jack
+def test_direct_engine_goes_back_to_just_in_time_after_a_quiet_hold(organ, jack_server, retry_after_stall):
+    """After an xrun the engine renders ahead for ``ahead_hold_s`` (here 0.3 s) and then
+    just in time again, so one stall does not cost a period of latency for good. The same
+    13 ms stall soon after going back breaks through again (just in time has the smaller
+    margin), and that doubles the hold."""
+    from pi_synth.audio.engine import Engine
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.runtime import Runtime
+    from pi_synth.audio.synth import Synth
+    from pi_synth.control.events import StopAt
+
+    def attempt():
+        synth = Synth(Runtime(organ()))
+        synth.bank.set("loudness", -6)
+        player = Player(synth)
+        stall = Stall([200, 300], 0.013)  # 300: ~0.5 s on, after the 0.3 s hold (56 blocks)
+        renders = []
+        player.hooks.append(stall)
+        player.hooks.append(lambda pos: renders.append(engine.render_ahead) if pos % (50 * 256) == 0 else None)
+        player.hooks.append(StopAt(700 * 256, player.fade_out))
+        backend = AlsaBackend("pisynth_jack")
+        engine = Engine(player, backend, period=256, periods=2, mode="direct", ahead_hold_s=0.3)
+        hold0 = engine.ahead_hold_blocks
+        engine.start()
+        try:
+            assert engine.wait(10), "the engine never finished"
+        finally:
+            engine.stop(fade=False)
+        first, second = stall.ended
+        xruns = backend.last_xrun_times()
+        assert [sum(t <= x <= t + 0.05 for x in xruns) for t in (first, second)] == [1, 1], (xruns, stall.ended)
+        assert len(xruns) == 2  # and none of the machine's: a retry judges that
+        assert engine.ahead_hold_blocks == 2 * hold0  # came back within a hold: held twice as long
+        # block 0–200 just in time, ahead after it, back by 300, ahead again, back at the end
+        assert renders[:4] == [False] * 4 and renders[5] is True and renders[-1] is False, renders
+        assert engine.status()["render"] == "just-in-time"
+
+    retry_after_stall(attempt)
+
+
 @pytest.mark.parametrize("block,period,periods,margin", [
     (256, 256, 2, 256),    # the flute voice: the buffer less the period it waits for
     (256, 256, 3, 512),

@@ -44,8 +44,12 @@ write returns at once — rendering first and then blocking in the write would h
 block, and every event in it, a period longer. The device buffer less one period is the
 only cushion, so a late block is an ALSA xrun (counted) rather than a held-and-faded
 period; the warm-up rule (a quarter of real time) leaves three quarters of a period.
-After the first xrun it renders *ahead* instead (render, then wait in the write): one
-period more margin and one period more latency, reported as ``render`` in the status.
+After an xrun it renders *ahead* instead (render, then wait in the write): one period
+more margin and one period more latency, reported as ``render`` in the status. After
+``ahead_hold_s`` (30 s) with no xrun it goes back to just in time, so one stall — at
+start-up, or a machine's hiccup — does not cost a period of latency for the rest of the
+gig; an xrun while ahead, or within a hold of going back, doubles the hold (up to
+10 min): a stall that keeps coming keeps the margin.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ from pi_synth.errors import DeviceError
 log = logging.getLogger(__name__)
 
 DIRECT_MAX_RTF = 0.25  # of the margin: the direct engine's render budget per block
+AHEAD_HOLD_S = 30.0  # direct mode: render ahead this long after an xrun, then just in time again
+AHEAD_HOLD_MAX_S = 600.0  # … doubling each time an xrun comes back soon, up to this
 
 
 def direct_periods(rtf: float, block: int, period: int, max_rtf: float = DIRECT_MAX_RTF) -> int:
@@ -143,6 +149,7 @@ class Engine:
         realtime: bool = False,
         mode: str = "auto",
         cpus: set[int] | None = None,
+        ahead_hold_s: float = AHEAD_HOLD_S,
     ):
         self.synth = synth
         self.backend = backend
@@ -158,6 +165,9 @@ class Engine:
         self.mode = mode
         self.direct_max_rtf = DIRECT_MAX_RTF
         self.render_ahead = False  # direct mode: True after an xrun (see _direct_loop)
+        block_s = synth.block_size / synth.sample_rate
+        self.ahead_hold_blocks = max(1, round(ahead_hold_s / block_s))  # doubles, see _direct_loop
+        self._ahead_hold_max = max(self.ahead_hold_blocks, round(AHEAD_HOLD_MAX_S / block_s))
         self.stats = EngineStats(synth.block_size / synth.sample_rate)
         self.granted: Granted | None = None
         self._abort = False
@@ -347,12 +357,15 @@ class Engine:
         # the device's fast path (the ALSA one is C); a reopened device gives a new one
         write, wait_room = backend.sink(synth.block_size)
         xruns = backend.xruns
+        ahead = self.render_ahead
+        back_at = went_back = -(1 << 62)  # block counts: when to go back to just in time, when we did
         while not self._abort:
             # just in time: wait for room first, then read the controls and render, so an
             # event that lands while we wait is in this block, not the next one. After an
             # xrun, render ahead instead (wait in the write): one period more margin, and
             # one period more latency — a stall that broke through once must not again
-            if not self.render_ahead:
+            # soon; after a hold with no xrun, just in time again
+            if not ahead:
                 try:
                     wait_room(block)
                 except DeviceError as e:
@@ -372,8 +385,15 @@ class Engine:
                 if not self._recover(backend.write, frames, e):
                     break
                 write, wait_room = backend.sink(synth.block_size)
-            if backend.xruns != xruns:
-                self.render_ahead = True
+            if backend.xruns != xruns:  # rare: the bookkeeping is off the common path
+                xruns = backend.xruns
+                if ahead or st.blocks - went_back < self.ahead_hold_blocks:
+                    self.ahead_hold_blocks = min(2 * self.ahead_hold_blocks, self._ahead_hold_max)
+                ahead = self.render_ahead = True
+                back_at = st.blocks + self.ahead_hold_blocks
+            elif ahead and st.blocks >= back_at:
+                ahead = self.render_ahead = False
+                went_back = st.blocks
             if not st.first_audio_at:
                 st.first_audio_at = time.monotonic()
             if synth.finished:
