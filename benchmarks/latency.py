@@ -226,6 +226,13 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
             return {"error": "the JACK probe did not start"}
         backend = AlsaBackend("pisynth_jack")
         engine = inst.engine = Engine(inst.player, backend, **engine_kwargs(cfg, engine_mode))
+        modes = [(0.0, False)]  # (time.monotonic(), rendering ahead?) at each change
+
+        def watch(_position, e=engine):  # a block hook: appends only when the mode changes
+            if e.render_ahead != modes[-1][1]:
+                modes.append((time.monotonic(), e.render_ahead))
+
+        inst.player.hooks.append(watch)
         engine.start()
         rig = Rig(inst.router)
         if transport.startswith("din"):
@@ -254,8 +261,7 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
         res["engine_mode"] = getattr(engine, "mode", "threaded")
         res["xruns"] = backend.xruns
         res["render"] = engine.status().get("render")  # "ahead" after an xrun: +1 period
-        xt = backend.last_xrun_times()
-        res["first_xrun_s"] = round(xt[0] - t_go, 3) if xt else None
+        res["render_changes_s"] = [[round(t - t_go, 3), a] for t, a in modes[1:]]
         res["late_periods"] = engine.stats.late_periods
         res["granted"] = {"period": engine.granted.period, "periods": engine.granted.periods}
         res["ring_frames"] = engine.ring.capacity if engine.ring is not None else 0
@@ -277,9 +283,13 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
     x, sent = d["audio"], d["sent"]
     res["probe_xruns"] = int(d["xruns"])
     on_idx = [i for i, (_, b) in enumerate(sched) if (b[0] & 0xF0) == 0x90 or (b[0] == 0xB0 and b[2] > 0)]
-    # The direct engine renders a period ahead from its first xrun on (engine.py): events
-    # before it show the just-in-time latency, the ones after it that plus a period.
-    first = res["first_xrun_s"]
+    # After an xrun the direct engine renders a period ahead for a while (engine.py): the
+    # events rendered just in time show its latency, the others that plus a period.
+    changes = res.get("render_changes_s", [])
+
+    def ahead_at(t: float) -> bool:
+        return next((a for tc, a in reversed(changes) if tc <= t), False)
+
     for k in ("knob", "note"):
         for name, db in ONSETS.items():
             lat, jit = [], []
@@ -289,10 +299,10 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
                 on = onset(x, int(sent[i]), sr, db)
                 if on is not None:
                     lat.append(on - int(sent[i]))
-                    if first is None or sched[i][0] < first:
+                    if not ahead_at(sched[i][0]):
                         jit.append(lat[-1])
             res.setdefault(k, {})[name] = _stats(lat, sr)
-            res[k][f"{name}_before_first_xrun"] = _stats(jit, sr)
+            res[k][f"{name}_just_in_time"] = _stats(jit, sr)
     res["method"] = ("JACK frames: MIDI bytes sent by the probe at a known JACK frame ("
                      + ("written into a pty that our DIN MIDI source reads: the Pi's UART path, less the "
                         "0.96 ms a 3-byte message takes on the wire at 31250 baud; "
@@ -337,9 +347,9 @@ def measure(model: str | None = None, out: Path | None = None, notes: int = 8, p
             if o:
                 res[key][k]["output_latency_40db"] = o
             lk = res[key].get(k) or {}
-            o = output_latency(res["rendered"].get(k), {"onset_40db": lk.get("onset_40db_before_first_xrun")})
+            o = output_latency(res["rendered"].get(k), {"onset_40db": lk.get("onset_40db_just_in_time")})
             if o:
-                lk["output_latency_40db_before_first_xrun"] = o
+                lk["output_latency_40db_just_in_time"] = o
     for k in ("knob", "note"):
         o = (res["live"].get(k) or {}).get("output_latency_40db")
         if o:

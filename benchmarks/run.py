@@ -363,12 +363,12 @@ def targets_table(R: dict) -> list[list]:
                     if o:  # graded: less the model's own response, which is the sound's
                         got += (f"; less the model's own response ({o['model_response_median']:.0f}): "
                                 f"**{o['median_samples']:.0f} / {o['max_samples']:.0f}**")
-                    j = (lv.get(kind) or {}).get("output_latency_40db_before_first_xrun")
-                    nj = ((lv.get(kind) or {}).get("onset_40db_before_first_xrun") or {}).get("n", 0)
-                    if lv.get("first_xrun_s") is not None:  # the engine renders ahead from then on
-                        got += (f"; an xrun at {lv['first_xrun_s']:.1f} s (the engine renders a period ahead "
-                                f"from then on): " + (f"the {nj} events before it {j['median_samples']:.0f} / "
-                                                      f"{j['max_samples']:.0f}" if j and nj else "no event before it"))
+                    j = (lv.get(kind) or {}).get("output_latency_40db_just_in_time")
+                    nj = ((lv.get(kind) or {}).get("onset_40db_just_in_time") or {}).get("n", 0)
+                    if nj < v["n"]:  # some rendered ahead, after an xrun: a period more, by design
+                        got += (f"; {v['n'] - nj} of {v['n']} rendered a period ahead after an xrun, the "
+                                + (f"{nj} just in time: {j['median_samples']:.0f} / {j['max_samples']:.0f}"
+                                   if j and nj else "none just in time"))
                     rows.append([f"output latency, {kind} → sound, live ({lv.get('transport')}), {lv['model']} "
                                  f"({lv.get('engine_mode')})",
                                  f"≤ {tgt} frames ({b.get('target_ms', 0):.1f} ms)", got,

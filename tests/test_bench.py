@@ -203,17 +203,17 @@ def test_run_report_renders_targets(organ):
                            "machine_stalls": {"long_ms": 3.33, "long_stalls_per_min": 12.0, "longest_ms": 40.0}}}
     onset = {"n": 4, "median_samples": 900.0, "max_samples": 1000.0, "median_ms": 18.8, "max_ms": 20.8}
     R["latency"] = {"default": {"budget": {"target_frames": 768, "target_ms": 16.0}, "live": {
-        "model": "m", "transport": "din", "engine_mode": "direct", "first_xrun_s": 2.5,
-        "knob": {"onset_40db": onset, "onset_40db_before_first_xrun": {"n": 2},
+        "model": "m", "transport": "din", "engine_mode": "direct", "render_changes_s": [[2.5, True]],
+        "knob": {"onset_40db": onset, "onset_40db_just_in_time": {"n": 2},
                  "output_latency_40db": {"model_response_median": 4.0, "median_samples": 896.0,
                                          "max_samples": 996.0},
-                 "output_latency_40db_before_first_xrun": {"model_response_median": 4.0,
-                                                           "median_samples": 700.0, "max_samples": 740.0}}}}}
+                 "output_latency_40db_just_in_time": {"model_response_median": 4.0,
+                                                      "median_samples": 700.0, "max_samples": 740.0}}}}}
     rows = run.targets_table(R)
     soak = next(r for r in rows if r[0].startswith("xruns in 10 min"))
     assert soak[-1] == "**miss**" and "2 of 2 xruns came right after such a stall (a random instant: 5.0 %)" in soak[2]
     lat = next(r for r in rows if r[0].startswith("output latency, knob"))
-    assert lat[-1] == "**miss**" and "**896 / 996**" in lat[2] and "the 2 events before it 700 / 740" in lat[2]
+    assert lat[-1] == "**miss**" and "**896 / 996**" in lat[2] and "2 of 4 rendered a period ahead after an xrun, the 2 just in time: 700 / 740" in lat[2]
 
 
 def test_output_latency_is_live_less_the_models_own_response():
