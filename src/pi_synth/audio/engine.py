@@ -168,7 +168,7 @@ class Engine:
         block_s = synth.block_size / synth.sample_rate
         self.ahead_hold_blocks = max(1, round(ahead_hold_s / block_s))  # doubles, see _direct_loop
         self._ahead_hold_max = max(self.ahead_hold_blocks, round(AHEAD_HOLD_MAX_S / block_s))
-        self.stats = EngineStats(synth.block_size / synth.sample_rate)
+        self.stats = EngineStats(block_s)
         self.granted: Granted | None = None
         self._abort = False
         self._produced_all = False
