@@ -136,13 +136,15 @@ def retry_after_stall(machine_stalls):
     stall, or twice, fails."""
     import warnings
 
+    from _stallprobe import stall_before
+
     def run(attempt, min_ms: float = 5.0):
         t0 = time.monotonic()
         try:
             return attempt()
         except AssertionError as e:
-            t1 = time.monotonic()
-            worst = max((late for t, late, _ in machine_stalls.stalls() if t0 <= t <= t1 + 0.05), default=0.0)
+            t1 = time.monotonic() + 0.05  # a stall that ended just after the failure counts too
+            worst = stall_before([t1], machine_stalls.stalls(), window_s=t1 - t0)[0]
             if worst < min_ms:
                 raise
             warnings.warn(f"retried once: the machine stopped for {worst:.1f} ms during the first "

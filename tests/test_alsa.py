@@ -170,6 +170,11 @@ def test_forced_direct_engine_with_a_block_longer_than_the_buffer(organ, jack_se
     retry_after_stall(attempt)
 
 
+def xruns_after(xruns, t: float) -> int:
+    """Xruns counted within 50 ms after ``t``: by the write right after a stall that ended at ``t``."""
+    return sum(t <= x <= t + 0.05 for x in xruns)
+
+
 class Stall:
     """A block hook that stalls the audio thread once at each given block, as a preempted
     thread or a page fault would (what a quiet test machine does not do on its own)."""
@@ -223,15 +228,12 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
     xruns = backend.last_xrun_times()
     assert len(xruns) == backend.xruns
 
-    def after(t):  # xruns the write right after a stall counted
-        return sum(t <= x <= t + 0.05 for x in xruns)
-
     if not any(x < first for x in xruns):
         assert before["render"] == "just-in-time"
-        assert after(first) == 1  # the first stall broke through …
+        assert xruns_after(xruns, first) == 1  # the first stall broke through …
     else:
-        assert after(first) == 0  # (already ahead after the host's xrun)
-    assert after(second) == 0  # … the second, rendered ahead, did not
+        assert xruns_after(xruns, first) == 0  # (already ahead after the host's xrun)
+    assert xruns_after(xruns, second) == 0  # … the second, rendered ahead, did not
     assert engine.status()["render"] == "ahead"
 
 
@@ -266,7 +268,7 @@ def test_direct_engine_goes_back_to_just_in_time_after_a_quiet_hold(organ, jack_
             engine.stop(fade=False)
         first, second = stall.ended
         xruns = backend.last_xrun_times()
-        assert [sum(t <= x <= t + 0.05 for x in xruns) for t in (first, second)] == [1, 1], (xruns, stall.ended)
+        assert [xruns_after(xruns, t) for t in (first, second)] == [1, 1], (xruns, stall.ended)
         assert len(xruns) == 2  # and none of the machine's: a retry judges that
         assert engine.ahead_hold_blocks == 2 * hold0  # came back within a hold: held twice as long
         # block 0–200 just in time, ahead after it, back by 300, ahead again, back at the end

@@ -74,9 +74,8 @@ def find_model(name: str | None, precision: str = "int8", threads: int = 1) -> P
 
             return choose(*pair, threads=threads)
         for kind in order:
-            fname = f"{name}.{kind}.onnx" if kind else f"{name}.onnx"
-            if (d / fname).is_file():
-                return d / fname
+            if _file(d, name, kind).is_file():
+                return _file(d, name, kind)
     names = sorted({q.name.split(".")[0] for q in list_models()})
     raise ModelError(
         f"no model named {name!r}; installed: {', '.join(names) or 'none'} "
@@ -90,11 +89,16 @@ def find_pair(name: str) -> tuple[Path, Path] | None:
     if not name or Path(name).suffix == ".onnx" or os.sep in name:
         return None
     for d in model_dirs():
-        if any((d / f"{name}.{kind}onnx").is_file() for kind in ("int8.", "", "fp32.")):
+        if any(_file(d, name, kind).is_file() for kind in ("int8", "", "fp32")):
             return _both(d, name)
     return None
 
 
+def _file(d: Path, name: str, kind: str) -> Path:
+    """``NAME.KIND.onnx`` (``NAME.onnx`` for kind "") in folder ``d``."""
+    return d / (f"{name}.{kind}.onnx" if kind else f"{name}.onnx")
+
+
 def _both(d: Path, name: str) -> tuple[Path, Path] | None:
-    i8, f32 = d / f"{name}.int8.onnx", d / f"{name}.fp32.onnx"
+    i8, f32 = _file(d, name, "int8"), _file(d, name, "fp32")
     return (i8, f32) if i8.is_file() and f32.is_file() else None
