@@ -120,7 +120,7 @@ class JackServer:
     Its output is kept in ``log`` so JACK's own xrun reports can be counted."""
 
     def __init__(self, rate: int = 48000, period: int = 256, name: str | None = None,
-                 log_path: str | Path | None = None, realtime: bool = True):
+                 log_path: str | Path | None = None, realtime: bool = True, cpus=None):
         if not shutil.which("jackd"):
             raise SystemExit("jackd is not installed: apt-get install jackd2 (scripts/test.sh does)")
         self.name = name or f"pisynth-bench-{uuid.uuid4().hex[:6]}"
@@ -129,6 +129,7 @@ class JackServer:
         self.proc: subprocess.Popen | None = None
         self.want_realtime = realtime
         self.realtime = False
+        self.cpus = sorted(cpus) if cpus else None
 
     def __enter__(self) -> "JackServer":
         """Start jackd. Real-time (SCHED_FIFO 80) where permitted: the dummy driver's clock
@@ -139,8 +140,9 @@ class JackServer:
         for rt in ((True, False) if self.want_realtime else (False,)):
             self._log = open(self.log_path, "w")
             flags = ["-R", "-P", "80"] if rt else ["--no-realtime"]
+            pin = ["taskset", "-c", ",".join(map(str, self.cpus))] if self.cpus else []
             self.proc = subprocess.Popen(
-                ["jackd", *flags, "-n", self.name, "-d", "dummy", "-r", str(self.rate),
+                [*pin, "jackd", *flags, "-n", self.name, "-d", "dummy", "-r", str(self.rate),
                  "-p", str(self.period)], stdout=self._log, stderr=subprocess.STDOUT)
             os.environ["JACK_DEFAULT_SERVER"] = self.name
             os.environ["JACK_NO_START_SERVER"] = "1"

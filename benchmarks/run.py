@@ -21,7 +21,7 @@ latency    latency budget and knob → sound / note-on → onset measured on the
            (``benchmarks/latency.py``), for the default model and the procedural organ
 startup    start → first audio and RSS of ``pi-synth run`` (``benchmarks/startup.py``)
 soak       paced soak through JACK (48 kHz, 256×2), idle and with one core busy
-           (``benchmarks/soak.py``)
+           (``benchmarks/soak.py``); jackd and the audio threads on one CPU (``--soak-cpus``)
 rave       converted RAVE decoders vs TorchScript (``benchmarks/bench_rave.py``, run in
            ``.venv-rave`` when it and the fixtures exist), also by block size (2048 … 16384)
 
@@ -274,6 +274,9 @@ def sec_soak(args, out: Path) -> dict:
         log(f"soak {args.soak_minutes} min, {busy} core(s) busy …")
         cmd = [sys.executable, str(HERE / "soak.py"), "--minutes", str(args.soak_minutes), "--busy", str(busy),
                "--swap-every", str(args.soak_swap_every), "--out", str(d)]
+        cpus = soak_cpus(args.soak_cpus)
+        if cpus:
+            cmd += ["--cpus", *map(str, cpus)]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.soak_minutes * 60 + 300)
         try:
             res[key] = json.loads((d / "soak.json").read_text())
@@ -286,6 +289,22 @@ def sec_soak(args, out: Path) -> dict:
             f"after a machine stall {r.get('xruns_after_machine_stall')}, "
             f"crashes {r['crashes']}, RSS {r['rss_start_mb']} → {r['rss_end_mb']} MB")
     return res
+
+
+def soak_cpus(choice: str) -> list[int]:
+    """The CPUs a soak pins the audio threads and jackd to: ``auto`` = the last CPU this
+    process may use, where it may use two or more (the busy process and the rest of the
+    machine have the others); ``none`` = unpinned; or a comma list."""
+    if choice == "none":
+        return []
+    if choice == "auto":
+        mine = sorted(os.sched_getaffinity(0))
+        return mine[-1:] if len(mine) > 1 else []
+    return [int(c) for c in choice.split(",")]
+
+
+def _pin_text(s: dict) -> str:
+    return f", audio threads and jackd on CPU {','.join(map(str, s['cpus']))}" if s.get("cpus") else ""
 
 
 def _stall_text(s: dict) -> str:
@@ -345,7 +364,7 @@ def targets_table(R: dict) -> list[list]:
     for key, s in (R.get("soak") or {}).items():
         if isinstance(s, dict) and "xruns" in s:
             rows.append([f"xruns in {s['minutes']:g} min paced, {s['busy_cores']} core(s) busy ({s['model']}, "
-                         f"{s.get('engine_mode', '?')})", "0",
+                         f"{s.get('engine_mode', '?')}{_pin_text(s)})", "0",
                          f"{s['xruns']} xruns, {s['late_periods']} late periods "
                          f"(JACK's own reports: {s['jack_xrun_reports']}){_stall_text(s)}",
                          _pf(s["xruns"] == 0 and s["late_periods"] == 0)])
@@ -684,6 +703,11 @@ def main(argv=None) -> int:
                          "JACK cycle; din-free: at any phase)")
     ap.add_argument("--soak-minutes", type=float, default=10.0)
     ap.add_argument("--soak-swap-every", type=float, default=0.0)
+    ap.add_argument("--soak-cpus", default="auto",
+                    help="CPUs for the soak's audio threads and jackd (the stand-in DAC): auto (the last "
+                         "CPU, on a machine with two or more), none (unpinned), or a list such as 3 or 2,3. "
+                         "On a virtual machine the host stops one vCPU at a time; pinned together, such a "
+                         "stop pauses the stand-in DAC with the instrument, as no host stops a Pi")
     ap.add_argument("--profile", action="store_true", help="cProfile the engine runs (pstats files in --out)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the sections of an earlier results.json in --out that this run does not redo")

@@ -28,8 +28,15 @@ happened while the machine was gone; the rest are the instrument's. Both are rep
 with how often a random instant would match (what a match is worth); the target counts
 all of them.
 
+``--cpus C`` pins jackd, libjack's process thread and the engine's audio threads to CPU C
+(``benchmarks/run.py`` does, on the last CPU). The host of a virtual machine stops one vCPU
+at a time: with the stand-in DAC on another vCPU, that stop is an underrun no instrument
+could avoid, and a Pi has no host. Pinned together, such a stop pauses the DAC with the
+instrument. What the instrument does to itself still shows: its audio thread waiting (for
+the GIL, a lock, a slow render) while jackd runs on is an xrun as before.
+
     .venv/bin/python benchmarks/soak.py --minutes 30 --swap-every 60 --out DIR
-    .venv/bin/python benchmarks/soak.py --minutes 10 --busy 1 --out DIR
+    .venv/bin/python benchmarks/soak.py --minutes 10 --busy 1 --cpus 1 --out DIR
 
 Writes DIR/soak.json (rewritten every 30 s, so a killed run still leaves data).
 """
@@ -106,6 +113,21 @@ def _thread_policy(tid: int) -> str:
         return "?"
 
 
+def _threads() -> dict:
+    """Every thread of this process — the engine's, libjack's process thread (the stand-in
+    DAC's side in this process), the rest — with its policy and the CPUs it may run on."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        tid = int(task.name)
+        try:
+            name = names.get(tid) or (task / "comm").read_text().strip()
+            out[f"{name}/{tid}"] = {"policy": _thread_policy(tid), "cpus": sorted(os.sched_getaffinity(tid))}
+        except OSError:
+            continue  # ended meanwhile
+    return out
+
+
 class Automation(threading.Thread):
     """Random control and MIDI input at human-ish rates (every 10–150 ms)."""
 
@@ -159,8 +181,14 @@ class Automation(threading.Thread):
 def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model: str | None = None,
          models: list[str] | None = None, period: int = 256, periods: int = 2, seed: int = 0,
          out: Path | None = None, jack: str | None = None, midi: bool = False,
-         engine_mode: str | None = None) -> dict:
-    """Run one soak; returns the result dict (also written to ``out/soak.json``)."""
+         engine_mode: str | None = None, cpus: list[int] | None = None) -> dict:
+    """Run one soak; returns the result dict (also written to ``out/soak.json``).
+
+    ``cpus``: pin the audio threads (``[audio] cpus``) and jackd, the stand-in for the
+    DAC, to these CPUs. A virtual machine's host stops one vCPU at a time; with the
+    consumer on another vCPU that stop is an underrun no instrument could avoid, while a
+    DAC on a Pi keeps its clock and no host ever stops the CPU. Sharing the CPUs makes
+    such a stop pause producer and consumer alike, so what is left is the instrument's."""
     use_test_alsa_config()
     from pi_synth import config as config_mod
     from pi_synth.app import Instrument
@@ -182,12 +210,16 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
     cfg = config_mod.Config(None, config_mod.defaults())  # built-in defaults, not the user's file
     config_mod.override(cfg, "audio.period", period)
     config_mod.override(cfg, "audio.periods", periods)
+    if cpus:
+        config_mod.override(cfg, "audio.cpus", list(cpus))
     swap_list = models or [str(p) for p in list_models()]
     res: dict = {"kind": "soak", "minutes": minutes, "swap_every_s": swap_every, "busy_cores": busy,
+                 "cpus": sorted(cpus) if cpus else None,
                  "period": period, "periods": periods, "sample_rate": 48000, "seed": seed,
                  "machine": machine(), "loadavg_start": loadavg()}
     out_json = (Path(out) / "soak.json") if out else None
-    jack_ctx = JackServer(48000, period, log_path=(Path(out) / "jackd.log") if out else None) if not jack else None
+    jack_ctx = JackServer(48000, period, log_path=(Path(out) / "jackd.log") if out else None,
+                          cpus=cpus) if not jack else None
     if jack:
         os.environ["JACK_DEFAULT_SERVER"] = jack
         os.environ["JACK_NO_START_SERVER"] = "1"
@@ -199,7 +231,15 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
         inst = Instrument(cfg, model=model)
         backend = AlsaBackend("pisynth_jack")
         engine = inst.engine = Engine(inst.player, backend, **engine_kwargs(cfg, engine_mode))
-        engine.start()
+        # libjack's process thread (the consumer's side in this process) is started by the
+        # open inside start() and inherits this thread's CPUs
+        mask = os.sched_getaffinity(0)
+        if cpus:
+            os.sched_setaffinity(0, set(cpus))
+        try:
+            engine.start()
+        finally:
+            os.sched_setaffinity(0, mask)
         res["model"] = inst.card.name
         res["model_path"] = str(inst.model_path)
         res["startup_s"] = time.monotonic() - t_load
@@ -230,6 +270,9 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
         rig.start()
         time.sleep(0.5)  # the audio threads promote themselves as their first statement
         res["thread_policies"] = {t.name: _thread_policy(t.native_id) for t in engine._threads}
+        res["threads"] = _threads()
+        if jack_ctx and jack_ctx.proc:
+            res["jackd_cpus"] = sorted(os.sched_getaffinity(jack_ctx.proc.pid))
         auto = Automation(inst, midi_out, seed, stop, errors)
         auto.start()
 
@@ -366,6 +409,8 @@ def _stall_match(probe: StallProbe, xrun_times: list[float], period: int, period
             "stall_match_chance": round(chance(stalls, probe.started_at, probe.stopped_at, window_s, min_ms), 4),
             "xrun_times_s": [round(t - probe.started_at, 3) for t in xrun_times],
             "xrun_stall_ms": [round(ms, 2) for ms in before],
+            "xrun_stall_ms_by_cpu": {cpu: [round(ms, 2) for ms in stall_before(
+                xrun_times, [s for s in stalls if s[2] == cpu], window_s)] for cpu in probe.cpus},
             "xruns_after_machine_stall": hit,
             "xruns_without_machine_stall": len(before) - hit,
             "stall_match": f"a stall of ≥ {min_ms:.2f} ms on any CPU ending ≤ {window_s * 1e3:.1f} ms before the xrun"}
@@ -379,7 +424,7 @@ def engine_kwargs(cfg, mode: str | None = None) -> dict:
     from pi_synth.audio.engine import Engine
 
     kw = dict(period=cfg.audio.period, periods=cfg.audio.periods, ahead_blocks=cfg.audio.ahead_blocks,
-              realtime=cfg.audio.realtime)
+              realtime=cfg.audio.realtime, cpus=set(cfg.audio.cpus) or None)
     if "mode" in inspect.signature(Engine).parameters:
         kw["mode"] = mode or cfg.values["audio"].get("engine", "auto")
     return kw
@@ -395,6 +440,8 @@ def main(argv=None) -> int:
     ap.add_argument("--period", type=int, default=256)
     ap.add_argument("--periods", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cpus", type=int, nargs="+", help="pin the audio threads and jackd to these CPUs "
+                    "(see soak(): a host stopping a vCPU then stops the stand-in DAC too)")
     ap.add_argument("--jack", help="use this running JACK server instead of starting one")
     ap.add_argument("--engine", choices=("auto", "threaded", "direct"), help="engine mode (default: config)")
     ap.add_argument("--midi", choices=("bytes", "jack"), default="bytes",
@@ -408,7 +455,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="soak: %(levelname)s: %(name)s: %(message)s")
     res = soak(args.minutes, swap_every=args.swap_every, busy=args.busy, model=args.model, models=args.models,
                period=args.period, periods=args.periods, seed=args.seed, out=Path(args.out), jack=args.jack,
-               midi=args.midi == "jack", engine_mode=args.engine)
+               midi=args.midi == "jack", engine_mode=args.engine, cpus=args.cpus)
     print(f"soak {res['minutes']} min ({res['model']}, busy {res['busy_cores']}): xruns {res['xruns']}, "
           f"late {res['late_periods']}, JACK xrun reports {res['jack_xrun_reports']}, "
           f"xruns after a machine stall {res['xruns_after_machine_stall']} (long stalls: "

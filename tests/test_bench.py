@@ -408,3 +408,44 @@ def test_retry_after_stall_retries_only_when_the_machine_stopped(retry_after_sta
     with pytest.raises(AssertionError, match="broken"), pytest.warns(UserWarning):
         retry_after_stall(always_fails, min_ms=25.0)
     assert calls.count(3) == 2
+
+
+def test_pinned_soak_puts_the_stand_in_dac_beside_the_instrument_and_still_counts_its_xruns(tmp_path, monkeypatch):
+    """benchmarks/soak.py --cpus: jackd, the engine's audio thread and libjack's process
+    thread all on one CPU (a host stopping that vCPU then stops the stand-in DAC too), the
+    rest of the process where it was. The rig still fails the instrument: a 25 ms stall of
+    the audio thread alone (a block hook sleeping) is an xrun."""
+    import os
+    import time
+
+    from pi_synth.audio.engine import Engine
+
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        import soak
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "unset")  # the soak's server sets these; restored after
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    start, calls = Engine.start, [0]
+
+    def stall_once(position):
+        calls[0] += 1
+        if calls[0] == 400:  # ~2 s in: the audio thread alone stops for 25 ms
+            time.sleep(0.025)
+
+    def start_with_stall(self, *a, **k):
+        self.synth.hooks.append(stall_once)
+        return start(self, *a, **k)
+
+    monkeypatch.setattr(Engine, "start", start_with_stall)
+    mine = sorted(os.sched_getaffinity(0))
+    cpu = mine[-1]
+    res = soak.soak(0.1, cpus=[cpu], out=tmp_path)
+    assert res["cpus"] == [cpu] and res["jackd_cpus"] == [cpu]
+    threads = res["threads"]
+    audio = [t for name, t in threads.items() if name.startswith("pi-synth-audio/")]
+    assert audio and audio[0]["cpus"] == [cpu]
+    assert all(t["cpus"] == [cpu] for t in threads.values() if t["policy"].startswith(("fifo", "rr")))
+    assert next(t for name, t in threads.items() if name.startswith("MainThread/"))["cpus"] == mine
+    assert calls[0] > 400 and res["xruns"] >= 1 and res["crashes"] == 0
