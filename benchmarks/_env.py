@@ -5,6 +5,7 @@ this); the benchmark scripts put ``benchmarks/`` on ``sys.path`` to import it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -140,9 +141,8 @@ class JackServer:
         for rt in ((True, False) if self.want_realtime else (False,)):
             self._log = open(self.log_path, "w")
             flags = ["-R", "-P", "80"] if rt else ["--no-realtime"]
-            pin = ["taskset", "-c", ",".join(map(str, self.cpus))] if self.cpus else []
             self.proc = subprocess.Popen(
-                [*pin, "jackd", *flags, "-n", self.name, "-d", "dummy", "-r", str(self.rate),
+                [*pin_prefix(self.cpus), "jackd", *flags, "-n", self.name, "-d", "dummy", "-r", str(self.rate),
                  "-p", str(self.period)], stdout=self._log, stderr=subprocess.STDOUT)
             os.environ["JACK_DEFAULT_SERVER"] = self.name
             os.environ["JACK_NO_START_SERVER"] = "1"
@@ -173,6 +173,25 @@ class JackServer:
                 self.proc.wait(5)
         if getattr(self, "_log", None):
             self._log.close()
+
+
+def pin_prefix(cpus) -> list[str]:
+    """``taskset -c …`` for a child process's command line: the whole child on ``cpus``
+    (none: nothing)."""
+    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+
+
+@contextlib.contextmanager
+def pinned(cpus):
+    """This thread on ``cpus`` for the block, then back: threads started inside — libjack's
+    process thread, which the device open inside ``Engine.start`` creates — inherit it."""
+    mask = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mask)
 
 
 class BusyCore:

@@ -21,7 +21,8 @@ latency    latency budget and knob → sound / note-on → onset measured on the
            (``benchmarks/latency.py``), for the default model and the procedural organ
 startup    start → first audio and RSS of ``pi-synth run`` (``benchmarks/startup.py``)
 soak       paced soak through JACK (48 kHz, 256×2), idle and with one core busy
-           (``benchmarks/soak.py``); jackd and the audio threads on one CPU (``--soak-cpus``)
+           (``benchmarks/soak.py``); here and in latency, jackd, its clients and the audio
+           threads share one CPU (``--jack-cpus``)
 rave       converted RAVE decoders vs TorchScript (``benchmarks/bench_rave.py``, run in
            ``.venv-rave`` when it and the fixtures exist), also by block size (2048 … 16384)
 
@@ -250,7 +251,8 @@ def sec_latency(args, out: Path) -> dict:
     for m in models:
         key = m or "default"
         log(f"latency {key} …")
-        res[key] = latency.measure(m, out / f"latency-{key}", notes=args.notes, transports=tuple(args.transport))
+        res[key] = latency.measure(m, out / f"latency-{key}", notes=args.notes, transports=tuple(args.transport),
+                                   cpus=jack_cpus(args.jack_cpus))
         write_json(out / f"latency-{key}.json", res[key])
     return res
 
@@ -274,7 +276,7 @@ def sec_soak(args, out: Path) -> dict:
         log(f"soak {args.soak_minutes} min, {busy} core(s) busy …")
         cmd = [sys.executable, str(HERE / "soak.py"), "--minutes", str(args.soak_minutes), "--busy", str(busy),
                "--swap-every", str(args.soak_swap_every), "--out", str(d)]
-        cpus = soak_cpus(args.soak_cpus)
+        cpus = jack_cpus(args.jack_cpus)
         if cpus:
             cmd += ["--cpus", *map(str, cpus)]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.soak_minutes * 60 + 300)
@@ -291,8 +293,9 @@ def sec_soak(args, out: Path) -> dict:
     return res
 
 
-def soak_cpus(choice: str) -> list[int]:
-    """The CPUs a soak pins the audio threads and jackd to: ``auto`` = the last CPU this
+def jack_cpus(choice: str) -> list[int]:
+    """The CPUs the JACK sections (soak, latency) pin jackd, its clients in them and the
+    audio threads to: ``auto`` = the last CPU this
     process may use, where it may use two or more (the busy process and the rest of the
     machine have the others); ``none`` = unpinned; or a comma list."""
     if choice == "none":
@@ -389,7 +392,7 @@ def targets_table(R: dict) -> list[list]:
                                 + (f"{nj} just in time: {j['median_samples']:.0f} / {j['max_samples']:.0f}"
                                    if j and nj else "none just in time"))
                     rows.append([f"output latency, {kind} → sound, live ({lv.get('transport')}), {lv['model']} "
-                                 f"({lv.get('engine_mode')})",
+                                 f"({lv.get('engine_mode')}{_pin_text(lat)})",
                                  f"≤ {tgt} frames ({b.get('target_ms', 0):.1f} ms)", got,
                                  _pf((o or v)["median_samples"] <= tgt)])
     st = R.get("startup") or {}
@@ -703,8 +706,9 @@ def main(argv=None) -> int:
                          "JACK cycle; din-free: at any phase)")
     ap.add_argument("--soak-minutes", type=float, default=10.0)
     ap.add_argument("--soak-swap-every", type=float, default=0.0)
-    ap.add_argument("--soak-cpus", default="auto",
-                    help="CPUs for the soak's audio threads and jackd (the stand-in DAC): auto (the last "
+    ap.add_argument("--jack-cpus", default="auto",
+                    help="CPUs for jackd (the stand-in DAC), its clients and the audio threads in the soak and "
+                         "latency sections: auto (the last "
                          "CPU, on a machine with two or more), none (unpinned), or a list such as 3 or 2,3. "
                          "On a virtual machine the host stops one vCPU at a time; pinned together, such a "
                          "stop pauses the stand-in DAC with the instrument, as no host stops a Pi")

@@ -54,7 +54,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import BusyCore, JackServer, cpu_share, cpu_times, jack_shm_mb, loadavg, machine, rss_mb, use_test_alsa_config, write_json  # noqa: E402
+from _env import (BusyCore, JackServer, cpu_share, cpu_times, jack_shm_mb, loadavg, machine, pinned,  # noqa: E402
+                  rss_mb, use_test_alsa_config, write_json)
 from _stallprobe import StallProbe, chance, stall_before  # noqa: E402
 
 log = logging.getLogger("soak")
@@ -231,15 +232,8 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
         inst = Instrument(cfg, model=model)
         backend = AlsaBackend("pisynth_jack")
         engine = inst.engine = Engine(inst.player, backend, **engine_kwargs(cfg, engine_mode))
-        # libjack's process thread (the consumer's side in this process) is started by the
-        # open inside start() and inherits this thread's CPUs
-        mask = os.sched_getaffinity(0)
-        if cpus:
-            os.sched_setaffinity(0, set(cpus))
-        try:
+        with pinned(cpus):  # libjack's process thread, started in here, with the audio threads
             engine.start()
-        finally:
-            os.sched_setaffinity(0, mask)
         res["model"] = inst.card.name
         res["model_path"] = str(inst.model_path)
         res["startup_s"] = time.monotonic() - t_load
