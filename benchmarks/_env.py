@@ -141,8 +141,9 @@ class JackServer:
         for rt in ((True, False) if self.want_realtime else (False,)):
             self._log = open(self.log_path, "w")
             flags = ["-R", "-P", "80"] if rt else ["--no-realtime"]
+            pin = ["taskset", "-c", ",".join(map(str, self.cpus))] if self.cpus else []
             self.proc = subprocess.Popen(
-                [*pin_prefix(self.cpus), "jackd", *flags, "-n", self.name, "-d", "dummy", "-r", str(self.rate),
+                [*pin, "jackd", *flags, "-n", self.name, "-d", "dummy", "-r", str(self.rate),
                  "-p", str(self.period)], stdout=self._log, stderr=subprocess.STDOUT)
             os.environ["JACK_DEFAULT_SERVER"] = self.name
             os.environ["JACK_NO_START_SERVER"] = "1"
@@ -173,12 +174,6 @@ class JackServer:
                 self.proc.wait(5)
         if getattr(self, "_log", None):
             self._log.close()
-
-
-def pin_prefix(cpus) -> list[str]:
-    """``taskset -c …`` for a child process's command line: the whole child on ``cpus``
-    (none: nothing)."""
-    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
 
 
 @contextlib.contextmanager
