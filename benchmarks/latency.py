@@ -113,8 +113,8 @@ def _knob_for(card, control: str) -> str | None:
 
 def rendered(model: str | None, out: Path, notes: int = 8, seed: int = 0, period: int = 256) -> dict:
     """Events through ``pi-synth run`` on the JACK-paced recorder PCM."""
-    from pi_synth.audio.library import find_model
-    from pi_synth.audio.runtime import load_card
+    from pi_synth.model.library import find_model
+    from pi_synth.model.card import load_card
 
     path = find_model(model, "auto")  # what `pi-synth run` plays
     card = load_card(path)
@@ -327,8 +327,8 @@ def measure(model: str | None = None, out: Path | None = None, notes: int = 8, p
             periods: int = 2, engine_mode: str | None = None, jack: str | None = None,
             transports=("din",), cpus=None) -> dict:
     use_test_alsa_config()
-    from pi_synth.audio.library import find_model
-    from pi_synth.audio.runtime import load_card
+    from pi_synth.model.library import find_model
+    from pi_synth.model.card import load_card
 
     out = Path(out or tempfile.mkdtemp())
     card = load_card(find_model(model, "auto"))

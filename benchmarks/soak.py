@@ -195,7 +195,7 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
     from pi_synth.app import Instrument
     from pi_synth.audio.backends.alsa import AlsaBackend, _silence_alsa_lib
     from pi_synth.audio.engine import Engine
-    from pi_synth.audio.library import list_models
+    from pi_synth.model.library import list_models
     from pi_synth.control.rig import Rig
 
     _silence_alsa_lib()

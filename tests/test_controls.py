@@ -13,9 +13,9 @@ import mido
 import pytest
 from gpiozero import Device
 
-from pi_synth.audio.runtime import Runtime
+from pi_synth.model.runtime import Runtime
 from pi_synth.config import ARRAYS
-from pi_synth.control.bank import ControlBank
+from pi_synth.audio.bank import ControlBank
 from pi_synth.control.cv import Calibration, save_calibration
 from pi_synth.control.emulate import install
 from pi_synth.control.emulate.ads1x15 import EmulatedADS1x15

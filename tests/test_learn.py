@@ -5,12 +5,12 @@ import time
 
 import pytest
 
-from pi_synth.audio.runtime import load_card
-from pi_synth.control.bank import ControlBank
+from pi_synth.model.card import load_card
+from pi_synth.audio.bank import ControlBank
 from pi_synth.control.learn import MidiLearn
 from pi_synth.control.mapping import Mapping, Route
 from pi_synth.control.router import Router
-from pi_synth.procedural import organ_card
+from pi_synth.tools.procedural import organ_card
 
 
 @pytest.fixture

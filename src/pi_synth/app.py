@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pi_synth.audio.library import find_model, list_models
+from pi_synth.model.library import find_model, list_models
 from pi_synth.audio.player import Player
-from pi_synth.audio.runtime import Runtime
+from pi_synth.model.runtime import Runtime
 from pi_synth.audio.safety import OutputGuard
 from pi_synth.audio.synth import Synth
-from pi_synth.control.bank import ControlBank
+from pi_synth.audio.bank import ControlBank
 from pi_synth.control.events import StopAt, Timeline, check_events
 from pi_synth.control.mapping import Mapping
 from pi_synth.control.router import Router

@@ -76,10 +76,10 @@ def _config(args):
 
 
 def cmd_info(args) -> int:
-    from pi_synth.audio.library import find_model
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.library import find_model
+    from pi_synth.model.runtime import Runtime
 
-    from pi_synth.audio.runtime import load_card
+    from pi_synth.model.card import load_card
 
     path = find_model(args.model)
     if load_card(path).kind == "rave-encoder":
@@ -281,7 +281,7 @@ def _log_changes(st: dict, last: dict, engine) -> None:
 
 
 def cmd_bench(args) -> int:
-    from pi_synth.audio.library import find_model, find_pair
+    from pi_synth.model.library import find_model, find_pair
     from pi_synth.bench import bench_model, compare_precisions
 
     res = bench_model(find_model(args.model), threads=args.threads, blocks=args.blocks)
@@ -310,10 +310,10 @@ def cmd_bench(args) -> int:
 
 def cmd_quantize(args) -> int:
     try:
-        from pi_synth.quantize import quantize_model
+        from pi_synth.tools.quantize import quantize_model
     except ImportError as e:
         raise ConfigError(f"quantize needs the 'convert' extra ({e}); pip install 'pi-synth[convert]'") from None
-    from pi_synth.quantize import format_report
+    from pi_synth.tools.quantize import format_report
 
     report = quantize_model(args.input, args.output)
     if args.report:
@@ -321,6 +321,12 @@ def cmd_quantize(args) -> int:
     else:
         print(f"wrote {args.output}")
     return 0
+
+
+def cmd_convert_rave(args) -> int:
+    from pi_synth.tools.convert.cli import cmd_convert_rave as run  # desktop only: torch, onnx
+
+    return run(args)
 
 
 # -- entry point -----------------------------------------------------------------------
@@ -378,9 +384,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="the report as JSON")
     q.set_defaults(func=cmd_quantize)
 
+    c = sub.add_parser("convert", help="convert a model from another tool into a pi-synth model")
+    csub = c.add_subparsers(dest="convert_kind", metavar="KIND", required=True)
+    r = csub.add_parser("rave", help="RAVE streaming TorchScript export (.ts) → pi-synth model")
+    r.add_argument("input", help="the .ts written by 'rave export --run RUN --streaming'")
+    r.add_argument("-o", "--output", required=True, help="output model (.onnx)")
+    r.add_argument("--quantize", action="store_true",
+                   help="also write an int8 model beside it (OUT.int8.onnx) with its SNR")
+    r.add_argument("--check", action="store_true",
+                   help="run the .ts and the converted model side by side: max error and speed ratio")
+    r.add_argument("--blocks", type=int, default=16, help="blocks for --check (default 16)")
+    r.add_argument("--frames", type=int, default=1,
+                   help="latent frames per model call (block = frames × decode ratio; default 1)")
+    r.add_argument("--no-encoder", action="store_true", help="do not write OUT.encoder.onnx")
+    r.add_argument("--name", help="model name in the card (default: from the output file name)")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON")
+    r.set_defaults(func=cmd_convert_rave)
+
     # -- commands contributed by other modules: each adds its own subparser ------------
     # (one line per module; the module defines add_parser(sub) and its cmd function)
-    from pi_synth.convert.cli import add_parser as _convert; _convert(sub)  # noqa: E702
     from pi_synth.doctor import add_parser as _doctor; _doctor(sub)  # noqa: E702
     from pi_synth.control.calibrate import add_parser as _calibrate; _calibrate(sub)  # noqa: E702
     return p

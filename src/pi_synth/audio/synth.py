@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from pi_synth.audio.runtime import Runtime
+from pi_synth.model.runtime import Runtime
 from pi_synth.audio.safety import NumpyGuardKernel, OutputGuard
-from pi_synth.control.bank import ControlBank
+from pi_synth.audio.bank import ControlBank
 
 BlockHook = Callable[[int], None]
 

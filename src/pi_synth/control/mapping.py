@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pi_synth.audio.card import Card, Control
-from pi_synth.control.bank import ControlBank
+from pi_synth.model.card import Card, Control
+from pi_synth.audio.bank import ControlBank
 from pi_synth.errors import ConfigError
 
 ACTIONS = ("next_model", "prev_model", "program", "preset_recall", "preset_save", "panic", "learn")

@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from pi_synth.audio.card import Card
-from pi_synth.control.bank import ControlBank
+from pi_synth.model.card import Card
+from pi_synth.audio.bank import ControlBank
 from pi_synth.control.mapping import Mapping
 from pi_synth.control.midi.parser import MidiParser
 from pi_synth.control.voice import MonoVoice

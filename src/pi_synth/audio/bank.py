@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pi_synth.audio.card import Card
+from pi_synth.model.card import Card
 
 
 class ControlBank:
