@@ -269,7 +269,6 @@ def _engine_run(rt, card, ctl, blocks, device, period, periods, mode, profile) -
     """One engine run for :func:`engine_overhead`, on the baseline's own session ``rt``:
     process CPU per block rendered between start() and the end of the stream."""
     import gc
-    import inspect
 
     from pi_synth.audio.backends.alsa import AlsaBackend
     from pi_synth.audio.engine import Engine
@@ -284,10 +283,7 @@ def _engine_run(rt, card, ctl, blocks, device, period, periods, mode, profile) -
     synth.guard.gain_step = 1.0
     player = Player(synth)
     player.hooks.append(StopAt(blocks * card.block_size, player.fade_out))
-    kw = dict(period=period, periods=periods, ahead_blocks=1)
-    if "mode" in inspect.signature(Engine).parameters:
-        kw["mode"] = mode
-    engine = Engine(player, AlsaBackend(device), **kw)
+    engine = Engine(player, AlsaBackend(device), period=period, periods=periods, ahead_blocks=1, mode=mode)
     prof = None
     if profile:
         import cProfile
@@ -342,21 +338,16 @@ def block_breakdown(path, *, blocks: int = 2000, device: str = "pisynth_null", p
     write, wait = backend.sink(card.block_size)
     perf = time.perf_counter
     t = np.zeros((blocks, 4))
-    out, guard_in = synth._out, synth._guard_in
     try:
         for k in range(blocks):
             t0 = perf()
             for hook in player.hooks:
                 hook(player.position)
-            for hook in synth.hooks:
-                hook(synth.position)
             synth.bank.fill(rt.controls)
             t1 = perf()
-            audio = rt.step()
+            rt.step()
             t2 = perf()
-            if synth._copy:
-                np.copyto(out, audio.T)
-            synth.guard.process(guard_in)
+            out = synth.finish()
             t3 = perf()
             wait(min(card.block_size, period))
             write(out)

@@ -184,7 +184,8 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
 
     from pi_synth import config as config_mod
     from pi_synth.app import Instrument
-    from pi_synth.audio.backends.alsa import AlsaBackend, _silence_alsa_lib
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.service.alsalib import quiet as _silence_alsa_lib
     from pi_synth.audio.engine import Engine
     from pi_synth.control.mapping import Route
     from pi_synth.control.rig import Rig

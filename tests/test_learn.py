@@ -196,7 +196,7 @@ def test_default_store_is_in_the_state_dir(organ, tmp_path, monkeypatch):
 
 
 def test_routes_as_json_roundtrip_and_errors():
-    from pi_synth.control.learn import route_from_json, route_to_json, routes_from_json
+    from pi_synth.control.mapping import route_from_json, route_to_json, routes_from_json
     from pi_synth.errors import ConfigError
 
     r = Route("brightness", 0.25, 0.75, True)

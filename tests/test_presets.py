@@ -6,7 +6,7 @@ import pytest
 
 from pi_synth.model.card import load_card
 from pi_synth.audio.bank import ControlBank
-from pi_synth.control.learn import routes_to_json
+from pi_synth.control.mapping import routes_to_json
 from pi_synth.control.mapping import Mapping, Route
 from pi_synth.control.presets import PresetStore, apply
 from pi_synth.errors import ConfigError

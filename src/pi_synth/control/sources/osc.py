@@ -41,7 +41,7 @@ import threading
 import mido
 
 from pi_synth.control.midi.parser import MidiParser
-from pi_synth.control.router import ACTIONS
+from pi_synth.control.mapping import ACTIONS
 from pi_synth.control.sources.base import Source
 from pi_synth.errors import ConfigError, DeviceError
 
