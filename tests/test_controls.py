@@ -253,7 +253,7 @@ def test_calibrate_interactive_on_the_emulated_chip(emu, router):
     def adc_volts(jack):  # a ±5 V front-end, 2 % gain error, 30 mV offset
         return (jack * 1.02 + 5.0) / 10.0 * 3.3 + 0.03
 
-    adc = open_adc("mcp3008")
+    adc = open_adc("mcp3008", emu)
     asked = []
 
     def ask(prompt):

@@ -103,7 +103,7 @@ def test_apply_clamps_to_the_card_range(tmp_path, bank):
 
 def test_mapping_saved_and_applied(tmp_path, organ):
     card = load_card(organ())
-    bank, mapping = ControlBank(card), Mapping(card)
+    bank = ControlBank(card)
     routes = {"cc74": Route("brightness", 0.2, 0.8, True), "cc1": Route("vibrato")}
     store = PresetStore(tmp_path)
     store.save(5, model="organ", values=bank.values(), mapping=routes_to_json(routes))

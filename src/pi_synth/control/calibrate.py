@@ -90,6 +90,7 @@ def _channel(arg: str, cv_items) -> int:
 
 def cmd_calibrate(args) -> int:
     from pi_synth import config as config_mod
+    from pi_synth.control.board import EmulatedBoard, board, use_board
     from pi_synth.control.chips import open_adc
 
     cfg = config_mod.load(args.config)
@@ -105,10 +106,8 @@ def cmd_calibrate(args) -> int:
                               "or give --points, or try it with --emulate")
         chip = chip or "mcp3008"
         if args.emulate:
-            from pi_synth.control.board import EmulatedBoard, use_board
-
             use_board(EmulatedBoard())
-        adc = open_adc(chip, vref=k.vref, spi_port=k.spi_port, spi_device=k.spi_device,
+        adc = open_adc(chip, board(), vref=k.vref, spi_port=k.spi_port, spi_device=k.spi_device,
                        i2c_bus=k.i2c_bus, i2c_address=k.i2c_address)
         if not 0 <= channel < adc.channels:
             raise ConfigError(f"channel {channel}: {adc.describe()} has channels 0..{adc.channels - 1}")

@@ -26,6 +26,8 @@ ACTIONS = ("next_model", "prev_model", "program", "preset_recall", "preset_save"
 
 @dataclass(frozen=True)
 class Route:
+    """How one source drives one control (range, curve, invert, smoothing) or an action."""
+
     control: str = ""
     lo: float = 0.0  # part of the control's range this source covers, 0..1
     hi: float = 1.0
@@ -64,6 +66,8 @@ def default_routes(card: Card) -> dict[str, Route]:
 
 
 class Mapping:
+    """Source name → :class:`Route` for one model: the card's defaults, then the config's."""
+
     def __init__(self, card: Card, routes: dict[str, Route] | None = None):
         self.card = card
         self.routes: dict[str, Route] = default_routes(card)

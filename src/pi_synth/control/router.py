@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 
 class Router:
+    """Every source's way into the model: readings, MIDI, CV and actions (module docstring)."""
+
     def __init__(self, card: Card, bank: ControlTarget, mapping: Mapping | None = None,
                  voice: MonoVoice | None = None):
         self.voice = None

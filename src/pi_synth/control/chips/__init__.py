@@ -67,13 +67,12 @@ def chip_spec(name: str) -> ChipSpec:
     return spec
 
 
-def open_adc(chip: str, *, vref: float = 3.3, spi_port: int = 0, spi_device: int = 0, i2c_bus: int = 1,
-             i2c_address: int = 0x48, board=None) -> AdcReader:
-    """Open ``chip`` on the board (default: :func:`pi_synth.control.board.board`)."""
-    from pi_synth.control.board import board as current_board
-
+def open_adc(chip: str, board, *, vref: float = 3.3, spi_port: int = 0, spi_device: int = 0,
+             i2c_bus: int = 1, i2c_address: int = 0x48) -> AdcReader:
+    """Open ``chip`` on ``board`` (:func:`pi_synth.control.board.board`: the Pi's or its
+    emulated twin)."""
     spec = chip_spec(chip)
-    b = board or current_board()
+    b = board
     if spec.bus == "spi":
         return spec.reader(spec, b, port=spi_port, device=spi_device, vref=vref)
     if spec.bus == "i2c":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 
+from pi_synth.control.board import board
 from pi_synth.control.chips import open_adc
 from pi_synth.control.cv import CvInput, load_calibration
 from pi_synth.control.sources.base import Source
@@ -72,7 +73,7 @@ class AdcSource(Source):
     def _open(self):
         o = self.options
         self.chip = o.get("chip", "mcp3008")
-        self.adc = open_adc(self.chip, vref=o.get("vref", 3.3), spi_port=o.get("spi_port", 0),
+        self.adc = open_adc(self.chip, board(), vref=o.get("vref", 3.3), spi_port=o.get("spi_port", 0),
                             spi_device=o.get("spi_device", 0), i2c_bus=o.get("i2c_bus", 1),
                             i2c_address=o.get("i2c_address", 0x48))
         poll_hz = o.get("poll_hz", 200.0)

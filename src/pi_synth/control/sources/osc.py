@@ -95,6 +95,8 @@ def _server_class():
     from pythonosc.osc_server import BlockingOSCUDPServer
 
     class Server(BlockingOSCUDPServer):
+        """python-osc's UDP server, every datagram handed to the source (garbage counted)."""
+
         max_packet_size = 65535  # socketserver's 8192 would truncate large bundles
         source: OscSource
 
