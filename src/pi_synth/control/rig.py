@@ -64,32 +64,28 @@ class Rig:
 
     def add(self, kind: str, name: str, **options):
         src = source_class(kind)(self.router, name, **options)
-        try:
-            src.open()
-        except PiSynthError as e:
-            self.failed.append(str(e))
-            log.warning("%s", e)
-            return None
-        except Exception as e:  # a missing device must never stop the sound
-            msg = f"control source {name} ({kind}) cannot start: {type(e).__name__}: {e}"
-            self.failed.append(msg)
-            log.warning("%s", msg)
-            return None
-        self.sources.append(src)
-        return src
+        return self._opened(src, self.sources, f"control source {name} ({kind})")
 
     def add_indicator(self, indicator):
         """An output the poller updates (the status LEDs); one that cannot open is
         reported and left out, like a source."""
+        return self._opened(indicator, self.indicators, indicator.name)
+
+    def _opened(self, part, into: list, what: str):
+        """Open ``part`` and keep it in ``into``; if it cannot open, say why in one line,
+        keep the line in :attr:`failed` and return None: a missing device never stops the sound."""
         try:
-            indicator.open()
+            part.open()
+        except PiSynthError as e:
+            msg = str(e)
         except Exception as e:
-            msg = f"{indicator.name} cannot start: {type(e).__name__}: {e}"
-            self.failed.append(msg)
-            log.warning("%s", msg)
-            return None
-        self.indicators.append(indicator)
-        return indicator
+            msg = f"{what} cannot start: {type(e).__name__}: {e}"
+        else:
+            into.append(part)
+            return part
+        self.failed.append(msg)
+        log.warning("%s", msg)
+        return None
 
     def _polled(self) -> list:
         return [s for s in self.sources if s.polled] + [i for i in self.indicators if i.polled]
