@@ -25,7 +25,7 @@ from pathlib import Path
 from pi_synth.audio.player import Player
 from pi_synth.control.events import StopAt, Timeline, check_events
 from pi_synth.control.router import Router
-from pi_synth.errors import ConfigError, PiSynthError
+from pi_synth.errors import ConfigError, DeviceError, PiSynthError
 from pi_synth.model.library import find_model, list_models
 from pi_synth.patch import build_patch, make_mapping
 from pi_synth.service.realtime import release_heap
@@ -39,7 +39,7 @@ class Instrument:
     between blocks (actions, hot swap, reload)."""
 
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
-                 sets=(), fade_in: bool = True):
+                 sets=(), fade_in: bool = True, loop_seconds: float | None = None):
         self.cfg = cfg
         path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
         patch = build_patch(cfg, path, fade_in=fade_in)
@@ -51,19 +51,23 @@ class Instrument:
         self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
         for name, value in sets:
             try:
-                synth.bank.set(name, value)
+                why = card.control(name).refuse(value)
             except KeyError as e:
                 raise ConfigError(f"--set {name}: {e.args[0]}") from None
+            if why:
+                raise ConfigError(f"--set {name}={value:g}: {why}")
+            synth.bank.set(name, value)
         hooks = []
         self.timeline = None
         if events:
             check_events(events, self.router)
-            self.timeline = Timeline(events, self.router, card.sample_rate)
+            self.timeline = Timeline(events, self.router, card.sample_rate, loop_seconds)
             hooks.append(self.timeline)
         hooks.append(self.router.on_block)  # the router object outlives swaps
         self.player = Player(synth, hooks)
+        self.stop_at = None
         if seconds is not None:
-            self.player.hooks.append(StopAt(round(seconds * card.sample_rate), self.player.fade_out))
+            self.stop_after(seconds)
         self.engine = None
         from pi_synth.control.learn import MidiLearn
         from pi_synth.control.presets import PresetStore
@@ -77,6 +81,16 @@ class Instrument:
         self._swap_lock = threading.Lock()  # control threads only: one swap at a time
         self.failed_loads = 0
         self.last_error = ""
+
+    def stop_after(self, seconds: float) -> None:
+        """Fade out once the audio clock reaches ``seconds`` (the length the render plan
+        decided; the earlier of two calls wins)."""
+        frames = round(seconds * self.player.sample_rate)
+        if self.stop_at is None:
+            self.stop_at = StopAt(frames, self.player.fade_out)
+            self.player.hooks.append(self.stop_at)
+        else:
+            self.stop_at.frames = min(self.stop_at.frames, frames)
 
     @property
     def card(self):
@@ -151,6 +165,13 @@ class Instrument:
     # -- actions (from any control thread) --------------------------------------------------
 
     def action(self, name: str, arg=None) -> None:
+        if name in ("program", "preset_save", "preset_recall") and arg is not None:
+            whole = (isinstance(arg, int) and not isinstance(arg, bool)) or (isinstance(arg, float)
+                                                                             and arg.is_integer())
+            if not whole or not 0 <= arg <= 127:
+                log.warning("%s: the slot must be an integer in 0..127, got %r: ignored", name, arg)
+                return
+            arg = int(arg)
         if name in ("next_model", "prev_model", "program"):
             # loading takes a while: never on the thread that delivered the input
             if name == "program" and self.cfg.midi.program == "preset":
@@ -232,35 +253,50 @@ class Instrument:
 # -- the two ways to play: live and offline ---------------------------------------------------
 
 
+def tail_seconds(cfg) -> float:
+    """What plays after the last event: the voice's release and the fade (at least 1 s)."""
+    return max(1.0, (cfg.midi.release_ms + cfg.output.fade_ms) / 1000.0 + 0.25)
+
+
 def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), seconds: float | None = None,
            sets=()) -> str:
     """``pi-synth render``: the instrument pulled offline into a WAV file, faster than real
-    time; returns the line to print."""
+    time; returns the line to print. How long, and whether the file fits, is the render
+    plan's call (:mod:`pi_synth.render_plan`), made before anything is written."""
+    from pi_synth import render_plan as plan
     from pi_synth.audio.backends.wav import WavBackend
     from pi_synth.audio.engine import render_offline
 
-    if seconds is None:
-        seconds = (events[-1].t + 1.0) if events else 5.0
-    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
-    backend = WavBackend(output, format=format)
+    if not output:
+        raise ConfigError("render needs an output file: -o OUT.wav")
+    # (``render --input IN.wav`` passes its length here as input_seconds)
+    length = plan.length(seconds=seconds, events=events, tail_s=tail_seconds(cfg),
+                         default=plan.DEFAULT_RENDER_SECONDS)
+    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets)
+    card = inst.card
+    plan.check_output(output, plan.wav_bytes(length.seconds, card.sample_rate, card.channels, format,
+                                             card.block_size), length.seconds)
+    # "default" is the wav backend's word for "a dated file": a render writes what -o says
+    backend = WavBackend(output if output != "default" else os.path.join(".", output), format=format)
     t0 = time.perf_counter()
     frames = render_offline(inst.player, backend)
     dt = time.perf_counter() - t0
-    card = inst.card
     sr = card.sample_rate
     return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
             f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
 
 
 def run(cfg, *, model: str | None = None, events=(), seconds: float | None = None, sets=(),
-        emulate: bool = False, panel: bool = True, config_path: str | None = None) -> int:
+        emulate: bool = False, panel: bool = True, config_path: str | None = None, loop: bool = False) -> int:
     """``pi-synth run``: the instrument live — engine, control sources, sd_notify and the
     watchdog, the monitor that logs what the audio threads count — until SIGINT/SIGTERM
-    (fade out) or ``seconds``; SIGHUP reloads the config."""
+    (fade out), ``seconds``, or the end of the events (``--midi``/``--events``, plus the
+    release tail, unless ``loop`` or a live source keeps it open); SIGHUP reloads the config."""
+    from pi_synth import render_plan as plan
     from pi_synth.audio.backends import backend_class
     from pi_synth.audio.engine import Engine, ring_frames
     from pi_synth.control.board import EmulatedBoard, use_board
-    from pi_synth.control.rig import Rig
+    from pi_synth.control.rig import Rig, live_inputs
     from pi_synth.service.notify import Notifier, WatchdogGate
 
     notifier = Notifier.from_env()
@@ -270,12 +306,23 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
         if cfg.knobs.chip == "none":
             cfg.values["knobs"]["chip"] = "mcp3008"
         log.info("emulating the Pi's controls: %s, an emulated %s", board.describe(), cfg.knobs.chip)
-    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
+    live = live_inputs(cfg) + (["the emulated panel"] if emulate else [])
+    tail = tail_seconds(cfg)
+    length = plan.length(seconds=seconds, events=events, tail_s=tail, loop=loop, live=live)
+    loop_s = (max(ev.t for ev in events) + tail) if loop and events else None
+    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, loop_seconds=loop_s)
+    if events and length.seconds is not None and length.why != "--seconds":
+        log.info("stopping after %s: %s (--loop or --seconds to play on)", plan.hms(length.seconds), length.why)
+    elif events and length.seconds is None:
+        log.info("playing on after the events: %s", length.why)
     a = cfg.audio
     backend = backend_class(a.backend)(a.device, format=a.format)
+    if a.backend == "wav":
+        _plan_recording(inst, backend, length, a.format)
     engine = inst.engine = Engine(
         inst.player, backend, period=a.period, periods=a.periods, ahead_blocks=a.ahead_blocks,
-        realtime=a.realtime, mode=a.engine, cpus=set(a.cpus) or None,
+        # real-time priority for a backend with no clock would only hog a core
+        realtime=a.realtime and backend.paced, mode=a.engine, cpus=set(a.cpus) or None,
     )
     stop = threading.Event()
     reload = threading.Event()
@@ -289,7 +336,7 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
     t_start = time.monotonic()
     engine.start()
     rig = Rig.from_config(cfg, inst.router, status_fn=engine.status,
-                          poll_hz=min(cfg.knobs.poll_hz, 100.0) if emulate else None)
+                          poll_hz=min(cfg.knobs.poll_hz, 50.0) if emulate else None)
     rig.start()
     log.info("playing %s (%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
              backend.describe(), inst.card.block_size, engine.mode,
@@ -299,8 +346,9 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
                  "bigger buffer lets it play in the direct engine (less latency than a %d-frame ring)",
                  a.periods, engine.periods, 100 * (inst.player.rtf_hint or 0),
                  ring_frames(inst.card.block_size, engine.period, a.ahead_blocks))
-    if not backend.paced and a.backend != "null":
-        log.info("backend %s is not paced by a clock: running faster than real time", a.backend)
+    if not backend.paced:
+        log.info("backend %s is not paced by a clock: running as fast as the CPU allows, with no real-time "
+                 "priority (--backend null plays in real time)", a.backend)
     front = None
     if board is not None and panel and sys.stdin.isatty():
         from pi_synth.control.panel import Panel
@@ -337,12 +385,39 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
             use_board(None)
     st = inst.status()
     log_changes(st, last, engine)
+    if engine.failed:  # the output could not take more (a full disk): said in one line, exit 2
+        from pi_synth.errors import OutputError
+
+        raise OutputError(engine.failed)
     played = inst.player.position / inst.card.sample_rate
     first = (engine.stats.first_audio_at - t_start) if engine.stats.first_audio_at else float("nan")
-    print(f"played {played:.2f} s of {inst.card.name} on {a.backend}:{a.device}: "
+    print(f"played {played:.2f} s of {inst.card.name} on {a.backend}:{backend.device}: "
           f"{st['xruns']} xruns, {st['late_periods']} late periods, "
           f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s", file=sys.stderr)
     return 0
+
+
+def _plan_recording(inst, backend, length, fmt: str) -> None:
+    """``run --backend wav``: a recording must fit the file format and the disk. A bounded
+    run is checked before it starts; an open one stops where the room ends, and says so."""
+    from pi_synth import render_plan as plan
+
+    card, path = inst.card, backend.device
+    backend.keep_partial = True  # a live recording keeps what it got if the disk fills anyway
+    if length.seconds is not None:
+        plan.check_output(path, plan.wav_bytes(length.seconds, card.sample_rate, card.channels, fmt,
+                                               card.block_size), length.seconds, flag="--device")
+    else:
+        room = plan.room_seconds(path, card.sample_rate, card.channels, fmt)
+        if room is not None:
+            if room < 1.0:
+                raise DeviceError(f"{path}: no room for a recording (free space or the WAV limit); "
+                                       "free some space or record elsewhere (--device OUT.wav)")
+            inst.stop_after(room)
+            log.info("recording to %s until stopped; it stops by itself after %s (free space and the WAV "
+                     "format's 4 GiB)", path, plan.hms(room))
+            return
+    log.info("recording to %s", path)
 
 
 def status_line(st: dict) -> str:

@@ -38,12 +38,14 @@ def _parse_sets(items: list[str] | None) -> list[tuple[str, float]]:
 
 
 def _positive_seconds(value: str) -> float:
+    from pi_synth.render_plan import MAX_SECONDS
+
     try:
         v = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not (math.isfinite(v) and 0 < v <= 24 * 3600):
-        raise argparse.ArgumentTypeError("seconds must be > 0 and at most a day")
+    if not (math.isfinite(v) and 0 < v <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"seconds must be > 0 and at most a day ({MAX_SECONDS:.0f})")
     return v
 
 
@@ -151,7 +153,7 @@ def cmd_run(args) -> int:
     if args.period:
         config_mod.override(cfg, "audio.period", args.period, "--period")
     return run(cfg, model=args.model, events=_load_events(args), seconds=args.seconds, sets=_parse_sets(args.set),
-               emulate=args.emulate, panel=not args.no_panel, config_path=args.config)
+               emulate=args.emulate, panel=not args.no_panel, config_path=args.config, loop=args.loop)
 
 
 def cmd_bench(args) -> int:
@@ -220,10 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="model file or name")
     r.add_argument("--device", help="ALSA PCM (e.g. default, plughw:CARD=sndrpihifiberry)")
     r.add_argument("--backend", help="where the sound goes: " + ", ".join(backend_names())
-                   + " (default alsa; wav writes the file --device names)")
+                   + " (default alsa: a sound card; desktop: the laptop's sound server, PipeWire, "
+                   "PulseAudio or JACK; null: nowhere, in real time; unpaced: nowhere, as fast as the "
+                   "CPU allows; wav: a recording to the file --device names, or to a dated "
+                   "pi-synth-*.wav here)")
     r.add_argument("--period", type=int, help="ALSA period in frames")
-    r.add_argument("--events", help="timed events (JSON) to play")
-    r.add_argument("--midi", help="a Standard MIDI File to play")
+    r.add_argument("--events", help="timed events (JSON) to play; the run stops at the last one plus "
+                   "the release tail, unless --loop, --seconds or a live source (knobs, CV, OSC, DIN "
+                   "MIDI, a named [midi] port, buttons, --emulate) keeps it playing")
+    r.add_argument("--midi", help="a Standard MIDI File to play; stops at its end plus the release tail "
+                   "(the same rule as --events)")
+    r.add_argument("--loop", action="store_true", help="play the --midi/--events file again and again "
+                   "until stopped")
     r.add_argument("--seconds", type=_positive_seconds, help="stop after S seconds (fade out)")
     r.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
     r.add_argument("--emulate", action="store_true",
@@ -233,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rd = sub.add_parser("render", help="offline render to a WAV file, faster than real time")
     rd.add_argument("model", help="model file or name")
-    rd.add_argument("-o", "--output", required=True, help="output .wav")
+    rd.add_argument("-o", "--output", required=True, help="output .wav (or a stream: /dev/stdout, a FIFO)")
     rd.add_argument("--config", help="config file (TOML)")
-    rd.add_argument("--seconds", type=_positive_seconds, help="length (default: events + 1 s, or 5 s)")
+    rd.add_argument("--seconds", type=_positive_seconds,
+                    help="length (default: the events or MIDI file + the release tail, or 5 s)")
     rd.add_argument("--midi", help="a Standard MIDI File to play")
     rd.add_argument("--events", help="timed events (JSON) to play")
     rd.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")

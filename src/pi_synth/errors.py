@@ -28,5 +28,10 @@ class DeviceError(PiSynthError, OSError):
     """An audio or control device cannot be opened."""
 
 
+class OutputError(DeviceError):
+    """The output cannot take more (a full disk, a closed pipe): the stream ends there;
+    reopening would not bring it back."""
+
+
 class EventsError(PiSynthError, ValueError):
     """An ``--events`` file or ``--midi`` file is malformed."""

@@ -65,7 +65,7 @@ import numpy as np
 
 from pi_synth.audio.backends.base import Backend, Granted
 from pi_synth.audio.ring import Ring
-from pi_synth.errors import DeviceError
+from pi_synth.errors import DeviceError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,7 @@ class Engine:
         self.stats = EngineStats(block_s)
         self.granted: Granted | None = None
         self._abort = False
+        self.failed = ""  # why the stream ended early (an OutputError), or ""
         self._produced_all = False
         self._drained = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -492,10 +493,16 @@ class Engine:
 
     def _recover(self, call, arg, error: DeviceError) -> bool:
         """After ``error`` from ``call(arg)``: close, reopen every ``reopen_interval``
-        until the device is back, then ``call(arg)`` again. False if we stopped first."""
+        until the device is back, then ``call(arg)`` again. False if we stopped first, or
+        if the output cannot come back (:class:`OutputError`: a full disk): then the
+        stream ends and :attr:`failed` says why."""
         while True:
             self.stats.device_errors += 1
             self.stats.last_device_error = str(error)
+            if isinstance(error, OutputError):
+                self.failed = str(error)
+                self._abort = True
+                return False
             try:
                 self.backend.close()
             except Exception:
@@ -530,6 +537,8 @@ def render_offline(synth: BlockSource, backend: Backend, *, period: int | None =
 
     The caller arranges the end (a stop hook calling ``guard.fade_out()``). Same
     blocks as the threaded engine, written without threads. Returns frames written.
+    On any failure the backend is discarded (a file backend leaves no file), then the
+    error goes on.
     """
     period = period or synth.block_size
     backend.open(synth.sample_rate, synth.channels, max(16, period), 2)
@@ -542,6 +551,8 @@ def render_offline(synth: BlockSource, backend: Backend, *, period: int | None =
                 total += backend.write(frames[i:i + p])
             if synth.finished:
                 break
-    finally:
-        backend.close()
+    except BaseException:  # a full disk, Ctrl-C: no half-written file that looks finished
+        backend.discard()
+        raise
+    backend.close()
     return total

@@ -79,6 +79,29 @@ class EmulatedI2CBus:
         pass
 
 
+STATES_KEPT = 256  # pin changes an emulated pin remembers (gpiozero's mock keeps all)
+
+
+def _emulated_factory():
+    """gpiozero's ``MockFactory`` whose pins (of every mock class: plain, SPI clock,
+    select…) remember only their last :data:`STATES_KEPT` changes. The mock keeps every
+    change for a test's ``assert_states``; an emulated SPI chip read bit by bit a hundred
+    times a second makes hundreds of thousands a second, and ``run --emulate`` grew by
+    3 MB a second until this."""
+    from collections import deque
+
+    from gpiozero.pins.mock import MockFactory
+
+    class EmulatedFactory(MockFactory):
+        def pin(self, name, pin_class=None, **kwargs):
+            p = super().pin(name, pin_class=pin_class, **kwargs)
+            if not isinstance(p.states, deque):
+                p.states = deque(p.states, maxlen=STATES_KEPT)
+            return p
+
+    return EmulatedFactory()
+
+
 class EmulatedBoard(Board):
     """A Pi on a laptop: gpiozero's ``MockFactory`` (installed as gpiozero's pin factory,
     so buttons and LEDs use it too) and emulated ADC chips on the buses.
@@ -91,9 +114,8 @@ class EmulatedBoard(Board):
 
     def __init__(self):
         from gpiozero import Device
-        from gpiozero.pins.mock import MockFactory
 
-        self.pin_factory = MockFactory()
+        self.pin_factory = _emulated_factory()
         Device.pin_factory = self.pin_factory
         self.chips: dict[tuple, object] = {}  # (bus, port or bus number, device or address) → twin
         self._i2c: dict[int, EmulatedI2CBus] = {}

@@ -43,6 +43,15 @@ class Control:
         lo, hi = (self.min, self.max) if self.min <= self.max else (self.max, self.min)
         return min(max(value, lo), hi)
 
+    def refuse(self, value: float) -> str | None:
+        """Why ``value`` (typed by a user: ``--set``, an events file) is not one this control
+        takes, in words — or None. Live sources are clamped instead (:meth:`clamp`)."""
+        lo, hi = (self.min, self.max) if self.min <= self.max else (self.max, self.min)
+        if math.isfinite(value) and lo <= value <= hi:
+            return None
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.name} = {value:g} is outside its range {lo:g}..{hi:g}{unit}"
+
     def from_unit(self, x: float) -> float:
         """Map 0..1 (a knob) onto the control's range along its curve."""
         x = min(max(x, 0.0), 1.0)

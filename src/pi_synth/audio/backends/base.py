@@ -1,7 +1,8 @@
 """The backend interface, in mido's shape: public methods check, hooks do the I/O.
 
 A backend overrides ``_open``, ``_write``, ``_close`` and (if paced) ``_wait_room`` only
-(and ``_sink``, for a faster audio-thread path to the same hooks).
+(and ``_sink``, for a faster audio-thread path to the same hooks; ``_discard``, if closing
+after a failure must differ — a file backend leaves no half-written file).
 ``write`` takes float32 frames ``[n, channels]`` (a period, or a whole block) and returns the frames written; an xrun is counted in
 ``xruns`` (data, never raised) by the hook that sees it, with when (``_count_xrun``). ``paced`` says whether ``write`` blocks in real time
 (a sound card) or returns at once (a file): the engine needs no thread for the latter.
@@ -163,6 +164,15 @@ class Backend:
             finally:
                 self.granted = None
 
+    def discard(self) -> None:
+        """Close after a failure: a backend that writes a file leaves none (a render that
+        failed half way must not look finished). Idempotent."""
+        if self.granted is not None:
+            try:
+                self._discard()
+            finally:
+                self.granted = None
+
     def __enter__(self):
         return self
 
@@ -209,3 +219,6 @@ class Backend:
 
     def _close(self) -> None:
         pass
+
+    def _discard(self) -> None:
+        self._close()

@@ -18,7 +18,8 @@ For a phone or tablet app (TouchOSC, Open Stage Control…) or a script. Address
 ==========================================  ============================================
 
 Numbers may be OSC ints or floats (apps send floats); integral floats are accepted
-where an integer is meant. Bundles are executed at once, whatever their time tag (a
+where an integer is meant, and nothing else is (``preset_save 3.7`` is refused, not
+rounded to slot 3). Bundles are executed at once, whatever their time tag (a
 time tag in the future must never stall the instrument).
 
 Security: the server binds ``127.0.0.1`` unless ``host`` is configured (``0.0.0.0``
@@ -79,12 +80,17 @@ def _integer(v, lo: int, hi: int, what: str) -> int:
     return int(f)
 
 
-def _action_arg(params):
+SLOT_ACTIONS = ("program", "preset_recall", "preset_save")  # their argument: a slot 0..127
+
+
+def _action_arg(name: str, params):
     if not params:
         return None
     if len(params) > 1:
         raise _Bad("an action takes at most one argument")
     v = params[0]
+    if name in SLOT_ACTIONS:  # 3.7 is not slot 3: refused, never rounded
+        return _integer(v, 0, 127, f"{name}'s argument (a slot)")
     if isinstance(v, str):
         return v
     f = _number(v)
@@ -260,7 +266,7 @@ class OscSource(Source):
         elif head == "action" and rest:
             if rest not in ACTIONS:
                 raise _Unknown(f"unknown action {rest!r}; actions are: {', '.join(ACTIONS)}")
-            r.action(rest, _action_arg(params))
+            r.action(rest, _action_arg(rest, params))
         elif head == "status" and not rest:
             port = addr[1]
             if params:
