@@ -292,6 +292,22 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
     watchdog, the monitor that logs what the audio threads count — until SIGINT/SIGTERM
     (fade out), ``seconds``, or the end of the events (``--midi``/``--events``, plus the
     release tail, unless ``loop`` or a live source keeps it open); SIGHUP reloads the config."""
+    from pi_synth.control.board import use_board
+
+    state: dict = {"board": None}
+    saved_signals: dict = {}
+    try:
+        return _play(cfg, model=model, events=events, seconds=seconds, sets=sets, emulate=emulate, panel=panel,
+                     config_path=config_path, loop=loop, state=state, saved_signals=saved_signals)
+    finally:  # whatever happened: the caller's signal handlers back (run in-process: the tests)
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+        if state["board"] is not None:
+            use_board(None)
+
+
+def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loop, state, saved_signals) -> int:
+    """The body of :func:`run`; ``state`` and ``saved_signals`` are what it undoes."""
     from pi_synth import render_plan as plan
     from pi_synth.audio.backends import backend_class
     from pi_synth.audio.engine import Engine, ring_frames
@@ -299,10 +315,10 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
     from pi_synth.control.rig import Rig, live_inputs
     from pi_synth.service.notify import Notifier, WatchdogGate
 
-    notifier = Notifier.from_env()
     board = None
+    notifier = Notifier.from_env()
     if emulate:  # the one place "emulated?" is decided: which board the control path gets
-        board = use_board(EmulatedBoard())
+        board = state["board"] = use_board(EmulatedBoard())
         if cfg.knobs.chip == "none":
             cfg.values["knobs"]["chip"] = "mcp3008"
         log.info("emulating the Pi's controls: %s, an emulated %s", board.describe(), cfg.knobs.chip)
@@ -326,9 +342,9 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
     )
     stop = threading.Event()
     reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    for sig, handler in ((signal.SIGTERM, lambda *_: stop.set()), (signal.SIGINT, lambda *_: stop.set()),
+                         (signal.SIGHUP, lambda *_: reload.set())):
+        saved_signals[sig] = signal.signal(sig, handler)
     if a.realtime:
         from pi_synth.service.realtime import lock_memory
 
@@ -338,8 +354,11 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
     rig = Rig.from_config(cfg, inst.router, status_fn=engine.status,
                           poll_hz=min(cfg.knobs.poll_hz, 50.0) if emulate else None)
     rig.start()
-    log.info("playing %s (%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
-             backend.describe(), inst.card.block_size, engine.mode,
+    from pi_synth.model.library import which_file
+
+    why = which_file(model or cfg.model.path or None, Path(inst.model_path), cfg.model.precision)
+    log.info("playing %s (%s%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
+             f": {why}" if why else "", backend.describe(), inst.card.block_size, engine.mode,
              f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
     if engine.periods > a.periods:
         log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "
@@ -381,8 +400,6 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
             front.stop()
         rig.close()
         engine.stop(fade=True)
-        if board is not None:
-            use_board(None)
     st = inst.status()
     log_changes(st, last, engine)
     if engine.failed:  # the output could not take more (a full disk): said in one line, exit 2

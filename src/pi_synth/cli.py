@@ -76,12 +76,13 @@ def _config(args):
 
 
 def cmd_info(args) -> int:
-    from pi_synth.model.library import find_model
+    from pi_synth.model.library import find_model, which_file
     from pi_synth.model.runtime import Runtime
 
     from pi_synth.model.card import load_card
 
-    path = find_model(args.model)
+    path = find_model(args.model, args.precision)
+    why = which_file(args.model, path, args.precision)
     if load_card(path).kind == "rave-encoder":
         # audio in, latents out (docs/rave.md): shown, not playable by itself
         import onnxruntime as ort
@@ -104,11 +105,13 @@ def cmd_info(args) -> int:
             ],
         }
     if args.json:
-        print(json.dumps({"path": str(path), "size_bytes": os.path.getsize(path),
+        print(json.dumps({"path": str(path), "size_bytes": os.path.getsize(path), "plays": why,
                           "card": card.to_json(), **io}, indent=2))
         return 0
     bs, sr = card.block_size, card.sample_rate
     print(f"{card.name}  ({path}, {os.path.getsize(path) / 1e6:.2f} MB)")
+    if why:
+        print(f"  plays {path.name}: {why}")
     if card.description:
         print(f"  {card.description}")
     if card.kind == "rave-encoder":
@@ -157,10 +160,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pi_synth.model.library import find_model, find_pair
+    from pi_synth.model.library import find_model, find_pair, which_file
     from pi_synth.bench import bench_model, compare_precisions
 
-    res = bench_model(find_model(args.model), threads=args.threads, blocks=args.blocks)
+    path = find_model(args.model, args.precision, args.threads)
+    res = bench_model(path, threads=args.threads, blocks=args.blocks)
+    res["precision"] = args.precision
+    why = which_file(args.model, path, args.precision)
     pair = find_pair(args.model)
     if pair:  # a shipped voice: which of its two files is faster *here* is the question
         res["int8_vs_fp32"] = cmp = compare_precisions(pair[1], pair[0], blocks=args.blocks, seconds=4.0,
@@ -169,14 +175,16 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{res['model']}: block {res['block_size']} @ {res['sample_rate']} Hz, "
-              f"{res['threads']} thread(s), {res['blocks']} blocks")
-        print(f"  block time median {res['block_ms_median']:.3f} ms, p99 {res['block_ms_p99']:.3f} ms, "
-              f"max {res['block_ms_max']:.3f} ms")
+        print(f"{res['model']} ({path.name}{': ' + why if why else ''}): block {res['block_size']} @ "
+              f"{res['sample_rate']} Hz, {res['threads']} thread(s), {res['blocks']} blocks")
+        print(f"  {path.name}: block time median {res['block_ms_median']:.3f} ms, p99 "
+              f"{res['block_ms_p99']:.3f} ms, max {res['block_ms_max']:.3f} ms")
         print(f"  real-time factor {res['rtf']:.4f} (p99 {res['rtf_p99']:.4f}): "
               f"{'plays in real time' if res['rtf_p99'] < 0.7 else 'TOO SLOW for real time on this machine'}")
         if "wrapper_overhead_ratio" in res:
-            print(f"  runtime wrapper vs bare session.run: ×{res['wrapper_overhead_ratio']:.3f}")
+            r = res["wrapper_overhead_ratio"]
+            print(f"  runtime wrapper vs bare session.run: ×{r:.3f} the time a block, "
+                  f"{abs(1 - r) * 100:.1f}% {'faster' if r < 1 else 'slower'}")
         if pair:
             print(f"  int8 vs fp32, alternating: {cmp['int8_block_ms_median']:.3f} vs "
                   f"{cmp['fp32_block_ms_median']:.3f} ms a block, int8 ×{cmp['speedup']:.2f} the speed at "
@@ -230,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--events", help="timed events (JSON) to play; the run stops at the last one plus "
                    "the release tail, unless --loop, --seconds or a live source (knobs, CV, OSC, DIN "
                    "MIDI, a named [midi] port, buttons, --emulate) keeps it playing")
-    r.add_argument("--midi", help="a Standard MIDI File to play; stops at its end plus the release tail "
-                   "(the same rule as --events)")
+    r.add_argument("--midi", help="a Standard MIDI File to play ('demo': the shipped demo phrase); stops "
+                   "at its end plus the release tail (the same rule as --events)")
     r.add_argument("--loop", action="store_true", help="play the --midi/--events file again and again "
                    "until stopped")
     r.add_argument("--seconds", type=_positive_seconds, help="stop after S seconds (fade out)")
@@ -247,15 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--config", help="config file (TOML)")
     rd.add_argument("--seconds", type=_positive_seconds,
                     help="length (default: the events or MIDI file + the release tail, or 5 s)")
-    rd.add_argument("--midi", help="a Standard MIDI File to play")
+    rd.add_argument("--midi", help="a Standard MIDI File to play ('demo': the shipped demo phrase)")
     rd.add_argument("--events", help="timed events (JSON) to play")
     rd.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
     rd.add_argument("--format", default="S16_LE", choices=("S16_LE", "S32_LE", "FLOAT_LE"))
     rd.set_defaults(func=cmd_render)
 
+    precision_help = ("of a voice shipped as NAME.int8.onnx and NAME.fp32.onnx, which file: auto (the one "
+                      "pi-synth run plays here, measured), int8 or fp32 (default auto)")
     i = sub.add_parser("info", help="the model card and I/O of a model file")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"), help=precision_help)
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("bench", help="real-time factor of a model on this machine")
@@ -263,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--blocks", type=int, default=500)
     b.add_argument("--json", action="store_true")
+    b.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"), help=precision_help)
     b.set_defaults(func=cmd_bench)
 
     q = sub.add_parser("quantize", help="int8 model + speed/fidelity report")

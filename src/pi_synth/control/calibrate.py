@@ -124,6 +124,12 @@ def cmd_calibrate(args) -> int:
         raise ConfigError("calibration gives non-finite volts")
     path = save_calibration(device, channel, cal)
     print(f"saved {len(cal.points)}-point calibration for {device} channel {channel} to {path}")
+    from pi_synth.state import system_state_unreachable
+
+    system = system_state_unreachable()
+    if system is not None:
+        print(f"  note: the service reads {system}, which this user cannot write; to calibrate for it: "
+              f"sudo -u pisynth pi-synth calibrate {args.channel} …", file=sys.stderr)
     for line in report(cal):
         print(line)
     return 0

@@ -111,18 +111,26 @@ def load_events(path: str | os.PathLike) -> list[Event]:
     return parse_events(items, where=path)
 
 
+def demo_midi() -> str:
+    """The demo phrase shipped with pi-synth (``--midi demo``): ``pi_synth/data/demo.mid``."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "demo.mid")
+
+
 def load_midi_file(path: str | os.PathLike) -> list[Event]:
     """A Standard MIDI File → ``midi`` events (tempo map applied by mido). Program changes
-    are left out: in a file they name General MIDI instruments, which mean nothing here."""
+    are left out: in a file they name General MIDI instruments, which mean nothing here.
+    ``demo`` (when no file of that name is here) is the shipped demo phrase."""
     import mido
 
     path = os.fspath(path)
+    if path == "demo" and not os.path.exists(path):  # the shipped demo phrase
+        path = demo_midi()
     try:
         mid = mido.MidiFile(path)
     except FileNotFoundError:
         raise EventsError(f"{path}: MIDI file not found") from None
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
-        raise EventsError(f"{path}: not a readable Standard MIDI File ({e})") from None
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise EventsError(f"{path}: not a readable Standard MIDI File ({str(e)[:120]})") from None
     t = 0.0
     out = []
     for msg in mid:

@@ -32,10 +32,13 @@ class StatusLeds:
     def open(self) -> None:
         from gpiozero import LED
 
+        from pi_synth.control.board import board
+
+        factory = board().pins()
         for role, pin in self.pins.items():
             if role not in ROLES:
                 raise ValueError(f"unknown LED role {role!r}; roles are: {', '.join(ROLES)}")
-            self.leds[role] = LED(pin)
+            self.leds[role] = LED(pin, pin_factory=factory)
 
     def counters(self) -> dict[str, int]:
         st = {"activity": self.router.activity}

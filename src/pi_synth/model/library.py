@@ -102,3 +102,17 @@ def _file(d: Path, name: str, kind: str) -> Path:
 def _both(d: Path, name: str) -> tuple[Path, Path] | None:
     i8, f32 = _file(d, name, "int8"), _file(d, name, "fp32")
     return (i8, f32) if i8.is_file() and f32.is_file() else None
+
+
+def which_file(name: str | None, path: Path, precision: str) -> str:
+    """Why ``path`` is the file that plays for ``name``, in the same words everywhere
+    (``info``, ``bench``, ``doctor``, ``run``): "" for a path or a voice shipped in one
+    precision; else which ``[model] precision`` picked it, and the other file."""
+    if name and (Path(name).suffix == ".onnx" or os.sep in name or Path(name).is_file()):
+        return ""
+    pair = find_pair(Path(path).name.split(".")[0])
+    if pair is None or Path(path) not in pair:
+        return ""
+    other = pair[1] if Path(path) == pair[0] else pair[0]
+    how = "picks it here (measured)" if precision == "auto" else "asks for it"
+    return f'precision "{precision}" {how}; {other.name} is the other file'
