@@ -172,6 +172,9 @@ class Instrument:
                 log.warning("%s: the slot must be an integer in 0..127, got %r: ignored", name, arg)
                 return
             arg = int(arg)
+        if name == "program" and arg is None:
+            log.warning("program: needs the number of the model (0..127): ignored")
+            return
         if name in ("next_model", "prev_model", "program"):
             # loading takes a while: never on the thread that delivered the input
             if name == "program" and self.cfg.midi.program == "preset":

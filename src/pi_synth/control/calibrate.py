@@ -24,7 +24,11 @@ def interactive(read: Callable[[], float], channel: int, volts: list[float],
                 ask: Callable[[str], str] = input, say: Callable[[str], None] = print) -> Calibration:
     points = []
     for v in volts:
-        reply = ask(f"patch {v:+.3f} V into channel {channel}, then press Enter (or type q to stop) ")
+        try:
+            reply = ask(f"patch {v:+.3f} V into channel {channel}, then press Enter (or type q to stop) ")
+        except EOFError:  # stdin closed (a script, a service): nothing more will be answered
+            raise ConfigError(f"standard input ended after {len(points)} of {len(volts)} voltages; run "
+                              "calibrate in a terminal, or give the readings with --points") from None
         if reply.strip().lower() == "q":
             break
         r = average_reading(read)

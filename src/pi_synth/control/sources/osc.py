@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 
 import mido
@@ -58,6 +59,32 @@ _MAX_LOGGED = 64
 
 class _Bad(Exception):
     """A message whose arguments are wrong: counted as garbage."""
+
+
+class _LibraryComplaints(logging.Filter):
+    """python-osc says what it cannot parse (an unknown type tag, a short bundle) with
+    ``logging.warning`` on the *root* logger, once per datagram and never rate-limited:
+    a flood of garbage would be a flood of lines on the terminal. This filter keeps them
+    off, and tells the receiving thread its datagram was not clean, so it is counted as
+    garbage like any other."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and f"{os.sep}pythonosc{os.sep}" in record.pathname:
+            self.local.complaint = record.getMessage()
+            return False
+        return True
+
+    def take(self) -> str | None:
+        c = getattr(self.local, "complaint", None)
+        self.local.complaint = None
+        return c
+
+
+_COMPLAINTS = _LibraryComplaints()
 
 
 class _Unknown(Exception):
@@ -85,6 +112,8 @@ SLOT_ACTIONS = ("program", "preset_recall", "preset_save")  # their argument: a 
 
 def _action_arg(name: str, params):
     if not params:
+        if name == "program":
+            raise _Bad("program takes the number of the model, 0..127")
         return None
     if len(params) > 1:
         raise _Bad("an action takes at most one argument")
@@ -161,6 +190,9 @@ class OscSource(Source):
             ) from None
         server.source = self
         server.timeout = POLL_S
+        root = logging.getLogger()
+        if _COMPLAINTS not in root.filters:
+            root.addFilter(_COMPLAINTS)
         self._server = server
         self.port = server.server_address[1]
         if self.host not in ("127.0.0.1", "localhost", "::1"):
@@ -208,8 +240,12 @@ class OscSource(Source):
         from pythonosc.osc_packet import OscPacket
 
         self.packets += 1
+        _COMPLAINTS.take()
         try:
             messages = [tm.message for tm in OscPacket(data).messages]
+            complaint = _COMPLAINTS.take()
+            if complaint:  # python-osc skipped part of it: not what the sender meant
+                raise ValueError(complaint)
         except Exception as e:
             self._count("garbage", "packet", f"ignored a datagram from {addr[0]} that is not OSC ({e})")
             return
