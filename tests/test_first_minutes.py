@@ -344,19 +344,6 @@ def test_state_goes_to_the_users_folder_off_the_pi(tmp_path, monkeypatch):
     assert state.state_dir() == system and state.system_state_unreachable() is None
 
 
-def test_calibrate_from_a_shell_saves_in_the_users_state_dir(cli, tmp_path):
-    env = {"XDG_STATE_HOME": str(tmp_path / "xdg")}
-    p = subprocess.run([sys.executable, "-m", "pi_synth", "calibrate", "2", "--points", "0.4:0,0.6:2"],
-                       capture_output=True, text=True, timeout=60,
-                       env={k: v for k, v in {**os.environ, **env}.items() if k != "PI_SYNTH_STATE_DIR"})
-    assert p.returncode == 0, p.stderr
-    if Path("/var/lib/pi-synth").is_dir() and os.access("/var/lib/pi-synth", os.W_OK):
-        assert "/var/lib/pi-synth/calibration/" in p.stdout  # a provisioned Pi
-    else:
-        assert str(tmp_path / "xdg" / "pi-synth" / "calibration" / "mcp3008-0.0-ch2.json") in p.stdout
-        assert not Path("/var/lib/pi-synth").exists() or Path("/var/lib/pi-synth").is_dir()
-
-
 # -- 7. which file plays, said one way --------------------------------------------------------
 
 
