@@ -271,6 +271,19 @@ def test_case06_a_full_device_is_a_clean_exit_2_naming_the_file(organ, cli, tmp_
     one_line_exit_2(p, "/dev/full", "No space left on device")
 
 
+def test_a_render_is_written_whole_with_the_usual_permissions(organ, cli, tmp_path):
+    """Written to a temp file beside it and renamed when complete: the file has the mode
+    any new file gets here (not the temp file's 0600), and no temp file is left."""
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "o.wav"
+    old = os.umask(0o022)
+    try:
+        cli("render", organ(), "-o", out, "--seconds", "0.3", check=0)
+    finally:
+        os.umask(old)
+    assert os.listdir(tmp_path / "out") == ["o.wav"] and (out.stat().st_mode & 0o777) == 0o644
+
+
 def test_case06_a_render_that_fails_half_way_leaves_no_partial_file(organ, tmp_path):
     """A file that cannot grow (the kernel's file-size limit, as a full card refuses the
     next write): exit 2 naming the file, the old file untouched, no temp file left."""

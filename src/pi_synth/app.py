@@ -348,8 +348,8 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     for sig, handler in ((signal.SIGTERM, lambda *_: stop.set()), (signal.SIGINT, lambda *_: stop.set()),
                          (signal.SIGHUP, lambda *_: reload.set())):
         saved_signals[sig] = signal.signal(sig, handler)
-    if a.realtime:
-        from pi_synth.service.realtime import lock_memory
+    if a.realtime and a.backend == "alsa":  # a sound card, where a page fault is a click (elsewhere
+        from pi_synth.service.realtime import lock_memory  # the warning would only be noise)
 
         lock_memory()  # after the model is loaded, before sound: logged once if refused
     t_start = time.monotonic()

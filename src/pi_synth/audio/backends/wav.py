@@ -25,6 +25,18 @@ from pi_synth.errors import DeviceError, OutputError
 STREAM_SIZE = 0xFFFFFFFF  # "length unknown": what sox and ffmpeg write to a pipe
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def default_path() -> str:
     """Where ``--backend wav`` records when no file is named."""
     return os.path.abspath(time.strftime("pi-synth-%Y%m%d-%H%M%S.wav"))
@@ -67,6 +79,7 @@ class WavBackend(Backend):
                 fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMP_SUFFIX,
                                                  dir=folder)
                 fcntl.flock(fd, fcntl.LOCK_EX)  # alive: clean_temps in another process keeps it
+                os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for secrets, not for a render
                 self._f = os.fdopen(fd, "wb")
         except OSError as e:
             raise DeviceError(f"{path}: cannot write the WAV file ({e.strerror})") from None
