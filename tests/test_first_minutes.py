@@ -229,10 +229,11 @@ def _until(cond, timeout=5.0):
 
 def test_panel_shows_each_knobs_control_and_value_in_its_units(panel):
     lines = panel.lines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert "[1 brightness 0.50]" in lines[1]  # the organ's timbre control first, then its voice
     assert "2 pitch" in lines[1] and " hz" in lines[1] and "3 loudness" in lines[1] and " db" in lines[1]
-    assert "←→" in lines[2] and "±0.25" in lines[2] and "±0.01" in lines[2]
+    assert "←→ ±.05" in lines[2] and "±.25" in lines[2] and "±.01" in lines[2] and "q: quit" in lines[3]
+    assert all(len(line) < 80 for line in lines[1:])  # an 80-column terminal shows it whole
 
 
 def test_panel_steps_are_coarse_and_fine_and_reach_the_model(panel):

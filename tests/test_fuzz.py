@@ -504,7 +504,7 @@ def _controls_sane(inst):
 
 
 _osc_arg = st.one_of(st.integers(-(2**31), 2**31 - 1), st.floats(width=32),
-                     st.text(st.characters(blacklist_characters="\x00"), max_size=10),  # OSC strings end at NUL
+                     st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=10),  # OSC strings end at NUL, and are UTF-8
                      st.binary(min_size=1, max_size=16), st.booleans(), st.none())
 _address = st.one_of(
     st.sampled_from(["/pi-synth/control/pitch", "/pi-synth/control/brightness", "/pi-synth/control/nope",

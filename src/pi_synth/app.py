@@ -32,6 +32,11 @@ from pi_synth.service.realtime import release_heap
 
 log = logging.getLogger(__name__)
 
+# --emulate: the emulated ADC is read bit by bit over mock SPI in Python (~0.4 ms a channel
+# here, holding the GIL); 25 Hz is quick enough for keys on the panel and leaves the audio
+# thread its time (at 100 Hz, a third of a core went to it)
+EMULATED_POLL_HZ = 25.0
+
 
 class Instrument:
     """One instrument: the playing patch (model, mapping, voice), the router every source
@@ -355,7 +360,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     t_start = time.monotonic()
     engine.start()
     rig = Rig.from_config(cfg, inst.router, status_fn=engine.status,
-                          poll_hz=min(cfg.knobs.poll_hz, 50.0) if emulate else None)
+                          poll_hz=min(cfg.knobs.poll_hz, EMULATED_POLL_HZ) if emulate else None)
     rig.start()
     from pi_synth.model.library import which_file
 

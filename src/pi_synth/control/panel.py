@@ -9,9 +9,10 @@ the MIDI path, and press actions. Keys::
     a w s e d f t g y h u j k    play notes (a piano row from C4)   space: notes off
     n / b  next / previous model  p: panic   l: MIDI learn   q: quit
 
-Three lines at the bottom of the terminal show what plays — the model and its file, the
+Four lines at the bottom of the terminal show what plays — the model and its file, the
 note and gate (and the active voices when the model plays several), xruns and load —
-each knob with the control it drives and its value in the control's units, and the keys.
+each knob with the control it drives and its value in the control's units, and the keys
+(each line fits 80 columns; a line wider than the terminal is cut, never wrapped).
 Log lines scroll above them in their own area: while the panel is up it owns the
 terminal's last lines, and the log handler prints above and redraws.
 """
@@ -33,13 +34,25 @@ KEYS = "awsedftgyhujk"  # C4 .. C5, chromatic
 STEP, COARSE, FINE = 0.05, 0.25, 0.01  # of a knob's travel per key press
 NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 ARROWS = {"\x1b[C": "+", "\x1b[D": "-", "\x1b[A": "]", "\x1b[B": "["}
-HELP = ("1-8 knob  ←→/-+ ±0.05  ↑↓/[] ±0.25  ,. ±0.01  a w s e d f … notes  space off  "
-        "n/b model  p panic  l learn  q quit")
+HELP = ("keys: 1-8 knob   ←→ ±.05   ↑↓ ±.25   ,. ±.01   a w s e d f t g y h u j k: C4…C5",
+        "      space: notes off   n/b: next/prev model   p: panic   l: learn   q: quit")
 
 
 def note_name(note: int) -> str:
     """MIDI note → its name, middle C = C4 (60)."""
     return f"{NAMES[note % 12]}{note // 12 - 1}"
+
+
+def _ranges(ns: list[int]) -> str:
+    """[4, 5, 6, 8] → "4-6,8"."""
+    out, start = [], None
+    for i, n in enumerate(ns):
+        if start is None:
+            start = n
+        if i + 1 == len(ns) or ns[i + 1] != n + 1:
+            out.append(f"{start}-{n}" if n > start else f"{n}")
+            start = None
+    return ",".join(out)
 
 
 def _fmt(v: float) -> str:
@@ -63,9 +76,9 @@ class _PanelLog(logging.Handler):
 
 class Panel:
     """The terminal front panel of ``run --emulate``: keys turn the emulated board's ADC
-    inputs and play notes; three lines show what plays (see the module docstring)."""
+    inputs and play notes; four lines show what plays (see the module docstring)."""
 
-    LINES = 3
+    LINES = 4
 
     def __init__(self, instrument, board, rig, stop: threading.Event, *, fd: int | None = None, out=None):
         self.inst, self.emu, self.rig, self.stop_event = instrument, board, rig, stop
@@ -183,11 +196,15 @@ class Panel:
         head = (f"{st.get('model', '?')} ({os.path.basename(str(self.inst.model_path))})  {playing}  "
                 f"xruns {st.get('xruns', 0)}  late {st.get('late_periods', 0)}  "
                 f"load {st.get('load', 0) * 100:.1f}%{learn}")
-        cells = []
+        cells, unmapped = [], []
         for n, name, value in self.knobs():
+            if name == "-" and n - 1 != self.selected:  # drives nothing: counted, not shown
+                unmapped.append(str(n))
+                continue
             cell = f"{n} {name} {value}".rstrip()
             cells.append(f"[{cell}]" if n - 1 == self.selected else f" {cell} ")
-        return [head, "knobs" + "".join(cells), HELP]
+        rest = f" ({_ranges([int(n) for n in unmapped])} free)" if unmapped else ""
+        return [head, "knobs" + "".join(cells) + rest, *HELP]
 
     # -- keys ------------------------------------------------------------------------------
 
