@@ -493,6 +493,13 @@ def live(world, tmp_path_factory):
     yield inst, src, sock
     sock.close()
     src.close()
+    # program changes load models on threads of their own: let them finish before the
+    # interpreter does (onnxruntime aborts a process that exits under a running session)
+    deadline = time.monotonic() + 60
+    while any(t.name.endswith(("(swap)", "(_step_model)")) for t in threading.enumerate()) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    inst.collect_retired()
 
 
 def _controls_sane(inst):

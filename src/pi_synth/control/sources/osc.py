@@ -43,6 +43,7 @@ import threading
 import mido
 
 from pi_synth.control.midi.parser import MidiParser
+from pi_synth.control.learn import CANCEL_WORDS as LEARN_CANCEL
 from pi_synth.control.mapping import ACTIONS
 from pi_synth.control.sources.base import Source
 from pi_synth.errors import ConfigError, DeviceError
@@ -110,7 +111,7 @@ def _integer(v, lo: int, hi: int, what: str) -> int:
 SLOT_ACTIONS = ("program", "preset_recall", "preset_save")  # their argument: a slot 0..127
 
 
-def _action_arg(name: str, params):
+def _action_arg(name: str, params, controls: int = 127):
     if not params:
         if name == "program":
             raise _Bad("program takes the number of the model, 0..127")
@@ -120,6 +121,8 @@ def _action_arg(name: str, params):
     v = params[0]
     if name in SLOT_ACTIONS:  # 3.7 is not slot 3: refused, never rounded
         return _integer(v, 0, 127, f"{name}'s argument (a slot)")
+    if name == "learn" and not isinstance(v, str):  # 0: the next control, N: the N-th
+        return _integer(v, 0, controls, "learn's argument (a control's number)")
     if isinstance(v, str):
         return v
     f = _number(v)
@@ -302,7 +305,11 @@ class OscSource(Source):
         elif head == "action" and rest:
             if rest not in ACTIONS:
                 raise _Unknown(f"unknown action {rest!r}; actions are: {', '.join(ACTIONS)}")
-            r.action(rest, _action_arg(rest, params))
+            arg = _action_arg(rest, params, len(r.bank.names))
+            if rest == "learn" and isinstance(arg, str) and arg.strip().lower() not in LEARN_CANCEL \
+                    and arg.strip() not in r.bank.names:
+                raise _Unknown(f"learn: no control {arg!r}; the model's controls are: " + ", ".join(r.bank.names))
+            r.action(rest, arg)
         elif head == "status" and not rest:
             port = addr[1]
             if params:
