@@ -20,30 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
+from _debian import CMDLINE_TXT, CONFIG_TXT, debian_root, fresh_root  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "provision.py"
-CACHE = ROOT / "work" / "debootstrap-cache"
-MIRROR = "http://deb.debian.org/debian"
-
-CONFIG_TXT = """\
-# For more options and information see
-# http://rptl.io/configtxt
-dtparam=audio=on
-camera_auto_detect=1
-display_auto_detect=1
-auto_initramfs=1
-dtoverlay=vc4-kms-v3d
-max_framebuffers=2
-arm_64bit=1
-
-[cm4]
-otg_mode=1
-
-[all]
-"""
-CMDLINE_TXT = ("console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 "
-               "fsck.repair=yes rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot\n")
 
 
 def _load():
@@ -122,40 +102,6 @@ def test_dry_run_on_an_empty_os_tree_changes_nothing(tmp_path):
 # -- slow: a real Debian root ----------------------------------------------------------
 
 
-def _host_arch() -> str:
-    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def debian_root():
-    """A cached minbase bookworm root; built the first time (about 1.5 min)."""
-    if os.geteuid() != 0:
-        pytest.skip("provisioning a root needs root (chroot, useradd --root)")
-    for tool in ("debootstrap", "chroot", "mount"):
-        if not shutil.which(tool):
-            pytest.fail(f"{tool} is not installed: scripts/install.sh --dev installs debootstrap")
-    root = CACHE / f"bookworm-{_host_arch()}"
-    if not (root / "etc/os-release").exists():
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        p = subprocess.run(["debootstrap", "--variant=minbase", "--include=ca-certificates",
-                            "bookworm", str(tmp), MIRROR], capture_output=True, text=True, timeout=1200)
-        if p.returncode != 0:
-            pytest.fail(f"debootstrap failed:\n{p.stdout[-3000:]}\n{p.stderr[-2000:]}")
-        tmp.rename(root)
-    return root
-
-
-def _fresh(debian_root, dest: Path) -> Path:
-    subprocess.run(["cp", "-a", str(debian_root), str(dest)], check=True)
-    boot = dest / "boot/firmware"
-    boot.mkdir(parents=True)
-    (boot / "config.txt").write_text(CONFIG_TXT)
-    (boot / "cmdline.txt").write_text(CMDLINE_TXT)
-    return dest
-
-
 def _checkout(dest: Path) -> Path:
     """A snapshot of what the provisioner copies, so concurrent edits cannot disturb the test."""
     for rel, full in prov.source_files():
@@ -192,7 +138,7 @@ def _mounts_under(root: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the first run also builds the cached root (debootstrap)
 def test_provision_a_debian_root_for_real(debian_root, tmp_path):
-    root = _fresh(debian_root, tmp_path / "root")
+    root = fresh_root(debian_root, tmp_path / "root")
     checkout = _checkout(tmp_path / "checkout")
     p, first = _provision(checkout, "--root", root, "--hat", "hifiberry-dac", "--no-onboard-audio")
     print(p.stdout, p.stderr, f"first run {first:.1f} s", sep="\n")
@@ -249,7 +195,7 @@ def test_provision_a_debian_root_for_real(debian_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_skip_apt_leaves_the_installs_to_first_boot(debian_root, tmp_path):
-    root = _fresh(debian_root, tmp_path / "root")
+    root = fresh_root(debian_root, tmp_path / "root")
     checkout = _checkout(tmp_path / "checkout")
     p, _ = _provision(checkout, "--root", root, "--skip-apt", "--read-only")
     assert p.returncode == 0, p.stdout + p.stderr
