@@ -35,7 +35,7 @@ PRECISIONS = ("auto", "int8", "fp32")
 
 def choose(int8: Path, fp32: Path, *, threads: int = 1, cache_dir: str | os.PathLike | None = None) -> Path:
     """The file of the pair that should play on this machine (see the module doc)."""
-    from pi_synth.audio.runtime import default_cache_dir
+    from pi_synth.model.runtime import default_cache_dir
 
     cache = Path(cache_dir or default_cache_dir()) / "precision.json"
     key = _key(int8, fp32, threads)
@@ -62,7 +62,7 @@ def measure(int8: Path, fp32: Path, *, threads: int = 1, rounds: int = 5, blocks
     adds time). A file that does not load raises its ModelError, with ``precision`` set."""
     import numpy as np
 
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
 
     rts = {}
     for k, path in (("int8", int8), ("fp32", fp32)):
