@@ -385,8 +385,8 @@ def test_emulate_panel_fits_an_80_column_terminal(organ, tmp_path):
             if b"organ      knob1" in out and not typed:
                 os.write(master, b"2++")
                 typed.append(time.monotonic())
-            if typed and time.monotonic() - typed[0] > 1.5 and len(typed) == 1:
-                os.write(master, b"q")
+            if len(typed) == 1 and (b"knob2 0.54" in out or time.monotonic() - typed[0] > 20):
+                os.write(master, b"q")  # once the panel showed the turn (or long after: then it fails)
                 typed.append(time.monotonic())
             r, _, _ = select.select([master], [], [], 0.2)
             if r:
@@ -407,6 +407,6 @@ def test_emulate_panel_fits_an_80_column_terminal(organ, tmp_path):
     text = out.decode(errors="replace")
     assert p.returncode == 0 and len(typed) == 2, text[-2000:]  # q stopped it
     lines = [seg for seg in text.split("\r") if seg.startswith("organ ")]
-    assert len(lines) >= 5, text[-2000:]
+    assert len(lines) >= 2, text[-2000:]
     assert all(len(seg.rstrip("\n")) <= 79 for seg in lines), max(lines, key=len)
     assert "knob2 0.54" in lines[-1] and "xruns 0" in lines[-1], lines[-1]
