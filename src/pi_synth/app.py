@@ -45,13 +45,13 @@ class Instrument:
         patch = build_patch(cfg, path, fade_in=fade_in)
         self.model_path = patch.path
         synth, card = patch.synth, patch.card
-        self.voice, self.mapping = patch.voice, patch.mapping
-        self.router = Router(card, synth.bank, self.mapping, voice=self.voice)
+        self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
+        self.router = Router(self.controls.card, self.controls, self.mapping, voice=self.voice)
         self.router.on_action = self.action
         self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
         for name, value in sets:
             try:
-                synth.bank.set(name, value)
+                self.controls.set(name, value)
             except KeyError as e:
                 raise ConfigError(f"--set {name}: {e.args[0]}") from None
         hooks = []
@@ -106,8 +106,8 @@ class Instrument:
             why = self.engine.admits(synth) if self.engine is not None else None
             if why:
                 return self._refuse(f"{path}: {why}", restart=True)
-            self.voice, self.mapping = patch.voice, patch.mapping
-            self.router.retarget(patch.card, synth.bank, patch.mapping, patch.voice)
+            self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
+            self.router.retarget(patch.controls.card, patch.controls, patch.mapping, patch.voice)
             if self.learn is not None:
                 self.learn.attach(patch.mapping)
             self.player.crossfade_to(synth)
@@ -171,7 +171,7 @@ class Instrument:
             from pi_synth.control.mapping import routes_to_json
 
             try:
-                self.presets.save(int(arg or 0), model=self.card.name, values=self.synth.bank.values(),
+                self.presets.save(int(arg or 0), model=self.card.name, values=self.controls.values(),
                                   mapping=routes_to_json(self.mapping.routes))
                 log.info("preset %d saved", int(arg or 0))
             except (ValueError, PiSynthError, OSError) as e:
@@ -187,7 +187,7 @@ class Instrument:
             if p is None:
                 log.warning("preset %d is empty", int(arg or 0))
             else:
-                skipped = apply(p, self.synth.bank, self.mapping)
+                skipped = apply(p, self.controls, self.mapping)
                 if skipped:
                     log.info("preset %d: %s not in model %s", int(arg or 0), ", ".join(skipped), self.card.name)
         elif name == "learn":
@@ -208,7 +208,7 @@ class Instrument:
         for w in cfg.warnings:
             log.warning("%s", w)
         try:
-            mapping = make_mapping(cfg, self.card, self.synth.bank)
+            mapping = make_mapping(cfg, self.controls)
         except PiSynthError as e:
             log.warning("config not reloaded, keeping the old one: %s", e)
             return False
