@@ -81,12 +81,15 @@ class WebRig:
         raise AssertionError(f"{what} did not start:\n{(self.tmp / log).read_text()}")
 
     def status(self) -> dict:
-        return ask(self.osc_port, "status", timeout=1.0)
+        return ask(self.osc_port, "status", timeout=5.0)
 
     def wait_for(self, cond, timeout=10.0, what="condition"):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            v = cond()
+            try:
+                v = cond()
+            except InstrumentUnreachable:  # a busy machine: ask again
+                v = None
             if v:
                 return v
             time.sleep(0.05)
