@@ -163,3 +163,11 @@ def test_no_instrument_is_one_line(tmp_path):
         port = s.getsockname()[1]  # bound, never answers
         with pytest.raises(InstrumentUnreachable, match="no reply to /pi-synth/status"):
             ask(port, "status", timeout=0.3)
+
+
+def test_every_request_is_documented(inst):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "osc.md").read_text()
+    for address in requests(inst):
+        assert f"`/pi-synth/{address}`" in doc, address
