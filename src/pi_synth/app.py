@@ -276,9 +276,14 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     from pi_synth.audio.backends.wav import WavBackend
     from pi_synth.audio.engine import render_offline
 
+    said = None
+    if not events:
+        events, said = _demo_phrase_if_played_by_notes(cfg, model)
     if seconds is None:
         seconds = (events[-1].t + 1.0) if events else 5.0
     inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
+    if said:  # said once the render is under way (a bad --set or -o is its own one line)
+        inst.player.hooks.insert(0, lambda pos: pos or log.warning("%s", said))
     backend = WavBackend(output, format=format)
     t0 = time.perf_counter()
     frames = render_offline(inst.player, backend)
@@ -287,6 +292,24 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     sr = card.sample_rate
     return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
             f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
+
+
+DEMO_MIDI = Path(__file__).resolve().parent / "data" / "demo.mid"
+
+
+def _demo_phrase_if_played_by_notes(cfg, model):
+    """A model played by notes renders silence without any: the demo phrase's events, and
+    the line that says so (and how to give your own); ``([], None)`` for other models."""
+    from pi_synth.control.events import load_midi_file
+    from pi_synth.model.card import load_card
+    from pi_synth.patch import plays_notes
+
+    card = load_card(find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads))
+    if not plays_notes(card):
+        return [], None
+    return load_midi_file(DEMO_MIDI), (
+        f"{card.name} is played by notes, and no --midi or --events was given: rendering the demo phrase "
+        f"({DEMO_MIDI}); give your own with --midi FILE.mid or --events FILE.json")
 
 
 def run(cfg, *, model: str | None = None, events=(), seconds: float | None = None, sets=(),
