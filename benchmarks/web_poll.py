@@ -65,9 +65,15 @@ def main(argv=None) -> int:
                PI_SYNTH_STATE_DIR=str(tmp / "state"), PI_SYNTH_CACHE_DIR=str(tmp / "cache"))
     procs = []
     try:
-        procs.append(subprocess.Popen(["jackd", "--no-realtime", "-n", jack, "-d", "dummy", "-r", "48000",
-                                       "-p", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(1.5)
+        jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", jack, "-d", "dummy", "-r", "48000", "-p", "256"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(jackd)
+        for _ in range(100):
+            if "system:playback_1" in subprocess.run(["jack_lsp", "-s", jack], capture_output=True, text=True).stdout:
+                break
+            if jackd.poll() is not None:
+                raise SystemExit("jackd did not start (another server running?):\n" + jackd.stdout.read()[-800:])
+            time.sleep(0.1)
         inst = subprocess.Popen([sys.executable, "-m", "pi_synth", "run", "--config", str(conf)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=open(tmp / "instrument.log", "w"))
         procs.append(inst)
@@ -82,8 +88,9 @@ def main(argv=None) -> int:
                 urllib.request.urlopen(url + "/api/session", timeout=2).read()
                 break
             except Exception:
-                if time.monotonic() > deadline:
-                    raise SystemExit("instrument or web page did not start; see " + str(tmp))
+                if time.monotonic() > deadline or inst.poll() is not None or web.poll() is not None:
+                    logs = "".join((tmp / n).read_text()[-1500:] for n in ("instrument.log", "web.log"))
+                    raise SystemExit("instrument or web page did not start:\n" + logs)
                 time.sleep(0.3)
         time.sleep(2.0)  # past the start
 
