@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     # (one line per module; the module defines add_parser(sub) and its cmd function)
     from pi_synth.doctor import add_parser as _doctor; _doctor(sub)  # noqa: E702
     from pi_synth.control.calibrate import add_parser as _calibrate; _calibrate(sub)  # noqa: E702
+    from pi_synth.web.cli import add_parser as _web; _web(sub)  # noqa: E702
     return p
 
 
