@@ -175,7 +175,8 @@ def test_a_session_reads_and_writes_with_its_token(rig, session):
     assert post(rig, session, "/api/control", {"name": "brightness", "value": 0.125})[0] == 200
     rig.wait_for(lambda: rig.status()["controls"]["brightness"] == pytest.approx(0.125), what="brightness")
     card = http("GET", rig.url + "/api/card", cookie=cookie)[1]
-    assert [c["name"] for c in card["controls"]] == ["pitch", "loudness", "brightness"]
+    assert [c["name"] for c in card["controls"]] == ["brightness", "attack", "release", "glide", "octave", "pitch",
+                                                  "loudness"]  # the voice's controls too, after the timbre
 
 
 @pytest.mark.jack

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import shutil
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 from _webrig import WebRig, bad_models, organ_factory
 from conftest import JackDummy
 from pi_synth.web import auth
-from pi_synth.web.oscclient import message
+from pi_synth.web.oscclient import ask, message
 
 PASSWORD = "workshop wifi 2024"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -129,8 +130,6 @@ def test_a_slider_moves_the_model_control_and_a_knob_moves_the_slider(rig, brows
     slider.send_keys(Keys.HOME)
     rig.wait_for(lambda: rig.status()["controls"]["brightness"] == pytest.approx(0.0), what="brightness 0.0")
     css(d, "#tabs button[data-tab=play]").click()  # focus away: the stream may move it now
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a knob (or any source) moves the control
         s.sendto(message("/pi-synth/control/brightness", 0.25), ("127.0.0.1", rig.osc_port))
     wait(lambda: css(d, 'input[data-control="brightness"]').get_attribute("value") == "250",
@@ -187,8 +186,11 @@ class _Attacker(http.server.BaseHTTPRequestHandler):
 def test_a_cross_site_post_is_refused(rig, browser):
     d = browser
     logged_in(d, rig)
-    brightness = rig.status()["controls"]["brightness"]
-    assert brightness != pytest.approx(0.5)
+    ask(rig.osc_port, "card", timeout=10)  # the instrument answers before we set a known value
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(message("/pi-synth/control/brightness", 0.25), ("127.0.0.1", rig.osc_port))
+    rig.wait_for(lambda: rig.status()["controls"]["brightness"] == pytest.approx(0.25), what="brightness 0.25")
+    brightness = 0.25  # what the attacker's 0.5 would change
     _Attacker.target = rig.url
     server = http.server.HTTPServer(("127.0.0.1", 0), _Attacker)
     t = threading.Thread(target=server.serve_forever, daemon=True)
@@ -223,9 +225,7 @@ def test_screenshots_of_the_main_pages(rig, browser, tmp_path):
     out = Path(os.environ.get("PI_SYNTH_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     logged_in(d, rig)
-    with __import__("socket").socket(2, 2) as s:  # something on the screen: a preset and a learned CC
-        from pi_synth.web.oscclient import ask
-
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # on the screen: a preset, a learned CC
         ask(rig.osc_port, "preset/save", 1, "warm organ", timeout=10)
         ask(rig.osc_port, "preset/save", 2, "bright lead", timeout=10)
         ask(rig.osc_port, "mapping/set", "cc74", '{"control": "brightness", "lo": 0.1, "hi": 0.9}', timeout=10)
