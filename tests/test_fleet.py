@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _debian import CACHE, debian_root, fresh_root, host_arch  # noqa: F401 (a fixture)
+from _debian import CACHE, fresh_root, host_arch
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE = ROOT / "ansible"

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _debian import CMDLINE_TXT, CONFIG_TXT, debian_root, fresh_root  # noqa: F401 (a fixture)
+from _debian import CMDLINE_TXT, CONFIG_TXT, fresh_root
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "provision.py"
