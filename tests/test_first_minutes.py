@@ -229,10 +229,11 @@ def _until(cond, timeout=5.0):
 
 def test_panel_shows_each_knobs_control_and_value_in_its_units(panel):
     lines = panel.lines()
-    assert len(lines) == 4
-    assert "[1 brightness 0.50]" in lines[1]  # the organ's timbre control first, then its voice
-    assert "2 pitch" in lines[1] and " hz" in lines[1] and "3 loudness" in lines[1] and " db" in lines[1]
-    assert "←→ ±.05" in lines[2] and "±.25" in lines[2] and "±.01" in lines[2] and "q: quit" in lines[3]
+    assert len(lines) == 5
+    # the organ's timbre control first, then its voice's, in their units (knobs 1-4, 5-8)
+    assert "[1 brightness 0.50]" in lines[1] and "2 attack 5.00 ms" in lines[1], lines[1]
+    assert "3 release" in lines[1] and " ms" in lines[1] and "5 octave" in lines[2] and "8 -" in lines[2]
+    assert "←→ ±.05" in lines[3] and "±.25" in lines[3] and "±.01" in lines[3] and "q: quit" in lines[4]
     assert all(len(line) < 80 for line in lines[1:])  # an 80-column terminal shows it whole
 
 
@@ -253,8 +254,8 @@ def test_panel_steps_are_coarse_and_fine_and_reach_the_model(panel):
         time.sleep(0.005)
     assert bank.get("brightness") == pytest.approx(0.58, abs=0.01)
     assert "[1 brightness 0.58]" in panel.lines()[1]
-    panel.keys("3\x1b[A")  # select knob 3 (loudness), coarse up
-    assert "[3 loudness" in panel.lines()[1]
+    panel.keys("6\x1b[A")  # select knob 6 (free), coarse up
+    assert "[6 -]" in panel.lines()[2]
 
 
 def test_panel_shows_the_note_and_gate(panel):
@@ -286,11 +287,11 @@ def test_log_lines_print_above_the_panel_not_into_it(panel):
         panel.typed("a")
         assert _until(lambda: "note C4" in panel._out.getvalue())
         logging.getLogger("pi_synth.test").warning("a log line")
-        assert _until(lambda: panel._out.getvalue().count("knobs") >= 3)
+        assert _until(lambda: panel._out.getvalue().count("keys: 1-8") >= 3)
         text = panel._out.getvalue()
         i = text.index("pi-synth: WARNING: a log line\n")
         assert text[i - 4:i] == "\r\x1b[J"  # the panel's lines cleared first
-        assert "knobs" in text[i:]  # and drawn again below
+        assert "keys: 1-8" in text[i:]  # and drawn again below
         assert h not in root.handlers  # while the panel is up, it prints the log
     finally:
         panel.stop()

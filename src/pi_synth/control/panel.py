@@ -9,9 +9,9 @@ the MIDI path, and press actions. Keys::
     a w s e d f t g y h u j k    play notes (a piano row from C4)   space: notes off
     n / b  next / previous model  p: panic   l: MIDI learn   q: quit
 
-Four lines at the bottom of the terminal show what plays — the model and its file, the
+Five lines at the bottom of the terminal show what plays — the model and its file, the
 note and gate (and the active voices when the model plays several), xruns and load —
-each knob with the control it drives and its value in the control's units, and the keys
+each knob (four a row) with the control it drives and its value in the control's units, and the keys
 (each line fits 80 columns; a line wider than the terminal is cut, never wrapped).
 Log lines scroll above them in their own area: while the panel is up it owns the
 terminal's last lines, and the log handler prints above and redraws.
@@ -31,6 +31,7 @@ import tty
 import mido
 
 KEYS = "awsedftgyhujk"  # C4 .. C5, chromatic
+CELL = 19  # a knob's room on its row: four a row, 76 columns
 STEP, COARSE, FINE = 0.05, 0.25, 0.01  # of a knob's travel per key press
 NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 ARROWS = {"\x1b[C": "+", "\x1b[D": "-", "\x1b[A": "]", "\x1b[B": "["}
@@ -76,9 +77,9 @@ class _PanelLog(logging.Handler):
 
 class Panel:
     """The terminal front panel of ``run --emulate``: keys turn the emulated board's ADC
-    inputs and play notes; four lines show what plays (see the module docstring)."""
+    inputs and play notes; five lines show what plays (see the module docstring)."""
 
-    LINES = 4
+    LINES = 5
 
     def __init__(self, instrument, board, rig, stop: threading.Event, *, fd: int | None = None, out=None):
         self.inst, self.emu, self.rig, self.stop_event = instrument, board, rig, stop
@@ -89,6 +90,7 @@ class Panel:
         self._out = out or sys.stderr
         self._saved = None
         self._drawn = False
+        self._failed = False
         self._lock = threading.Lock()  # the panel's lines and a log line never interleave
         self._handlers: list[tuple[logging.Handler, logging.Handler]] = []
 
@@ -163,7 +165,9 @@ class Panel:
     def knobs(self) -> list[tuple[int, str, str]]:
         """(knob number, what it drives, its value in the control's units) of each knob."""
         out = []
-        adc, card, bank = self.emu.adc, self.inst.card, self.inst.synth.bank
+        # the played controls: the model's and its voice's (attack, release, …)
+        adc, controls = self.emu.adc, self.inst.controls
+        card = controls.card
         routes = self.inst.mapping.routes
         for i in range(min(8, len(adc.volts))):
             r = routes.get(f"knob{i + 1}")
@@ -175,7 +179,7 @@ class Panel:
             else:
                 ctl = card.control(r.control)
                 unit = f" {ctl.unit}" if ctl.unit and ctl.unit not in ("unit", "0..1") else ""
-                out.append((i + 1, r.control, _fmt(bank.get(r.control)) + unit))
+                out.append((i + 1, r.control, _fmt(controls.get(r.control)) + unit))
         return out
 
     def lines(self) -> list[str]:
@@ -196,15 +200,13 @@ class Panel:
         head = (f"{st.get('model', '?')} ({os.path.basename(str(self.inst.model_path))})  {playing}  "
                 f"xruns {st.get('xruns', 0)}  late {st.get('late_periods', 0)}  "
                 f"load {st.get('load', 0) * 100:.1f}%{learn}")
-        cells, unmapped = [], []
+        cells = []
         for n, name, value in self.knobs():
-            if name == "-" and n - 1 != self.selected:  # drives nothing: counted, not shown
-                unmapped.append(str(n))
-                continue
-            cell = f"{n} {name} {value}".rstrip()
-            cells.append(f"[{cell}]" if n - 1 == self.selected else f" {cell} ")
-        rest = f" ({_ranges([int(n) for n in unmapped])} free)" if unmapped else ""
-        return [head, "knobs" + "".join(cells) + rest, *HELP]
+            text = f"{n} {name[:10]} {value}".rstrip() if name != "-" else f"{n} -"
+            text = text[:CELL - 2]
+            cells.append((f"[{text}]" if n - 1 == self.selected else f" {text} ").ljust(CELL))
+        rows = ["".join(cells[:4]).rstrip(), "".join(cells[4:8]).rstrip()]
+        return [head, *rows, *HELP]
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -269,4 +271,9 @@ class Panel:
                 if not data:  # the terminal went away: stop reading, keep playing
                     self.stop_event.wait(0.2)
                 self.keys(data)
-            self.draw()
+            try:
+                self.draw()
+            except Exception as e:  # a panel that cannot draw must not take the keys down
+                if not self._failed:
+                    self._failed = True
+                    logging.getLogger(__name__).warning("panel: cannot draw (%s: %s)", type(e).__name__, e)
