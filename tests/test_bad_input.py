@@ -298,7 +298,7 @@ def test_case06_a_render_that_fails_half_way_leaves_no_partial_file(organ, tmp_p
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
-    p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", str(out),
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", str(out), "--midi", "demo",
                         "--seconds", "10"], capture_output=True, text=True, preexec_fn=small_files, timeout=120)
     line = one_line_exit_2(p, str(out), "nothing was written")
     assert "File too large" in line
