@@ -311,6 +311,22 @@ def test_case07_dev_null_is_a_stream_and_renders(organ, cli):
     assert p.returncode == 0 and "wrote /dev/null: 0.5" in p.stdout, p.stderr
 
 
+def test_render_to_stdout_is_a_wav_stream_to_pipe_on(organ, tmp_path):
+    """``render -o /dev/stdout | …``: the WAV alone on stdout (what it wrote, said on stderr)."""
+    import subprocess
+    import sys
+
+    from pi_synth.audio.backends.wav import read_wav
+
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", "/dev/stdout",
+                        "--midi", "demo", "--seconds", "0.5"], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout[:4] == b"RIFF" and b"wrote /dev/stdout" in p.stderr
+    (tmp_path / "piped.wav").write_bytes(p.stdout)
+    x, sr = read_wav(tmp_path / "piped.wav")
+    assert sr == 48000 and 0.5 * sr <= len(x) <= 0.7 * sr and np.abs(x).max() > 0.01
+
+
 def test_case07_a_stream_gets_a_wav_header_up_front(organ, tmp_path):
     """A FIFO (a pipe to another program) gets the 'length unknown' header first, then
     the samples — the bytes a reader of the pipe sees."""

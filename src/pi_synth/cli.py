@@ -8,6 +8,7 @@ it, a traceback only with ``--debug``); 1 anything unexpected.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import math
@@ -160,9 +161,18 @@ def cmd_render(args) -> int:
     from pi_synth.app import render
 
     cfg = _config(args)
-    print(render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
-                 seconds=args.seconds, sets=_parse_sets(args.set)))
+    line = render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
+                  seconds=args.seconds, sets=_parse_sets(args.set))
+    print(line, file=sys.stderr if _is_stdout(args.output) else sys.stdout)  # -o /dev/stdout: WAV only there
     return 0
+
+
+def _is_stdout(path: str) -> bool:
+    try:
+        a, b = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def cmd_run(args) -> int:
