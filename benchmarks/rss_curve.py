@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,7 @@ def main() -> int:
     ap.add_argument("--backends", default="null,unpaced")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / time.strftime("%Y-%m-%d"))
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopped: the run it started stops too
     args.out.mkdir(parents=True, exist_ok=True)
     res = {"load_before": loadavg(), "target_growth": TARGET_GROWTH, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
