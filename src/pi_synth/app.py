@@ -39,16 +39,17 @@ class Instrument:
     between blocks (actions, hot swap, reload)."""
 
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
-                 sets=(), fade_in: bool = True):
+                 sets=(), fade_in: bool = True, offline: bool = False):
         self.cfg = cfg
+        self.offline = offline  # a render: see patch.voice_budget
         path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
-        patch = build_patch(cfg, path, fade_in=fade_in)
+        patch = build_patch(cfg, path, fade_in=fade_in, offline=offline)
         self.model_path = patch.path
         synth, card = patch.synth, patch.card
         self.voice, self.mapping = patch.voice, patch.mapping
         self.router = Router(card, synth.bank, self.mapping, voice=self.voice)
         self.router.on_action = self.action
-        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
+        self.router.channel = listen_channel(cfg)
         for name, value in sets:
             try:
                 synth.bank.set(name, value)
@@ -95,7 +96,8 @@ class Instrument:
             self.collect_retired()  # models earlier swaps left behind, whoever else collects
             try:
                 path = find_model(str(model), self.cfg.model.precision, self.cfg.model.threads)
-                patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice)
+                patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice,
+                                    offline=self.offline)
             except PiSynthError as e:
                 return self._refuse(str(e))
             synth = patch.synth
@@ -216,7 +218,7 @@ class Instrument:
         self.mapping = mapping
         self.router.mapping = mapping
         self.learn.attach(mapping)
-        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
+        self.router.channel = listen_channel(cfg)
         self.synth.guard.configure(gain_db=cfg.output.gain_db, limit_dbfs=cfg.output.limit_dbfs)
         if cfg.model.path and find_model(cfg.model.path, cfg.model.precision, cfg.model.threads) != Path(self.model_path):
             self.swap(cfg.model.path)
@@ -226,7 +228,21 @@ class Instrument:
     def status(self) -> dict:
         st = self.engine.status() if self.engine is not None else {}
         st.update(model=self.card.name, swaps=self.player.swaps, failed_loads=self.failed_loads)
+        v = self.voice
+        if v is not None and self.router.is_note:
+            if getattr(v, "poly", False):
+                st["voices"] = {"active": v.active, "max": v.budget, "stolen": v.stolen, "dropped": v.dropped}
+            else:
+                st["voices"] = {"active": int(v.sounding), "max": 1}
         return st
+
+
+def listen_channel(cfg) -> int | None:
+    """The MIDI channel the router passes on (0..15), or None for all: ``[midi] channel``,
+    except in MPE, where every channel carries notes."""
+    if cfg.voice.mode == "mpe" or cfg.midi.channel == 0:
+        return None
+    return cfg.midi.channel - 1
 
 
 # -- the two ways to play: live and offline ---------------------------------------------------
@@ -241,7 +257,7 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
 
     if seconds is None:
         seconds = (events[-1].t + 1.0) if events else 5.0
-    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
+    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets, offline=True)
     backend = WavBackend(output, format=format)
     t0 = time.perf_counter()
     frames = render_offline(inst.player, backend)
@@ -288,7 +304,7 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
         lock_memory()  # after the model is loaded, before sound: logged once if refused
     t_start = time.monotonic()
     engine.start()
-    rig = Rig.from_config(cfg, inst.router, status_fn=engine.status,
+    rig = Rig.from_config(cfg, inst.router, status_fn=inst.status,
                           poll_hz=min(cfg.knobs.poll_hz, 100.0) if emulate else None)
     rig.start()
     log.info("playing %s (%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
