@@ -149,6 +149,7 @@ class PolyVoice:
         self._k_serial = np.zeros(slots, np.int64)
         self._k_vel = np.zeros(slots, np.int16)
         self._k_gate = np.zeros(slots, np.int8)
+        self._k_count = np.zeros(slots, np.int64)  # note-ons per key: two in one block show
         self._changes = 0
         self._serials = 0
         self._panic = (0, 0)  # (count, last serial it silences): one store
@@ -174,6 +175,8 @@ class PolyVoice:
         self._snap_v = np.zeros(slots, np.int16)
         self._seen_s = np.zeros(slots, np.int64)
         self._seen_g = np.zeros(slots, np.int8)
+        self._snap_c = np.zeros(slots, np.int64)
+        self._seen_c = np.zeros(slots, np.int64)
         self._d1 = np.zeros(slots, bool)
         self._d2 = np.zeros(slots, bool)
         self._changes_seen = 0
@@ -200,6 +203,11 @@ class PolyVoice:
         """Voices started or re-attacked (one per note-on that got to sound)."""
         self.stolen = 0
         """Voices taken from another key because the budget was full."""
+        self.stolen_held = 0
+        """… of which the key was still held (or kept by a pedal): none while the keys
+        down fit the budget."""
+        self.merged = 0
+        """Note-ons of a key that came again within the same block: they sound as one."""
         self.dropped = 0
         """Note-ons that never sounded: more in one block than the budget has rows."""
 
@@ -261,6 +269,7 @@ class PolyVoice:
         self._serials += 1
         self._k_vel[slot] = msg.velocity
         self._k_gate[slot] = 1
+        self._k_count[slot] += 1
         self._k_serial[slot] = self._serials
         self._changes += 1
 
@@ -437,6 +446,7 @@ class PolyVoice:
         np.copyto(self._snap_s, self._k_serial)
         np.copyto(self._snap_g, self._k_gate)
         np.copyto(self._snap_v, self._k_vel)
+        np.copyto(self._snap_c, self._k_count)
         np.not_equal(self._snap_s, self._seen_s, out=self._d1)
         np.not_equal(self._snap_g, self._seen_g, out=self._d2)
         np.logical_or(self._d1, self._d2, out=self._d1)
@@ -446,12 +456,14 @@ class PolyVoice:
         for slot in changed:
             serial = int(snap_s[slot])
             if serial != seen_s[slot]:
+                self.merged += max(0, int(self._snap_c[slot] - self._seen_c[slot]) - 1)
                 if serial > floor_serial:
                     starts.append((serial, slot))
             elif not snap_g[slot]:
                 self._release(slot)
         np.copyto(self._seen_s, snap_s)
         np.copyto(self._seen_g, snap_g)
+        np.copyto(self._seen_c, self._snap_c)
         if not starts:
             return
         starts.sort()
@@ -509,6 +521,7 @@ class PolyVoice:
             self.dropped += 1
         else:
             self.stolen += 1
+            self.stolen_held += self._gate[victim]
             if self._row_of[self._slot[victim]] == victim:
                 self._row_of[self._slot[victim]] = -1
             self._fading[victim] = True
