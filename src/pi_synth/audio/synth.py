@@ -187,6 +187,13 @@ class Synth:
                 np.copyto(dst, v["dcf"])
                 np.copyto(prev, cur)
         rt.step()
+        if t.fading == 0 and law == self._law and not t.n_ops:
+            # steady (no fade, the same law): every row at the law's gain, no ramp to make
+            for audio, col in zip(v["audio"], self._cols):
+                np.sum(audio, axis=0, out=col)
+                if law != 1.0:
+                    col *= law
+            return self.finish()
         # each row's gain ramps across the block from the last block's value
         g0, g1, dg, G, tmp = v["g0"], v["g1"], v["dg"], v["G"], v["tmp"]
         np.multiply(v["gain"], law, out=g1)

@@ -552,6 +552,7 @@ class PolyVoice:
         tuning, override = self.tuning_hz, self.override_hz
         pitch, loud, gain = t.pitch, t.loudness, t.gain
         weight = 0.0
+        fading = 0
         for r in range(self._n):
             db = self._db[r]
             if self._dip[r]:  # a re-attack: down to the floor first (a cut would click)
@@ -576,6 +577,7 @@ class PolyVoice:
             self._db[r] = db
             g = 1.0
             if self._fading[r]:
+                fading += 1
                 g = self._fade[r] = max(self._fade[r] - fade_step, 0.0)
                 if g <= 0.0 and self._pend[r] is None:
                     self._done[r] = True
@@ -592,6 +594,7 @@ class PolyVoice:
             weight += g * 10.0 ** ((db - max_db) / 20.0)
         t.active = self._n
         t.weight = weight
+        t.fading = fading
 
     # ---- state, safe to read from anywhere -----------------------------------------------
 

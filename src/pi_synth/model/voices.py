@@ -39,7 +39,8 @@ class VoiceTable:
     * ``gain`` ``[rows]``: each row's output gain at the end of the block (a stolen
       voice fades to 0 before its row takes the new note);
     * ``weight``: the sum of the rows' envelope amplitudes (0..1 each), for the mix's
-      gain law;
+      gain law; ``fading``: how many rows have a gain below 1 (none: the mix has no
+      per-row gains to ramp);
     * the row operations to apply to the model's state before this block's call, in
       order: :meth:`move` (a row's state into another row) and :meth:`reset` (a new
       voice starts from the initial state); ``seq`` changes each time they are set, so
@@ -60,6 +61,7 @@ class VoiceTable:
         self.loudness = np.full(rows, -80.0)
         self.gain = np.ones(rows)
         self.weight = 0.0
+        self.fading = 0
         self.engaged = False
         # row operations: (src, dst), src -1 = reset dst; at most one move per freed row
         # and one reset per started voice in a block, so 2 × rows is the bound
