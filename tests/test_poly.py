@@ -98,7 +98,8 @@ def peaks_cents(x, notes, sr=SR):
         lo, hi = np.searchsorted(f, hz(n) * 2 ** (-0.5 / 12)), np.searchsorted(f, hz(n) * 2 ** (0.5 / 12))
         i = lo + int(np.argmax(S[lo:hi]))
         a, b, c = np.log(S[i - 1:i + 2])
-        p = 0.5 * (a - c) / (a - 2 * b + c)
+        den = a - 2 * b + c
+        p = 0.5 * (a - c) / den if den else 0.0
         est = (i + p) * (f[1] - f[0])
         out.append((1200 * math.log2(est / hz(n)), S[i] / S.max()))
     return out
@@ -577,3 +578,16 @@ def check_midi(porgan, name, seconds):
     assert v.dropped == 0 and v.stolen_held == 0, (v.dropped, v.stolen_held)
     assert v.started + v.merged == played
     assert np.isfinite(x).all() and inst.synth.guard.nonfinite_blocks == 0
+
+
+def test_a_hot_swap_between_batched_voices_keeps_the_chord(porgan, tmp_path):
+    other = tmp_path / "porgan2.onnx"
+    build_organ(other, voices=16, harmonics=6)
+    inst, _ = play(porgan, chord_events(CHORD, t_off=5.0), 0.3)
+    voice, table = inst.voice, inst.synth.voices
+    assert inst.swap(other)
+    assert inst.voice is voice and inst.player._pending.synth.voices is table  # the same keys, the same rows
+    out = [inst.player.next_block()[:, 0].copy() for _ in range(40)]  # through the crossfade
+    assert inst.synth.voices is table and voice.active == 4
+    seg = np.concatenate(out)[-int(0.1 * SR):]
+    assert all(level > 0.2 for _, level in peaks_cents(seg, CHORD))
