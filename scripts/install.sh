@@ -17,9 +17,10 @@ if [[ $DEV -eq 1 ]]; then
     # jackd2 + libasound2-plugins: real-time pacing without a sound card in the tests;
     # systemd: systemd-analyze verifies the service unit; debootstrap, fdisk, dosfstools,
     # mtools, e2fsprogs, xz-utils: the provisioning and image-builder tests;
-    # qemu-user-static, gcc-aarch64-linux-gnu: our code on arm64, emulated (tests/test_arm64.py)
+    # qemu-user-static, gcc-aarch64-linux-gnu: our code on arm64, emulated (tests/test_arm64.py);
+    # chromium + chromium-driver: the web page in a real browser (tests/test_web_browser.py)
     PKGS+=(jackd2 libasound2-plugins systemd debootstrap fdisk dosfstools mtools e2fsprogs xz-utils
-           qemu-user-static gcc-aarch64-linux-gnu)
+           qemu-user-static gcc-aarch64-linux-gnu chromium chromium-driver)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
@@ -39,7 +40,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 if [[ $DEV -eq 1 ]]; then
-    .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -m pip install -q -e ".[dev,web]" 2>&1 | grep -v "^WARNING: Location" || true
 else
     .venv/bin/python -m pip install -q -e . 2>&1 | grep -v "^WARNING: Location" || true
 fi

@@ -8,7 +8,9 @@
 What it does (each step checks first, so a second run prints "no changes"):
 
 * apt packages (python3, venv, gcc + libasound2-dev for pyalsaaudio, alsa-utils, python3-lgpio
-  where the archive has it); the ``pisynth`` system user in audio, gpio, spi, i2c, dialout;
+  where the archive has it); the ``pisynth`` system user in audio, gpio, spi, i2c, dialout, and
+  the ``pisynth-web`` user of the web page (in no group); /var/lib/pi-synth owned by pisynth and
+  its models/ folder (uploads) by pisynth-web;
 * a copy of this checkout in /opt/pi-synth/src, installed (with its models) into the venv
   /opt/pi-synth/venv (``--system-site-packages``, for the distribution's lgpio);
 * /boot/firmware/config.txt: SPI, I2C, the PL011 UART on GPIO 14/15 at MIDI's 31250 baud
@@ -18,6 +20,7 @@ What it does (each step checks first, so a second run prints "no changes"):
   the audio group, journald in RAM, /var/log on tmpfs;
 * /boot/firmware/pi-synth.toml from the commented template, if absent (never overwritten);
 * pi-synth.service installed and enabled (symlinks, so it works on an image too);
+  pi-synth-web.service installed, not enabled (the web page is off until asked for);
 * ``--read-only``: the overlay root of raspi-config (on the Pi, or on first boot for an image).
 
 With ``--root DIR`` nothing runs on the host's system: files are written under DIR (and the
@@ -50,6 +53,9 @@ STATE = "/var/lib/pi-synth"
 PENDING = "/var/lib/pi-synth-provision/pending.json"
 USER = "pisynth"
 GROUPS = ("audio", "gpio", "spi", "i2c", "dialout")
+WEB_USER = "pisynth-web"  # the web page's unit (pi-synth-web.service): no device groups
+WEB_STATE = "/var/lib/pi-synth-web"
+UPLOADS = f"{STATE}/models"  # models uploaded through the web page: written by WEB_USER only
 APT = ("python3", "python3-venv", "python3-dev", "gcc", "libasound2-dev", "alsa-utils",
        "ca-certificates")
 APT_IF_AVAILABLE = ("python3-lgpio",)
@@ -489,8 +495,8 @@ def step_venv(t: Target, fingerprint: str, can_run: bool) -> bool:
         return True
     if not t.p(f"{VENV}/bin/python").exists():
         t.run(["python3", "-m", "venv", "--system-site-packages", VENV], f"python3 -m venv {VENV}")
-    t.run([f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", "--upgrade", SRC],
-          f"pip install {SRC} (onnxruntime, numpy, pyalsaaudio…)")
+    t.run([f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", "--upgrade", f"{SRC}[web]"],
+          f"pip install {SRC}[web] (onnxruntime, numpy, pyalsaaudio, aiohttp…)")
     # setuptools builds in the source tree: drop its leftovers, so the copy stays a copy
     shutil.rmtree(t.p(f"{SRC}/build"), ignore_errors=True)
     for egg in t.p(f"{SRC}/src").glob("*.egg-info"):
@@ -520,6 +526,47 @@ def step_user(t: Target) -> None:
             t.change(f"add {USER} to group {g}")
             if not t.dry_run:
                 _check(["usermod", *r, "--append", "--groups", g, USER], f"usermod -aG {g}")
+
+
+def step_web_user(t: Target) -> None:
+    """The web page's own user: no device groups, no shell, no home of its own."""
+    if has_user(t, WEB_USER):
+        return
+    t.change(f"create user {WEB_USER} (the web page)")
+    if not t.dry_run:
+        r = [] if t.live else ["--root", str(t.root)]
+        _check(["useradd", *r, "--system", "--user-group", "--home-dir", WEB_STATE, "--no-create-home",
+                "--shell", "/usr/sbin/nologin", "--comment", "pi-synth web page", WEB_USER],
+               f"useradd {WEB_USER}")
+
+
+def _ids(t: Target, user: str) -> tuple[int, int] | None:
+    for line in (t.read("/etc/passwd") or "").splitlines():
+        f = line.split(":")
+        if len(f) > 3 and f[0] == user:
+            return int(f[2]), int(f[3])
+    return None
+
+
+def step_state(t: Target) -> None:
+    """/var/lib/pi-synth owned by pisynth (so systemd's StateDirectory= never re-owns what is
+    inside), and its models/ folder by pisynth-web, setgid, readable by all: the web page
+    installs uploads there, the instrument reads them."""
+    for path, user, mode in ((STATE, USER, 0o755), (UPLOADS, WEB_USER, 0o2755)):
+        t.mkdir(path, mode)
+        ids = _ids(t, user)
+        if ids is None:  # a dry run before the user exists
+            continue
+        d = t.p(path)
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            continue
+        if (st.st_uid, st.st_gid) != ids or (st.st_mode & 0o7777) != mode:
+            t.change(f"set {path}/ to {user}:{user} {mode:o}")
+            if not t.dry_run:
+                os.chown(d, *ids)
+                os.chmod(d, mode)
 
 
 def _check(argv: list[str], what: str) -> None:
@@ -578,7 +625,8 @@ def step_system(t: Target, a) -> None:
     if asound:
         t.write("/etc/asound.conf", asound)
     units = REPO / "systemd"
-    for unit in ("pi-synth.service", "pi-synth-governor.service", "pi-synth-firstboot.service"):
+    for unit in ("pi-synth.service", "pi-synth-governor.service", "pi-synth-firstboot.service",
+                 "pi-synth-web.service"):
         t.write(f"/etc/systemd/system/{unit}", (units / unit).read_bytes())
     for unit in ("pi-synth.service", "pi-synth-governor.service"):
         t.symlink(f"/etc/systemd/system/multi-user.target.wants/{unit}", f"/etc/systemd/system/{unit}")
@@ -639,11 +687,12 @@ def provision(a) -> int:
     if not step_apt(t, a):
         pending.append("apt")
     step_user(t)
+    step_web_user(t)
     fingerprint = step_source(t)
     if not step_venv(t, fingerprint, can_run="apt" not in pending and not a.skip_apt
                      and (t.live or t.runner() is not None)):
         pending.append("venv")
-    t.mkdir(STATE)
+    step_state(t)
     boot_changed = False
     if boot:
         boot_changed = step_boot(t, a, boot)

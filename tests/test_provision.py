@@ -114,6 +114,9 @@ def test_dry_run_on_an_empty_os_tree_changes_nothing(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "would update /boot/firmware/config.txt" in p.stdout
     assert "would create user pisynth" in p.stdout
+    assert "would create user pisynth-web (the web page)" in p.stdout
+    assert "would create /var/lib/pi-synth/models/" in p.stdout
+    assert "would create /etc/systemd/system/pi-synth-web.service" in p.stdout
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
     assert (tmp_path / "boot/firmware/config.txt").read_text() == CONFIG_TXT
 
@@ -223,6 +226,16 @@ def test_provision_a_debian_root_for_real(debian_root, tmp_path):
     groups = {l.split(":")[0]: l.split(":")[3].split(",") for l in (root / "etc/group").read_text().splitlines()}
     for g in ("audio", "gpio", "spi", "i2c", "dialout"):
         assert "pisynth" in groups[g], g
+    # the web page: its own user in no group, its unit installed but off, uploads its only folder
+    web = next(u for u in passwd if u[0] == "pisynth-web")
+    assert web[6] == "/usr/sbin/nologin" and int(web[2]) < 1000
+    assert not any("pisynth-web" in members for members in groups.values())
+    assert (root / "etc/systemd/system/pi-synth-web.service").read_bytes() == \
+        (ROOT / "systemd/pi-synth-web.service").read_bytes()
+    assert not (wants / "pi-synth-web.service").exists()
+    uploads = (root / "var/lib/pi-synth/models").stat()
+    assert (uploads.st_uid, oct(uploads.st_mode & 0o7777)) == (int(web[2]), "0o2755")
+    assert (root / "var/lib/pi-synth").stat().st_uid == int(user[2])
 
     # the installed program runs inside the root, and finds its model
     info = subprocess.run(["chroot", str(root), "/opt/pi-synth/venv/bin/pi-synth", "info", "default",

@@ -28,6 +28,7 @@ from pi_synth.audio.safety import OutputGuard
 from pi_synth.audio.engine import DIRECT_MAX_RTF, direct_periods
 from pi_synth.audio.synth import Synth
 from pi_synth.control.mapping import Mapping
+from pi_synth.control.played import PlayedControls
 from pi_synth.control.poly import PolyVoice
 from pi_synth.control.voice import MonoVoice
 from pi_synth.errors import ModelError
@@ -40,13 +41,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Patch:
-    """A loaded model and what plays it: ``synth`` for the audio path, ``mapping`` and
-    ``voice`` for the control path."""
+    """A loaded model and what plays it: ``synth`` for the audio path; ``controls`` (the
+    model's bank, and for a model played by notes its voice's controls too), ``mapping``
+    and ``voice`` for the control path."""
 
     path: Path
     synth: Synth
     mapping: Mapping
     voice: MonoVoice | PolyVoice | None
+    controls: object = None  # a ControlTarget: the bank, or PlayedControls(bank, voice)
 
     @property
     def card(self) -> Card:
@@ -156,14 +159,21 @@ def make_voice(cfg, card: Card, table: VoiceTable | None = None) -> MonoVoice | 
                      attack_ms=cfg.midi.attack_ms, release_ms=cfg.midi.release_ms)
 
 
-def make_mapping(cfg, card: Card, bank: ControlBank) -> Mapping:
-    """The config's ``[[map]]`` tables for ``card`` (routes to controls it lacks are skipped
-    with a warning: another model may have them), their smoothing set on ``bank``."""
-    mapping = Mapping.from_config(card, cfg.map)
+def make_mapping(cfg, controls) -> Mapping:
+    """The config's ``[[map]]`` tables for ``controls`` (a ControlTarget and its card; routes
+    to controls it lacks are skipped with a warning: another model may have them), their
+    smoothing set on it."""
+    mapping = Mapping.from_config(controls.card, cfg.map)
     for w in mapping.skipped:
-        log.warning("%s (skipped for model %s)", w, card.name)
-    mapping.configure(bank)
+        log.warning("%s (skipped for model %s)", w, controls.card.name)
+    mapping.configure(controls)
     return mapping
+
+
+def played_controls(bank: ControlBank, voice: MonoVoice | PolyVoice | None):
+    """What the control path writes for this model: its bank, and its voice's controls if
+    it is played by notes."""
+    return PlayedControls(bank, voice) if voice is not None else bank
 
 
 def build_patch(cfg, path, *, fade_in: bool = True, carry: ControlBank | None = None,
@@ -185,9 +195,9 @@ def build_patch(cfg, path, *, fade_in: bool = True, carry: ControlBank | None = 
         for name in card.control_names:
             if name in carry.names:
                 synth.bank.set(name, carry.get(name))
-    mapping = make_mapping(cfg, card, synth.bank)
     if synth.voices is not None:
         voice = voice if keep is not None and synth.voices is keep else make_voice(cfg, card, synth.voices)
-    elif not isinstance(voice, MonoVoice):
-        voice = None
-    return Patch(Path(path), synth, mapping, voice if voice is not None else make_voice(cfg, card))
+    elif not (isinstance(voice, MonoVoice) and plays_notes(card)):
+        voice = make_voice(cfg, card)
+    controls = played_controls(synth.bank, voice)
+    return Patch(Path(path), synth, make_mapping(cfg, controls), voice, controls)

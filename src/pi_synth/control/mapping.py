@@ -77,12 +77,17 @@ class Mapping:
                 self.add(src, r)
 
     def add(self, source: str, route: Route) -> None:
+        self.check_route(route)
+        self.routes[source] = route
+
+    def check_route(self, route: Route) -> None:
+        """``ConfigError`` for an unknown action, ``KeyError`` naming the controls for a
+        control this model lacks."""
         if route.action:
             if route.action not in ACTIONS:
                 raise ConfigError(f"unknown action {route.action!r}; choose one of: {', '.join(ACTIONS)}")
         else:
             self.card.control(route.control)  # KeyError naming the controls if wrong
-        self.routes[source] = route
 
     def configure(self, bank: ControlTarget) -> None:
         """Apply the routes' smoothing times to the bank they drive."""

@@ -139,6 +139,8 @@ class PolyVoice:
         span = self.max_db - self.floor_db
         self._attack_rate = span / (attack_ms / 1000.0) if attack_ms > 0 else math.inf
         self._release_rate = span / (release_ms / 1000.0) if release_ms > 0 else math.inf
+        self._params = {"attack": float(attack_ms), "release": float(release_ms), "glide": 0.0,
+                        "octave": float(transpose) / 12.0}
         self.block_seconds = block_seconds
         self.fade_blocks = max(1, round(fade_ms / 1000.0 / block_seconds))
         self.override_hz = 0.0  # a CV pitch (the router's): every voice plays it while > 0
@@ -222,6 +224,28 @@ class PolyVoice:
         }
 
     # ---- control thread ---------------------------------------------------------------
+
+    def set_param(self, name: str, value: float) -> None:
+        """Set one of the voice's own controls (``control/voice.py`` ``VOICE_CONTROLS``, reached
+        by knobs, CC, OSC and presets through the played controls): ``attack``/``release``
+        in ms take effect at once for every voice (one float store each, read per block);
+        ``octave`` for the keys pressed after; ``glide`` is kept but a poly voice does not
+        glide (each key is its own voice)."""
+        span = self.max_db - self.floor_db
+        v = float(value)
+        if name == "attack":
+            self._attack_rate = span / (v / 1000.0) if v > 0 else math.inf
+        elif name == "release":
+            self._release_rate = span / (v / 1000.0) if v > 0 else math.inf
+        elif name == "octave":
+            v = float(round(v))
+            self.transpose = 12.0 * v
+        elif name != "glide":
+            raise KeyError(name)
+        self._params[name] = v
+
+    def param(self, name: str) -> float:
+        return self._params[name]
 
     def handle(self, msg: mido.Message) -> None:
         """Apply one message; irrelevant types and other channels are ignored. Never raises."""
