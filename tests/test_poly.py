@@ -533,9 +533,32 @@ def test_the_budget_caps_voices_live_but_a_render_plays_what_it_is_asked(porgan)
     allowed = 0.25 * 16 / SR
     assert live.voices.budget == fit(curve, allowed) < 16 or curve[15] <= allowed
     assert live.rtf_hint == pytest.approx(curve[live.voices.budget - 1] / BLOCK_S, rel=1e-3)
-    assert load_synth(cfg, porgan, offline=True).voices.budget == 16
-    auto = load_synth(cfg_with(voice__max_voices=0), porgan)  # 256×2: the organ's 16 voices fit on any machine we run
+    assert live.voice_allowed_s == pytest.approx(allowed)
+    offline = load_synth(cfg, porgan, offline=True)
+    assert offline.voices.budget == 16 and offline.voice_allowed_s is None
+    auto = load_synth(cfg_with(voice__max_voices=0), porgan)  # 256×2
     assert auto.voices.budget == fit(block_curve(auto.runtime), 0.25 * 256 / SR)
+
+
+def test_a_machine_slower_than_measured_loses_voices_not_blocks(porgan):
+    """Calls at the budget that keep overrunning the allowance lower the budget by one:
+    after that, a new key steals instead of adding a row the machine cannot afford."""
+    from pi_synth.audio.synth import OVERRUNS_TO_DROP
+    from pi_synth.patch import load_synth
+
+    synth = load_synth(cfg_with(voice__max_voices=4), porgan)
+    synth.voice_allowed_s = 1e-9  # nothing fits: as if the machine had slowed down
+    t = synth.voices
+    t.engaged, t.active, t.budget = True, 4, 4
+    for _ in range(OVERRUNS_TO_DROP - 1):
+        synth.next_block()
+    assert t.budget == 4  # a spell shorter than that is forgiven
+    synth.next_block()
+    assert t.budget == 3 and synth.budget_drops == 1
+    t.active = 2  # under the budget: the calls are not held against it
+    for _ in range(2 * OVERRUNS_TO_DROP):
+        synth.next_block()
+    assert t.budget == 3
 
 
 # -- held-out MIDI files ----------------------------------------------------------------------

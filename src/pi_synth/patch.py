@@ -77,12 +77,14 @@ def load_synth(cfg, path, *, fade_in: bool = True, table: VoiceTable | None = No
                         limit_dbfs=o.limit_dbfs, gain_db=o.gain_db, fade_in=fade_in)
     if rows == 1:
         return Synth(rt, ControlBank(card), guard)
-    budget, block_s = voice_budget(cfg, rt, offline=offline)
+    budget, block_s, allowed_s = voice_budget(cfg, rt, offline=offline)
     if table is None or table.rows != rows:
         table = VoiceTable(rows)
     table.budget = budget
     synth = Synth(rt, ControlBank(card), guard, voices=table)
     synth.voice_rtf = block_s / (card.block_size / card.sample_rate)
+    if not offline:  # live: calls that keep overrunning the allowance lower the budget
+        synth.voice_allowed_s = allowed_s
     return synth
 
 
@@ -95,8 +97,8 @@ def voice_rows(cfg, card: Card) -> int:
     return min(card.voices, v.max_voices or card.voices)
 
 
-def voice_budget(cfg, rt: Runtime, *, offline: bool = False) -> tuple[int, float]:
-    """(voices, block seconds at that many) for a batched note model here: the most whose
+def voice_budget(cfg, rt: Runtime, *, offline: bool = False) -> tuple[int, float, float]:
+    """(voices, block seconds at that many, the allowance) for a batched note model here: the most whose
     block renders within the engine's allowance — the direct engine's (a quarter of the
     margin the configured buffer leaves, as ``engine = "auto"`` picks it), or when even one
     voice does not fit there, half real time for the threaded engine. A ``max_voices`` the
@@ -109,15 +111,15 @@ def voice_budget(cfg, rt: Runtime, *, offline: bool = False) -> tuple[int, float
     asked = cfg.voice.max_voices
     if offline and asked:
         n = min(asked, rt.rows)
-        return n, curve[n - 1]
+        return n, curve[n - 1], float("inf")
 
     def direct(s: float) -> bool:
         return direct_periods(s / block_s, block, a.period, DIRECT_MAX_RTF) <= a.periods
 
     if a.engine != "threaded" and direct(curve[0]):
-        allowed = max((s for s in curve if direct(s)), default=curve[0])
-        rule = (f"the direct engine renders a block within {1e3 * allowed:.2f} ms here on "
-                f"{a.period}×{a.periods}")
+        # direct_periods' rule solved for the block time: a quarter of the buffer's margin
+        allowed = DIRECT_MAX_RTF * a.period * (a.periods - 1) / card.sample_rate
+        rule = f"the direct engine allows {1e3 * allowed:.2f} ms per block on {a.period}×{a.periods}"
     else:
         allowed = THREADED_MAX_RTF * block_s
         rule = f"the threaded engine allows {1e3 * allowed:.2f} ms per block"
@@ -130,7 +132,7 @@ def voice_budget(cfg, rt: Runtime, *, offline: bool = False) -> tuple[int, float
                     asked, 1e3 * curve[min(asked, rt.rows) - 1], rule, n)
     log.info("%s: %d voice%s (a block of %d renders in %.2f ms here; one in %.2f ms)", card.name, n,
              "s" if n != 1 else "", n, 1e3 * curve[n - 1], 1e3 * curve[0])
-    return n, curve[n - 1]
+    return n, curve[n - 1], allowed
 
 
 def plays_notes(card: Card) -> bool:

@@ -22,6 +22,7 @@ limiter; the output guard still comes last.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from pi_synth.audio.bank import ControlBank
 from pi_synth.audio.safety import NumpyGuardKernel, OutputGuard
 from pi_synth.model.runtime import Runtime
 from pi_synth.model.voices import VoiceTable
+
+
+OVERRUNS_TO_DROP = 32  # blocks in a row (~170 ms at 256/48k) over the allowance at the budget
 
 
 def mix_gain(weight: float) -> float:
@@ -68,6 +72,10 @@ class Synth:
             self._out = audio.reshape(card.block_size, 1)
         self.voices = voices
         self.voice_rtf: float | None = None  # block time at the voice budget (set by the patch)
+        # live: a model call at the budget that keeps overrunning this (seconds) lowers the budget
+        self.voice_allowed_s: float | None = None
+        self.budget_drops = 0
+        self._overruns = 0
         if voices is not None:
             self._poly_setup(voices)
         # the C guard takes a memoryview made once: numpy's buffer export costs ~0.3 µs a
@@ -186,7 +194,12 @@ class Synth:
                 v["dcf"] += prev[:, None]
                 np.copyto(dst, v["dcf"])
                 np.copyto(prev, cur)
-        rt.step()
+        if self.voice_allowed_s is None:
+            rt.step()
+        else:
+            t0 = time.perf_counter()
+            rt.step()
+            self._watch(time.perf_counter() - t0, k, t)
         if t.fading == 0 and law == self._law and not t.n_ops:
             # steady (no fade, the same law): every row at the law's gain, no ramp to make
             for audio, col in zip(v["audio"], self._cols):
@@ -206,6 +219,19 @@ class Synth:
         np.copyto(g0, g1)
         self._law = law
         return self.finish()
+
+    def _watch(self, dt: float, k: int, t: VoiceTable) -> None:
+        """The budget was measured once; a machine that got slower since (heat, a neighbour)
+        shows as calls at the budget over the allowance. After ``OVERRUNS_TO_DROP`` in a
+        row, one voice less: overload degrades by stealing, not by xruns."""
+        if k < t.budget or dt <= self.voice_allowed_s:
+            self._overruns = 0
+            return
+        self._overruns += 1
+        if self._overruns >= OVERRUNS_TO_DROP and t.budget > 1:
+            t.budget -= 1
+            self.budget_drops += 1
+            self._overruns = 0
 
     def finish(self) -> np.ndarray:
         """The model's last output made safe (the guard; a model reset after NaN), into
