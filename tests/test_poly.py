@@ -614,3 +614,18 @@ def test_a_hot_swap_between_batched_voices_keeps_the_chord(porgan, tmp_path):
     assert inst.synth.voices is table and voice.active == 4
     seg = np.concatenate(out)[-int(0.1 * SR):]
     assert all(level > 0.2 for _, level in peaks_cents(seg, CHORD))
+
+
+def test_the_voices_benchmark_runs_through_the_product(porgan):
+    """benchmarks/voices.py (figures live there, not here): a smoke run, and its 8-voice
+    Pi figure is labelled a projection."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import voices as bench
+
+    r = bench.measure_voices(porgan, rows=8, blocks=3, rounds=1)
+    assert len(r["block_ms"]["synth"]) == 9 and r["block_ms"]["runtime"][0] == float("inf")
+    assert {"ratio_8v_1v_runtime", "ratio_8v_1v_synth", "ratio_8v_1v_with_allocator", "idle_ms"} <= set(r)
+    pj = bench.projection(r, 8)
+    assert pj["flops_per_block"] == pytest.approx(8 * bench.per_voice_flops(porgan))
+    text = "\n".join(bench.lines([dict(r, label="organ", projection_8v=pj)]))
+    assert "*Projection* (not a measurement) for 8 voices" in text and "| 8 |" in text
