@@ -159,3 +159,6 @@ def retry_after_stall(machine_stalls):
 def jack_server(jack_dummy):
     """The name of a running JACK dummy server (JACK_DEFAULT_SERVER is set to it)."""
     return jack_dummy.name
+
+
+from _debian import debian_root  # noqa: E402,F401  (the cached Debian root: a fixture for the provisioning tests)

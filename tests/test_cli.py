@@ -1,6 +1,7 @@
 """The command line as users meet it: exit codes, one-line errors, no tracebacks."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,28 @@ def test_info_text_and_json(organ, cli):
     d = json.loads(cli("info", m, "--json", check=0).stdout)
     assert d["card"]["block_size"] == 512
     assert {"name": "audio", "shape": [1, 1, 512], "dtype": "float32"} in d["outputs"]
+
+
+def test_info_shows_the_cards_provenance(organ, cli):
+    card = organ_card(256, 48000)
+    card.update(license="CC BY 4.0", source="trained on my field recordings, RAVE v2",
+                provenance={"data": "42 min of my own field recordings", "data_license": "CC BY 4.0 (mine)",
+                            "owner": "Ana Example", "training": "RAVE v2, 600k steps", "cpu_hours": 310.5,
+                            "energy_wh": 4200, "run_watts_pi4": 3.1, "consent": "every voice recorded agreed"})
+    m = organ(card=card)
+    out = cli("info", m, check=0).stdout.splitlines()
+    at = out.index("  provenance:")
+    assert out[at - 2:at] == ["  license: CC BY 4.0", "  source: trained on my field recordings, RAVE v2"]
+    labels, rows = zip(*(re.fullmatch(r"    (\S.*?\S)  +(\S.*)", ln).groups() for ln in out[at + 1:]))
+    assert list(labels) == ["data", "data licence", "weights owned by", "training", "training compute",
+                      "training energy", "playing on a Pi 4", "consent"]
+    assert list(rows) == ["42 min of my own field recordings", "CC BY 4.0 (mine)", "Ana Example", "RAVE v2, 600k steps",
+                    "310.5 CPU-hours", "4200 Wh", "3.1 W", "every voice recorded agreed"]
+    assert len({ln.index(r) for ln, r in zip(out[at + 1:], rows)}) == 1  # one column
+    # --json keeps the whole card, provenance included
+    assert json.loads(cli("info", m, "--json", check=0).stdout)["card"]["provenance"] == card["provenance"]
+    # a card without provenance prints no such section
+    assert "provenance" not in cli("info", organ(name="plain"), check=0).stdout
 
 
 def test_render_is_deterministic(organ, cli, tmp_path):

@@ -28,6 +28,22 @@ def test_the_voice_controls_come_after_the_timbre_controls(organ):
     assert card.control_names == ("brightness", "attack", "release", "glide", "octave", "pitch", "loudness")
 
 
+def test_the_default_knobs_never_hold_a_note(organ, cli, tmp_path):
+    """Eight pots left half-way (as the emulated board starts) used to reach loudness and
+    drone before any key: the keys play pitch and loudness, the knobs timbre and voice."""
+    from pi_synth import config as config_mod
+    from pi_synth.patch import build_patch
+
+    patch = build_patch(config_mod.load(None), organ())
+    assert sorted(patch.mapping.routes) == ["knob1", "knob2", "knob3", "knob4", "knob5"]
+    assert "pitch" not in {r.control for r in patch.mapping.routes.values()}
+    ev = tmp_path / "knobs.json"
+    ev.write_text(json.dumps([{"t": 0.0, "source": f"knob{i}", "value": 0.5} for i in range(1, 6)]))
+    out = tmp_path / "quiet.wav"
+    cli("render", organ(), "-o", out, "--events", ev, "--seconds", "0.5", check=0)
+    assert np.abs(read_wav(out)[0]).max() < 1e-4  # silence until a key is pressed
+
+
 @pytest.mark.parametrize("knob,control", [("knob2", "attack"), ("knob3", "release"), ("knob4", "glide"),
                                           ("knob5", "octave")])
 def test_each_voice_knob_changes_the_sound(organ, cli, tmp_path, knob, control):

@@ -136,7 +136,28 @@ def cmd_info(args) -> int:
         print(f"  license: {card.license}")
     if card.source:
         print(f"  source: {card.source}")
+    for line in provenance_lines(card.extra.get("provenance")):
+        print(f"  {line}")
     return 0
+
+
+# a card's "provenance" (docs/model-card-template.md): where the data came from, who owns the
+# weights, what training and playing cost; unknown keys are shown as they are
+PROVENANCE = (("data", "data", ""), ("data_license", "data licence", ""), ("owner", "weights owned by", ""),
+              ("training", "training", ""), ("cpu_hours", "training compute", " CPU-hours"),
+              ("energy_wh", "training energy", " Wh"), ("run_watts_pi4", "playing on a Pi 4", " W"))
+
+
+def provenance_lines(prov) -> list[str]:
+    if not isinstance(prov, dict) or not prov:
+        return []
+    known = {k for k, _, _ in PROVENANCE}
+    rows = [(label, f"{prov[k]:g}{unit}" if isinstance(prov[k], (int, float)) and not isinstance(prov[k], bool)
+             else str(prov[k])) for k, label, unit in PROVENANCE if prov.get(k) not in (None, "")]
+    rows += [(k.replace("_", " "), v if isinstance(v, str) else json.dumps(v))
+             for k, v in prov.items() if k not in known]
+    width = max(len(label) for label, _ in rows)
+    return ["provenance:"] + [f"  {label:<{width}}  {value}" for label, value in rows]
 
 
 def cmd_render(args) -> int:

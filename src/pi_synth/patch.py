@@ -165,7 +165,8 @@ def make_mapping(cfg, controls) -> Mapping:
     """The config's ``[[map]]`` tables for ``controls`` (a ControlTarget and its card; routes
     to controls it lacks are skipped with a warning: another model may have them), their
     smoothing set on it."""
-    mapping = Mapping.from_config(controls.card, cfg.map)
+    knobs = controls.knob_controls if isinstance(controls, PlayedControls) else None
+    mapping = Mapping.from_config(controls.card, cfg.map, knobs=knobs)
     for w in mapping.skipped:
         log.warning("%s (skipped for model %s)", w, controls.card.name)
     mapping.configure(controls)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import sys
 import termios
 import threading
@@ -114,10 +115,15 @@ class Panel:
             for i, v in enumerate(adc.volts[:8])
         )
         learn = " LEARN" if self.inst.learn is not None and self.inst.learn.armed else ""
+        sel = adc.volts[self.selected] / vref
         v = st.get("voices")
-        voices = f" voices {v['active']:2d}/{v['max']}" if v else ""
-        return (f"\r{st.get('model', '?'):<10} knobs {knobs} |{voices} xruns {st.get('xruns', 0)} "
-                f"late {st.get('late_periods', 0)} load {st.get('load', 0) * 100:4.1f}%{learn}   ")
+        voices = f" voices {v['active']}/{v['max']} |" if v else ""
+        line = (f"{st.get('model', '?'):<10} knob{self.selected + 1} {sel:4.2f} |{voices} xruns {st.get('xruns', 0)} "
+                f"late {st.get('late_periods', 0)} load {st.get('load', 0) * 100:4.1f}%{learn} | knobs {knobs}   ")
+        # never wider than the terminal (a wrapped line makes each redraw a new line): what does
+        # not fit is the end of the knob list
+        width = shutil.get_terminal_size((80, 24)).columns - 1
+        return "\r" + line[:width]
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():

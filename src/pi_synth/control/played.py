@@ -6,7 +6,8 @@ instrument's sound as a timbre control in the graph. :class:`PlayedControls` put
 one namespace behind the :class:`~pi_synth.model.controls.ControlTarget` interface, so
 knobs, MIDI CC, OSC, MIDI learn and presets reach the voice's controls exactly as they
 reach the model's: its :attr:`card` is the model's card with the voice's controls added
-after the timbre controls (so the default knobs turn timbre first, then the voice).
+after the timbre controls (so the default knobs turn timbre first, then the voice; the
+keys, not a knob, play pitch and loudness).
 The audio thread never goes through it: the voice's envelope still writes the model's
 bank directly.
 """
@@ -75,3 +76,10 @@ class PlayedControls:
     @property
     def voice_controls(self) -> tuple[Control, ...]:
         return tuple(self._voice.values())
+
+    @property
+    def knob_controls(self) -> tuple[str, ...]:
+        """What the knobs turn by default: the timbre controls, then the voice's — never
+        ``pitch`` or ``loudness``, which the keys play (a pot left half-way up would hold a
+        note droning before any key is pressed); a ``[[map]]`` can still give them a knob."""
+        return tuple(n for n in self.names if n not in ("pitch", "loudness"))
