@@ -629,3 +629,12 @@ def test_the_voices_benchmark_runs_through_the_product(porgan):
     assert pj["flops_per_block"] == pytest.approx(8 * bench.per_voice_flops(porgan))
     text = "\n".join(bench.lines([dict(r, label="organ", projection_8v=pj)]))
     assert "*Projection* (not a measurement) for 8 voices" in text and "| 8 |" in text
+
+
+def test_a_batched_voice_with_another_block_size_is_refused_in_one_line(porgan, tmp_path):
+    other = tmp_path / "porgan512.onnx"
+    build_organ(other, voices=16, block_size=512)
+    inst, _ = play(porgan, chord_events(CHORD, t_off=5.0), 0.2)
+    assert not inst.swap(other)
+    assert "512-frame blocks" in inst.last_error and "\n" not in inst.last_error
+    assert inst.voice.active == 4  # the chord plays on

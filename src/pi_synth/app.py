@@ -107,6 +107,10 @@ class Instrument:
                 return self._refuse(f"{path}: {synth.sample_rate} Hz / {synth.channels} ch cannot crossfade "
                                     f"with {self.player.sample_rate} Hz / {self.player.channels} ch",
                                     restart=True)
+            if synth.voices is not None and synth.block_size != self.player.block_size:
+                # its voices advance once a player block: their row moves must meet its blocks one to one
+                return self._refuse(f"{path}: a batched note model with {synth.block_size}-frame blocks cannot "
+                                    f"take over a stream of {self.player.block_size}-frame blocks", restart=True)
             why = self.engine.admits(synth) if self.engine is not None else None
             if why:
                 return self._refuse(f"{path}: {why}", restart=True)
