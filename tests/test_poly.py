@@ -638,3 +638,14 @@ def test_a_batched_voice_with_another_block_size_is_refused_in_one_line(porgan, 
     assert not inst.swap(other)
     assert "512-frame blocks" in inst.last_error and "\n" not in inst.last_error
     assert inst.voice.active == 4  # the chord plays on
+
+
+def test_mpe_listens_to_every_channel_whatever_the_midi_channel(porgan):
+    ev = [{"t": 0.1, "midi": [0x92, 60, 100]}, {"t": 0.1, "midi": [0x95, 64, 100]},
+          {"t": 0.1, "midi": [0xE5, 0x7F, 0x7F]}]  # channel 6 bends its own note up
+    inst, _ = play(porgan, ev, 0.4, cfg_with(voice__mode="mpe", midi__channel=1, voice__mpe_bend_range=12.0))
+    assert inst.router.channel is None and inst.voice.mode == "mpe"
+    by_ch = {d["channel"]: d["pitch_hz"] for d in inst.voice.voices()}
+    assert by_ch[2] == pytest.approx(hz(60), rel=1e-4) and by_ch[5] == pytest.approx(hz(76), rel=1e-4)
+    inst, _ = play(porgan, ev, 0.4, cfg_with(midi__channel=3))  # poly on channel 3 only
+    assert inst.router.channel == 2 and [d["note"] for d in inst.voice.voices()] == [60]
