@@ -186,7 +186,7 @@ class _Builder:
         s = self.s
         trunk = self.build(mod, path)
         if self.rows:
-            return s.Seq([self.pre, *trunk.blocks])
+            return s.RowsThenCF(s.Seq([self.pre, *trunk.blocks]), self.frames, self.cl_frames)
         return s.layout(s.Seq([self.pre, *trunk.blocks]), self.frames, self.cl_frames)
 
     def fail(self, path, what):
@@ -286,7 +286,9 @@ class _Builder:
 
         class Gen(s.Block):
             def __call__(self, x, ctx):
-                x = net(x, ctx)
+                return self.tail(net(x, ctx), ctx)
+
+            def tail(self, x, ctx):
                 w = wave(x, ctx)
                 ld = loud(x, ctx)
                 if stride != 1:
@@ -298,6 +300,8 @@ class _Builder:
 
             def rows(self, x, ctx):
                 x = net.rows(x, ctx)
+                if x.dim() == 3:  # the trunk ended channels-first
+                    return self.tail(x, ctx)
                 w, ld = wave.rows(x, ctx), loud.rows(x, ctx)  # [T, M], [T / stride, 1]
                 if stride != 1:
                     ld = ld.expand(ld.shape[0], stride).reshape(-1, 1)
@@ -373,7 +377,9 @@ class _Builder:
 
         class Gen(s.Block):
             def __call__(self, x, ctx):
-                x = net(x, ctx)
+                return self.tail(net(x, ctx), ctx)
+
+            def tail(self, x, ctx):
                 n = noise(x, ctx) if noise is not None else None
                 if wave is not None:
                     x = wave(x, ctx)
@@ -386,6 +392,8 @@ class _Builder:
 
             def rows(self, x, ctx):
                 x = net.rows(x, ctx)
+                if x.dim() == 3:  # the trunk ended channels-first
+                    return self.tail(x, ctx)
                 n = noise(x.transpose(0, 1).unsqueeze(0), ctx)[0].transpose(0, 1) if noise is not None else None
                 if wave is not None:
                     x = wave.rows(x, ctx)
@@ -436,6 +444,8 @@ def _pqmf_inverse(b: _Builder, pqmf, t_sub: int):
             return y.transpose(1, 2).reshape(1, 1, -1)
 
         def rows(self, x, ctx):
+            if x.dim() == 3:
+                return self(x, ctx)
             return conv.rows(x * mask[0].transpose(0, 1), ctx)  # [T, M]: row-major is the audio order
 
         def macs(self, t):
@@ -662,8 +672,11 @@ def encoder_path(out_path) -> Path:
 
 
 def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: str | None = None,
-            progress: bool = False, cl_frames: int = 16, noise: str = "random") -> dict:
-    """Convert a RAVE streaming ``.ts`` into a pi-synth model (and its encoder). Returns a summary."""
+            progress: bool = False, cl_frames: int = 16, noise: str = "random", layout: str = "rows") -> dict:
+    """Convert a RAVE streaming ``.ts`` into a pi-synth model (and its encoder). Returns a summary.
+
+    ``layout="legacy"`` writes the decoder as before the rows form (one state pair per cache,
+    channels-last ``MatMul``s): for comparisons only."""
     ts_path, out_path = Path(ts_path), Path(out_path)
     where = str(ts_path)
     if frames < 1 or frames > 64:
@@ -677,7 +690,9 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
     bar.update(1)
     bar.set_description("decoder")
     cl_frames = int(os.environ.get("PI_SYNTH_RAVE_CL_FRAMES", cl_frames))
-    dec, info = build_decoder(m, where, frames, cl_frames, noise)
+    if layout not in ("rows", "legacy"):
+        raise ConvertError(f"unknown decoder layout {layout!r}; expected rows or legacy")
+    dec, info = build_decoder(m, where, frames, cl_frames, noise, rows=layout == "rows")
     k, ratio, sr = info["latent_size"], info["ratio"], info["sample_rate"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + f".{os.getpid()}.tmp")

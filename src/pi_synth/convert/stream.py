@@ -151,8 +151,8 @@ class PackedCtx(Ctx):
             if not torch.equal(idx, torch.arange(new.shape[ax])):
                 new = new.index_select(ax, idx)
             flat.append(new.reshape(-1))
-        out = torch.cat(flat) if len(flat) > 1 else flat[0]
-        return [out, *(self._writes[j][1] for j in self.layout["extra"])]
+        extra = [self._writes[j][1] for j in self.layout["extra"]]
+        return [torch.cat(flat) if len(flat) > 1 else flat[0], *extra]
 
 
 def _frame_axis(shape) -> tuple:
@@ -224,7 +224,10 @@ def cached_concat(ctx: Ctx, x: torch.Tensor, p: int, label: str, cl: bool = Fals
     s = ctx.read(shape, label, x)
     full = torch.cat([s, x], 1 if cl else 2)
     n = tlen(full, cl)
-    ctx.write(tslice(full, n - p, n, cl))
+    if isinstance(ctx, PackedCtx):
+        ctx.write_rows(x)  # the new cache comes out of the packed state's one Gather
+    else:
+        ctx.write(tslice(full, n - p, n, cl))
     return full
 
 
@@ -302,6 +305,41 @@ class Seq(Block):
             else:
                 x = b[i].rows(x, ctx)
                 i += 1
+        return x
+
+
+class RowsThenCF(Block):
+    """The leading blocks that see at most ``rows_frames`` frames in the rows form, the rest
+    channels-first (``Conv`` beats im2col + ``Gemm`` on long blocks: fewer nodes). ``rows``
+    returns ``[T, C]`` or, once switched, ``[1, C, T]``."""
+
+    def __init__(self, seq: Seq, t_in: int, rows_frames: int):
+        self.seq, self.plan = seq, []
+        t, cf = t_in, False
+        for b in seq.blocks:
+            _, t_out = b.macs(t)
+            cf = cf or max(t, t_out) > rows_frames
+            if cf:
+                set_layout(b, False)
+            self.plan.append(cf)
+            t = t_out
+
+    def children(self):
+        return [self.seq]
+
+    def macs(self, t):
+        return self.seq.macs(t)
+
+    def __call__(self, x, ctx):
+        return self.seq(x, ctx)
+
+    def rows(self, x, ctx):
+        rows = [b for b, cf in zip(self.seq.blocks, self.plan) if not cf]
+        x = Seq(rows).rows(x, ctx)
+        if len(rows) < len(self.seq.blocks):
+            x = x.transpose(0, 1).unsqueeze(0) if x.shape[0] > 1 and x.shape[1] > 1 else x.reshape(1, x.shape[1], -1)
+            for b in self.seq.blocks[len(rows):]:
+                x = b(x, ctx)
         return x
 
 
