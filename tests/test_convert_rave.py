@@ -114,6 +114,19 @@ def test_streams_like_the_torchscript_decode(name, converted, rave_env, tmp_path
     assert np.max(np.abs(ref)) > 1e-3, "the fixture decodes to silence: the comparison would mean nothing"
     err = float(np.max(np.abs(got - ref)))
     assert err < TOL, f"{name}: max abs error {err:.2e} over {BLOCKS} blocks"
+    # every cache travels in one state vector, and a plain session.run carrying it by hand plays the same
+    assert len(card.state) == 1 and summary["card"]["rave"]["state"] == "packed"
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (s_in, s_out), = card.state
+    state = np.zeros(sess.get_inputs()[1].shape, np.float32)
+    plain = []
+    for i in range(BLOCKS):
+        audio, state = sess.run([card.audio_output, s_out], {card.controls_input: z[i], s_in: state})
+        plain.append(audio.reshape(-1))
+    err = float(np.max(np.abs(np.concatenate(plain) - ref.reshape(-1))))
+    assert err < TOL, f"{name}: plain session.run, max abs error {err:.2e}"
     # the converter's own --check agrees
     assert summary["check"]["max_abs_err"] < TOL
     assert summary["check"]["encoder"]["max_abs_err"] < TOL

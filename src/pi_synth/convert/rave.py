@@ -739,6 +739,7 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
                 "ratio": ratio,
                 "pqmf_bands": info["pqmf_bands"],
                 "initial_state": "zeros",
+                "state": "packed" if getattr(dec, "packed", False) else "per cache",
                 "noise": info["noise"],
                 "noise_inputs": [f"state_in_{i}" for i, lb in enumerate(ex["state_labels"]) if lb == "noise"],
                 "multiply_adds_per_block": int(macs),
