@@ -2,7 +2,7 @@
 """Converted RAVE decoders vs the TorchScript they came from: same decoder, same blocks, one run.
 
 For each fixture (a real ``rave export --streaming`` ``.ts``, built by ``scripts/rave/make-fixtures.sh``):
-convert it (fp32, and int8 QDQ + QOperator with ``pi_synth.quantize``), then time it against
+convert it (fp32, and int8 QDQ + QOperator with ``pi_synth.tools.quantize``), then time it against
 TorchScript ``decode`` on the same random latent blocks, 1 thread each, caches starting from zeros on
 both sides, warm-up excluded (TorchScript's first calls JIT), in two ways:
 
@@ -59,8 +59,9 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool =
     import numpy as np
     import torch
 
-    from pi_synth.audio.runtime import Runtime, load_card
-    from pi_synth.convert import rave
+    from pi_synth.model.runtime import Runtime
+    from pi_synth.model.card import load_card
+    from pi_synth.tools.convert import rave
 
     torch.set_num_threads(1)
     name = ts_path.stem
@@ -79,7 +80,7 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool =
         res["states_legacy"] = s_old["states"]
         res["nodes"]["fp32_legacy"] = graph_nodes(old)
     if int8:
-        from pi_synth.quantize import quantize_model
+        from pi_synth.tools.quantize import quantize_model
 
         for fmt in ("qdq", "qoperator"):
             q = work / f"{name}.int8-{fmt}.onnx"
@@ -142,8 +143,8 @@ def block_by_block(m, paths: dict, zs, warm: int) -> dict:
     import onnxruntime as ort
     import torch
 
-    from pi_synth.audio.runtime import load_card
-    from pi_synth.convert import rave
+    from pi_synth.model.card import load_card
+    from pi_synth.tools.convert import rave
 
     class Plain:
         def __init__(self, path):
@@ -232,8 +233,9 @@ def by_block(ts_path: Path, work: Path, frames_list, seconds: float) -> list[dic
     import numpy as np
     import torch
 
-    from pi_synth.audio.runtime import Runtime, load_card
-    from pi_synth.convert import rave
+    from pi_synth.model.runtime import Runtime
+    from pi_synth.model.card import load_card
+    from pi_synth.tools.convert import rave
 
     torch.set_num_threads(1)
     m = rave.load_ts(ts_path)

@@ -30,7 +30,7 @@ def _isolate(tmp_path, monkeypatch):
 @pytest.fixture
 def organ(tmp_path):
     """Factory: build a procedural organ model file with the given options."""
-    from pi_synth.procedural import build_organ
+    from pi_synth.tools.procedural import build_organ
 
     def make(name="organ", **kw):
         path = tmp_path / f"{name}.onnx"

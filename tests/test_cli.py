@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pi_synth.audio.backends.wav import read_wav
-from pi_synth.procedural import build_organ, organ_card
+from pi_synth.tools.procedural import build_organ, organ_card
 
 
 def one_line_error(p, *words):
@@ -85,15 +85,13 @@ def test_debug_shows_the_traceback(cli):
 def test_quantize_writes_an_int8_model_and_reports_its_ceiling(cli, tmp_path):
     """`pi-synth quantize` on the shipped flute: an int8 file that plays, and a report
     with SNR, speed and the measured ceiling (fp32 with the quantized ops made free)."""
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
 
     src = Path(__file__).resolve().parents[1] / "models" / "flute.fp32.onnx"
     out = tmp_path / "flute.q.onnx"
     p = cli("quantize", src, "-o", out, "--report", check=0, timeout=120)
     assert "SNR vs fp32" in p.stdout and "ceiling (fp32 with the quantized ops made free): x" in p.stdout
-    import onnx
+    from pi_synth.model.card import card_json
 
-    from pi_synth.quantize import read_card
-
-    assert read_card(onnx.load(str(out)))["precision"] == "int8"
+    assert card_json(out)["precision"] == "int8"
     assert np.isfinite(Runtime(out).step()).all()

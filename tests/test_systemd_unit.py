@@ -80,10 +80,20 @@ def test_the_unit_says_what_the_service_needs():
     assert u["StateDirectory"] == ["pi-synth"] and u["ReadWritePaths"] == ["/var/lib/pi-synth"]
     assert u["CapabilityBoundingSet"] == [""] and u["ProtectSystem"] == ["strict"]
     assert "RestrictRealtime" not in u  # the audio threads need SCHED_FIFO
-    # the paths provisioning installs to are the ones the unit runs
-    prov = (ROOT / "scripts/provision.py").read_text()
-    assert 'VENV = "/opt/pi-synth/venv"' in prov and 'USER = "pisynth"' in prov
-    assert 'STATE = "/var/lib/pi-synth"' in prov
+    # the paths provisioning installs to (the values its code uses) are the ones the unit runs
+    provision = _provision()
+    assert u["ExecStart"] == [f"{provision.VENV}/bin/pi-synth run"]
+    assert u["User"] == [provision.USER] and u["ReadWritePaths"] == [provision.STATE]
+
+
+def _provision():
+    """scripts/provision.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _mdwe_supported() -> bool:

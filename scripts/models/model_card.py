@@ -17,7 +17,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 from common import ROOT, WORK  # noqa: E402
 
-from pi_synth.quantize import read_card  # noqa: E402
+from pi_synth.tools.quantize import read_card  # noqa: E402
 
 
 def io_table(path: Path) -> str:

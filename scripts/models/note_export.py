@@ -23,7 +23,7 @@ from common import NOTE_LOUDNESS, ROOT, SR, WORK, saw_baseline, spectral_distanc
 from note_data import make_score  # noqa: E402
 from note_model import BLOCK, FIR_TAPS, N_HARM, N_NOISE, NoteVoice, StreamingNoteVoice, noise_tables  # noqa: E402
 
-from pi_synth.quantize import default_exclude, format_report, quantize_model, snr_quantizing, write_card  # noqa: E402
+from pi_synth.tools.quantize import default_exclude, format_report, quantize_model, snr_quantizing, write_card  # noqa: E402
 
 SNR_MIN = 31.0  # dB, int8 against fp32
 PITCH = (196.0, 2400.0)  # G3..D7: the flute's range with a margin, inside the training data (A3..D7)
@@ -88,7 +88,7 @@ def torch_render(voice, stream, pitch, loud):
 
 
 def ort_render(path, card, pitch, loud):
-    from pi_synth.quantize import _session, render
+    from pi_synth.tools.quantize import _session, render
 
     ctrl = np.stack([pitch, loud], 1)[:, :, None].astype(np.float32)
     return render(_session(path), card, ctrl)[0]

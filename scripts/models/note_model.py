@@ -201,7 +201,7 @@ class StreamSynth(nn.Module):
       which the mask always passes;
     - with one frame per call there is no running sum of phase across frames.
 
-    Under the module name ``synth``, so :func:`pi_synth.quantize.default_exclude` keeps it float32."""
+    Under the module name ``synth``, so :func:`pi_synth.tools.quantize.default_exclude` keeps it float32."""
 
     def __init__(self, synth: Synth, frames: int):
         super().__init__()

@@ -13,7 +13,7 @@ File format (``format`` 1)::
      "values": {"brightness": 0.4, "loudness": -12.0, "pitch": 220.0},
      "mapping": {"cc74": {"control": "brightness"}}}      # optional
 
-``mapping`` is whatever the caller passes (``learn.routes_to_json`` writes this shape).
+``mapping`` is whatever the caller passes (``mapping.routes_to_json`` writes this shape).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def apply(preset: dict, bank, mapping=None) -> list[str]:
             continue
         bank.set(name, value)
     if mapping is not None and preset.get("mapping"):
-        from pi_synth.control.learn import route_fits, routes_from_json
+        from pi_synth.control.mapping import route_fits, routes_from_json
 
         for src, route in routes_from_json(preset["mapping"], "preset mapping").items():
             if route_fits(route, known):

@@ -21,19 +21,19 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from pi_synth.audio.card import Card
-from pi_synth.control.bank import ControlBank
+from pi_synth.model.card import Card
+from pi_synth.model.controls import ControlTarget
 from pi_synth.control.mapping import Mapping
 from pi_synth.control.midi.parser import MidiParser
 from pi_synth.control.voice import MonoVoice
 
 log = logging.getLogger(__name__)
 
-from pi_synth.control.mapping import ACTIONS  # noqa: E402,F401  (re-exported)
-
 
 class Router:
-    def __init__(self, card: Card, bank: ControlBank, mapping: Mapping | None = None,
+    """Every source's way into the model: readings, MIDI, CV and actions (module docstring)."""
+
+    def __init__(self, card: Card, bank: ControlTarget, mapping: Mapping | None = None,
                  voice: MonoVoice | None = None):
         self.voice = None
         self._voice_used = False
@@ -48,7 +48,7 @@ class Router:
         self._cv_hz = 0.0  # 1 V/oct pitch from CV overrides the voice's note pitch
         self.activity = 0  # counts inputs: the activity LED blinks on change
 
-    def retarget(self, card: Card, bank: ControlBank, mapping: Mapping | None = None,
+    def retarget(self, card: Card, bank: ControlTarget, mapping: Mapping | None = None,
                  voice: MonoVoice | None = None) -> None:
         """Point every source at another model (hot swap). A held note keeps sounding
         if the new model is a note model too."""

@@ -41,7 +41,7 @@ import threading
 import mido
 
 from pi_synth.control.midi.parser import MidiParser
-from pi_synth.control.router import ACTIONS
+from pi_synth.control.mapping import ACTIONS
 from pi_synth.control.sources.base import Source
 from pi_synth.errors import ConfigError, DeviceError
 
@@ -95,6 +95,8 @@ def _server_class():
     from pythonosc.osc_server import BlockingOSCUDPServer
 
     class Server(BlockingOSCUDPServer):
+        """python-osc's UDP server, every datagram handed to the source (garbage counted)."""
+
         max_packet_size = 65535  # socketserver's 8192 would truncate large bundles
         source: OscSource
 

@@ -25,8 +25,11 @@ KEYS = "awsedftgyhujk"  # C4 .. C5, chromatic
 
 
 class Panel:
-    def __init__(self, instrument, emulation, rig, stop: threading.Event):
-        self.inst, self.emu, self.rig, self.stop_event = instrument, emulation, rig, stop
+    """The terminal front panel of ``run --emulate``: keys turn the emulated board's ADC
+    inputs and play notes; one line shows what plays."""
+
+    def __init__(self, instrument, board, rig, stop: threading.Event):
+        self.inst, self.emu, self.rig, self.stop_event = instrument, board, rig, stop
         self.selected = 0
         self.note = None
         self._thread = threading.Thread(target=self._loop, name="pi-synth-panel", daemon=True)

@@ -1,4 +1,5 @@
-"""``pi-synth convert rave IN.ts -o OUT.onnx [--quantize] [--check] [--blocks N]``."""
+"""``pi-synth convert rave IN.ts -o OUT.onnx [--quantize] [--check] [--blocks N]``: the command
+(its arguments are declared in ``pi_synth.cli``, which imports this only when it runs)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,6 @@ import os
 from pathlib import Path
 
 from pi_synth.errors import ConfigError
-
-
-def add_parser(sub) -> None:
-    c = sub.add_parser("convert", help="convert a model from another tool into a pi-synth model")
-    csub = c.add_subparsers(dest="convert_kind", metavar="KIND", required=True)
-    r = csub.add_parser("rave", help="RAVE streaming TorchScript export (.ts) → pi-synth model")
-    r.add_argument("input", help="the .ts written by 'rave export --run RUN --streaming'")
-    r.add_argument("-o", "--output", required=True, help="output model (.onnx)")
-    r.add_argument("--quantize", action="store_true",
-                   help="also write an int8 model beside it (OUT.int8.onnx) with its SNR")
-    r.add_argument("--check", action="store_true",
-                   help="run the .ts and the converted model side by side: max error and speed ratio")
-    r.add_argument("--blocks", type=int, default=16, help="blocks for --check (default 16)")
-    r.add_argument("--frames", type=int, default=1,
-                   help="latent frames per model call (block = frames × decode ratio; default 1)")
-    r.add_argument("--no-encoder", action="store_true", help="do not write OUT.encoder.onnx")
-    r.add_argument("--name", help="model name in the card (default: from the output file name)")
-    r.add_argument("--json", action="store_true", help="print the summary as JSON")
-    r.set_defaults(func=cmd_convert_rave)
 
 
 def _int8_path(out: Path) -> Path:
@@ -51,7 +33,7 @@ def cmd_convert_rave(args) -> int:
             "'pi-synth convert rave' needs torch: pip install 'pi-synth[convert]' "
             "(on a desktop machine; the converted model plays on the Pi without it)"
         ) from None
-    from pi_synth.convert import rave
+    from pi_synth.tools.convert import rave
 
     if not (1 <= args.blocks <= 100000):
         raise ConfigError(f"--blocks must be 1..100000, got {args.blocks}")
@@ -75,7 +57,7 @@ def cmd_convert_rave(args) -> int:
             print(rave.format_check(res))
     if args.quantize:
         try:
-            from pi_synth.quantize import quantize_model
+            from pi_synth.tools.quantize import quantize_model
         except ImportError as e:
             raise ConfigError(f"--quantize needs onnxruntime's quantization tools ({e}); "
                               "pip install 'pi-synth[convert]'") from None

@@ -70,7 +70,7 @@ def find_model(name: str | None, precision: str = "int8", threads: int = 1) -> P
     order = ("fp32", "", "int8") if precision == "fp32" else ("int8", "", "fp32")
     for d in model_dirs():
         if precision == "auto" and (pair := _both(d, name)):
-            from pi_synth.audio.precision import choose
+            from pi_synth.model.precision import choose
 
             return choose(*pair, threads=threads)
         for kind in order:

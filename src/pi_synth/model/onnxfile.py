@@ -1,4 +1,4 @@
-"""Read an ONNX file's ``metadata_props`` without the ``onnx`` package.
+"""Read and write an ONNX file's ``metadata_props`` without the ``onnx`` package.
 
 The Pi needs only onnxruntime; but onnxruntime only reads metadata after building a
 whole session, which is slow and gives poor errors for a file that is not ONNX at
@@ -6,6 +6,9 @@ all. ONNX files are protobuf ``ModelProto`` messages: the top level is a handful
 fields, ``metadata_props`` is field 14 (``StringStringEntryProto``: key = 1,
 value = 2), and the big graph (field 7) can be skipped by its length. So we walk the
 top level, skip what we do not need, and say clearly what is wrong with a broken file.
+Writing is the same walk: every top-level field is copied byte for byte except the
+metadata entry being replaced, and the new entry is appended — so a card can be written
+or edited on the Pi itself (``pi-synth card``), where there is no ``onnx`` package.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ _METADATA_PROPS = 14
 _GRAPH = 7
 _IR_VERSION = 1
 _OPSET_IMPORT = 8
+_PRODUCER_NAME = 2
 
 
 def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
@@ -107,3 +111,80 @@ def parse_metadata(data: bytes, where: str = "model") -> dict[str, str]:
     if not (seen_graph and seen_ir):
         raise ModelError(f"{where}: not an ONNX model (no graph); is this the right file?")
     return meta
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _encode_varint(field << 3 | 2) + _encode_varint(len(payload)) + payload
+
+
+def set_metadata(data: bytes, key: str, value: str, *, producer: str | None = None,
+                 where: str = "model") -> bytes:
+    """``data`` (an ONNX file's bytes) with ``metadata_props[key] = value`` (and the
+    producer name, if given); every other field kept as it was."""
+    parse_metadata(data, where)  # refuses what is not ONNX, naming the file
+    buf = memoryview(data)
+    out = bytearray()
+    pos = 0
+    while pos < len(buf):
+        start = pos
+        tag, pos = _varint(buf, pos, len(buf))
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos, len(buf))
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:  # 2: parse_metadata above has checked the lengths
+            n, pos = _varint(buf, pos, len(buf))
+            body = (pos, pos + n)
+            pos += n
+            if field == _PRODUCER_NAME and producer is not None:
+                continue
+            if field == _METADATA_PROPS:
+                k = next((bytes(buf[v[0]:v[1]]).decode("utf-8") for f, w, v in _fields(buf, *body)
+                          if f == 1 and w == 2), "")
+                if k == key:
+                    continue
+        out += buf[start:pos]
+    entry = _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, value.encode("utf-8"))
+    out += _length_delimited(_METADATA_PROPS, entry)
+    if producer is not None:
+        out += _length_delimited(_PRODUCER_NAME, producer.encode("utf-8"))
+    return bytes(out)
+
+
+def write_metadata(path: str | os.PathLike, key: str, value: str, *, producer: str | None = None) -> None:
+    """Set one ``metadata_props`` entry of the file at ``path``, atomically (a copy beside
+    it, then a rename: a power cut leaves the old file or the new one)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read model file ({e.strerror})") from None
+    new = set_metadata(data, key, value, producer=producer, where=path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(new)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ModelError(f"{path}: cannot write model file ({e.strerror})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

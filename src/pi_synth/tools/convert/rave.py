@@ -4,7 +4,7 @@ Works from the ``.ts`` alone. The scripted module cannot be exported (``torch.on
 on ``self.pad[:x.shape[0]]``) and tracing an eager copy with its caches as buffers drops every
 ``copy_``. So this module *reads* the scripted model — submodule classes (``original_name``),
 parameters, buffers and attributes — and rebuilds the decode path from the blocks in
-:mod:`pi_synth.convert.stream`, with every cached_conv cache as an explicit state input/output
+:mod:`pi_synth.tools.convert.stream`, with every cached_conv cache as an explicit state input/output
 (batch 1, static shapes, zero-width caches dropped), then traces it with
 ``torch.onnx.export(..., dynamo=False)``.
 
@@ -29,7 +29,6 @@ See ``docs/rave.md``.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import tempfile
@@ -40,7 +39,6 @@ import numpy as np
 
 from pi_synth.errors import ModelError
 
-CARD_KEY = "pi_synth"
 OPSET = 17
 CONTROL_RANGE_STD = 3.0  # controls span ±3 std of the (unit-variance) latent prior
 
@@ -170,7 +168,7 @@ class _Builder:
 
     def __init__(self, where: str, frames: int = 1, cl_frames: int = 16, pre=None, noise: str = "random",
                  rows: bool = False):
-        from pi_synth.convert import stream
+        from pi_synth.tools.convert import stream
 
         self.s = stream
         self.rows = rows
@@ -478,11 +476,11 @@ def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: st
     """The streaming decode block: latent ``[1, k, frames]`` → audio ``[1, 1, frames·ratio]``.
 
     ``rows`` (the default) builds the blocks' rows form (``[T, C]`` activations), exported with
-    all caches in one state (:class:`~pi_synth.convert.stream.PackedCtx`); otherwise the
+    all caches in one state (:class:`~pi_synth.tools.convert.stream.PackedCtx`); otherwise the
     channels-last/channels-first layouts with one state per cache (the encoder's form)."""
     torch = _torch()
     info = _check_supported(m, where)
-    from pi_synth.convert import stream as s
+    from pi_synth.tools.convert import stream as s
 
     k, full = info["latent_size"], info["full_latent_size"]
     pre = None
@@ -573,7 +571,7 @@ def _export(block, inp_shape, out_path, input_name, output_name, progress=None):
     ``state_in_0`` → ``state_out_0``, and its noise inputs as further pairs; any other block one
     pair per cache."""
     torch = _torch()
-    from pi_synth.convert.stream import Ctx, PackedCtx, pack_layout
+    from pi_synth.tools.convert.stream import Ctx, PackedCtx, pack_layout
 
     x0 = torch.zeros(inp_shape)
     plan = Ctx(plan=True)
@@ -649,16 +647,9 @@ def _seed_random_nodes(path) -> None:
 
 
 def _write_card(path, card: dict) -> None:
-    import onnx
+    from pi_synth.model.card import write_card
 
-    model = onnx.load(str(path))
-    for p in list(model.metadata_props):
-        if p.key == CARD_KEY:
-            model.metadata_props.remove(p)
-    e = model.metadata_props.add()
-    e.key, e.value = CARD_KEY, json.dumps(card)
-    model.producer_name = "pi-synth convert rave"
-    onnx.save(model, str(path))
+    write_card(path, card, producer="pi-synth convert rave")
 
 
 def encoder_path(out_path) -> Path:
@@ -832,11 +823,9 @@ def _bar(total, progress):
 
 
 def _ort_session(path, threads=1):
-    import onnxruntime as ort
+    from pi_synth.model.session import open_session
 
-    from pi_synth.audio.runtime import session_options
-
-    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    return open_session(path, threads)
 
 
 def zero_caches(m) -> int:
@@ -862,10 +851,10 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
     as an input, and each block gets the very numbers the ``.ts``'s ``rand_like`` draws (torch's
     generator reseeded per block on both sides); the speed is timed on the real model. Timing is
     per block, one thread each, medians after ``warmup`` calls (TorchScript's first calls JIT);
-    the converted model runs as pi-synth plays it (:class:`~pi_synth.audio.runtime.Runtime`).
+    the converted model runs as pi-synth plays it (:class:`~pi_synth.model.runtime.Runtime`).
     """
     torch = _torch()
-    from pi_synth.audio.runtime import load_card
+    from pi_synth.model.card import load_card
 
     card = load_card(onnx_path)
     m = load_ts(ts_path)
@@ -906,7 +895,7 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
         """The converted model as pi-synth plays it: Runtime (io_binding, state ping-pong)."""
 
         def __init__(self, path):
-            from pi_synth.audio.runtime import Runtime
+            from pi_synth.model.runtime import Runtime
 
             self.rt = Runtime(path, use_cache=False, warmup_blocks=0)
 
@@ -971,7 +960,7 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
 def check_encoder(ts_path, onnx_path, *, blocks: int = 16, seed: int = 0) -> dict:
     """Compare the encoder model with the ``.ts``'s own modules computing the posterior mean."""
     torch = _torch()
-    from pi_synth.audio.runtime import load_card
+    from pi_synth.model.card import load_card
 
     card = load_card(onnx_path)
     m = load_ts(ts_path)

@@ -3,7 +3,9 @@
 The card is JSON in the ONNX ``metadata_props`` under the key ``pi_synth``
 (see ``docs/model-format.md``). It is parsed and checked here, without onnxruntime,
 so every error can name the key that is wrong. :func:`check_graph` then checks the
-card against the graph's real inputs and outputs.
+card against the graph's real inputs and outputs. :func:`load_card` and
+:func:`write_card` are the one place a card is read from or written to a file (the
+converter, the quantizer and ``pi-synth card`` all write through it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pi_synth.errors import CardError
+from pi_synth.model.onnxfile import read_metadata, write_metadata
 
 CARD_KEY = "pi_synth"
 FORMAT = 1
@@ -240,6 +243,40 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
         license=str(d.get("license", "")), source=str(d.get("source", "")),
         extra={k: v for k, v in d.items() if k not in known},
     )
+
+
+def load_card(path) -> Card:
+    """Read and validate the card of a model file without building a session."""
+    import os
+
+    path = os.fspath(path)
+    return parse_card(read_metadata(path).get(CARD_KEY), where=path)
+
+
+def card_json(path) -> dict[str, Any]:
+    """The card of a model file as JSON, unvalidated (tools that edit cards start here)."""
+    import os
+
+    path = os.fspath(path)
+    text = read_metadata(path).get(CARD_KEY)
+    if text is None:
+        raise CardError(f"{path}: no pi-synth model card (ONNX metadata key {CARD_KEY!r})")
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CardError(f"{path}: model card is not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise CardError(f"{path}: model card must be a JSON object")
+    return d
+
+
+def write_card(path, card: "Card | dict[str, Any]", *, producer: str | None = None) -> None:
+    """Write ``card`` into the model file at ``path`` (replacing any card it had),
+    atomically. A dict is validated first, so a file never gets a card it would refuse."""
+    d = card.to_json() if isinstance(card, Card) else dict(card)
+    text = json.dumps(d)
+    parse_card(text, where=str(path))
+    write_metadata(path, CARD_KEY, text, producer=producer)
 
 
 # ONNX element types as onnxruntime names them → numpy dtype names.

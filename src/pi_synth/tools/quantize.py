@@ -1,6 +1,6 @@
 """Static int8 quantization of a pi-synth model, with a report that says whether it paid off.
 
-    from pi_synth.quantize import quantize_model
+    from pi_synth.tools.quantize import quantize_model
     report = quantize_model("models/flute.fp32.onnx", "models/flute.int8.onnx")
 
 ``quantize_model(in_path, out_path, *, fmt="qdq", calibration_blocks=None, exclude=None) -> dict``
@@ -47,9 +47,12 @@ from typing import Any
 
 import numpy as np
 
+from pi_synth.bench import control_sequence, snr_db
 from pi_synth.errors import CardError, ModelError
+from pi_synth.model.card import CARD_KEY, card_json, write_card
+from pi_synth.model.runtime import Runtime
+from pi_synth.model.session import open_session, session_options
 
-CARD_KEY = "pi_synth"
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
 X86_CAVEAT = (
     "Timed on {cpu}. On x86 onnxruntime's CPU provider keeps S8S8 QDQ Conv as dequantize -> float conv -> "
@@ -63,7 +66,7 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(in
 
 
 def read_card(model, where: str = "model") -> dict:
-    """The card JSON of an ``onnx.ModelProto`` (:class:`CardError` if missing or not JSON)."""
+    """The card JSON of an in-memory ``onnx.ModelProto`` (files: :func:`~pi_synth.model.card.card_json`)."""
     for p in model.metadata_props:
         if p.key == CARD_KEY:
             try:
@@ -74,76 +77,8 @@ def read_card(model, where: str = "model") -> dict:
                     "to know the controls and state")
 
 
-def write_card(model, card: dict) -> None:
-    for p in list(model.metadata_props):
-        if p.key == CARD_KEY:
-            model.metadata_props.remove(p)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = CARD_KEY, json.dumps(card)
-
-
-# ---------------------------------------------------------------------------------------------- control data
-def control_sequence(card: dict, n_blocks: int, seed: int = 0) -> np.ndarray:
-    """A realistic control sequence ``[n_blocks, n_controls, control_frames]`` (float32) for this card."""
-    rng = np.random.default_rng(seed)
-    ctrls = card["controls"]
-    frames = int(card["control_frames"])
-    block_s = card["block_size"] / card["sample_rate"]
-    names = [c["name"] for c in ctrls]
-    out = np.empty((n_blocks, len(ctrls), frames), np.float32)
-    t = np.arange(n_blocks * frames) * block_s / frames
-    for i, c in enumerate(ctrls):
-        out[:, i, :] = c["default"]
-        lo, hi = float(c["min"]), float(c["max"])
-        # slow random walk: random points every 0.1-1 s, linearly joined
-        knots_t = np.cumsum(rng.uniform(0.1, 1.0, size=int(t[-1] / 0.1) + 3)) - 0.1
-        knots_v = rng.uniform(0, 1, size=len(knots_t))
-        u = np.interp(t, knots_t, knots_v)
-        if c.get("curve") == "log" and lo > 0 and hi > 0:
-            v = lo * (hi / lo) ** u
-        else:
-            v = lo + (hi - lo) * u
-        out[:, i, :] = v.reshape(n_blocks, frames)
-    if "pitch" in names and "loudness" in names:
-        ip, il = names.index("pitch"), names.index("loudness")
-        cp, cl = ctrls[ip], ctrls[il]
-        pitch = np.empty(len(t))
-        loud = np.full(len(t), float(cl["min"]))
-        k, lo_db, hi_db = 0, max(cl["min"], -45.0), min(cl["max"], -10.0)
-        note = rng.uniform(np.log(cp["min"]), np.log(cp["max"]))
-        while k < len(t):
-            dur = min(int(rng.uniform(0.08, 0.7) / block_s * frames) + 1, len(t) - k)
-            start = float(cl["min"])
-            if k > 0 and rng.random() < 0.5:  # legato: move the pitch a few semitones, keep sounding
-                note = np.clip(note + rng.integers(-7, 8) * np.log(2) / 12, np.log(cp["min"]), np.log(cp["max"]))
-                start = loud[k - 1]
-            else:
-                note = rng.uniform(np.log(cp["min"]), np.log(cp["max"]))
-            level = rng.uniform(lo_db, hi_db)
-            vib = 1 + 0.003 * np.sin(2 * np.pi * 5.5 * t[k : k + dur])
-            pitch[k : k + dur] = np.exp(note) * vib
-            env = np.minimum(1.0, np.arange(dur) / max(1, 0.03 / block_s * frames))
-            loud[k : k + dur] = start + (level - start) * env
-            k += dur
-            if rng.random() < 0.3:  # a rest
-                rest = int(rng.uniform(0.05, 0.4) / block_s * frames)
-                pitch[k : k + rest] = pitch[k - 1]
-                k += rest
-        out[:, ip, :] = pitch[: len(t)].reshape(n_blocks, frames)
-        out[:, il, :] = loud.reshape(n_blocks, frames)
-    return out
-
-
-# ------------------------------------------------------------------------------------------------- sessions
 def _session(path, threads: int = 1):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return open_session(path, threads)
 
 
 def _zero_state(sess, card):
@@ -169,11 +104,6 @@ def render(sess, card: dict, controls: np.ndarray, *, feeds_out: list | None = N
         audio.append(res[0][0])
         state = {s_in: r for (s_in, _), r in zip(card["state"], res[1:])}
     return np.concatenate(audio, axis=-1)
-
-
-def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    err = float(np.sum((ref.astype(np.float64) - test) ** 2))
-    return float("inf") if err == 0 else float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / err))
 
 
 def bench(paths: dict, card: dict, controls: np.ndarray, threads: int = 1, repeats: int = 3) -> dict:
@@ -288,7 +218,7 @@ def snr_quantizing(in_path, node_sets: list[list[str]], *, calibration_blocks=No
 
     in_path = Path(in_path)
     model = onnx.load(str(in_path))
-    card = read_card(model, str(in_path))
+    card = card_json(in_path)
     quantizable = [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
     feeds, evalseq, ref = _calibrate(in_path, card, calibration_blocks, eval_seconds, threads)
     out = []
@@ -311,10 +241,10 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
         raise ValueError(f"fmt must be 'qdq' or 'qoperator', got {fmt!r}")
     in_path, out_path = Path(in_path), Path(out_path)
     try:
-        model = onnx.load(str(in_path))
+        onnx.load(str(in_path))  # a file onnx cannot read is refused before any work
     except Exception as e:  # noqa: BLE001 - onnx raises several types for unreadable files
         raise ModelError(f"{in_path}: cannot read as ONNX ({e})") from None
-    card = read_card(model, str(in_path))
+    card = card_json(in_path)
     if card.get("precision") == "int8":
         raise ModelError(f"{in_path}: already int8; quantize the fp32 model")
     feeds, evalseq, ref = _calibrate(in_path, card, calibration_blocks, eval_seconds, threads)
@@ -338,14 +268,9 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
         report["speedup"] = {f: round(speed["fp32"]["us_per_block"] / speed[f]["us_per_block"], 3)
                              for f in ("qdq", "qoperator")}
 
-        q = onnx.load(str(out_path))
-        qcard = dict(card, precision="int8", snr_db=report["snr_db"][fmt], quant_format=fmt)
-        write_card(q, qcard)
-        onnx.save(q, str(out_path))
+        write_card(out_path, dict(card, precision="int8", snr_db=report["snr_db"][fmt], quant_format=fmt))
     report["int8_bytes"] = out_path.stat().st_size
-    # the most int8 could give this graph on any CPU (see bench.int8_ceiling)
-    from pi_synth.bench import int8_ceiling
-
+    # the most int8 could give this graph on any CPU (see int8_ceiling)
     try:
         report["ceiling"] = round(int8_ceiling(in_path, out_path, blocks=300, threads=threads)["ceiling"], 3)
     except Exception as e:  # noqa: BLE001 - a graph the rewrite cannot handle: the report says so
@@ -356,6 +281,101 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
     report["caveat"] = X86_CAVEAT.format(cpu=report["cpu"]) if _is_x86() else (
         f"Timed on {report['cpu']}: QDQ runs as int8 kernels on ARM.")
     return report
+
+
+def quantized_nodes(int8_path) -> list[str]:
+    """The fp32 graph's Conv/MatMul/Gemm nodes an int8 file runs quantized. QDQ: those fed
+    by a DequantizeLinear (the others were kept in float32). QOperator: the QLinearConv /
+    QLinearMatMul / …Integer nodes, which onnxruntime's quantizer names ``<fp32 name>_quant``."""
+    import onnx
+
+    m = onnx.load(str(int8_path))
+    made_by = {o: n.op_type for n in m.graph.node for o in n.output}
+    qdq = [n.name for n in m.graph.node
+           if n.op_type in QUANT_OPS and any(made_by.get(i) == "DequantizeLinear" for i in n.input)]
+    qop = [n.name[: -len("_quant")] for n in m.graph.node
+           if (n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")) and n.name.endswith("_quant")]
+    return qdq + qop
+
+
+def without_nodes(fp32_path, names, out_path) -> int:
+    """Write ``fp32_path`` with each node in ``names`` replaced by the cheapest op that
+    makes a tensor of its output's shape (one element of its input, broadcast): the same
+    graph with those ops free. Returns how many were replaced."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.shape_inference.infer_shapes(onnx.load(str(fp32_path)))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(m.graph.value_info) + list(m.graph.output)}
+    names, nodes, k = set(names), [], 0
+    for n in m.graph.node:
+        out = shapes.get(n.output[0])
+        if n.name not in names or not out or not all(out):
+            nodes.append(n)
+            continue
+        p = f"free{k}_"
+        k += 1
+        r = len(shapes.get(n.input[0]) or out)
+        for nm, v in (("z", [0] * r), ("one", [1] * r), ("axes", list(range(r))), ("shape", out)):
+            m.graph.initializer.append(numpy_helper.from_array(np.array(v, np.int64), p + nm))
+        nodes.append(helper.make_node("Slice", [n.input[0], p + "z", p + "one", p + "axes"], [p + "x"]))
+        nodes.append(helper.make_node("Expand", [p + "x", p + "shape"], [n.output[0]]))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save(m, str(out_path))
+    return k
+
+
+def int8_kernels_on_arm(int8_path) -> dict:
+    """How many of an int8 file's quantized ops onnxruntime runs as int8 kernels
+    (QLinearConv, QLinearMatMul, …) under its ARM rule. An x86 CPU without VNNI keeps S8S8
+    QDQ as float; ``session.qdqisint8allowed = 1`` applies the ARM graph transforms here,
+    so the graph a Pi would run can be checked without one (its speed cannot). A QOperator
+    file is made of those kernels already."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opt = str(Path(tmp) / "arm.onnx")
+        so = session_options(1, opt)
+        so.add_session_config_entry("session.qdqisint8allowed", "1")
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # what saves portably
+        ort.InferenceSession(str(int8_path), so, providers=["CPUExecutionProvider"])
+        ops = [n.op_type for n in onnx.load(opt).graph.node]
+    return {"quantized_ops": len(quantized_nodes(int8_path)),
+            "int8_kernels": sum(op in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger") for op in ops)}
+
+
+def int8_ceiling(fp32_path, int8_path, *, blocks: int = 500, threads: int = 1) -> dict:
+    """The most int8 could speed a model up on this machine: the fp32 graph timed with
+    the ops the int8 file quantizes made free (:func:`without_nodes`), over the fp32
+    graph. What int8 saves is a share of those ops' time, less its quantize and
+    dequantize steps; the rest of the graph (I/O, state, elementwise and shape ops, the
+    layers kept in float) runs as before."""
+    import tempfile
+
+    names = quantized_nodes(int8_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        free = Path(tmp) / "free.onnx"
+        n = without_nodes(fp32_path, names, free)
+        rts = [Runtime(fp32_path, threads=threads, warmup_blocks=8), Runtime(free, threads=threads, warmup_blocks=8)]
+    ctl = control_sequence(rts[0].card, blocks, seed=0)
+    times = np.empty((2, blocks))
+    perf = time.perf_counter
+    for k in range(blocks):  # interleaved block by block: load hits both alike
+        for i, rt in enumerate(rts):
+            rt.controls[...] = ctl[k]
+            t0 = perf()
+            rt.step()
+            times[i, k] = perf() - t0
+    ref, fr = np.median(times, axis=1) * 1e3
+    return {"quantized_ops": len(names), "made_free": n, "blocks": blocks,
+            "fp32_block_ms_median": float(ref), "free_block_ms_median": float(fr), "ceiling": float(ref / fr)}
+
+
 
 
 def _ort_version() -> str:
@@ -369,7 +389,7 @@ def _is_x86() -> bool:
 
 
 def _cpu_name() -> str:
-    from pi_synth.audio.precision import cpu_model
+    from pi_synth.model.precision import cpu_model
 
     return cpu_model()
 

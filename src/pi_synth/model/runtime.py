@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pi_synth.audio.card import CARD_KEY, Card, check_graph, parse_card
-from pi_synth.audio.onnxfile import read_metadata
-from pi_synth.errors import ModelError
+from pi_synth.model.card import check_graph, load_card
+from pi_synth.model.session import open_session, session_options
 
 log = logging.getLogger(__name__)
 
@@ -41,29 +40,6 @@ def default_cache_dir() -> Path:
         return Path(env.split(":")[0])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "pi-synth"
-
-
-def load_card(path: str | os.PathLike) -> Card:
-    """Read and validate the card of a model file without building a session."""
-    path = os.fspath(path)
-    meta = read_metadata(path)
-    return parse_card(meta.get(CARD_KEY), where=path)
-
-
-def session_options(threads: int = 1, optimized_path: str | None = None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, int(threads))
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    if optimized_path:
-        so.optimized_model_filepath = optimized_path
-    return so
 
 
 class Runtime:
@@ -145,10 +121,9 @@ class Runtime:
                 cached = None
         if cached is not None and cached.exists():
             try:
-                so = session_options(threads)
                 # Already optimized offline for this machine: do not optimize again.
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-                return ort.InferenceSession(str(cached), so, providers=providers)
+                return ort.InferenceSession(str(cached), session_options(threads, optimize=False),
+                                            providers=providers)
             except Exception as e:  # a stale or torn cache file: rebuild it
                 log.warning("ignoring optimized-model cache %s (%s)", cached, e)
                 cached.unlink(missing_ok=True)
@@ -159,16 +134,7 @@ class Runtime:
                 opt_path = str(cached) + f".{os.getpid()}.tmp"
             except OSError as e:
                 log.info("optimized-model cache disabled: %s", e)
-        try:
-            sess = ort.InferenceSession(
-                self.path, session_options(threads, opt_path), providers=providers
-            )
-        except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ModelError(
-                f"{self.path}: onnxruntime cannot load this model ({msg}); "
-                "re-export it or check it with 'pi-synth info'"
-            ) from None
+        sess = open_session(self.path, options=session_options(threads, opt_path))
         if opt_path and os.path.exists(opt_path):
             try:
                 os.replace(opt_path, cached)

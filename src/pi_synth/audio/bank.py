@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from pi_synth.audio.card import Card
+from pi_synth.model.card import Card
 
 
 class ControlBank:
+    """The model's controls: written by any source, read by the audio thread once a block
+    (a :class:`~pi_synth.model.controls.ControlTarget`)."""
+
     def __init__(self, card: Card):
         self.card = card
         self.names = card.control_names

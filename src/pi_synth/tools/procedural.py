@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pi_synth.audio.card import CARD_KEY
+from pi_synth.model.card import CARD_KEY
 
 
 def organ_card(block_size: int, sample_rate: int, name: str = "organ", control_frames: int = 1) -> dict:
@@ -42,7 +42,7 @@ def organ_card(block_size: int, sample_rate: int, name: str = "organ", control_f
         "state": [["phase_in", "phase_out"], ["prev_in", "prev_out"]],
         "latency_samples": 0,
         "license": "MIT",
-        "source": "pi_synth.procedural.build_organ (procedural, no training data)",
+        "source": "pi_synth.tools.procedural.build_organ (procedural, no training data)",
     }
 
 
