@@ -187,6 +187,80 @@ def block_by_block(m, paths: dict, zs, warm: int) -> dict:
             "max_abs_err": err}
 
 
+def profile(ts_path: Path, path: Path, blocks: int = 100) -> dict:
+    """Where the converted model's time goes: onnxruntime's profiler per op type (model alone,
+    1 thread; the profiler adds ~10 µs to every node, so small nodes read high: shares, not
+    times), the nodes per op type, and for scale the cost of a one-node graph's ``session.run``
+    alone and right after a TorchScript decode (what an empty call pays once the other engine
+    has run)."""
+    import collections
+    import json as js
+    import tempfile
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from pi_synth.model.card import load_card
+    from pi_synth.tools.convert import rave
+
+    card = load_card(path)
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(d) / "opt.onnx")
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(d) / "prof")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+        shapes = {a.name: a.shape for a in sess.get_inputs()}
+        state = {a: np.zeros(shapes[a], np.float32) for a, _ in card.state}
+        zs = np.random.default_rng(1).standard_normal((blocks, 1, len(card.controls), card.control_frames))
+        for i in range(blocks):
+            out = dict(zip([o.name for o in sess.get_outputs()],
+                           sess.run(None, {card.controls_input: zs[i].astype(np.float32), **state})))
+            state = {a: out[b] for a, b in card.state}
+        events = js.loads(Path(sess.end_profiling()).read_text())
+    skip = 10
+    runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][skip:]
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+               and e["ts"] >= runs[0]["ts"]]
+    by_type = collections.defaultdict(float)
+    for e in kernels:
+        by_type[e["args"]["op_name"]] += e["dur"]
+    total = sum(by_type.values())
+    shares = {k: round(100 * v / total, 1) for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}
+    # a one-node graph, for scale
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "one",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, card.block_size])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, card.block_size])])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    one = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                               so, providers=["CPUExecutionProvider"])
+    m = rave.load_ts(ts_path)
+    x = {"x": np.zeros((1, 1, card.block_size), np.float32)}
+    z = torch.from_numpy(zs[0].astype(np.float32))
+    alone, after = [], []
+    for i in range(60):
+        t0 = time.perf_counter()
+        one.run(None, x)
+        alone.append(time.perf_counter() - t0)
+    for i in range(60):
+        with torch.no_grad():
+            m.decode(z)
+        t0 = time.perf_counter()
+        one.run(None, x)
+        after.append(time.perf_counter() - t0)
+    return {"nodes_by_op": dict(ops.most_common()), "profiler_share_pct_by_op": shares,
+            "one_node_run_us": {"alone": round(1e6 * float(np.median(alone[10:])), 1),
+                                "after_torchscript": round(1e6 * float(np.median(after[10:])), 1)}}
+
+
 def graph_nodes(path) -> dict:
     """Nodes of the graph as written and as onnxruntime runs it (after its optimizations)."""
     import tempfile
@@ -275,6 +349,8 @@ def main() -> int:
     p.add_argument("fixtures", nargs="*", default=["raspberry-l128", "v2-l128"])
     p.add_argument("--blocks", type=int, default=300)
     p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--profile", action="store_true",
+                   help="where the fp32 model's time goes: onnxruntime's profiler per op type, for scale a one-node call")
     p.add_argument("--legacy", action="store_true",
                    help="also time the decoder as converted before the rows form (one state per cache)")
     p.add_argument("--frames", type=int, nargs="*", default=[1, 2, 4, 8],
@@ -292,6 +368,8 @@ def main() -> int:
     results = []
     for n in args.fixtures:
         r = bench_one(fx / f"{n}.ts", work, args.blocks, not args.no_int8, args.legacy)
+        if args.profile:
+            r["profile"] = profile(fx / f"{n}.ts", work / f"{n}.onnx")
         results.append(r)
         ms, sp, gf = r["ms_per_block"], r["speedup_vs_torchscript"], r["gflops"]
         nodes = r["nodes"]
@@ -316,6 +394,13 @@ def main() -> int:
             met = r["target_met"]
             line += (f"\n  target ≥{r['target_speedup']}×: rounds {'met' if met['rounds'] else 'NOT met'}, "
                      f"block by block {'met' if met['block_by_block'] else 'NOT met'}")
+        if "profile" in r:
+            pr = r["profile"]
+            line += ("\n  profile (share of kernel time by op type, profiler-inflated): "
+                     + ", ".join(f"{k} {v}% ({pr['nodes_by_op'].get(k, 0)} nodes)"
+                                 for k, v in pr["profiler_share_pct_by_op"].items())
+                     + f"\n  a one-node session.run: {pr['one_node_run_us']['alone']} µs alone, "
+                     f"{pr['one_node_run_us']['after_torchscript']} µs right after a TorchScript decode")
         print(line, flush=True)
     sweep = []
     for n in args.fixtures if args.frames else []:
