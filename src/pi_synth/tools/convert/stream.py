@@ -85,11 +85,12 @@ class Ctx:
 class PackedCtx(Ctx):
     """Every cache in one flat state vector; states labelled ``noise`` stay separate pairs.
 
-    Caches are grouped by kind and channel count (``[p, C]`` rows, ``[1, C, p]`` channels-first,
-    ``[1, p, C]`` channels-last): the state is cut by one ``Split`` into groups, each group
-    reshaped once and split into its caches. A group's new state is one ``Gather`` of whole
-    frames (constant indices) from one ``Concat`` of the old group and the tensors its caches
-    were extended with (:meth:`Ctx.write_rows`) or replaced by (:meth:`Ctx.write`). Built from a
+    Caches are grouped by kind and channel count (``[p, C]`` rows, ``[1, C, p]`` channels-first):
+    the state is cut by one ``Split`` into groups, each group reshaped once and split into its
+    caches. A rows group's new state is one ``Gather`` of whole rows (constant indices) from one
+    ``Concat`` of the old group and the inputs its caches were extended with
+    (:meth:`Ctx.write_rows`); a channels-first group's is the ``Concat`` of its caches' tails
+    (:meth:`Ctx.write`; a ``Gather`` on the last axis would copy single elements). Built from a
     planning pass (``shapes``, ``labels``); :meth:`finish` returns the state outputs.
     """
 
@@ -147,9 +148,10 @@ class PackedCtx(Ctx):
                 off += m
                 pos += p
             idx = torch.cat(idx)
-            new = torch.cat(sources, ax)
-            if not torch.equal(idx, torch.arange(new.shape[ax])):
-                new = new.index_select(ax, idx)
+            if torch.equal(idx, torch.arange(g["frames_total"], off)):  # the new caches, in order
+                new = torch.cat(sources[1:], ax) if len(sources) > 2 else sources[1]
+            else:
+                new = torch.cat(sources, ax).index_select(ax, idx)
             flat.append(new.reshape(-1))
         extra = [self._writes[j][1] for j in self.layout["extra"]]
         return [torch.cat(flat) if len(flat) > 1 else flat[0], *extra]
@@ -224,10 +226,9 @@ def cached_concat(ctx: Ctx, x: torch.Tensor, p: int, label: str, cl: bool = Fals
     s = ctx.read(shape, label, x)
     full = torch.cat([s, x], 1 if cl else 2)
     n = tlen(full, cl)
-    if isinstance(ctx, PackedCtx):
-        ctx.write_rows(x)  # the new cache comes out of the packed state's one Gather
-    else:
-        ctx.write(tslice(full, n - p, n, cl))
+    # a Slice per cache: gathering frames on the last axis (channels-first) would be a Gather
+    # of single elements, ~20 ns each in onnxruntime
+    ctx.write(tslice(full, n - p, n, cl))
     return full
 
 
