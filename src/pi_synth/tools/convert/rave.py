@@ -567,7 +567,7 @@ def build_encoder(m, where: str, frames: int = 1):
 def _export(block, inp_shape, out_path, input_name, output_name, progress=None):
     """Plan the state, trace ``block`` and write an ONNX file. Returns the state pairs and shapes.
 
-    A ``packed`` block (the flat decoder) gets all its caches as one state vector,
+    A ``packed`` block (the rows decoder) gets all its caches as one state vector,
     ``state_in_0`` → ``state_out_0``, and its noise inputs as further pairs; any other block one
     pair per cache."""
     torch = _torch()
@@ -841,7 +841,8 @@ def zero_caches(m) -> int:
     return n
 
 
-def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 0, encoder=None) -> dict:
+def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 0, encoder=None,
+          layout: str = "rows") -> dict:
     """Run the ``.ts`` decode and the ONNX model side by side over ``blocks`` consecutive blocks.
 
     Both start from zero caches (the ``.ts`` caches are zeroed in place). When the export exposes
@@ -870,7 +871,7 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
     if noisy:
         tmpd = tempfile.TemporaryDirectory(prefix="pi-synth-rave-check-")
         cmp_path = Path(tmpd.name) / "noise-input.onnx"
-        convert(ts_path, cmp_path, frames=frames, encoder=False, noise="input", name="check")
+        convert(ts_path, cmp_path, frames=frames, encoder=False, noise="input", name="check", layout=layout)
     rng = np.random.default_rng(seed)
     zs = rng.standard_normal((blocks, 1, k, frames)).astype(np.float32)
 
