@@ -284,14 +284,18 @@ def graph_nodes(path) -> dict:
 
 def alternate(n: int, warm: int, players: dict, at_warm=None, seen=None) -> dict[str, list[float]]:
     """Time blocks 0 … n-1 on each player (``label → play(i)``), ``ROUND`` blocks in a row each,
-    then the next player the same blocks; the times of blocks ``warm`` and on, per label.
+    then the next player the same blocks; the times of blocks ``warm`` and on, per label. The
+    first player (TorchScript) opens every round; the others rotate, so none always follows it.
     ``at_warm()`` runs once before the round that starts at ``warm``; ``seen(label, i, result)``
     after each measured block, outside the timing."""
     times = {label: [] for label in players}
-    for start in range(0, n, ROUND):
+    first, rest = list(players)[:1], list(players)[1:]
+    for r, start in enumerate(range(0, n, ROUND)):
         if start == warm and at_warm is not None:
             at_warm()
-        for label, play in players.items():
+        k = r % len(rest) if rest else 0
+        for label in first + rest[k:] + rest[:k]:  # the others take turns right after the first
+            play = players[label]
             for i in range(start, min(start + ROUND, n)):
                 t0 = time.perf_counter()
                 y = play(i)

@@ -595,6 +595,9 @@ class Residual(Block):
     def rows(self, x, ctx):
         shared = self._shared()
         if shared is None:
+            b = getattr(self.net, "blocks", None)
+            if self.dn.p == 0 and self.dr.p == 0 and b and _residual_conv(b[-1], x.shape[1]):
+                return b[-1].rows(Seq(b[:-1]).rows(x, ctx), ctx, residual=x)  # a causal unit
             return self.net.rows(self.dn.rows(x, ctx), ctx) + self.dr.rows(x, ctx)
         act, conv, rest = shared
         t, c, p, pc = x.shape[0], x.shape[1], self.dr.p, conv.pc
@@ -606,10 +609,14 @@ class Residual(Block):
         if rb and isinstance(rb[0], Fn):
             act2, rb = rb[0], rb[1:]
         y = conv.gemm(act.rows(full, ctx), t, h - pc, act2)
-        if len(rb) == 1 and isinstance(rb[0], Conv) and rb[0].stride == 1 and rb[0].pd == 0 \
-                and rb[0].w.shape[0] == c:
+        if len(rb) == 1 and _residual_conv(rb[0], c):
             return rb[0].rows(y, ctx, residual=delayed)  # the residual rides on the Gemm
         return Seq(rb).rows(y, ctx) + delayed
+
+
+def _residual_conv(b, c: int) -> bool:
+    """Can ``b`` take a residual ``[T, c]`` on its ``Gemm``: a frame-preserving convolution to ``c``."""
+    return isinstance(b, Conv) and b.stride == 1 and b.pd == 0 and b.w.shape[0] == c
 
 
 class SumBranches(Block):
