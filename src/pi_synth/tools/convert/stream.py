@@ -31,9 +31,9 @@ The RAVE decoder uses a third form, **rows** (the blocks' ``rows`` methods): eve
 a state input/output pair 3–6 µs in a plain ``session.run`` and a node 0.6–1 µs, so:
 
 * a cache is a piece of the state (one ``Split``, one ``Reshape`` per channel count), ``[cache, x]``
-  one ``Concat``, and no ``Slice`` writes a new cache back: per channel count, the new caches are
+  one ``Concat``, and no ``Slice`` writes a rows cache back: per channel count, the new caches are
   one ``Gather`` of whole rows (constant indices) from one ``Concat`` of the old caches and every
-  input the caches were extended with;
+  input the caches were extended with (channels-first caches keep their tail ``Slice``);
 * a convolution is a row ``Gather`` (im2col, a ``Reshape`` when one output frame reads the whole
   input) and one ``Gemm`` carrying the bias, or the residual; the activation after it sits right
   on the ``Gemm`` (onnxruntime fuses them into ``FusedGemm``); depth-to-space after a transposed
