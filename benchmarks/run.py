@@ -52,7 +52,7 @@ from _env import ROOT, cpu_share, cpu_times, loadavg, machine, use_test_alsa_con
 SECTIONS = ("speed", "flops", "precision", "engine", "latency", "startup", "soak", "rave", "arm64", "voices")
 TARGETS = {
     "int8_speedup": 1.5, "int8_snr_db": 30.0, "engine_cpu_ratio": 1.05, "soak_xruns": 0,
-    "rss_mb": 100.0, "first_audio_s": 2.0, "rave_raspberry": 3.0, "rave_v2": 4.0,
+    "rss_mb": 100.0, "first_audio_s": 2.0, "rave_raspberry": 5.0, "rave_v2": 5.0,
     "voices_8v_1v": 3.0,
 }
 
@@ -422,8 +422,14 @@ def targets_table(R: dict) -> list[list]:
         name = r.get("fixture", "?")
         tgt = TARGETS["rave_v2"] if name.startswith("v2") else TARGETS["rave_raspberry"]
         if ratio:
-            rows.append([f"RAVE {name} fp32 vs TorchScript (1 thread, same blocks)", f"≥ {tgt:g}×",
+            rows.append([f"RAVE {name} fp32 vs TorchScript (1 thread, same blocks, rounds of 10)", f"≥ {tgt:g}×",
                          f"{ratio:.2f}× ({r['ms_per_block']['fp32']:.2f} vs {r['ms_per_block']['ts']:.2f} ms/block)",
+                         _pf(ratio >= tgt)])
+        bb = r.get("block_by_block") or {}
+        ratio = (bb.get("speedup_vs_torchscript") or {}).get("fp32")
+        if ratio:
+            rows.append([f"RAVE {name} fp32 vs TorchScript (block by block, plain session.run)", f"≥ {tgt:g}×",
+                         f"{ratio:.2f}× ({bb['ms_per_block']['fp32']:.2f} vs {bb['ms_per_block']['ts']:.2f} ms/block)",
                          _pf(ratio >= tgt)])
     for r in R.get("voices") or [] if isinstance(R.get("voices"), list) else []:
         if "ratio_8v_1v_synth" in r:
