@@ -44,16 +44,17 @@ class Instrument:
     between blocks (actions, hot swap, reload)."""
 
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
-                 sets=(), fade_in: bool = True, loop_seconds: float | None = None):
+                 sets=(), fade_in: bool = True, offline: bool = False, loop_seconds: float | None = None):
         self.cfg = cfg
+        self.offline = offline  # a render: see patch.voice_budget
         path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
-        patch = build_patch(cfg, path, fade_in=fade_in)
+        patch = build_patch(cfg, path, fade_in=fade_in, offline=offline)
         self.model_path = patch.path
         synth, card = patch.synth, patch.card
         self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
         self.router = Router(self.controls.card, self.controls, self.mapping, voice=self.voice)
         self.router.on_action = self.action
-        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
+        self.router.channel = listen_channel(cfg)
         for name, value in sets:
             try:  # the played controls: the model's and its voice's (attack, release, …)
                 why = self.controls.card.control(name).refuse(value)
@@ -116,7 +117,8 @@ class Instrument:
             self.collect_retired()  # models earlier swaps left behind, whoever else collects
             try:
                 path = find_model(str(model), self.cfg.model.precision, self.cfg.model.threads)
-                patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice)
+                patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice,
+                                    offline=self.offline)
             except PiSynthError as e:
                 return self._refuse(str(e))
             synth = patch.synth
@@ -124,6 +126,10 @@ class Instrument:
                 return self._refuse(f"{path}: {synth.sample_rate} Hz / {synth.channels} ch cannot crossfade "
                                     f"with {self.player.sample_rate} Hz / {self.player.channels} ch",
                                     restart=True)
+            if synth.voices is not None and synth.block_size != self.player.block_size:
+                # its voices advance once a player block: their row moves must meet its blocks one to one
+                return self._refuse(f"{path}: a batched note model with {synth.block_size}-frame blocks cannot "
+                                    f"take over a stream of {self.player.block_size}-frame blocks", restart=True)
             why = self.engine.admits(synth) if self.engine is not None else None
             if why:
                 return self._refuse(f"{path}: {why}", restart=True)
@@ -269,7 +275,7 @@ class Instrument:
         self.mapping = mapping
         self.router.mapping = mapping
         self.learn.attach(mapping)
-        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
+        self.router.channel = listen_channel(cfg)
         self.synth.guard.configure(gain_db=cfg.output.gain_db, limit_dbfs=cfg.output.limit_dbfs)
         if cfg.model.path and find_model(cfg.model.path, cfg.model.precision, cfg.model.threads) != Path(self.model_path):
             if not self.swap(cfg.model.path):
@@ -286,7 +292,21 @@ class Instrument:
                   model_path=str(path), precision=precision_of(path), last_error=self.last_error,
                   controls=self.controls.values(),
                   learn={"armed": self.learn.armed, "target": self.learn.target})
+        v = self.voice
+        if v is not None and self.router.is_note:
+            if getattr(v, "poly", False):
+                st["voices"] = {"active": v.active, "max": v.budget, "stolen": v.stolen, "dropped": v.dropped}
+            else:
+                st["voices"] = {"active": int(v.sounding), "max": 1}
         return st
+
+
+def listen_channel(cfg) -> int | None:
+    """The MIDI channel the router passes on (0..15), or None for all: ``[midi] channel``,
+    except in MPE, where every channel carries notes."""
+    if cfg.voice.mode == "mpe" or cfg.midi.channel == 0:
+        return None
+    return cfg.midi.channel - 1
 
 
 def precision_of(path: Path) -> str:
@@ -320,7 +340,7 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     # (``render --input IN.wav`` passes its length here as input_seconds)
     length = plan.length(seconds=seconds, events=events, tail_s=tail_seconds(cfg),
                          default=plan.DEFAULT_RENDER_SECONDS)
-    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets)
+    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, offline=True)
     card = inst.card
     plan.check_output(output, plan.wav_bytes(length.seconds, card.sample_rate, card.channels, format,
                                              card.block_size), length.seconds)

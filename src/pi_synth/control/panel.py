@@ -7,7 +7,12 @@ the MIDI path, and press actions. Keys::
     1..8   select knob         ← →  or - +   turn it a step (1/20 of its travel)
     ↑ ↓  or ] [   coarse (1/4)    . ,   fine (1/100)
     a w s e d f t g y h u j k    play notes (a piano row from C4)   space: notes off
+    A W S … (shift)              let that note go (a chord: press several letters)
     n / b  next / previous model  p: panic   l: MIDI learn   q: quit
+
+A terminal reports key presses, not releases: with a mono voice a new note replaces
+the last one; with a polyphonic one each letter adds its note to what sounds (a
+chord), shift + the letter lets it go, and space lets them all go.
 
 Five lines at the bottom of the terminal show what plays — the model and its file, the
 note and gate (and the active voices when the model plays several), xruns and load —
@@ -36,7 +41,7 @@ STEP, COARSE, FINE = 0.05, 0.25, 0.01  # of a knob's travel per key press
 NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 ARROWS = {"\x1b[C": "+", "\x1b[D": "-", "\x1b[A": "]", "\x1b[B": "["}
 HELP = ("keys: 1-8 knob   ←→ ±.05   ↑↓ ±.25   ,. ±.01   a w s e d f t g y h u j k: C4…C5",
-        "      space: notes off   n/b: next/prev model   p: panic   l: learn   q: quit")
+        "      shift: let go   space: all off   n/b: model   p: panic  l: learn  q: quit")
 
 
 def note_name(note: int) -> str:
@@ -85,6 +90,7 @@ class Panel:
         self.inst, self.emu, self.rig, self.stop_event = instrument, board, rig, stop
         self.selected = 0
         self.note = None
+        self.notes: list[int] = []  # held by the panel (a chord, with a poly voice)
         self._thread = threading.Thread(target=self._loop, name="pi-synth-panel", daemon=True)
         self._fd = sys.stdin.fileno() if fd is None else fd
         self._out = out or sys.stderr
@@ -186,13 +192,18 @@ class Panel:
         st = self.inst.status()
         r = self.inst.router
         voice = getattr(r, "voice", None)
-        note = voice.note if voice is not None else self.note
-        if note is not None:
-            playing = f"note {note_name(note)} ({note}) gate on"
-        elif voice is not None and voice.sounding:
-            playing = "release"
+        if getattr(voice, "poly", False):  # a chord: the keys held, oldest first
+            held = list(getattr(voice, "held", ()) or self.notes)
+            playing = ("notes " + " ".join(note_name(n) for n in held[:6]) + (" …" if len(held) > 6 else "")
+                       if held else "no note")
         else:
-            playing = "no note"
+            note = getattr(voice, "note", None) if voice is not None else self.note
+            if note is not None:
+                playing = f"note {note_name(note)} ({note}) gate on"
+            elif voice is not None and getattr(voice, "sounding", False):
+                playing = "release"
+            else:
+                playing = "no note"
         voices = st.get("voices")
         if isinstance(voices, dict) and "active" in voices:
             playing += f"  voices {voices['active']}/{voices.get('max', '?')}"
@@ -234,13 +245,27 @@ class Panel:
             self._knob(-FINE)
         elif ch in KEYS:
             n = 60 + KEYS.index(ch)
+            if getattr(r.voice, "poly", False):  # a chord: the note joins the others
+                if n not in self.notes:
+                    self.notes.append(n)
+                    r.midi_message(mido.Message("note_on", note=n, velocity=100))
+                return
             if self.note is not None:
                 r.midi_message(mido.Message("note_off", note=self.note))
             r.midi_message(mido.Message("note_on", note=n, velocity=100))
             self.note = n
-        elif ch == " " and self.note is not None:
-            r.midi_message(mido.Message("note_off", note=self.note))
-            self.note = None
+        elif ch in KEYS.upper() and ch.lower() in KEYS:
+            n = 60 + KEYS.index(ch.lower())
+            if n in self.notes:
+                self.notes.remove(n)
+                r.midi_message(mido.Message("note_off", note=n))
+        elif ch == " ":
+            for n in self.notes:
+                r.midi_message(mido.Message("note_off", note=n))
+            self.notes.clear()
+            if self.note is not None:
+                r.midi_message(mido.Message("note_off", note=self.note))
+                self.note = None
         elif ch == "n":
             r.action("next_model")
         elif ch == "b":
@@ -248,6 +273,7 @@ class Panel:
         elif ch == "p":
             r.action("panic")
             self.note = None
+            self.notes.clear()
         elif ch == "l":
             r.action("learn")
         elif ch == "q":
