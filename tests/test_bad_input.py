@@ -306,6 +306,33 @@ def test_case06_a_render_that_fails_half_way_leaves_no_partial_file(organ, tmp_p
     assert os.listdir(tmp_path / "out") == ["o.wav"]
 
 
+def test_a_recording_that_fills_the_disk_stops_and_keeps_what_it_got(organ, tmp_path):
+    """``run --backend wav``: the disk refuses a write half way (the kernel's file-size
+    limit standing in for a full card): the stream ends (not reopened over and over),
+    exit 2 naming the file, and the recording up to there is a whole WAV file."""
+    import resource
+    import subprocess
+    import sys
+
+    from pi_synth.audio.backends.wav import read_wav
+
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "take.wav"
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "run", "--backend", "wav", "--device", str(out),
+                        "--model", str(organ()), "--midi", "demo", "--seconds", "10"],
+                       capture_output=True, text=True, preexec_fn=small_files, timeout=120)
+    assert p.returncode == 2, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"pi-synth: {out}: File too large") and "kept in" in last, p.stderr
+    assert "Traceback" not in p.stderr and os.listdir(tmp_path / "out") == ["take.wav"]
+    x, sr = read_wav(out)
+    assert sr == 48000 and 1.5 * sr < len(x) <= 200_000 / 2 and np.abs(x).max() > 0.01
+
+
 def test_case07_dev_null_is_a_stream_and_renders(organ, cli):
     p = cli("render", organ(), "-o", "/dev/null", "--seconds", "0.5")  # was OSError: Invalid argument
     assert p.returncode == 0 and "wrote /dev/null: 0.5" in p.stdout, p.stderr

@@ -545,7 +545,8 @@ def log_changes(st: dict, last: dict, engine) -> None:
                 log.warning("model output was not finite in %d block(s): muted and reset",
                             st[key] - last.get(key, 0))
             elif key == "device_errors":
-                log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
+                if not engine.failed:  # an output that cannot come back is said once, as the run ends
+                    log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
             else:
                 log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], st[key] - last.get(key, 0))
     if st.get("render") == "ahead" and last.get("render") == "just-in-time":

@@ -43,15 +43,20 @@ def default_path() -> str:
 
 
 class WavBackend(Backend):
-    """A WAV file (``device`` is its path): offline renders and recordings."""
+    """A WAV file (``device`` is its path): offline renders and recordings.
+
+    Bytes are gathered in a buffer of our own and written with ``os.write`` a chunk at a
+    time, so after a failed write we know exactly what is on the disk (a buffered file
+    object would try its pending bytes again on every seek and close)."""
 
     name = "wav"
+    CHUNK = 1 << 16  # bytes gathered before a write
 
     def __init__(self, device: str | None = None, *, format: str = "S16_LE"):
         if device == "default":
             device = default_path()
         super().__init__(device, format=format)
-        self._f = None
+        self._fd = None
         self._tmp = None
         # a live recording keeps what it got when the disk fills; a render keeps nothing
         self.keep_partial = False
@@ -67,12 +72,14 @@ class WavBackend(Backend):
             raise DeviceError(f"{path}: is a directory; name a file in it, e.g. {os.path.join(path, 'out.wav')}")
         self._bits = {"S16_LE": 16, "S32_LE": 32, "FLOAT_LE": 32}[self.format]
         self._rate, self._ch = sample_rate, channels
-        self._data = 0
+        self._data = 0  # audio bytes taken (on the disk or in the buffer)
+        self._on_disk = 0  # bytes written to the file, header included
+        self._pending = bytearray()
         self._failed = False
         self._stream = is_stream(path)
         try:
             if self._stream:
-                self._f = open(path, "wb", buffering=0)
+                self._fd = os.open(path, os.O_WRONLY)
             else:
                 folder = os.path.dirname(os.path.abspath(path))
                 clean_temps(path)  # left by a recording that was killed
@@ -80,11 +87,12 @@ class WavBackend(Backend):
                                                  dir=folder)
                 fcntl.flock(fd, fcntl.LOCK_EX)  # alive: clean_temps in another process keeps it
                 os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for secrets, not for a render
-                self._f = os.fdopen(fd, "wb")
+                self._fd = fd
         except OSError as e:
             raise DeviceError(f"{path}: cannot write the WAV file ({e.strerror})") from None
         # a file gets its header on close, once the length is known; a stream, now
-        self._put(self._header(STREAM_SIZE - 36) if self._stream else b"\0" * 44)
+        self._pending += self._header(STREAM_SIZE - 36) if self._stream else b"\0" * 44
+        self._flush()
         return Granted(sample_rate, channels, period, periods, self.format)
 
     def _header(self, data_bytes: int) -> bytes:
@@ -97,15 +105,23 @@ class WavBackend(Backend):
         )
         return header + b"data" + struct.pack("<I", min(data_bytes, STREAM_SIZE))
 
-    def _put(self, data) -> None:
+    def _flush(self) -> None:
+        view = memoryview(self._pending)
         try:
-            self._f.write(data)
+            while view:
+                n = os.write(self._fd, view)
+                self._on_disk += n
+                view = view[n:]
         except OSError as e:
             self._fail(e)
+        finally:
+            view.release()
+            self._pending.clear()
 
     def _fail(self, e: OSError) -> None:
         self._failed = True
-        done = f" after {self._data / 1e6:.1f} MB" if self._data else ""
+        audio = max(0, self._on_disk - 44)
+        done = f" after {audio / 1e6:.1f} MB" if audio else ""
         if self._stream:
             then = "the WAV stream stopped"
         elif self.keep_partial:
@@ -115,33 +131,42 @@ class WavBackend(Backend):
         raise OutputError(f"{self.device}: {e.strerror or e}{done}; {then}") from None
 
     def _write(self, data):
-        self._put(data)
+        if self._failed:  # the output is gone: the caller stops (OutputError said why)
+            return data.shape[0]
+        self._pending += data
         self._data += data.nbytes
+        if len(self._pending) >= self.CHUNK:
+            self._flush()
         return data.shape[0]
 
     def _close(self, keep: bool = True):
-        f, self._f = self._f, None
-        if f is None:
+        fd, self._fd = self._fd, None
+        if fd is None:
             return
         try:
+            if self._pending and not self._failed and (keep or self._stream):
+                self._fd = fd
+                try:
+                    self._flush()
+                except OutputError:
+                    if not (keep and self.keep_partial):
+                        raise
+                finally:
+                    self._fd = None
             if keep and not self._stream and (self.keep_partial or not self._failed):
                 try:
-                    if self._failed:  # a write that went half way: keep what is whole
-                        f.truncate(44 + self._data)
-                    f.seek(0)
-                    f.write(self._header(self._data))
-                    f.flush()
-                    os.fsync(f.fileno())
+                    block = self._ch * self._bits // 8
+                    audio = max(0, self._on_disk - 44) // block * block  # whole frames only
+                    os.ftruncate(fd, 44 + audio)
+                    os.pwrite(fd, self._header(audio), 0)
+                    os.fsync(fd)
                     os.replace(self._tmp, self.device)
                     self._tmp = None
                 except OSError as e:
                     self.keep_partial = False
                     self._fail(e)
         finally:
-            try:
-                f.close()
-            except OSError:
-                pass
+            os.close(fd)
             self._remove_temp()
 
     def _discard(self):
