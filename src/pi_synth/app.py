@@ -9,7 +9,9 @@ file) happens here, on a control thread; the audio thread only ever sees a finis
 object handed over in one attribute store.
 
 ``pi-synth render`` builds the same Instrument and pulls its player offline, so a
-render and a live run make the same samples.
+render and a live run make the same samples — with audio in too: ``--input IN.wav`` is
+played into the same :class:`~pi_synth.audio.input.AudioInput` a live run reads its
+capture device through (the WAV backend's capture side).
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ class Instrument:
     between blocks (actions, hot swap, reload)."""
 
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
-                 sets=(), fade_in: bool = True):
+                 sets=(), fade_in: bool = True, audio_in: bool | str = False):
         self.cfg = cfg
+        self.audio_in = audio_in  # for swaps too: True, "auto" (if the model can) or False
+        self.audio_input = None  # the AudioInput, once connect_input made one
         path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
-        patch = build_patch(cfg, path, fade_in=fade_in)
+        patch = build_patch(cfg, path, fade_in=fade_in, audio_in=audio_in)
         self.model_path = patch.path
         synth, card = patch.synth, patch.card
         self.voice, self.mapping = patch.voice, patch.mapping
@@ -82,6 +86,19 @@ class Instrument:
     def card(self):
         return self.player.card
 
+    def connect_input(self, backend) -> None:
+        """Make the audio input on ``backend``'s capture side ([input] conditioning); the
+        player reads it from the start if the playing model takes audio, else from the
+        first swap to one that does."""
+        from pi_synth.audio.input import AudioInput
+
+        i = self.cfg.input
+        self.audio_input = AudioInput(backend, self.player.block_size, self.player.sample_rate,
+                                      gain_db=i.gain_db, gate_db=i.gate_db, gate_release_ms=i.gate_release_ms,
+                                      dc_hz=i.dc_hz)
+        if self.synth.takes_input:
+            self.player.input = self.audio_input
+
     @property
     def synth(self):
         return self.player.synth
@@ -95,7 +112,8 @@ class Instrument:
             self.collect_retired()  # models earlier swaps left behind, whoever else collects
             try:
                 path = find_model(str(model), self.cfg.model.precision, self.cfg.model.threads)
-                patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice)
+                patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice,
+                                    audio_in=self.audio_in if self.audio_input is not None else False)
             except PiSynthError as e:
                 return self._refuse(str(e))
             synth = patch.synth
@@ -110,6 +128,10 @@ class Instrument:
             self.router.retarget(patch.card, synth.bank, patch.mapping, patch.voice)
             if self.learn is not None:
                 self.learn.attach(patch.mapping)
+            inp = self.audio_input
+            if synth.takes_input and self.player.input is None and inp is not None and self.engine is not None:
+                inp.open(self.engine.period, start=False)  # its own thread opens it and lets a block gather
+                self.player.input = inp
             self.player.crossfade_to(synth)
             self.model_path = patch.path
             log.info("crossfading to %s (%s)", patch.card.name, path)
@@ -226,6 +248,8 @@ class Instrument:
     def status(self) -> dict:
         st = self.engine.status() if self.engine is not None else {}
         st.update(model=self.card.name, swaps=self.player.swaps, failed_loads=self.failed_loads)
+        if self.player.input is not None:
+            st["input"] = self.player.input.status()
         return st
 
 
@@ -233,23 +257,40 @@ class Instrument:
 
 
 def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), seconds: float | None = None,
-           sets=()) -> str:
+           sets=(), input: str | None = None) -> str:
     """``pi-synth render``: the instrument pulled offline into a WAV file, faster than real
-    time; returns the line to print."""
-    from pi_synth.audio.backends.wav import WavBackend
+    time; returns the line to print. ``input``: a WAV played into the audio input (the
+    model must take audio: a decoder with its encoder, or an effect)."""
+    from pi_synth.audio.backends.wav import WavBackend, load_input
     from pi_synth.audio.engine import render_offline
+    from pi_synth.model.card import load_card
+    from pi_synth.patch import input_kind, no_input_error
 
+    said = ""
+    capture = None
+    if input is not None:
+        path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
+        card = load_card(path)
+        if input_kind(path, card) is None:  # before the slow part: the one line, at once
+            raise no_input_error(path, card)
+        capture, notes = load_input(input, card.sample_rate)
+        said = f", input {input} ({', '.join(notes)})" if notes else f", input {input}"
+        model = str(path)
+        if seconds is None:  # the input, and a block and the models' latency for its tail
+            seconds = (len(capture) + 2 * card.block_size + card.latency_samples) / card.sample_rate
     if seconds is None:
         seconds = (events[-1].t + 1.0) if events else 5.0
-    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
-    backend = WavBackend(output, format=format)
+    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets, audio_in=input is not None)
+    backend = WavBackend(output, format=format, capture=capture)
+    if input is not None:
+        inst.connect_input(backend)
     t0 = time.perf_counter()
     frames = render_offline(inst.player, backend)
     dt = time.perf_counter() - t0
     card = inst.card
     sr = card.sample_rate
     return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
-            f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
+            f"model {card.name}{said}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
 
 
 def run(cfg, *, model: str | None = None, events=(), seconds: float | None = None, sets=(),
@@ -270,9 +311,13 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
         if cfg.knobs.chip == "none":
             cfg.values["knobs"]["chip"] = "mcp3008"
         log.info("emulating the Pi's controls: %s, an emulated %s", board.describe(), cfg.knobs.chip)
-    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
     a = cfg.audio
-    backend = backend_class(a.backend)(a.device, format=a.format)
+    capture = a.capture.strip()
+    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets,
+                      audio_in="auto" if capture.lower() != "none" else False)
+    backend = backend_class(a.backend)(a.device, format=a.format, capture=capture or None)
+    if capture.lower() != "none":
+        inst.connect_input(backend)
     engine = inst.engine = Engine(
         inst.player, backend, period=a.period, periods=a.periods, ahead_blocks=a.ahead_blocks,
         realtime=a.realtime, mode=a.engine, cpus=set(a.cpus) or None,
@@ -288,12 +333,18 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
         lock_memory()  # after the model is loaded, before sound: logged once if refused
     t_start = time.monotonic()
     engine.start()
-    rig = Rig.from_config(cfg, inst.router, status_fn=engine.status,
+    rig = Rig.from_config(cfg, inst.router, status_fn=inst.status,
                           poll_hz=min(cfg.knobs.poll_hz, 100.0) if emulate else None)
     rig.start()
     log.info("playing %s (%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
              backend.describe(), inst.card.block_size, engine.mode,
              f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
+    if inst.player.input is not None:
+        g = backend.capture_granted
+        log.info("audio in from %s%s: %s, the output leading by %d frames",
+                 backend.capture or "the playback device",
+                 f" ({g.sample_rate} Hz {g.channels} ch {g.format} period {g.period}×{g.periods})" if g else "",
+                 inst.card.extra["audio_in"].get("encoder", "the model itself") + " takes it", engine.lead)
     if engine.periods > a.periods:
         log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "
                  "bigger buffer lets it play in the direct engine (less latency than a %d-frame ring)",
@@ -339,9 +390,12 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
     log_changes(st, last, engine)
     played = inst.player.position / inst.card.sample_rate
     first = (engine.stats.first_audio_at - t_start) if engine.stats.first_audio_at else float("nan")
+    inp = st.get("input")
     print(f"played {played:.2f} s of {inst.card.name} on {a.backend}:{a.device}: "
           f"{st['xruns']} xruns, {st['late_periods']} late periods, "
-          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s", file=sys.stderr)
+          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s"
+          + (f"; input: {inp['xruns']} xruns, {inp['late_blocks']} late blocks, {inp['clips']} clipped"
+             if inp else ""), file=sys.stderr)
     return 0
 
 
@@ -353,6 +407,11 @@ def status_line(st: dict) -> str:
 
 def log_changes(st: dict, last: dict, engine) -> None:
     """Log counters that moved: the monitor half of 'xruns are data'."""
+    inp, was = st.get("input") or {}, last.get("input") or {}
+    for key in ("xruns", "clips"):
+        if inp.get(key, 0) != was.get(key, 0):
+            log.warning("audio input %s: %d (+%d)", "xruns" if key == "xruns" else "clipped blocks", inp[key],
+                        inp[key] - was.get(key, 0))
     for key in ("xruns", "late_periods", "nonfinite_blocks", "device_errors", "reopens"):
         if st[key] != last.get(key, 0):
             if key == "reopens":

@@ -48,7 +48,9 @@ class Runtime:
     Write the controls for the next block into :attr:`controls` (shape
     ``[n_controls, control_frames]``, a view of the bound input), call :meth:`step`,
     read :attr:`audio` (``[channels, block_size]``). Both arrays are reused: copy
-    what you keep.
+    what you keep. A model that takes audio (an effect, an encoder) reads
+    :attr:`audio_in` (``[block_size]``, mono) too; an encoder writes :attr:`latent`
+    (``[latents, control_frames]``) instead of :attr:`audio`.
     """
 
     def __init__(
@@ -77,6 +79,11 @@ class Runtime:
             self.controls[i, :] = c.default
         self._audio = np.zeros((1, card.channels, card.block_size), np.float32)
         self.audio = self._audio[0]
+        self._audio_in = np.zeros((1, 1, card.block_size), np.float32)
+        self.audio_in = self._audio_in[0, 0]
+        if card.latent_output:
+            self._latent = np.zeros(self.specs[card.latent_output][0], np.float32)
+            self.latent = self._latent[0]
         # Two buffers per state pair: ping-pong between calls.
         self._state = [
             (
@@ -85,7 +92,7 @@ class Runtime:
             )
             for s_in, _ in card.state
         ]
-        names = {card.audio_output} | {s_out for _, s_out in card.state}
+        names = {card.audio_output, card.latent_output} | {s_out for _, s_out in card.state}
         self._scratch = {
             n: np.zeros(shape, dtype) for n, (shape, dtype) in self.specs.items()
             if n not in names and n in {o.name for o in self.session.get_outputs()}
@@ -149,8 +156,14 @@ class Runtime:
         def bind(fn, name, arr):
             fn(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
 
-        bind(b.bind_input, card.controls_input, self._controls)
-        bind(b.bind_output, card.audio_output, self._audio)
+        if card.controls_input:
+            bind(b.bind_input, card.controls_input, self._controls)
+        if card.audio_input:
+            bind(b.bind_input, card.audio_input, self._audio_in)
+        if card.audio_output:
+            bind(b.bind_output, card.audio_output, self._audio)
+        if card.latent_output:
+            bind(b.bind_output, card.latent_output, self._latent)
         for (s_in, s_out), bufs in zip(card.state, self._state):
             bind(b.bind_input, s_in, bufs[parity])
             bind(b.bind_output, s_out, bufs[1 - parity])
@@ -161,7 +174,8 @@ class Runtime:
     # -- the hot path -----------------------------------------------------------------
 
     def step(self) -> np.ndarray:
-        """Run one block: reads :attr:`controls` and the state, writes :attr:`audio`."""
+        """Run one block: reads :attr:`controls` (and :attr:`audio_in`) and the state,
+        writes :attr:`audio` (an encoder: :attr:`latent`)."""
         # No RunOptions: passing any costs ~45 µs per call (onnxruntime 1.32, measured).
         self._run(self._bound[self._parity], None)
         self._parity ^= 1

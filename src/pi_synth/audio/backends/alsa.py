@@ -21,6 +21,13 @@
   and hands it to pyalsaaudio, one C call asks ``avail``; only a full device, an xrun,
   a short write or an error comes back to the Python above (``_write_rest``,
   ``wait_room``). Each Python frame it saves is ~0.5 µs right after a model run.
+* The **capture** side is a second PCM (``capture``: the playback device by default, so
+  full duplex on one card, one clock; or another PCM, e.g. a USB interface's input while
+  the output goes to a HAT), same period, opened non-blocking and read a period at a time
+  (pyalsaaudio's read size) into a small FIFO. It asks for FLOAT_LE (a plug PCM converts;
+  JACK's floats arrive exactly) and two channels (mixed to mono above). An overrun is
+  counted; a device that delivers nothing for ``capture_stall_s`` is reported lost, and
+  closed on a throwaway thread like a lost playback PCM.
 """
 
 from __future__ import annotations
@@ -215,6 +222,113 @@ class AlsaBackend(Backend):
                 time.sleep(self._period_ms / 1000)
         except Exception:
             pass
+        pcm.close()
+
+
+    # -- capture ---------------------------------------------------------------------
+
+    def _open_capture(self, sample_rate, channels, period, periods):
+        alsaaudio = _alsa()
+        device = self.capture or "default"
+        try:
+            pcm = alsaaudio.PCM(
+                type=alsaaudio.PCM_CAPTURE, mode=alsaaudio.PCM_NONBLOCK, device=device,
+                rate=sample_rate, channels=channels, format=alsaaudio.PCM_FORMAT_FLOAT_LE,
+                periodsize=period, periods=periods,
+            )
+        except alsaaudio.ALSAAudioError as e:
+            raise DeviceError(
+                f"cannot open ALSA PCM {device!r} for capture ({e}); list inputs with 'arecord -L' and "
+                "set [audio] capture, or capture = \"none\" for no audio input"
+            ) from None
+        info = pcm.info()
+        rate, ch = int(info["rate"]), int(info["channels"])
+        fmt_name = info.get("format_name", "FLOAT_LE")
+        if rate != sample_rate or fmt_name not in FORMATS:
+            pcm.close()
+            raise DeviceError(
+                f"ALSA PCM {device!r} captures {fmt_name} at {rate} Hz, the model needs {sample_rate} Hz; "
+                f"use a plug PCM (e.g. 'plug{device}' or 'default') so ALSA converts"
+            )
+        cp = int(info["period_size"])
+        dtype, scale = FORMATS[fmt_name]
+        self._cpcm = pcm
+        self._clost = False
+        self._cdtype, self._cinv = np.dtype(dtype).newbyteorder("<"), 1.0 / scale
+        self._cfifo = np.zeros((2 * cp, ch), np.float32)  # a period read, what is left of it
+        self._cn = 0
+        self._cpoll = select.poll()
+        for fd, mask in pcm.polldescriptors():
+            self._cpoll.register(fd, mask)
+        self._cperiod_ms = max(1, int(1000 * cp / rate))
+        self.capture_stall_s = max(0.2, 4 * cp * int(info["periods"]) / rate)
+        self._cprogress = 0.0  # when frames last arrived (set only while waiting)
+        return Granted(rate, ch, cp, int(info["periods"]), fmt_name)
+
+    def _read(self, out, timeout):
+        n, done = out.shape[0], 0
+        fifo = self._cfifo
+        if self._cn:  # what the last period read left over
+            k = min(n, self._cn)
+            out[:k] = fifo[:k]
+            if k < self._cn:
+                fifo[: self._cn - k] = fifo[k:self._cn]
+            self._cn -= k
+            done = k
+        pcm = self._cpcm
+        deadline = 0.0
+        while done < n:
+            try:
+                r, data = pcm.read()
+            except _alsa().ALSAAudioError as e:
+                self._clost = True
+                raise DeviceError(f"ALSA PCM {self.capture!r} (capture) failed: {e}") from None
+            if r > 0:
+                self._cprogress = 0.0
+                x = np.frombuffer(data, self._cdtype).reshape(r, -1)
+                k = min(r, n - done)
+                np.multiply(x[:k], self._cinv, out=out[done:done + k], casting="unsafe")
+                if k < r:  # keep the rest of the period for the next read
+                    np.multiply(x[k:], self._cinv, out=fifo[:r - k], casting="unsafe")
+                    self._cn = r - k
+                done += k
+                continue
+            if r == -errno.EPIPE:
+                self._count_capture_xrun()  # overrun: input frames were lost; go on
+                continue
+            # nothing yet: wait (GIL released in poll), at most until the deadline
+            now = time.monotonic()
+            deadline = deadline or now + timeout
+            if now >= deadline:
+                break
+            self._cprogress = self._cprogress or now
+            if now - self._cprogress > self.capture_stall_s:
+                self._clost = True
+                raise DeviceError(f"ALSA PCM {self.capture!r} captured nothing for "
+                                  f"{self.capture_stall_s:.1f} s (input lost?)")
+            ready = self._cpoll.poll(max(1, min(2 * self._cperiod_ms, int(1000 * (deadline - now)) + 1)))
+            if ready:
+                try:  # consume the plugin's wake-up byte (see _poll_room)
+                    pcm.polldescriptors_revents(ready)
+                except _alsa().ALSAAudioError as e:
+                    self._clost = True
+                    raise DeviceError(f"ALSA PCM {self.capture!r} (capture) failed: {e}") from None
+        return done
+
+    def _capture_backlog(self):
+        try:
+            avail = self._cpcm.avail()
+        except _alsa().ALSAAudioError:
+            return self._cn
+        return self._cn + max(0, avail)
+
+    def _close_capture(self):
+        pcm, self._cpcm = self._cpcm, None
+        if pcm is None:
+            return
+        if self._clost:  # as for playback: snd_pcm_close on a vanished device may never return
+            threading.Thread(target=pcm.close, name="pi-synth-close-lost-capture", daemon=True).start()
+            return
         pcm.close()
 
 
