@@ -12,8 +12,10 @@ card's input, a JACK port, a WAV file for ``pi-synth render --input``: the same 
 either way, so a render and a live run of the same input make the same samples) through
 the conditioner. The real-time rules are the engine's (no allocation, no lock, no logging
 in :meth:`AudioInput.read`), plus one of its own: **the input never stops the output**.
-A read waits at most a block and a half-margin for its frames; what did not arrive is
-silence (counted as a late block); a device that delivers nothing, or fails, is handed to
+A block's input is due a block after the last one came; a read waits for it at most
+three quarters of the margin the output leads by (the engine's lead) past that, so a
+capture device that stalls apart from the output (another card) leaves the output time
+to play on; what did not arrive is silence (counted as a late block); a device that delivers nothing, or fails, is handed to
 the input's own thread, which logs one line, closes it and opens it again every
 ``reopen_interval`` while the output plays on with silence in — the decoder's answer to
 silence. A reader that falls behind (after a stall, or a reopened device) drops the
@@ -127,7 +129,8 @@ class AudioInput:
     ``open()`` (a control thread, or the engine's start) opens the capture; ``read(out)``
     (the audio thread) fills ``out`` ``[frames]`` with the next conditioned block;
     ``close()`` stops it all. ``margin`` (frames) is how much the engine's output leads
-    the input by (set by the engine at start): a read waits at most a block and half of it.
+    the input by (set by the engine at start): a read waits at most ¾ of it past the time
+    its block is due.
     """
 
     def __init__(self, backend, frames: int, sample_rate: int, *, channels: int = 2, gain_db: float = 0.0,
@@ -151,6 +154,7 @@ class AudioInput:
         self.last_error = ""
         self._raw = np.zeros((frames, 1), np.float32)
         self._empty_s = 0.0
+        self._due = 0.0  # time.monotonic() when the next block's last frame should have come
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lost = False  # set by the audio thread: the input thread closes and reopens
@@ -196,6 +200,7 @@ class AudioInput:
             self._raw = np.zeros((self.frames, g.channels), np.float32)
         self._scratch = np.zeros((max(self.frames, g.period), g.channels), np.float32)
         self._empty_s = 0.0
+        self._due = 0.0
         self._lost = False
         self.ready = first
         return True
@@ -299,7 +304,14 @@ class AudioInput:
                         break
                     drop -= got
                 self.resyncs += 1
-            n = b.read(raw, (f + max(self.period, self.margin // 2)) / sr)
+            now = time.monotonic()
+            slack = 0.75 * max(self.margin, self.period) / sr
+            due = self._due or now + f / sr  # the first block: a block from now
+            n = b.read(raw, max(0.001, due + slack - now))
+            if n == f:
+                self._due = max(due, time.monotonic()) + f / sr
+            else:
+                self._due = due + f / sr  # keep the cadence: the next one is due a block later
         except DeviceError as e:
             self._lose(str(e))
             out.fill(0.0)
