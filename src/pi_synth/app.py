@@ -130,7 +130,7 @@ class Instrument:
                 self.learn.attach(patch.mapping)
             inp = self.audio_input
             if synth.takes_input and self.player.input is None and inp is not None and self.engine is not None:
-                inp.open(self.engine.period, start=False)  # its own thread opens it and lets a block gather
+                self.engine.attach_input(inp, start=False)  # its own thread opens it, lets a block gather
                 self.player.input = inp
             self.player.crossfade_to(synth)
             self.model_path = patch.path

@@ -239,8 +239,6 @@ class Engine:
         if inp is not None:
             self.lead = self.direct_margin() if self.mode == "direct" else self.ahead_blocks * s.block_size
             self._lead_buf = np.zeros((self.lead, s.channels), np.float32)
-            inp.margin = self.lead
-            inp.open(self.period)
         if self.freeze_gc:
             gc.collect()
             gc.freeze()
@@ -250,11 +248,15 @@ class Engine:
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch, 0.0005))
         if self.mode == "direct":
+            if inp is not None:
+                self.attach_input(inp)
             t = threading.Thread(target=self._direct_loop, name="pi-synth-audio", daemon=True)
             self._threads = [t]
             t.start()
             return self.granted
         self.ring = Ring(ring_frames(s.block_size, self.period, self.ahead_blocks) + self.lead, s.channels)
+        if inp is not None:
+            self.attach_input(inp)
         self._pbuf = np.zeros((self.period, s.channels), np.float32)
         self._sink_write = self.backend.sink(self.period)[0]
         inf = threading.Thread(target=self._inference_loop, name="pi-synth-inference", daemon=True)
@@ -270,6 +272,21 @@ class Engine:
             self.ring.wait_data(want, 0.05)
         out.start()
         return self.granted
+
+    def attach_input(self, inp, start: bool = True) -> None:
+        """Tell an AudioInput how far the output leads it and how to ask what the output
+        has left to play (a read waits for its block only while that is more than a
+        render needs), and open it (``start=False``: its own thread opens it — a stream
+        already playing, e.g. a swap to a model that takes audio)."""
+        b, ring = self.backend, self.ring
+        inp.margin = self.lead
+        rtf = self.synth.rtf_hint or 0.0
+        inp.reserve = max(self.period // 2, int(2 * rtf * self.synth.block_size))
+        if ring is None:
+            inp.queued = b.queued
+        else:
+            inp.queued = lambda: (b.queued() or 0) + ring.available()
+        inp.open(self.period, start=start)
 
     def _direct_wait(self) -> int:
         """The room the direct loop waits for before a render: one period (the device
@@ -526,6 +543,9 @@ class Engine:
     def _recover(self, call, arg, error: DeviceError) -> bool:
         """After ``error`` from ``call(arg)``: close, reopen every ``reopen_interval``
         until the device is back, then ``call(arg)`` again. False if we stopped first."""
+        inp = getattr(self.synth, "input", None)
+        if inp is not None and self.backend.capture == self.backend.device:
+            inp.lost_with_output(str(error))  # one card, both ways: its input went with it
         while True:
             self.stats.device_errors += 1
             self.stats.last_device_error = str(error)

@@ -12,10 +12,11 @@ card's input, a JACK port, a WAV file for ``pi-synth render --input``: the same 
 either way, so a render and a live run of the same input make the same samples) through
 the conditioner. The real-time rules are the engine's (no allocation, no lock, no logging
 in :meth:`AudioInput.read`), plus one of its own: **the input never stops the output**.
-A block's input is due a block after the last one came; a read waits for it at most
-three quarters of the margin the output leads by (the engine's lead) past that, so a
-capture device that stalls apart from the output (another card) leaves the output time
-to play on; what did not arrive is silence (counted as a late block); a device that delivers nothing, or fails, is handed to
+A read waits for its block only while the output still has more than ``reserve`` frames
+queued (the engine says how to ask: ``queued``, and what a render needs: ``reserve``), so
+a capture device that stalls apart from the output (another card) leaves the output time
+to play on, while one that shares its clock — which stalls the output with it — is
+waited for as long as it takes; what did not arrive is silence (counted as a late block); a device that delivers nothing, or fails, is handed to
 the input's own thread, which logs one line, closes it and opens it again every
 ``reopen_interval`` while the output plays on with silence in — the decoder's answer to
 silence. A reader that falls behind (after a stall, or a reopened device) drops the
@@ -128,9 +129,10 @@ class AudioInput:
 
     ``open()`` (a control thread, or the engine's start) opens the capture; ``read(out)``
     (the audio thread) fills ``out`` ``[frames]`` with the next conditioned block;
-    ``close()`` stops it all. ``margin`` (frames) is how much the engine's output leads
-    the input by (set by the engine at start): a read waits at most ¾ of it past the time
-    its block is due.
+    ``close()`` stops it all. The engine sets ``margin`` (frames its output leads the
+    input by), ``queued`` (a callable: frames the output still has to play, None for a
+    file) and ``reserve`` (frames a render needs): a read waits while ``queued() >
+    reserve`` (without ``queued``: a block and ¾ of the margin).
     """
 
     def __init__(self, backend, frames: int, sample_rate: int, *, channels: int = 2, gain_db: float = 0.0,
@@ -145,6 +147,8 @@ class AudioInput:
         self.reopen_interval = reopen_interval
         self.name = describe or str(backend.capture)
         self.margin = 0
+        self.queued = None  # the engine's: frames the output has left to play (see read)
+        self.reserve = 0
         self.period = self.periods = 0
         self.ready = False  # the audio thread reads the device only while True
         self.late_blocks = 0  # blocks the device did not fill in time (the rest was silence)
@@ -220,7 +224,7 @@ class AudioInput:
                                 self.last_error, self.reopen_interval)
                     warned = True
                 try:
-                    self.backend.close_capture()
+                    self.backend.close_capture(lost=True)
                 except Exception:
                     pass
                 self._lost = False
@@ -260,7 +264,7 @@ class AudioInput:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(2)
         self._thread = None
-        self.backend.close_capture()
+        self.backend.close_capture(lost=self._lost)
 
     def record(self, frames: int) -> np.ndarray:
         """Keep the next ``frames`` conditioned input frames (preallocated here; the audio
@@ -284,7 +288,7 @@ class AudioInput:
 
     def read(self, out: np.ndarray) -> None:
         """Fill ``out`` ``[frames]`` with the next conditioned input block (silence if
-        there is no device). Never raises, never waits past a block and half the margin."""
+        there is no device). Never raises; never waits longer than the output can spare."""
         c = self.conditioner
         if not self.ready:
             out.fill(0.0)
@@ -304,14 +308,13 @@ class AudioInput:
                         break
                     drop -= got
                 self.resyncs += 1
-            now = time.monotonic()
-            slack = 0.75 * max(self.margin, self.period) / sr
-            due = self._due or now + f / sr  # the first block: a block from now
-            n = b.read(raw, max(0.001, due + slack - now))
-            if n == f:
-                self._due = max(due, time.monotonic()) + f / sr
-            else:
-                self._due = due + f / sr  # keep the cadence: the next one is due a block later
+            if self.queued is not None and self._due:  # (the first block: nothing plays yet)
+                n = b.read(raw, self._budget)
+            else:  # no output to ask: a block from the last one, and ¾ of the margin
+                now = time.monotonic()
+                due = self._due or now + f / sr
+                n = b.read(raw, max(0.001, due + 0.75 * max(self.margin, self.period) / sr - now))
+            self._due = (max(self._due, time.monotonic()) if n == f else self._due or time.monotonic()) + f / sr
         except DeviceError as e:
             self._lose(str(e))
             out.fill(0.0)
@@ -331,6 +334,19 @@ class AudioInput:
             self._empty_s = 0.0
         c.process(raw, out)
         self._keep(out)
+
+    def _budget(self) -> float:
+        """Seconds a read may still wait: until the output is down to ``reserve`` frames."""
+        q = self.queued()
+        return 0.0 if q is None else (q - self.reserve) / self.sample_rate
+
+    def lost_with_output(self, why: str) -> None:
+        """The output's device failed and the input is on the same one (full duplex): give
+        the input up now, so its own thread closes it while the device is still gone (the
+        engine's reopening of the output holds the audio thread, which would notice only
+        once the output is back)."""
+        if self.ready:
+            self._lose(why)
 
     def _lose(self, why: str) -> None:
         """The device is gone: stop reading it; the input thread closes and reopens it."""

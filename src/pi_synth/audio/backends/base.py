@@ -170,6 +170,13 @@ class Backend:
             raise RuntimeError(f"{self.name} backend is not open")
         self._wait_room(frames)
 
+    def queued(self) -> int | None:
+        """Frames written and not yet played (a paced device), None if unknown (a file):
+        how long a reader of the input may still wait before the output runs dry."""
+        if self.granted is None or not self.paced:
+            return None
+        return self._queued()
+
     def close(self) -> None:
         """Idempotent."""
         if self.granted is not None:
@@ -216,10 +223,10 @@ class Backend:
         self.capture_granted = self._open_capture(sample_rate, channels, period, periods)
         return self.capture_granted
 
-    def read(self, out: np.ndarray, timeout: float = 0.0) -> int:
+    def read(self, out: np.ndarray, timeout=0.0) -> int:
         """Fill float32 ``out`` ``[n, capture channels]`` with the next captured frames,
-        waiting up to ``timeout`` seconds for them (a paced device); returns how many
-        arrived. An overrun is counted (``capture_xruns``), never raised; a lost device
+        waiting up to ``timeout`` seconds for them (a paced device; or a callable giving
+        the seconds still left each time it is asked); returns how many arrived. An overrun is counted (``capture_xruns``), never raised; a lost device
         raises :class:`DeviceError` (close it and open again)."""
         if self.capture_granted is None:
             raise RuntimeError(f"{self.name} backend's capture is not open")
@@ -231,11 +238,11 @@ class Backend:
         """Frames captured and not read yet (0 if unknown): how far behind the reader is."""
         return self._capture_backlog() if self.capture_granted is not None else 0
 
-    def close_capture(self) -> None:
-        """Idempotent."""
+    def close_capture(self, lost: bool = False) -> None:
+        """Idempotent. ``lost``: the device stopped answering (closed without waiting on it)."""
         if self.capture_granted is not None:
             try:
-                self._close_capture()
+                self._close_capture(lost)
             finally:
                 self.capture_granted = None
 
@@ -262,6 +269,9 @@ class Backend:
     def _sink(self, frames: int):
         return self.write, self.wait_room
 
+    def _queued(self) -> int | None:
+        return None
+
     def _sunk(self) -> int:
         """Frames a ``_sink`` wrote without going through :meth:`write`."""
         return 0
@@ -279,5 +289,5 @@ class Backend:
     def _capture_backlog(self) -> int:
         return 0
 
-    def _close_capture(self) -> None:
+    def _close_capture(self, lost: bool = False) -> None:
         pass

@@ -83,7 +83,7 @@ class WavBackend(Backend):
         self._cpos = pos + n
         return n
 
-    def _close_capture(self):
+    def _close_capture(self, lost=False):
         self.__dict__.pop("_cdata", None)
 
 
