@@ -32,6 +32,8 @@ def main() -> int:
     ap.add_argument("--name", default="pisynth-probe")
     ap.add_argument("--schedule", help="JSON: [[seconds, [bytes…]], …] after 'go'")
     ap.add_argument("--play", help="float32 .npy to play out of pisynth-probe:play from the first recorded frame")
+    ap.add_argument("--loop", action="store_true",
+                    help="with --play: play it over and over, record nothing, until stdin closes (a soak's singer)")
     ap.add_argument("--tail", type=float, default=1.0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--pty", action="store_true",
@@ -80,6 +82,14 @@ def main() -> int:
         if st["start"] is None:
             st["start"] = t
         rel = t - st["start"]
+        if pout is not None and args.loop:
+            i = 0
+            while i < frames:  # cyclically, from where the last cycle left off
+                j = (rel + i) % len(play)
+                k = min(frames - i, len(play) - j)
+                pbuf[i:i + k] = play[j:j + k]
+                i += k
+            return
         if pout is not None and rel < len(play):
             k = min(frames, len(play) - rel)
             pbuf[:k] = play[rel:rel + k]
@@ -121,6 +131,9 @@ def main() -> int:
         if args.free and master is not None:
             threading.Thread(target=free_writer, daemon=True).start()
         st["armed"] = True
+        if args.loop:
+            sys.stdin.read()  # until the soak closes our stdin
+            return 0
         st["done"].wait(total / sr + 30)
         st["armed"] = False
     np.savez(args.out, audio=buf, sent=np.array(st["sent"], np.int64), sample_rate=sr,

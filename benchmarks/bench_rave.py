@@ -227,13 +227,24 @@ def pair_one(ts_path: Path, work: Path, blocks: int) -> dict:
         pair.feed(x[i])
         pair.next_block()
 
+    enc3, dec3 = Runtime(summary["encoder"], use_cache=False), Runtime(out, use_cache=False)
+
+    def encoder(i):
+        enc3.audio_in[:] = x[i]
+        enc3.step()
+
+    def decoder(i):
+        dec3.controls[...] = enc3.latent
+        dec3.step()
+
     def zero():
         rave.zero_caches(m)
-        for rt in (enc, dec, enc2, dec2):
+        for rt in (enc, dec, enc2, dec2, enc3, dec3):
             rt.reset()
 
     rave.zero_caches(m)
-    t = alternate(len(x), ROUND, {"ts_forward": ts, "encoder_decoder": onnx, "pair_block": whole}, at_warm=zero)
+    t = alternate(len(x), ROUND, {"ts_forward": ts, "encoder_decoder": onnx, "pair_block": whole,
+                                  "encoder_alone": encoder, "decoder_alone": decoder}, at_warm=zero)
     med = {k: 1e3 * float(np.median(v)) for k, v in t.items()}
     p99 = {k: 1e3 * float(np.percentile(v, 99)) for k, v in t.items()}
     res = {"fixture": name, "block_size": B, "sample_rate": sr, "blocks": blocks, "threads": 1,

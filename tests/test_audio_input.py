@@ -407,3 +407,29 @@ def test_a_mismatched_encoder_is_refused_in_one_line(tmp_path):
     build_encoder(tmp_path / "m.encoder.onnx", block_size=512)
     with pytest.raises(ModelError, match="block_size is 512, the decoder's 256"):
         build_patch(cfg(), tmp_path / "m.onnx", audio_in=True)
+
+
+def test_a_clipping_input_lights_the_clip_led_and_the_status_says_so(pair, tmp_path):
+    """A singer too loud for the ADC (a recording clipped at full scale): the input's
+    clipped blocks are counted, the status shows them, and the clip LED lights."""
+    from gpiozero import Device
+
+    from pi_synth.control.board import EmulatedBoard, use_board
+    from pi_synth.control.leds import StatusLeds
+
+    x, sr = read_wav(VOICE)
+    hot = np.clip(4.0 * x, -1.0, 1.0)
+    y, heard, inst = render_pair(pair(), hot)
+    st = inst.status()["input"]
+    assert st["clips"] > 10 and st["xruns"] == 0
+    use_board(EmulatedBoard())
+    try:
+        leds = StatusLeds(inst.router, {"clip": 23}, status_fn=inst.status)
+        leds.open()
+        leds.poll(100.0)
+        assert Device.pin_factory.pin(23).state  # lit: the counter moved
+        leds.poll(101.0)
+        assert not Device.pin_factory.pin(23).state  # and out again once it stops moving
+        leds.close()
+    finally:
+        use_board(None)
