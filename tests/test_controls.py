@@ -358,3 +358,55 @@ def test_bank_idles_once_settled_and_wakes_on_any_set(organ, frames):
             break
         assert n < 2000
     assert np.allclose(out[i], -30.0, atol=1e-4) and n > 10
+
+
+def test_emulate_panel_fits_an_80_column_terminal(organ, tmp_path):
+    """The panel redraws one line with \\r: a line wider than the terminal wraps, and every
+    redraw then scrolls a new line. Real terminal (a pty sized 80×24), real `pi-synth run`,
+    keys typed: knob 2 up twice, then q."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    p = subprocess.Popen([sys.executable, "-m", "pi_synth", "run", "--emulate", "--backend", "null",
+                          "--model", str(organ())], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out, t0, typed = b"", time.monotonic(), []
+    try:
+        while time.monotonic() - t0 < 60:
+            if b"organ      knob1" in out and not typed:
+                os.write(master, b"2++")
+                typed.append(time.monotonic())
+            if len(typed) == 1 and (b"knob2 0.54" in out or time.monotonic() - typed[0] > 20):
+                os.write(master, b"q")  # once the panel showed the turn (or long after: then it fails)
+                typed.append(time.monotonic())
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+    finally:
+        if p.poll() is None:
+            p.terminate()
+        p.wait(30)
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert p.returncode == 0 and len(typed) == 2, text[-2000:]  # q stopped it
+    lines = [seg for seg in text.split("\r") if seg.startswith("organ ")]
+    assert len(lines) >= 2, text[-2000:]
+    assert all(len(seg.rstrip("\n")) <= 79 for seg in lines), max(lines, key=len)
+    assert "knob2 0.54" in lines[-1] and "xruns 0" in lines[-1], lines[-1]

@@ -49,13 +49,13 @@ class Instrument:
         patch = build_patch(cfg, path, fade_in=fade_in, audio_in=audio_in)
         self.model_path = patch.path
         synth, card = patch.synth, patch.card
-        self.voice, self.mapping = patch.voice, patch.mapping
-        self.router = Router(card, synth.bank, self.mapping, voice=self.voice)
+        self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
+        self.router = Router(self.controls.card, self.controls, self.mapping, voice=self.voice)
         self.router.on_action = self.action
         self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
         for name, value in sets:
             try:
-                synth.bank.set(name, value)
+                self.controls.set(name, value)
             except KeyError as e:
                 raise ConfigError(f"--set {name}: {e.args[0]}") from None
         hooks = []
@@ -79,6 +79,8 @@ class Instrument:
             log.info("MIDI-learn bindings not used by %s: %s", card.name, ", ".join(missing))
         self.router.listener = self.learn.listener
         self._swap_lock = threading.Lock()  # control threads only: one swap at a time
+        self._reload_lock = threading.Lock()  # SIGHUP and OSC's reload: one at a time
+        self.config_path: str | None = None  # the --config the instrument started with
         self.failed_loads = 0
         self.last_error = ""
 
@@ -124,8 +126,8 @@ class Instrument:
             why = self.engine.admits(synth) if self.engine is not None else None
             if why:
                 return self._refuse(f"{path}: {why}", restart=True)
-            self.voice, self.mapping = patch.voice, patch.mapping
-            self.router.retarget(patch.card, synth.bank, patch.mapping, patch.voice)
+            self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
+            self.router.retarget(patch.controls.card, patch.controls, patch.mapping, patch.voice)
             if self.learn is not None:
                 self.learn.attach(patch.mapping)
             inp = self.audio_input
@@ -190,35 +192,56 @@ class Instrument:
         elif name == "panic":
             log.info("panic: all notes off")
         elif name == "preset_save":
-            from pi_synth.control.mapping import routes_to_json
-
             try:
-                self.presets.save(int(arg or 0), model=self.card.name, values=self.synth.bank.values(),
-                                  mapping=routes_to_json(self.mapping.routes))
-                log.info("preset %d saved", int(arg or 0))
+                self.save_preset(int(arg or 0))
             except (ValueError, PiSynthError, OSError) as e:
                 log.warning("preset not saved: %s", e)
         elif name == "preset_recall":
-            from pi_synth.control.presets import apply
-
             try:
-                p = self.presets.load(int(arg or 0))
+                self.recall_preset(int(arg or 0))
             except (ValueError, PiSynthError) as e:
                 log.warning("preset not recalled: %s", e)
-                return
-            if p is None:
-                log.warning("preset %d is empty", int(arg or 0))
-            else:
-                skipped = apply(p, self.synth.bank, self.mapping)
-                if skipped:
-                    log.info("preset %d: %s not in model %s", int(arg or 0), ", ".join(skipped), self.card.name)
         elif name == "learn":
             self.learn.on_action(arg)
+
+    # -- presets ------------------------------------------------------------------------------
+
+    def save_preset(self, slot: int, name: str | None = None) -> None:
+        """The controls and mapping now into ``slot``; ``name`` None keeps the slot's name."""
+        from pi_synth.control.mapping import routes_to_json
+
+        if name is None:
+            try:
+                old = self.presets.load(slot)
+            except PiSynthError:
+                old = None  # a corrupt preset is replaced by the new one
+            name = old.get("name", "") if old else ""
+        self.presets.save(slot, model=self.card.name, values=self.controls.values(),
+                          mapping=routes_to_json(self.mapping.routes), name=name)
+        log.info("preset %d saved", slot)
+
+    def recall_preset(self, slot: int) -> list[str]:
+        """Set the controls (and mapping) from ``slot``; returns what this model lacks.
+        ``ValueError`` for an empty slot, ``ConfigError`` for a corrupt file."""
+        from pi_synth.control.presets import apply
+
+        p = self.presets.load(slot)
+        if p is None:
+            raise ValueError(f"preset {slot} is empty")
+        skipped = apply(p, self.controls, self.mapping)
+        if skipped:
+            log.info("preset %d: %s not in model %s", slot, ", ".join(skipped), self.card.name)
+        return skipped
 
     # -- reload (SIGHUP) --------------------------------------------------------------------
 
     def reload(self, explicit_config: str | None = None) -> bool:
-        """Re-read the config; a bad file keeps the old one. A changed model crossfades in."""
+        """Re-read the config; a bad file keeps the old one. A changed model crossfades in.
+        On failure :attr:`last_error` says why in one line."""
+        with self._reload_lock:
+            return self._reload(explicit_config)
+
+    def _reload(self, explicit_config: str | None) -> bool:
         from pi_synth import config as config_mod
 
         try:
@@ -230,9 +253,10 @@ class Instrument:
         for w in cfg.warnings:
             log.warning("%s", w)
         try:
-            mapping = make_mapping(cfg, self.card, self.synth.bank)
+            mapping = make_mapping(cfg, self.controls)
         except PiSynthError as e:
             log.warning("config not reloaded, keeping the old one: %s", e)
+            self.last_error = str(e)
             return False
         self.cfg = cfg
         self.mapping = mapping
@@ -241,16 +265,29 @@ class Instrument:
         self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
         self.synth.guard.configure(gain_db=cfg.output.gain_db, limit_dbfs=cfg.output.limit_dbfs)
         if cfg.model.path and find_model(cfg.model.path, cfg.model.precision, cfg.model.threads) != Path(self.model_path):
-            self.swap(cfg.model.path)
+            if not self.swap(cfg.model.path):
+                return False  # the new settings hold; the old model plays on (last_error says why)
         log.info("config reloaded from %s", cfg.path or "built-in defaults")
         return True
 
     def status(self) -> dict:
+        """The engine's counters and what plays: what ``/pi-synth/status`` replies and the
+        web page shows (control values included, so its sliders follow the knobs)."""
         st = self.engine.status() if self.engine is not None else {}
-        st.update(model=self.card.name, swaps=self.player.swaps, failed_loads=self.failed_loads)
+        path = Path(self.model_path)
+        st.update(model=self.card.name, swaps=self.player.swaps, failed_loads=self.failed_loads,
+                  model_path=str(path), precision=precision_of(path), last_error=self.last_error,
+                  controls=self.controls.values(),
+                  learn={"armed": self.learn.armed, "target": self.learn.target})
         if self.player.input is not None:
             st["input"] = self.player.input.status()
         return st
+
+
+def precision_of(path: Path) -> str:
+    """"int8" or "fp32" for a file of a voice shipped in both, else ""."""
+    parts = path.name.split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-2] in ("int8", "fp32") else ""
 
 
 # -- the two ways to play: live and offline ---------------------------------------------------
@@ -266,21 +303,26 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     from pi_synth.model.card import load_card
     from pi_synth.patch import input_kind, no_input_error
 
-    said = ""
+    said = None
     capture = None
+    input_said = ""
     if input is not None:
         path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
         card = load_card(path)
         if input_kind(path, card) is None:  # before the slow part: the one line, at once
             raise no_input_error(path, card)
         capture, notes = load_input(input, card.sample_rate)
-        said = f", input {input} ({', '.join(notes)})" if notes else f", input {input}"
+        input_said = f", input {input} ({', '.join(notes)})" if notes else f", input {input}"
         model = str(path)
         if seconds is None:  # the input, and a block and the models' latency for its tail
             seconds = (len(capture) + 2 * card.block_size + card.latency_samples) / card.sample_rate
+    elif not events:
+        events, said = _demo_phrase_if_played_by_notes(cfg, model)
     if seconds is None:
         seconds = (events[-1].t + 1.0) if events else 5.0
     inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets, audio_in=input is not None)
+    if said:  # said once the render is under way (a bad --set or -o is its own one line)
+        inst.player.hooks.insert(0, lambda pos: pos or log.warning("%s", said))
     backend = WavBackend(output, format=format, capture=capture)
     if input is not None:
         inst.connect_input(backend)
@@ -290,7 +332,25 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     card = inst.card
     sr = card.sample_rate
     return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
-            f"model {card.name}{said}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
+            f"model {card.name}{input_said}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
+
+
+DEMO_MIDI = Path(__file__).resolve().parent / "data" / "demo.mid"
+
+
+def _demo_phrase_if_played_by_notes(cfg, model):
+    """A model played by notes renders silence without any: the demo phrase's events, and
+    the line that says so (and how to give your own); ``([], None)`` for other models."""
+    from pi_synth.control.events import load_midi_file
+    from pi_synth.model.card import load_card
+    from pi_synth.patch import plays_notes
+
+    card = load_card(find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads))
+    if not plays_notes(card):
+        return [], None
+    return load_midi_file(DEMO_MIDI), (
+        f"{card.name} is played by notes, and no --midi or --events was given: rendering the demo phrase "
+        f"({DEMO_MIDI}); give your own with --midi FILE.mid or --events FILE.json")
 
 
 def run(cfg, *, model: str | None = None, events=(), seconds: float | None = None, sets=(),
@@ -333,8 +393,12 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
         lock_memory()  # after the model is loaded, before sound: logged once if refused
     t_start = time.monotonic()
     engine.start()
+    from pi_synth.surface import requests
+
+    inst.config_path = config_path
     rig = Rig.from_config(cfg, inst.router, status_fn=inst.status,
-                          poll_hz=min(cfg.knobs.poll_hz, 100.0) if emulate else None)
+                          poll_hz=min(cfg.knobs.poll_hz, 100.0) if emulate else None,
+                          osc_status_fn=inst.status, requests=requests(inst))
     rig.start()
     log.info("playing %s (%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
              backend.describe(), inst.card.block_size, engine.mode,

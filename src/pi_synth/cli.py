@@ -122,7 +122,28 @@ def cmd_info(args) -> int:
         print(f"  license: {card.license}")
     if card.source:
         print(f"  source: {card.source}")
+    for line in provenance_lines(card.extra.get("provenance")):
+        print(f"  {line}")
     return 0
+
+
+# a card's "provenance" (docs/model-card-template.md): where the data came from, who owns the
+# weights, what training and playing cost; unknown keys are shown as they are
+PROVENANCE = (("data", "data", ""), ("data_license", "data licence", ""), ("owner", "weights owned by", ""),
+              ("training", "training", ""), ("cpu_hours", "training compute", " CPU-hours"),
+              ("energy_wh", "training energy", " Wh"), ("run_watts_pi4", "playing on a Pi 4", " W"))
+
+
+def provenance_lines(prov) -> list[str]:
+    if not isinstance(prov, dict) or not prov:
+        return []
+    known = {k for k, _, _ in PROVENANCE}
+    rows = [(label, f"{prov[k]:g}{unit}" if isinstance(prov[k], (int, float)) and not isinstance(prov[k], bool)
+             else str(prov[k])) for k, label, unit in PROVENANCE if prov.get(k) not in (None, "")]
+    rows += [(k.replace("_", " "), v if isinstance(v, str) else json.dumps(v))
+             for k, v in prov.items() if k not in known]
+    width = max(len(label) for label, _ in rows)
+    return ["provenance:"] + [f"  {label:<{width}}  {value}" for label, value in rows]
 
 
 def cmd_render(args) -> int:
@@ -194,6 +215,12 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    from pi_synth.cardtool import cmd_card as run
+
+    return run(args)
+
+
 def cmd_convert_rave(args) -> int:
     from pi_synth.tools.convert.cli import cmd_convert_rave as run  # desktop only: torch, onnx
 
@@ -262,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="the report as JSON")
     q.set_defaults(func=cmd_quantize)
 
+    cd = sub.add_parser("card", help="show, write or edit the model card inside a .onnx file")
+    cd.add_argument("model", help="model file or name")
+    cd.add_argument("--init", action="store_true", help="write a starting card guessed from the graph")
+    cd.add_argument("--force", action="store_true", help="with --init: replace the card the file has")
+    cd.add_argument("--from", dest="from_file", metavar="CARD.json", help="write this card")
+    cd.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="edit one key (dotted: controls.0.name=cutoff); the value is JSON or text")
+    cd.add_argument("--sample-rate", type=int, default=48000, help="with --init (default 48000)")
+    cd.add_argument("-o", "--output", help="write to this file instead of changing the model in place")
+    cd.set_defaults(func=cmd_card)
+
     c = sub.add_parser("convert", help="convert a model from another tool into a pi-synth model")
     csub = c.add_subparsers(dest="convert_kind", metavar="KIND", required=True)
     r = csub.add_parser("rave", help="RAVE streaming TorchScript export (.ts) → pi-synth model")
@@ -283,14 +321,29 @@ def build_parser() -> argparse.ArgumentParser:
     # (one line per module; the module defines add_parser(sub) and its cmd function)
     from pi_synth.doctor import add_parser as _doctor; _doctor(sub)  # noqa: E702
     from pi_synth.control.calibrate import add_parser as _calibrate; _calibrate(sub)  # noqa: E702
+    from pi_synth.web.cli import add_parser as _web; _web(sub)  # noqa: E702
     return p
+
+
+class _FlushingHandler(logging.StreamHandler):
+    """Writes what the command printed so far before each log line, so a log line never
+    lands inside the command's own output (stdout is block-buffered into a pipe)."""
+
+    def emit(self, record):
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        super().emit(record)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="pi-synth: %(levelname)s: %(message)s", stream=sys.stderr)
+    handler = _FlushingHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pi-synth: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return args.func(args)
     except PiSynthError as e:

@@ -135,6 +135,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "host": Key(str, "127.0.0.1", help="address to listen on: localhost unless you mean it"),
         "port": Key(int, 9000, 0, 65535),
     },
+    "web": {
+        "enabled": Key(bool, False, help="the web page (pi-synth-web.service, its own process)"),
+        "host": Key(str, "127.0.0.1", help="address to listen on; any other than localhost needs password_hash"),
+        "port": Key(int, 8080, 1, 65535),
+        "password_hash": Key(str, "", help="set with: pi-synth web-password (never the password itself)"),
+        "session_minutes": Key(float, 240.0, 1.0, 10080.0, help="a login lasts this long"),
+        "upload_max_mb": Key(float, 64.0, 0.01, 2048.0, help="largest model file accepted"),
+        "check_seconds": Key(float, 120.0, 5.0, 3600.0, help="time allowed to check an uploaded model"),
+        "login_per_minute": Key(int, 5, 1, 100, help="failed logins allowed per minute and address"),
+    },
     "leds": {
         "activity": Key(int, -1, -1, 27, help="GPIO of the activity LED (-1 = none)"),
         "xrun": Key(int, -1, -1, 27),

@@ -26,6 +26,7 @@ from pi_synth.audio.pair import PairSynth
 from pi_synth.audio.safety import OutputGuard
 from pi_synth.audio.synth import Synth
 from pi_synth.control.mapping import Mapping
+from pi_synth.control.played import PlayedControls
 from pi_synth.control.voice import MonoVoice
 from pi_synth.errors import InputError, ModelError
 from pi_synth.model.card import Card
@@ -37,13 +38,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Patch:
-    """A loaded model and what plays it: ``synth`` for the audio path, ``mapping`` and
-    ``voice`` for the control path."""
+    """A loaded model and what plays it: ``synth`` for the audio path; ``controls`` (the
+    model's bank, and for a model played by notes its voice's controls too), ``mapping``
+    and ``voice`` for the control path."""
 
     path: Path
     synth: Synth
     mapping: Mapping
     voice: MonoVoice | None
+    controls: object = None  # a ControlTarget: the bank, or PlayedControls(bank, voice)
 
     @property
     def card(self) -> Card:
@@ -129,14 +132,22 @@ def make_voice(cfg, card: Card) -> MonoVoice | None:
                      attack_ms=cfg.midi.attack_ms, release_ms=cfg.midi.release_ms)
 
 
-def make_mapping(cfg, card: Card, bank: ControlBank) -> Mapping:
-    """The config's ``[[map]]`` tables for ``card`` (routes to controls it lacks are skipped
-    with a warning: another model may have them), their smoothing set on ``bank``."""
-    mapping = Mapping.from_config(card, cfg.map)
+def make_mapping(cfg, controls) -> Mapping:
+    """The config's ``[[map]]`` tables for ``controls`` (a ControlTarget and its card; routes
+    to controls it lacks are skipped with a warning: another model may have them), their
+    smoothing set on it."""
+    knobs = controls.knob_controls if isinstance(controls, PlayedControls) else None
+    mapping = Mapping.from_config(controls.card, cfg.map, knobs=knobs)
     for w in mapping.skipped:
-        log.warning("%s (skipped for model %s)", w, card.name)
-    mapping.configure(bank)
+        log.warning("%s (skipped for model %s)", w, controls.card.name)
+    mapping.configure(controls)
     return mapping
+
+
+def played_controls(bank: ControlBank, voice: MonoVoice | None):
+    """What the control path writes for this model: its bank, and its voice's controls if
+    it is played by notes."""
+    return PlayedControls(bank, voice) if voice is not None else bank
 
 
 def build_patch(cfg, path, *, fade_in: bool = True, carry: ControlBank | None = None,
@@ -157,7 +168,9 @@ def build_patch(cfg, path, *, fade_in: bool = True, carry: ControlBank | None = 
         for name in card.control_names:
             if name in carry.names:
                 synth.bank.set(name, carry.get(name))
-    mapping = make_mapping(cfg, card, synth.bank)
-    if "audio_in" in card.extra:
+    if "audio_in" in card.extra:  # played by audio in: notes do not play it
         voice = None
-    return Patch(Path(path), synth, mapping, voice if voice is not None else make_voice(cfg, card))
+    else:
+        voice = voice if voice is not None and plays_notes(card) else make_voice(cfg, card)
+    controls = played_controls(synth.bank, voice)
+    return Patch(Path(path), synth, make_mapping(cfg, controls), voice, controls)

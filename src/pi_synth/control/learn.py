@@ -179,11 +179,7 @@ class MidiLearn:
                 return True
             control = self.target
             self.target = None
-            route = Route(control)
-            self._previous.setdefault(name, self.mapping.routes.get(name))
-            self.mapping.routes[name] = route
-            self.bindings[name] = route
-            self.binds += 1
+            self._set(name, Route(control))
         log.info("MIDI learn: %s → %s", name, control)
         self.save()
         if self.on_bind is not None:
@@ -192,6 +188,22 @@ class MidiLearn:
             except Exception as e:  # feedback must never take a source down
                 log.warning("MIDI learn feedback failed: %s", e)
         return True
+
+    def _set(self, source: str, route: Route) -> None:
+        """Bind (lock held): the route replaces the source's, remembered for :meth:`forget`."""
+        self._previous.setdefault(source, self.mapping.routes.get(source))
+        self.mapping.routes[source] = route
+        self.bindings[source] = route
+        self.binds += 1
+
+    def bind(self, source: str, route: Route) -> bool:
+        """Bind ``source`` to ``route`` as if it had been learned (the web page's mapping
+        editor): kept for every model and saved. ``KeyError``/``ConfigError`` if the
+        current model has no such control or there is no such action."""
+        self.mapping.check_route(route)
+        with self._lock:
+            self._set(source, route)
+        return self.save()
 
     # -- persistence ------------------------------------------------------------------
 

@@ -55,7 +55,11 @@ class Route:
         return ctl.min + (ctl.max - ctl.min) * u
 
 
-def default_routes(card: Card) -> dict[str, Route]:
+def default_routes(card: Card, knobs: tuple[str, ...] | None = None) -> dict[str, Route]:
+    """``knobN`` → the N-th of ``knobs`` (control names), or by default of the card's controls
+    (a note model's timbre controls first: MIDI plays its pitch and loudness)."""
+    if knobs is not None:
+        return {f"knob{i + 1}": Route(name) for i, name in enumerate(knobs)}
     controls = list(card.controls)
     if {"pitch", "loudness"} <= set(card.control_names) and len(controls) > 2:
         # a note model plays from MIDI notes: knobs go to its timbre controls first
@@ -68,21 +72,27 @@ def default_routes(card: Card) -> dict[str, Route]:
 class Mapping:
     """Source name → :class:`Route` for one model: the card's defaults, then the config's."""
 
-    def __init__(self, card: Card, routes: dict[str, Route] | None = None):
+    def __init__(self, card: Card, routes: dict[str, Route] | None = None, *,
+                 knobs: tuple[str, ...] | None = None):
         self.card = card
-        self.routes: dict[str, Route] = default_routes(card)
+        self.routes: dict[str, Route] = default_routes(card, knobs)
         self._armed: dict[str, bool] = {}
         if routes:
             for src, r in routes.items():
                 self.add(src, r)
 
     def add(self, source: str, route: Route) -> None:
+        self.check_route(route)
+        self.routes[source] = route
+
+    def check_route(self, route: Route) -> None:
+        """``ConfigError`` for an unknown action, ``KeyError`` naming the controls for a
+        control this model lacks."""
         if route.action:
             if route.action not in ACTIONS:
                 raise ConfigError(f"unknown action {route.action!r}; choose one of: {', '.join(ACTIONS)}")
         else:
             self.card.control(route.control)  # KeyError naming the controls if wrong
-        self.routes[source] = route
 
     def configure(self, bank: ControlTarget) -> None:
         """Apply the routes' smoothing times to the bank they drive."""
@@ -91,10 +101,12 @@ class Mapping:
                 bank.set_smoothing(r.control, r.smooth_ms / 1000.0)
 
     @classmethod
-    def from_config(cls, card: Card, items, where: str = "config") -> "Mapping":
-        """Build from ``[[map]]`` items; a route naming a control the model lacks is
-        skipped with a warning (another model may have it), anything else is an error."""
-        m = cls(card)
+    def from_config(cls, card: Card, items, where: str = "config", *,
+                    knobs: tuple[str, ...] | None = None) -> "Mapping":
+        """Build from ``[[map]]`` items (over the default knobs, ``knobs`` if given); a route
+        naming a control the model lacks is skipped with a warning (another model may have
+        it), anything else is an error."""
+        m = cls(card, knobs=knobs)
         m.skipped: list[str] = []
         for it in items:
             w = getattr(it, "_where", where)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import sys
 import termios
 import threading
@@ -94,8 +95,13 @@ class Panel:
             for i, v in enumerate(adc.volts[:8])
         )
         learn = " LEARN" if self.inst.learn is not None and self.inst.learn.armed else ""
-        return (f"\r{st.get('model', '?'):<10} knobs {knobs} | xruns {st.get('xruns', 0)} "
-                f"late {st.get('late_periods', 0)} load {st.get('load', 0) * 100:4.1f}%{learn}   ")
+        sel = adc.volts[self.selected] / vref
+        line = (f"{st.get('model', '?'):<10} knob{self.selected + 1} {sel:4.2f} | xruns {st.get('xruns', 0)} "
+                f"late {st.get('late_periods', 0)} load {st.get('load', 0) * 100:4.1f}%{learn} | knobs {knobs}   ")
+        # never wider than the terminal (a wrapped line makes each redraw a new line): what does
+        # not fit is the end of the knob list
+        width = shutil.get_terminal_size((80, 24)).columns - 1
+        return "\r" + line[:width]
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():

@@ -36,7 +36,12 @@ class Rig:
         self.polls = 0
 
     @classmethod
-    def from_config(cls, cfg, router, *, status_fn=None, poll_hz: float | None = None) -> "Rig":
+    def from_config(cls, cfg, router, *, status_fn=None, poll_hz: float | None = None,
+                    osc_status_fn=None, requests=None) -> "Rig":
+        """``status_fn``: the engine's counters (LEDs); ``osc_status_fn`` and ``requests``:
+        what the OSC surface answers (the instrument's status and requests). The OSC
+        server opens when ``[osc]`` or ``[web]`` is enabled (the web page's process talks
+        to the instrument through it): for the web page alone, on localhost only."""
         specs = []
         k = cfg.knobs
         if k.chip != "none":
@@ -50,8 +55,11 @@ class Rig:
             specs.append(("midi_ports", "midi", dict(ports=m.ports)))
         if m.din:
             specs.append(("din", "din", dict(device=m.din, baud=m.din_baud)))
-        if cfg.osc.enabled:
-            specs.append(("osc", "osc", dict(host=cfg.osc.host, port=cfg.osc.port, status_fn=status_fn)))
+        web = getattr(cfg, "web", None)
+        if cfg.osc.enabled or (web is not None and web.enabled):
+            specs.append(("osc", "osc", dict(host=cfg.osc.host if cfg.osc.enabled else "127.0.0.1",
+                                             port=cfg.osc.port, status_fn=osc_status_fn or status_fn,
+                                             requests=requests)))
         if cfg.button or cfg.encoder:
             specs.append(("gpio", "gpio", dict(buttons=cfg.button, encoders=cfg.encoder)))
         rig = cls(router, poll_hz=poll_hz or k.poll_hz)

@@ -182,8 +182,8 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
     """Parse and validate card JSON; ``where`` names the file in errors."""
     if text is None:
         raise CardError(
-            f"{where}: no pi-synth model card (ONNX metadata key {CARD_KEY!r}); "
-            "add one with scripts/set_card.py or re-export the model"
+            f"{where}: no pi-synth model card (ONNX metadata key {CARD_KEY!r}); write one with "
+            f"'pi-synth card {where} --init' (it guesses from the graph) or re-export the model"
         )
     try:
         d = json.loads(text)

@@ -1,7 +1,8 @@
 """Where models are found: a path, or a name looked up in the model folders.
 
 Folders, first match wins: ``$PI_SYNTH_MODELS`` (colon-separated),
-```/boot/firmware/pi-synth/models`` (drop a file there from any laptop), then the
+``/boot/firmware/pi-synth/models`` (drop a file there from any laptop), the models
+uploaded through the web page (:func:`uploads_dir`, ``/var/lib/pi-synth/models``), then the
 models shipped with the package, then the package's procedural fallback voice
 (``organ``, in ``pi_synth/data``: not a neural model, so it does not live in ``models/``).
 A name ``flute`` matches ``flute.int8.onnx``, ``flute.onnx`` or ``flute.fp32.onnx``; with
@@ -19,6 +20,10 @@ from pathlib import Path
 from pi_synth.errors import ModelError
 
 BOOT_MODELS = "/boot/firmware/pi-synth/models"
+# Where the web page installs uploaded models: the instrument's state folder (ext4, so a
+# rename is atomic and a pulled plug leaves the old file or the new one; the boot
+# partition is FAT and root's). Writable by the web unit's user only.
+UPLOAD_MODELS = "/var/lib/pi-synth/models"
 # The default voice, in order of preference: the first one installed plays.
 DEFAULT_MODELS = ("flute", "organ")
 
@@ -31,9 +36,16 @@ def shipped_dir() -> Path | None:
     return None
 
 
+def uploads_dir() -> Path:
+    """The folder uploaded models are installed in: ``$PI_SYNTH_UPLOADS`` or
+    ``/var/lib/pi-synth/models``."""
+    return Path(os.environ.get("PI_SYNTH_UPLOADS") or UPLOAD_MODELS)
+
+
 def model_dirs() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("PI_SYNTH_MODELS", "").split(":") if p]
     dirs.append(Path(BOOT_MODELS))
+    dirs.append(uploads_dir())
     shipped = shipped_dir()
     if shipped:
         dirs.append(shipped)

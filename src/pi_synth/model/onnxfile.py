@@ -82,9 +82,30 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return parse_metadata(data, path)
 
 
+def _not_onnx(data: bytes, where: str) -> ModelError | None:
+    """A file people mistake for a model: say what it is and how to make one of it."""
+    if data[:4] == b"PK\x03\x04":  # a ZIP: TorchScript (.ts/.pt) and PyTorch checkpoints are ZIPs
+        import io
+        import zipfile
+
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except zipfile.BadZipFile:
+            names = []
+        if any(n.endswith(("constants.pkl", "data.pkl")) or "/code/" in n for n in names):
+            return ModelError(
+                f"{where}: this is a TorchScript/PyTorch file, not ONNX; convert a RAVE export with "
+                f"'pi-synth convert rave {where} -o MODEL.onnx' (on a desktop, with pi-synth[convert])")
+        return ModelError(f"{where}: this is a ZIP archive, not an ONNX model; unpack it and pass the .onnx inside")
+    return None
+
+
 def parse_metadata(data: bytes, where: str = "model") -> dict[str, str]:
     if not data:
         raise ModelError(f"{where}: model file is empty; copy it again")
+    other = _not_onnx(data, where)
+    if other is not None:
+        raise other
     buf = memoryview(data)
     meta: dict[str, str] = {}
     seen_graph = seen_ir = False

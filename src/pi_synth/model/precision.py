@@ -10,10 +10,11 @@ bench NAME`` times both there). fp32 is the reference (int8 costs its 30–36 dB
 SNR), so ``[model] precision = "auto"`` plays fp32 unless int8 renders a block at least
 ``1 / INT8_MARGIN`` times as fast here, well past the noise of a short measurement.
 
-The comparison — a few dozen blocks of each, interleaved, after warm-up — is made once
-for a pair of files (by size and modification time), CPU, onnxruntime version and thread
-count, and kept in the cache folder (``precision.json``), so it costs the first start
-only (~0.3 s here).
+The comparison (:func:`measure`: alternating rounds until a 99 % confidence interval of
+the speed ratio lies wholly on one side of the margin, at most a few seconds, fp32 when it
+never does) is made once for a pair of files (by size and modification time), CPU,
+onnxruntime version and thread count, and kept in the cache folder (``precision.json``),
+so it costs the first start only (~0.2–0.5 s here).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from pi_synth.errors import ModelError
 log = logging.getLogger(__name__)
 
 INT8_MARGIN = 0.9  # int8 plays when its block time is under this share of fp32's
+CONFIDENCE = 0.99  # of the interval that must lie wholly on one side of the margin
+MIN_ROUNDS = 8  # the fewest rounds before a decision (an interval at 99 % needs 8)
+ROUND_S = 0.01  # seconds of blocks per file per round (at least 8 blocks)
+BUDGET_S = 3.0  # more rounds while the interval straddles the margin, up to this long
 PRECISIONS = ("auto", "int8", "fp32")
 
 
@@ -49,17 +54,45 @@ def choose(int8: Path, fp32: Path, *, threads: int = 1, cache_dir: str | os.Path
         log.warning("%s; playing %s", e, other.name)
         return other
     pick = int8 if m["choice"] == "int8" else fp32
-    log.info("%s: playing %s — int8 renders a block at %.2f× the speed of fp32 on this machine "
+    log.info("%s: playing %s — int8 renders a block at %.2f× the speed of fp32 on this machine%s "
              "(measured once, kept in %s; [model] precision = \"int8\" or \"fp32\" overrides)",
-             int8.name.split(".")[0], pick.name, m["int8_speedup"], cache)
+             int8.name.split(".")[0], pick.name, m["int8_speedup"],
+             "" if m.get("decided", True) else ", within the noise: the reference plays", cache)
     _write(cache, key, m)
     return pick
 
 
-def measure(int8: Path, fp32: Path, *, threads: int = 1, rounds: int = 5, blocks: int = 8) -> dict:
-    """Block time of each file, interleaved: ``rounds`` × ``blocks`` blocks each, after the
-    runtime's warm-up; per file the fastest round's median (another process only ever
-    adds time). A file that does not load raises its ModelError, with ``precision`` set."""
+def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median of ``values`` (order
+    statistics, the binomial rule); None while there are too few values for it."""
+    x = sorted(values)
+    n = len(x)
+    alpha = 1.0 - confidence
+    j, cdf, term = 0, 0.0, 0.5 ** n  # P(Bin(n, 1/2) ≤ k), summed term by term
+    for k in range(n):
+        cdf += term
+        if cdf > alpha / 2:
+            break
+        j = k + 1
+        term *= (n - k) / (k + 1)
+    if j == 0:
+        return None
+    return x[j - 1], x[n - j]
+
+
+def measure(int8: Path, fp32: Path, *, threads: int = 1, budget_s: float = BUDGET_S,
+            round_s: float = ROUND_S, min_rounds: int = MIN_ROUNDS) -> dict:
+    """Which file renders faster here, decided only when the evidence is clear.
+
+    The two files run in alternating rounds (int8 first, then fp32 first, …), each side
+    at least ``round_s`` of blocks (≥ 8), after the runtime's warm-up; each round gives the
+    ratio of the two medians, int8 over fp32. After ``min_rounds``, a confidence interval
+    for the median ratio (:func:`median_interval`) decides: int8 if all of it lies below
+    :data:`INT8_MARGIN`, fp32 if all of it lies above; within the noise, more rounds, up to
+    ``budget_s`` — and if still undecided, fp32 (the reference), said as a tie. A slow
+    spell of the machine hits one round, not the decision; two identical files can only
+    come out as int8 if every round of a long run says int8 is 10 % faster.
+    A file that does not load raises its ModelError, with ``precision`` set."""
     import numpy as np
 
     from pi_synth.model.runtime import Runtime
@@ -71,19 +104,41 @@ def measure(int8: Path, fp32: Path, *, threads: int = 1, rounds: int = 5, blocks
         except ModelError as e:
             e.precision = k
             raise
-    best = {k: float("inf") for k in rts}
     perf = time.perf_counter
-    for _ in range(rounds):
-        for k, rt in rts.items():
-            t = np.empty(blocks)
-            for i in range(blocks):
+    block_s = {k: max(rt.warmup_rtf or 0.0, 1e-6) * rt.card.block_size / rt.card.sample_rate
+               for k, rt in rts.items()}
+    n_blocks = {k: max(8, min(4096, int(round_s / s))) for k, s in block_s.items()}
+    ratios: list[float] = []
+    med = {"int8": [], "fp32": []}
+    t_end = perf() + budget_s
+    choice, interval = None, None
+    while choice is None:
+        order = ("int8", "fp32") if len(ratios) % 2 == 0 else ("fp32", "int8")
+        m = {}
+        for k in order:
+            rt, n = rts[k], n_blocks[k]
+            t = np.empty(n)
+            for i in range(n):
                 t0 = perf()
                 rt.step()
                 t[i] = perf() - t0
-            best[k] = min(best[k], float(np.median(t)))
-    speedup = best["fp32"] / best["int8"]
-    return {"choice": "int8" if best["int8"] < INT8_MARGIN * best["fp32"] else "fp32",
-            "int8_ms": best["int8"] * 1e3, "fp32_ms": best["fp32"] * 1e3, "int8_speedup": speedup,
+            m[k] = float(np.median(t))
+            med[k].append(m[k])
+        ratios.append(m["int8"] / m["fp32"])
+        if len(ratios) < min_rounds:
+            continue
+        interval = median_interval(ratios)
+        if interval is not None and interval[1] < INT8_MARGIN:
+            choice = "int8"
+        elif interval is not None and interval[0] >= INT8_MARGIN:
+            choice = "fp32"
+        elif perf() > t_end:
+            choice = "tie"
+    ratio = float(np.median(ratios))
+    return {"choice": "int8" if choice == "int8" else "fp32", "decided": choice != "tie",
+            "int8_ms": float(np.median(med["int8"])) * 1e3, "fp32_ms": float(np.median(med["fp32"])) * 1e3,
+            "int8_speedup": 1.0 / ratio, "rounds": len(ratios),
+            "ratio_interval": [float(v) for v in interval] if interval else None,
             "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
