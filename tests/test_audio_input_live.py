@@ -117,7 +117,9 @@ def test_live_capture_plays_the_same_samples_as_the_render(pair, tmp_path, jack_
         st = inst.status()
         assert engine.mode == "direct" and engine.lead == 7 * 256
         assert st["xruns"] == 0 and st["late_periods"] == 0, st
-        assert st["input"]["xruns"] == 0 and st["input"]["late_blocks"] == 0, st["input"]
+        # no input overrun (ours to avoid); a late block — the singer, a Python client JACK
+        # waits for, late on a loaded machine — is silence in, heard and rendered alike
+        assert st["input"]["xruns"] == 0, st["input"]
         h = inst.audio_input.recorded
         # the voice came through exactly: its 256-frame blocks are in what the model heard
         # (most of them: the singer, not real-time, may skip a cycle on a loaded machine)
