@@ -41,18 +41,19 @@ class Instrument:
     between blocks (actions, hot swap, reload)."""
 
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
-                 sets=(), fade_in: bool = True, audio_in: bool | str = False):
+                 sets=(), fade_in: bool = True, audio_in: bool | str = False, offline: bool = False):
         self.cfg = cfg
+        self.offline = offline  # a render: see patch.voice_budget
         self.audio_in = audio_in  # for swaps too: True, "auto" (if the model can) or False
         self.audio_input = None  # the AudioInput, once connect_input made one
         path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
-        patch = build_patch(cfg, path, fade_in=fade_in, audio_in=audio_in)
+        patch = build_patch(cfg, path, fade_in=fade_in, offline=offline, audio_in=audio_in)
         self.model_path = patch.path
         synth, card = patch.synth, patch.card
         self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
         self.router = Router(self.controls.card, self.controls, self.mapping, voice=self.voice)
         self.router.on_action = self.action
-        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
+        self.router.channel = listen_channel(cfg)
         for name, value in sets:
             try:
                 self.controls.set(name, value)
@@ -115,6 +116,7 @@ class Instrument:
             try:
                 path = find_model(str(model), self.cfg.model.precision, self.cfg.model.threads)
                 patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice,
+                                    offline=self.offline,
                                     audio_in=self.audio_in if self.audio_input is not None else False)
             except PiSynthError as e:
                 return self._refuse(str(e))
@@ -123,6 +125,10 @@ class Instrument:
                 return self._refuse(f"{path}: {synth.sample_rate} Hz / {synth.channels} ch cannot crossfade "
                                     f"with {self.player.sample_rate} Hz / {self.player.channels} ch",
                                     restart=True)
+            if synth.voices is not None and synth.block_size != self.player.block_size:
+                # its voices advance once a player block: their row moves must meet its blocks one to one
+                return self._refuse(f"{path}: a batched note model with {synth.block_size}-frame blocks cannot "
+                                    f"take over a stream of {self.player.block_size}-frame blocks", restart=True)
             why = self.engine.admits(synth) if self.engine is not None else None
             if why:
                 return self._refuse(f"{path}: {why}", restart=True)
@@ -262,7 +268,7 @@ class Instrument:
         self.mapping = mapping
         self.router.mapping = mapping
         self.learn.attach(mapping)
-        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
+        self.router.channel = listen_channel(cfg)
         self.synth.guard.configure(gain_db=cfg.output.gain_db, limit_dbfs=cfg.output.limit_dbfs)
         if cfg.model.path and find_model(cfg.model.path, cfg.model.precision, cfg.model.threads) != Path(self.model_path):
             if not self.swap(cfg.model.path):
@@ -279,9 +285,23 @@ class Instrument:
                   model_path=str(path), precision=precision_of(path), last_error=self.last_error,
                   controls=self.controls.values(),
                   learn={"armed": self.learn.armed, "target": self.learn.target})
+        v = self.voice
+        if v is not None and self.router.is_note:
+            if getattr(v, "poly", False):
+                st["voices"] = {"active": v.active, "max": v.budget, "stolen": v.stolen, "dropped": v.dropped}
+            else:
+                st["voices"] = {"active": int(v.sounding), "max": 1}
         if self.player.input is not None:
             st["input"] = self.player.input.status()
         return st
+
+
+def listen_channel(cfg) -> int | None:
+    """The MIDI channel the router passes on (0..15), or None for all: ``[midi] channel``,
+    except in MPE, where every channel carries notes."""
+    if cfg.voice.mode == "mpe" or cfg.midi.channel == 0:
+        return None
+    return cfg.midi.channel - 1
 
 
 def precision_of(path: Path) -> str:
@@ -320,7 +340,8 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
         events, said = _demo_phrase_if_played_by_notes(cfg, model)
     if seconds is None:
         seconds = (events[-1].t + 1.0) if events else 5.0
-    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets, audio_in=input is not None)
+    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets, offline=True,
+                      audio_in=input is not None)
     if said:  # said once the render is under way (a bad --set or -o is its own one line)
         inst.player.hooks.insert(0, lambda pos: pos or log.warning("%s", said))
     backend = WavBackend(output, format=format, capture=capture)

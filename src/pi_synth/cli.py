@@ -80,13 +80,20 @@ def cmd_info(args) -> int:
     path = find_model(args.model)
     rt = Runtime(path, warmup_blocks=0, use_cache=False)
     card = rt.card
+
+    def shape(a):  # a batched model's rows: "voices" first
+        dims = list(rt.specs[a.name][0])
+        if card.voices > 1 and a.shape and not isinstance(a.shape[0], int):
+            dims[0] = "voices"
+        return dims
+
     io = {
         "inputs": [
-            {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
+            {"name": a.name, "shape": shape(a), "dtype": rt.specs[a.name][1]}
             for a in rt.session.get_inputs()
         ],
         "outputs": [
-            {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
+            {"name": a.name, "shape": shape(a), "dtype": rt.specs[a.name][1]}
             for a in rt.session.get_outputs()
         ],
     }
@@ -109,6 +116,8 @@ def cmd_info(args) -> int:
     print(f"  kind {card.kind or '-'}, {sr} Hz, {card.channels} ch, block {bs} "
           f"({bs / sr * 1e3:.1f} ms), {card.control_frames} control frame(s)/block, "
           f"latency {card.latency_samples} samples")
+    if card.voices > 1:
+        print(f"  voices: up to {card.voices} at once (a batched note model: one row per voice, one call)")
     print("  controls:")
     for c in card.controls:
         unit = f" {c.unit}" if c.unit else ""

@@ -118,6 +118,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "attack_ms": Key(float, 5.0, 0.0, 10000.0),
         "release_ms": Key(float, 250.0, 0.0, 30000.0),
     },
+    "voice": {
+        "max_voices": Key(int, 0, 0, 256, help="voices a batched note model plays at once; 0 = as many as fit here (measured)"),
+        "mode": Key(str, "poly", choices=("poly", "mono", "mpe"),
+                    help="poly: a voice per key; mono: one voice, last-note priority; mpe: per-channel bend and pressure"),
+        "steal": Key(str, "quietest", choices=("quietest", "oldest"),
+                     help="beyond the budget, which voice a new key takes (released ones first)"),
+        "steal_fade_ms": Key(float, 5.0, 0.0, 100.0, help="how long a stolen voice fades out"),
+        "mpe_bend_range": Key(float, 48.0, 0.0, 96.0, help="MPE: semitones at full bend on a note's channel"),
+        "pressure_db": Key(float, 0.0, 0.0, 48.0, help="dB added at full channel pressure (aftertouch); 0 = off"),
+    },
     "knobs": {
         "chip": Key(str, "none", choices=_chips),
         "channels": Key(list, [0, 1, 2, 3, 4, 5, 6, 7], 0, 7, help="ADC channels wired to knobs"),

@@ -83,6 +83,7 @@ class PairSynth:
     A :class:`~pi_synth.audio.engine.BlockSource` that also takes input (:meth:`feed`)."""
 
     takes_input = True
+    voices = None  # (a batched note model's voice table: never one that takes audio)
 
     def __init__(self, decoder, encoder=None, bank: ControlBank | None = None, guard: OutputGuard | None = None):
         dcard = decoder.card

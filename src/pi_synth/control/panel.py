@@ -2,12 +2,17 @@
 
 Keys turn the *emulated chip's* input voltages (so the knob still travels the whole
 real path: ADC protocol → gpiozero → poller → mapping → model), play notes through
-the MIDI path, and press actions. One status line shows the model, the knobs, xruns
-and load. Keys::
+the MIDI path, and press actions. One status line shows the model, the knobs, the
+voices sounding (of the budget), xruns and load. Keys::
 
     1..8   select knob           ← → or - +   turn it (shift: coarse with [ ])
     a w s e d f t g y h u j k    play notes (a piano row from C4)   space: notes off
+    A W S … (shift)              let that note go (a chord: press several letters)
     n / b  next / previous model  p: panic   l: MIDI learn   q: quit
+
+A terminal reports key presses, not releases: with a mono voice a new note replaces
+the last one; with a polyphonic one each letter adds its note to what sounds (a
+chord), shift + the letter lets it go, and space lets them all go.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Panel:
         self.inst, self.emu, self.rig, self.stop_event = instrument, board, rig, stop
         self.selected = 0
         self.note = None
+        self.notes: list[int] = []  # held by the panel (a chord, with a poly voice)
         self._thread = threading.Thread(target=self._loop, name="pi-synth-panel", daemon=True)
         self._fd = sys.stdin.fileno()
         self._saved = None
@@ -68,13 +74,27 @@ class Panel:
             self._knob(-0.1)
         elif ch in KEYS:
             n = 60 + KEYS.index(ch)
+            if getattr(r.voice, "poly", False):  # a chord: the note joins the others
+                if n not in self.notes:
+                    self.notes.append(n)
+                    r.midi_message(mido.Message("note_on", note=n, velocity=100))
+                return
             if self.note is not None:
                 r.midi_message(mido.Message("note_off", note=self.note))
             r.midi_message(mido.Message("note_on", note=n, velocity=100))
             self.note = n
-        elif ch == " " and self.note is not None:
-            r.midi_message(mido.Message("note_off", note=self.note))
-            self.note = None
+        elif ch in KEYS.upper() and ch.lower() in KEYS:
+            n = 60 + KEYS.index(ch.lower())
+            if n in self.notes:
+                self.notes.remove(n)
+                r.midi_message(mido.Message("note_off", note=n))
+        elif ch == " ":
+            for n in self.notes:
+                r.midi_message(mido.Message("note_off", note=n))
+            self.notes.clear()
+            if self.note is not None:
+                r.midi_message(mido.Message("note_off", note=self.note))
+                self.note = None
         elif ch == "n":
             r.action("next_model")
         elif ch == "b":
@@ -96,7 +116,9 @@ class Panel:
         )
         learn = " LEARN" if self.inst.learn is not None and self.inst.learn.armed else ""
         sel = adc.volts[self.selected] / vref
-        line = (f"{st.get('model', '?'):<10} knob{self.selected + 1} {sel:4.2f} | xruns {st.get('xruns', 0)} "
+        v = st.get("voices")
+        voices = f" voices {v['active']}/{v['max']} |" if v else ""
+        line = (f"{st.get('model', '?'):<10} knob{self.selected + 1} {sel:4.2f} |{voices} xruns {st.get('xruns', 0)} "
                 f"late {st.get('late_periods', 0)} load {st.get('load', 0) * 100:4.1f}%{learn} | knobs {knobs}   ")
         # never wider than the terminal (a wrapped line makes each redraw a new line): what does
         # not fit is the end of the knob list

@@ -31,6 +31,7 @@ KINDS = ("note", "latent", "rave", "encoder")
 ENCODER_KINDS = ("encoder", "rave-encoder")  # "rave-encoder": the first converter's cards
 
 MAX_BLOCK = 1 << 16
+MAX_VOICES = 256  # rows one batched note model may play at once
 MAX_STATE_ELEMENTS = 1 << 26  # 256 MB of float32: anything above is a broken file
 
 
@@ -88,6 +89,7 @@ class Card:
     kind: str = ""
     description: str = ""
     latency_samples: int = 0
+    voices: int = 1  # rows of a batched note model (leading graph dimension "voices"); 1 = mono
     license: str = ""
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -145,6 +147,8 @@ class Card:
         )
         if self.kind:
             d["kind"] = self.kind
+        if self.voices > 1:
+            d["voices"] = self.voices
         if self.latent_output:
             d["latent_controls"] = list(self.latent_controls)
         if self.encoder:
@@ -203,6 +207,7 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
     channels = _int_in(d, "channels", 1, 2, where)
     control_frames = _int_in(d, "control_frames", 1, MAX_BLOCK, where)
     latency = _int_in(d, "latency_samples", 0, 10 * sample_rate, where, default=0)
+    voices = _int_in(d, "voices", 1, MAX_VOICES, where, default=1)
 
     raw_controls = _need(d, "controls", list, where)
     controls = []
@@ -289,13 +294,13 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
     known = {
         "format", "name", "description", "sample_rate", "block_size", "channels",
         "control_frames", "controls", "inputs", "outputs", "state", "latency_samples",
-        "license", "source", "kind", "latent_controls", "encoder",
+        "license", "source", "kind", "voices", "latent_controls", "encoder",
     }
     return Card(
         name=name, sample_rate=sample_rate, block_size=block_size, channels=channels,
         control_frames=control_frames, controls=tuple(controls),
         controls_input=controls_input, audio_output=audio_output, state=tuple(state),
-        kind=kind, description=str(d.get("description", "")), latency_samples=latency,
+        kind=kind, description=str(d.get("description", "")), latency_samples=latency, voices=voices,
         license=str(d.get("license", "")), source=str(d.get("source", "")),
         extra={k: v for k, v in d.items() if k not in known},
         audio_input=audio_input, latent_output=latent_output, latent_controls=latent_controls,
@@ -357,13 +362,31 @@ ORT_TYPES = {
 }
 
 
-def _shape(arg, where: str, what: str) -> tuple[int, ...]:
+def _dynamic(d) -> bool:
+    return not isinstance(d, int) or d < 0
+
+
+def _shape(arg, where: str, what: str, batched: bool = False) -> tuple[int, ...]:
+    """The tensor's shape; for a batched tensor (a card with ``voices`` > 1) the shape of
+    one voice: the dynamic leading dimension as 1."""
+    dims = list(arg.shape)
+    if batched:
+        if not dims or not _dynamic(dims[0]):
+            raise CardError(
+                f"{where}: graph {what} {arg.name!r} has shape {arg.shape}, but the card says "
+                "\"voices\" > 1: export it with a dynamic leading dimension named 'voices' "
+                "(one row per voice)"
+            )
+        dims[0] = 1
     shape = []
-    for d in arg.shape:
-        if not isinstance(d, int) or d < 0:
+    for d in dims:
+        if _dynamic(d):
+            hint = ("; a batch of voices needs \"voices\": N in the card and the dynamic "
+                    "dimension first" if dims and _dynamic(dims[0]) and not batched else "")
             raise CardError(
                 f"{where}: graph {what} {arg.name!r} has a dynamic shape {arg.shape}; "
                 "export it with fixed shapes (batch 1, fixed block) so onnxruntime can plan memory"
+                + hint
             )
         shape.append(d)
     return tuple(shape)
@@ -372,17 +395,22 @@ def _shape(arg, where: str, what: str) -> tuple[int, ...]:
 def check_graph(card: Card, inputs, outputs, where: str = "model") -> dict[str, tuple]:
     """Check the card against onnxruntime's ``get_inputs()``/``get_outputs()``.
 
-    Returns ``{name: (shape, dtype)}`` for every graph input and output.
+    Returns ``{name: (shape, dtype)}`` for every graph input and output. For a batched
+    note model (``voices`` > 1) the controls, the audio and every state tensor have a
+    dynamic leading dimension, one row per voice; their shapes here are one voice's
+    (leading 1), like a mono model's, and :func:`batched_outputs` names the extra outputs
+    that have that leading dimension too.
     """
     ins = {a.name: a for a in inputs}
     outs = {a.name: a for a in outputs}
     specs: dict[str, tuple] = {}
+    batched = card.voices > 1
 
-    def spec(arg, what):
+    def spec(arg, what, rows=batched):
         dtype = ORT_TYPES.get(arg.type)
         if dtype is None:
             raise CardError(f"{where}: graph {what} {arg.name!r} has unsupported type {arg.type}")
-        return _shape(arg, where, what), dtype
+        return _shape(arg, where, what, rows), dtype
 
     def need(name, table, key, want, what, meaning):
         """Check graph tensor ``name`` (the card's ``table.key``) is float32 ``want``."""
@@ -439,6 +467,14 @@ def check_graph(card: Card, inputs, outputs, where: str = "model") -> dict[str, 
             f"{where}: graph input {extra_in[0]!r} is neither the controls or audio input nor a state "
             "input in the card; add it to the card's 'state' or remove it from the graph"
         )
-    for name in sorted(set(outs) - set(specs)):
-        specs[name] = spec(outs[name], "output")  # extra outputs are computed and ignored
+    for name in sorted(set(outs) - set(specs)):  # extra outputs are computed and ignored
+        a = outs[name]
+        specs[name] = spec(a, "output", batched and bool(a.shape) and _dynamic(a.shape[0]))
     return specs
+
+
+def batched_outputs(card: Card, outputs) -> set[str]:
+    """Graph outputs with one row per voice (a batched model's dynamic leading dimension)."""
+    if card.voices <= 1:
+        return set()
+    return {a.name for a in outputs if a.shape and _dynamic(a.shape[0])}

@@ -14,7 +14,9 @@ For a phone or tablet app (TouchOSC, Open Stage Control…) or a script. Address
                                             program, preset_recall, preset_save, panic,
                                             learn
 ``/pi-synth/status [reply_port]``           replies ``/pi-synth/status <json string>``
-                                            to the sender (or to its ``reply_port``)
+                                            to the sender (or to its ``reply_port``):
+                                            ``Instrument.status()`` (``voices``:
+                                            ``active``, ``max`` for a note model)
 ``/pi-synth/<request> [args…]``             a :class:`Request` the instrument answers
                                             (models, card, presets, mapping, learn,
                                             reload…: ``docs/osc.md``), replied as
