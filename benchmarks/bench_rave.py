@@ -22,6 +22,9 @@ Targets (issue 26): fp32 ≥ 5× TorchScript for raspberry and v2, both ways (is
 Usage (in the RAVE venv, which has torch):
     .venv-rave/bin/python benchmarks/bench_rave.py [FIXTURE ...] [--blocks 300] [--no-int8] [--legacy]
         [--out DIR] [--frames 1 2 4 8] [--seconds 8]   # and the real-time factor by block size (2048 … 16384)
+    .venv-rave/bin/python benchmarks/bench_rave.py --pair raspberry-l128 [--blocks 300]
+        # timbre transfer: the converted encoder + decoder (and the whole PairSynth block) against
+        # TorchScript ``forward`` (encode + decode) on the same recorded voice, 1 thread (issue 21)
 Writes DIR/rave.json (default DIR: benchmarks/results). Interleaving makes the ratio fair on a busy
 machine; the absolute times are only as good as the machine was quiet.
 """
@@ -352,6 +355,80 @@ def by_block(ts_path: Path, work: Path, frames_list, seconds: float) -> list[dic
     return rows
 
 
+def pair_one(ts_path: Path, work: Path, blocks: int) -> dict:
+    """Audio in: the encoder + decoder as pi-synth plays them (``Runtime.step`` each, and the
+    whole ``PairSynth.next_block``: input FIFO, controls, latent offsets, guard) against the
+    ``.ts``'s ``forward`` (encode, sample, decode) on the same blocks of a recorded voice,
+    alternating in rounds, 1 thread each, from zero state, warm-up excluded."""
+    import numpy as np
+    import torch
+
+    from pi_synth.audio.backends.wav import read_wav
+    from pi_synth.audio.pair import PairSynth
+    from pi_synth.model.card import load_card
+    from pi_synth.model.runtime import Runtime
+    from pi_synth.tools.convert import rave
+
+    torch.set_num_threads(1)
+    name = ts_path.stem
+    out = work / f"{name}.onnx"
+    summary = rave.convert(ts_path, out, encoder=True)
+    card = load_card(out)
+    enc, dec = Runtime(summary["encoder"], use_cache=False), Runtime(out, use_cache=False)
+    enc2, dec2 = Runtime(summary["encoder"], use_cache=False), Runtime(out, use_cache=False)
+    pair = PairSynth(dec2, enc2)
+    m = rave.load_ts(ts_path)
+    B, sr = card.block_size, card.sample_rate
+    # the voice, looped (its 48 kHz samples as they are: for timing the rate does not matter,
+    # and the RAVE venv need not have soxr)
+    x, _ = read_wav(ROOT / "tests" / "data" / "voice.wav")
+    x = np.resize(x[:, 0], (blocks + ROUND) * B).reshape(-1, B).astype(np.float32)
+
+    def ts(i):
+        with torch.no_grad():
+            m.forward(torch.from_numpy(x[i]).reshape(1, 1, -1))
+
+    def onnx(i):
+        enc.audio_in[:] = x[i]
+        enc.step()
+        dec.controls[...] = enc.latent
+        dec.step()
+
+    def whole(i):
+        pair.feed(x[i])
+        pair.next_block()
+
+    enc3, dec3 = Runtime(summary["encoder"], use_cache=False), Runtime(out, use_cache=False)
+
+    def encoder(i):
+        enc3.audio_in[:] = x[i]
+        enc3.step()
+
+    def decoder(i):
+        dec3.controls[...] = enc3.latent
+        dec3.step()
+
+    def zero():
+        rave.zero_caches(m)
+        for rt in (enc, dec, enc2, dec2, enc3, dec3):
+            rt.reset()
+
+    rave.zero_caches(m)
+    t = alternate(len(x), ROUND, {"ts_forward": ts, "encoder_decoder": onnx, "pair_block": whole,
+                                  "encoder_alone": encoder, "decoder_alone": decoder}, at_warm=zero)
+    med = {k: 1e3 * float(np.median(v)) for k, v in t.items()}
+    p99 = {k: 1e3 * float(np.percentile(v, 99)) for k, v in t.items()}
+    res = {"fixture": name, "block_size": B, "sample_rate": sr, "blocks": blocks, "threads": 1,
+           "ms_per_block": {k: round(v, 3) for k, v in med.items()},
+           "ms_per_block_p99": {k: round(v, 3) for k, v in p99.items()},
+           "speedup_vs_torchscript_forward": round(med["ts_forward"] / med["encoder_decoder"], 2),
+           "pair_block_speedup_vs_torchscript_forward": round(med["ts_forward"] / med["pair_block"], 2),
+           "rtf_encoder_decoder": round(med["encoder_decoder"] / 1e3 / (B / sr), 4),
+           "target_speedup": 3.0}
+    res["target_met"] = res["speedup_vs_torchscript_forward"] >= 3.0
+    return res
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("fixtures", nargs="*", default=["raspberry-l128", "v2-l128"])
@@ -366,8 +443,26 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="audio timed per block size")
     p.add_argument("--fixtures-dir", default=str(ROOT / "work" / "rave-fixtures"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--pair", action="store_true",
+                   help="audio in: encoder + decoder against TorchScript forward (writes rave_pair.json)")
     args = p.parse_args()
     fx = Path(args.fixtures_dir)
+    if args.pair:
+        work = ROOT / "work" / "rave-bench"
+        work.mkdir(parents=True, exist_ok=True)
+        rows = [pair_one(fx / f"{n}.ts", work, args.blocks) for n in args.fixtures]
+        for r in rows:
+            ms = r["ms_per_block"]
+            print(f"{r['fixture']} pair: TorchScript forward {ms['ts_forward']:.3f} ms | ONNX encoder+decoder "
+                  f"{ms['encoder_decoder']:.3f} ms = {r['speedup_vs_torchscript_forward']}× (target ≥3×: "
+                  f"{'met' if r['target_met'] else 'NOT met'}) | whole PairSynth block {ms['pair_block']:.3f} ms "
+                  f"= {r['pair_block_speedup_vs_torchscript_forward']}× | RTF {r['rtf_encoder_decoder']}", flush=True)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "rave_pair.json").write_text(json.dumps({"cpu": _cpu(), "loadavg": list(os.getloadavg()),
+                                                       "results": rows}, indent=2))
+        print(f"wrote {out / 'rave_pair.json'}")
+        return 0
     missing = [n for n in args.fixtures if not (fx / f"{n}.ts").exists()]
     if missing:
         subprocess.run(["bash", str(ROOT / "scripts" / "rave" / "make-fixtures.sh"), *missing], check=True)

@@ -49,7 +49,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _env import ROOT, cpu_share, cpu_times, loadavg, machine, use_test_alsa_config, write_json  # noqa: E402
 
-SECTIONS = ("speed", "flops", "precision", "engine", "latency", "startup", "soak", "rave", "arm64", "voices")
+SECTIONS = ("speed", "flops", "precision", "engine", "latency", "audio_input", "startup", "soak", "rave", "arm64",
+            "voices")
 TARGETS = {
     "int8_speedup": 1.5, "int8_snr_db": 30.0, "engine_cpu_ratio": 1.05, "soak_xruns": 0,
     "rss_mb": 100.0, "first_audio_s": 2.0, "rave_raspberry": 5.0, "rave_v2": 5.0,
@@ -261,6 +262,20 @@ def sec_latency(args, out: Path) -> dict:
                                    cpus=jack_cpus(args.jack_cpus))
         write_json(out / f"latency-{key}.json", res[key])
     return res
+
+
+def sec_audio_input(args, out: Path) -> dict:
+    """Audio in → audio out through JACK (``benchmarks/audio_input.py``): the procedural pair
+    at 256 and 1024-sample blocks, dry and wet, and the raspberry RAVE pair (dry) when it
+    has been converted to work/pair/raspberry.onnx (docs/rave.md)."""
+    import audio_input
+
+    models = ["organ"] + ([] if args.quick else ["organ1024"])
+    if (ROOT / "work" / "pair" / "raspberry.onnx").exists():
+        models.append("raspberry")
+    log(f"audio in: {', '.join(models)} …")
+    audio_input.main(sum((["--model", m] for m in models), []) + ["--out", str(out), "--clicks", "10"])
+    return json.loads((out / "audio_input.json").read_text())
 
 
 def sec_startup(args, out: Path) -> dict:
@@ -780,6 +795,7 @@ def main(argv=None) -> int:
              ("precision", lambda: sec_precision(files, args)),
              ("engine", lambda: sec_engine(files, args, out)),
              ("latency", lambda: sec_latency(args, out)),
+             ("audio_input", lambda: sec_audio_input(args, out)),
              ("startup", lambda: sec_startup(args, out)),
              ("soak", lambda: sec_soak(args, out)),
              ("rave", lambda: sec_rave(args, out)),

@@ -168,7 +168,8 @@ def test_encoder_loads_in_onnxruntime(converted):
     _, summary = converted["v2-causal-l128"]
     enc = summary["encoder"]
     card = load_card(enc)
-    assert card.kind == "rave-encoder"
+    assert card.kind == "encoder" and card.is_encoder
+    assert card.latent_controls == tuple(f"z{i}" for i in range(128))
     sess = ort.InferenceSession(enc, providers=["CPUExecutionProvider"])
     feeds = {a.name: np.zeros([d for d in a.shape], np.float32) for a in sess.get_inputs()}
     feeds["audio_in"] = np.random.default_rng(0).standard_normal((1, 1, 2048)).astype(np.float32) * 0.1

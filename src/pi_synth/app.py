@@ -9,7 +9,9 @@ file) happens here, on a control thread; the audio thread only ever sees a finis
 object handed over in one attribute store.
 
 ``pi-synth render`` builds the same Instrument and pulls its player offline, so a
-render and a live run make the same samples.
+render and a live run make the same samples — with audio in too: ``--input IN.wav`` is
+played into the same :class:`~pi_synth.audio.input.AudioInput` a live run reads its
+capture device through (the WAV backend's capture side).
 """
 
 from __future__ import annotations
@@ -44,11 +46,14 @@ class Instrument:
     between blocks (actions, hot swap, reload)."""
 
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
-                 sets=(), fade_in: bool = True, offline: bool = False, loop_seconds: float | None = None):
+                 sets=(), fade_in: bool = True, audio_in: bool | str = False, offline: bool = False,
+                 loop_seconds: float | None = None):
         self.cfg = cfg
         self.offline = offline  # a render: see patch.voice_budget
+        self.audio_in = audio_in  # for swaps too: True, "auto" (if the model can) or False
+        self.audio_input = None  # the AudioInput, once connect_input made one
         path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
-        patch = build_patch(cfg, path, fade_in=fade_in, offline=offline)
+        patch = build_patch(cfg, path, fade_in=fade_in, offline=offline, audio_in=audio_in)
         self.model_path = patch.path
         synth, card = patch.synth, patch.card
         self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
@@ -104,6 +109,19 @@ class Instrument:
     def card(self):
         return self.player.card
 
+    def connect_input(self, backend) -> None:
+        """Make the audio input on ``backend``'s capture side ([input] conditioning); the
+        player reads it from the start if the playing model takes audio, else from the
+        first swap to one that does."""
+        from pi_synth.audio.input import AudioInput
+
+        i = self.cfg.input
+        self.audio_input = AudioInput(backend, self.player.block_size, self.player.sample_rate,
+                                      gain_db=i.gain_db, gate_db=i.gate_db, gate_release_ms=i.gate_release_ms,
+                                      dc_hz=i.dc_hz)
+        if self.synth.takes_input:
+            self.player.input = self.audio_input
+
     @property
     def synth(self):
         return self.player.synth
@@ -118,7 +136,8 @@ class Instrument:
             try:
                 path = find_model(str(model), self.cfg.model.precision, self.cfg.model.threads)
                 patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice,
-                                    offline=self.offline)
+                                    offline=self.offline,
+                                    audio_in=self.audio_in if self.audio_input is not None else False)
             except PiSynthError as e:
                 return self._refuse(str(e))
             synth = patch.synth
@@ -137,6 +156,10 @@ class Instrument:
             self.router.retarget(patch.controls.card, patch.controls, patch.mapping, patch.voice)
             if self.learn is not None:
                 self.learn.attach(patch.mapping)
+            inp = self.audio_input
+            if synth.takes_input and self.player.input is None and inp is not None and self.engine is not None:
+                self.engine.attach_input(inp, start=False)  # its own thread opens it, lets a block gather
+                self.player.input = inp
             self.player.crossfade_to(synth)
             self.model_path = patch.path
             log.info("crossfading to %s (%s)", patch.card.name, path)
@@ -298,6 +321,8 @@ class Instrument:
                 st["voices"] = {"active": v.active, "max": v.budget, "stolen": v.stolen, "dropped": v.dropped}
             else:
                 st["voices"] = {"active": int(v.sounding), "max": 1}
+        if self.player.input is not None:
+            st["input"] = self.player.input.status()
         return st
 
 
@@ -324,36 +349,57 @@ def tail_seconds(cfg) -> float:
 
 
 def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), seconds: float | None = None,
-           sets=()) -> str:
+           sets=(), input: str | None = None) -> str:
     """``pi-synth render``: the instrument pulled offline into a WAV file, faster than real
     time; returns the line to print. How long, and whether the file fits, is the render
-    plan's call (:mod:`pi_synth.render_plan`), made before anything is written."""
+    plan's call (:mod:`pi_synth.render_plan`), made before anything is written. ``input``:
+    a WAV played into the audio input (the model must take audio: a decoder with its
+    encoder, or an effect)."""
     from pi_synth import render_plan as plan
-    from pi_synth.audio.backends.wav import WavBackend
+    from pi_synth.audio.backends.wav import WavBackend, load_input
     from pi_synth.audio.engine import render_offline
+    from pi_synth.model.card import load_card
+    from pi_synth.patch import input_kind, no_input_error
 
     if not output:
         raise ConfigError("render needs an output file: -o OUT.wav")
     said = None
-    if not events:
+    capture = None
+    input_said = ""
+    if input is not None:
+        path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
+        card = load_card(path)
+        if input_kind(path, card) is None:  # before the slow part: the one line, at once
+            raise no_input_error(path, card)
+        capture, notes = load_input(input, card.sample_rate)
+        input_said = f", input {input} ({', '.join(notes)})" if notes else f", input {input}"
+        model = str(path)
+    elif not events:
         events, said = _demo_phrase_if_played_by_notes(cfg, model)
-    # (``render --input IN.wav`` passes its length here as input_seconds)
-    length = plan.length(seconds=seconds, events=events, tail_s=tail_seconds(cfg),
-                         default=plan.DEFAULT_RENDER_SECONDS)
-    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, offline=True)
+    length = plan.length(
+        seconds=seconds, events=events, default=plan.DEFAULT_RENDER_SECONDS,
+        # after an input: a block and the models' latency, so its last sound comes out
+        input_seconds=len(capture) / card.sample_rate if capture is not None else None,
+        tail_s=(2 * card.block_size + card.latency_samples) / card.sample_rate if capture is not None
+        else tail_seconds(cfg))
+    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, offline=True,
+                      audio_in=input is not None)
     card = inst.card
     plan.check_output(output, plan.wav_bytes(length.seconds, card.sample_rate, card.channels, format,
                                              card.block_size), length.seconds)
     if said:  # said once the render is under way (a bad --set or -o is its own one line)
         inst.player.hooks.insert(0, lambda pos: pos or log.warning("%s", said))
     # "default" is the wav backend's word for "a dated file": a render writes what -o says
-    backend = WavBackend(output if output != "default" else os.path.join(".", output), format=format)
+    backend = WavBackend(output if output != "default" else os.path.join(".", output), format=format,
+                         capture=capture)
+    if input is not None:
+        inst.connect_input(backend)
     t0 = time.perf_counter()
     frames = render_offline(inst.player, backend)
     dt = time.perf_counter() - t0
     sr = card.sample_rate
     return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
-            f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
+            f"model {card.name}{input_said}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
 
 
 DEMO_MIDI = Path(demo_midi())  # --midi demo
@@ -411,18 +457,22 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
             cfg.values["knobs"]["chip"] = "mcp3008"
         log.info("emulating the Pi's controls: %s, an emulated %s", board.describe(), cfg.knobs.chip)
     live = live_inputs(cfg) + (["the emulated panel"] if emulate else [])
+    a = cfg.audio
+    capture = a.capture.strip()
     tail = tail_seconds(cfg)
     length = plan.length(seconds=seconds, events=events, tail_s=tail, loop=loop, live=live)
     loop_s = (max(ev.t for ev in events) + tail) if loop and events else None
-    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, loop_seconds=loop_s)
+    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, loop_seconds=loop_s,
+                      audio_in="auto" if capture.lower() != "none" else False)
     if events and length.seconds is not None and length.why != "--seconds":
         log.info("stopping after %s: %s (--loop or --seconds to play on)", plan.hms(length.seconds), length.why)
     elif events and length.seconds is None:
         log.info("playing on after the events: %s", length.why)
-    a = cfg.audio
-    backend = backend_class(a.backend)(a.device, format=a.format)
+    backend = backend_class(a.backend)(a.device, format=a.format, capture=capture or None)
     if a.backend == "wav":
         _plan_recording(inst, backend, length, a.format)
+    if capture.lower() != "none":
+        inst.connect_input(backend)
     engine = inst.engine = Engine(
         inst.player, backend, period=a.period, periods=a.periods, ahead_blocks=a.ahead_blocks,
         # real-time priority for a backend with no clock would only hog a core
@@ -442,7 +492,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     from pi_synth.surface import requests
 
     inst.config_path = config_path
-    rig = Rig.from_config(cfg, inst.router, status_fn=engine.status,
+    rig = Rig.from_config(cfg, inst.router, status_fn=inst.status,
                           poll_hz=min(cfg.knobs.poll_hz, EMULATED_POLL_HZ) if emulate else None,
                           osc_status_fn=inst.status, requests=requests(inst))
     rig.start()
@@ -452,6 +502,12 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     log.info("playing %s (%s%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
              f": {why}" if why else "", backend.describe(), inst.card.block_size, engine.mode,
              f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
+    if inst.player.input is not None:
+        g = backend.capture_granted
+        log.info("audio in from %s%s: %s, the output leading by %d frames",
+                 backend.capture or "the playback device",
+                 f" ({g.sample_rate} Hz {g.channels} ch {g.format} period {g.period}×{g.periods})" if g else "",
+                 inst.card.extra["audio_in"].get("encoder", "the model itself") + " takes it", engine.lead)
     if engine.periods > a.periods:
         log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "
                  "bigger buffer lets it play in the direct engine (less latency than a %d-frame ring)",
@@ -500,9 +556,12 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
         raise OutputError(engine.failed)
     played = inst.player.position / inst.card.sample_rate
     first = (engine.stats.first_audio_at - t_start) if engine.stats.first_audio_at else float("nan")
+    inp = st.get("input")
     print(f"played {played:.2f} s of {inst.card.name} on {a.backend}:{backend.device}: "
           f"{st['xruns']} xruns, {st['late_periods']} late periods, "
-          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s", file=sys.stderr)
+          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s"
+          + (f"; input: {inp['xruns']} xruns, {inp['late_blocks']} late blocks, {inp['clips']} clipped"
+             if inp else ""), file=sys.stderr)
     return 0
 
 
@@ -537,6 +596,11 @@ def status_line(st: dict) -> str:
 
 def log_changes(st: dict, last: dict, engine) -> None:
     """Log counters that moved: the monitor half of 'xruns are data'."""
+    inp, was = st.get("input") or {}, last.get("input") or {}
+    for key in ("xruns", "clips"):
+        if inp.get(key, 0) != was.get(key, 0):
+            log.warning("audio input %s: %d (+%d)", "xruns" if key == "xruns" else "clipped blocks", inp[key],
+                        inp[key] - was.get(key, 0))
     for key in ("xruns", "late_periods", "nonfinite_blocks", "device_errors", "reopens"):
         if st[key] != last.get(key, 0):
             if key == "reopens":

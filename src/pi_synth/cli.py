@@ -77,44 +77,34 @@ def _config(args):
 
 
 def cmd_info(args) -> int:
-    from pi_synth.model.library import find_model, which_file
+    from pi_synth.model.library import find_encoder, find_model, which_file
     from pi_synth.model.runtime import Runtime
-
-    from pi_synth.model.card import load_card
 
     path = find_model(args.model, args.precision)
     why = which_file(args.model, path, args.precision)
-    if load_card(path).kind == "rave-encoder":
-        # audio in, latents out (docs/rave.md): shown, not playable by itself
-        import onnxruntime as ort
+    rt = Runtime(path, warmup_blocks=0, use_cache=False)
+    card = rt.card
 
-        card = load_card(path)
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        io = {k: [{"name": a.name, "shape": list(a.shape), "dtype": a.type} for a in args_]
-              for k, args_ in (("inputs", sess.get_inputs()), ("outputs", sess.get_outputs()))}
-    else:
-        rt = Runtime(path, warmup_blocks=0, use_cache=False)
-        card = rt.card
+    def shape(a):  # a batched model's rows: "voices" first
+        dims = list(rt.specs[a.name][0])
+        if card.voices > 1 and a.shape and not isinstance(a.shape[0], int):
+            dims[0] = "voices"
+        return dims
 
-        def shape(a):  # a batched model's rows: "voices" first
-            dims = list(rt.specs[a.name][0])
-            if card.voices > 1 and a.shape and not isinstance(a.shape[0], int):
-                dims[0] = "voices"
-            return dims
-
-        io = {
-            "inputs": [
-                {"name": a.name, "shape": shape(a), "dtype": rt.specs[a.name][1]}
-                for a in rt.session.get_inputs()
-            ],
-            "outputs": [
-                {"name": a.name, "shape": shape(a), "dtype": rt.specs[a.name][1]}
-                for a in rt.session.get_outputs()
-            ],
-        }
+    io = {
+        "inputs": [
+            {"name": a.name, "shape": shape(a), "dtype": rt.specs[a.name][1]}
+            for a in rt.session.get_inputs()
+        ],
+        "outputs": [
+            {"name": a.name, "shape": shape(a), "dtype": rt.specs[a.name][1]}
+            for a in rt.session.get_outputs()
+        ],
+    }
+    enc = None if card.is_encoder else find_encoder(path, card)
     if args.json:
         print(json.dumps({"path": str(path), "size_bytes": os.path.getsize(path), "plays": why,
-                          "card": card.to_json(), **io}, indent=2))
+                          "card": card.to_json(), "encoder": str(enc) if enc else None, **io}, indent=2))
         return 0
     bs, sr = card.block_size, card.sample_rate
     print(f"{card.name}  ({path}, {os.path.getsize(path) / 1e6:.2f} MB)")
@@ -122,8 +112,13 @@ def cmd_info(args) -> int:
         print(f"  plays {path.name}: {why}")
     if card.description:
         print(f"  {card.description}")
-    if card.kind == "rave-encoder":
-        print("  an encoder (audio → latents), for driving a model from audio: not playable by itself")
+    if card.is_encoder:
+        print(f"  an encoder (audio → latents: {', '.join(card.latent_controls) or 'the decoder’s first controls'}), "
+              "played beside its decoder: not playable by itself")
+    elif enc is not None:
+        print(f"  audio in: timbre transfer through its encoder {enc.name} (pi-synth render {path.name} --input IN.wav)")
+    elif card.audio_input:
+        print("  audio in: takes audio itself (inputs.audio), beside its controls")
     print(f"  kind {card.kind or '-'}, {sr} Hz, {card.channels} ch, block {bs} "
           f"({bs / sr * 1e3:.1f} ms), {card.control_frames} control frame(s)/block, "
           f"latency {card.latency_samples} samples")
@@ -171,7 +166,7 @@ def cmd_render(args) -> int:
 
     cfg = _config(args)
     line = render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
-                  seconds=args.seconds, sets=_parse_sets(args.set))
+                  seconds=args.seconds, sets=_parse_sets(args.set), input=args.input)
     print(line, file=sys.stderr if _is_stdout(args.output) else sys.stdout)  # -o /dev/stdout: WAV only there
     return 0
 
@@ -195,6 +190,8 @@ def cmd_run(args) -> int:
         config_mod.override(cfg, "audio.device", args.device, "--device")
     if args.period:
         config_mod.override(cfg, "audio.period", args.period, "--period")
+    if args.capture is not None:
+        config_mod.override(cfg, "audio.capture", args.capture, "--capture")
     return run(cfg, model=args.model, events=_load_events(args), seconds=args.seconds, sets=_parse_sets(args.set),
                emulate=args.emulate, panel=not args.no_panel, config_path=args.config, loop=args.loop)
 
@@ -281,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPU allows; wav: a recording to the file --device names, or to a dated "
                    "pi-synth-*.wav here)")
     r.add_argument("--period", type=int, help="ALSA period in frames")
+    r.add_argument("--capture", metavar="PCM", help="audio input PCM ('' = the playback device, 'none' = no input)")
     r.add_argument("--events", help="timed events (JSON) to play; the run stops at the last one plus "
                    "the release tail, unless --loop, --seconds or a live source (knobs, CV, OSC, DIN "
                    "MIDI, a named [midi] port, buttons, --emulate) keeps it playing")
@@ -304,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--midi", help="a Standard MIDI File to play ('demo': the shipped demo phrase)")
     rd.add_argument("--events", help="timed events (JSON) to play")
     rd.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
+    rd.add_argument("--input", metavar="IN.wav",
+                    help="play this WAV into the audio input (a RAVE decoder with its encoder, or an effect); "
+                         "any rate and channels: resampled with soxr, mixed to mono (default length: the input's)")
     rd.add_argument("--format", default="S16_LE", choices=("S16_LE", "S32_LE", "FLOAT_LE"))
     rd.set_defaults(func=cmd_render)
 

@@ -85,6 +85,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "audio": {
         "backend": Key(str, "alsa", choices=_backends, help="where the sound goes"),
         "device": Key(str, "default", help="ALSA PCM name (a plug PCM: default, plughw:CARD=…)"),
+        "capture": Key(str, "", help="audio input PCM: '' = the playback device (full duplex), 'none' = no input"),
         "period": Key(int, 256, 16, 16384, help="ALSA period in frames"),
         "periods": Key(int, 2, 2, 32, help="ALSA buffer size in periods (engine = auto may add some to play direct)"),
         "ahead_blocks": Key(int, 1, 1, 16, help="model blocks the inference thread keeps ready"),
@@ -106,6 +107,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "gain_db": Key(float, 0.0, -60.0, 24.0),
         "fade_ms": Key(float, 30.0, 1.0, 5000.0),
         "limit_dbfs": Key(float, -1.0, -40.0, 0.0),
+    },
+    "input": {
+        "gain_db": Key(float, 0.0, -40.0, 40.0, help="trim gain on the audio input (the input_gain control comes on top)"),
+        "gate_db": Key(float, -60.0, -120.0, 0.0, help="noise gate threshold in dBFS (-120 = no gate)"),
+        "gate_release_ms": Key(float, 100.0, 1.0, 5000.0, help="how long the gate takes to close"),
+        "dc_hz": Key(float, 5.0, 0.0, 50.0, help="DC removal corner (0 = off)"),
     },
     "midi": {
         "channel": Key(int, 0, 0, 16, help="1..16, or 0 for all channels"),

@@ -35,3 +35,8 @@ class OutputError(DeviceError):
 
 class EventsError(PiSynthError, ValueError):
     """An ``--events`` file or ``--midi`` file is malformed."""
+
+
+class InputError(PiSynthError, ValueError):
+    """An audio input cannot be used: a WAV for ``--input`` that is not audio, or a model
+    asked to take audio that cannot."""

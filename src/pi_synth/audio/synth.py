@@ -45,6 +45,8 @@ class Synth:
     """One model playing: each :meth:`next_block` reads the bank, runs the model once and
     makes the block safe. A :class:`~pi_synth.audio.engine.BlockSource`."""
 
+    takes_input = False  # audio in: see audio/pair.py
+
     def __init__(
         self,
         runtime: Runtime,

@@ -2,7 +2,13 @@
 
 The card is JSON in the ONNX ``metadata_props`` under the key ``pi_synth``
 (see ``docs/model-format.md``). It is parsed and checked here, without onnxruntime,
-so every error can name the key that is wrong. :func:`check_graph` then checks the
+so every error can name the key that is wrong.
+
+Which input a model takes is said by its card: controls (``inputs.controls``: knobs,
+notes), audio (``inputs.audio``: an effect, or an encoder), or both; and what it gives:
+audio (``outputs.audio``) or latents (``outputs.latent``: an encoder, whose
+``latent_controls`` name the decoder controls it writes). A decoder names its encoder with
+a top-level ``encoder`` (a file beside it). :func:`check_graph` then checks the
 card against the graph's real inputs and outputs. :func:`load_card` and
 :func:`write_card` are the one place a card is read from or written to a file (the
 converter, the quantizer and ``pi-synth card`` all write through it).
@@ -21,7 +27,8 @@ from pi_synth.model.onnxfile import read_metadata, write_metadata
 CARD_KEY = "pi_synth"
 FORMAT = 1
 CURVES = ("lin", "log", "exp")
-KINDS = ("note", "latent", "rave")
+KINDS = ("note", "latent", "rave", "encoder")
+ENCODER_KINDS = ("encoder", "rave-encoder")  # "rave-encoder": the first converter's cards
 
 MAX_BLOCK = 1 << 16
 MAX_VOICES = 256  # rows one batched note model may play at once
@@ -95,10 +102,24 @@ class Card:
     license: str = ""
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    audio_input: str = ""  # inputs.audio: float32 [1, 1, block_size] (an effect, an encoder)
+    latent_output: str = ""  # outputs.latent: float32 [1, len(latent_controls), control_frames]
+    latent_controls: tuple[str, ...] = ()  # an encoder: the decoder controls it writes, in order
+    encoder: str = ""  # a decoder: its encoder's file name, beside it
 
     @property
     def control_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.controls)
+
+    @property
+    def is_encoder(self) -> bool:
+        """Audio in, latents out: drives a decoder from audio; never played by itself."""
+        return bool(self.latent_output)
+
+    @property
+    def takes_audio(self) -> bool:
+        """The model takes audio itself (an effect, or an encoder)."""
+        return bool(self.audio_input)
 
     def control(self, name: str) -> Control:
         for c in self.controls:
@@ -126,8 +147,8 @@ class Card:
                 {k: v for k, v in vars(c).items() if v != "" or k in ("name", "unit")}
                 for c in self.controls
             ],
-            inputs={"controls": self.controls_input},
-            outputs={"audio": self.audio_output},
+            inputs={k: v for k, v in (("controls", self.controls_input), ("audio", self.audio_input)) if v},
+            outputs={k: v for k, v in (("audio", self.audio_output), ("latent", self.latent_output)) if v},
             state=[list(p) for p in self.state],
             latency_samples=self.latency_samples,
             license=self.license,
@@ -137,6 +158,10 @@ class Card:
             d["kind"] = self.kind
         if self.voices > 1:
             d["voices"] = self.voices
+        if self.latent_output:
+            d["latent_controls"] = list(self.latent_controls)
+        if self.encoder:
+            d["encoder"] = self.encoder
         return d
 
 
@@ -221,8 +246,32 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
 
     inputs = _need(d, "inputs", dict, where)
     outputs = _need(d, "outputs", dict, where)
-    controls_input = _need(inputs, "controls", str, f"{where}: inputs")
-    audio_output = _need(outputs, "audio", str, f"{where}: outputs")
+    kind = d.get("kind", "")
+    if not isinstance(kind, str):
+        raise CardError(f"{where}: card key 'kind' must be a string")
+    audio_input = _opt_name(inputs, "audio", f"{where}: inputs")
+    latent_output = _opt_name(outputs, "latent", f"{where}: outputs")
+    if kind in ENCODER_KINDS and not latent_output:
+        raise CardError(f"{where}: an encoder card needs outputs.latent (the graph output its latents leave by)")
+    if latent_output:
+        # an encoder: audio in, latents out. The first converter also named its input
+        # "controls" and its output "audio" (the same tensors): those names are read as these
+        if not audio_input:
+            raise CardError(f"{where}: card outputs.latent needs inputs.audio (an encoder takes audio)")
+        controls_input = "" if inputs.get("controls") in (None, audio_input) else \
+            _need(inputs, "controls", str, f"{where}: inputs")
+        audio_output = "" if outputs.get("audio") in (None, latent_output) else \
+            _need(outputs, "audio", str, f"{where}: outputs")
+        if audio_output:
+            raise CardError(f"{where}: an encoder card has outputs.latent, not outputs.audio too")
+    else:
+        if "controls" not in inputs and audio_input:
+            controls_input = ""  # an effect with no controls of its own
+        else:
+            controls_input = _need(inputs, "controls", str, f"{where}: inputs")
+        audio_output = _need(outputs, "audio", str, f"{where}: outputs")
+    if not controls_input and controls:
+        raise CardError(f"{where}: the card lists controls but no inputs.controls to feed them to")
     raw_state = d.get("state", [])
     if not isinstance(raw_state, list):
         raise CardError(f"{where}: card key 'state' must be a list of [input, output] pairs")
@@ -235,19 +284,26 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
         ):
             raise CardError(f"{where}: state[{i}] must be [input_name, output_name], got {pair!r}")
         state.append((pair[0], pair[1]))
-    names_in = [controls_input] + [p[0] for p in state]
-    names_out = [audio_output] + [p[1] for p in state]
+    names_in = [n for n in (controls_input, audio_input) if n] + [p[0] for p in state]
+    names_out = [n for n in (audio_output, latent_output) if n] + [p[1] for p in state]
     for names, what in ((names_in, "input"), (names_out, "output")):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise CardError(f"{where}: graph {what} {sorted(dup)[0]!r} is named twice in the card")
-    kind = d.get("kind", "")
-    if not isinstance(kind, str):
-        raise CardError(f"{where}: card key 'kind' must be a string")
+    latent_controls: tuple[str, ...] = ()
+    if latent_output:
+        raw_lc = d.get("latent_controls", [])
+        if not isinstance(raw_lc, list) or not all(isinstance(n, str) and n for n in raw_lc) \
+                or len(set(raw_lc)) != len(raw_lc):
+            raise CardError(f"{where}: card key 'latent_controls' must be a list of distinct control names")
+        latent_controls = tuple(raw_lc)
+    encoder = d.get("encoder") or ""
+    if not isinstance(encoder, str) or "/" in encoder or encoder in (".", ".."):
+        raise CardError(f"{where}: card key 'encoder' must be the file name of the encoder beside the model")
     known = {
         "format", "name", "description", "sample_rate", "block_size", "channels",
         "control_frames", "controls", "inputs", "outputs", "state", "latency_samples",
-        "license", "source", "kind", "voices",
+        "license", "source", "kind", "voices", "latent_controls", "encoder",
     }
     return Card(
         name=name, sample_rate=sample_rate, block_size=block_size, channels=channels,
@@ -256,7 +312,19 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
         kind=kind, description=str(d.get("description", "")), latency_samples=latency, voices=voices,
         license=str(d.get("license", "")), source=str(d.get("source", "")),
         extra={k: v for k, v in d.items() if k not in known},
+        audio_input=audio_input, latent_output=latent_output, latent_controls=latent_controls,
+        encoder=encoder,
     )
+
+
+def _opt_name(d: dict, key: str, where: str) -> str:
+    """An optional graph tensor name (``inputs.audio``, ``outputs.latent``): "" when absent."""
+    if key not in d:
+        return ""
+    v = d[key]
+    if not isinstance(v, str) or not v:
+        raise CardError(f"{where}: card key {key!r} must be a graph tensor name, got {v!r}")
+    return v
 
 
 def load_card(path) -> Card:
@@ -353,32 +421,39 @@ def check_graph(card: Card, inputs, outputs, where: str = "model") -> dict[str, 
             raise CardError(f"{where}: graph {what} {arg.name!r} has unsupported type {arg.type}")
         return _shape(arg, where, what, rows), dtype
 
-    if card.controls_input not in ins:
-        raise CardError(
-            f"{where}: card inputs.controls names {card.controls_input!r}, but the graph's inputs "
-            f"are {sorted(ins)}"
-        )
-    shape, dtype = spec(ins[card.controls_input], "input")
-    want = (1, len(card.controls), card.control_frames)
-    if shape != want or dtype != "float32":
-        raise CardError(
-            f"{where}: graph input {card.controls_input!r} is {dtype} {list(shape)}, the card says "
-            f"float32 {list(want)} (1, len(controls), control_frames)"
-        )
-    specs[card.controls_input] = (shape, dtype)
-    if card.audio_output not in outs:
-        raise CardError(
-            f"{where}: card outputs.audio names {card.audio_output!r}, but the graph's outputs "
-            f"are {sorted(outs)}"
-        )
-    shape, dtype = spec(outs[card.audio_output], "output")
-    want = (1, card.channels, card.block_size)
-    if shape != want or dtype != "float32":
-        raise CardError(
-            f"{where}: graph output {card.audio_output!r} is {dtype} {list(shape)}, the card says "
-            f"float32 {list(want)} (1, channels, block_size)"
-        )
-    specs[card.audio_output] = (shape, dtype)
+    def need(name, table, key, want, what, meaning):
+        """Check graph tensor ``name`` (the card's ``table.key``) is float32 ``want``."""
+        pool = ins if table == "inputs" else outs
+        if name not in pool:
+            raise CardError(
+                f"{where}: card {table}.{key} names {name!r}, but the graph's {table} are {sorted(pool)}"
+            )
+        shape, dtype = spec(pool[name], what)
+        if want is not None and shape != want or dtype != "float32":
+            raise CardError(
+                f"{where}: graph {what} {name!r} is {dtype} {list(shape)}, the card says "
+                f"float32 {list(want) if want else '[…]'} ({meaning})"
+            )
+        specs[name] = (shape, dtype)
+        return shape
+
+    if card.controls_input:
+        need(card.controls_input, "inputs", "controls", (1, len(card.controls), card.control_frames),
+             "input", "1, len(controls), control_frames")
+    if card.audio_input:
+        need(card.audio_input, "inputs", "audio", (1, 1, card.block_size), "input", "1, 1, block_size: mono")
+    if card.audio_output:
+        need(card.audio_output, "outputs", "audio", (1, card.channels, card.block_size),
+             "output", "1, channels, block_size")
+    if card.latent_output:
+        k = len(card.latent_controls)
+        shape = need(card.latent_output, "outputs", "latent", (1, k, card.control_frames) if k else None,
+                     "output", "1, len(latent_controls), control_frames")
+        if not k and (len(shape) != 3 or shape[0] != 1 or shape[2] != card.control_frames):
+            raise CardError(
+                f"{where}: graph output {card.latent_output!r} is {list(shape)}, the card says "
+                f"[1, latents, {card.control_frames}] (1, latents, control_frames)"
+            )
     total = 0
     for s_in, s_out in card.state:
         if s_in not in ins:
@@ -398,8 +473,8 @@ def check_graph(card: Card, inputs, outputs, where: str = "model") -> dict[str, 
     extra_in = sorted(set(ins) - set(specs))
     if extra_in:
         raise CardError(
-            f"{where}: graph input {extra_in[0]!r} is neither the controls input nor a state input "
-            "in the card; add it to the card's 'state' or remove it from the graph"
+            f"{where}: graph input {extra_in[0]!r} is neither the controls or audio input nor a state "
+            "input in the card; add it to the card's 'state' or remove it from the graph"
         )
     for name in sorted(set(outs) - set(specs)):  # extra outputs are computed and ignored
         a = outs[name]

@@ -55,7 +55,9 @@ class Runtime:
     Write the controls for the next block into :attr:`controls` (shape
     ``[n_controls, control_frames]``, a view of the bound input), call :meth:`step`,
     read :attr:`audio` (``[channels, block_size]``). Both arrays are reused: copy
-    what you keep.
+    what you keep. A model that takes audio (an effect, an encoder) reads
+    :attr:`audio_in` (``[block_size]``, mono) too; an encoder writes :attr:`latent`
+    (``[latents, control_frames]``) instead of :attr:`audio`.
 
     ``rows`` (a batched note model only, at most its card's ``voices``): how many voices
     to make room for; :attr:`controls_rows` ``[rows, n_controls, control_frames]`` and
@@ -93,6 +95,11 @@ class Runtime:
         self._audio = np.zeros((R, card.channels, card.block_size), np.float32)
         self.audio_rows = self._audio
         self.audio = self._audio[0]
+        self._audio_in = np.zeros((1, 1, card.block_size), np.float32)
+        self.audio_in = self._audio_in[0, 0]
+        if card.latent_output:
+            self._latent = np.zeros(self.specs[card.latent_output][0], np.float32)
+            self.latent = self._latent[0]
 
         def rowed(shape):  # one voice's shape → room for R of them (a batched model)
             return (R,) + tuple(shape[1:]) if card.voices > 1 else tuple(shape)
@@ -105,7 +112,7 @@ class Runtime:
             )
             for s_in, _ in card.state
         ]
-        names = {card.audio_output} | {s_out for _, s_out in card.state}
+        names = {card.audio_output, card.latent_output} | {s_out for _, s_out in card.state}
         outputs = self.session.get_outputs()
         self._rowed_scratch = batched_outputs(card, outputs)
         self._scratch = {
@@ -181,8 +188,14 @@ class Runtime:
             view = arr[:k] if rows else arr
             fn(name, "cpu", 0, view.dtype, list(view.shape), view.ctypes.data)
 
-        bind(b.bind_input, card.controls_input, self._controls, True)
-        bind(b.bind_output, card.audio_output, self._audio, True)
+        if card.controls_input:
+            bind(b.bind_input, card.controls_input, self._controls, True)
+        if card.audio_input:  # (a model that takes audio is never batched)
+            bind(b.bind_input, card.audio_input, self._audio_in, False)
+        if card.audio_output:
+            bind(b.bind_output, card.audio_output, self._audio, True)
+        if card.latent_output:
+            bind(b.bind_output, card.latent_output, self._latent, False)
         for (s_in, s_out), bufs in zip(card.state, self._state):
             bind(b.bind_input, s_in, bufs[parity])
             bind(b.bind_output, s_out, bufs[1 - parity])
@@ -193,7 +206,8 @@ class Runtime:
     # -- the hot path -----------------------------------------------------------------
 
     def step(self) -> np.ndarray:
-        """Run one block: reads :attr:`controls` and the state, writes :attr:`audio`."""
+        """Run one block: reads :attr:`controls` (and :attr:`audio_in`) and the state,
+        writes :attr:`audio` (an encoder: :attr:`latent`)."""
         # No RunOptions: passing any costs ~45 µs per call (onnxruntime 1.32, measured).
         self._run(self._bound[self._parity], None)
         self._parity ^= 1

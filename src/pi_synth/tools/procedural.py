@@ -222,3 +222,160 @@ def build_organ(
     if path is not None:
         onnx.save(model, str(path))
     return model
+
+
+# -- audio in: a procedural encoder for the organ, and two effects ----------------------
+
+
+def encoder_card(block_size: int, sample_rate: int, control_frames: int = 1, name: str = "organ-encoder",
+                 latent_controls=("loudness", "brightness")) -> dict:
+    return {
+        "format": 1,
+        "name": name,
+        "kind": "encoder",
+        "description": "procedural encoder: loudness (dB RMS) and brightness (a slope ratio) of the input, "
+                       "for the organ (no training)",
+        "sample_rate": sample_rate,
+        "block_size": block_size,
+        "channels": 1,
+        "control_frames": control_frames,
+        "controls": [],
+        "latent_controls": list(latent_controls),
+        "inputs": {"audio": "audio_in"},
+        "outputs": {"latent": "latent"},
+        "state": [["prev_in", "prev_out"]],
+        "latency_samples": 0,
+        "license": "MIT",
+        "source": "pi_synth.tools.procedural.build_encoder (procedural, no training data)",
+    }
+
+
+def build_encoder(path=None, *, block_size: int = 256, sample_rate: int = 48000, control_frames: int = 1,
+                  smooth: float = 0.5, order=("loudness", "brightness"), opset: int = 17):
+    """An encoder for the organ: per control frame, the input's loudness (dB of its RMS,
+    −80..0) and brightness (RMS of its first difference over its RMS, halved, 0..1), each
+    smoothed against the last block's (``smooth``: the old value's weight; the state
+    carried). ``order``: the latent_controls the two are written as (any order of the
+    organ's "loudness" and "brightness"). Write to ``path`` if given; return the ModelProto."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    B, F = block_size, control_frames
+    if B % F:
+        raise ValueError("block_size must be a multiple of control_frames")
+    L = B // F
+    inits = {
+        "shape_fl": np.array([F, L], np.int64),
+        "ax1": np.array([1], np.int64),
+        "eps": np.array(1e-5, np.float32),
+        "db": np.array(20.0 / math.log(10.0), np.float32),
+        "lo": np.array(-80.0, np.float32),
+        "hi": np.array(0.0, np.float32),
+        "zero": np.array(0.0, np.float32),
+        "one": np.array(1.0, np.float32),
+        "half": np.array(0.5, np.float32),
+        "s0": np.array([0], np.int64),
+        "s1": np.array([1], np.int64),
+        "e1": np.array([L - 1], np.int64),
+        "eL": np.array([L], np.int64),
+        "a": np.array(smooth, np.float32),
+        "b": np.array(1.0 - smooth, np.float32),
+        "shape_out": np.array([1, 2, F], np.int64),
+        "f_last": np.array([F - 1], np.int64),
+        "f_end": np.array([F], np.int64),
+        "ax2": np.array([2], np.int64),
+    }
+    N = []
+
+    def node(op, ins, out, **kw):
+        N.append(helper.make_node(op, ins, [out], **kw))
+        return out
+
+    x = node("Reshape", ["audio_in", "shape_fl"], "x")  # [F, L]
+    ms = node("ReduceMean", [node("Mul", [x, x], "x2")], "ms", axes=[1], keepdims=0)  # [F]
+    rms = node("Sqrt", [node("Add", [ms, "eps"], "ms_e")], "rms")
+    loud = node("Clip", [node("Mul", [node("Log", [rms], "ln_rms"), "db"], "loud0"), "lo", "hi"], "loud")
+    d = node("Sub", [node("Slice", [x, "s1", "eL", "ax1"], "x_next"), node("Slice", [x, "s0", "e1", "ax1"], "x_prev")], "dx")
+    dms = node("ReduceMean", [node("Mul", [d, d], "d2")], "dms", axes=[1], keepdims=0)
+    ratio = node("Div", [node("Sqrt", [node("Add", [dms, "eps"], "dms_e")], "drms"), rms], "ratio")
+    bright = node("Clip", [node("Mul", [ratio, "half"], "bright0"), "zero", "one"], "bright")
+    rows = {"loudness": loud, "brightness": bright}
+    if sorted(order) != ["brightness", "loudness"]:
+        raise ValueError("order: loudness and brightness, in either order")
+    un = [node("Unsqueeze", [rows[n], "s0"], f"{n}_row") for n in order]
+    raw = node("Reshape", [node("Concat", un, "raw0", axis=0), "shape_out"], "raw")  # [1, 2, F]
+    z = node("Add", [node("Mul", ["prev_in", "a"], "old"), node("Mul", [raw, "b"], "new")], "latent")
+    node("Slice", [z, "f_last", "f_end", "ax2"], "prev_out")
+    graph = helper.make_graph(
+        N, "organ-encoder",
+        [helper.make_tensor_value_info("audio_in", TensorProto.FLOAT, [1, 1, B]),
+         helper.make_tensor_value_info("prev_in", TensorProto.FLOAT, [1, 2, 1])],
+        [helper.make_tensor_value_info("latent", TensorProto.FLOAT, [1, 2, F]),
+         helper.make_tensor_value_info("prev_out", TensorProto.FLOAT, [1, 2, 1])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="pi-synth")
+    model.ir_version = 8
+    helper.set_model_props(model, {CARD_KEY: json.dumps(
+        encoder_card(B, sample_rate, F, latent_controls=order))})
+    onnx.checker.check_model(model)
+    if path is not None:
+        onnx.save(model, str(path))
+    return model
+
+
+def build_effect(path=None, *, kind: str = "drive", block_size: int = 256, sample_rate: int = 48000,
+                 delay: int = 0, opset: int = 17):
+    """A model that takes audio itself (``inputs.audio``): ``kind="drive"``, ``tanh`` of the
+    input times ``1 + 20·drive`` (a control), or ``kind="delay"``, the input ``delay``
+    samples late (the last ``delay`` samples carried as state; the card says
+    ``latency_samples = delay``, so a dry/wet mix of the two lines up exactly)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    B = block_size
+    N, inits = [], {}
+
+    def node(op, ins, out, **kw):
+        N.append(helper.make_node(op, ins, [out], **kw))
+        return out
+
+    ins = [helper.make_tensor_value_info("audio_in", TensorProto.FLOAT, [1, 1, B]),
+           helper.make_tensor_value_info("controls", TensorProto.FLOAT, [1, 1, 1])]
+    outs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 1, B])]
+    state = []
+    if kind == "drive":
+        controls = [{"name": "drive", "unit": "", "min": 0.0, "max": 1.0, "default": 0.5}]
+        inits.update(k20=np.array(20.0, np.float32), one=np.array(1.0, np.float32), out_g=np.array(0.8, np.float32),
+                     shape11=np.array([1, 1, 1], np.int64))
+        g = node("Add", [node("Mul", [node("Reshape", ["controls", "shape11"], "drv"), "k20"], "g0"), "one"], "g")
+        node("Mul", [node("Tanh", [node("Mul", ["audio_in", g], "xg")], "y0"), "out_g"], "audio")
+    elif kind == "delay":
+        if not 0 < delay:
+            raise ValueError("a delay effect needs delay > 0")
+        controls = [{"name": "mix", "unit": "", "min": 0.0, "max": 1.0, "default": 1.0}]
+        inits.update(s0=np.array([0], np.int64), sB=np.array([B], np.int64), sE=np.array([B + delay], np.int64),
+                     ax2=np.array([2], np.int64), shape11=np.array([1, 1, 1], np.int64))
+        ins.append(helper.make_tensor_value_info("tail_in", TensorProto.FLOAT, [1, 1, delay]))
+        outs.append(helper.make_tensor_value_info("tail_out", TensorProto.FLOAT, [1, 1, delay]))
+        full = node("Concat", ["tail_in", "audio_in"], "full", axis=2)  # [1, 1, delay + B]
+        y = node("Slice", [full, "s0", "sB", "ax2"], "late")
+        node("Mul", [y, node("Reshape", ["controls", "shape11"], "m")], "audio")
+        node("Slice", [full, "sB", "sE", "ax2"], "tail_out")
+        state = [["tail_in", "tail_out"]]
+    else:
+        raise ValueError("kind: drive or delay")
+    graph = helper.make_graph(N, f"effect-{kind}", ins, outs,
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="pi-synth")
+    model.ir_version = 8
+    card = {"format": 1, "name": kind, "kind": "", "description": f"procedural {kind} effect (audio in)",
+            "sample_rate": sample_rate, "block_size": B, "channels": 1, "control_frames": 1,
+            "controls": controls, "inputs": {"controls": "controls", "audio": "audio_in"},
+            "outputs": {"audio": "audio"}, "state": state, "latency_samples": delay if kind == "delay" else 0,
+            "license": "MIT", "source": f"pi_synth.tools.procedural.build_effect(kind={kind!r})"}
+    helper.set_model_props(model, {CARD_KEY: json.dumps(card)})
+    onnx.checker.check_model(model)
+    if path is not None:
+        onnx.save(model, str(path))
+    return model

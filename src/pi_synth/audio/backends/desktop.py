@@ -61,10 +61,11 @@ class DesktopBackend(AlsaBackend):
 
     name = "desktop"
 
-    def __init__(self, device: str | None = None, *, format: str = "S16_LE"):
+    def __init__(self, device: str | None = None, *, format: str = "S16_LE", capture=None):
         self.server = None
         self.requested = device or "default"  # what was asked; ``device`` becomes the PCM opened
-        super().__init__(device, format=format)
+        super().__init__(device, format=format, capture=capture)
+        self._capture_follows = self.capture == device  # "the playback device": the server's PCM too
 
     def _open(self, sample_rate, channels, period, periods):
         want = self.requested.strip().lower()
@@ -81,6 +82,8 @@ class DesktopBackend(AlsaBackend):
                               "(aplay -L), or record with --backend wav")
         self.server = want if want in SERVERS else found[0]
         self.device = PCM[self.server]
+        if self._capture_follows:
+            self.capture = self.device
         try:
             return super()._open(sample_rate, channels, period, periods)
         except DeviceError as e:
