@@ -252,9 +252,14 @@ ORT_TYPES = {
 }
 
 
+VOICES_DIM = "voices"  # a note model's batch of voices (card "voices"): the mono path runs one row
+
+
 def _shape(arg, where: str, what: str) -> tuple[int, ...]:
     shape = []
-    for d in arg.shape:
+    for i, d in enumerate(arg.shape):
+        if i == 0 and d == VOICES_DIM:
+            d = 1
         if not isinstance(d, int) or d < 0:
             raise CardError(
                 f"{where}: graph {what} {arg.name!r} has a dynamic shape {arg.shape}; "
