@@ -194,8 +194,9 @@ def filtered_table(table: np.ndarray, fir: np.ndarray) -> np.ndarray:
 TABLE = 1024  # wavetable length (a cycle): linear interpolation keeps harmonic k's images ~(k/TABLE)² below it
 LN10_20 = math.log(10.0) / 20.0  # dB -> natural-log amplitude
 # graph-side clamps (wider than the card's knob ranges: the card says what a knob sweeps, these keep
-# anything a caller feeds finite and bounded)
-CLAMPS = {"pitch": (20.0, 8000.0), "loudness": (-120.0, 12.0), "breath": (-60.0, 30.0),
+# anything a caller feeds finite and bounded; the network never heard the flute louder than about -12 dB,
+# and above -5 dB its output grows past any use)
+CLAMPS = {"pitch": (20.0, 8000.0), "loudness": (-120.0, -5.0), "breath": (-60.0, 30.0),
           "brightness": (-24.0, 24.0), "vibrato_depth": (0.0, 200.0), "vibrato_rate": (0.0, 20.0)}
 CONTROLS = tuple(CLAMPS)  # the order of the controls input's rows
 VIBRATO_GATE_DB, VIBRATO_DELAY, VIBRATO_FADE = -70.0, 0.25, 0.2  # dB; seconds after the note starts
@@ -293,7 +294,8 @@ class StreamSynth(nn.Module):
       rows counted from one modulo per voice;
     - timbre: ``brightness`` tilts the harmonic amplitudes by dB per octave of harmonic number and
       rescales them to the same power (loudness stays put); ``breath`` is a dB gain on the noise
-      bands. Both act on the gains at the block's end, which ramp from the previous block's (in
+      bands, up to 6 dB under the tone at most (so no knob setting, even at loudness the network never
+      saw, makes the noise explode). Both act on the gains at the block's end, which ramp from the previous block's (in
       ``prev``), so moving a knob never steps the sound.
 
     Under the module name ``synth``, so :func:`pi_synth.quantize.default_exclude` keeps it float32."""
@@ -340,7 +342,12 @@ class StreamSynth(nn.Module):
         tilted = harm * torch.exp(brightness.unsqueeze(-1) * self.tilt)
         power = (harm * harm).sum(-1, keepdim=True) / torch.clamp((tilted * tilted).sum(-1, keepdim=True), min=1e-30)
         harm = tilted * torch.sqrt(power)  # at 0 dB/octave: exactly the trained amplitudes
-        noise = noise * torch.exp(breath.unsqueeze(-1) * LN10_20)
+        breathy = noise * torch.exp(breath.unsqueeze(-1) * LN10_20)
+        # breath brings the noise up to 6 dB under the tone at most (or leaves it where the network put it):
+        # a band's noise has 1/N of unit power, a harmonic of amplitude a has a²/2
+        ceiling = torch.maximum((noise * noise).sum(-1, keepdim=True), (self.n_noise / 8) * (harm * harm).sum(-1, keepdim=True))
+        power = (breathy * breathy).sum(-1, keepdim=True)
+        noise = breathy * torch.sqrt(torch.clamp(ceiling / torch.clamp(power, min=1e-30), max=1.0))
         gains = torch.cat([harm, noise], -1)  # [V,T,H+N]: each frame's gains, reached at its block's end
         if T == 1:
             fs, start, g0 = prev[:, :1], phase, prev[:, None, 1:]
