@@ -23,6 +23,9 @@ startup    start → first audio and RSS of ``pi-synth run`` (``benchmarks/start
 soak       paced soak through JACK (48 kHz, 256×2), idle and with one core busy
            (``benchmarks/soak.py``); here and in latency, jackd, its clients and the audio
            threads share one CPU (``--jack-cpus``)
+voices     polyphony as a batch: block time of 1 … 16 voices of a note model in one call, fp32 and
+           int8, the 8-voice/1-voice ratio, per-node profile and a Pi projection
+           (``benchmarks/bench_voices.py``)
 rave       converted RAVE decoders vs TorchScript (``benchmarks/bench_rave.py``, run in
            ``.venv-rave`` when it and the fixtures exist), also by block size (2048 … 16384)
 
@@ -45,10 +48,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _env import ROOT, cpu_share, cpu_times, loadavg, machine, use_test_alsa_config, write_json  # noqa: E402
 
-SECTIONS = ("speed", "flops", "precision", "engine", "latency", "startup", "soak", "rave", "arm64")
+SECTIONS = ("speed", "flops", "precision", "voices", "engine", "latency", "startup", "soak", "rave", "arm64")
 TARGETS = {
     "int8_speedup": 1.5, "int8_snr_db": 30.0, "engine_cpu_ratio": 1.05, "soak_xruns": 0,
-    "rss_mb": 100.0, "first_audio_s": 2.0, "rave_raspberry": 3.0, "rave_v2": 4.0,
+    "rss_mb": 100.0, "first_audio_s": 2.0, "rave_raspberry": 3.0, "rave_v2": 4.0, "voices_8_vs_1": 3.0,
 }
 
 
@@ -194,6 +197,23 @@ def sec_precision(files, args) -> list[dict]:
         c = r["ceiling"].get("ceiling")
         log(f"precision {name}: int8 ×{r['speedup']:.2f} of fp32, SNR {r['snr_db']:.1f} dB"
             + (f"; ceiling ×{c:.2f} ({r['ceiling']['quantized_ops']} quantized ops made free)" if c else ""))
+    return rows
+
+
+def sec_voices(files, args, out: Path) -> list[dict]:
+    """Each shipped note voice whose card plays more than one voice per call (``"voices"``)."""
+    import bench_voices
+
+    rows = []
+    for name, pr in pairs(files).items():
+        card = bench_voices.read_card(pr["fp32"])
+        if card.get("kind") != "note" or int(card.get("voices", 1)) <= 1:
+            continue
+        res = bench_voices.measure(pr["fp32"].parent, name, rounds=4 if args.quick else 20,
+                                   profile_calls=60 if args.quick else 300)
+        res["plot"] = bench_voices.plot(res, out)
+        rows.append(res)
+        log(f"voices {name}: 8 voices / 1 voice " + ", ".join(f"{k} ×{v:.2f}" for k, v in res["ratio_8_vs_1"].items()))
     return rows
 
 
@@ -395,6 +415,10 @@ def targets_table(R: dict) -> list[list]:
                                  f"({lv.get('engine_mode')}{_pin_text(lat)})",
                                  f"≤ {tgt} frames ({b.get('target_ms', 0):.1f} ms)", got,
                                  _pf((o or v)["median_samples"] <= tgt)])
+    for r in R.get("voices") or [] if isinstance(R.get("voices"), list) else []:
+        for k, v in r["ratio_8_vs_1"].items():
+            rows.append([f"block time, 8 voices / 1 voice in one call, {r['model']}.{k}", "≤ 3×", f"{v:.2f}×",
+                         _pf(v <= TARGETS["voices_8_vs_1"])])
     st = R.get("startup") or {}
     if "warm_cache" in st:
         w, c = st["warm_cache"], st["cold_cache"]
@@ -478,6 +502,11 @@ def markdown(R: dict) -> str:
                      f"{r['block_ms_p99']:.3f} | {r['block_ms_max']:.3f} | {r['rtf']:.4f} | {r['rtf_p99']:.4f} | "
                      f"{r.get('bare_block_ms_median', float('nan')):.3f} | {r.get('wrapper_overhead_ratio', float('nan')):.3f} |")
     L += by_block_lines(R)
+    if isinstance(R.get("voices"), list):
+        import bench_voices
+
+        for r in R["voices"]:
+            L += bench_voices.lines(r) + ([f"", f"![{r['plot']}]({r['plot']})"] if r.get("plot") else [])
     if R.get("engine"):
         L += ["", "## Engine CPU vs pure inference (pisynth_null PCM: work, not waiting)", "",
               "| model file | mode | engine µs CPU/block (best run) | pure µs/block (best run) | ratio | "
@@ -746,6 +775,7 @@ def main(argv=None) -> int:
     steps = [("speed", lambda: sec_speed(files, args)),
              ("flops", lambda: sec_flops(files, R.get("speed") or [])),
              ("precision", lambda: sec_precision(files, args)),
+             ("voices", lambda: sec_voices(files, args, out)),
              ("engine", lambda: sec_engine(files, args, out)),
              ("latency", lambda: sec_latency(args, out)),
              ("startup", lambda: sec_startup(args, out)),
