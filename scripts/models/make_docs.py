@@ -97,13 +97,14 @@ def knobs_figure(models: Path, out: Path, name="flute", hz=587.33, db=-20.0, sec
     timbre = card["controls"][2:]
     fig, axes = plt.subplots(len(timbre), 1, figsize=(9, 2.3 * len(timbre)), sharex=True)
     for ax, c in zip(axes, timbre):
-        ctl = with_defaults(card, np.tile(np.array([[hz], [db]], np.float32), (n, 1, 1)))
+        deeper = {"vibrato_depth": 30.0} if c["name"] == "vibrato_rate" else {}  # so the rate shows
+        ctl = with_defaults(card, np.tile(np.array([[hz], [db]], np.float32), (n, 1, 1)), **deeper)
         ramp = np.clip((np.arange(n) * block / SR - 0.5) / (seconds - 1.0), 0, 1)  # after 0.5 s, min -> max
         ctl[:, card["controls"].index(c), 0] = c["min"] + (c["max"] - c["min"]) * ramp
         y = render(_session(path), card, ctl)[0]
         fmax = 3000 if c["name"].startswith("vibrato") else 16000
-        spec(ax, y, f"{c['name']} {c['min']:g} → {c['max']:g} {c['unit']} (from 0.5 s; default {c['default']:g})",
-             fmax=fmax)
+        spec(ax, y, f"{c['name']} {c['min']:g} → {c['max']:g} {c['unit']} (from 0.5 s; default {c['default']:g})"
+                    + (" at vibrato_depth 30" if deeper else ""), fmax=fmax)
         if c["name"].startswith("vibrato"):
             ax.set_ylim(hz * 0.8, hz * 3.3)  # the first harmonics, where the wobble shows
     axes[-1].set_xlabel("s")
