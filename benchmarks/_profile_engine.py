@@ -25,7 +25,7 @@ from _env import use_test_alsa_config  # noqa: E402
 
 
 def child(model: str, mode: str, blocks: int) -> None:
-    from pi_synth.bench import engine_overhead
+    from _harness import engine_overhead
 
     r = engine_overhead(model, blocks=blocks, mode=mode)
     print(r)

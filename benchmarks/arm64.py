@@ -56,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _env import ROOT, write_json  # noqa: E402
 
-from pi_synth.quantize import snr_db  # noqa: E402
+from pi_synth.tools.quantize import snr_db  # noqa: E402
 
 CACHE = ROOT / "work" / "arm64-cache"
 SUITE = "bookworm"  # Raspberry Pi OS bookworm's Debian, and its Python 3.11
@@ -210,7 +210,8 @@ def _arm_sysconfig(root: Path) -> dict[str, str]:
 RENDER = r"""
 import json, sys, numpy as np, onnxruntime as ort, collections, os
 from pi_synth.audio import safety
-from pi_synth.audio.runtime import Runtime, session_options
+from pi_synth.model.runtime import Runtime
+from pi_synth.model.session import session_options
 from pi_synth.bench import control_sequence
 out, blocks = sys.argv[1], int(sys.argv[2])
 res = {"kernels": safety.KERNELS, "onnxruntime": ort.__version__}

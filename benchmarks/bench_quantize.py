@@ -3,7 +3,7 @@
 Usage: python benchmarks/bench_quantize.py [--models models] [--json out.json] [--threads 1]
 
 For each models/NAME.fp32.onnx beside NAME.int8.onnx: times the shipped files, and builds a twin of the
-shipped int8 model in the other format (QOperator for a QDQ file and back; same layers kept in float32, calibrated with pi_synth.quantize's default control
+shipped int8 model in the other format (QOperator for a QDQ file and back; same layers kept in float32, calibrated with pi_synth.tools.quantize's default control
 sequence) in a temporary directory. Prints size, SNR vs fp32 and the median µs per block of the three, stepped
 interleaved so load from other processes hits them equally, and whether the issue's target is met: int8 >= 1.5x
 faster than fp32 in the format this CPU runs as int8. On x86 that format is QOperator; QDQ is what a Raspberry
@@ -22,7 +22,7 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from pi_synth.quantize import (QUANT_OPS, X86_CAVEAT, _cpu_name, _is_x86, _quantize, _session,  # noqa: E402
+from pi_synth.tools.quantize import (QUANT_OPS, X86_CAVEAT, _cpu_name, _is_x86, _quantize, _session,  # noqa: E402
                                bench, control_sequence, read_card, render, snr_db)
 
 TARGET = 1.5

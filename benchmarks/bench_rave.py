@@ -2,7 +2,7 @@
 """Converted RAVE decoders vs the TorchScript they came from: same decoder, same blocks, one run.
 
 For each fixture (a real ``rave export --streaming`` ``.ts``, built by ``scripts/rave/make-fixtures.sh``):
-convert it (fp32, and int8 QDQ + QOperator with ``pi_synth.quantize``), then feed the same random latent
+convert it (fp32, and int8 QDQ + QOperator with ``pi_synth.tools.quantize``), then feed the same random latent
 blocks, alternating in rounds of ``ROUND`` blocks, to TorchScript ``decode`` and to the converted models played as
 pi-synth plays them (``Runtime.step``: io_binding, state ping-pong), 1 thread each, caches
 starting from zeros on both sides, warm-up excluded (TorchScript's first calls JIT). Reports median ms
@@ -50,8 +50,9 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool) -> dict:
     import numpy as np
     import torch
 
-    from pi_synth.audio.runtime import Runtime, load_card
-    from pi_synth.convert import rave
+    from pi_synth.model.runtime import Runtime
+    from pi_synth.model.card import load_card
+    from pi_synth.tools.convert import rave
 
     torch.set_num_threads(1)
     name = ts_path.stem
@@ -63,7 +64,7 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool) -> dict:
     res: dict = {"fixture": name, "multiply_adds_per_block": macs, "states": summary["states"],
                  "block_size": card.block_size, "sample_rate": card.sample_rate}
     if int8:
-        from pi_synth.quantize import quantize_model
+        from pi_synth.tools.quantize import quantize_model
 
         for fmt in ("qdq", "qoperator"):
             q = work / f"{name}.int8-{fmt}.onnx"
@@ -143,8 +144,9 @@ def by_block(ts_path: Path, work: Path, frames_list, seconds: float) -> list[dic
     import numpy as np
     import torch
 
-    from pi_synth.audio.runtime import Runtime, load_card
-    from pi_synth.convert import rave
+    from pi_synth.model.runtime import Runtime
+    from pi_synth.model.card import load_card
+    from pi_synth.tools.convert import rave
 
     torch.set_num_threads(1)
     m = rave.load_ts(ts_path)

@@ -19,7 +19,7 @@ This measures, 1 onnxruntime thread, in one run:
 - the first call at each new row count (onnxruntime plans a shape's memory then: warm every row
   count up at load);
 - a *projection* (not a measurement) of 8 voices on a Pi 4 / Pi 5 / Zero 2 W
-  (:func:`pi_synth.bench.project`: FLOPs of the 8-voice graph and this machine's 8-voice block
+  (:func:`_harness.project`: FLOPs of the 8-voice graph and this machine's 8-voice block
   time, each against an assumed Pi figure).
 
 Writes ``voices.json`` and ``voices.png`` (the curve) to ``--out``. ``benchmarks/run.py`` runs it
@@ -42,6 +42,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
 
 VOICES = (1, 2, 3, 4, 6, 8, 12, 16)
 DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
@@ -83,7 +84,7 @@ def zero_state(sess, card: dict, voices: int) -> dict:
 def voice_controls(card: dict, voices: int, blocks: int, seed: int = 0) -> np.ndarray:
     """[blocks, voices, n_controls, frames]: each voice its own realistic moving controls
     (notes with envelopes and legato, knobs wandering over their ranges)."""
-    from pi_synth.quantize import control_sequence
+    from pi_synth.tools.quantize import control_sequence
 
     return np.stack([control_sequence(card, blocks, seed=seed + 101 * v) for v in range(voices)], 1)
 
@@ -212,15 +213,15 @@ def node_profile(path, voices: int, calls: int = 300) -> dict:
 
 
 def graph_flops_at(path, voices: int) -> dict:
-    from pi_synth.bench import graph_flops
+    from _harness import graph_flops
 
     with tempfile.TemporaryDirectory() as d:
         return graph_flops(fixed_copy(path, voices, Path(d) / "fixed.onnx"))
 
 
 def projection(path, voices: int, block_ms_here: float) -> dict:
-    """A projection, not a measurement: :func:`pi_synth.bench.project` on the graph at ``voices`` rows."""
-    from pi_synth.bench import project
+    """A projection, not a measurement: :func:`_harness.project` on the graph at ``voices`` rows."""
+    from _harness import project
 
     card = read_card(path)
     f = graph_flops_at(path, voices)

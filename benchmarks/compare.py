@@ -38,7 +38,7 @@ def resolve(spec: str, tmp: Path) -> Path:
 
 
 def compare(paths: list[Path], names: list[str], *, blocks: int, threads: int) -> list[dict]:
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
     from pi_synth.bench import alternate_stats
 
     rts = [Runtime(p, threads=threads, warmup_blocks=8) for p in paths]

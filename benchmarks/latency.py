@@ -113,8 +113,8 @@ def _knob_for(card, control: str) -> str | None:
 
 def rendered(model: str | None, out: Path, notes: int = 8, seed: int = 0, period: int = 256) -> dict:
     """Events through ``pi-synth run`` on the JACK-paced recorder PCM."""
-    from pi_synth.audio.library import find_model
-    from pi_synth.audio.runtime import load_card
+    from pi_synth.model.library import find_model
+    from pi_synth.model.card import load_card
 
     path = find_model(model, "auto")  # what `pi-synth run` plays
     card = load_card(path)
@@ -184,7 +184,8 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
 
     from pi_synth import config as config_mod
     from pi_synth.app import Instrument
-    from pi_synth.audio.backends.alsa import AlsaBackend, _silence_alsa_lib
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.service.alsalib import quiet as _silence_alsa_lib
     from pi_synth.audio.engine import Engine
     from pi_synth.control.mapping import Route
     from pi_synth.control.rig import Rig
@@ -327,8 +328,8 @@ def measure(model: str | None = None, out: Path | None = None, notes: int = 8, p
             periods: int = 2, engine_mode: str | None = None, jack: str | None = None,
             transports=("din",), cpus=None) -> dict:
     use_test_alsa_config()
-    from pi_synth.audio.library import find_model
-    from pi_synth.audio.runtime import load_card
+    from pi_synth.model.library import find_model
+    from pi_synth.model.card import load_card
 
     out = Path(out or tempfile.mkdtemp())
     card = load_card(find_model(model, "auto"))

@@ -61,7 +61,7 @@ def log(msg: str) -> None:
 
 def model_files() -> list[Path]:
     """Every installed model file (shipped int8/fp32 pairs and the procedural organ)."""
-    from pi_synth.audio.library import list_models
+    from pi_synth.model.library import list_models
 
     return list_models()
 
@@ -79,7 +79,7 @@ def pairs(files: list[Path]) -> dict[str, dict[str, Path]]:
 
 
 def sec_speed(files, args) -> list[dict]:
-    from pi_synth.bench import bench_sweep
+    from _harness import bench_sweep
 
     rows = []
     for p in files:
@@ -101,7 +101,7 @@ def speed_by_block(args) -> list[dict]:
     import tempfile
 
     from pi_synth.bench import bench_model
-    from pi_synth.procedural import build_organ
+    from pi_synth.tools.procedural import build_organ
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -158,7 +158,7 @@ def _trained_by_block(args, d: Path) -> list[dict]:
 
 
 def sec_flops(files, speed_rows) -> list[dict]:
-    from pi_synth.bench import flops_report, project
+    from _harness import flops_report, project
 
     rows = []
     for p in files:
@@ -179,7 +179,8 @@ def sec_flops(files, speed_rows) -> list[dict]:
 
 
 def sec_precision(files, args) -> list[dict]:
-    from pi_synth.bench import compare_precisions, int8_ceiling, int8_kernels_on_arm
+    from pi_synth.bench import compare_precisions
+    from pi_synth.tools.quantize import int8_ceiling, int8_kernels_on_arm
 
     rows = []
     for name, pr in pairs(files).items():
@@ -220,8 +221,8 @@ def sec_voices(files, args, out: Path) -> list[dict]:
 def sec_engine(files, args, out: Path) -> list[dict]:
     """Per model: the engine ``pi-synth run`` picks (``auto``: graded against the target),
     then the other mode for comparison. Each is the median of interleaved repeats."""
-    from pi_synth.audio.runtime import load_card
-    from pi_synth.bench import block_breakdown, engine_overhead
+    from pi_synth.model.card import load_card
+    from _harness import block_breakdown, engine_overhead
 
     rows = []
     for p in files:
@@ -522,7 +523,7 @@ def markdown(R: dict) -> str:
         bd = [r["breakdown"] for r in R["engine"] if r.get("breakdown")]
         if bd:
             L += ["", "Where a block's time goes outside the model (one thread, median µs per stage; "
-                  "`pi_synth.bench.block_breakdown`):", "",
+                  "`benchmarks/_harness.py`: `block_breakdown`):", "",
                   "| model file | hooks + control bank | Runtime.step | copy + output guard | device (sink: wait, convert, libasound) | outside the model | (all) / step |",
                   "|---|---|---|---|---|---|---|"]
             for b in bd:
@@ -534,7 +535,7 @@ def markdown(R: dict) -> str:
               "Counted from the ONNX graph (Conv/MatMul/Gemm exactly from inferred shapes, 2 FLOPs per "
               "multiply-add; elementwise ops 1 FLOP per output element). **Projection, not a measurement**: "
               "block time on a Pi = max(FLOPs ÷ assumed sustained single-core GFLOP/s, block time here × "
-              "assumed single-thread slowdown); the assumptions are in `pi_synth.bench.PI_CPUS` and the "
+              "assumed single-thread slowdown); the assumptions are in `benchmarks/_harness.py` (`PI_CPUS`) and the "
               "README. Measure a real Pi with `pi-synth bench MODEL`.", "",
               "The RTF cells add what `auto` would open for a configured 256-frame × 2 buffer: the direct "
               "engine, on more periods where that is less latency than the threaded engine's ring, or the "
@@ -558,7 +559,7 @@ def markdown(R: dict) -> str:
               "On x86, QDQ int8 runs as dequantize → fp32 kernels → quantize, so an x86 timing of a QDQ model "
               "says little about ARM, where onnxruntime runs int8 kernels. The **ceiling** is measured, "
               "on any CPU: the fp32 graph timed with the ops the int8 file quantizes made free "
-              "(`pi_synth.bench.int8_ceiling`). int8 can at best save a share of those ops' time, less its "
+              "(`pi_synth.tools.quantize.int8_ceiling`). int8 can at best save a share of those ops' time, less its "
               "quantize/dequantize steps, so its speed-up stays under the ceiling. **int8 kernels on ARM** "
               "counts the quantized ops onnxruntime turns into int8 kernels under its ARM rule "
               "(`session.qdqisint8allowed`; the graph a Pi runs, checked here; its speed is not).", "",
@@ -755,7 +756,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("PI_SYNTH_CACHE_DIR", str(Path(args.out) / "cache"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from pi_synth.audio.library import find_model
+    from pi_synth.model.library import find_model
 
     files = [find_model(m) for m in args.models] if args.models else model_files()
     want = [s for s in (args.only or SECTIONS) if s not in args.skip]

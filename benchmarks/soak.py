@@ -193,9 +193,10 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
     use_test_alsa_config()
     from pi_synth import config as config_mod
     from pi_synth.app import Instrument
-    from pi_synth.audio.backends.alsa import AlsaBackend, _silence_alsa_lib
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.service.alsalib import quiet as _silence_alsa_lib
     from pi_synth.audio.engine import Engine
-    from pi_synth.audio.library import list_models
+    from pi_synth.model.library import list_models
     from pi_synth.control.rig import Rig
 
     _silence_alsa_lib()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install pi-synth into ./.venv, with the system packages it needs.
 #   scripts/install.sh          runtime only (what the Pi needs)
-#   scripts/install.sh --dev    + what the tests need (jackd2, libasound2-plugins, pytest, …)
+#   scripts/install.sh --dev    + what the tests need (jackd2, libasound2-plugins, pytest, ansible, …)
 # Works on Debian 12 / Raspberry Pi OS (bookworm or later), as root or with sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +17,11 @@ if [[ $DEV -eq 1 ]]; then
     # jackd2 + libasound2-plugins: real-time pacing without a sound card in the tests;
     # systemd: systemd-analyze verifies the service unit; debootstrap, fdisk, dosfstools,
     # mtools, e2fsprogs, xz-utils: the provisioning and image-builder tests;
-    # qemu-user-static, gcc-aarch64-linux-gnu: our code on arm64, emulated (tests/test_arm64.py)
+    # qemu-user-static, gcc-aarch64-linux-gnu: our code on arm64, emulated (tests/test_arm64.py);
+    # chromium + chromium-driver: the web page in a real browser (tests/test_web_browser.py);
+    # openssh-client: Ansible reaches the fleet test's boxes over ssh (tests/test_fleet.py)
     PKGS+=(jackd2 libasound2-plugins systemd debootstrap fdisk dosfstools mtools e2fsprogs xz-utils
-           qemu-user-static gcc-aarch64-linux-gnu)
+           qemu-user-static gcc-aarch64-linux-gnu chromium chromium-driver openssh-client)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
@@ -39,7 +41,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 if [[ $DEV -eq 1 ]]; then
-    .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -m pip install -q -e ".[dev,web,fleet]" 2>&1 | grep -v "^WARNING: Location" || true
 else
     .venv/bin/python -m pip install -q -e . 2>&1 | grep -v "^WARNING: Location" || true
 fi

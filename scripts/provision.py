@@ -8,7 +8,9 @@
 What it does (each step checks first, so a second run prints "no changes"):
 
 * apt packages (python3, venv, gcc + libasound2-dev for pyalsaaudio, alsa-utils, python3-lgpio
-  where the archive has it); the ``pisynth`` system user in audio, gpio, spi, i2c, dialout;
+  where the archive has it); the ``pisynth`` system user in audio, gpio, spi, i2c, dialout, and
+  the ``pisynth-web`` user of the web page (in no group); /var/lib/pi-synth owned by pisynth and
+  its models/ folder (uploads) by pisynth-web;
 * a copy of this checkout in /opt/pi-synth/src, installed (with its models) into the venv
   /opt/pi-synth/venv (``--system-site-packages``, for the distribution's lgpio);
 * /boot/firmware/config.txt: SPI, I2C, the PL011 UART on GPIO 14/15 at MIDI's 31250 baud
@@ -18,7 +20,17 @@ What it does (each step checks first, so a second run prints "no changes"):
   the audio group, journald in RAM, /var/log on tmpfs;
 * /boot/firmware/pi-synth.toml from the commented template, if absent (never overwritten);
 * pi-synth.service installed and enabled (symlinks, so it works on an image too);
-* ``--read-only``: the overlay root of raspi-config (on the Pi, or on first boot for an image).
+  pi-synth-web.service installed, not enabled (the web page is off until asked for);
+* ``--read-only``: the overlay root of raspi-config (on the Pi, or on first boot for an image);
+* ``--set SECTION.KEY=VALUE`` (repeatable): that key of pi-synth.toml set, the rest of the
+  file (comments, every other key) left as it is; checked against pi-synth's own config schema;
+* ``--hostname NAME``: /etc/hostname and /etc/hosts' 127.0.1.1 line (a room of boxes flashed
+  from one image gets one name each: NAME.local).
+
+``--json`` prints one JSON object on stdout at the end (``changed``, ``changes``, ``pending``,
+``reboot_needed``), the progress lines on stderr: what ``ansible/`` reads for its "changed".
+``--pack OUT.tar.gz`` writes the files this script copies to the Pi (a deterministic tarball:
+the same checkout gives the same bytes) and exits: how ``ansible/`` ships a checkout to a room.
 
 With ``--root DIR`` nothing runs on the host's system: files are written under DIR (and the
 boot partition's under ``--boot BOOTDIR`` if given, else DIR/boot/firmware), and
@@ -32,13 +44,17 @@ Standard library only: the host may be any Linux with python3.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gzip
 import hashlib
 import json
 import os
 import platform
 import shutil
 import subprocess
+import re
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -50,6 +66,9 @@ STATE = "/var/lib/pi-synth"
 PENDING = "/var/lib/pi-synth-provision/pending.json"
 USER = "pisynth"
 GROUPS = ("audio", "gpio", "spi", "i2c", "dialout")
+WEB_USER = "pisynth-web"  # the web page's unit (pi-synth-web.service): no device groups
+WEB_STATE = "/var/lib/pi-synth-web"
+UPLOADS = f"{STATE}/models"  # models uploaded through the web page: written by WEB_USER only
 APT = ("python3", "python3-venv", "python3-dev", "gcc", "libasound2-dev", "alsa-utils",
        "ca-certificates")
 APT_IF_AVAILABLE = ("python3-lgpio",)
@@ -130,11 +149,119 @@ def edit_fstab(text: str) -> str:
     return "\n".join(lines + [FSTAB_LOG]) + "\n"
 
 
+def template_toml() -> str:
+    return (REPO / "src/pi_synth/data/pi-synth.toml").read_text(encoding="utf-8")
+
+
 def toml_from_template(template: str, hat: str) -> str:
     card = HATS[hat][1]
     if card:
         template = template.replace('device = "default"', f'device = "plughw:CARD={card}"', 1)
     return template
+
+
+def toml_value(raw: str):
+    """A --set value: a TOML literal (3, true, "x", [0, 1]) or else the bare text as a string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def toml_literal(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_-]+)\s*\]\s*(#.*)?$")
+_ARRAY = re.compile(r"^\s*\[\[")
+
+
+def edit_toml(text: str, settings: list[tuple[str, str, object]]) -> str:
+    """``text`` with each (section, key, value) set: the key's line rewritten where it is, or
+    added at the end of its section (the section added at the end of the file if missing).
+    Every other line, comments included, stays as it was."""
+    lines = text.splitlines()
+    for section, key, value in settings:
+        line = f"{key} = {toml_literal(value)}"
+        key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        current, start, last, found = None, None, None, None
+        for i, l in enumerate(lines):
+            m = _TABLE.match(l)
+            if m or _ARRAY.match(l):
+                current = m.group(1) if m else None
+                if current == section:
+                    start = last = i
+                continue
+            if current == section and key_re.match(l):
+                found = i
+                break
+            if current == section and l.strip() and not l.lstrip().startswith("#"):
+                last = i
+        if found is not None:
+            indent = lines[found][: len(lines[found]) - len(lines[found].lstrip())]
+            lines[found] = indent + line
+        elif start is not None:
+            lines.insert(last + 1, line)
+        else:
+            while lines and not lines[-1].strip():
+                lines.pop()
+            lines += ["", f"[{section}]", line]
+    return "\n".join(lines) + "\n"
+
+
+def parse_settings(items: list[str]) -> list[tuple[str, str, object]]:
+    out = []
+    for item in items:
+        name, eq, raw = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not eq or not dot or not re.fullmatch(r"[A-Za-z0-9_-]+", section) \
+                or not re.fullmatch(r"[A-Za-z0-9_-]+", key):
+            raise BadInput(f"--set {item!r}: use SECTION.KEY=VALUE, e.g. --set midi.channel=2")
+        out.append((section, key, toml_value(raw.strip())))
+    return out
+
+
+def check_settings(settings) -> None:
+    """Each --set key and value checked against pi-synth's own config schema (the checkout's
+    ``pi_synth.config.SCHEMA``), before anything changes: a typo or a bad value stops here,
+    not the service on the Pi. Runs with the system python3 (no venv, no gpiozero): a choice
+    that depends on what is installed there (the ADC chips, the audio backends) is left to
+    pi-synth, which names the file, line and key if it is wrong."""
+    sys.path.insert(0, str(REPO / "src"))
+    try:
+        from pi_synth.config import SCHEMA
+    except ImportError:  # a checkout without the package: nothing to check against
+        return
+    finally:
+        sys.path.pop(0)
+    for section, key, value in settings:
+        if section not in SCHEMA:
+            raise BadInput(f"--set {section}.{key}: not a pi-synth setting (no section [{section}]; "
+                           f"known: {', '.join(SCHEMA)})")
+        spec = SCHEMA[section].get(key)
+        if spec is None:
+            raise BadInput(f"--set {section}.{key}: not a pi-synth setting "
+                           f"(known in [{section}]: {', '.join(SCHEMA[section])})")
+        try:
+            why = spec.check(value)
+        except ImportError:
+            why = None
+        if why:
+            raise BadInput(f"--set: key '{section}.{key}' {why}")
+
+
+def edit_hosts(text: str, name: str) -> str:
+    """/etc/hosts with the 127.0.1.1 line naming this machine (Debian's convention)."""
+    lines = [l for l in text.splitlines() if not l.split("#", 1)[0].split()[:1] == ["127.0.1.1"]]
+    return "\n".join(lines + [f"127.0.1.1\t{name}"]) + "\n"
 
 
 def limits_conf() -> str:
@@ -169,6 +296,7 @@ class Target:
         self.dry_run = dry_run
         self.changes: list[str] = []
         self.reboot_needed = False
+        self.config_changed = False  # pi-synth.toml only: the service reloads it without a gap
         self.quiet = False
 
     def p(self, path: str) -> Path:
@@ -489,8 +617,8 @@ def step_venv(t: Target, fingerprint: str, can_run: bool) -> bool:
         return True
     if not t.p(f"{VENV}/bin/python").exists():
         t.run(["python3", "-m", "venv", "--system-site-packages", VENV], f"python3 -m venv {VENV}")
-    t.run([f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", "--upgrade", SRC],
-          f"pip install {SRC} (onnxruntime, numpy, pyalsaaudio…)")
+    t.run([f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", "--upgrade", f"{SRC}[web]"],
+          f"pip install {SRC}[web] (onnxruntime, numpy, pyalsaaudio, aiohttp…)")
     # setuptools builds in the source tree: drop its leftovers, so the copy stays a copy
     shutil.rmtree(t.p(f"{SRC}/build"), ignore_errors=True)
     for egg in t.p(f"{SRC}/src").glob("*.egg-info"):
@@ -522,6 +650,47 @@ def step_user(t: Target) -> None:
                 _check(["usermod", *r, "--append", "--groups", g, USER], f"usermod -aG {g}")
 
 
+def step_web_user(t: Target) -> None:
+    """The web page's own user: no device groups, no shell, no home of its own."""
+    if has_user(t, WEB_USER):
+        return
+    t.change(f"create user {WEB_USER} (the web page)")
+    if not t.dry_run:
+        r = [] if t.live else ["--root", str(t.root)]
+        _check(["useradd", *r, "--system", "--user-group", "--home-dir", WEB_STATE, "--no-create-home",
+                "--shell", "/usr/sbin/nologin", "--comment", "pi-synth web page", WEB_USER],
+               f"useradd {WEB_USER}")
+
+
+def _ids(t: Target, user: str) -> tuple[int, int] | None:
+    for line in (t.read("/etc/passwd") or "").splitlines():
+        f = line.split(":")
+        if len(f) > 3 and f[0] == user:
+            return int(f[2]), int(f[3])
+    return None
+
+
+def step_state(t: Target) -> None:
+    """/var/lib/pi-synth owned by pisynth (so systemd's StateDirectory= never re-owns what is
+    inside), and its models/ folder by pisynth-web, setgid, readable by all: the web page
+    installs uploads there, the instrument reads them."""
+    for path, user, mode in ((STATE, USER, 0o755), (UPLOADS, WEB_USER, 0o2755)):
+        t.mkdir(path, mode)
+        ids = _ids(t, user)
+        if ids is None:  # a dry run before the user exists
+            continue
+        d = t.p(path)
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            continue
+        if (st.st_uid, st.st_gid) != ids or (st.st_mode & 0o7777) != mode:
+            t.change(f"set {path}/ to {user}:{user} {mode:o}")
+            if not t.dry_run:
+                os.chown(d, *ids)
+                os.chmod(d, mode)
+
+
 def _check(argv: list[str], what: str) -> None:
     p = subprocess.run(argv, capture_output=True, text=True)
     if p.returncode != 0:
@@ -548,9 +717,12 @@ def step_boot(t: Target, a, boot: str) -> bool:
         mode = t.p(f"{boot}/cmdline.txt").stat().st_mode & 0o7777
         changed |= t.write(f"{boot}/cmdline.txt", edit_cmdline_txt(cmd), mode)
     toml = f"{boot}/pi-synth.toml"
-    if not t.p(toml).exists():
-        template = (REPO / "src/pi_synth/data/pi-synth.toml").read_text(encoding="utf-8")
-        t.write(toml, toml_from_template(template, a.hat), 0o755 if _is_fat(t, boot) else 0o644)
+    text = t.read(toml)
+    if text is None or a.settings:  # the template only if absent; --set keys in any case
+        text = text if text is not None else toml_from_template(template_toml(), a.hat)
+        if t.write(toml, edit_toml(text, a.settings) if a.settings else text,
+                   0o755 if _is_fat(t, boot) else 0o644):
+            t.config_changed = True
     models = f"{boot}/pi-synth/models"
     if not t.p(models).is_dir():
         t.mkdir(models)
@@ -578,13 +750,21 @@ def step_system(t: Target, a) -> None:
     if asound:
         t.write("/etc/asound.conf", asound)
     units = REPO / "systemd"
-    for unit in ("pi-synth.service", "pi-synth-governor.service", "pi-synth-firstboot.service"):
+    for unit in ("pi-synth.service", "pi-synth-governor.service", "pi-synth-firstboot.service",
+                 "pi-synth-web.service"):
         t.write(f"/etc/systemd/system/{unit}", (units / unit).read_bytes())
     for unit in ("pi-synth.service", "pi-synth-governor.service"):
         t.symlink(f"/etc/systemd/system/multi-user.target.wants/{unit}", f"/etc/systemd/system/{unit}")
     # Bluetooth gave its UART to MIDI (dtoverlay=disable-bt): its attach service would fail
     if t.p("/lib/systemd/system/hciuart.service").exists() or t.p("/usr/lib/systemd/system/hciuart.service").exists():
         t.symlink("/etc/systemd/system/hciuart.service", "/dev/null")
+
+
+def step_hostname(t: Target, name: str) -> None:
+    changed = t.write("/etc/hostname", name + "\n")
+    changed |= t.write("/etc/hosts", edit_hosts(t.read("/etc/hosts") or "127.0.0.1\tlocalhost\n", name))
+    if changed and t.live and not t.dry_run and Path("/run/systemd/system").is_dir():
+        subprocess.run(["hostname", name], check=False)  # now, not only after the next boot
 
 
 def step_first_boot(t: Target, a, pending: list[str]) -> None:
@@ -618,7 +798,14 @@ def step_read_only(t: Target, boot: str | None) -> bool:
     return True
 
 
-def provision(a) -> int:
+def provision(a) -> dict:
+    """Provision per ``a`` (main's arguments); returns the summary ``--json`` prints."""
+    a.settings = parse_settings(a.set)
+    if a.hostname and not re.fullmatch(r"(?!-)[a-z0-9-]{1,63}(?<!-)", a.hostname):
+        raise BadInput(f"--hostname {a.hostname!r}: use lowercase letters, digits and '-' "
+                       "(at most 63, not at either end), e.g. box-07")
+    if a.settings:  # before anything changes: a typo in a key stops the run here
+        check_settings(a.settings)
     t = Target(a.root, a.dry_run, a.boot)
     if not t.p("/etc/os-release").exists() and not t.p("/usr/lib/os-release").exists():
         raise BadInput(f"{t.root} has no /etc/os-release: not a Debian / Raspberry Pi OS root; "
@@ -631,6 +818,9 @@ def provision(a) -> int:
             if k in saved:
                 setattr(a, k, saved[k])
     boot = boot_dir(t)
+    if a.settings and not boot:
+        raise BadInput(f"--set: no /boot/firmware/config.txt under {t.root}, so no pi-synth.toml to set "
+                       "keys in (not Raspberry Pi OS?)")
     where = "this Pi" if t.live else str(t.root)
     print(f"pi-synth provision: {where}{' (dry run)' if a.dry_run else ''}, hat {a.hat}"
           f"{', onboard audio off' if a.no_onboard_audio else ''}{', read-only root' if a.read_only else ''}",
@@ -639,11 +829,12 @@ def provision(a) -> int:
     if not step_apt(t, a):
         pending.append("apt")
     step_user(t)
+    step_web_user(t)
     fingerprint = step_source(t)
     if not step_venv(t, fingerprint, can_run="apt" not in pending and not a.skip_apt
                      and (t.live or t.runner() is not None)):
         pending.append("venv")
-    t.mkdir(STATE)
+    step_state(t)
     boot_changed = False
     if boot:
         boot_changed = step_boot(t, a, boot)
@@ -651,6 +842,8 @@ def provision(a) -> int:
         print("  note: no /boot/firmware/config.txt here: SPI/I2C/UART/HAT settings skipped "
               "(not Raspberry Pi OS?)", flush=True)
     step_system(t, a)
+    if a.hostname:
+        step_hostname(t, a.hostname)
     if a.read_only and not step_read_only(t, boot):
         pending.append("read-only")
     step_first_boot(t, a, pending)
@@ -661,10 +854,13 @@ def provision(a) -> int:
         print(f"{'would make' if a.dry_run else 'made'} {n} change{'s' if n != 1 else ''}")
     if pending:
         print(f"on first boot (pi-synth-firstboot.service, needs network): {', '.join(pending)}")
+    only_config = t.config_changed and len(t.changes) == 1
     if t.live and not a.dry_run and t.changes:
         if shutil.which("systemctl") and Path("/run/systemd/system").is_dir():
             subprocess.run(["systemctl", "daemon-reload"], check=False)
-            if not boot_changed and not a.first_boot:  # new code or unit: restart if it was running
+            if only_config:  # SIGHUP: the new config without a gap in the sound
+                subprocess.run(["systemctl", "try-reload-or-restart", "pi-synth.service"], check=False)
+            elif not boot_changed and not a.first_boot:  # new code or unit: restart if it was running
                 subprocess.run(["systemctl", "try-restart", "pi-synth.service"], check=False)
         if boot_changed or t.reboot_needed:
             if a.first_boot and t.reboot_needed:
@@ -672,7 +868,32 @@ def provision(a) -> int:
                 subprocess.run(["systemctl", "--no-block", "reboot"], check=False)
             else:
                 print("reboot to apply the boot configuration: sudo reboot")
-    return 0
+    return {"changed": bool(t.changes), "changes": t.changes, "pending": pending,
+            "reboot_needed": bool(boot_changed or t.reboot_needed), "dry_run": a.dry_run}
+
+
+def pack(out: str) -> bool:
+    """The files :func:`source_files` copies to a Pi, as a tarball whose bytes depend on their
+    contents only (sorted, no times or owners); written only if different. True if written."""
+    import io
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel, full in source_files():
+            data = full.read_bytes()
+            info = tarfile.TarInfo(rel)
+            info.size, info.mtime, info.uid, info.gid = len(data), 0, 0, 0
+            info.mode = 0o755 if os.access(full, os.X_OK) else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    data = gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
+    dest = Path(out)
+    if dest.is_file() and dest.read_bytes() == data:
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, dest)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -687,10 +908,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     p.add_argument("--skip-apt", action="store_true",
                    help="leave apt and the venv to the first boot (pi-synth-firstboot.service)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="set one key of /boot/firmware/pi-synth.toml, keeping the rest of the file "
+                   "(repeatable), e.g. --set midi.channel=2 --set osc.port=9001")
+    p.add_argument("--hostname", help="name this machine (/etc/hostname, /etc/hosts), e.g. box-07")
+    p.add_argument("--json", action="store_true",
+                   help="progress on stderr, one JSON summary on stdout (changed, changes, pending, reboot_needed)")
+    p.add_argument("--pack", metavar="OUT.tar.gz",
+                   help="write the files provisioning copies to a Pi as one tarball, and exit")
     p.add_argument("--first-boot", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     try:
-        return provision(a)
+        if a.pack:
+            wrote = pack(a.pack)
+            print(json.dumps({"changed": wrote, "path": a.pack}) if a.json else
+                  f"{'wrote' if wrote else 'unchanged:'} {a.pack}")
+            return 0
+        if a.json:
+            with contextlib.redirect_stdout(sys.stderr):
+                summary = provision(a)
+            print(json.dumps(summary))
+        else:
+            provision(a)
+        return 0
     except BadInput as e:
         print(f"provision: {e}", file=sys.stderr)
         return 2

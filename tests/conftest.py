@@ -23,6 +23,7 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("PI_SYNTH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PI_SYNTH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PI_SYNTH_UPLOADS", str(tmp_path / "uploads"))  # the web page's model folder
     monkeypatch.delenv("PI_SYNTH_CONFIG", raising=False)
     monkeypatch.setenv("ALSA_CONFIG_PATH", ALSA_CONFIG_PATH)
 
@@ -30,7 +31,7 @@ def _isolate(tmp_path, monkeypatch):
 @pytest.fixture
 def organ(tmp_path):
     """Factory: build a procedural organ model file with the given options."""
-    from pi_synth.procedural import build_organ
+    from pi_synth.tools.procedural import build_organ
 
     def make(name="organ", **kw):
         path = tmp_path / f"{name}.onnx"
@@ -158,3 +159,6 @@ def retry_after_stall(machine_stalls):
 def jack_server(jack_dummy):
     """The name of a running JACK dummy server (JACK_DEFAULT_SERVER is set to it)."""
     return jack_dummy.name
+
+
+from _debian import debian_root  # noqa: E402,F401  (the cached Debian root: a fixture for the provisioning tests)

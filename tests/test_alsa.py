@@ -149,7 +149,7 @@ def test_forced_direct_engine_with_a_block_longer_than_the_buffer(organ, jack_se
         from pi_synth.audio.player import Player
         from pi_synth.audio.synth import Synth
         from pi_synth.control.events import StopAt
-        from pi_synth.audio.runtime import Runtime
+        from pi_synth.model.runtime import Runtime
 
         synth = Synth(Runtime(organ(block_size=1024, control_frames=4)))
         synth.bank.set("loudness", -6)
@@ -204,7 +204,7 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
     stall the engine was already ahead, and then neither stall may break through."""
     from pi_synth.audio.engine import Engine
     from pi_synth.audio.player import Player
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
     from pi_synth.audio.synth import Synth
     from pi_synth.control.events import StopAt
 
@@ -245,7 +245,7 @@ def test_direct_engine_goes_back_to_just_in_time_after_a_quiet_hold(organ, jack_
     margin), and that doubles the hold."""
     from pi_synth.audio.engine import Engine
     from pi_synth.audio.player import Player
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
     from pi_synth.audio.synth import Synth
     from pi_synth.control.events import StopAt
 
@@ -293,7 +293,7 @@ def test_direct_mode_needs_a_quarter_of_the_margin(organ, block, period, periods
     from pi_synth.audio.backends.null import NullBackend
     from pi_synth.audio.engine import Engine
     from pi_synth.audio.player import Player
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
     from pi_synth.audio.synth import Synth
 
     synth = Synth(Runtime(organ(block_size=block, control_frames=max(1, block // 256))))
@@ -314,7 +314,7 @@ def test_direct_periods_is_the_fewest_that_fit(organ, rtf, block, period):
     from pi_synth.audio.backends.null import NullBackend
     from pi_synth.audio.engine import Engine, direct_periods
     from pi_synth.audio.player import Player
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
     from pi_synth.audio.synth import Synth
 
     synth = Synth(Runtime(organ(block_size=block, control_frames=max(1, block // 256))))
@@ -334,7 +334,7 @@ def test_auto_engine_runs_a_fast_long_block_direct(organ):
     thread on a 256×2 buffer (no ring: one block less latency than threaded)."""
     from pi_synth.audio.engine import Engine
     from pi_synth.audio.player import Player
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
     from pi_synth.audio.synth import Synth
     from pi_synth.control.events import StopAt
 
@@ -361,7 +361,7 @@ def test_auto_engine_adds_a_period_rather_than_a_ring(organ, rtf, mode, periods)
     from pi_synth.audio.backends.null import NullBackend
     from pi_synth.audio.engine import Engine
     from pi_synth.audio.player import Player
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
     from pi_synth.audio.synth import Synth
 
     path = organ(block_size=1024, control_frames=4)

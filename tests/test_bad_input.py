@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pi_synth import config as config_mod
-from pi_synth.audio.runtime import Runtime
-from pi_synth.control.bank import ControlBank
+from pi_synth.model.runtime import Runtime
+from pi_synth.audio.bank import ControlBank
 from pi_synth.control.mapping import Mapping
 from pi_synth.control.rig import Rig
 from pi_synth.control.router import Router
 from pi_synth.errors import CardError, ConfigError, ModelError
-from pi_synth.procedural import build_organ, organ_card
+from pi_synth.tools.procedural import build_organ, organ_card
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "pi_synth"
 

@@ -6,11 +6,12 @@ import numpy as np
 import onnx
 import pytest
 
-from pi_synth.audio.card import parse_card
-from pi_synth.audio.onnxfile import parse_metadata, read_metadata
-from pi_synth.audio.runtime import Runtime, load_card
+from pi_synth.model.card import parse_card
+from pi_synth.model.onnxfile import parse_metadata, read_metadata
+from pi_synth.model.runtime import Runtime
+from pi_synth.model.card import load_card
 from pi_synth.errors import CardError, ModelError
-from pi_synth.procedural import build_organ, organ_card
+from pi_synth.tools.procedural import build_organ, organ_card
 
 
 def card_json(**changes):

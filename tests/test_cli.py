@@ -1,13 +1,14 @@
 """The command line as users meet it: exit codes, one-line errors, no tracebacks."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pi_synth.audio.backends.wav import read_wav
-from pi_synth.procedural import build_organ, organ_card
+from pi_synth.tools.procedural import build_organ, organ_card
 
 
 def one_line_error(p, *words):
@@ -26,6 +27,28 @@ def test_info_text_and_json(organ, cli):
     d = json.loads(cli("info", m, "--json", check=0).stdout)
     assert d["card"]["block_size"] == 512
     assert {"name": "audio", "shape": [1, 1, 512], "dtype": "float32"} in d["outputs"]
+
+
+def test_info_shows_the_cards_provenance(organ, cli):
+    card = organ_card(256, 48000)
+    card.update(license="CC BY 4.0", source="trained on my field recordings, RAVE v2",
+                provenance={"data": "42 min of my own field recordings", "data_license": "CC BY 4.0 (mine)",
+                            "owner": "Ana Example", "training": "RAVE v2, 600k steps", "cpu_hours": 310.5,
+                            "energy_wh": 4200, "run_watts_pi4": 3.1, "consent": "every voice recorded agreed"})
+    m = organ(card=card)
+    out = cli("info", m, check=0).stdout.splitlines()
+    at = out.index("  provenance:")
+    assert out[at - 2:at] == ["  license: CC BY 4.0", "  source: trained on my field recordings, RAVE v2"]
+    labels, rows = zip(*(re.fullmatch(r"    (\S.*?\S)  +(\S.*)", ln).groups() for ln in out[at + 1:]))
+    assert list(labels) == ["data", "data licence", "weights owned by", "training", "training compute",
+                      "training energy", "playing on a Pi 4", "consent"]
+    assert list(rows) == ["42 min of my own field recordings", "CC BY 4.0 (mine)", "Ana Example", "RAVE v2, 600k steps",
+                    "310.5 CPU-hours", "4200 Wh", "3.1 W", "every voice recorded agreed"]
+    assert len({ln.index(r) for ln, r in zip(out[at + 1:], rows)}) == 1  # one column
+    # --json keeps the whole card, provenance included
+    assert json.loads(cli("info", m, "--json", check=0).stdout)["card"]["provenance"] == card["provenance"]
+    # a card without provenance prints no such section
+    assert "provenance" not in cli("info", organ(name="plain"), check=0).stdout
 
 
 def test_render_is_deterministic(organ, cli, tmp_path):
@@ -85,15 +108,67 @@ def test_debug_shows_the_traceback(cli):
 def test_quantize_writes_an_int8_model_and_reports_its_ceiling(cli, tmp_path):
     """`pi-synth quantize` on the shipped flute: an int8 file that plays, and a report
     with SNR, speed and the measured ceiling (fp32 with the quantized ops made free)."""
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
 
     src = Path(__file__).resolve().parents[1] / "models" / "flute.fp32.onnx"
     out = tmp_path / "flute.q.onnx"
     p = cli("quantize", src, "-o", out, "--report", check=0, timeout=120)
     assert "SNR vs fp32" in p.stdout and "ceiling (fp32 with the quantized ops made free): x" in p.stdout
+    from pi_synth.model.card import card_json
+
+    assert card_json(out)["precision"] == "int8"
+    assert np.isfinite(Runtime(out).step()).all()
+
+
+def test_a_note_model_rendered_without_notes_plays_the_demo_phrase_and_says_so(organ, cli, tmp_path):
+    """A note model with no --midi/--events used to render seconds of silence and say nothing."""
+    out = tmp_path / "x.wav"
+    p = cli("render", organ(), "-o", out, check=0)
+    assert "played by notes" in p.stderr and "--midi" in p.stderr and "demo" in p.stderr
+    x, sr = read_wav(out)
+    assert np.abs(x).max() > 0.05 and len(x) / sr > 5  # the demo phrase, not 5 s of silence
+
+
+def test_a_torchscript_file_is_named_and_the_conversion_given(cli, tmp_path):
+    import zipfile
+
+    ts = tmp_path / "voice.ts"
+    with zipfile.ZipFile(ts, "w") as z:  # how torch.jit.save lays out a TorchScript file
+        z.writestr("voice/constants.pkl", b"\x80\x02")
+        z.writestr("voice/code/__torch__/voice.py", "class Voice: ...")
+    for args in (("info", ts), ("run", "--model", ts, "--backend", "null", "--seconds", "0.1"),
+                 ("render", ts, "-o", tmp_path / "o.wav")):
+        one_line_error(cli(*args), "TorchScript", "pi-synth convert rave")
+
+
+def test_card_command_writes_a_starting_card_and_edits_it(cli, tmp_path):
     import onnx
 
-    from pi_synth.quantize import read_card
+    path = tmp_path / "bare.onnx"
+    m = build_organ(path)
+    del m.metadata_props[:]  # a model from elsewhere: no card
+    onnx.save(m, path)
+    one_line_error(cli("info", path), "no pi-synth model card", f"pi-synth card {path} --init")
+    cli("card", path, "--init", check=0)
+    card = json.loads(cli("card", path, check=0).stdout)
+    assert card["inputs"] == {"controls": "controls"} and card["outputs"] == {"audio": "audio"}
+    assert sorted(card["state"]) == [["phase_in", "phase_out"], ["prev_in", "prev_out"]]
+    assert [c["name"] for c in card["controls"]] == ["c0", "c1", "c2"] and card["block_size"] == 256
+    before = path.read_bytes()
+    one_line_error(cli("card", path, "--set", "block_size=100"), "[1, 1, 256]")  # the graph disagrees
+    one_line_error(cli("card", path, "--set", "controls.7.name=x"), "0..2")
+    assert path.read_bytes() == before  # a refused edit leaves the file as it was
+    sets = ["controls.0.name=pitch", "controls.0.min=30", "controls.0.max=4000", "controls.0.default=220",
+            "controls.0.curve=log", "controls.1.name=loudness", "controls.1.min=-80", "controls.1.max=0",
+            "controls.1.default=-6"]
+    cli("card", path, *[a for s in sets for a in ("--set", s)], check=0)
+    out = tmp_path / "o.wav"
+    cli("render", path, "-o", out, "--seconds", "0.5", "--events", _note_events(tmp_path), check=0)
+    assert np.abs(read_wav(out)[0]).max() > 0.05  # the edited card plays
+    one_line_error(cli("card", path, "--init"), "has a card already", "--force")
 
-    assert read_card(onnx.load(str(out)))["precision"] == "int8"
-    assert np.isfinite(Runtime(out).step()).all()
+
+def _note_events(tmp_path):
+    ev = tmp_path / "note.json"
+    ev.write_text(json.dumps([{"t": 0.0, "midi": [144, 69, 110]}]))
+    return ev

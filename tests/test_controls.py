@@ -13,12 +13,12 @@ import mido
 import pytest
 from gpiozero import Device
 
-from pi_synth.audio.runtime import Runtime
+from pi_synth.model.runtime import Runtime
 from pi_synth.config import ARRAYS
-from pi_synth.control.bank import ControlBank
+from pi_synth.audio.bank import ControlBank
 from pi_synth.control.cv import Calibration, save_calibration
-from pi_synth.control.emulate import install
-from pi_synth.control.emulate.ads1x15 import EmulatedADS1x15
+from pi_synth.control.board import EmulatedBoard, use_board
+from pi_synth.control.leds import StatusLeds
 from pi_synth.control.mapping import Mapping, Route
 from pi_synth.control.router import Router
 from pi_synth.control.rig import Rig
@@ -38,13 +38,20 @@ def router(organ):
 
 
 @pytest.fixture
-def emu(monkeypatch, tmp_path):
+def board():
+    """The emulated board: gpiozero's MockFactory and emulated chips on its buses."""
+    b = use_board(EmulatedBoard())
+    yield b
+    use_board(None)
+    assert Device.pin_factory is None  # closing the board put gpiozero back
+
+
+@pytest.fixture
+def emu(board, monkeypatch, tmp_path):
+    """The board with an MCP3008 on SPI 0.0, as ``--emulate`` wires one."""
     monkeypatch.setenv("PI_SYNTH_STATE_DIR", str(tmp_path / "state"))
-    e = install("mcp3008")
-    yield e
-    e.close()
-    Device.pin_factory.close()
-    Device.pin_factory = None
+    board.attach_adc("mcp3008")
+    return board
 
 
 def test_mcp3008_knobs_reach_the_model(router, emu):
@@ -96,10 +103,10 @@ def test_floating_input_is_muted(router, emu, caplog):
     rig.close()
 
 
-def test_ads1115_over_emulated_i2c(router):
-    chip = EmulatedADS1x15("ads1115")
+def test_ads1115_over_emulated_i2c(router, board):
+    chip = board.attach_adc("ads1115")  # on I2C bus 1 at 0x48, where the reader looks by default
     rig = Rig(router)
-    rig.add("adc", "adc", chip="ads1115", channels=[0, 1, 2, 3], smooth_ms=0, bus=chip)
+    rig.add("adc", "adc", chip="ads1115", channels=[0, 1, 2, 3], smooth_ms=0)
     chip.volts = [3.3, 0.0, 1.65, 0.5]
     before = chip.conversions
     rig.poll_once(0.0)
@@ -107,7 +114,7 @@ def test_ads1115_over_emulated_i2c(router):
     assert router.bank.get("pitch") == pytest.approx(30, rel=0.01)
     assert chip.conversions - before == 4  # one single-shot conversion per channel
     bad = Rig(router)
-    assert bad.add("adc", "adc", chip="ads1115", i2c_address=0x49, bus=chip) is None
+    assert bad.add("adc", "adc", chip="ads1115", i2c_address=0x49) is None
     assert "0x49" in bad.failed[0]
     rig.close()
 
@@ -210,9 +217,8 @@ def test_buttons_and_encoder_on_mock_pins(router, emu):
     router.mapping.add("enc1", Route("brightness"))
     src = rig.add("gpio", "gpio", buttons=[item("button", pin=17, action="next_model",
                                                  hold_action="panic", hold_s=0.1)],
-                  encoders=[item("encoder", a=5, b=6, step=0.05, accel=1.0)],
-                  leds={"activity": 22})
-    assert src is not None
+                  encoders=[item("encoder", a=5, b=6, step=0.05, accel=1.0)])
+    assert src is not None and rig.add_indicator(StatusLeds(router, {"activity": 22})) is not None
     pin = Device.pin_factory.pin(17)
     pin.drive_low()
     time.sleep(0.02)
@@ -247,7 +253,7 @@ def test_calibrate_interactive_on_the_emulated_chip(emu, router):
     def adc_volts(jack):  # a ±5 V front-end, 2 % gain error, 30 mV offset
         return (jack * 1.02 + 5.0) / 10.0 * 3.3 + 0.03
 
-    adc = open_adc("mcp3008")
+    adc = open_adc("mcp3008", emu)
     asked = []
 
     def ask(prompt):
@@ -352,3 +358,55 @@ def test_bank_idles_once_settled_and_wakes_on_any_set(organ, frames):
             break
         assert n < 2000
     assert np.allclose(out[i], -30.0, atol=1e-4) and n > 10
+
+
+def test_emulate_panel_fits_an_80_column_terminal(organ, tmp_path):
+    """The panel redraws one line with \\r: a line wider than the terminal wraps, and every
+    redraw then scrolls a new line. Real terminal (a pty sized 80×24), real `pi-synth run`,
+    keys typed: knob 2 up twice, then q."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    p = subprocess.Popen([sys.executable, "-m", "pi_synth", "run", "--emulate", "--backend", "null",
+                          "--model", str(organ())], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out, t0, typed = b"", time.monotonic(), []
+    try:
+        while time.monotonic() - t0 < 60:
+            if b"organ      knob1" in out and not typed:
+                os.write(master, b"2++")
+                typed.append(time.monotonic())
+            if len(typed) == 1 and (b"knob2 0.54" in out or time.monotonic() - typed[0] > 20):
+                os.write(master, b"q")  # once the panel showed the turn (or long after: then it fails)
+                typed.append(time.monotonic())
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+    finally:
+        if p.poll() is None:
+            p.terminate()
+        p.wait(30)
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert p.returncode == 0 and len(typed) == 2, text[-2000:]  # q stopped it
+    lines = [seg for seg in text.split("\r") if seg.startswith("organ ")]
+    assert len(lines) >= 2, text[-2000:]
+    assert all(len(seg.rstrip("\n")) <= 79 for seg in lines), max(lines, key=len)
+    assert "knob2 0.54" in lines[-1] and "xruns 0" in lines[-1], lines[-1]

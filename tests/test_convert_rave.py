@@ -8,7 +8,7 @@ without torch, as on a Pi.
 
 The reference stream is computed independently of the converter's own ``--check``: a small script
 in the RAVE venv zeroes the ``.ts`` caches and runs its ``decode`` on the test's latent blocks; the
-converted file is then played through :class:`pi_synth.audio.runtime.Runtime` (io_binding, state
+converted file is then played through :class:`pi_synth.model.runtime.Runtime` (io_binding, state
 ping-pong) on the same blocks.
 """
 
@@ -93,7 +93,7 @@ def reference(rave_env, name, z, tmp_path):
 
 @pytest.mark.parametrize("name", EXACT + ["raspberry-l8"])
 def test_streams_like_the_torchscript_decode(name, converted, rave_env, tmp_path):
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
 
     path, summary = converted[name]
     rt = Runtime(path, use_cache=False)  # the card is valid against the graph, or this raises
@@ -122,7 +122,7 @@ def test_streams_like_the_torchscript_decode(name, converted, rave_env, tmp_path
 @pytest.mark.parametrize("name", NOISE)
 def test_noise_synthesizer_matches_the_ts_own_noise(name, converted, tmp_path):
     """The converter's --check feeds the .ts's own rand_like numbers to a noise-input copy."""
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
 
     path, summary = converted[name]
     assert summary["card"]["rave"]["noise"] is True
@@ -150,7 +150,7 @@ def test_renders_with_the_cli(converted, tmp_path):
 def test_encoder_loads_in_onnxruntime(converted):
     import onnxruntime as ort
 
-    from pi_synth.audio.runtime import load_card
+    from pi_synth.model.card import load_card
 
     _, summary = converted["v2-causal-l128"]
     enc = summary["encoder"]
@@ -164,8 +164,9 @@ def test_encoder_loads_in_onnxruntime(converted):
 
 
 def test_int8_within_its_claimed_snr(rave_env, tmp_path):
-    from pi_synth.audio.runtime import Runtime, load_card
-    from pi_synth.quantize import control_sequence, snr_db
+    from pi_synth.model.runtime import Runtime
+    from pi_synth.model.card import load_card
+    from pi_synth.tools.quantize import control_sequence, snr_db
 
     out, summary = convert(rave_env, "raspberry-l128", tmp_path, "--quantize", "--no-encoder")
     q = Path(summary["quantize"]["model"])

@@ -20,8 +20,8 @@ def test_parser_has_convert_rave():
 
 
 def test_output_file_names():
-    from pi_synth.convert.cli import _int8_path
-    from pi_synth.convert.rave import _model_name, encoder_path
+    from pi_synth.tools.convert.cli import _int8_path
+    from pi_synth.tools.convert.rave import _model_name, encoder_path
 
     assert encoder_path("out/a.onnx") == Path("out/a.encoder.onnx")
     assert encoder_path("a.fp32.onnx") == Path("a.encoder.fp32.onnx")

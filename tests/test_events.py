@@ -47,13 +47,15 @@ def test_note_off_releases(organ, cli, tmp_path):
 
 
 def test_knob_source_goes_through_the_mapping(organ, cli, tmp_path):
-    ev = [{"t": 0.0, "set": {"loudness": -6}}, {"t": 0.0, "source": "knob2", "value": 0.0},
-          {"t": 0.5, "source": "knob2", "value": 1.0}]
+    ev = [{"t": 0.0, "set": {"loudness": -6}}, {"t": 0.0, "source": "knob1", "value": 0.0},
+          {"t": 0.5, "source": "knob1", "value": 1.0}]
     (tmp_path / "e.json").write_text(json.dumps(ev))
+    conf = tmp_path / "c.toml"
+    conf.write_text('[[map]]\nsource = "knob1"\ncontrol = "pitch"\n')  # the keys play pitch by default
     out = tmp_path / "o.wav"
-    cli("render", organ(), "-o", out, "--events", tmp_path / "e.json", "--seconds", "1", check=0)
+    cli("render", organ(), "-o", out, "--config", conf, "--events", tmp_path / "e.json", "--seconds", "1", check=0)
     x, sr = read_wav(out)
-    # a note model: knob1 → brightness, knob2 → pitch (log 30..4000): 0 → 30 Hz, 1 → 4000 Hz
+    # knob1 mapped to pitch (log 30..4000): 0 → 30 Hz, 1 → 4000 Hz
     low = segment(x, sr, 0.1, 0.45)
     zc_low = np.count_nonzero(np.diff(np.sign(low)) > 0) / 0.35
     high = segment(x, sr, 0.6, 0.95)

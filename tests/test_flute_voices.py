@@ -219,7 +219,7 @@ def test_batched_rows_equal_separate_one_voice_runs(path):
     """Row k of one call of V voices makes the audio a one-voice call with row k's controls makes:
     each row its own voice, its own state, nothing mixed. (Different row counts may take different
     GEMM kernel paths, so equal means to float rounding, far below anything audible.)"""
-    from pi_synth.quantize import control_sequence
+    from pi_synth.tools.quantize import control_sequence
 
     card = card_of(path)
     n, voices = 48, 5
@@ -237,7 +237,7 @@ def test_batched_rows_equal_separate_one_voice_runs(path):
 
 # -------------------------------------------------------------------------------------------------- int8
 def test_int8_within_30_db_at_random_knob_positions():
-    from pi_synth.quantize import control_sequence
+    from pi_synth.tools.quantize import control_sequence
 
     card = card_of(FP32)
     seq = control_sequence(card, int(4.0 * SR / BLOCK), seed=7)  # moving notes

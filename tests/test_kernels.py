@@ -115,7 +115,7 @@ def test_crossfade_of_loud_models_never_wraps(organ):
     (crossfade gains cos+sin sum past 1): where the mix is over, the device gets full
     scale of the same sign."""
     from pi_synth.audio.player import Player
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.runtime import Runtime
     from pi_synth.audio.synth import Synth
 
     def loud():

@@ -5,12 +5,12 @@ import time
 
 import pytest
 
-from pi_synth.audio.runtime import load_card
-from pi_synth.control.bank import ControlBank
+from pi_synth.model.card import load_card
+from pi_synth.audio.bank import ControlBank
 from pi_synth.control.learn import MidiLearn
 from pi_synth.control.mapping import Mapping, Route
 from pi_synth.control.router import Router
-from pi_synth.procedural import organ_card
+from pi_synth.tools.procedural import organ_card
 
 
 @pytest.fixture
@@ -196,7 +196,7 @@ def test_default_store_is_in_the_state_dir(organ, tmp_path, monkeypatch):
 
 
 def test_routes_as_json_roundtrip_and_errors():
-    from pi_synth.control.learn import route_from_json, route_to_json, routes_from_json
+    from pi_synth.control.mapping import route_from_json, route_to_json, routes_from_json
     from pi_synth.errors import ConfigError
 
     r = Route("brightness", 0.25, 0.75, True)

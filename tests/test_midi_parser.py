@@ -324,11 +324,24 @@ def test_realtime_bytes_anywhere_do_not_disturb_other_messages(messages, data):
 def test_any_byte_stream_never_raises(junk, max_sysex):
     parser = MidiParser(max_sysex=max_sysex)
     parser.feed(junk)
-    for msg in parser:
+    out = list(parser)
+    for msg in out:
         assert isinstance(msg, mido.Message)
         # Everything that comes out is a valid message mido can encode and decode again.
         assert mido.Message.from_bytes(msg.bytes()) == msg
-    assert parser.stats.total >= 0
+    # what was thrown away is counted: every undefined status byte, and every data byte that
+    # came before any status (a stream of data bytes alone is all stray)
+    undefined = sum(b in (0xF4, 0xF5, 0xF9, 0xFD) for b in junk)
+    assert parser.stats.ignored_status >= undefined
+    lead = 0
+    for b in junk:
+        if 0x80 <= b < 0xF8:
+            break
+        lead += b < 0x80
+    assert parser.stats.stray_data >= lead
+    if not any(0x80 <= b < 0xF8 for b in junk):  # no status byte but realtime ones
+        assert parser.stats.stray_data == sum(b < 0x80 for b in junk)
+        assert [m.bin()[0] for m in out] == [b for b in junk if b >= 0xF8 and b not in (0xF9, 0xFD)]
 
 
 @FAST

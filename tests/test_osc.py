@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import random
 import socket
 import threading
@@ -13,8 +12,8 @@ from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from pi_synth.audio.runtime import Runtime
-from pi_synth.control.bank import ControlBank
+from pi_synth.model.runtime import Runtime
+from pi_synth.audio.bank import ControlBank
 from pi_synth.control.learn import MidiLearn
 from pi_synth.control.mapping import Route
 from pi_synth.control.router import Router

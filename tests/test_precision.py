@@ -7,15 +7,15 @@ import os
 
 import pytest
 
-from pi_synth.audio import precision
-from pi_synth.audio.library import find_model
+from pi_synth.model import precision
+from pi_synth.model.library import find_model
 
 
 @pytest.fixture
 def pair(tmp_path, monkeypatch):
     """Factory: a voice folder with NAME.int8.onnx and NAME.fp32.onnx, each an organ that
     is either fast or slow (matrix products burnt every block)."""
-    from pi_synth.procedural import build_organ
+    from pi_synth.tools.procedural import build_organ
 
     d = tmp_path / "models"
     d.mkdir()
@@ -43,7 +43,7 @@ def _cache(tmp_path):
                                              ("fast", "fast", "fp32")])  # a tie: the reference
 def test_auto_plays_the_faster_file_and_fp32_on_a_tie(pair, tmp_path, int8, fp32, plays, caplog):
     files = dict(zip(("int8", "fp32"), pair(int8, fp32)))
-    with caplog.at_level(logging.INFO, logger="pi_synth.audio.precision"):
+    with caplog.at_level(logging.INFO, logger="pi_synth.model.precision"):
         assert find_model("voice", "auto") == files[plays]
     assert f"playing {files[plays].name}" in caplog.text and "overrides" in caplog.text
     (entry,) = _cache(tmp_path).values()
@@ -59,7 +59,7 @@ def test_the_choice_is_kept_until_a_file_changes(pair, tmp_path, monkeypatch):
     real = precision.measure
     monkeypatch.setattr(precision, "measure", lambda *a, **k: calls.append(a) or real(*a, **k))
     assert find_model("voice", "auto") == int8 and not calls  # from the cache folder
-    from pi_synth.procedural import build_organ
+    from pi_synth.tools.procedural import build_organ
 
     build_organ(int8, fault="slow", burn_matmuls=2)  # a new int8 file: measured again
     build_organ(fp32)
@@ -79,7 +79,7 @@ def test_a_forced_precision_is_not_measured(pair, monkeypatch):
 
 def test_a_file_that_does_not_load_leaves_the_other(pair, tmp_path, caplog):
     int8, fp32 = pair("broken", "fast")
-    with caplog.at_level(logging.WARNING, logger="pi_synth.audio.precision"):
+    with caplog.at_level(logging.WARNING, logger="pi_synth.model.precision"):
         assert find_model("voice", "auto") == fp32
     assert "voice.int8.onnx" in caplog.text and "playing voice.fp32.onnx" in caplog.text
     assert not (tmp_path / "cache" / "precision.json").exists()  # nothing kept: fix it, it is tried again

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from pi_synth.audio.runtime import load_card
-from pi_synth.control.bank import ControlBank
-from pi_synth.control.learn import routes_to_json
+from pi_synth.model.card import load_card
+from pi_synth.audio.bank import ControlBank
+from pi_synth.control.mapping import routes_to_json
 from pi_synth.control.mapping import Mapping, Route
 from pi_synth.control.presets import PresetStore, apply
 from pi_synth.errors import ConfigError
-from pi_synth.procedural import organ_card
+from pi_synth.tools.procedural import organ_card
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_apply_clamps_to_the_card_range(tmp_path, bank):
 
 def test_mapping_saved_and_applied(tmp_path, organ):
     card = load_card(organ())
-    bank, mapping = ControlBank(card), Mapping(card)
+    bank = ControlBank(card)
     routes = {"cc74": Route("brightness", 0.2, 0.8, True), "cc1": Route("vibrato")}
     store = PresetStore(tmp_path)
     store.save(5, model="organ", values=bank.values(), mapping=routes_to_json(routes))

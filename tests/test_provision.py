@@ -15,35 +15,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from _debian import CMDLINE_TXT, CONFIG_TXT, fresh_root
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "provision.py"
-CACHE = ROOT / "work" / "debootstrap-cache"
-MIRROR = "http://deb.debian.org/debian"
-
-CONFIG_TXT = """\
-# For more options and information see
-# http://rptl.io/configtxt
-dtparam=audio=on
-camera_auto_detect=1
-display_auto_detect=1
-auto_initramfs=1
-dtoverlay=vc4-kms-v3d
-max_framebuffers=2
-arm_64bit=1
-
-[cm4]
-otg_mode=1
-
-[all]
-"""
-CMDLINE_TXT = ("console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 "
-               "fsck.repair=yes rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot\n")
 
 
 def _load():
@@ -115,45 +94,92 @@ def test_dry_run_on_an_empty_os_tree_changes_nothing(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "would update /boot/firmware/config.txt" in p.stdout
     assert "would create user pisynth" in p.stdout
+    assert "would create user pisynth-web (the web page)" in p.stdout
+    assert "would create /var/lib/pi-synth/models/" in p.stdout
+    assert "would create /etc/systemd/system/pi-synth-web.service" in p.stdout
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
     assert (tmp_path / "boot/firmware/config.txt").read_text() == CONFIG_TXT
 
 
+def test_set_rewrites_only_its_keys_and_keeps_every_other_line():
+    template = (ROOT / "src/pi_synth/data/pi-synth.toml").read_text()
+    user = template.replace("bend_range = 2.0", "bend_range = 12.0  # mine")  # a participant's edit
+    settings = prov.parse_settings(["midi.channel=3", "osc.port=9001", "osc.host=0.0.0.0", "model.path=flute",
+                                    "knobs.channels=[0, 1]", "output.gain_db=-3.5", "osc.enabled=true"])
+    out = prov.edit_toml(user, settings)
+    assert prov.edit_toml(out, settings) == out  # idempotent
+    changed = [(a, b) for a, b in zip(user.splitlines(), out.splitlines()) if a != b]
+    assert len(out.splitlines()) == len(user.splitlines())
+    assert [b for _, b in changed] == ['path = "flute"', "gain_db = -3.5", "channel = 3", "channels = [0, 1]",
+                                       "enabled = true", 'host = "0.0.0.0"', "port = 9001"]
+    from pi_synth.config import parse
+    cfg = parse(out)
+    assert (cfg.midi.channel, cfg.osc.port, cfg.osc.host, cfg.model.path) == (3, 9001, "0.0.0.0", "flute")
+    assert cfg.midi.bend_range == 12.0 and cfg.knobs.channels == [0, 1] and cfg.osc.enabled is True
+    # a key the file lacks goes at the end of its section; a missing section at the end of the file
+    short = "[midi]\nchannel = 1\n\n[audio]\ndevice = \"default\"\n"
+    out = prov.edit_toml(short, prov.parse_settings(["midi.bend_range=7", "osc.port=9002", 'audio.device="hw:1"']))
+    assert out == '[midi]\nchannel = 1\nbend_range = 7\n\n[audio]\ndevice = "hw:1"\n\n[osc]\nport = 9002\n'
+    assert parse(out).midi.bend_range == 7.0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "midi.chanel=2"], ["--set midi.chanel", "not a pi-synth setting", "known in [midi]: channel"]),
+    (["--set", "midi.channel=17"], ["--set", "midi.channel", "0..16", "17"]),
+    (["--set", "midichannel"], ["SECTION.KEY=VALUE"]),
+    (["--set", "nosuch.key=x"], ["--set nosuch.key", "not a pi-synth setting", "no section [nosuch]"]),
+    (["--hostname", "Box_7"], ["--hostname", "lowercase"]),
+])
+def test_bad_settings_exit_2_before_anything_changes(tmp_path, args, words):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text("ID=debian\n")
+    (tmp_path / "boot/firmware").mkdir(parents=True)
+    (tmp_path / "boot/firmware/config.txt").write_text(CONFIG_TXT)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    p = _run("--root", tmp_path, "--skip-apt", *args)  # not a dry run: nothing may be written all the same
+    assert p.returncode == 2 and p.stdout == "", (p.stdout, p.stderr)
+    line, = p.stderr.strip().splitlines()
+    assert all(w in line for w in words), line
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_json_summary_says_what_would_change(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text("ID=debian\n")
+    (tmp_path / "boot/firmware").mkdir(parents=True)
+    (tmp_path / "boot/firmware/config.txt").write_text(CONFIG_TXT)
+    # (knobs.chip's choices come from the chips pi-synth has, which the system python3 running
+    # this cannot import: that value is left to pi-synth on the Pi)
+    p = _run("--root", tmp_path, "--dry-run", "--skip-apt", "--json", "--set", "midi.channel=2",
+             "--set", "knobs.chip=mcp3008", "--hostname", "box-07")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)  # stdout is the JSON alone; progress went to stderr
+    assert summary["changed"] and summary["dry_run"] and summary["reboot_needed"]
+    assert summary["pending"] == ["apt", "venv"]
+    for want in ("create /boot/firmware/pi-synth.toml", "create /etc/hostname", "create /etc/hosts",
+                 "create user pisynth (groups audio, gpio, spi, i2c, dialout)"):
+        assert want in summary["changes"], summary["changes"]
+    assert summary["changes"].count("create /boot/firmware/pi-synth.toml") == 1
+    assert "would create /etc/hostname" in p.stderr
+
+
+def test_pack_is_the_checkout_provisioning_copies_byte_for_byte(tmp_path):
+    a, b = tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"
+    assert prov.pack(str(a)) and prov.pack(str(b))
+    assert a.read_bytes() == b.read_bytes()  # no times, owners or order in it: same checkout, same bytes
+    assert not prov.pack(str(a))  # unchanged: not rewritten
+    import tarfile
+    with tarfile.open(a) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [rel for rel, _ in prov.source_files()]
+        for m, (rel, full) in zip(members, prov.source_files()):
+            assert tar.extractfile(m).read() == full.read_bytes(), rel
+            assert m.mtime == 0 and m.uid == 0 and m.mode in (0o644, 0o755)
+    p = _run("--pack", a, "--json")
+    assert p.returncode == 0 and json.loads(p.stdout) == {"changed": False, "path": str(a)}
+
+
 # -- slow: a real Debian root ----------------------------------------------------------
-
-
-def _host_arch() -> str:
-    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def debian_root():
-    """A cached minbase bookworm root; built the first time (about 1.5 min)."""
-    if os.geteuid() != 0:
-        pytest.skip("provisioning a root needs root (chroot, useradd --root)")
-    for tool in ("debootstrap", "chroot", "mount"):
-        if not shutil.which(tool):
-            pytest.fail(f"{tool} is not installed: scripts/install.sh --dev installs debootstrap")
-    root = CACHE / f"bookworm-{_host_arch()}"
-    if not (root / "etc/os-release").exists():
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        p = subprocess.run(["debootstrap", "--variant=minbase", "--include=ca-certificates",
-                            "bookworm", str(tmp), MIRROR], capture_output=True, text=True, timeout=1200)
-        if p.returncode != 0:
-            pytest.fail(f"debootstrap failed:\n{p.stdout[-3000:]}\n{p.stderr[-2000:]}")
-        tmp.rename(root)
-    return root
-
-
-def _fresh(debian_root, dest: Path) -> Path:
-    subprocess.run(["cp", "-a", str(debian_root), str(dest)], check=True)
-    boot = dest / "boot/firmware"
-    boot.mkdir(parents=True)
-    (boot / "config.txt").write_text(CONFIG_TXT)
-    (boot / "cmdline.txt").write_text(CMDLINE_TXT)
-    return dest
 
 
 def _checkout(dest: Path) -> Path:
@@ -192,7 +218,7 @@ def _mounts_under(root: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the first run also builds the cached root (debootstrap)
 def test_provision_a_debian_root_for_real(debian_root, tmp_path):
-    root = _fresh(debian_root, tmp_path / "root")
+    root = fresh_root(debian_root, tmp_path / "root")
     checkout = _checkout(tmp_path / "checkout")
     p, first = _provision(checkout, "--root", root, "--hat", "hifiberry-dac", "--no-onboard-audio")
     print(p.stdout, p.stderr, f"first run {first:.1f} s", sep="\n")
@@ -224,6 +250,16 @@ def test_provision_a_debian_root_for_real(debian_root, tmp_path):
     groups = {l.split(":")[0]: l.split(":")[3].split(",") for l in (root / "etc/group").read_text().splitlines()}
     for g in ("audio", "gpio", "spi", "i2c", "dialout"):
         assert "pisynth" in groups[g], g
+    # the web page: its own user in no group, its unit installed but off, uploads its only folder
+    web = next(u for u in passwd if u[0] == "pisynth-web")
+    assert web[6] == "/usr/sbin/nologin" and int(web[2]) < 1000
+    assert not any("pisynth-web" in members for members in groups.values())
+    assert (root / "etc/systemd/system/pi-synth-web.service").read_bytes() == \
+        (ROOT / "systemd/pi-synth-web.service").read_bytes()
+    assert not (wants / "pi-synth-web.service").exists()
+    uploads = (root / "var/lib/pi-synth/models").stat()
+    assert (uploads.st_uid, oct(uploads.st_mode & 0o7777)) == (int(web[2]), "0o2755")
+    assert (root / "var/lib/pi-synth").stat().st_uid == int(user[2])
 
     # the installed program runs inside the root, and finds its model
     info = subprocess.run(["chroot", str(root), "/opt/pi-synth/venv/bin/pi-synth", "info", "default",
@@ -249,7 +285,7 @@ def test_provision_a_debian_root_for_real(debian_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_skip_apt_leaves_the_installs_to_first_boot(debian_root, tmp_path):
-    root = _fresh(debian_root, tmp_path / "root")
+    root = fresh_root(debian_root, tmp_path / "root")
     checkout = _checkout(tmp_path / "checkout")
     p, _ = _provision(checkout, "--root", root, "--skip-apt", "--read-only")
     assert p.returncode == 0, p.stdout + p.stderr

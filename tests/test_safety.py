@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pi_synth.audio.backends.wav import read_wav
-from pi_synth.audio.runtime import Runtime
+from pi_synth.model.runtime import Runtime
 from pi_synth.audio.safety import OutputGuard
 from pi_synth.audio.synth import Synth
 

@@ -152,7 +152,7 @@ def test_card_matches_graph(path):
         assert [c["name"] for c in card["controls"]][:2] == ["pitch", "loudness"]
         assert card["block_size"] <= 256
     # and the product's own validator agrees
-    card_mod = pytest.importorskip("pi_synth.audio.card")
+    card_mod = pytest.importorskip("pi_synth.model.card")
     parsed = card_mod.parse_card(json.dumps(card), where=path.name)
     card_mod.check_graph(parsed, sess.get_inputs(), sess.get_outputs(), where=path.name)
 
@@ -193,14 +193,14 @@ def test_blocks_join_without_clicks(path):
 
 # ------------------------------------------------------------------------------------------------- fidelity
 def _eval_sequence(card):
-    from pi_synth.quantize import control_sequence
+    from pi_synth.tools.quantize import control_sequence
 
     return control_sequence(card, max(64, int(8.0 * card["sample_rate"] / card["block_size"])), seed=2)
 
 
 @pytest.mark.parametrize("path", [p for p in MODELS if p.name.endswith(".int8.onnx")], ids=_id)
 def test_int8_snr_at_least_the_card_figure(path):
-    pytest.importorskip("pi_synth.quantize")
+    pytest.importorskip("pi_synth.tools.quantize")
     card = card_of(path)
     fp32 = path.with_name(path.name.replace(".int8.", ".fp32."))
     seq = _eval_sequence(card)

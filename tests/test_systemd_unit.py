@@ -50,18 +50,19 @@ def _props(name: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("name", ["pi-synth.service", "pi-synth-governor.service",
-                                  "pi-synth-firstboot.service"])
+                                  "pi-synth-firstboot.service", "pi-synth-web.service"])
 def test_verify_is_clean(name, tmp_path):
     unit = _unit_copy(name, tmp_path)
     p = subprocess.run([_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
 
 
-def test_security_exposure_at_most_2_5(tmp_path):
-    unit = _unit_copy("pi-synth.service", tmp_path)
+@pytest.mark.parametrize("name", ["pi-synth.service", "pi-synth-web.service"])
+def test_security_exposure_at_most_2_5(name, tmp_path):
+    unit = _unit_copy(name, tmp_path)
     p = subprocess.run([_analyze(), "security", "--offline=true", "--no-pager", str(unit)],
                        capture_output=True, text=True, timeout=60)
-    m = re.search(r"Overall exposure level for pi-synth\.service: ([0-9.]+)", p.stdout)
+    m = re.search(rf"Overall exposure level for {re.escape(name)}: ([0-9.]+)", p.stdout)
     assert m, p.stdout + p.stderr
     exposure = float(m.group(1))
     print(f"systemd-analyze security exposure: {exposure}")
@@ -80,10 +81,37 @@ def test_the_unit_says_what_the_service_needs():
     assert u["StateDirectory"] == ["pi-synth"] and u["ReadWritePaths"] == ["/var/lib/pi-synth"]
     assert u["CapabilityBoundingSet"] == [""] and u["ProtectSystem"] == ["strict"]
     assert "RestrictRealtime" not in u  # the audio threads need SCHED_FIFO
-    # the paths provisioning installs to are the ones the unit runs
-    prov = (ROOT / "scripts/provision.py").read_text()
-    assert 'VENV = "/opt/pi-synth/venv"' in prov and 'USER = "pisynth"' in prov
-    assert 'STATE = "/var/lib/pi-synth"' in prov
+    # the paths provisioning installs to (the values its code uses) are the ones the unit runs
+    provision = _provision()
+    assert u["ExecStart"] == [f"{provision.VENV}/bin/pi-synth run"]
+    assert u["User"] == [provision.USER] and u["ReadWritePaths"] == [provision.STATE]
+
+
+def test_the_web_unit_runs_the_page_unprivileged_writing_only_uploads():
+    u = _props("pi-synth-web.service")
+    provision = _provision()
+    assert u["ExecStart"] == [f"{provision.VENV}/bin/pi-synth web"]
+    assert u["User"] == [provision.WEB_USER] and u["Group"] == [provision.WEB_USER]
+    assert "SupplementaryGroups" not in u  # no audio, gpio, … : it touches no device
+    assert u["ReadWritePaths"] == [provision.UPLOADS] and u["ProtectSystem"] == ["strict"]
+    assert u["CapabilityBoundingSet"] == [""] and u["NoNewPrivileges"] == ["yes"]
+    assert u["PrivateDevices"] == ["yes"] and u["RestrictRealtime"] == ["yes"]
+    assert u["RestartPreventExitStatus"] == ["2"]  # off, or LAN without password: no restart loop
+    # the model check (a child) sets its own limits: setrlimit and nice must not be filtered
+    assert "@resources" not in " ".join(u["SystemCallFilter"])
+    from pi_synth.model.library import UPLOAD_MODELS
+
+    assert provision.UPLOADS == UPLOAD_MODELS
+
+
+def _provision():
+    """scripts/provision.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _mdwe_supported() -> bool:

@@ -32,8 +32,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 from common import ROOT, WORK, write_json  # noqa: E402
 
-from pi_synth.bench import quantized_nodes  # noqa: E402
-from pi_synth.quantize import (QUANT_OPS, _session, control_sequence, quantize_model, read_card,  # noqa: E402
+from pi_synth.tools.quantize import quantized_nodes  # noqa: E402
+from pi_synth.tools.quantize import (QUANT_OPS, _session, control_sequence, quantize_model, read_card,  # noqa: E402
                                render, snr_db, write_card)
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parents[1] / "src"))
 from common import ROOT, SR, WORK, saw_baseline, spectral_distance, write_json  # noqa: E402
 from latent_model import BLOCK, LATENT, LatentVAE, StreamingDecoder  # noqa: E402
 
-from pi_synth.quantize import (_session, control_sequence, default_exclude, format_report,  # noqa: E402
+from pi_synth.tools.quantize import (_session, control_sequence, default_exclude, format_report,  # noqa: E402
                                quantize_model, render, write_card)
 
 LICENSE = ("MIT (model weights and code); trained on renders of FluidR3_GM.sf2 by Frank Wen, MIT licence "

@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parents[1] / "src"))
 from common import ROOT, SR, WORK  # noqa: E402
 from note_data import make_score  # noqa: E402
 
-from pi_synth.quantize import _session, read_card, render  # noqa: E402
+from pi_synth.tools.quantize import _session, read_card, render  # noqa: E402
 
 VEL_DB = (-16.0, 40.0)  # FluidR3 flute sustain level: loudness_db ~= -16 + 40*log10(velocity/127)
 

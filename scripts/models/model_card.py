@@ -17,7 +17,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "src"))
 from common import ROOT, WORK  # noqa: E402
 
-from pi_synth.quantize import read_card  # noqa: E402
+from pi_synth.tools.quantize import read_card  # noqa: E402
 
 
 def io_table(path: Path) -> str:
@@ -215,7 +215,7 @@ def note_card(models: Path, name="flute"):
             f"{top(prof1)}; 8 voices {top(prof8)}.\n\n"
             f"**Projection, not a measurement** — 8 voices of the int8 file on a Pi: " + ", ".join(
                 f"{p['cpu']} {p['block_ms']:.2f} ms per 5.33 ms block (RTF {p['rtf']:.2f})" for p in pj["pi"].values())
-            + " (`pi_synth.bench.project`: this machine's block time × an assumed slowdown, or FLOPs ÷ an assumed "
+            + " (`benchmarks/_harness.py` `project`: this machine's block time × an assumed slowdown, or FLOPs ÷ an assumed "
               "sustained rate, whichever is larger; check on a Pi with `benchmarks/bench_voices.py`).")
     else:
         v = m["voices"]

@@ -30,8 +30,8 @@ from note_data import make_score  # noqa: E402
 from note_model import (BLOCK, CONTROLS, FIR_TAPS, N_HARM, N_NOISE, TABLE, VIBRATO_DELAY, VIBRATO_FADE,  # noqa: E402
                         VIBRATO_GATE_DB, NoteVoice, StreamingNoteVoice, noise_tables)
 
-from pi_synth.quantize import (_session, control_sequence, default_exclude, format_report, quantize_model,  # noqa: E402
-                               read_card, snr_db, snr_quantizing, write_card)
+from pi_synth.tools.quantize import (_session, control_sequence, default_exclude, format_report,  # noqa: E402
+                                     quantize_model, read_card, snr_db, snr_quantizing, write_card)
 
 # dB, int8 against fp32 on quantize.py's moving sequence, when choosing layers: a margin over the 30 dB target,
 # since a knob held at an extreme costs up to ~2 dB more than that sequence (a 31 dB choice measured 29.7 dB
@@ -344,6 +344,7 @@ def provenance(train: dict, timing: dict) -> dict:
         "cpu_hours": round(cpu_h, 3),
         "energy_wh": round(energy, 1),
         "run_watts_pi4": timing["pi4_watts"],
+        "consent": "no people recorded: the data is synthesized from a sound font",
         "run_watts_pi4_basis": "a projection, not a measurement: 8 voices of the int8 file at the Pi 4 load "
                                f"projected from this machine (RTF {timing['pi4_rtf']:.2f} of one core), "
                                f"{timing['pi4_watts_assumed']['idle_w']} W idle + "

@@ -298,7 +298,7 @@ class StreamSynth(nn.Module):
       saw, makes the noise explode). Both act on the gains at the block's end, which ramp from the previous block's (in
       ``prev``), so moving a knob never steps the sound.
 
-    Under the module name ``synth``, so :func:`pi_synth.quantize.default_exclude` keeps it float32."""
+    Under the module name ``synth``, so :func:`pi_synth.tools.quantize.default_exclude` keeps it float32."""
 
     def __init__(self, synth: Synth, frames: int, table: int = TABLE):
         super().__init__()

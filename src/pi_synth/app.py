@@ -15,43 +15,43 @@ render and a live run make the same samples.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 import threading
+import time
 from pathlib import Path
 
-import numpy as np
-
-from pi_synth.audio.library import find_model, list_models
 from pi_synth.audio.player import Player
-from pi_synth.audio.runtime import Runtime
-from pi_synth.audio.safety import OutputGuard
-from pi_synth.audio.synth import Synth
-from pi_synth.control.bank import ControlBank
 from pi_synth.control.events import StopAt, Timeline, check_events
-from pi_synth.control.mapping import Mapping
 from pi_synth.control.router import Router
-from pi_synth.control.voice import MonoVoice
-from pi_synth.errors import ConfigError, ModelError, PiSynthError
+from pi_synth.errors import ConfigError, PiSynthError
+from pi_synth.model.library import find_model, list_models
+from pi_synth.patch import build_patch, make_mapping
 from pi_synth.service.realtime import release_heap
 
 log = logging.getLogger(__name__)
 
 
 class Instrument:
+    """One instrument: the playing patch (model, mapping, voice), the router every source
+    talks to, the player the engine pulls from, presets and MIDI learn — and what happens
+    between blocks (actions, hot swap, reload)."""
+
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
                  sets=(), fade_in: bool = True):
         self.cfg = cfg
-        self.model_path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
-        synth = self.load(self.model_path, fade_in=fade_in)
-        card = synth.card
-        self.voice = self._make_voice(card)
-        self.mapping = self._make_mapping(card)
-        self.mapping.configure(synth.bank)
-        self.router = Router(card, synth.bank, self.mapping, voice=self.voice)
+        path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
+        patch = build_patch(cfg, path, fade_in=fade_in)
+        self.model_path = patch.path
+        synth, card = patch.synth, patch.card
+        self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
+        self.router = Router(self.controls.card, self.controls, self.mapping, voice=self.voice)
         self.router.on_action = self.action
         self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
         for name, value in sets:
             try:
-                synth.bank.set(name, value)
+                self.controls.set(name, value)
             except KeyError as e:
                 raise ConfigError(f"--set {name}: {e.args[0]}") from None
         hooks = []
@@ -75,45 +75,17 @@ class Instrument:
             log.info("MIDI-learn bindings not used by %s: %s", card.name, ", ".join(missing))
         self.router.listener = self.learn.listener
         self._swap_lock = threading.Lock()  # control threads only: one swap at a time
+        self._reload_lock = threading.Lock()  # SIGHUP and OSC's reload: one at a time
+        self.config_path: str | None = None  # the --config the instrument started with
         self.failed_loads = 0
         self.last_error = ""
-
-    # -- building blocks ------------------------------------------------------------------
-
-    def load(self, path, *, fade_in: bool = True) -> Synth:
-        """Load a model beside whatever plays: runtime, bank, guard. Raises ModelError."""
-        m, o = self.cfg.model, self.cfg.output
-        rt = Runtime(path, threads=m.threads, warmup_blocks=max(1, m.warmup_blocks), use_cache=m.cache)
-        card = rt.card
-        audio = rt.step()  # the first block must run and be finite before we trust it
-        if not np.isfinite(audio).all():
-            raise ModelError(f"{path}: the model's first block is not finite (NaN/inf); not loading it")
-        rt.reset()
-        guard = OutputGuard(card.block_size, card.channels, card.sample_rate, fade_ms=o.fade_ms,
-                            limit_dbfs=o.limit_dbfs, gain_db=o.gain_db, fade_in=fade_in)
-        return Synth(rt, ControlBank(card), guard)
-
-    def _make_voice(self, card):
-        if not {"pitch", "loudness"} <= set(card.control_names):
-            return None
-        ch = self.cfg.midi.channel
-        loud = card.control("loudness")
-        return MonoVoice(channel=None if ch == 0 else ch - 1, bend_range=self.cfg.midi.bend_range,
-                         floor_db=min(loud.min, loud.max), max_db=max(loud.min, loud.max),
-                         attack_ms=self.cfg.midi.attack_ms, release_ms=self.cfg.midi.release_ms)
-
-    def _make_mapping(self, card) -> Mapping:
-        mapping = Mapping.from_config(card, self.cfg.map)
-        for w in mapping.skipped:
-            log.warning("%s (skipped for model %s)", w, card.name)
-        return mapping
 
     @property
     def card(self):
         return self.player.card
 
     @property
-    def synth(self) -> Synth:
+    def synth(self):
         return self.player.synth
 
     # -- hot swap -------------------------------------------------------------------------
@@ -125,43 +97,32 @@ class Instrument:
             self.collect_retired()  # models earlier swaps left behind, whoever else collects
             try:
                 path = find_model(str(model), self.cfg.model.precision, self.cfg.model.threads)
-                synth = self.load(path, fade_in=False)
+                patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice)
             except PiSynthError as e:
-                self.failed_loads += 1
-                self.last_error = str(e)
-                log.warning("model not changed: %s", e)
-                return False
+                return self._refuse(str(e))
+            synth = patch.synth
             if not self.player.can_crossfade(synth):
-                self.failed_loads += 1
-                self.last_error = (f"{path}: {synth.sample_rate} Hz / {synth.channels} ch cannot "
-                                   f"crossfade with {self.player.sample_rate} Hz / {self.player.channels} ch")
-                log.warning("model not changed: %s; restart with --model to switch", self.last_error)
-                return False
+                return self._refuse(f"{path}: {synth.sample_rate} Hz / {synth.channels} ch cannot crossfade "
+                                    f"with {self.player.sample_rate} Hz / {self.player.channels} ch",
+                                    restart=True)
             why = self.engine.admits(synth) if self.engine is not None else None
             if why:
-                self.failed_loads += 1
-                self.last_error = f"{path}: {why}"
-                log.warning("model not changed: %s; restart with --model to switch", self.last_error)
-                return False
-            card = synth.card
-            # carry control values the two models share (a knob's position stays put;
-            # a held note keeps its pitch and loudness)
-            old = self.synth.bank
-            for name in card.control_names:
-                if name in old.names:
-                    synth.bank.set(name, old.get(name))
-            mapping = self._make_mapping(card)
-            mapping.configure(synth.bank)
-            if self.voice is None:
-                self.voice = self._make_voice(card)
-            self.router.retarget(card, synth.bank, mapping, self.voice)
-            self.mapping = mapping
+                return self._refuse(f"{path}: {why}", restart=True)
+            self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
+            self.router.retarget(patch.controls.card, patch.controls, patch.mapping, patch.voice)
             if self.learn is not None:
-                self.learn.attach(mapping)
+                self.learn.attach(patch.mapping)
             self.player.crossfade_to(synth)
-            self.model_path = path
-            log.info("crossfading to %s (%s)", card.name, path)
+            self.model_path = patch.path
+            log.info("crossfading to %s (%s)", patch.card.name, path)
             return True
+
+    def _refuse(self, why: str, restart: bool = False) -> bool:
+        """A swap that cannot happen: counted, said in one line; the old model plays on."""
+        self.failed_loads += 1
+        self.last_error = why
+        log.warning("model not changed: %s%s", why, "; restart with --model to switch" if restart else "")
+        return False
 
     def collect_retired(self) -> None:
         """Close models the audio thread has finished with (control thread), then hand the
@@ -209,35 +170,56 @@ class Instrument:
         elif name == "panic":
             log.info("panic: all notes off")
         elif name == "preset_save":
-            from pi_synth.control.learn import routes_to_json
-
             try:
-                self.presets.save(int(arg or 0), model=self.card.name, values=self.synth.bank.values(),
-                                  mapping=routes_to_json(self.mapping.routes))
-                log.info("preset %d saved", int(arg or 0))
+                self.save_preset(int(arg or 0))
             except (ValueError, PiSynthError, OSError) as e:
                 log.warning("preset not saved: %s", e)
         elif name == "preset_recall":
-            from pi_synth.control.presets import apply
-
             try:
-                p = self.presets.load(int(arg or 0))
+                self.recall_preset(int(arg or 0))
             except (ValueError, PiSynthError) as e:
                 log.warning("preset not recalled: %s", e)
-                return
-            if p is None:
-                log.warning("preset %d is empty", int(arg or 0))
-            else:
-                skipped = apply(p, self.synth.bank, self.mapping)
-                if skipped:
-                    log.info("preset %d: %s not in model %s", int(arg or 0), ", ".join(skipped), self.card.name)
         elif name == "learn":
             self.learn.on_action(arg)
+
+    # -- presets ------------------------------------------------------------------------------
+
+    def save_preset(self, slot: int, name: str | None = None) -> None:
+        """The controls and mapping now into ``slot``; ``name`` None keeps the slot's name."""
+        from pi_synth.control.mapping import routes_to_json
+
+        if name is None:
+            try:
+                old = self.presets.load(slot)
+            except PiSynthError:
+                old = None  # a corrupt preset is replaced by the new one
+            name = old.get("name", "") if old else ""
+        self.presets.save(slot, model=self.card.name, values=self.controls.values(),
+                          mapping=routes_to_json(self.mapping.routes), name=name)
+        log.info("preset %d saved", slot)
+
+    def recall_preset(self, slot: int) -> list[str]:
+        """Set the controls (and mapping) from ``slot``; returns what this model lacks.
+        ``ValueError`` for an empty slot, ``ConfigError`` for a corrupt file."""
+        from pi_synth.control.presets import apply
+
+        p = self.presets.load(slot)
+        if p is None:
+            raise ValueError(f"preset {slot} is empty")
+        skipped = apply(p, self.controls, self.mapping)
+        if skipped:
+            log.info("preset %d: %s not in model %s", slot, ", ".join(skipped), self.card.name)
+        return skipped
 
     # -- reload (SIGHUP) --------------------------------------------------------------------
 
     def reload(self, explicit_config: str | None = None) -> bool:
-        """Re-read the config; a bad file keeps the old one. A changed model crossfades in."""
+        """Re-read the config; a bad file keeps the old one. A changed model crossfades in.
+        On failure :attr:`last_error` says why in one line."""
+        with self._reload_lock:
+            return self._reload(explicit_config)
+
+    def _reload(self, explicit_config: str | None) -> bool:
         from pi_synth import config as config_mod
 
         try:
@@ -248,28 +230,205 @@ class Instrument:
             return False
         for w in cfg.warnings:
             log.warning("%s", w)
-        old = self.cfg
-        self.cfg = cfg
         try:
-            mapping = self._make_mapping(self.card)
+            mapping = make_mapping(cfg, self.controls)
         except PiSynthError as e:
-            self.cfg = old
             log.warning("config not reloaded, keeping the old one: %s", e)
+            self.last_error = str(e)
             return False
+        self.cfg = cfg
         self.mapping = mapping
-        mapping.configure(self.synth.bank)
         self.router.mapping = mapping
         self.learn.attach(mapping)
         self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
-        g = self.synth.guard  # output settings apply at once (plain attribute stores)
-        g.gain_lin = float(10 ** (cfg.output.gain_db / 20))
-        g.limit = float(10 ** (min(cfg.output.limit_dbfs, 0.0) / 20))
+        self.synth.guard.configure(gain_db=cfg.output.gain_db, limit_dbfs=cfg.output.limit_dbfs)
         if cfg.model.path and find_model(cfg.model.path, cfg.model.precision, cfg.model.threads) != Path(self.model_path):
-            self.swap(cfg.model.path)
+            if not self.swap(cfg.model.path):
+                return False  # the new settings hold; the old model plays on (last_error says why)
         log.info("config reloaded from %s", cfg.path or "built-in defaults")
         return True
 
     def status(self) -> dict:
+        """The engine's counters and what plays: what ``/pi-synth/status`` replies and the
+        web page shows (control values included, so its sliders follow the knobs)."""
         st = self.engine.status() if self.engine is not None else {}
-        st.update(model=self.card.name, swaps=self.player.swaps, failed_loads=self.failed_loads)
+        path = Path(self.model_path)
+        st.update(model=self.card.name, swaps=self.player.swaps, failed_loads=self.failed_loads,
+                  model_path=str(path), precision=precision_of(path), last_error=self.last_error,
+                  controls=self.controls.values(),
+                  learn={"armed": self.learn.armed, "target": self.learn.target})
         return st
+
+
+def precision_of(path: Path) -> str:
+    """"int8" or "fp32" for a file of a voice shipped in both, else ""."""
+    parts = path.name.split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-2] in ("int8", "fp32") else ""
+
+
+# -- the two ways to play: live and offline ---------------------------------------------------
+
+
+def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), seconds: float | None = None,
+           sets=()) -> str:
+    """``pi-synth render``: the instrument pulled offline into a WAV file, faster than real
+    time; returns the line to print."""
+    from pi_synth.audio.backends.wav import WavBackend
+    from pi_synth.audio.engine import render_offline
+
+    said = None
+    if not events:
+        events, said = _demo_phrase_if_played_by_notes(cfg, model)
+    if seconds is None:
+        seconds = (events[-1].t + 1.0) if events else 5.0
+    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
+    if said:  # said once the render is under way (a bad --set or -o is its own one line)
+        inst.player.hooks.insert(0, lambda pos: pos or log.warning("%s", said))
+    backend = WavBackend(output, format=format)
+    t0 = time.perf_counter()
+    frames = render_offline(inst.player, backend)
+    dt = time.perf_counter() - t0
+    card = inst.card
+    sr = card.sample_rate
+    return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
+            f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
+
+
+DEMO_MIDI = Path(__file__).resolve().parent / "data" / "demo.mid"
+
+
+def _demo_phrase_if_played_by_notes(cfg, model):
+    """A model played by notes renders silence without any: the demo phrase's events, and
+    the line that says so (and how to give your own); ``([], None)`` for other models."""
+    from pi_synth.control.events import load_midi_file
+    from pi_synth.model.card import load_card
+    from pi_synth.patch import plays_notes
+
+    card = load_card(find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads))
+    if not plays_notes(card):
+        return [], None
+    return load_midi_file(DEMO_MIDI), (
+        f"{card.name} is played by notes, and no --midi or --events was given: rendering the demo phrase "
+        f"({DEMO_MIDI}); give your own with --midi FILE.mid or --events FILE.json")
+
+
+def run(cfg, *, model: str | None = None, events=(), seconds: float | None = None, sets=(),
+        emulate: bool = False, panel: bool = True, config_path: str | None = None) -> int:
+    """``pi-synth run``: the instrument live — engine, control sources, sd_notify and the
+    watchdog, the monitor that logs what the audio threads count — until SIGINT/SIGTERM
+    (fade out) or ``seconds``; SIGHUP reloads the config."""
+    from pi_synth.audio.backends import backend_class
+    from pi_synth.audio.engine import Engine, ring_frames
+    from pi_synth.control.board import EmulatedBoard, use_board
+    from pi_synth.control.rig import Rig
+    from pi_synth.service.notify import Notifier, WatchdogGate
+
+    notifier = Notifier.from_env()
+    board = None
+    if emulate:  # the one place "emulated?" is decided: which board the control path gets
+        board = use_board(EmulatedBoard())
+        if cfg.knobs.chip == "none":
+            cfg.values["knobs"]["chip"] = "mcp3008"
+        log.info("emulating the Pi's controls: %s, an emulated %s", board.describe(), cfg.knobs.chip)
+    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
+    a = cfg.audio
+    backend = backend_class(a.backend)(a.device, format=a.format)
+    engine = inst.engine = Engine(
+        inst.player, backend, period=a.period, periods=a.periods, ahead_blocks=a.ahead_blocks,
+        realtime=a.realtime, mode=a.engine, cpus=set(a.cpus) or None,
+    )
+    stop = threading.Event()
+    reload = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    if a.realtime:
+        from pi_synth.service.realtime import lock_memory
+
+        lock_memory()  # after the model is loaded, before sound: logged once if refused
+    t_start = time.monotonic()
+    engine.start()
+    from pi_synth.surface import requests
+
+    inst.config_path = config_path
+    rig = Rig.from_config(cfg, inst.router, status_fn=engine.status,
+                          poll_hz=min(cfg.knobs.poll_hz, 100.0) if emulate else None,
+                          osc_status_fn=inst.status, requests=requests(inst))
+    rig.start()
+    log.info("playing %s (%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
+             backend.describe(), inst.card.block_size, engine.mode,
+             f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
+    if engine.periods > a.periods:
+        log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "
+                 "bigger buffer lets it play in the direct engine (less latency than a %d-frame ring)",
+                 a.periods, engine.periods, 100 * (inst.player.rtf_hint or 0),
+                 ring_frames(inst.card.block_size, engine.period, a.ahead_blocks))
+    if not backend.paced and a.backend != "null":
+        log.info("backend %s is not paced by a clock: running faster than real time", a.backend)
+    front = None
+    if board is not None and panel and sys.stdin.isatty():
+        from pi_synth.control.panel import Panel
+
+        front = Panel(inst, board, rig, stop)
+        front.start()
+    gate = WatchdogGate(notifier, lambda: (engine.stats.blocks, backend.frames_written))
+    last: dict = {}
+    ready = False
+    try:
+        while not engine.finished and not stop.is_set():
+            stop.wait(0.1 if not ready else 0.25)
+            st = inst.status()
+            if not ready and engine.stats.first_audio_at:
+                ready = True
+                notifier.ready(status_line(st))
+            if reload.is_set():
+                reload.clear()
+                notifier.reloading()
+                inst.reload(config_path)
+                notifier.ready(status_line(inst.status()))
+            gate.tick()
+            if ready:
+                notifier.status(status_line(st))
+            inst.collect_retired()
+            log_changes(st, last, engine)
+    finally:
+        notifier.stopping()
+        if front is not None:
+            front.stop()
+        rig.close()
+        engine.stop(fade=True)
+        if board is not None:
+            use_board(None)
+    st = inst.status()
+    log_changes(st, last, engine)
+    played = inst.player.position / inst.card.sample_rate
+    first = (engine.stats.first_audio_at - t_start) if engine.stats.first_audio_at else float("nan")
+    print(f"played {played:.2f} s of {inst.card.name} on {a.backend}:{a.device}: "
+          f"{st['xruns']} xruns, {st['late_periods']} late periods, "
+          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s", file=sys.stderr)
+    return 0
+
+
+def status_line(st: dict) -> str:
+    """The one line systemd shows for the service (``systemctl status pi-synth``)."""
+    return (f"{st.get('model')}: load {st.get('load', 0) * 100:.0f}%, xruns {st.get('xruns', 0)}, "
+            f"late {st.get('late_periods', 0)}")
+
+
+def log_changes(st: dict, last: dict, engine) -> None:
+    """Log counters that moved: the monitor half of 'xruns are data'."""
+    for key in ("xruns", "late_periods", "nonfinite_blocks", "device_errors", "reopens"):
+        if st[key] != last.get(key, 0):
+            if key == "reopens":
+                log.warning("audio device back: playing again")
+            elif key == "nonfinite_blocks":
+                log.warning("model output was not finite in %d block(s): muted and reset",
+                            st[key] - last.get(key, 0))
+            elif key == "device_errors":
+                log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
+            else:
+                log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], st[key] - last.get(key, 0))
+    if st.get("render") == "ahead" and last.get("render") == "just-in-time":
+        log.warning("after an xrun, audio is rendered a period ahead from now on (one period more "
+                    "latency); audio.periods = 3 starts with that margin")
+    last.update(st)

@@ -1,4 +1,5 @@
-"""``pi-synth``: one program, one subcommand per job.
+"""``pi-synth``: one program, one subcommand per job. This module parses; the jobs live
+where they belong (``app.run``/``app.render``, ``doctor``, ``tools/``…).
 
 Exit codes: 0 success; 2 bad input (one line on stderr saying what and how to fix
 it, a traceback only with ``--debug``); 1 anything unexpected.
@@ -11,10 +12,7 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
-import time
 
 from pi_synth import __version__
 from pi_synth.errors import ConfigError, PiSynthError
@@ -76,10 +74,10 @@ def _config(args):
 
 
 def cmd_info(args) -> int:
-    from pi_synth.audio.library import find_model
-    from pi_synth.audio.runtime import Runtime
+    from pi_synth.model.library import find_model
+    from pi_synth.model.runtime import Runtime
 
-    from pi_synth.audio.runtime import load_card
+    from pi_synth.model.card import load_card
 
     path = find_model(args.model)
     if load_card(path).kind == "rave-encoder":
@@ -129,159 +127,56 @@ def cmd_info(args) -> int:
         print(f"  license: {card.license}")
     if card.source:
         print(f"  source: {card.source}")
+    for line in provenance_lines(card.extra.get("provenance")):
+        print(f"  {line}")
     return 0
 
 
+# a card's "provenance" (docs/model-card-template.md): where the data came from, who owns the
+# weights, what training and playing cost; unknown keys are shown as they are
+PROVENANCE = (("data", "data", ""), ("data_license", "data licence", ""), ("owner", "weights owned by", ""),
+              ("training", "training", ""), ("cpu_hours", "training compute", " CPU-hours"),
+              ("energy_wh", "training energy", " Wh"), ("run_watts_pi4", "playing on a Pi 4", " W"))
+
+
+def provenance_lines(prov) -> list[str]:
+    if not isinstance(prov, dict) or not prov:
+        return []
+    known = {k for k, _, _ in PROVENANCE}
+    rows = [(label, f"{prov[k]:g}{unit}" if isinstance(prov[k], (int, float)) and not isinstance(prov[k], bool)
+             else str(prov[k])) for k, label, unit in PROVENANCE if prov.get(k) not in (None, "")]
+    rows += [(k.replace("_", " "), v if isinstance(v, str) else json.dumps(v))
+             for k, v in prov.items() if k not in known]
+    width = max(len(label) for label, _ in rows)
+    return ["provenance:"] + [f"  {label:<{width}}  {value}" for label, value in rows]
+
+
 def cmd_render(args) -> int:
-    from pi_synth.app import Instrument
-    from pi_synth.audio.backends.wav import WavBackend
-    from pi_synth.audio.engine import render_offline
+    from pi_synth.app import render
 
     cfg = _config(args)
-    events = _load_events(args)
-    seconds = args.seconds
-    if seconds is None:
-        seconds = (events[-1].t + 1.0) if events else 5.0
-    inst = Instrument(cfg, model=args.model, events=events, seconds=seconds, sets=_parse_sets(args.set))
-    backend = WavBackend(args.output, format=args.format)
-    t0 = time.perf_counter()
-    frames = render_offline(inst.player, backend)
-    dt = time.perf_counter() - t0
-    card = inst.card
-    sr = card.sample_rate
-    print(f"wrote {args.output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
-          f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
+    print(render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
+                 seconds=args.seconds, sets=_parse_sets(args.set)))
     return 0
 
 
 def cmd_run(args) -> int:
     from pi_synth import config as config_mod
-    from pi_synth.app import Instrument
-    from pi_synth.audio.backends import backend_class
-    from pi_synth.audio.engine import Engine, ring_frames
-    from pi_synth.control.rig import Rig
-    from pi_synth.service.notify import Notifier, WatchdogGate
+    from pi_synth.app import run
 
     cfg = _config(args)
-    from pi_synth.audio.backends.alsa import _silence_alsa_lib
-
-    _silence_alsa_lib()  # our errors say what and how to fix it; libasound's would repeat them
     if args.backend:
         config_mod.override(cfg, "audio.backend", args.backend, "--backend")
     if args.device:
         config_mod.override(cfg, "audio.device", args.device, "--device")
     if args.period:
         config_mod.override(cfg, "audio.period", args.period, "--period")
-    events = _load_events(args)
-    notifier = Notifier.from_env()
-    emulation = None
-    if args.emulate:
-        from pi_synth.control.emulate import install
-
-        emulation = install(cfg.knobs.chip if cfg.knobs.chip != "none" else "mcp3008", cfg.knobs.vref)
-        log.info("emulating the Pi's controls: gpiozero MockFactory with an emulated %s",
-                 cfg.knobs.chip if cfg.knobs.chip != "none" else "mcp3008")
-    inst = Instrument(cfg, model=args.model, events=events, seconds=args.seconds,
-                      sets=_parse_sets(args.set))
-    backend = backend_class(cfg.audio.backend)(cfg.audio.device, format=cfg.audio.format)
-    engine = inst.engine = Engine(
-        inst.player, backend, period=cfg.audio.period, periods=cfg.audio.periods,
-        ahead_blocks=cfg.audio.ahead_blocks, realtime=cfg.audio.realtime, mode=cfg.audio.engine,
-        cpus=set(cfg.audio.cpus) or None,
-    )
-    stop = threading.Event()
-    reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    signal.signal(signal.SIGHUP, lambda *a: reload.set())
-    if cfg.audio.realtime:
-        from pi_synth.service.realtime import lock_memory
-
-        lock_memory()  # after the model is loaded, before sound: logged once if refused
-    t_start = time.monotonic()
-    engine.start()
-    rig = Rig.from_config(cfg, inst.router, status_fn=engine.status, emulation=emulation)
-    rig.start()
-    log.info("playing %s (%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
-             backend.describe(), inst.card.block_size, engine.mode,
-             f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
-    if engine.periods > cfg.audio.periods:
-        log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "
-                 "bigger buffer lets it play in the direct engine (less latency than a %d-frame ring)",
-                 cfg.audio.periods, engine.periods, 100 * (inst.player.rtf_hint or 0),
-                 ring_frames(inst.card.block_size, engine.period, cfg.audio.ahead_blocks))
-    if not backend.paced and cfg.audio.backend != "null":
-        log.info("backend %s is not paced by a clock: running faster than real time", cfg.audio.backend)
-    panel = None
-    if emulation is not None and sys.stdin.isatty() and not args.no_panel:
-        from pi_synth.control.emulate.panel import Panel
-
-        panel = Panel(inst, emulation, rig, stop)
-        panel.start()
-    gate = WatchdogGate(notifier, lambda: (engine.stats.blocks, backend.frames_written))
-    last: dict = {}
-    ready = False
-    try:
-        while not engine.finished and not stop.is_set():
-            stop.wait(0.1 if not ready else 0.25)
-            st = inst.status()
-            if not ready and engine.stats.first_audio_at:
-                ready = True
-                notifier.ready(_status_line(st))
-            if reload.is_set():
-                reload.clear()
-                notifier.reloading()
-                inst.reload(args.config)
-                notifier.ready(_status_line(inst.status()))
-            gate.tick()
-            if ready:
-                notifier.status(_status_line(st))
-            inst.collect_retired()
-            _log_changes(st, last, engine)
-    finally:
-        notifier.stopping()
-        if panel is not None:
-            panel.stop()
-        rig.close()
-        engine.stop(fade=True)
-        if emulation is not None:
-            emulation.close()
-    st = inst.status()
-    _log_changes(st, last, engine)
-    played = inst.player.position / inst.card.sample_rate
-    first = (engine.stats.first_audio_at - t_start) if engine.stats.first_audio_at else float("nan")
-    print(f"played {played:.2f} s of {inst.card.name} on {cfg.audio.backend}:{cfg.audio.device}: "
-          f"{st['xruns']} xruns, {st['late_periods']} late periods, "
-          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s", file=sys.stderr)
-    return 0
-
-
-def _status_line(st: dict) -> str:
-    return (f"{st.get('model')}: load {st.get('load', 0) * 100:.0f}%, xruns {st.get('xruns', 0)}, "
-            f"late {st.get('late_periods', 0)}")
-
-
-def _log_changes(st: dict, last: dict, engine) -> None:
-    """Log counters that moved: the monitor half of 'xruns are data'."""
-    for key in ("xruns", "late_periods", "nonfinite_blocks", "device_errors", "reopens"):
-        if st[key] != last.get(key, 0):
-            if key == "reopens":
-                log.warning("audio device back: playing again")
-            elif key == "nonfinite_blocks":
-                log.warning("model output was not finite in %d block(s): muted and reset",
-                            st[key] - last.get(key, 0))
-            elif key == "device_errors":
-                log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
-            else:
-                log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], st[key] - last.get(key, 0))
-    if st.get("render") == "ahead" and last.get("render") == "just-in-time":
-        log.warning("after an xrun, audio is rendered a period ahead from now on (one period more "
-                    "latency); audio.periods = 3 starts with that margin")
-    last.update(st)
+    return run(cfg, model=args.model, events=_load_events(args), seconds=args.seconds, sets=_parse_sets(args.set),
+               emulate=args.emulate, panel=not args.no_panel, config_path=args.config)
 
 
 def cmd_bench(args) -> int:
-    from pi_synth.audio.library import find_model, find_pair
+    from pi_synth.model.library import find_model, find_pair
     from pi_synth.bench import bench_model, compare_precisions
 
     res = bench_model(find_model(args.model), threads=args.threads, blocks=args.blocks)
@@ -310,10 +205,10 @@ def cmd_bench(args) -> int:
 
 def cmd_quantize(args) -> int:
     try:
-        from pi_synth.quantize import quantize_model
+        from pi_synth.tools.quantize import quantize_model
     except ImportError as e:
         raise ConfigError(f"quantize needs the 'convert' extra ({e}); pip install 'pi-synth[convert]'") from None
-    from pi_synth.quantize import format_report
+    from pi_synth.tools.quantize import format_report
 
     report = quantize_model(args.input, args.output)
     if args.report:
@@ -323,10 +218,24 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    from pi_synth.cardtool import cmd_card as run
+
+    return run(args)
+
+
+def cmd_convert_rave(args) -> int:
+    from pi_synth.tools.convert.cli import cmd_convert_rave as run  # desktop only: torch, onnx
+
+    return run(args)
+
+
 # -- entry point -----------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pi_synth.audio.backends import backend_names
+
     p = argparse.ArgumentParser(prog="pi-synth", description="neural synthesizer firmware")
     p.add_argument("--version", action="version", version=f"pi-synth {__version__}")
     p.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
@@ -337,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="config file (TOML)")
     r.add_argument("--model", help="model file or name")
     r.add_argument("--device", help="ALSA PCM (e.g. default, plughw:CARD=sndrpihifiberry)")
-    r.add_argument("--backend", help="alsa (default), wav or null")
+    r.add_argument("--backend", help="where the sound goes: " + ", ".join(backend_names())
+                   + " (default alsa; wav writes the file --device names)")
     r.add_argument("--period", type=int, help="ALSA period in frames")
     r.add_argument("--events", help="timed events (JSON) to play")
     r.add_argument("--midi", help="a Standard MIDI File to play")
@@ -378,19 +288,61 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="the report as JSON")
     q.set_defaults(func=cmd_quantize)
 
+    cd = sub.add_parser("card", help="show, write or edit the model card inside a .onnx file")
+    cd.add_argument("model", help="model file or name")
+    cd.add_argument("--init", action="store_true", help="write a starting card guessed from the graph")
+    cd.add_argument("--force", action="store_true", help="with --init: replace the card the file has")
+    cd.add_argument("--from", dest="from_file", metavar="CARD.json", help="write this card")
+    cd.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="edit one key (dotted: controls.0.name=cutoff); the value is JSON or text")
+    cd.add_argument("--sample-rate", type=int, default=48000, help="with --init (default 48000)")
+    cd.add_argument("-o", "--output", help="write to this file instead of changing the model in place")
+    cd.set_defaults(func=cmd_card)
+
+    c = sub.add_parser("convert", help="convert a model from another tool into a pi-synth model")
+    csub = c.add_subparsers(dest="convert_kind", metavar="KIND", required=True)
+    r = csub.add_parser("rave", help="RAVE streaming TorchScript export (.ts) → pi-synth model")
+    r.add_argument("input", help="the .ts written by 'rave export --run RUN --streaming'")
+    r.add_argument("-o", "--output", required=True, help="output model (.onnx)")
+    r.add_argument("--quantize", action="store_true",
+                   help="also write an int8 model beside it (OUT.int8.onnx) with its SNR")
+    r.add_argument("--check", action="store_true",
+                   help="run the .ts and the converted model side by side: max error and speed ratio")
+    r.add_argument("--blocks", type=int, default=16, help="blocks for --check (default 16)")
+    r.add_argument("--frames", type=int, default=1,
+                   help="latent frames per model call (block = frames × decode ratio; default 1)")
+    r.add_argument("--no-encoder", action="store_true", help="do not write OUT.encoder.onnx")
+    r.add_argument("--name", help="model name in the card (default: from the output file name)")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON")
+    r.set_defaults(func=cmd_convert_rave)
+
     # -- commands contributed by other modules: each adds its own subparser ------------
     # (one line per module; the module defines add_parser(sub) and its cmd function)
-    from pi_synth.convert.cli import add_parser as _convert; _convert(sub)  # noqa: E702
     from pi_synth.doctor import add_parser as _doctor; _doctor(sub)  # noqa: E702
     from pi_synth.control.calibrate import add_parser as _calibrate; _calibrate(sub)  # noqa: E702
+    from pi_synth.web.cli import add_parser as _web; _web(sub)  # noqa: E702
     return p
+
+
+class _FlushingHandler(logging.StreamHandler):
+    """Writes what the command printed so far before each log line, so a log line never
+    lands inside the command's own output (stdout is block-buffered into a pipe)."""
+
+    def emit(self, record):
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        super().emit(record)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="pi-synth: %(levelname)s: %(message)s", stream=sys.stderr)
+    handler = _FlushingHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pi-synth: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return args.func(args)
     except PiSynthError as e:

@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from pi_synth.errors import ConfigError
 
@@ -29,8 +29,11 @@ class Key:
     default: Any
     lo: float | None = None
     hi: float | None = None
-    choices: tuple | None = None
+    choices: tuple | Callable[[], tuple] | None = None  # a callable: asked when a value is checked
     help: str = ""
+
+    def allowed(self) -> tuple | None:
+        return self.choices() if callable(self.choices) else self.choices
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is wrong, or None."""
@@ -51,14 +54,29 @@ class Key:
             return f"must be a finite number, got {value!r}"
         if self.lo is not None and (value < self.lo or value > self.hi):
             return f"must be in {self.lo}..{self.hi}, got {value!r}"
-        if self.choices is not None and value not in self.choices:
-            return f"must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+        choices = self.allowed()
+        if choices is not None and value not in choices:
+            return f"must be one of {', '.join(map(str, choices))}, got {value!r}"
         return None
+
+
+def _backends() -> tuple:
+    """The audio backends there are (one file each in ``audio/backends/``)."""
+    from pi_synth.audio.backends import backend_names
+
+    return tuple(backend_names())
+
+
+def _chips() -> tuple:
+    """The ADC chips there are (``control/chips/``), and ``none``."""
+    from pi_synth.control.chips import chip_names
+
+    return ("none",) + chip_names()
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "audio": {
-        "backend": Key(str, "alsa", choices=("alsa", "wav", "null"), help="where the sound goes"),
+        "backend": Key(str, "alsa", choices=_backends, help="where the sound goes"),
         "device": Key(str, "default", help="ALSA PCM name (a plug PCM: default, plughw:CARD=…)"),
         "period": Key(int, 256, 16, 16384, help="ALSA period in frames"),
         "periods": Key(int, 2, 2, 32, help="ALSA buffer size in periods (engine = auto may add some to play direct)"),
@@ -94,7 +112,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "release_ms": Key(float, 250.0, 0.0, 30000.0),
     },
     "knobs": {
-        "chip": Key(str, "none", choices=("none", "mcp3008", "mcp3208", "ads1015", "ads1115")),
+        "chip": Key(str, "none", choices=_chips),
         "channels": Key(list, [0, 1, 2, 3, 4, 5, 6, 7], 0, 7, help="ADC channels wired to knobs"),
         "poll_hz": Key(float, 200.0, 10.0, 2000.0),
         "deadband": Key(float, 0.004, 0.0, 0.2, help="change (0..1) below which a knob is steady"),
@@ -109,6 +127,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(bool, False, help="OSC control server"),
         "host": Key(str, "127.0.0.1", help="address to listen on: localhost unless you mean it"),
         "port": Key(int, 9000, 0, 65535),
+    },
+    "web": {
+        "enabled": Key(bool, False, help="the web page (pi-synth-web.service, its own process)"),
+        "host": Key(str, "127.0.0.1", help="address to listen on; any other than localhost needs password_hash"),
+        "port": Key(int, 8080, 1, 65535),
+        "password_hash": Key(str, "", help="set with: pi-synth web-password (never the password itself)"),
+        "session_minutes": Key(float, 240.0, 1.0, 10080.0, help="a login lasts this long"),
+        "upload_max_mb": Key(float, 64.0, 0.01, 2048.0, help="largest model file accepted"),
+        "check_seconds": Key(float, 120.0, 5.0, 3600.0, help="time allowed to check an uploaded model"),
+        "login_per_minute": Key(int, 5, 1, 100, help="failed logins allowed per minute and address"),
     },
     "leds": {
         "activity": Key(int, -1, -1, 27, help="GPIO of the activity LED (-1 = none)"),

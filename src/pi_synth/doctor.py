@@ -344,7 +344,7 @@ def _engine_here(m: Machine, rtf: float, block: int) -> str | None:
 
 
 def check_model(m: Machine) -> Check:
-    from pi_synth.audio.library import find_model
+    from pi_synth.model.library import find_model
     from pi_synth.bench import bench_model
     from pi_synth.errors import PiSynthError
 

@@ -1,11 +1,11 @@
-"""The audio path: model file → runtime → engine → backend.
+"""The audio path: model (``pi_synth.model``) → synth → player → engine → backend.
 
-* ``card.py``     the model card: what a ``.onnx`` must say about itself
-* ``onnxfile.py`` reads the card from the file without the ``onnx`` package
-* ``runtime.py``  one onnxruntime session stepped block by block, state carried
-* ``synth.py``    runtime + controls + output guard → one safe block
-* ``safety.py``   the output guard (NaN, DC, fades, limiter)
-* ``ring.py``     the ring between the inference and output threads
-* ``engine.py``   the two real-time threads (read its docstring first)
-* ``backends/``   where periods go: ALSA, a WAV file, nowhere
+* ``bank.py``     the model's control input: targets written by any source, read once
+                  per block by the audio thread and ramped across the control frames
+* ``safety.py``   the output guard (NaN, DC, fades, limiter) and ``_kernels.c``, its C
+* ``synth.py``    runtime + bank + guard → one safe block
+* ``player.py``   one synth playing, or two crossfading (hot swap), plus block hooks
+* ``ring.py``     the ring between the threaded engine's two threads
+* ``engine.py``   the real-time threads (read its docstring first: the rules)
+* ``backends/``   where periods go: ALSA, a WAV file, nowhere (one file per backend)
 """

@@ -3,7 +3,7 @@
 The model's block (e.g. 2048 frames for a RAVE decoder, 256 for a note voice) and the
 device's period (e.g. 256) are independent. In **threaded** mode the **inference thread** keeps the ring
 ``ahead_blocks`` blocks ahead: it waits for room for one block, renders it
-(:class:`~pi_synth.audio.synth.Synth`), copies it in. The **output thread** takes one
+(a :class:`BlockSource`), copies it in. The **output thread** takes one
 period at a time from the ring and writes it to the backend, which blocks until the
 device has room (pyalsaaudio releases the GIL there, so the two threads overlap).
 
@@ -59,12 +59,12 @@ import logging
 import sys
 import threading
 import time
+from typing import Protocol
 
 import numpy as np
 
 from pi_synth.audio.backends.base import Backend, Granted
 from pi_synth.audio.ring import Ring
-from pi_synth.audio.synth import Synth
 from pi_synth.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,37 @@ log = logging.getLogger(__name__)
 DIRECT_MAX_RTF = 0.25  # of the margin: the direct engine's render budget per block
 AHEAD_HOLD_S = 30.0  # direct mode: render ahead this long after an xrun, then just in time again
 AHEAD_HOLD_MAX_S = 600.0  # … doubling each time an xrun comes back soon, up to this
+
+
+class BlockSource(Protocol):
+    """What an engine plays: a :class:`~pi_synth.audio.synth.Synth` (one model) or a
+    :class:`~pi_synth.audio.player.Player` (block hooks, hot swap) — both are one.
+
+    ``next_block()`` returns the next ``[block_size, channels]`` float32 block, already
+    safe for the DAC, in a buffer it reuses (copy what you keep); ``position`` counts the
+    frames made so far (the audio clock); ``fade_out()`` may be called from any thread,
+    and ``finished`` turns true once the fade has reached silence. ``rtf_hint`` is the
+    model's block time over block duration from its warm-up here (None: not measured),
+    which picks the engine mode."""
+
+    card: object
+    block_size: int
+    sample_rate: int
+    channels: int
+    position: int
+
+    def next_block(self) -> np.ndarray: ...
+
+    def fade_out(self) -> None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def rtf_hint(self) -> float | None: ...
+
+    @property
+    def guard(self): ...
 
 
 def direct_periods(rtf: float, block: int, period: int, max_rtf: float = DIRECT_MAX_RTF) -> int:
@@ -136,9 +167,12 @@ class EngineStats:
 
 
 class Engine:
+    """Plays a :class:`BlockSource` into a backend in real time: the direct or the
+    threaded loop (see the module docstring), xruns counted, a lost device reopened."""
+
     def __init__(
         self,
-        synth: Synth,
+        synth: BlockSource,
         backend: Backend,
         *,
         period: int = 256,
@@ -181,7 +215,7 @@ class Engine:
     def start(self, timeout: float = 10.0) -> Granted:
         s = self.synth
         self.stats.started_at = time.monotonic()
-        rtf = getattr(s, "rtf_hint", None)
+        rtf = s.rtf_hint
         if self.mode == "auto" and rtf is not None:
             self.periods = auto_periods(rtf, s.block_size, self.period, self.periods, self.ahead_blocks)
         self.granted = self.backend.open(s.sample_rate, s.channels, self.period, self.periods)
@@ -250,11 +284,11 @@ class Engine:
         once); the threaded engine's ring holds and fades instead."""
         if self.mode != "direct" or self.granted is None:
             return None
-        new = getattr(synth.runtime, "warmup_rtf", None)
+        new = synth.rtf_hint
         if new is None:
             return None
         b = self.synth.block_size
-        old = (getattr(self.synth, "rtf_hint", None) or 0.0) * b
+        old = (self.synth.rtf_hint or 0.0) * b
         need = old + new * max(synth.block_size, b)  # frames of render per engine block
         have = self._direct_budget()
         if need < have:
@@ -491,7 +525,7 @@ class Engine:
         self.stats.reopens += 1
 
 
-def render_offline(synth: Synth, backend: Backend, *, period: int | None = None) -> int:
+def render_offline(synth: BlockSource, backend: Backend, *, period: int | None = None) -> int:
     """Render until the synth has faded out, as fast as the CPU allows.
 
     The caller arranges the end (a stop hook calling ``guard.fade_out()``). Same

@@ -25,6 +25,8 @@ from pi_synth.audio.synth import Synth
 
 
 class Deck:
+    """One synth delivering exactly the player's block size, whatever its own."""
+
     def __init__(self, synth: Synth, frames: int):
         self.synth = synth
         self.frames = frames
@@ -54,6 +56,9 @@ class Deck:
 
 
 class Player:
+    """What the engine plays: the current synth (or two, crossfading) behind the block
+    hooks. A :class:`~pi_synth.audio.engine.BlockSource`, like a bare synth."""
+
     def __init__(self, synth: Synth, hooks=None, *, crossfade_ms: float = 50.0):
         self.block_size = synth.block_size
         self.sample_rate = synth.sample_rate
@@ -85,9 +90,8 @@ class Player:
         return self.deck.synth.card
 
     @property
-    def rtf_hint(self):
-        rt = self.deck.synth.runtime
-        return getattr(rt, "warmup_rtf", None)
+    def rtf_hint(self) -> float | None:
+        return self.deck.synth.rtf_hint
 
     @property
     def guard(self):

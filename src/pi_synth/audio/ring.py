@@ -20,6 +20,8 @@ import numpy as np
 
 
 class Ring:
+    """Frames between the threaded engine's two threads: one writer, one reader, no lock."""
+
     def __init__(self, capacity: int, channels: int):
         self.capacity = int(capacity)
         self.buf = np.zeros((self.capacity, channels), np.float32)

@@ -147,7 +147,7 @@ except ImportError:  # a source tree used without pip install: same sound, more 
 
 
 class _Controls:
-    """Construction and the fades: the same for every kernel."""
+    """Construction, the output settings and the fades: the same for every kernel."""
 
     def __init__(
         self,
@@ -162,15 +162,25 @@ class _Controls:
         fade_in: bool = True,
     ):
         super().__init__(block_size, channels)
-        self.limit = float(10 ** (min(limit_dbfs, 0.0) / 20))
-        self.gain_lin = float(10 ** (gain_db / 20))
-        fade_samples = max(1.0, fade_ms * 1e-3 * sample_rate)
-        self.gain_step = block_size / fade_samples  # gain change per block
+        self._block, self._rate = block_size, sample_rate
+        self.configure(gain_db=gain_db, limit_dbfs=limit_dbfs, fade_ms=fade_ms)
         self.dc_coef = 1.0 - math.exp(-2 * math.pi * dc_hz * block_size / sample_rate)
         self.gain = 0.0 if fade_in else 1.0
         self.target = 1.0
 
     # -- control (any thread) ---------------------------------------------------------
+
+    def configure(self, *, gain_db: float | None = None, limit_dbfs: float | None = None,
+                  fade_ms: float | None = None) -> None:
+        """Output settings, applied from the next block on (plain attribute stores: safe
+        from any thread while the audio thread plays; a config reload calls this)."""
+        if limit_dbfs is not None:
+            self.limit = float(10 ** (min(limit_dbfs, 0.0) / 20))
+        if gain_db is not None:
+            self.gain_lin = float(10 ** (gain_db / 20))
+        if fade_ms is not None:
+            fade_samples = max(1.0, fade_ms * 1e-3 * self._rate)
+            self.gain_step = self._block / fade_samples  # gain change per block
 
     def fade_out(self) -> None:
         self.target = 0.0

@@ -1,40 +1,37 @@
-"""One safe block of sound: block hooks → controls → model → output guard.
+"""One safe block of sound: controls → model → output guard.
 
-:class:`Synth` is what the inference thread calls once per model block, and what an
-offline render calls in a plain loop — the same code either way, so a render and a
-live run with the same events make the same samples.
-
-Block hooks run first, on the audio clock (``position`` in frames): the events
-timeline, the voice envelope. They must be cheap and must not block.
+:class:`Synth` is one loaded model ready to play: its runtime, its control bank and its
+output guard. The engine pulls blocks from it (through the
+:class:`~pi_synth.audio.player.Player`, which runs the block hooks — the events
+timeline, the voice's envelope — on the audio clock first), and an offline render
+pulls them in a plain loop: the same code either way, so a render and a live run with
+the same events make the same samples.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
-from pi_synth.audio.runtime import Runtime
+from pi_synth.audio.bank import ControlBank
 from pi_synth.audio.safety import NumpyGuardKernel, OutputGuard
-from pi_synth.control.bank import ControlBank
-
-BlockHook = Callable[[int], None]
+from pi_synth.model.runtime import Runtime
 
 
 class Synth:
+    """One model playing: each :meth:`next_block` reads the bank, runs the model once and
+    makes the block safe. A :class:`~pi_synth.audio.engine.BlockSource`."""
+
     def __init__(
         self,
         runtime: Runtime,
         bank: ControlBank | None = None,
         guard: OutputGuard | None = None,
-        hooks: list[BlockHook] | None = None,
     ):
         card = runtime.card
         self.runtime = runtime
         self.card = card
         self.bank = bank or ControlBank(card)
         self.guard = guard or OutputGuard(card.block_size, card.channels, card.sample_rate)
-        self.hooks: list[BlockHook] = list(hooks or [])
         self.block_size = card.block_size
         self.sample_rate = card.sample_rate
         self.channels = card.channels
@@ -53,6 +50,12 @@ class Synth:
         self._guard_in = self._out if isinstance(self.guard, NumpyGuardKernel) else memoryview(self._out)
 
     @property
+    def rtf_hint(self) -> float | None:
+        """Block time over block duration, from the model's warm-up on this machine."""
+        rt = self.runtime
+        return rt.warmup_rtf if rt is not None else None
+
+    @property
     def finished(self) -> bool:
         return self.guard.finished
 
@@ -65,15 +68,19 @@ class Synth:
 
     def next_block(self) -> np.ndarray:
         """Render the next block into a reused ``[block, channels]`` float32 buffer."""
-        for hook in self.hooks:
-            hook(self.position)
         rt = self.runtime
         self.bank.fill(rt.controls)
-        audio = rt.step()
+        rt.step()
+        return self.finish()
+
+    def finish(self) -> np.ndarray:
+        """The model's last output made safe (the guard; a model reset after NaN), into
+        the block buffer; the clock moves on. The second half of :meth:`next_block`,
+        public so a benchmark can time the stages apart."""
         if self._copy:
-            np.copyto(self._out, audio.T)
+            np.copyto(self._out, self.runtime.audio.T)
         if not self.guard.process(self._guard_in):
-            rt.reset()  # NaN in the state never heals by itself
+            self.runtime.reset()  # NaN in the state never heals by itself
             self.resets += 1
         self.position += self.block_size
         return self._out

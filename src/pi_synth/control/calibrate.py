@@ -58,49 +58,72 @@ def report(cal: Calibration) -> list[str]:
 
 def add_parser(sub) -> None:
     c = sub.add_parser("calibrate", help="CV input calibration (interactive or from values)")
-    c.add_argument("channel", type=int, help="ADC channel of the CV input")
+    c.add_argument("channel", help="the CV input: its name (cv1, cv2, … in the order of the config's "
+                                   "[[cv]] tables) or its ADC channel number")
     c.add_argument("--config", help="config file (TOML): which ADC chip")
     c.add_argument("--volts", default="0,1,2,3,4", help="voltages to patch, in order (default 0,1,2,3,4)")
-    c.add_argument("--points", help="READING:VOLTS,… measured elsewhere (no prompts)")
+    c.add_argument("--points", help="READING:VOLTS,… measured elsewhere (no prompts, no ADC needed)")
     c.add_argument("--emulate", action="store_true", help="use the emulated ADC (for trying it out)")
     c.set_defaults(func=cmd_calibrate)
 
 
+def _channel(arg: str, cv_items) -> int:
+    """``cvN`` (the N-th [[cv]] table, or the one named so) or a channel number."""
+    text = str(arg).strip().lower()
+    for i, item in enumerate(cv_items):
+        if text == (item.name or f"cv{i + 1}").lower():
+            return item.channel
+    if text.startswith("cv") and text[2:].isdigit():
+        n = int(text[2:])
+        if not cv_items:
+            raise ConfigError(f"{arg}: the config has no [[cv]] tables; give the ADC channel number instead")
+        raise ConfigError(f"{arg}: the config has {len(cv_items)} [[cv]] table(s): cv1..cv{len(cv_items)}"
+                          if n else f"{arg}: CV inputs count from cv1")
+    try:
+        ch = int(text)
+    except ValueError:
+        raise ConfigError(f"{arg!r}: give a CV input name (cv1, …) or an ADC channel number (0..7)") from None
+    if not 0 <= ch <= 7:
+        raise ConfigError(f"channel {ch}: ADC channels are 0..7")
+    return ch
+
+
 def cmd_calibrate(args) -> int:
     from pi_synth import config as config_mod
+    from pi_synth.control.board import EmulatedBoard, board, use_board
     from pi_synth.control.chips import open_adc
 
     cfg = config_mod.load(args.config)
     k = cfg.knobs
-    chip = k.chip if k.chip != "none" else ("mcp3008" if args.emulate else None)
-    if chip is None:
-        raise ConfigError("no ADC configured: set [knobs] chip in the config (mcp3008, ads1115, …)")
-    device = f"{chip}-{k.spi_port}.{k.spi_device}"
-    if args.points:
+    channel = _channel(args.channel, cfg.cv)
+    chip = k.chip if k.chip != "none" else None
+    if args.points:  # measured elsewhere: no ADC is read, the file is keyed by the chip that will read it
+        chip = chip or "mcp3008"
         cal = Calibration(parse_points(args.points))
     else:
-        emulation = None
+        if chip is None and not args.emulate:
+            raise ConfigError("no ADC configured: set [knobs] chip in the config (mcp3008, ads1115, …), "
+                              "or give --points, or try it with --emulate")
+        chip = chip or "mcp3008"
         if args.emulate:
-            from pi_synth.control.emulate import install
-
-            emulation = install(chip, k.vref)
-        adc = open_adc(chip, vref=k.vref, spi_port=k.spi_port, spi_device=k.spi_device,
-                       i2c_bus=k.i2c_bus, i2c_address=k.i2c_address,
-                       bus=emulation.adc if emulation is not None and chip.startswith("ads") else None)
-        if not 0 <= args.channel < adc.channels:
-            raise ConfigError(f"channel {args.channel}: {adc.describe()} has channels 0..{adc.channels - 1}")
+            use_board(EmulatedBoard())
+        adc = open_adc(chip, board(), vref=k.vref, spi_port=k.spi_port, spi_device=k.spi_device,
+                       i2c_bus=k.i2c_bus, i2c_address=k.i2c_address)
+        if not 0 <= channel < adc.channels:
+            raise ConfigError(f"channel {channel}: {adc.describe()} has channels 0..{adc.channels - 1}")
         try:
             volts = [float(v) for v in args.volts.split(",")]
         except ValueError:
             raise ConfigError(f"--volts {args.volts!r}: use numbers separated by commas") from None
         if not sys.stdin.isatty():
             print("pi-synth: reading answers from standard input", file=sys.stderr)
-        cal = interactive(lambda: adc.read(args.channel), args.channel, volts)
+        cal = interactive(lambda: adc.read(channel), channel, volts)
         adc.close()
-    path = save_calibration(device, args.channel, cal)
-    print(f"saved {len(cal.points)}-point calibration for {device} channel {args.channel} to {path}")
-    for line in report(cal):
-        print(line)
+    device = f"{chip}-{k.spi_port}.{k.spi_device}"
     if not math.isfinite(cal.volts(0.5)):
         raise ConfigError("calibration gives non-finite volts")
+    path = save_calibration(device, channel, cal)
+    print(f"saved {len(cal.points)}-point calibration for {device} channel {channel} to {path}")
+    for line in report(cal):
+        print(line)
     return 0

@@ -24,6 +24,8 @@ FRONTENDS = {"direct": (0.0, 3.3), "bipolar5": (-5.0, 5.0), "unipolar10": (0.0, 
 
 @dataclass
 class Calibration:
+    """Reading → volts for one CV input: piecewise linear through measured points."""
+
     points: list[tuple[float, float]]  # (reading 0..1, volts), sorted by reading
 
     def __post_init__(self):

@@ -24,6 +24,8 @@ from pi_synth.errors import EventsError
 
 @dataclass(frozen=True)
 class Event:
+    """One timed event: ``kind`` (set, midi, source) and its data, at ``t`` seconds."""
+
     t: float
     kind: str  # "set" | "midi" | "source"
     data: Any

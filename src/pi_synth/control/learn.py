@@ -42,11 +42,10 @@ import math
 import os
 import threading
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
-from pi_synth.control.mapping import Mapping, Route
+from pi_synth.control.mapping import Mapping, Route, route_fits, routes_from_json, routes_to_json
 from pi_synth.errors import ConfigError
 from pi_synth.state import atomic_write_json, read_json, state_dir
 
@@ -56,68 +55,7 @@ FORMAT = 1
 CANCEL_WORDS = ("cancel", "off", "stop", "")
 MAX_SOURCES = 4096  # remembered source positions (OSC can invent names without end)
 
-__all__ = ["MidiLearn", "route_to_json", "route_from_json", "routes_to_json", "routes_from_json",
-           "route_fits"]
-
-
-# -- routes as JSON (learn.json, presets) ---------------------------------------------
-
-
-def route_to_json(route: Route) -> dict:
-    """The route's fields that differ from their defaults (so files stay short and an
-    older pi-synth can read what it knows)."""
-    return {f.name: getattr(route, f.name) for f in fields(Route)
-            if getattr(route, f.name) != f.default}
-
-
-def _field_value(name: str, default, v, where: str):
-    if isinstance(default, bool):
-        if not isinstance(v, bool):
-            raise ConfigError(f"{where}: key '{name}' must be true or false, got {v!r}")
-        return v
-    if isinstance(default, (int, float)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ConfigError(f"{where}: key '{name}' must be a number, got {v!r}")
-        if isinstance(default, int) and not isinstance(default, float):
-            if not float(v).is_integer():
-                raise ConfigError(f"{where}: key '{name}' must be an integer, got {v!r}")
-            return int(v)
-        return float(v)
-    if not isinstance(v, str):
-        raise ConfigError(f"{where}: key '{name}' must be a string, got {v!r}")
-    return v
-
-
-def route_from_json(d, where: str = "route") -> Route:
-    """Inverse of :func:`route_to_json`; a bare string is a control name. Unknown keys
-    (from a newer pi-synth) are ignored; wrong types raise ``ConfigError``."""
-    if isinstance(d, str):
-        d = {"control": d}
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where}: a route must be {{\"control\": NAME, …}}, got {d!r}")
-    known = {f.name: f.default for f in fields(Route)}
-    kw = {k: _field_value(k, known[k], v, where) for k, v in d.items() if k in known}
-    for key in ("lo", "hi"):
-        if key in kw and not 0.0 <= kw[key] <= 1.0:
-            raise ConfigError(f"{where}: key '{key}' must be in range 0..1, got {kw[key]!r}")
-    if not kw.get("control") and not kw.get("action"):
-        raise ConfigError(f"{where}: a route needs a 'control' (or an 'action')")
-    return Route(**kw)
-
-
-def route_fits(route: Route, control_names) -> bool:
-    """Can this route be used with a model that has these controls?"""
-    return bool(getattr(route, "action", "")) or route.control in control_names
-
-
-def routes_to_json(routes: dict[str, Route]) -> dict[str, dict]:
-    return {src: route_to_json(r) for src, r in routes.items()}
-
-
-def routes_from_json(d, where: str = "mapping") -> dict[str, Route]:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where}: must be an object mapping source names to routes")
-    return {str(src): route_from_json(r, f"{where}: source {src!r}") for src, r in d.items()}
+__all__ = ["MidiLearn"]
 
 
 # -- the state machine ----------------------------------------------------------------
@@ -241,11 +179,7 @@ class MidiLearn:
                 return True
             control = self.target
             self.target = None
-            route = Route(control)
-            self._previous.setdefault(name, self.mapping.routes.get(name))
-            self.mapping.routes[name] = route
-            self.bindings[name] = route
-            self.binds += 1
+            self._set(name, Route(control))
         log.info("MIDI learn: %s → %s", name, control)
         self.save()
         if self.on_bind is not None:
@@ -254,6 +188,22 @@ class MidiLearn:
             except Exception as e:  # feedback must never take a source down
                 log.warning("MIDI learn feedback failed: %s", e)
         return True
+
+    def _set(self, source: str, route: Route) -> None:
+        """Bind (lock held): the route replaces the source's, remembered for :meth:`forget`."""
+        self._previous.setdefault(source, self.mapping.routes.get(source))
+        self.mapping.routes[source] = route
+        self.bindings[source] = route
+        self.binds += 1
+
+    def bind(self, source: str, route: Route) -> bool:
+        """Bind ``source`` to ``route`` as if it had been learned (the web page's mapping
+        editor): kept for every model and saved. ``KeyError``/``ConfigError`` if the
+        current model has no such control or there is no such action."""
+        self.mapping.check_route(route)
+        with self._lock:
+            self._set(source, route)
+        return self.save()
 
     # -- persistence ------------------------------------------------------------------
 

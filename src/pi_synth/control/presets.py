@@ -7,13 +7,13 @@ one. A preset stores control values in card units (Hz, dB, …) with the name of
 model it was saved from; recalling it on another model is not an error: :func:`apply`
 sets the controls both models share and reports the rest.
 
-File format (``format`` 1)::
+File format (``format`` 1; ``name`` optional, shown by the web page)::
 
-    {"format": 1, "slot": 3, "model": "organ",
+    {"format": 1, "slot": 3, "name": "warm pad", "model": "organ",
      "values": {"brightness": 0.4, "loudness": -12.0, "pitch": 220.0},
      "mapping": {"cc74": {"control": "brightness"}}}      # optional
 
-``mapping`` is whatever the caller passes (``learn.routes_to_json`` writes this shape).
+``mapping`` is whatever the caller passes (``mapping.routes_to_json`` writes this shape).
 """
 
 from __future__ import annotations
@@ -29,15 +29,26 @@ from pi_synth.state import atomic_write_json, read_json, state_dir
 
 FORMAT = 1
 SLOTS = range(0, 128)
+MAX_NAME = 64
 _NAME = re.compile(r"preset-(\d{2,3})\.json")
 
-__all__ = ["PresetStore", "apply", "check_slot"]
+__all__ = ["PresetStore", "apply", "check_slot", "check_name"]
 
 
 def check_slot(slot: Any) -> int:
     if isinstance(slot, bool) or not isinstance(slot, int) or slot not in SLOTS:
         raise ValueError("preset slot must be in range 0..127")
     return slot
+
+
+def check_name(name: Any) -> str:
+    """A preset's name: up to 64 printable characters (surrounding spaces dropped)."""
+    if not isinstance(name, str):
+        raise ValueError("preset name must be text")
+    name = name.strip()
+    if len(name) > MAX_NAME or not name.isprintable():
+        raise ValueError(f"preset name must be at most {MAX_NAME} printable characters")
+    return name
 
 
 class PresetStore:
@@ -56,22 +67,25 @@ class PresetStore:
         return self.directory / f"preset-{check_slot(slot):02d}.json"
 
     def save(self, slot: int, *, model: str, values: dict[str, float],
-             mapping: dict | None = None) -> Path:
+             mapping: dict | None = None, name: str = "") -> Path:
         """Write the preset atomically; returns its path.
 
         ``values`` must be finite numbers (``ValueError`` names the bad one).
         """
         path = self.path(slot)
+        name = check_name(name)
         if not isinstance(model, str):
             raise TypeError("preset model must be a string (the card name)")
         clean: dict[str, float] = {}
-        for name, v in dict(values).items():
-            if not isinstance(name, str) or isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise TypeError(f"preset value {name!r} must be a number, got {v!r}")
+        for control, v in dict(values).items():
+            if not isinstance(control, str) or isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"preset value {control!r} must be a number, got {v!r}")
             if not math.isfinite(v):
-                raise ValueError(f"preset value {name!r} must be finite, got {v!r}")
-            clean[name] = float(v)
+                raise ValueError(f"preset value {control!r} must be finite, got {v!r}")
+            clean[control] = float(v)
         doc: dict[str, Any] = {"format": FORMAT, "slot": slot, "model": model, "values": clean}
+        if name:
+            doc["name"] = name
         if mapping is not None:
             if not isinstance(mapping, dict):
                 raise TypeError("preset mapping must be a dict")
@@ -104,8 +118,19 @@ class PresetStore:
             raise ConfigError(f"{path}: preset format {doc.get('format')!r} is not supported "
                               f"(this pi-synth reads format {FORMAT})")
         doc.setdefault("model", "")
+        if not isinstance(doc.get("name", ""), str):
+            raise ConfigError(f"{path}: key 'name' must be text")
+        doc.setdefault("name", "")
         doc["slot"] = slot
         return doc
+
+    def rename(self, slot: int, name: str) -> Path:
+        """Give the preset in ``slot`` another name (``ValueError`` if the slot is empty)."""
+        doc = self.load(slot)
+        if doc is None:
+            raise ValueError(f"preset slot {slot} is empty")
+        return self.save(slot, model=doc["model"], values=doc["values"], mapping=doc.get("mapping"),
+                         name=name)
 
     def slots(self) -> list[int]:
         """Slots holding a preset, ascending (temp files of interrupted saves are ignored)."""
@@ -147,7 +172,7 @@ def apply(preset: dict, bank, mapping=None) -> list[str]:
             continue
         bank.set(name, value)
     if mapping is not None and preset.get("mapping"):
-        from pi_synth.control.learn import route_fits, routes_from_json
+        from pi_synth.control.mapping import route_fits, routes_from_json
 
         for src, route in routes_from_json(preset["mapping"], "preset mapping").items():
             if route_fits(route, known):

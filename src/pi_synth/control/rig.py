@@ -1,9 +1,12 @@
-"""The rig: every control source the config names, and the one poller thread.
+"""The rig: every control source the config names, the status LEDs, and the one poller
+thread.
 
-Built from the config (``[knobs]``, ``[[cv]]``, ``[midi]``, ``[[button]]``,
-``[[encoder]]``, ``[leds]``). Polled sources (ADC chips, LEDs) share a single thread at
+Built from the config (``[knobs]``, ``[[cv]]``, ``[midi]``, ``[osc]``, ``[[button]]``,
+``[[encoder]]``, ``[leds]``). Polled parts (ADC chips, the LEDs) share a single thread at
 ``knobs.poll_hz`` — gpiozero's advice: not a polling thread per device. A source that
-cannot open is reported in one line and left out; the instrument plays on.
+cannot open is reported in one line and left out; the instrument plays on. The hardware
+comes from the board (:mod:`pi_synth.control.board`): the rig does not know whether it is
+emulated.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import threading
 import time
 
+from pi_synth.control.leds import StatusLeds
 from pi_synth.control.sources import source_class
 from pi_synth.errors import PiSynthError
 
@@ -19,9 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class Rig:
+    """The control sources and indicators of one instrument, and their poller thread."""
+
     def __init__(self, router, sources=(), poll_hz: float = 200.0):
         self.router = router
         self.sources = list(sources)
+        self.indicators: list = []
         self.poll_hz = poll_hz
         self.failed: list[str] = []
         self._stop = threading.Event()
@@ -29,60 +36,76 @@ class Rig:
         self.polls = 0
 
     @classmethod
-    def from_config(cls, cfg, router, *, status_fn=None, emulation=None) -> "Rig":
+    def from_config(cls, cfg, router, *, status_fn=None, poll_hz: float | None = None,
+                    osc_status_fn=None, requests=None) -> "Rig":
+        """``status_fn``: the engine's counters (LEDs); ``osc_status_fn`` and ``requests``:
+        what the OSC surface answers (the instrument's status and requests). The OSC
+        server opens when ``[osc]`` or ``[web]`` is enabled (the web page's process talks
+        to the instrument through it): for the web page alone, on localhost only."""
         specs = []
         k = cfg.knobs
-        chip = k.chip
-        if emulation is not None and chip == "none":
-            chip = "mcp3008"
-        if chip != "none":
-            opts = dict(chip=chip, channels=k.channels, poll_hz=k.poll_hz, deadband=k.deadband,
+        if k.chip != "none":
+            opts = dict(chip=k.chip, channels=k.channels, poll_hz=k.poll_hz, deadband=k.deadband,
                         smooth_ms=k.smooth_ms, vref=k.vref, spi_port=k.spi_port,
                         spi_device=k.spi_device, i2c_bus=k.i2c_bus, i2c_address=k.i2c_address,
                         cv=cfg.cv)
-            if emulation is not None and chip.startswith("ads"):
-                opts["bus"] = emulation.adc
             specs.append(("adc", "adc", opts))
         m = cfg.midi
         if m.ports:
             specs.append(("midi_ports", "midi", dict(ports=m.ports)))
         if m.din:
             specs.append(("din", "din", dict(device=m.din, baud=m.din_baud)))
-        if cfg.osc.enabled:
-            specs.append(("osc", "osc", dict(host=cfg.osc.host, port=cfg.osc.port, status_fn=status_fn)))
-        leds = {"activity": cfg.leds.activity, "xrun": cfg.leds.xrun, "clip": cfg.leds.clip}
-        if cfg.button or cfg.encoder or any(p >= 0 for p in leds.values()):
-            specs.append(("gpio", "gpio", dict(buttons=cfg.button, encoders=cfg.encoder,
-                                               leds=leds, status_fn=status_fn)))
-        rig = cls(router, poll_hz=k.poll_hz if emulation is None else min(k.poll_hz, 100.0))
+        web = getattr(cfg, "web", None)
+        if cfg.osc.enabled or (web is not None and web.enabled):
+            specs.append(("osc", "osc", dict(host=cfg.osc.host if cfg.osc.enabled else "127.0.0.1",
+                                             port=cfg.osc.port, status_fn=osc_status_fn or status_fn,
+                                             requests=requests)))
+        if cfg.button or cfg.encoder:
+            specs.append(("gpio", "gpio", dict(buttons=cfg.button, encoders=cfg.encoder)))
+        rig = cls(router, poll_hz=poll_hz or k.poll_hz)
         for kind, name, opts in specs:
             rig.add(kind, name, **opts)
+        leds = {"activity": cfg.leds.activity, "xrun": cfg.leds.xrun, "clip": cfg.leds.clip}
+        if any(p >= 0 for p in leds.values()):
+            rig.add_indicator(StatusLeds(router, leds, status_fn))
         return rig
 
     def add(self, kind: str, name: str, **options):
         src = source_class(kind)(self.router, name, **options)
+        return self._opened(src, self.sources, f"control source {name} ({kind})")
+
+    def add_indicator(self, indicator):
+        """An output the poller updates (the status LEDs); one that cannot open is
+        reported and left out, like a source."""
+        return self._opened(indicator, self.indicators, indicator.name)
+
+    def _opened(self, part, into: list, what: str):
+        """Open ``part`` and keep it in ``into``; if it cannot open, say why in one line,
+        keep the line in :attr:`failed` and return None: a missing device never stops the sound."""
         try:
-            src.open()
+            part.open()
         except PiSynthError as e:
-            self.failed.append(str(e))
-            log.warning("%s", e)
-            return None
-        except Exception as e:  # a missing device must never stop the sound
-            msg = f"control source {name} ({kind}) cannot start: {type(e).__name__}: {e}"
-            self.failed.append(msg)
-            log.warning("%s", msg)
-            return None
-        self.sources.append(src)
-        return src
+            msg = str(e)
+        except Exception as e:
+            msg = f"{what} cannot start: {type(e).__name__}: {e}"
+        else:
+            into.append(part)
+            return part
+        self.failed.append(msg)
+        log.warning("%s", msg)
+        return None
+
+    def _polled(self) -> list:
+        return [s for s in self.sources if s.polled] + [i for i in self.indicators if i.polled]
 
     def start(self) -> None:
-        if any(s.polled for s in self.sources):
+        if self._polled():
             self._thread = threading.Thread(target=self._poll_loop, name="pi-synth-poll", daemon=True)
             self._thread.start()
 
     def _poll_loop(self) -> None:
         period = 1.0 / self.poll_hz
-        polled = [s for s in self.sources if s.polled]
+        polled = self._polled()
         nxt = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
@@ -100,22 +123,21 @@ class Rig:
     def poll_once(self, now: float | None = None) -> None:
         """Poll every polled source once, in the caller's thread (tests, calibrate)."""
         now = time.monotonic() if now is None else now
-        for s in self.sources:
-            if s.polled:
-                s.poll(now)
+        for s in self._polled():
+            s.poll(now)
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2)
-        for s in self.sources:
+        for s in self.sources + self.indicators:
             try:
                 s.close()
             except Exception as e:
                 log.debug("closing %s: %s", s.name, e)
 
     def status(self) -> list[dict]:
-        return [s.status() for s in self.sources]
+        return [s.status() for s in self.sources + self.indicators]
 
     def get(self, name: str):
         for s in self.sources:

@@ -21,19 +21,20 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from pi_synth.audio.card import Card
-from pi_synth.control.bank import ControlBank
+from pi_synth.model.card import Card
+from pi_synth.model.controls import ControlTarget
 from pi_synth.control.mapping import Mapping
 from pi_synth.control.midi.parser import MidiParser
+from pi_synth.control.played import PlayedControls
 from pi_synth.control.voice import MonoVoice
 
 log = logging.getLogger(__name__)
 
-from pi_synth.control.mapping import ACTIONS  # noqa: E402,F401  (re-exported)
-
 
 class Router:
-    def __init__(self, card: Card, bank: ControlBank, mapping: Mapping | None = None,
+    """Every source's way into the model: readings, MIDI, CV and actions (module docstring)."""
+
+    def __init__(self, card: Card, bank: ControlTarget, mapping: Mapping | None = None,
                  voice: MonoVoice | None = None):
         self.voice = None
         self._voice_used = False
@@ -48,14 +49,17 @@ class Router:
         self._cv_hz = 0.0  # 1 V/oct pitch from CV overrides the voice's note pitch
         self.activity = 0  # counts inputs: the activity LED blinks on change
 
-    def retarget(self, card: Card, bank: ControlBank, mapping: Mapping | None = None,
+    def retarget(self, card: Card, bank: ControlTarget, mapping: Mapping | None = None,
                  voice: MonoVoice | None = None) -> None:
         """Point every source at another model (hot swap). A held note keeps sounding
         if the new model is a note model too."""
         names = set(card.control_names)
         is_note = {"pitch", "loudness"} <= names
-        self._pitch = bank.index("pitch") if is_note else -1
-        self._loud = bank.index("loudness") if is_note else -1
+        # the voice's envelope writes pitch and loudness once a block on the audio thread:
+        # straight into the model's bank, not through the played controls around it
+        self._notes = bank.bank if isinstance(bank, PlayedControls) else bank
+        self._pitch = self._notes.index("pitch") if is_note else -1
+        self._loud = self._notes.index("loudness") if is_note else -1
         if voice is not None:
             self.voice = voice
         elif is_note and self.voice is None:
@@ -122,7 +126,7 @@ class Router:
         self._cv_hz = hz
         if self.is_note:
             if self.voice is None or not self._voice_used:
-                self.bank.set_index(self._pitch, hz)
+                self._notes.set_index(self._pitch, hz)
 
     def cv_gate(self, on: bool) -> None:
         """A gate opens and closes the voice's envelope (note 60 stands in for the CV pitch)."""
@@ -141,5 +145,6 @@ class Router:
         if v is None or not self._voice_used or not self.is_note:
             return
         v.advance(self.block_seconds)
-        self.bank.set_index(self._pitch, self._cv_hz or v.pitch_hz)
-        self.bank.set_index(self._loud, v.loudness_db)
+        notes = self._notes
+        notes.set_index(self._pitch, self._cv_hz or v.pitch_hz)
+        notes.set_index(self._loud, v.loudness_db)

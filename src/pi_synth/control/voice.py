@@ -41,7 +41,9 @@ from collections.abc import Callable
 
 import mido
 
-__all__ = ["MonoVoice"]
+from pi_synth.model.card import Control
+
+__all__ = ["MonoVoice", "VOICE_CONTROLS"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,16 @@ ALL_SOUND_OFF = 120
 RESET_ALL_CONTROLLERS = 121
 ALL_NOTES_OFF = 123  # 124..127 (omni/mono/poly mode) imply all notes off too
 A4_NOTE = 69
+
+
+# The voice's own playing controls, which knobs, CC, OSC and presets reach like a model's
+# (:class:`~pi_synth.control.played.PlayedControls`): envelope times, glide, octave.
+VOICE_CONTROLS = (
+    Control("attack", 1.0, 2000.0, 5.0, "ms", "log", "time to rise from silence to full (the envelope)"),
+    Control("release", 10.0, 5000.0, 250.0, "ms", "log", "time to fall to silence after the key is let go"),
+    Control("glide", 0.0, 1000.0, 0.0, "ms", "exp", "portamento: time to slide from note to note"),
+    Control("octave", -2.0, 2.0, 0.0, "oct", "lin", "transposes every note by whole octaves"),
+)
 
 
 class MonoVoice:
@@ -125,6 +137,8 @@ class MonoVoice:
         self._attack_rate = span / (attack_ms / 1000.0) if attack_ms > 0 else math.inf
         self._release_rate = span / (release_ms / 1000.0) if release_ms > 0 else math.inf
         self._portamento_s = portamento_ms / 1000.0
+        self._params = {"attack": float(attack_ms), "release": float(release_ms), "glide": float(portamento_ms),
+                        "octave": float(transpose) / 12.0}
 
         # Control side (written only by handle/panic).
         self._stack: list[int] = []  # held keys, oldest first; top = sounding note
@@ -170,6 +184,29 @@ class MonoVoice:
         }
 
     # ---- control thread ---------------------------------------------------------------------
+
+    def set_param(self, name: str, value: float) -> None:
+        """Set one of :data:`VOICE_CONTROLS` (``attack``/``release``/``glide`` in ms, ``octave``
+        rounded to a whole octave): a few attribute stores, then the targets are published
+        again, as for a key."""
+        span = self.max_db - self.floor_db
+        v = float(value)
+        if name == "attack":
+            self._attack_rate = span / (v / 1000.0) if v > 0 else math.inf
+        elif name == "release":
+            self._release_rate = span / (v / 1000.0) if v > 0 else math.inf
+        elif name == "glide":
+            self._portamento_s = max(v, 0.0) / 1000.0
+        elif name == "octave":
+            v = float(round(v))
+            self.transpose = 12.0 * v
+        else:
+            raise KeyError(name)
+        self._params[name] = v
+        self._publish()
+
+    def param(self, name: str) -> float:
+        return self._params[name]
 
     def handle(self, msg: mido.Message) -> None:
         """Apply one message; irrelevant types and other channels are ignored.  Never raises."""

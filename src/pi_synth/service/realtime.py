@@ -13,7 +13,7 @@ Which threads are real-time — decided on purpose:
   ``SCHED_RESET_ON_FORK`` too, so anything the audio threads spawn starts as
   ``SCHED_OTHER``. onnxruntime's pool is created with the session in the main
   thread, before the audio threads exist, and is configured with 1 intra-op thread
-  and spinning off (``pi_synth.audio.runtime``): no pool thread runs real-time or spins.
+  and spinning off (``pi_synth.model.runtime``): no pool thread runs real-time or spins.
 
 :func:`lock_memory` calls ``mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)``:
 ``MCL_ONFAULT`` (Linux ≥ 4.4) locks pages as they are touched instead of populating

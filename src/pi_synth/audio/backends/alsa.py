@@ -34,6 +34,7 @@ import numpy as np
 
 from pi_synth.audio.backends.base import FORMATS, Backend, Granted
 from pi_synth.errors import DeviceError
+from pi_synth.service.alsalib import quiet as quiet_libasound
 
 try:
     from pi_synth.audio._kernels import Sink as _Sink
@@ -41,31 +42,8 @@ except ImportError:  # not built: the public write and wait_room
     _Sink = None
 
 
-_quiet = None
-
-
-def _silence_alsa_lib() -> None:
-    """libasound prints its own errors to stderr; ours already say what and how to
-    fix it in one line. Install a no-op error handler once."""
-    global _quiet
-    if _quiet is not None:
-        return
-    import ctypes
-    import ctypes.util
-
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("asound") or "libasound.so.2")
-        handler_t = ctypes.CFUNCTYPE(
-            None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
-        )
-        _quiet = handler_t(lambda *args: None)
-        lib.snd_lib_error_set_handler(_quiet)
-    except (OSError, AttributeError):
-        _quiet = False
-
-
 def _alsa():
-    _silence_alsa_lib()
+    quiet_libasound()
     try:
         import alsaaudio
     except ImportError as e:  # pragma: no cover - platform without ALSA
@@ -77,6 +55,8 @@ def _alsa():
 
 
 class AlsaBackend(Backend):
+    """A sound card (any ALSA PCM), paced by the device; see the module docstring."""
+
     name = "alsa"
     paced = True
     _fast = None  # this opening's C sink (see _sink)

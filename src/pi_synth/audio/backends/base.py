@@ -94,6 +94,8 @@ class Converter:
 
 
 class Backend:
+    """Where periods go. Subclasses implement the hooks; the public methods check first."""
+
     name = "base"
     paced = False
     XRUN_LOG = 1024  # when the last this many xruns happened, kept for matching against other clocks

@@ -4,6 +4,8 @@ from pi_synth.audio.backends.base import Backend
 
 
 class NullBackend(Backend):
+    """Discards every frame at once: benchmarks and tests that need no sound."""
+
     name = "null"
 
 

@@ -14,6 +14,8 @@ from pi_synth.errors import DeviceError
 
 
 class WavBackend(Backend):
+    """A WAV file (``device`` is its path): offline renders and recordings."""
+
     name = "wav"
 
     def _open(self, sample_rate, channels, period, periods):

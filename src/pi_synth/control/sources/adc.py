@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 
+from pi_synth.control.board import board
 from pi_synth.control.chips import open_adc
 from pi_synth.control.cv import CvInput, load_calibration
 from pi_synth.control.sources.base import Source
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class KnobChannel:
+    """One pot on one ADC channel: smoothing, deadband and floating-input detection in
+    front of ``router.source(name, value)``."""
+
     WINDOW = 16
 
     def __init__(self, name: str, channel: int, *, deadband: float, smooth_s: float, poll_hz: float):
@@ -61,15 +65,17 @@ class KnobChannel:
 
 
 class AdcSource(Source):
+    """Knobs and CV inputs on one ADC chip, read by the rig's poller thread."""
+
     kind = "adc"
     polled = True
 
     def _open(self):
         o = self.options
         self.chip = o.get("chip", "mcp3008")
-        self.adc = open_adc(self.chip, vref=o.get("vref", 3.3), spi_port=o.get("spi_port", 0),
+        self.adc = open_adc(self.chip, board(), vref=o.get("vref", 3.3), spi_port=o.get("spi_port", 0),
                             spi_device=o.get("spi_device", 0), i2c_bus=o.get("i2c_bus", 1),
-                            i2c_address=o.get("i2c_address", 0x48), bus=o.get("bus"))
+                            i2c_address=o.get("i2c_address", 0x48))
         poll_hz = o.get("poll_hz", 200.0)
         cv_items = o.get("cv", [])
         cv_channels = {c.channel for c in cv_items}

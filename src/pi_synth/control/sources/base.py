@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class Source:
+    """One control source: ``open``/``close``/``poll`` check, the ``_hooks`` do the I/O."""
+
     kind = "base"
     polled = False
 

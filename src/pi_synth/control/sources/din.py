@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class DinMidiSource(Source):
+    """DIN MIDI bytes from a serial port, through this source's own parser."""
+
     kind = "din"
 
     def _open(self):

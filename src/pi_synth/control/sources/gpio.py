@@ -1,11 +1,11 @@
-"""Buttons, rotary encoders and status LEDs on GPIO via gpiozero.
+"""Buttons and rotary encoders on GPIO via gpiozero (the board's pin factory).
 
 * A button fires its ``action`` on release, or its ``hold_action`` once held for
   ``hold_s`` (long press); gpiozero debounces.
 * An encoder turns a value 0..1 sent as source ``encN`` (map it like a knob); fast
   turns are accelerated: a detent within 30 ms of the last counts up to ``accel``×.
-* LEDs show activity (any control input), xruns and clipping, updated from the
-  poller thread from counters — never from the audio thread.
+
+(The status LEDs are an indicator, not a source: :mod:`pi_synth.control.leds`.)
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from pi_synth.control.sources.base import Source
 
 
 class GpioSource(Source):
+    """Buttons (actions, long press) and encoders (``encN`` sources) on GPIO pins."""
+
     kind = "gpio"
-    polled = True  # for the LEDs
 
     def _open(self):
-        from gpiozero import LED, Button, RotaryEncoder
+        from gpiozero import Button, RotaryEncoder
 
         o = self.options
-        self.buttons, self.encoders, self.leds = [], [], {}
+        self.buttons, self.encoders = [], []
         for b in o.get("buttons", []):
             btn = Button(b.pin, hold_time=b.hold_s)
             st = {"held": False}  # gpiozero devices take no new attributes
@@ -55,40 +56,12 @@ class GpioSource(Source):
             enc.when_rotated_clockwise = lambda turned=turned: turned(+1)
             enc.when_rotated_counter_clockwise = lambda turned=turned: turned(-1)
             self.encoders.append((enc, state))
-        for role, pin in o.get("leds", {}).items():
-            if pin is not None and pin >= 0:
-                self.leds[role] = LED(pin)
-        self.status_fn = o.get("status_fn")
-        self._last = {"activity": 0, "xruns": 0, "limited_blocks": 0}
-        self._lit_until = {}
-
-    def _poll(self, now):
-        if not self.leds:
-            return
-        st = {"activity": self.router.activity}
-        if self.status_fn is not None:
-            s = self.status_fn() or {}
-            st["xruns"] = s.get("xruns", 0) + s.get("late_periods", 0)
-            st["limited_blocks"] = s.get("limited_blocks", 0)
-        for role, key, hold in (("activity", "activity", 0.05), ("xrun", "xruns", 0.5),
-                                ("clip", "limited_blocks", 0.2)):
-            led = self.leds.get(role)
-            if led is None or key not in st:
-                continue
-            if st[key] != self._last.get(key):
-                self._last[key] = st[key]
-                self._lit_until[role] = now + hold
-            on = now < self._lit_until.get(role, 0.0)
-            if on != led.is_lit:
-                led.on() if on else led.off()
 
     def _close(self):
         for b in self.buttons:
             b.close()
         for e, _ in self.encoders:
             e.close()
-        for led in self.leds.values():
-            led.close()
 
 
 SOURCE = GpioSource

@@ -19,10 +19,16 @@ log = logging.getLogger(__name__)
 
 
 class MidiPortsSource(Source):
+    """Every MIDI input port whose name matches, opened as it appears (USB, ALSA, JACK)."""
+
     kind = "midi_ports"
 
     def _open(self):
         import mido
+
+        from pi_synth.service.alsalib import quiet
+
+        quiet()  # python-rtmidi's ALSA sequencer: our one line, not libasound's
 
         api = self.options.get("api", "")
         self.backend = mido.Backend(f"mido.backends.rtmidi/{api}" if api else "mido.backends.rtmidi", load=True)

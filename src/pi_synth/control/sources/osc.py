@@ -15,7 +15,15 @@ For a phone or tablet app (TouchOSC, Open Stage Control…) or a script. Address
                                             learn
 ``/pi-synth/status [reply_port]``           replies ``/pi-synth/status <json string>``
                                             to the sender (or to its ``reply_port``)
+``/pi-synth/<request> [args…]``             a :class:`Request` the instrument answers
+                                            (models, card, presets, mapping, learn,
+                                            reload…: ``docs/osc.md``), replied as
+                                            ``/pi-synth/<request> <json string>``
 ==========================================  ============================================
+
+Replies are JSON strings. One that does not fit a datagram (:data:`MAX_REPLY` bytes) is
+sent as several messages ``/pi-synth/<request> <part> <index> <count>`` (index from 0);
+the parts joined in order are the JSON.
 
 Numbers may be OSC ints or floats (apps send floats); integral floats are accepted
 where an integer is meant. Bundles are executed at once, whatever their time tag (a
@@ -36,14 +44,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import threading
+from dataclasses import dataclass
+from typing import Callable
 
 import mido
 
 from pi_synth.control.midi.parser import MidiParser
-from pi_synth.control.router import ACTIONS
+from pi_synth.control.mapping import ACTIONS
 from pi_synth.control.sources.base import Source
-from pi_synth.errors import ConfigError, DeviceError
+from pi_synth.errors import ConfigError, DeviceError, PiSynthError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +63,26 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
 POLL_S = 0.1  # how often the receive loop looks at the stop flag (close within this)
 MAX_MIDI_BYTES = 4096
+MAX_REPLY = 60000  # bytes of JSON per reply datagram (a UDP datagram holds 65507)
+SLOW_QUEUE = 4  # slow requests waiting for the worker; more are refused as busy
 _MAX_LOGGED = 64
+
+
+@dataclass(frozen=True)
+class Request:
+    """A question or command the instrument answers over OSC (``/pi-synth/<address>``).
+
+    ``handler(*args)`` gets the message's arguments (strings and numbers) and returns a
+    JSON-able dict, the reply. A :class:`~pi_synth.errors.PiSynthError`, ``ValueError``,
+    ``KeyError`` or wrong arguments are replied as ``{"ok": false, "error": "one line"}``.
+    A ``slow`` request (a model load, a config reload) runs on the source's one worker
+    thread, so the receive loop keeps serving knobs and notes meanwhile; it replies when
+    it is done. ``usage`` names the arguments, for the error line and the docs.
+    """
+
+    handler: Callable[..., dict]
+    usage: str = ""
+    slow: bool = False
 
 
 class _Bad(Exception):
@@ -95,6 +125,8 @@ def _server_class():
     from pythonosc.osc_server import BlockingOSCUDPServer
 
     class Server(BlockingOSCUDPServer):
+        """python-osc's UDP server, every datagram handed to the source (garbage counted)."""
+
         max_packet_size = 65535  # socketserver's 8192 would truncate large bundles
         source: OscSource
 
@@ -114,13 +146,15 @@ class OscSource(Source):
     """OSC server on ``host:port`` (``port=0``: an ephemeral port, read :attr:`port`).
 
     ``status_fn``: a callable returning what ``/pi-synth/status`` replies, as JSON
-    (default: the control bank's values).
+    (default: the control bank's values). ``requests``: ``{address: Request}``, the
+    instrument's answers (``pi_synth.surface``); addresses are relative to ``/pi-synth/``.
     """
 
     kind = "osc"
 
     def __init__(self, router, name: str | None = None, *, host: str = DEFAULT_HOST,
-                 port: int = DEFAULT_PORT, status_fn=None, **options):
+                 port: int = DEFAULT_PORT, status_fn=None, requests: dict[str, Request] | None = None,
+                 **options):
         super().__init__(router, name, **options)
         if not isinstance(host, str) or not host:
             raise ConfigError(f"osc host must be an address such as {DEFAULT_HOST!r}, got {host!r}")
@@ -129,6 +163,12 @@ class OscSource(Source):
         self.host = host
         self.port = port
         self.status_fn = status_fn or (lambda: self.router.bank.values())
+        self.requests = dict(requests or {})
+        self.answered = 0  # requests replied to (refusals included)
+        self.refused = 0  # requests replied to with an error
+        self.busy = 0  # slow requests refused because the worker's queue was full
+        self._slow: queue.Queue | None = None
+        self._worker: threading.Thread | None = None
         self.packets = 0
         self.messages = 0
         self.garbage = 0
@@ -161,6 +201,10 @@ class OscSource(Source):
         else:
             log.info("OSC listening on %s:%d", self.host, self.port)
         self._stop.clear()
+        if any(r.slow for r in self.requests.values()):
+            self._slow = queue.Queue(SLOW_QUEUE)
+            self._worker = threading.Thread(target=self._work, name=f"osc-{self.port}-slow", daemon=True)
+            self._worker.start()
         self._thread = threading.Thread(target=self._run, name=f"osc-{self.port}", daemon=True)
         self._thread.start()
 
@@ -169,6 +213,10 @@ class OscSource(Source):
         if self._thread is not None:
             self._thread.join(2 * POLL_S + 1.0)
             self._thread = None
+        if self._worker is not None:
+            self._slow.put(None)  # the receive loop has stopped: nothing else fills the queue
+            self._worker.join(10.0)  # a model load in progress finishes first
+            self._worker = None
         if self._server is not None:
             self._server.server_close()
             self._server = None
@@ -185,7 +233,8 @@ class OscSource(Source):
         s = super().status()
         s.update(host=self.host, port=self.port, packets=self.packets, messages=self.messages,
                  garbage=self.garbage, unknown=self.unknown,
-                 parser_errors=self.parser.stats.total)
+                 parser_errors=self.parser.stats.total, answered=self.answered,
+                 refused=self.refused, busy=self.busy)
         return s
 
     # -- datagrams --------------------------------------------------------------------
@@ -265,14 +314,76 @@ class OscSource(Source):
                 port = _integer(params[0], 1, 65535, "reply port")
             self._reply(sock, (addr[0], port) + tuple(addr[2:]), "/pi-synth/status",
                         json.dumps(self.status_fn(), sort_keys=True, default=str))
+        elif address[len(PREFIX):] in self.requests:
+            name = address[len(PREFIX):]
+            req = self.requests[name]
+            for p in params:
+                if isinstance(p, bool) or not isinstance(p, (str, int, float)):
+                    raise _Bad("request arguments are strings and numbers")
+                if isinstance(p, float) and not math.isfinite(p):
+                    raise _Bad(f"expected a finite number, got {p}")
+            if not req.slow:
+                self._answer(sock, addr, name, req, params)
+                return
+            try:
+                self._slow.put_nowait((sock, addr, name, req, params))
+            except queue.Full:
+                self.busy += 1
+                self._send(sock, addr, address, {"ok": False, "error": "busy: a model load or reload "
+                                                 "is already running; try again when it is done"})
         else:
             raise _Unknown(f"unknown address {address!r}")
 
-    def _reply(self, sock, addr, address: str, text: str) -> None:
+    # -- requests ---------------------------------------------------------------------
+
+    def _answer(self, sock, addr, name: str, req: Request, params: list) -> None:
+        """Run one request and reply to the sender; whatever it raises becomes the reply."""
+        try:
+            reply = req.handler(*params)
+        except TypeError as e:
+            if "argument" not in str(e):
+                raise
+            reply = {"ok": False, "error": f"/pi-synth/{name} takes {req.usage or 'no arguments'}"}
+        except (PiSynthError, ValueError, KeyError) as e:
+            line = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            reply = {"ok": False, "error": str(line)}
+        except Exception as e:  # a bug: counted and logged, and the sender still hears back
+            self._count("errors", f"error {type(e).__name__}", f"/pi-synth/{name} failed: {e}", exc=True)
+            reply = {"ok": False, "error": f"internal error ({type(e).__name__}: {e}); see the instrument's log"}
+        if reply.get("ok") is False:
+            self.refused += 1
+        self.answered += 1
+        self._send(sock, addr, PREFIX + name, reply)
+
+    def _work(self) -> None:
+        """The worker for slow requests: one at a time, in order."""
+        while True:
+            item = self._slow.get()
+            if item is None:
+                return
+            sock, addr, name, req, params = item
+            try:
+                self._answer(sock, addr, name, req, params)
+            except OSError as e:  # the reply could not be sent (the sender's socket is gone)
+                self._count("errors", "reply", f"/pi-synth/{name}: reply not sent ({e})")
+
+    def _send(self, sock, addr, address: str, reply: dict) -> None:
+        """One reply, split into parts if its JSON does not fit a datagram."""
+        text = json.dumps(reply, sort_keys=True, default=str, allow_nan=False)  # ASCII: split anywhere
+        if len(text) <= MAX_REPLY:
+            self._reply(sock, addr, address, text)
+            return
+        parts = [text[i:i + MAX_REPLY] for i in range(0, len(text), MAX_REPLY)]
+        for i, part in enumerate(parts):
+            self._reply(sock, addr, address, part, i, len(parts))
+
+    def _reply(self, sock, addr, address: str, text: str, *more) -> None:
         from pythonosc.osc_message_builder import OscMessageBuilder
 
         b = OscMessageBuilder(address=address)
         b.add_arg(text)
+        for m in more:
+            b.add_arg(m)
         sock.sendto(b.build().dgram, addr)
 
 

@@ -1,0 +1,183 @@
+"""``pi-synth card``: read, write and edit the model card inside an ``.onnx`` file.
+
+For people bringing models made elsewhere: ``--init`` writes a starting card guessed from
+the graph (its inputs and outputs: the audio output, the controls input, state pairs),
+``--set KEY=VALUE`` edits one key (dotted paths reach into lists: ``controls.0.name``),
+``--from CARD.json`` writes a whole card. Every write is checked the way the player
+checks a file (the card's keys, then the card against the graph in onnxruntime) before
+the file is touched, and is atomic; nothing here needs the ``onnx`` package, so it runs
+on the Pi.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from pi_synth.errors import CardError, ConfigError, ModelError
+
+__all__ = ["starting_card", "set_key", "cmd_card"]
+
+
+def _graph(path):
+    from pi_synth.model.session import open_session
+
+    sess = open_session(path)
+    return sess.get_inputs(), sess.get_outputs()
+
+
+def _fixed(arg, where):
+    dims = list(arg.shape)
+    if not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise CardError(f"{where}: graph {arg.name!r} has a dynamic shape {dims}; export it with fixed "
+                        "shapes (batch 1, a fixed block) before writing a card")
+    return dims
+
+
+def _stem(name: str) -> str:
+    """A tensor's name without its in/out words, to pair a state input with its output."""
+    return re.sub(r"(^|[_.\-/])(in|input|out|output)(?=$|[_.\-/\d])", r"\1", name.lower())
+
+
+def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) -> dict:
+    """A card guessed from the graph of ``path``: the output ``[1, channels, block]`` is the
+    audio, an input and an output of the same shape are a state pair (paired by name, else
+    in order), the remaining float input ``[1, C, F]`` is the controls (``c0``…, range
+    -1..1: rename and re-range them with ``--set``)."""
+    where = os.fspath(path)
+    inputs, outputs = _graph(path)
+    ins = {a.name: (_fixed(a, where), a.type) for a in inputs}
+    outs = {a.name: (_fixed(a, where), a.type) for a in outputs}
+    state, used_in, used_out = [], set(), set()
+    for by_name in (True, False):  # pairs named alike first (cache_in/cache_out), then by order
+        for i_name, spec in ins.items():
+            if i_name in used_in:
+                continue
+            for o, ospec in outs.items():
+                if ospec == spec and o not in used_out and (not by_name or _stem(o) == _stem(i_name)):
+                    state.append([i_name, o])
+                    used_in.add(i_name)
+                    used_out.add(o)
+                    break
+    free_in = [n for n in ins if n not in used_in]
+    free_out = [n for n in outs if n not in used_out]
+    audio = [n for n in free_out if len(outs[n][0]) == 3 and outs[n][0][0] == 1 and outs[n][0][1] in (1, 2)
+             and outs[n][0][2] >= 16 and outs[n][1] == "tensor(float)"]
+    if len(audio) != 1:
+        raise CardError(f"{where}: cannot tell the audio output (want one float output [1, channels, block]; "
+                        f"outputs not paired with an input: {free_out}); write the card with --from CARD.json")
+    controls = [n for n in free_in if len(ins[n][0]) == 3 and ins[n][0][0] == 1 and ins[n][1] == "tensor(float)"]
+    if len(controls) != 1 or len(free_in) != 1:
+        raise CardError(f"{where}: cannot tell the controls input (want one float input [1, controls, frames] "
+                        f"besides the state inputs; found {free_in}); write the card with --from CARD.json")
+    (_, ch, block), (_, n_ctl, frames) = outs[audio[0]][0], ins[controls[0]][0]
+    return {
+        "format": 1,
+        "name": name or Path(where).name.split(".")[0],
+        "description": "card written by 'pi-synth card --init': check the controls' names, ranges and the sample rate",
+        "sample_rate": sample_rate,
+        "block_size": block,
+        "channels": ch,
+        "control_frames": frames,
+        "controls": [{"name": f"c{i}", "unit": "", "min": -1.0, "max": 1.0, "default": 0.0, "curve": "lin"}
+                     for i in range(n_ctl)],
+        "inputs": {"controls": controls[0]},
+        "outputs": {"audio": audio[0]},
+        "state": state,
+        "latency_samples": 0,
+        "license": "",
+        "source": "",
+    }
+
+
+def _value(text: str):
+    """A --set value: JSON when it parses (numbers, true, lists, objects), a string otherwise."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def set_key(card: dict, dotted: str, value) -> None:
+    """Set ``card[a][b][0]…`` for ``dotted`` = ``a.b.0``; lists take indices."""
+    parts = dotted.split(".")
+    node = card
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            try:
+                k = int(part)
+                node[k]  # noqa: B018 - checks the index exists
+            except (ValueError, IndexError):
+                raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i]) or 'the card'} is a list of "
+                                  f"{len(node)}; use an index 0..{len(node) - 1}") from None
+            if last:
+                node[k] = value
+            else:
+                node = node[k]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i])} is a value, not a table or list")
+
+
+def _check_and_write(card: dict, path, out) -> None:
+    """The player's own checks (card keys, then card against the graph), then the write."""
+    from pi_synth.model.card import check_graph, parse_card, write_card
+
+    parsed = parse_card(json.dumps(card), where=os.fspath(out))
+    inputs, outputs = _graph(path)
+    check_graph(parsed, inputs, outputs, where=os.fspath(out))
+    if os.fspath(out) != os.fspath(path):
+        import shutil
+
+        shutil.copyfile(path, out)
+    write_card(out, card)
+
+
+def cmd_card(args) -> int:
+    from pi_synth.model.card import CARD_KEY, card_json
+    from pi_synth.model.library import find_model
+    from pi_synth.model.onnxfile import read_metadata
+
+    path = find_model(args.model)
+    out = Path(args.output) if args.output else path
+    has_card = CARD_KEY in read_metadata(path)
+    if args.init:
+        if has_card and not args.force:
+            raise ModelError(f"{path}: it has a card already; edit it with --set, or replace it with "
+                             "--init --force")
+        card = starting_card(path, sample_rate=args.sample_rate)
+    elif args.from_file:
+        try:
+            card = json.loads(Path(args.from_file).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"{args.from_file}: cannot read ({e.strerror})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{args.from_file}: not valid JSON ({e})") from None
+        if not isinstance(card, dict):
+            raise ConfigError(f"{args.from_file}: a card is a JSON object")
+    elif has_card:
+        card = card_json(path)
+    else:
+        raise CardError(f"{path}: no pi-synth model card; write a starting one with "
+                        f"'pi-synth card {args.model} --init' (it guesses from the graph)")
+    for item in args.set or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE, e.g. --set controls.0.name=cutoff")
+        set_key(card, key.strip(), _value(text))
+    changed = args.init or args.from_file or args.set
+    if changed:
+        _check_and_write(card, path, out)
+    print(json.dumps(card, indent=2, ensure_ascii=False))
+    if changed:
+        print(f"pi-synth: wrote the card into {out}" + (" (guessed from the graph: check controls and "
+              "sample_rate)" if args.init else ""), file=sys.stderr)
+    return 0

@@ -1,0 +1,116 @@
+"""Where models are found: a path, or a name looked up in the model folders.
+
+Folders, first match wins: ``$PI_SYNTH_MODELS`` (colon-separated),
+``/boot/firmware/pi-synth/models`` (drop a file there from any laptop), the models
+uploaded through the web page (:func:`uploads_dir`, ``/var/lib/pi-synth/models``), then the
+models shipped with the package, then the package's procedural fallback voice
+(``organ``, in ``pi_synth/data``: not a neural model, so it does not live in ``models/``).
+A name ``flute`` matches ``flute.int8.onnx``, ``flute.onnx`` or ``flute.fp32.onnx``; with
+``precision="auto"`` (``pi-synth run``'s default) and both precisions in one folder, the
+one measured faster here plays, fp32 unless int8 clearly wins (:mod:`precision`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pi_synth.errors import ModelError
+
+BOOT_MODELS = "/boot/firmware/pi-synth/models"
+# Where the web page installs uploaded models: the instrument's state folder (ext4, so a
+# rename is atomic and a pulled plug leaves the old file or the new one; the boot
+# partition is FAT and root's). Writable by the web unit's user only.
+UPLOAD_MODELS = "/var/lib/pi-synth/models"
+# The default voice, in order of preference: the first one installed plays.
+DEFAULT_MODELS = ("flute", "organ")
+
+
+def shipped_dir() -> Path | None:
+    here = Path(__file__).resolve().parent.parent
+    for d in (here / "models", here.parent.parent / "models"):  # wheel, then source tree
+        if d.is_dir() and any(d.glob("*.onnx")):
+            return d
+    return None
+
+
+def uploads_dir() -> Path:
+    """The folder uploaded models are installed in: ``$PI_SYNTH_UPLOADS`` or
+    ``/var/lib/pi-synth/models``."""
+    return Path(os.environ.get("PI_SYNTH_UPLOADS") or UPLOAD_MODELS)
+
+
+def model_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("PI_SYNTH_MODELS", "").split(":") if p]
+    dirs.append(Path(BOOT_MODELS))
+    dirs.append(uploads_dir())
+    shipped = shipped_dir()
+    if shipped:
+        dirs.append(shipped)
+    dirs.append(Path(__file__).resolve().parent.parent / "data")
+    return [d for d in dirs if d.is_dir()]
+
+
+def list_models() -> list[Path]:
+    seen, out = set(), []
+    for d in model_dirs():
+        for p in sorted(d.glob("*.onnx")):
+            if p.name not in seen:
+                seen.add(p.name)
+                out.append(p)
+    return out
+
+
+def find_model(name: str | None, precision: str = "int8", threads: int = 1) -> Path:
+    """A path, a model name, or None / "default" for the default model. ``precision``:
+    which file of a name plays first, "int8" or "fp32", or "auto": measured (``threads``
+    as the model will run)."""
+    if not name or name == "default":
+        for candidate in DEFAULT_MODELS:
+            try:
+                return find_model(candidate, precision, threads)
+            except ModelError:
+                continue
+        raise ModelError(
+            "no model installed; copy a .onnx into /boot/firmware/pi-synth/models or pass --model FILE"
+        )
+    p = Path(name).expanduser()
+    if p.is_file() or p.suffix == ".onnx" or os.sep in name:
+        if not p.exists():
+            raise ModelError(f"{name}: model file not found; check the path")
+        return p
+    order = ("fp32", "", "int8") if precision == "fp32" else ("int8", "", "fp32")
+    for d in model_dirs():
+        if precision == "auto" and (pair := _both(d, name)):
+            from pi_synth.model.precision import choose
+
+            return choose(*pair, threads=threads)
+        for kind in order:
+            if _file(d, name, kind).is_file():
+                return _file(d, name, kind)
+    names = sorted({q.name.split(".")[0] for q in list_models()})
+    raise ModelError(
+        f"no model named {name!r}; installed: {', '.join(names) or 'none'} "
+        "(or pass a path to a .onnx file)"
+    )
+
+
+def find_pair(name: str) -> tuple[Path, Path] | None:
+    """``(int8, fp32)`` files of a model name, from the folder :func:`find_model` takes the
+    name from; None for a path, or where that folder has one precision only."""
+    if not name or Path(name).suffix == ".onnx" or os.sep in name:
+        return None
+    for d in model_dirs():
+        if any(_file(d, name, kind).is_file() for kind in ("int8", "", "fp32")):
+            return _both(d, name)
+    return None
+
+
+def _file(d: Path, name: str, kind: str) -> Path:
+    """``NAME.KIND.onnx`` (``NAME.onnx`` for kind "") in folder ``d``."""
+    return d / (f"{name}.{kind}.onnx" if kind else f"{name}.onnx")
+
+
+def _both(d: Path, name: str) -> tuple[Path, Path] | None:
+    i8, f32 = _file(d, name, "int8"), _file(d, name, "fp32")
+    return (i8, f32) if i8.is_file() and f32.is_file() else None

@@ -1,0 +1,911 @@
+"""RAVE streaming TorchScript export (``rave export --streaming``) → streaming pi-synth ONNX model.
+
+Works from the ``.ts`` alone. The scripted module cannot be exported (``torch.onnx.export`` fails
+on ``self.pad[:x.shape[0]]``) and tracing an eager copy with its caches as buffers drops every
+``copy_``. So this module *reads* the scripted model — submodule classes (``original_name``),
+parameters, buffers and attributes — and rebuilds the decode path from the blocks in
+:mod:`pi_synth.tools.convert.stream`, with every cached_conv cache as an explicit state input/output
+(batch 1, static shapes, zero-width caches dropped), then traces it with
+``torch.onnx.export(..., dynamo=False)``.
+
+What is folded on the way: weight norm is already removed by ``rave export``; the PQMF inverse's
+``× n_band`` and channel flip go into its convolution weights; the latent PCA/mean becomes one
+1×1 convolution (skipped when it is the identity); transposed convolutions with kernel
+``2·stride`` become kernel-2 convolutions with a one-frame cache.
+
+Deterministic by design: ``decode`` in the ``.ts`` fills the latent dims it does not expose with
+``randn``; the converted model fills them with **zeros** (the mean of that noise), so a render is
+repeatable. The noise synthesizers (v1 ``NoiseGenerator``, v2_small ``NoiseGeneratorV2``) convert,
+with a seeded ``RandomUniformLike``. The encoder outputs the posterior **mean** (no sampling).
+Initial state is zeros.
+
+Supported: ``VariationalScriptedRAVE`` (and Wasserstein without noise augmentation) with
+``Generator`` (v1, onnx, raspberry) or ``GeneratorV2`` (v2, v2_small, v3-style) decoders, PQMF or raw
+output, mono. Refused with a message naming the config: recurrent layers, discrete
+(``DiscreteScriptedRAVE``) and spherical models, multichannel and resampled exports.
+See ``docs/rave.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pi_synth.errors import ModelError
+
+OPSET = 17
+CONTROL_RANGE_STD = 3.0  # controls span ±3 std of the (unit-variance) latent prior
+
+
+class ConvertError(ModelError):
+    """The ``.ts`` cannot be converted (not a RAVE streaming export, or an unsupported config)."""
+
+
+# -------------------------------------------------------------------------------- reading the .ts
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConvertError(
+            "converting a RAVE model needs torch: pip install 'pi-synth[convert]' "
+            "(on a desktop machine, never on the Pi)"
+        ) from None
+    torch.set_num_threads(1)
+    return torch
+
+
+def load_ts(path: str | os.PathLike):
+    """Load a ``.ts`` file and check that it is a RAVE streaming export."""
+    torch = _torch()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConvertError(f"{path}: no such file")
+    try:
+        m = torch.jit.load(path, map_location="cpu")
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConvertError(f"{path}: not a TorchScript file ({msg[:120]}); expected a 'rave export --streaming' .ts") from None
+    m.eval()
+    missing = [a for a in ("decode", "encode", "decoder", "decode_params") if not hasattr(m, a)]
+    if missing:
+        raise ConvertError(
+            f"{path}: not a RAVE export (no {', '.join(missing)}); "
+            "expected the .ts written by 'rave export --run RUN --streaming'"
+        )
+    if not any(_name(s) == "CachedPadding1d" for s in m.decoder.modules()):
+        raise ConvertError(
+            f"{path}: a RAVE export without streaming caches; re-export it with "
+            "'rave export --run RUN --streaming'"
+        )
+    return m
+
+
+def _name(mod) -> str:
+    return getattr(mod, "original_name", type(mod).__name__)
+
+
+def _attr(mod, name, default=None):
+    try:
+        return getattr(mod, name)
+    except (AttributeError, RuntimeError):
+        return default
+
+
+def _children(mod) -> list:
+    kids = list(mod.named_children())
+    if all(k.isdigit() for k, _ in kids):
+        kids.sort(key=lambda kv: int(kv[0]))
+    return [c for _, c in kids]
+
+
+def _first(v):
+    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def describe(m) -> dict:
+    """What the converter needs to know about a loaded RAVE ``.ts``."""
+    kind = _name(m)
+    dp = [int(v) for v in m.decode_params.tolist()]  # [in_channels, in_ratio, out_channels, out_ratio]
+    ep = [int(v) for v in m.encode_params.tolist()] if hasattr(m, "encode_params") else None
+    info = {
+        "class": kind,
+        "latent_size": int(_attr(m, "latent_size", dp[0])),
+        "full_latent_size": int(_attr(m, "full_latent_size", dp[0])),
+        "sample_rate": int(_attr(m, "sr", 44100)),
+        "ratio": dp[1],
+        "out_channels": dp[2],
+        "n_channels": int(_attr(m, "n_channels", 1)),
+        "decoder": _name(m.decoder),
+        "encoder": _name(_attr(m.encoder, "encoder", m.encoder)) if hasattr(m, "encoder") else None,
+        "encode_params": ep,
+        "pqmf_bands": int(_attr(m.pqmf, "n_band", 1)) if _attr(m, "pqmf") is not None else 1,
+    }
+    return info
+
+
+def _check_supported(m, where: str) -> dict:
+    info = describe(m)
+    kind = info["class"]
+    if kind == "DiscreteScriptedRAVE":
+        raise ConvertError(f"{where}: discrete RAVE models (discrete.gin / discrete_v3.gin) are not supported yet")
+    if kind == "SphericalScriptedRAVE":
+        raise ConvertError(f"{where}: spherical RAVE models (spherical.gin) are not supported yet")
+    if kind == "WasserteinScriptedRAVE" and int(_attr(m.encoder, "noise_augmentation", 0) or 0):
+        raise ConvertError(f"{where}: Wasserstein models with noise augmentation are not supported yet")
+    if kind not in ("VariationalScriptedRAVE", "WasserteinScriptedRAVE"):
+        raise ConvertError(f"{where}: unknown RAVE export class {kind!r}; expected VariationalScriptedRAVE")
+    if _attr(m, "resampler") is not None:
+        raise ConvertError(f"{where}: exported with --sr (resampler); re-export without --sr")
+    if info["n_channels"] != 1 or info["out_channels"] != 1 or int(_attr(m, "target_channels", 1)) != 1:
+        raise ConvertError(f"{where}: multichannel RAVE models (n_channels={info['n_channels']}) are not supported yet; "
+                           "pi-synth converts mono models")
+    if bool(_attr(m, "stereo_mode", False)):
+        raise ConvertError(f"{where}: stereo_mode is set in this export; re-export it")
+    return info
+
+
+# ---------------------------------------------------------------------------- rebuilding the graph
+
+
+class _Builder:
+    """Maps scripted RAVE/cached_conv modules onto :mod:`stream` blocks."""
+
+    def __init__(self, where: str, frames: int = 1, cl_frames: int = 16, pre=None, noise: str = "random"):
+        from pi_synth.tools.convert import stream
+
+        self.s = stream
+        self.noise = noise
+        self.has_noise = False
+        self.where = where
+        self.frames = frames
+        self.cl_frames = cl_frames
+        self.pre = pre
+
+    def net(self, mod, path):
+        """The decoder trunk (after the latent preprocessing), with layouts chosen per block."""
+        s = self.s
+        trunk = self.build(mod, path)
+        return s.layout(s.Seq([self.pre, *trunk.blocks]), self.frames, self.cl_frames)
+
+    def fail(self, path, what):
+        raise ConvertError(f"{self.where}: {path}: {what}")
+
+    def conv(self, mod, path):
+        torch = _torch()
+        if _name(mod) != "CachedConv1d":
+            self.fail(path, f"expected a cached convolution, found {_name(mod)}")
+        if _first(mod.padding) != 0:
+            self.fail(path, "cached convolution with op padding (not a cached_conv export)")
+        pc = int(mod.cache.padding)
+        pd = int(mod.downsampling_delay.padding)
+        if bool(mod.cache.crop) or not bool(mod.downsampling_delay.crop) and pd:
+            self.fail(path, "unexpected cached padding layout")
+        w = _attr(mod, "weight")
+        if w is None:
+            g, v = _attr(mod, "weight_g"), _attr(mod, "weight_v")
+            if g is None or v is None:
+                self.fail(path, "convolution without weights")
+            w = torch._weight_norm(v, g, 0)
+        return self.s.Conv(w, _attr(mod, "bias"), _first(mod.stride), _first(mod.dilation), int(mod.groups),
+                           pc=pc, pd=pd, label=path)
+
+    def delay(self, pad_mod, path):
+        p = int(pad_mod.padding)
+        if p and not bool(pad_mod.crop):
+            self.fail(path, "branch padding without crop")
+        return self.s.Delay(p, path)
+
+    def build(self, mod, path):  # noqa: C901 - one branch per module class
+        s, torch = self.s, _torch()
+        n = _name(mod)
+        if n in ("CachedSequential", "Sequential"):
+            return s.Seq([self.build(c, f"{path}.{i}") for i, c in enumerate(_children(mod))])
+        if n in ("UpsampleLayer", "ResidualLayer", "ResidualBlock", "DilatedUnit"):
+            return self.build(mod.net, f"{path}.net")
+        if n == "Identity":
+            return None
+        if n == "LeakyReLU":
+            slope = float(mod.negative_slope)
+            return s.Fn(lambda x: torch.nn.functional.leaky_relu(x, slope), "leaky_relu")
+        if n == "Snake":
+            alpha = mod.alpha.detach().float().reshape(1, -1, 1)
+            inv = (alpha + 1e-9).reciprocal()
+            return s.Fn(lambda x, a, i: x + i * (a * x).sin().pow(2), "snake", [alpha, inv])
+        if n == "CachedConv1d":
+            return self.conv(mod, path)
+        if n == "CachedConvTranspose1d":
+            if _first(mod.output_padding) or _first(mod.dilation) != 1 or int(mod.groups) != 1:
+                self.fail(path, "transposed convolution with output padding, dilation or groups")
+            return s.ConvT(mod.weight, _attr(mod, "bias"), _first(mod.stride), _first(mod.padding), label=path)
+        if n == "Residual":
+            al = mod.aligned
+            br, pads = _children(al.branches), _children(al.paddings)
+            if len(br) != 2 or _name(br[1]) != "Identity":
+                self.fail(path, "residual whose second branch is not the identity")
+            return s.Residual(self.build(br[0], f"{path}.aligned.branches.0"),
+                              self.delay(pads[0], f"{path}.aligned.paddings.0"),
+                              self.delay(pads[1], f"{path}.aligned.paddings.1"))
+        if n == "ResidualStack":
+            al = mod.net
+            br, pads = _children(al.branches), _children(al.paddings)
+            return s.SumBranches([self.build(b, f"{path}.net.branches.{i}") for i, b in enumerate(br)],
+                                 [self.delay(p, f"{path}.net.paddings.{i}") for i, p in enumerate(pads)])
+        if n == "AdaptiveInstanceNormalization":
+            if bool(mod.num_update_x.item()) and bool(mod.num_update_y.item()):
+                mx, sx = mod.mean_x[:1].detach(), mod.std_x[:1].detach()
+                my, sy = mod.mean_y[:1].detach(), mod.std_y[:1].detach()
+                scale = sy / (sx + 1e-5)
+                shift = my - mx * scale
+                return s.Fn(lambda x, a, b: x * a + b, "adain", [scale.reshape(1, -1, 1), shift.reshape(1, -1, 1)])
+            return None
+        if n == "GRU":
+            self.fail(path, "recurrent layers (GRU, e.g. from a recurrent config) are not supported yet")
+        if n == "Generator":
+            return self.generator_v1(mod, path)
+        if n == "GeneratorV2":
+            return self.generator_v2(mod, path)
+        self.fail(path, f"module {n!r} is not supported by the RAVE converter")
+
+    def generator_v1(self, mod, path):
+        s, torch = self.s, _torch()
+        net = self.net(mod.net, f"{path}.net")
+        synth = mod.synth
+        br, pads = _children(synth.branches), _children(synth.paddings)
+        use_noise = bool(mod.use_noise)
+        warmed = bool(int(mod.warmed_up.item())) if hasattr(mod, "warmed_up") else True
+        noise = None
+        if use_noise and warmed and self.noise != "off":
+            noise = s.Seq([self.delay(pads[2], f"{path}.synth.paddings.2"),
+                           self.noise_v1(br[2], f"{path}.synth.branches.2")])
+            self.has_noise = True
+        wave = s.Seq([self.delay(pads[0], f"{path}.synth.paddings.0"), self.conv(br[0], f"{path}.synth.branches.0")])
+        loud = s.Seq([self.delay(pads[1], f"{path}.synth.paddings.1"), self.conv(br[1], f"{path}.synth.branches.1")])
+        stride = int(mod.loud_stride)
+
+        class Gen(s.Block):
+            def __call__(self, x, ctx):
+                x = net(x, ctx)
+                w = wave(x, ctx)
+                ld = loud(x, ctx)
+                if stride != 1:
+                    ld = ld.unsqueeze(-1).expand(*ld.shape, stride).reshape(1, 1, -1)
+                y = torch.tanh(w) * (2 * torch.sigmoid(ld) ** 2.3 + 1e-7)
+                if noise is not None:
+                    y = y + noise(x, ctx)
+                return y
+
+            def macs(self, t):
+                m1, t = net.macs(t)
+                m2, _ = wave.macs(t)
+                m3, _ = loud.macs(t)
+                m4 = noise.macs(t)[0] if noise is not None else 0
+                return m1 + m2 + m3 + m4, t
+
+        return Gen()
+
+    def noise_v1(self, mod, path):
+        """v1's ``NoiseGenerator``: filtered uniform noise, one FIR per band and frame.
+
+        ``amp_to_impulse_response`` (irfft of a real spectrum, roll, Hann window, pad, roll) is
+        linear in the band amplitudes, so it is one constant matrix, computed here by pushing the
+        identity through the same operations. ``fft_convolve`` (zero-padded FFT product, second
+        half) is the causal linear convolution truncated to ``target_size`` samples: a Toeplitz
+        matrix of the noise (one Gather with constant indices, masked) times the impulse response.
+        The noise comes from ONNX ``RandomUniformLike`` with a fixed seed, so renders repeat.
+        """
+        s, torch = self.s, _torch()
+        mode = self.noise
+        net = self.build(mod.net, f"{path}.net")
+        ds = int(mod.data_size) * int(_attr(mod, "n_channels", 1))
+        n = int(mod.target_size.item())
+        c_out = int(_children(mod.net)[-1].weight.shape[0])
+        nb = c_out // ds
+        mat = amp_to_ir_matrix(nb, n)  # [nb, n]
+        j = torch.arange(n)
+        idx = (j.reshape(-1, 1) - j.reshape(1, -1)).clamp(min=0)  # [n', j] -> n' - j
+        mask = (j.reshape(-1, 1) >= j.reshape(1, -1)).float()
+
+        class Noise(s.Block):
+            def __call__(self, x, ctx):
+                a = net(x, ctx)  # [1, ds*nb, F]
+                f = a.shape[-1]
+                amp = 2 * torch.sigmoid(a - 5) ** 2.3 + 1e-7
+                amp = amp.permute(0, 2, 1).reshape(1, f, ds, nb)
+                ir = amp @ mat  # [1, F, ds, n]
+                if mode == "input":  # --check only: the .ts's uniform noise, fed from outside
+                    u = ctx.read(tuple(ir.shape), "noise", ir)
+                    ctx.write(u * 1)
+                else:
+                    u = torch.rand_like(ir)
+                u = u * 2 - 1
+                toep = u[..., idx] * mask  # [1, F, ds, n, n]
+                y = (toep @ ir.unsqueeze(-1)).squeeze(-1)  # [1, F, ds, n]
+                return y.permute(0, 2, 1, 3).reshape(1, ds, f * n)
+
+            def macs(self, t):
+                m, f = net.macs(t)
+                return m + f * ds * (nb * n + n * n), t
+
+        return Noise()
+
+    def generator_v2(self, mod, path):
+        s, torch = self.s, _torch()
+        noise = wave = None
+        if _attr(mod, "noise_module") is not None:
+            if self.noise != "off":
+                noise = self.noise_v1(mod.noise_module, f"{path}.noise_module")
+                self.has_noise = True
+            wave = self.conv(mod.waveform_module, f"{path}.waveform_module")
+        net = self.net(mod.net, f"{path}.net")
+        am = bool(mod.amplitude_modulation)
+
+        class Gen(s.Block):
+            def __call__(self, x, ctx):
+                x = net(x, ctx)
+                n = noise(x, ctx) if noise is not None else None
+                if wave is not None:
+                    x = wave(x, ctx)
+                if am:
+                    c = x.shape[1] // 2
+                    x = x[:, :c] * torch.sigmoid(x[:, c:])
+                if n is not None:
+                    x = x + n
+                return torch.tanh(x)
+
+            def macs(self, t):
+                m, t = net.macs(t)
+                if noise is not None:
+                    m += noise.macs(t)[0]
+                if wave is not None:
+                    m += wave.macs(t)[0]
+                return m, t
+
+        return Gen()
+
+
+def amp_to_ir_matrix(n_bands: int, target_size: int):
+    """RAVE's ``amp_to_impulse_response`` as a matrix ``[n_bands, target_size]`` (it is linear)."""
+    torch = _torch()
+    amp = torch.eye(n_bands)
+    amp = torch.view_as_complex(torch.stack([amp, torch.zeros_like(amp)], -1))
+    ir = torch.fft.irfft(amp)
+    fs = ir.shape[-1]
+    ir = torch.roll(ir, fs // 2, -1) * torch.hann_window(fs, dtype=ir.dtype)
+    ir = torch.nn.functional.pad(ir, (0, int(target_size) - int(fs)))
+    return torch.roll(ir, -fs // 2, -1).contiguous()
+
+
+def _pqmf_inverse(b: _Builder, pqmf, t_sub: int):
+    """``CachedPQMF.inverse`` with ``× n_band`` and the channel flip folded into the conv."""
+    s, torch = b.s, _torch()
+    m = int(pqmf.hk.shape[0])
+    conv = b.conv(pqmf.inverse_conv, "pqmf.inverse_conv")
+    conv.w = (conv.w * m).flip(0).contiguous()
+    if conv.b is not None:
+        conv.b = (conv.b * m).flip(0)
+    mask = torch.ones(1, m, t_sub)
+    mask[..., 1::2, ::2] = -1
+
+    class Inv(s.Block):
+        def __call__(self, x, ctx):
+            y = conv(x * mask, ctx)  # [1, M, T]
+            return y.transpose(1, 2).reshape(1, 1, -1)
+
+        def macs(self, t):
+            mc, t = conv.macs(t)
+            return mc, t * m
+
+    return Inv()
+
+
+def _pqmf_forward(b: _Builder, pqmf, t_sub: int):
+    """``CachedPQMF.forward`` (analysis): strided conv then ``reverse_half``."""
+    s, torch = b.s, _torch()
+    conv = b.conv(pqmf.forward_conv, "pqmf.forward_conv")
+    m = int(pqmf.hk.shape[0])
+    mask = torch.ones(1, m, t_sub)
+    mask[..., 1::2, ::2] = -1
+
+    class Fwd(s.Block):
+        def __call__(self, x, ctx):
+            return conv(x, ctx) * mask
+
+        def macs(self, t):
+            return conv.macs(t)
+
+    return Fwd()
+
+
+def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: str = "random"):
+    """The streaming decode block: latent ``[1, k, frames]`` → audio ``[1, 1, frames·ratio]``."""
+    torch = _torch()
+    info = _check_supported(m, where)
+    from pi_synth.tools.convert import stream as s
+
+    k, full = info["latent_size"], info["full_latent_size"]
+    pre = None
+    if info["class"] == "VariationalScriptedRAVE":
+        pca = m.latent_pca.detach().float()
+        mean = m.latent_mean.detach().float()
+        a = pca.T[:, :k]  # the unused dims are filled with zeros (the ts fills randn)
+        if not (k == full and torch.equal(a, torch.eye(full)) and not mean.any()):
+            pre = s.Conv(a.unsqueeze(-1).contiguous(), mean, label="latent_pca")
+    b = _Builder(where, frames, cl_frames, pre, noise)
+    dec = b.build(m.decoder, "decoder")
+    info["noise"] = b.has_noise
+    ratio = info["ratio"]
+    bands = info["pqmf_bands"]
+    post = None
+    if _attr(m, "pqmf") is not None and bands > 1:
+        post = _pqmf_inverse(b, m.pqmf, frames * ratio // bands)
+    blocks = s.Seq([dec, post])
+    return blocks, info
+
+
+def build_encoder(m, where: str, frames: int = 1):
+    """The streaming encode block: audio ``[1, 1, frames·ratio]`` → latent mean ``[1, k, frames]``."""
+    torch = _torch()
+    info = _check_supported(m, where)
+    b = _Builder(where)
+    s = b.s
+    if str(_attr(m, "input_mode", "pqmf")) != "pqmf":
+        raise ConvertError(f"{where}: encoder input mode {_attr(m, 'input_mode')!r} (mel) is not supported yet")
+    ratio = info["ratio"]
+    bands = info["pqmf_bands"]
+    pre = _pqmf_forward(b, m.pqmf, frames * ratio // bands) if bands > 1 else None
+    venc = m.encoder
+    enc = _attr(venc, "encoder", venc)
+    layers = []
+    for i, c in enumerate(_children(enc.net)):
+        n, p = _name(c), f"encoder.encoder.net.{i}"
+        if n == "BatchNorm1d":
+            scale = (c.weight / torch.sqrt(c.running_var + c.eps)).detach()
+            shift = (c.bias - c.running_mean * scale).detach()
+            layers.append(s.Fn(lambda x, a, b: x * a + b, "bn", [scale.reshape(1, -1, 1), shift.reshape(1, -1, 1)]))
+        elif n == "SampleNorm":
+            layers.append(s.Fn(lambda x: x / torch.norm(x, 2, 1, keepdim=True), "sample_norm"))
+        else:
+            layers.append(b.build(c, p))
+    net = s.Seq(layers)
+    k = info["latent_size"]
+    kind = info["class"]
+    pca = m.latent_pca.detach().float() if hasattr(m, "latent_pca") else None
+    mean = m.latent_mean.detach().float() if hasattr(m, "latent_mean") else None
+
+    class Post(s.Block):
+        def __call__(self, z, ctx):
+            if kind == "VariationalScriptedRAVE":
+                z = z[:, : z.shape[1] // 2]  # posterior mean (the .ts samples mean + std·randn)
+                z = torch.nn.functional.conv1d(z - mean.reshape(1, -1, 1), pca.unsqueeze(-1))
+            return z[:, :k]
+
+    return s.Seq([pre, net, Post()]), info
+
+
+# ---------------------------------------------------------------------------------- export
+
+
+def _export(block, inp_shape, out_path, input_name, output_name, progress=None):
+    """Plan the state, trace ``block`` and write an ONNX file. Returns the state pairs and shapes."""
+    torch = _torch()
+    from pi_synth.tools.convert.stream import Ctx
+
+    x0 = torch.zeros(inp_shape)
+    plan = Ctx(plan=True)
+    with torch.no_grad():
+        y0 = block(x0, plan)
+    n = len(plan.shapes)
+    if len(plan.outputs) != n:
+        raise RuntimeError(f"state plan mismatch: {n} reads, {len(plan.outputs)} writes")
+
+    class Wrapper(torch.nn.Module):
+        def forward(self, x, *states):
+            ctx = Ctx(inputs=list(states))
+            y = block(x, ctx)
+            return (y, *ctx.outputs)
+
+    states = [torch.zeros(sh) for sh in plan.shapes]
+    ins = [input_name] + [f"state_in_{i}" for i in range(n)]
+    outs = [output_name] + [f"state_out_{i}" for i in range(n)]
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Wrapper(), (x0, *states), str(out_path), input_names=ins, output_names=outs,
+            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+        )
+    _seed_random_nodes(out_path)
+    return {
+        "state": [[f"state_in_{i}", f"state_out_{i}"] for i in range(n)],
+        "state_shapes": plan.shapes,
+        "state_labels": plan.labels,
+        "output_shape": list(y0.shape),
+    }
+
+
+NOISE_SEED = 20261125.0
+
+
+def _seed_random_nodes(path) -> None:
+    """Give every random node a fixed seed, so a render (and int8 calibration) repeats."""
+    import onnx
+
+    model = onnx.load(str(path))
+    changed = False
+    for node in model.graph.node:
+        if node.op_type.startswith("Random"):
+            for a in list(node.attribute):
+                if a.name == "seed":
+                    node.attribute.remove(a)
+            node.attribute.append(onnx.helper.make_attribute("seed", NOISE_SEED))
+            changed = True
+    if changed:
+        onnx.save(model, str(path))
+
+
+def _write_card(path, card: dict) -> None:
+    from pi_synth.model.card import write_card
+
+    write_card(path, card, producer="pi-synth convert rave")
+
+
+def encoder_path(out_path) -> Path:
+    """``X.onnx`` → ``X.encoder.onnx`` (``X.fp32.onnx`` → ``X.encoder.fp32.onnx``)."""
+    p = Path(out_path)
+    name = p.name
+    for suffix in (".fp32.onnx", ".onnx"):
+        if name.endswith(suffix):
+            return p.with_name(name[: -len(suffix)] + ".encoder" + suffix)
+    return p.with_name(name + ".encoder.onnx")
+
+
+def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: str | None = None,
+            progress: bool = False, cl_frames: int = 16, noise: str = "random") -> dict:
+    """Convert a RAVE streaming ``.ts`` into a pi-synth model (and its encoder). Returns a summary."""
+    ts_path, out_path = Path(ts_path), Path(out_path)
+    where = str(ts_path)
+    if frames < 1 or frames > 64:
+        raise ConvertError(f"--frames must be 1..64, got {frames}")
+    steps = ["load", "decoder", "encoder"] if encoder else ["load", "decoder"]
+    bar = _bar(len(steps), progress)
+    t0 = time.perf_counter()
+    bar.set_description("load .ts")
+    m = load_ts(ts_path)
+    digest = sha256(ts_path)
+    bar.update(1)
+    bar.set_description("decoder")
+    cl_frames = int(os.environ.get("PI_SYNTH_RAVE_CL_FRAMES", cl_frames))
+    dec, info = build_decoder(m, where, frames, cl_frames, noise)
+    k, ratio, sr = info["latent_size"], info["ratio"], info["sample_rate"]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + f".{os.getpid()}.tmp")
+    try:
+        ex = _export(dec, (1, k, frames), tmp, "controls", "audio")
+        if ex["output_shape"] != [1, 1, frames * ratio]:
+            raise ConvertError(f"{where}: decoder makes {ex['output_shape']} per call, expected [1, 1, {frames * ratio}]")
+        name = name or _model_name(out_path)
+        macs, _ = dec.macs(frames)
+        fid = m.fidelity.detach().float().tolist() if hasattr(m, "fidelity") else None
+        controls = []
+        for i in range(k):
+            c = {"name": f"z{i}", "unit": "", "min": -CONTROL_RANGE_STD, "max": CONTROL_RANGE_STD,
+                 "default": 0.0, "curve": "lin"}
+            if fid:
+                c["description"] = f"latent dim {i} (PCA order); cumulative fidelity {fid[i]:.3f}"
+            controls.append(c)
+        enc_file = encoder_path(out_path) if encoder else None
+        card = {
+            "format": 1,
+            "name": name,
+            "kind": "rave",
+            "description": (f"RAVE {info['decoder']} decoder, {k} latent controls, converted from "
+                            f"{ts_path.name}"),
+            "sample_rate": sr,
+            "block_size": frames * ratio,
+            "channels": 1,
+            "control_frames": frames,
+            "controls": controls,
+            "inputs": {"controls": "controls"},
+            "outputs": {"audio": "audio"},
+            "state": ex["state"],
+            "latency_samples": 0,
+            "license": "as the RAVE model it was converted from",
+            "source": f"pi-synth convert rave {ts_path.name} (sha256 {digest})",
+            "rave": {
+                "ts": ts_path.name,
+                "ts_sha256": digest,
+                "class": info["class"],
+                "decoder": info["decoder"],
+                "latent_size": k,
+                "full_latent_size": info["full_latent_size"],
+                "unused_latents": "zeros",
+                "ratio": ratio,
+                "pqmf_bands": info["pqmf_bands"],
+                "initial_state": "zeros",
+                "noise": info["noise"],
+                "noise_inputs": [f"state_in_{i}" for i, lb in enumerate(ex["state_labels"]) if lb == "noise"],
+                "multiply_adds_per_block": int(macs),
+                "encoder": enc_file.name if enc_file else None,
+            },
+        }
+        _write_card(tmp, card)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    bar.update(1)
+    summary = {"model": str(out_path), "card": card, "states": len(ex["state"]),
+               "state_elements": int(sum(math.prod(s) for s in ex["state_shapes"])),
+               "multiply_adds_per_block": int(macs)}
+    if encoder:
+        bar.set_description("encoder")
+        summary["encoder"] = str(enc_file)
+        summary["encoder_card"] = convert_encoder(m, info, enc_file, ts_path, digest, frames, name)
+        bar.update(1)
+    bar.close()
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return summary
+
+
+def convert_encoder(m, info, enc_file, ts_path, digest, frames, name) -> dict:
+    where = str(ts_path)
+    enc, _ = build_encoder(m, where, frames)
+    k, ratio = info["latent_size"], info["ratio"]
+    tmp = Path(str(enc_file) + f".{os.getpid()}.tmp")
+    try:
+        ex = _export(enc, (1, 1, frames * ratio), tmp, "audio_in", "latent")
+        if ex["output_shape"] != [1, k, frames]:
+            raise ConvertError(f"{where}: encoder makes {ex['output_shape']} per call, expected [1, {k}, {frames}]")
+        card = {
+            "format": 1,
+            "name": f"{name}-encoder",
+            "kind": "rave-encoder",
+            "description": f"RAVE encoder (audio → {k} latent means), converted from {ts_path.name}",
+            "sample_rate": info["sample_rate"],
+            "block_size": frames * ratio,
+            "channels": 1,
+            "control_frames": frames,
+            "controls": [],
+            "inputs": {"controls": "audio_in", "audio": "audio_in"},
+            "outputs": {"audio": "latent", "latent": "latent"},
+            "state": ex["state"],
+            "latency_samples": 0,
+            "license": "as the RAVE model it was converted from",
+            "source": f"pi-synth convert rave {ts_path.name} (sha256 {digest})",
+            "rave": {"ts": ts_path.name, "ts_sha256": digest, "latent_size": k, "ratio": ratio,
+                     "latent": "posterior mean, PCA-projected (no sampling)", "decoder_model": None},
+        }
+        _write_card(tmp, card)
+        os.replace(tmp, enc_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return card
+
+
+def _model_name(out_path: Path) -> str:
+    n = out_path.name
+    for suffix in (".fp32.onnx", ".int8.onnx", ".onnx"):
+        if n.endswith(suffix):
+            return n[: -len(suffix)]
+    return out_path.stem
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_description(self, d):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total, progress):
+    if not progress:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit="step", leave=False, bar_format="{desc:<10} {bar} {n_fmt}/{total_fmt} {elapsed}")
+
+
+# ------------------------------------------------------------------------------------ check
+
+
+def _ort_session(path, threads=1):
+    from pi_synth.model.session import open_session
+
+    return open_session(path, threads)
+
+
+def zero_caches(m) -> int:
+    """Zero every cached_conv cache of a loaded ``.ts`` in place (same start as the ONNX model)."""
+    torch = _torch()
+    n = 0
+    with torch.no_grad():
+        for name, buf in m.named_buffers():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("pad", "cache"):
+                buf.zero_()
+                n += 1
+    return n
+
+
+def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 0, encoder=None) -> dict:
+    """Run the ``.ts`` decode and the ONNX model side by side over ``blocks`` consecutive blocks.
+
+    Both start from zero caches (the ``.ts`` caches are zeroed in place). When the export exposes
+    fewer latents than it has, the ``.ts``'s ``randn`` fill is neutralized by zeroing the
+    corresponding rows of its ``latent_pca`` (equivalent to the converter's zero fill). A model
+    with a noise synthesizer is compared exactly too: a second conversion takes the uniform noise
+    as an input, and each block gets the very numbers the ``.ts``'s ``rand_like`` draws (torch's
+    generator reseeded per block on both sides); the speed is timed on the real model. Timing is
+    per block, one thread each, medians after ``warmup`` calls (TorchScript's first calls JIT);
+    the converted model runs as pi-synth plays it (:class:`~pi_synth.model.runtime.Runtime`).
+    """
+    torch = _torch()
+    from pi_synth.model.card import load_card
+
+    card = load_card(onnx_path)
+    m = load_ts(ts_path)
+    k = len(card.controls)
+    frames = card.control_frames
+    full = int(_attr(m, "full_latent_size", k))
+    if k < full and hasattr(m, "latent_pca"):
+        with torch.no_grad():
+            m.latent_pca[k:, :] = 0
+    noisy = bool(card.extra.get("rave", {}).get("noise"))
+    tmpd = None
+    cmp_path = onnx_path
+    if noisy:
+        tmpd = tempfile.TemporaryDirectory(prefix="pi-synth-rave-check-")
+        cmp_path = Path(tmpd.name) / "noise-input.onnx"
+        convert(ts_path, cmp_path, frames=frames, encoder=False, noise="input", name="check")
+    rng = np.random.default_rng(seed)
+    zs = rng.standard_normal((blocks, 1, k, frames)).astype(np.float32)
+
+    class Stream:
+        def __init__(self, path):
+            self.sess = _ort_session(path)
+            self.card = load_card(path)
+            specs = {a.name: a for a in self.sess.get_inputs()}
+            self.zero = {a: np.zeros(specs[a].shape, np.float32) for a, _ in self.card.state}
+            self.state = dict(self.zero)
+            self.outs = [self.card.audio_output] + [b for _, b in self.card.state]
+
+        def step(self, z, **override):
+            res = self.sess.run(self.outs, {self.card.controls_input: z, **self.state, **override})
+            self.state = {a: r for (a, _), r in zip(self.card.state, res[1:])}
+            return res[0]
+
+        def reset(self):
+            self.state = dict(self.zero)
+
+    class Played:
+        """The converted model as pi-synth plays it: Runtime (io_binding, state ping-pong)."""
+
+        def __init__(self, path):
+            from pi_synth.model.runtime import Runtime
+
+            self.rt = Runtime(path, use_cache=False, warmup_blocks=0)
+
+        def step(self, z):
+            self.rt.controls[...] = z[0]
+            return self.rt.step()[None]
+
+        def reset(self):
+            self.rt.reset()
+
+    timed = Played(onnx_path)
+    cmp = Stream(cmp_path) if noisy else timed
+
+    noise_in = cmp.card.extra.get("rave", {}).get("noise_inputs", []) if noisy else []
+    noise_shapes = {a.name: a.shape for a in cmp.sess.get_inputs() if a.name in noise_in} if noisy else {}
+
+    def ts_step(z, i=0):
+        torch.manual_seed(1000 + i)
+        with torch.no_grad():
+            return m.decode(torch.from_numpy(z)).numpy()
+
+    def ts_noise(i):
+        """The uniform numbers the .ts's rand_like draws in block ``i`` (after its randn fill)."""
+        torch.manual_seed(1000 + i)
+        if k < full:
+            torch.randn(1, full - k, frames)
+        return {n: torch.rand(*noise_shapes[n]).numpy() for n in noise_in}
+
+    for i in range(warmup):  # warm-up on both sides, then back to zero state
+        ts_step(zs[i % blocks])
+        timed.step(zs[i % blocks])
+        if noisy:
+            cmp.step(zs[i % blocks])
+    zero_caches(m)
+    timed.reset()
+    cmp.reset()
+    t_ts, t_ort, err, peak = [], [], 0.0, 0.0
+    for i in range(blocks):
+        t0 = time.perf_counter()
+        a = ts_step(zs[i], i)
+        t1 = time.perf_counter()
+        b = timed.step(zs[i])
+        t2 = time.perf_counter()
+        if noisy:
+            b = cmp.step(zs[i], **ts_noise(i))
+        t_ts.append(t1 - t0)
+        t_ort.append(t2 - t1)
+        a = a.reshape(b.shape)
+        err = max(err, float(np.max(np.abs(a - b))))
+        peak = max(peak, float(np.max(np.abs(a))))
+    if tmpd is not None:
+        tmpd.cleanup()
+    ts_ms, ort_ms = 1e3 * float(np.median(t_ts)), 1e3 * float(np.median(t_ort))
+    res = {"blocks": blocks, "max_abs_err": err, "peak": peak, "ts_ms": round(ts_ms, 3),
+           "onnx_ms": round(ort_ms, 3), "speedup": round(ts_ms / ort_ms, 2),
+           "noise": "the .ts's own random numbers fed to a noise-input copy" if noisy else None}
+    if encoder is not None and os.path.exists(encoder):
+        res["encoder"] = check_encoder(ts_path, encoder, blocks=blocks, seed=seed)
+    return res
+
+
+def check_encoder(ts_path, onnx_path, *, blocks: int = 16, seed: int = 0) -> dict:
+    """Compare the encoder model with the ``.ts``'s own modules computing the posterior mean."""
+    torch = _torch()
+    from pi_synth.model.card import load_card
+
+    card = load_card(onnx_path)
+    m = load_ts(ts_path)
+    zero_caches(m)
+    k = int(m.latent_size)
+    sess = _ort_session(onnx_path)
+    specs = {a.name: a for a in sess.get_inputs()}
+    state = {s_in: np.zeros(specs[s_in].shape, np.float32) for s_in, _ in card.state}
+    outs = ["latent"] + [s_out for _, s_out in card.state]
+    rng = np.random.default_rng(seed + 1)
+    bs = card.block_size
+    err = 0.0
+    for _ in range(blocks):
+        x = (0.3 * rng.standard_normal((1, 1, bs))).astype(np.float32)
+        res = sess.run(outs, {"audio_in": x, **state})
+        state = {s_in: r for (s_in, _), r in zip(card.state, res[1:])}
+        with torch.no_grad():
+            xt = torch.from_numpy(x)
+            if int(_attr(m.pqmf, "n_band", 1)) > 1:
+                xt = m.pqmf(xt)
+            z = m.encoder(xt)
+            z = z[:, : z.shape[1] // 2]
+            z = torch.nn.functional.conv1d(z - m.latent_mean.reshape(1, -1, 1), m.latent_pca.unsqueeze(-1))[:, :k]
+        err = max(err, float(np.max(np.abs(z.numpy() - res[0]))))
+    return {"blocks": blocks, "max_abs_err": err}
+
+
+def format_check(res: dict) -> str:
+    s = (f"check over {res['blocks']} blocks: max abs error {res['max_abs_err']:.2e} "
+         f"(peak {res['peak']:.3f}); per block TorchScript {res['ts_ms']:.3f} ms, "
+         f"onnxruntime {res['onnx_ms']:.3f} ms: {res['speedup']:.2f}× (1 thread each, warm-up excluded)")
+    if res.get("noise"):
+        s += f"\n(noise synthesizer compared exactly: {res['noise']})"
+    if "encoder" in res:
+        s += f"\nencoder check: max abs error {res['encoder']['max_abs_err']:.2e}"
+    return s
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="pi-synth-rave-")
