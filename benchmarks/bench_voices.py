@@ -229,9 +229,9 @@ def projection(path, voices: int, block_ms_here: float) -> dict:
             "pi": project(f["flops"], block_ms_here, card["block_size"], card["sample_rate"])}
 
 
-# Power of a Raspberry Pi 4 B (board only, no USB devices): about 2.7 W idle and 6.4 W with all four
-# cores busy (published stress-test measurements), so ~0.93 W for each busy core. An assumption.
-PI4_IDLE_W, PI4_CORE_W = 2.7, 0.93
+# Power of a Raspberry Pi 4 B at the wall: about 1.6 W idle and 5 W with all four cores busy (Jeff
+# Geerling's SBC reviews, as docs/workshop.md cites them), so ~0.85 W for each busy core. Assumptions.
+PI4_IDLE_W, PI4_CORE_W = 1.6, 0.85
 
 
 def pi4_watts(rtf: float) -> float:

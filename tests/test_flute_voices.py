@@ -165,10 +165,21 @@ def test_brightness_tilts_the_spectrum_at_the_same_loudness(knob_features):
 def test_vibrato_depth_and_rate(knob_features):
     d = knob_features["default"]
     assert 5 < d["vibrato_cents"] < 14 and d["vibrato_hz"] == pytest.approx(4.0, abs=0.4)  # the FluidR3 flute's own
+    card = card_of(FP32)
+    by = {c["name"]: c for c in card["controls"]}
     assert knob_features[("vibrato_depth", "min")]["vibrato_cents"] < 2
-    assert knob_features[("vibrato_depth", "max")]["vibrato_cents"] > 35
-    assert knob_features[("vibrato_rate", "min")]["vibrato_hz"] == pytest.approx(1.0, abs=0.3)
-    assert knob_features[("vibrato_rate", "max")]["vibrato_hz"] == pytest.approx(10.0, abs=0.5)
+    assert knob_features[("vibrato_depth", "max")]["vibrato_cents"] > 0.8 * by["vibrato_depth"]["max"]
+    assert knob_features[("vibrato_rate", "min")]["vibrato_hz"] == pytest.approx(by["vibrato_rate"]["min"], abs=0.3)
+    assert knob_features[("vibrato_rate", "max")]["vibrato_hz"] == pytest.approx(by["vibrato_rate"]["max"], abs=0.5)
+
+
+def test_a_knob_half_way_is_the_default():
+    """Centred pots (and the emulated panel's knobs, which start at 0.5) play the default sound."""
+    from pi_synth.model.card import parse_card
+
+    card = parse_card(json.dumps(card_of(FP32)))
+    for c in card.controls[2:]:
+        assert c.from_unit(0.5) == pytest.approx(c.default, rel=1e-6), c
 
 
 # a quarter of a knob's range from its default moves what that knob is for by at least this much

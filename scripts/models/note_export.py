@@ -58,13 +58,18 @@ TIMBRE = [  # after pitch and loudness, by importance: knob1 drives the first (t
     {"name": "brightness", "unit": "db_per_octave", "min": -12.0, "max": 12.0, "default": 0.0, "curve": "lin",
      "description": "spectral tilt of the harmonics in dB per octave of harmonic number, at the same "
                     "power so loudness stays put (0 = as trained; - darker, + brighter)"},
-    {"name": "vibrato_depth", "unit": "cents", "min": 0.0, "max": 50.0, "default": VIBRATO_DEPTH, "curve": "lin",
+    {"name": "vibrato_depth", "unit": "cents", "min": 0.0, "max": 4 * VIBRATO_DEPTH, "default": VIBRATO_DEPTH,
+     "curve": "exp",
      "description": f"vibrato depth (peak deviation), fading in {VIBRATO_DELAY:g}-{VIBRATO_DELAY + VIBRATO_FADE:g} s "
                     f"into a note as the data's does; default {VIBRATO_DEPTH:g} = the FluidR3 flute's own"},
-    {"name": "vibrato_rate", "unit": "hz", "min": 1.0, "max": 10.0, "default": VIBRATO_RATE, "curve": "lin",
+    {"name": "vibrato_rate", "unit": "hz", "min": VIBRATO_RATE / 2.5, "max": VIBRATO_RATE * 2.5,
+     "default": VIBRATO_RATE, "curve": "log",
      "description": f"vibrato rate (an LFO whose phase runs on between blocks); default {VIBRATO_RATE:g} Hz "
                     "= the FluidR3 flute's own"},
 ]
+# A knob at half-way is each control's default (breath and brightness: the middle of a symmetric range;
+# vibrato depth: an "exp" curve, 0.5² of 4×9 cents; rate: a "log" curve, the geometric middle of 1.6..10 Hz),
+# so centred pots, or an emulated panel's knobs at 0.5, play the trained sound with the data's vibrato.
 
 
 def make_card(name, state_specs, frames=1):
