@@ -10,14 +10,15 @@
 # THREADS (torch threads, default 2: a 2-core machine's both cores. Measured here: the pads
 # pipeline took 33 min with 2 threads against 53 min with 1. torch's threads spin while they
 # wait, so any other busy process slows a 2-thread run several-fold: use THREADS=1 on a
-# shared machine), NOTE_STEPS / LATENT_STEPS (training steps).
+# shared machine), NOTE_STEPS / LATENT_STEPS (training steps; the flute: 6000, since 4000 on one
+# thread ended 0.4% behind the held-out spectral distance of the flute it replaced).
 # Generated data goes to work/ (gitignored); models to models/, spectrograms to docs/models/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PY=${PY:-.venv-train/bin/python}
 THREADS=${THREADS:-2}
-NOTE_STEPS=${NOTE_STEPS:-4000}
+NOTE_STEPS=${NOTE_STEPS:-6000}
 LATENT_STEPS=${LATENT_STEPS:-4000}
 what=${1:-all}
 
