@@ -30,8 +30,9 @@ from note_data import make_score  # noqa: E402
 from note_model import (BLOCK, CONTROLS, FIR_TAPS, N_HARM, N_NOISE, TABLE, VIBRATO_DELAY, VIBRATO_FADE,  # noqa: E402
                         VIBRATO_GATE_DB, NoteVoice, StreamingNoteVoice, noise_tables)
 
+from pi_synth.model.card import card_json, write_card  # noqa: E402
 from pi_synth.tools.quantize import (_session, control_sequence, default_exclude, format_report,  # noqa: E402
-                                     quantize_model, read_card, snr_db, snr_quantizing, write_card)
+                                     quantize_model, read_card, snr_db, snr_quantizing)
 
 # dB, int8 against fp32 on quantize.py's moving sequence, when choosing layers: a margin over the 30 dB target,
 # since a knob held at an extreme costs up to ~2 dB more than that sequence (a 31 dB choice measured 29.7 dB
@@ -122,8 +123,8 @@ def export(voice, path: Path, name: str, frames: int = 1):
         for d, n in zip(v.type.tensor_type.shape.dim[1:], per_voice[v.name]):
             d.ClearField("dim_param")
             d.dim_value = n
-    write_card(m, make_card(name, specs, frames))
     onnx.save(m, str(path))
+    write_card(path, make_card(name, specs, frames))
     return stream
 
 
@@ -358,11 +359,7 @@ def provenance(train: dict, timing: dict) -> dict:
 
 
 def stamp(path: Path, extra: dict) -> None:
-    m = onnx.load(str(path))
-    card = read_card(m, str(path))
-    card.update(extra)
-    write_card(m, card)
-    onnx.save(m, str(path))
+    write_card(path, {**card_json(path), **extra})
 
 
 def main(argv=None):
