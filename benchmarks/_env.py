@@ -115,6 +115,42 @@ def machine() -> dict:
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+JACK_REGISTRY = "/dev/shm/jack-shm-registry"
+
+
+def free_stale_jack_servers(path: str = JACK_REGISTRY) -> list[str]:
+    """Free the slots of JACK servers that died without saying so (SIGKILL, a crashed
+    test), so a new server can start: jackd keeps one machine-wide registry of 8 servers,
+    frees a slot only on a clean exit or when a server of the *same name* starts again,
+    and refuses to start ("Too many servers already active") once all 8 hold dead ones —
+    for every user of the machine. A slot whose process is alive is never touched.
+    Returns the names freed. (jack2 1.9: the header, then 8 × {pid_t pid; char name[260]}.)"""
+    import mmap
+    import struct
+
+    freed = []
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return freed
+    try:
+        m = mmap.mmap(fd, 0)
+        try:
+            if m[:4] != b"KCAJ":  # not the layout this knows
+                return freed
+            for i in range(8):
+                off = 24 + 264 * i
+                pid = struct.unpack_from("<i", m, off)[0]
+                if pid > 0 and not os.path.exists(f"/proc/{pid}"):
+                    freed.append(m[off + 4:off + 264].split(b"\0")[0].decode(errors="replace"))
+                    m[off:off + 264] = b"\0" * 264
+        finally:
+            m.close()
+    finally:
+        os.close(fd)
+    return freed
+
+
 class JackServer:
     """``jackd --no-realtime -d dummy``: real-time pacing without a sound card.
 
@@ -138,6 +174,7 @@ class JackServer:
         without it, jackd's own timer misses deadlines under load (measured here: 32 JACK
         xruns in 30 s with no client at all, load 3.2 on 2 cores; 0 in real-time mode)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        free_stale_jack_servers()
         for rt in ((True, False) if self.want_realtime else (False,)):
             self._log = open(self.log_path, "w")
             flags = ["-R", "-P", "80"] if rt else ["--no-realtime"]

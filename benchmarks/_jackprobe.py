@@ -3,7 +3,10 @@
 
 Run by ``benchmarks/latency.py`` in its own process (its Python callback must not share
 a GIL with the engine under test). It registers a MIDI output ``pisynth-probe:out`` and an
-audio input ``pisynth-probe:in``. Once told ``go`` on stdin it records every frame its
+audio input ``pisynth-probe:in`` — and, with ``--play F.npy``, an audio output
+``pisynth-probe:play`` that plays those float32 samples from the first recorded frame (a
+singer or a click into the instrument's audio input, for the audio-in latency and the
+live-equals-render test). Once told ``go`` on stdin it records every frame its
 input receives and writes the scheduled MIDI messages at exact frame offsets inside
 JACK cycles, so "when the note was sent" and "when the sound arrived" are both JACK frame
 numbers — no wall clock involved. Needs the ``JACK-Client`` package (pip).
@@ -27,7 +30,10 @@ import numpy as np
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", default="pisynth-probe")
-    ap.add_argument("--schedule", required=True, help="JSON: [[seconds, [bytes…]], …] after 'go'")
+    ap.add_argument("--schedule", help="JSON: [[seconds, [bytes…]], …] after 'go'")
+    ap.add_argument("--play", help="float32 .npy to play out of pisynth-probe:play from the first recorded frame")
+    ap.add_argument("--loop", action="store_true",
+                    help="with --play: play it over and over, record nothing, until stdin closes (a soak's singer)")
     ap.add_argument("--tail", type=float, default=1.0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--pty", action="store_true",
@@ -40,14 +46,17 @@ def main() -> int:
     args = ap.parse_args()
     import jack
 
-    schedule = json.loads(open(args.schedule).read())
+    schedule = json.loads(open(args.schedule).read()) if args.schedule else []
     client = jack.Client(args.name, no_start_server=True)
     sr = client.samplerate
     events = [(int(round(t * sr)), bytes(b)) for t, b in schedule]
-    total = (events[-1][0] if events else 0) + int(args.tail * sr) + client.blocksize
+    play = np.load(args.play).astype(np.float32).reshape(-1) if args.play else None
+    total = max(events[-1][0] if events else 0, len(play) if play is not None else 0) \
+        + int(args.tail * sr) + client.blocksize
     buf = np.zeros(total, np.float32)
     inp = client.inports.register("in")
     mout = client.midi_outports.register("out")
+    pout = client.outports.register("play") if play is not None else None
     master = None
     if args.pty:
         master, slave = os.openpty()
@@ -64,12 +73,26 @@ def main() -> int:
     @client.set_process_callback
     def process(frames):
         mout.clear_buffer()
+        if pout is not None:
+            pbuf = pout.get_array()
+            pbuf.fill(0.0)
         if not st["armed"]:
             return
         t = client.last_frame_time
         if st["start"] is None:
             st["start"] = t
         rel = t - st["start"]
+        if pout is not None and args.loop:
+            i = 0
+            while i < frames:  # cyclically, from where the last cycle left off
+                j = (rel + i) % len(play)
+                k = min(frames - i, len(play) - j)
+                pbuf[i:i + k] = play[j:j + k]
+                i += k
+            return
+        if pout is not None and rel < len(play):
+            k = min(frames, len(play) - rel)
+            pbuf[:k] = play[rel:rel + k]
         if rel + frames <= total:
             buf[rel:rel + frames] = inp.get_array()
         else:
@@ -108,6 +131,9 @@ def main() -> int:
         if args.free and master is not None:
             threading.Thread(target=free_writer, daemon=True).start()
         st["armed"] = True
+        if args.loop:
+            sys.stdin.read()  # until the soak closes our stdin
+            return 0
         st["done"].wait(total / sr + 30)
         st["armed"] = False
     np.savez(args.out, audio=buf, sent=np.array(st["sent"], np.int64), sample_rate=sr,

@@ -266,7 +266,7 @@ def _env(pkg: Path, site: Path | None, work: Path) -> dict:
 # sources, precision choice, engine threads)
 RENDER_ARGS = ["render", str(ROOT / "models" / "flute.int8.onnx"), "--midi",
                str(ROOT / "src" / "pi_synth" / "data" / "demo.mid"), "--seconds", "2"]
-RUN_ARGS = ["run", "--backend", "null", "--seconds", "2"]
+RUN_ARGS = ["run", "--backend", "unpaced", "--seconds", "2"]  # as fast as qemu allows
 
 
 def _wav(path: Path):

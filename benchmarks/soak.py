@@ -35,8 +35,17 @@ could avoid, and a Pi has no host. Pinned together, such a stop pauses the DAC w
 instrument. What the instrument does to itself still shows: its audio thread waiting (for
 the GIL, a lock, a slow render) while jackd runs on is an xrun as before.
 
+With ``--input MODEL`` it is a **duplex** soak (issue 21): MODEL plays from the audio
+input (a decoder with its encoder beside it), full duplex on ``pisynth_jack`` (one clock),
+reading the dummy driver's capture ports (silence: the encoder and decoder run all the
+same); with ``--singer`` a JACK client also sings the recorded voice (tests/data/voice.wav,
+looped) into them — a Python client in JACK's graph, which JACK waits for every cycle, so
+its own lateness on a loaded machine shows as JACK xruns and late input blocks. The
+input's own xruns and late blocks are counted too.
+
     .venv/bin/python benchmarks/soak.py --minutes 30 --swap-every 60 --out DIR
     .venv/bin/python benchmarks/soak.py --minutes 10 --busy 1 --cpus 1 --out DIR
+    .venv/bin/python benchmarks/soak.py --minutes 10 --busy 1 --cpus 1 --input work/pair/raspberry.onnx --out DIR
 
 Writes DIR/soak.json (rewritten every 30 s, so a killed run still leaves data).
 """
@@ -48,6 +57,7 @@ import contextlib
 import logging
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -182,7 +192,8 @@ class Automation(threading.Thread):
 def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model: str | None = None,
          models: list[str] | None = None, period: int = 256, periods: int = 2, seed: int = 0,
          out: Path | None = None, jack: str | None = None, midi: bool = False,
-         engine_mode: str | None = None, cpus: list[int] | None = None) -> dict:
+         engine_mode: str | None = None, cpus: list[int] | None = None, input_model: str | None = None,
+         singer: bool = False) -> dict:
     """Run one soak; returns the result dict (also written to ``out/soak.json``).
 
     ``cpus``: pin the audio threads (``[audio] cpus``) and jackd, the stand-in for the
@@ -215,12 +226,18 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
     if cpus:
         config_mod.override(cfg, "audio.cpus", list(cpus))
     swap_list = models or [str(p) for p in list_models()]
+    rate = 48000
+    if input_model:  # duplex: the model plays from the input, at its own rate; no swaps
+        from pi_synth.model.card import load_card
+
+        model, swap_every, rate = input_model, 0.0, load_card(input_model).sample_rate
     res: dict = {"kind": "soak", "minutes": minutes, "swap_every_s": swap_every, "busy_cores": busy,
                  "cpus": sorted(cpus) if cpus else None,
-                 "period": period, "periods": periods, "sample_rate": 48000, "seed": seed,
+                 "period": period, "periods": periods, "sample_rate": rate, "seed": seed,
+                 "input": bool(input_model),
                  "machine": machine(), "loadavg_start": loadavg()}
     out_json = (Path(out) / "soak.json") if out else None
-    jack_ctx = JackServer(48000, period, log_path=(Path(out) / "jackd.log") if out else None,
+    jack_ctx = JackServer(rate, period, log_path=(Path(out) / "jackd.log") if out else None,
                           cpus=cpus) if not jack else None
     if jack:
         os.environ["JACK_DEFAULT_SERVER"] = jack
@@ -230,11 +247,18 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
     probe = StallProbe(Path(out) if out else Path(f"/tmp/pisynth-soak-{os.getpid()}"))
     with (jack_ctx or contextlib.nullcontext()), BusyCore(busy) if busy else contextlib.nullcontext(), probe:
         t_load = time.monotonic()
-        inst = Instrument(cfg, model=model)
-        backend = AlsaBackend("pisynth_jack")
+        inst = Instrument(cfg, model=model, audio_in=bool(input_model))
+        backend = AlsaBackend("pisynth_jack")  # with an input: full duplex, one clock
+        if input_model:
+            inst.connect_input(backend)
+        singer = _singer(rate, Path(out) if out else Path(f"/tmp/pisynth-soak-{os.getpid()}")) \
+            if input_model and singer else None
+        res["singer"] = singer is not None
         engine = inst.engine = Engine(inst.player, backend, **engine_kwargs(cfg, engine_mode))
         with pinned(cpus):  # libjack's process thread, started in here, with the audio threads
             engine.start()
+        if singer is not None:
+            _connect_singer(singer)
         res["model"] = inst.card.name
         res["model_path"] = str(inst.model_path)
         res["startup_s"] = time.monotonic() - t_load
@@ -326,6 +350,12 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
             stop.set()
             auto.join(2)
             rig.close()
+            if singer is not None:
+                try:
+                    singer.stdin.close()
+                    singer.wait(10)
+                except (OSError, subprocess.TimeoutExpired):
+                    singer.kill()
             if midi_out is not None:
                 midi_out.close()
             _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timeline, rss_start,
@@ -334,7 +364,7 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
             engine.stop(fade=True)
             threading.excepthook = old_hook
     res["crashed_threads"] = crashed_threads
-    res.update(_stall_match(probe, xrun_times, period, periods))
+    res.update(_stall_match(probe, xrun_times, period, periods, rate))
     res["loadavg_end"] = loadavg()
     res["machine_cpu"] = cpu_share(cpu0, cpu_times())  # whole machine, during the soak
     if out_json:
@@ -342,9 +372,35 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
     return res
 
 
+def _singer(rate: int, out: Path):
+    """A JACK client singing the recorded voice, looped, out of ``pisynth-probe:play``."""
+    import numpy as np
+
+    from pi_synth.audio.backends.wav import load_input
+
+    out.mkdir(parents=True, exist_ok=True)
+    x, _ = load_input(Path(__file__).resolve().parent.parent / "tests" / "data" / "voice.wav", rate)
+    np.save(out / "singer.npy", x[:, 0])
+    p = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "_jackprobe.py"), "--play",
+                          str(out / "singer.npy"), "--loop", "--out", str(out / "singer.npz")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if p.stdout.readline().strip() != "ready":
+        raise RuntimeError("the singing JACK client did not start")
+    return p
+
+
+def _connect_singer(p) -> None:
+    ports = subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout.split("\n")
+    for port in ports:
+        if port.endswith((":in_000", ":in_001")) and not port.startswith(("system:", "pisynth-probe:")):
+            subprocess.run(["jack_connect", "pisynth-probe:play", port], check=True)
+    p.stdin.write("go\n")
+    p.stdin.flush()
+
+
 def _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timeline, rss_start, jack_ctx,
           partial, cycle_s=0.0):
-    st = engine.status()
+    st = inst.status()
     rss = rss_mb()
     res.update({
         "partial": partial,
@@ -386,8 +442,12 @@ def _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timel
     else:
         res["rss_growth_mb"] = res["rss_growth_end_minus_start_mb"]
         res["rss_growth_method"] = "RSS at end − RSS after warm-up"
-    res["pass"] = {"xruns": res["xruns"] == 0 and res["late_periods"] == 0, "crashes": res["crashes"] == 0,
-                   "rss_growth": res["rss_growth_mb"] <= TARGETS["rss_growth_mb"]}
+    if "input" in st:
+        res["input_status"] = st["input"]
+        res["input_xruns"] = st["input"]["xruns"]
+        res["input_late_blocks"] = st["input"]["late_blocks"]
+    res["pass"] = {"xruns": res["xruns"] == 0 and res["late_periods"] == 0 and res.get("input_xruns", 0) == 0,
+                   "crashes": res["crashes"] == 0, "rss_growth": res["rss_growth_mb"] <= TARGETS["rss_growth_mb"]}
 
 
 def _stall_match(probe: StallProbe, xrun_times: list[float], period: int, periods: int, rate: int = 48000) -> dict:
@@ -444,20 +504,26 @@ def main(argv=None) -> int:
                          "source does); jack: through a JACK virtual port and rtmidi's UNIX_JACK backend (its "
                          "Python callback runs in JACK's process thread and takes the GIL there, so JACK "
                          "reports xruns of its own: a test-rig artefact, not the ALSA path the Pi uses)")
+    ap.add_argument("--input", metavar="MODEL", help="duplex soak: MODEL (a decoder with its encoder) plays "
+                    "from the audio input (no swaps)")
+    ap.add_argument("--singer", action="store_true", help="with --input: a JACK client sings a voice into it")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / time.strftime("%Y-%m-%d")
                                          / "soak"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="soak: %(levelname)s: %(name)s: %(message)s")
     res = soak(args.minutes, swap_every=args.swap_every, busy=args.busy, model=args.model, models=args.models,
                period=args.period, periods=args.periods, seed=args.seed, out=Path(args.out), jack=args.jack,
-               midi=args.midi == "jack", engine_mode=args.engine, cpus=args.cpus)
+               midi=args.midi == "jack", engine_mode=args.engine, cpus=args.cpus, input_model=args.input,
+               singer=args.singer)
     print(f"soak {res['minutes']} min ({res['model']}, busy {res['busy_cores']}): xruns {res['xruns']}, "
           f"late {res['late_periods']}, JACK xrun reports {res['jack_xrun_reports']}, "
           f"xruns after a machine stall {res['xruns_after_machine_stall']} (long stalls: "
           f"{res['machine_stalls']['long_stalls']}, longest {res['machine_stalls']['longest_ms']} ms), swaps {res['swaps']}/"
           f"{res['swap_attempts']}, crashes {res['crashes']}, RSS {res['rss_start_mb']:.1f} → "
           f"{res['rss_end_mb']:.1f} MB ({res['rss_growth_mb']:+.2f}), load avg {res['loadavg_start']} → "
-          f"{res['loadavg_end']}; {Path(args.out) / 'soak.json'}")
+          f"{res['loadavg_end']}"
+          + (f"; input xruns {res.get('input_xruns')}, late input blocks {res.get('input_late_blocks')}"
+             if res.get("input") else "") + f"; {Path(args.out) / 'soak.json'}")
     return 0 if all(res["pass"].values()) else 1
 
 

@@ -69,6 +69,12 @@ class JackDummy:
         self.proc = None
 
     def start(self) -> None:
+        bench = str(ROOT / "benchmarks")
+        if bench not in sys.path:
+            sys.path.insert(0, bench)
+        from _env import free_stale_jack_servers
+
+        free_stale_jack_servers()  # slots of servers killed before they could say so
         self.proc = subprocess.Popen(
             ["jackd", "--no-realtime", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "256"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

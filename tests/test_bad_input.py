@@ -169,3 +169,302 @@ def test_remote_interfaces_default_to_localhost():
     import inspect
 
     assert "127.0.0.1" in inspect.getsource(OscSource)
+
+
+# -- the twelve cases an outsider found (issue 28): each fails on the code before the fix ----
+
+
+def one_line_exit_2(p, *words):
+    """Exit 2, one line on stderr with ``words``, no traceback, no Python warning."""
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr and "Warning:" not in p.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def test_case01_thousands_of_unknown_keys_parse_in_one_pass(tmp_path, monkeypatch):
+    """A config with 20 000 unknown keys ran >40 s at 100 % CPU (a regex and a rescan of
+    the text per key): now the text is indexed once, and the warnings are counted, not
+    20 000 lines."""
+    p = tmp_path / "bk.toml"
+    p.write_text("[audio]\n" + "".join(f"k{i}=1\n" for i in range(20000)))
+    builds = []
+    real = config_mod._Lines._build
+    monkeypatch.setattr(config_mod._Lines, "_build", lambda self: builds.append(1) or real(self))
+    t0 = time.monotonic()
+    cfg = config_mod.load(str(p))
+    assert time.monotonic() - t0 < 10.0  # a hang guard: 0.2 s here, minutes before
+    assert builds == [1]
+    assert len(cfg.warnings) == config_mod.MAX_WARNINGS + 1
+    assert cfg.warnings[0].startswith(f"{p}:2: unknown key 'audio.k0'")
+    assert "19990 more unknown keys" in cfg.warnings[-1]
+
+
+def test_case02_a_nul_in_a_device_name_is_refused_with_file_line_and_key(organ, cli, tmp_path):
+    conf = tmp_path / "nul.toml"
+    conf.write_text('[audio]\ndevice = "a\\u0000b"\n')
+    for backend in ("alsa", "null"):  # alsa: ValueError (exit 1); null: accepted, printed as null:a^@b
+        p = cli("run", "--config", conf, "--backend", backend, "--model", organ(), "--seconds", "0.1")
+        one_line_exit_2(p, f"{conf}:2:", "audio.device", "control characters")
+
+
+def test_case03_an_event_at_1e308_seconds_is_refused(organ, cli, tmp_path):
+    ev = tmp_path / "e.json"
+    ev.write_text('[{"t": 1e308, "midi": [144, 60, 100]}]')
+    out = tmp_path / "o.wav"
+    p = cli("render", organ(), "-o", out, "--events", ev)  # was OverflowError in render
+    one_line_exit_2(p, "e.json", "event 0", "'t'", "a day")
+    assert not out.exists()
+
+
+def test_case04_an_implied_length_is_capped_like_seconds(organ, cli, tmp_path):
+    """t = 1e7 and no --seconds rendered 116 days (57 MB in 8 s, until stopped)."""
+    ev = tmp_path / "e.json"
+    ev.write_text('[{"t": 1e7, "midi": [144, 60, 100]}]')
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "o.wav"
+    t0 = time.monotonic()
+    p = cli("render", organ(), "-o", out, "--events", ev, timeout=60)
+    one_line_exit_2(p, "'t'", "a day")
+    assert time.monotonic() - t0 < 30 and os.listdir(tmp_path / "out") == []
+
+
+def test_case04_the_plan_refuses_what_the_format_or_the_disk_cannot_hold(organ, tmp_path, monkeypatch):
+    """Under a day but past the WAV format's 4 GiB, or past the free space: refused before
+    a byte is written (the render plan, one place)."""
+    import shutil
+    from collections import namedtuple
+
+    from pi_synth import render_plan
+    from pi_synth.app import render
+    from pi_synth.control.events import Event
+    from pi_synth.errors import DeviceError
+
+    cfg = config_mod.load()
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "o.wav"
+    with pytest.raises(ConfigError, match="more than a WAV file can hold"):
+        render(cfg, model=str(organ()), output=str(out), events=[Event(80000.0, "midi", b"\x90\x3c\x64")],
+               format="FLOAT_LE")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 20 * 10**6, 20 * 10**6))
+    with pytest.raises(DeviceError, match=r"needs .* MB but its filesystem has 20.0 MB free"):
+        render(cfg, model=str(organ()), output=str(out), seconds=600.0)
+    assert os.listdir(tmp_path / "out") == []  # nothing written, not even a temp file
+    # what an open-ended recording there may last: the free space less the margin
+    assert render_plan.room_seconds(str(out), 48000, 1, "S16_LE") == pytest.approx(
+        (20 * 10**6 - render_plan.FREE_MARGIN - 44) / 96000)
+
+
+def test_case05_json_nested_100000_deep_is_refused(organ, cli, tmp_path):
+    ev = tmp_path / "deep.json"
+    ev.write_text("[" * 100000 + "]" * 100000)
+    p = cli("render", organ(), "-o", tmp_path / "o.wav", "--events", ev)  # was RecursionError
+    one_line_exit_2(p, "deep.json", "nested too deeply")
+
+
+def test_case06_a_full_device_is_a_clean_exit_2_naming_the_file(organ, cli, tmp_path):
+    p = cli("render", organ(), "-o", "/dev/full", "--seconds", "0.5")  # was OSError, exit 1
+    one_line_exit_2(p, "/dev/full", "No space left on device")
+
+
+def test_a_render_is_written_whole_with_the_usual_permissions(organ, cli, tmp_path):
+    """Written to a temp file beside it and renamed when complete: the file has the mode
+    any new file gets here (not the temp file's 0600), and no temp file is left."""
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "o.wav"
+    old = os.umask(0o022)
+    try:
+        cli("render", organ(), "-o", out, "--seconds", "0.3", check=0)
+    finally:
+        os.umask(old)
+    assert os.listdir(tmp_path / "out") == ["o.wav"] and (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_case06_a_render_that_fails_half_way_leaves_no_partial_file(organ, tmp_path):
+    """A file that cannot grow (the kernel's file-size limit, as a full card refuses the
+    next write): exit 2 naming the file, the old file untouched, no temp file left."""
+    import resource
+    import subprocess
+    import sys
+
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "o.wav"
+    out.write_bytes(b"the old render")
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", str(out), "--midi", "demo",
+                        "--seconds", "10"], capture_output=True, text=True, preexec_fn=small_files, timeout=120)
+    line = one_line_exit_2(p, str(out), "nothing was written")
+    assert "File too large" in line
+    assert out.read_bytes() == b"the old render"
+    assert os.listdir(tmp_path / "out") == ["o.wav"]
+
+
+def test_a_recording_that_fills_the_disk_stops_and_keeps_what_it_got(organ, tmp_path):
+    """``run --backend wav``: the disk refuses a write half way (the kernel's file-size
+    limit standing in for a full card): the stream ends (not reopened over and over),
+    exit 2 naming the file, and the recording up to there is a whole WAV file."""
+    import resource
+    import subprocess
+    import sys
+
+    from pi_synth.audio.backends.wav import read_wav
+
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "take.wav"
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "run", "--backend", "wav", "--device", str(out),
+                        "--model", str(organ()), "--midi", "demo", "--seconds", "10"],
+                       capture_output=True, text=True, preexec_fn=small_files, timeout=120)
+    assert p.returncode == 2, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"pi-synth: {out}: File too large") and "kept in" in last, p.stderr
+    assert "Traceback" not in p.stderr and os.listdir(tmp_path / "out") == ["take.wav"]
+    x, sr = read_wav(out)
+    assert sr == 48000 and 1.5 * sr < len(x) <= 200_000 / 2 and np.abs(x).max() > 0.01
+
+
+def test_case07_dev_null_is_a_stream_and_renders(organ, cli):
+    p = cli("render", organ(), "-o", "/dev/null", "--seconds", "0.5")  # was OSError: Invalid argument
+    assert p.returncode == 0 and "wrote /dev/null: 0.5" in p.stdout, p.stderr
+
+
+def test_render_to_stdout_is_a_wav_stream_to_pipe_on(organ, tmp_path):
+    """``render -o /dev/stdout | …``: the WAV alone on stdout (what it wrote, said on stderr)."""
+    import subprocess
+    import sys
+
+    from pi_synth.audio.backends.wav import read_wav
+
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", "/dev/stdout",
+                        "--midi", "demo", "--seconds", "0.5"], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout[:4] == b"RIFF" and b"wrote /dev/stdout" in p.stderr
+    (tmp_path / "piped.wav").write_bytes(p.stdout)
+    x, sr = read_wav(tmp_path / "piped.wav")
+    assert sr == 48000 and 0.5 * sr <= len(x) <= 0.7 * sr and np.abs(x).max() > 0.01
+
+
+def test_case07_a_stream_gets_a_wav_header_up_front(organ, tmp_path):
+    """A FIFO (a pipe to another program) gets the 'length unknown' header first, then
+    the samples — the bytes a reader of the pipe sees."""
+    import subprocess
+    import sys
+
+    (tmp_path / "out").mkdir()
+    fifo = tmp_path / "out" / "pipe.wav"
+    os.mkfifo(fifo)
+    p = subprocess.Popen([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", str(fifo),
+                          "--seconds", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(fifo, "rb") as f:
+        data = f.read()
+    assert p.wait(60) == 0, p.stderr.read()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and data[40:44] == b"\xdb\xff\xff\xff"
+    assert 0.5 * 48000 * 2 <= len(data) - 44 <= 0.7 * 48000 * 2
+    assert os.listdir(tmp_path / "out") == ["pipe.wav"]
+
+
+def test_case08_a_huge_set_is_refused_with_the_range_and_no_numpy_warning(organ, cli, tmp_path):
+    p = cli("render", organ(), "-o", tmp_path / "o.wav", "--set", "pitch=1e308")
+    one_line_exit_2(p, "--set pitch=1e+308", "30..", "hz")  # was: bank.py RuntimeWarning, accepted
+    import warnings
+
+    rt = Runtime(organ(), warmup_blocks=0)
+    bank = ControlBank(rt.card)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a live source's huge value: clamped, silently
+        bank.set("pitch", 1e308)
+        bank.set("pitch", -1e308)
+        bank.set("loudness", float(2**1023))
+    assert bank.get("pitch") == pytest.approx(rt.card.control("pitch").min)
+    assert bank.get("loudness") == pytest.approx(rt.card.control("loudness").max)
+
+
+def test_case09_osc_refuses_a_fractional_preset_slot(organ, tmp_path):
+    """/pi-synth/action/preset_save 3.7 saved slot 3: now it is counted as garbage and
+    nothing is saved; 3.0 (what apps send) is slot 3."""
+    import socket
+
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    from pi_synth.app import Instrument
+    from pi_synth.control.sources.osc import OscSource
+
+    inst = Instrument(config_mod.load(), model=str(organ()))
+    src = OscSource(inst.router, port=0)
+    src.open()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for arg in (3.7, 3.0):
+            b = OscMessageBuilder(address="/pi-synth/action/preset_save")
+            b.add_arg(arg)
+            s.sendto(b.build().dgram, ("127.0.0.1", src.port))
+            deadline = time.monotonic() + 5
+            while src.packets < (1 if arg == 3.7 else 2) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            if arg == 3.7:
+                assert src.garbage == 1 and not inst.presets.directory.exists() or \
+                    not any(inst.presets.directory.iterdir())
+    finally:
+        s.close()
+        src.close()
+    assert src.garbage == 1
+    assert sorted(p.name for p in inst.presets.directory.iterdir()) == ["preset-03.json"]
+    inst.action("preset_save", 5.5)  # any other route: refused the same way
+    assert sorted(p.name for p in inst.presets.directory.iterdir()) == ["preset-03.json"]
+
+
+def test_case10_run_backend_wav_without_a_device_names_its_file(organ, cli, tmp_path):
+    """It wrote a file literally named 'default' into the working folder."""
+    import subprocess
+    import sys
+
+    here = tmp_path / "here"
+    here.mkdir()
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "run", "--backend", "wav", "--model", str(organ()),
+                        "--seconds", "0.3"], capture_output=True, text=True, cwd=here, timeout=60)
+    assert p.returncode == 0, p.stderr
+    made = os.listdir(here)
+    assert len(made) == 1 and made[0].startswith("pi-synth-") and made[0].endswith(".wav")
+    assert f"recording to {here / made[0]}" in p.stderr and f"wav:{here / made[0]}" in p.stderr
+    from pi_synth.audio.backends.wav import read_wav
+
+    x, sr = read_wav(here / made[0])
+    assert sr == 48000 and len(x) >= 0.3 * sr
+
+
+def test_case11_a_knob_value_outside_0_1_is_refused(organ, cli, tmp_path):
+    ev = tmp_path / "e.json"
+    ev.write_text('[{"t": 0, "source": "knob1", "value": 1e308}]')
+    p = cli("render", organ(), "-o", tmp_path / "o.wav", "--events", ev)  # was accepted silently
+    one_line_exit_2(p, "event 0", "'value'", "0..1")
+
+
+@pytest.mark.parametrize("what, words", [
+    ("dir", ["is a directory"]), ("loop", ["symlink loop"]), ("/dev/null", ["not a regular file"]),
+    ("missing", ["config file not found"]),
+])
+def test_case12_config_that_is_not_a_file_says_what_it_is(organ, cli, tmp_path, what, words):
+    target = {"dir": tmp_path, "/dev/null": "/dev/null", "missing": tmp_path / "none.toml"}.get(what)
+    if what == "loop":
+        os.symlink(tmp_path / "b", tmp_path / "a")
+        os.symlink(tmp_path / "a", tmp_path / "b")
+        target = tmp_path / "a"
+    p = cli("run", "--config", target, "--backend", "null", "--model", organ(), "--seconds", "0.1")
+    one_line_exit_2(p, str(target), "--config", *words)
+
+
+def test_case12_render_without_an_output_names_its_own_flag(organ, cli):
+    p = cli("render", organ(), "-o", "", "--seconds", "0.1")
+    line = one_line_exit_2(p, "-o OUT.wav")
+    assert "--device" not in line

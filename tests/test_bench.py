@@ -366,7 +366,7 @@ def test_pi_synth_bench_compares_a_voices_two_precisions(cli, tmp_path):
     env = {"PI_SYNTH_MODELS": str(models)}
     res = json.loads(cli("bench", "pads", "--blocks", "50", "--json", env=env, check=0).stdout)
     cmp = res["int8_vs_fp32"]
-    assert Path(res["path"]).name == "pads.int8.onnx"  # the default file is benched …
+    assert Path(res["path"]).name == cmp["auto_plays"]  # the file that plays here is benched …
     assert cmp["int8"].endswith("pads.int8.onnx") and cmp["fp32"].endswith("pads.fp32.onnx")
     assert 30.0 <= cmp["snr_db"] < 60.0  # … and really quantized, within its card's promise
     assert cmp["speedup"] == pytest.approx(cmp["fp32_block_ms_median"] / cmp["int8_block_ms_median"])

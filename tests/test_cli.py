@@ -66,7 +66,7 @@ def test_render_is_deterministic(organ, cli, tmp_path):
     [
         (["info", "/nonexistent/x.onnx"], ["x.onnx", "not found"]),
         (["info", "nosuchname"], ["no model named 'nosuchname'"]),
-        (["render", "{model}", "-o", "{out}", "--set", "pich=3"], ["pich", "pitch, loudness, brightness"]),
+        (["render", "{model}", "-o", "{out}", "--set", "pich=3"], ["pich", "brightness, attack", "pitch, loudness"]),
         (["render", "{model}", "-o", "{out}", "--set", "pitch"], ["NAME=NUMBER"]),
         (["render", "{model}", "-o", "{out}", "--events", "{bad_events}"], ["event 0", "'t'"]),
         (["render", "{model}", "-o", "{out}", "--events", "{unknown_source}"], ["knob9"]),

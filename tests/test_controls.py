@@ -361,12 +361,13 @@ def test_bank_idles_once_settled_and_wakes_on_any_set(organ, frames):
 
 
 def test_emulate_panel_fits_an_80_column_terminal(organ, tmp_path):
-    """The panel redraws one line with \\r: a line wider than the terminal wraps, and every
-    redraw then scrolls a new line. Real terminal (a pty sized 80×24), real `pi-synth run`,
-    keys typed: knob 2 up twice, then q."""
+    """The panel redraws its lines in place: a line wider than the terminal would wrap, and
+    every redraw would then scroll. Real terminal (a pty sized 80×24), real `pi-synth run`,
+    keys typed: knob 2, up twice, then q."""
     import fcntl
     import os
     import pty
+    import re
     import select
     import struct
     import subprocess
@@ -376,16 +377,25 @@ def test_emulate_panel_fits_an_80_column_terminal(organ, tmp_path):
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    p = subprocess.Popen([sys.executable, "-m", "pi_synth", "run", "--emulate", "--backend", "null",
+    p = subprocess.Popen([sys.executable, "-m", "pi_synth", "run", "--emulate", "--backend", "unpaced",
                           "--model", str(organ())], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     out, t0, typed = b"", time.monotonic(), []
+
+    def second_knob(data: bytes):
+        m = re.findall(rb"\[2 (\S+) (-?[\d.]+)", data)  # the selected knob 2: its control and value
+        return m[-1] if m else None
+
     try:
         while time.monotonic() - t0 < 60:
-            if b"organ      knob1" in out and not typed:
-                os.write(master, b"2++")
+            if b"keys: 1-8 knob" in out and not typed:  # the panel is up (the terminal in cbreak mode)
+                os.write(master, b"2")
                 typed.append(time.monotonic())
-            if len(typed) == 1 and (b"knob2 0.54" in out or time.monotonic() - typed[0] > 20):
+            if len(typed) == 1 and second_knob(out):
+                first = second_knob(out)
+                os.write(master, b"++")
+                typed.append(time.monotonic())
+            if len(typed) == 2 and (second_knob(out) != first or time.monotonic() - typed[1] > 20):
                 os.write(master, b"q")  # once the panel showed the turn (or long after: then it fails)
                 typed.append(time.monotonic())
             r, _, _ = select.select([master], [], [], 0.2)
@@ -405,8 +415,14 @@ def test_emulate_panel_fits_an_80_column_terminal(organ, tmp_path):
         p.wait(30)
         os.close(master)
     text = out.decode(errors="replace")
-    assert p.returncode == 0 and len(typed) == 2, text[-2000:]  # q stopped it
-    lines = [seg for seg in text.split("\r") if seg.startswith("organ ")]
-    assert len(lines) >= 2, text[-2000:]
-    assert all(len(seg.rstrip("\n")) <= 79 for seg in lines), max(lines, key=len)
-    assert "knob2 0.54" in lines[-1] and "xruns 0" in lines[-1], lines[-1]
+    assert p.returncode == 0 and len(typed) == 3, text[-2000:]  # q stopped it
+    frames = text.split("\x1b[J")[1:]  # each redraw: back to the panel's first line, erase, draw
+    lines = []
+    for f in frames:  # the panel's five lines (a log line may come first, printed above it)
+        rows = [ln.strip("\r").split("\x1b[")[0] for ln in f.split("\n")]
+        top = [i for i, ln in enumerate(rows) if ln.startswith("organ (organ.onnx)")]
+        if top:
+            lines += rows[top[0]:top[0] + 5]
+    assert len(frames) >= 2 and lines, text[-2000:]
+    assert all(len(ln) <= 79 for ln in lines), max(lines, key=len)
+    assert second_knob(out) != first, text[-2000:]  # the turn reached the model's control

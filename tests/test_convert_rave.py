@@ -114,6 +114,19 @@ def test_streams_like_the_torchscript_decode(name, converted, rave_env, tmp_path
     assert np.max(np.abs(ref)) > 1e-3, "the fixture decodes to silence: the comparison would mean nothing"
     err = float(np.max(np.abs(got - ref)))
     assert err < TOL, f"{name}: max abs error {err:.2e} over {BLOCKS} blocks"
+    # every cache travels in one state vector, and a plain session.run carrying it by hand plays the same
+    assert len(card.state) == 1 and summary["card"]["rave"]["state"] == "packed"
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (s_in, s_out), = card.state
+    state = np.zeros(sess.get_inputs()[1].shape, np.float32)
+    plain = []
+    for i in range(BLOCKS):
+        audio, state = sess.run([card.audio_output, s_out], {card.controls_input: z[i], s_in: state})
+        plain.append(audio.reshape(-1))
+    err = float(np.max(np.abs(np.concatenate(plain) - ref.reshape(-1))))
+    assert err < TOL, f"{name}: plain session.run, max abs error {err:.2e}"
     # the converter's own --check agrees
     assert summary["check"]["max_abs_err"] < TOL
     assert summary["check"]["encoder"]["max_abs_err"] < TOL
@@ -155,7 +168,8 @@ def test_encoder_loads_in_onnxruntime(converted):
     _, summary = converted["v2-causal-l128"]
     enc = summary["encoder"]
     card = load_card(enc)
-    assert card.kind == "rave-encoder"
+    assert card.kind == "encoder" and card.is_encoder
+    assert card.latent_controls == tuple(f"z{i}" for i in range(128))
     sess = ort.InferenceSession(enc, providers=["CPUExecutionProvider"])
     feeds = {a.name: np.zeros([d for d in a.shape], np.float32) for a in sess.get_inputs()}
     feeds["audio_in"] = np.random.default_rng(0).standard_normal((1, 1, 2048)).astype(np.float32) * 0.1
@@ -204,3 +218,30 @@ def test_not_a_rave_export_is_exit_2_with_one_line(rave_env, tmp_path):
         if bad == nonstreaming:
             assert "--streaming" in r.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+OTHER_FORMS = r"""
+import json, os, sys
+from pi_synth.tools.convert import rave
+ts, out = sys.argv[1:3]
+res = {}
+for label, kw, env in (("all rows", {}, "100000"), ("legacy", {"layout": "legacy"}, "16")):
+    os.environ["PI_SYNTH_RAVE_CL_FRAMES"] = env
+    s = rave.convert(ts, out, encoder=False, **kw)
+    c = rave.check(ts, out, blocks=8, **kw)
+    res[label] = {"states": s["states"], "err": c["max_abs_err"], "peak": c["peak"]}
+print(json.dumps(res))
+"""
+
+
+@pytest.mark.parametrize("name", ["raspberry-l128", "v1-noise-l8"])
+def test_other_decoder_forms_stream_like_the_ts(name, rave_env, tmp_path):
+    """The rows form all the way (the band synthesis in rows too) and the legacy form (one state
+    per cache, kept for comparisons) match the .ts as the default form does."""
+    r = subprocess.run([str(rave_env), "-c", OTHER_FORMS, str(FIXTURES / f"{name}.ts"), str(tmp_path / "m.onnx")],
+                       capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    for label, v in res.items():
+        assert v["peak"] > 1e-4 and v["err"] < TOL, (name, label, v)
+    assert res["legacy"]["states"] > 1 and res["all rows"]["states"] == 1

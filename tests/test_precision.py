@@ -89,11 +89,11 @@ def test_run_plays_the_choice(pair, cli, tmp_path):
     """End to end: `pi-synth run` names the file it plays, and the config can force one."""
     pair("fast", "slow")
     p = cli("run", "--model", "voice", "--backend", "null", "--seconds", "0.2")
-    assert "playing organ (voice.int8.onnx)" in p.stderr
+    assert 'playing organ (voice.int8.onnx: precision "auto" picks it here (measured)' in p.stderr
     conf = tmp_path / "c.toml"
     conf.write_text('[model]\nprecision = "fp32"\n')
     p = cli("run", "--config", conf, "--model", "voice", "--backend", "null", "--seconds", "0.2")
-    assert "playing organ (voice.fp32.onnx)" in p.stderr
+    assert 'playing organ (voice.fp32.onnx: precision "fp32" asks for it' in p.stderr
     conf.write_text('[model]\nprecision = "fast"\n')
     p = cli("run", "--config", conf, "--model", "voice", "--backend", "null", "--seconds", "0.2")
     assert p.returncode == 2 and "precision" in p.stderr and "auto, int8, fp32" in p.stderr

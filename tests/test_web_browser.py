@@ -93,10 +93,13 @@ def log_in(d, rig, password=PASSWORD):
 
 
 def logged_in(d, rig):
+    """On the main page with a session (whatever page an earlier test left open)."""
     if not d.current_url.startswith(rig.url) or d.current_url.endswith("/login") or \
             not d.get_cookie("pisynth_session"):
         log_in(d, rig)
-        wait(lambda: css(d, "#st-model").text == rig.status()["model"], what="the status after login")
+    elif d.current_url.rstrip("/") != rig.url:
+        d.get(rig.url + "/")
+    wait(lambda: css(d, "#st-model").text == rig.status()["model"], what="the main page's status")
 
 
 def tab(d, name):
@@ -167,6 +170,7 @@ def test_uploads_good_plays_bad_refused_with_the_reason(rig, browser, tmp_path):
 
 class _Attacker(http.server.BaseHTTPRequestHandler):
     target = ""
+    timeout = 5  # Chromium preconnects sockets it never uses: do not wait on them for ever
 
     def do_GET(self):
         page = f"""<!doctype html><html><body>
@@ -192,7 +196,8 @@ def test_a_cross_site_post_is_refused(rig, browser):
     rig.wait_for(lambda: rig.status()["controls"]["brightness"] == pytest.approx(0.25), what="brightness 0.25")
     brightness = 0.25  # what the attacker's 0.5 would change
     _Attacker.target = rig.url
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Attacker)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Attacker)
+    server.daemon_threads = True
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:
@@ -203,16 +208,19 @@ def test_a_cross_site_post_is_refused(rig, browser):
             wait(lambda: d.current_url.startswith(rig.url), what="the form to post")
             body = wait(lambda: d.find_element("tag name", "body").text, what="the answer")
             assert refusal in body, body
-        # and a script on that origin cannot even read the answer of a JSON POST (no CORS)
+        # and a script on that origin gets its JSON POST refused too: blocked by the browser
+        # (the preflight is refused, no CORS), or — where the browser sends it — refused by the
+        # origin check; either way nothing changes (checked below)
         d.get(f"http://localhost:{server.server_address[1]}/")
         got = d.execute_async_script(
             "const done = arguments[0];"
             f"fetch('{rig.url}/api/control', {{method: 'POST', credentials: 'include',"
             " headers: {'Content-Type': 'application/json'}, body: JSON.stringify({name: 'brightness', value: 0.5})})"
             ".then(r => done('status ' + r.status), e => done('blocked'));")
-        assert got == "blocked"
+        assert got in ("blocked", "status 403"), got
     finally:
         server.shutdown()
+        server.server_close()
     time.sleep(0.3)
     assert rig.status()["controls"]["brightness"] == pytest.approx(brightness)
 

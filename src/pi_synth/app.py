@@ -9,7 +9,9 @@ file) happens here, on a control thread; the audio thread only ever sees a finis
 object handed over in one attribute store.
 
 ``pi-synth render`` builds the same Instrument and pulls its player offline, so a
-render and a live run make the same samples.
+render and a live run make the same samples — with audio in too: ``--input IN.wav`` is
+played into the same :class:`~pi_synth.audio.input.AudioInput` a live run reads its
+capture device through (the WAV backend's capture side).
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ import time
 from pathlib import Path
 
 from pi_synth.audio.player import Player
-from pi_synth.control.events import StopAt, Timeline, check_events
+from pi_synth.control.events import StopAt, Timeline, check_events, demo_midi
 from pi_synth.control.router import Router
-from pi_synth.errors import ConfigError, PiSynthError
+from pi_synth.errors import ConfigError, DeviceError, PiSynthError
 from pi_synth.model.library import find_model, list_models
 from pi_synth.patch import build_patch, make_mapping
 from pi_synth.service.realtime import release_heap
 
 log = logging.getLogger(__name__)
+
+# --emulate: the emulated ADC is read bit by bit over mock SPI in Python (~0.4 ms a channel
+# here, holding the GIL); 25 Hz is quick enough for keys on the panel and leaves the audio
+# thread its time (at 100 Hz, a third of a core went to it)
+EMULATED_POLL_HZ = 25.0
 
 
 class Instrument:
@@ -39,31 +46,39 @@ class Instrument:
     between blocks (actions, hot swap, reload)."""
 
     def __init__(self, cfg, *, model: str | None = None, events=(), seconds: float | None = None,
-                 sets=(), fade_in: bool = True):
+                 sets=(), fade_in: bool = True, audio_in: bool | str = False, offline: bool = False,
+                 loop_seconds: float | None = None):
         self.cfg = cfg
+        self.offline = offline  # a render: see patch.voice_budget
+        self.audio_in = audio_in  # for swaps too: True, "auto" (if the model can) or False
+        self.audio_input = None  # the AudioInput, once connect_input made one
         path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
-        patch = build_patch(cfg, path, fade_in=fade_in)
+        patch = build_patch(cfg, path, fade_in=fade_in, offline=offline, audio_in=audio_in)
         self.model_path = patch.path
         synth, card = patch.synth, patch.card
         self.voice, self.mapping, self.controls = patch.voice, patch.mapping, patch.controls
         self.router = Router(self.controls.card, self.controls, self.mapping, voice=self.voice)
         self.router.on_action = self.action
-        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
+        self.router.channel = listen_channel(cfg)
         for name, value in sets:
-            try:
-                self.controls.set(name, value)
+            try:  # the played controls: the model's and its voice's (attack, release, …)
+                why = self.controls.card.control(name).refuse(value)
             except KeyError as e:
                 raise ConfigError(f"--set {name}: {e.args[0]}") from None
+            if why:
+                raise ConfigError(f"--set {name}={value:g}: {why}")
+            self.controls.set(name, value)
         hooks = []
         self.timeline = None
         if events:
             check_events(events, self.router)
-            self.timeline = Timeline(events, self.router, card.sample_rate)
+            self.timeline = Timeline(events, self.router, card.sample_rate, loop_seconds)
             hooks.append(self.timeline)
         hooks.append(self.router.on_block)  # the router object outlives swaps
         self.player = Player(synth, hooks)
+        self.stop_at = None
         if seconds is not None:
-            self.player.hooks.append(StopAt(round(seconds * card.sample_rate), self.player.fade_out))
+            self.stop_after(seconds)
         self.engine = None
         from pi_synth.control.learn import MidiLearn
         from pi_synth.control.presets import PresetStore
@@ -80,9 +95,32 @@ class Instrument:
         self.failed_loads = 0
         self.last_error = ""
 
+    def stop_after(self, seconds: float) -> None:
+        """Fade out once the audio clock reaches ``seconds`` (the length the render plan
+        decided; the earlier of two calls wins)."""
+        frames = round(seconds * self.player.sample_rate)
+        if self.stop_at is None:
+            self.stop_at = StopAt(frames, self.player.fade_out)
+            self.player.hooks.append(self.stop_at)
+        else:
+            self.stop_at.frames = min(self.stop_at.frames, frames)
+
     @property
     def card(self):
         return self.player.card
+
+    def connect_input(self, backend) -> None:
+        """Make the audio input on ``backend``'s capture side ([input] conditioning); the
+        player reads it from the start if the playing model takes audio, else from the
+        first swap to one that does."""
+        from pi_synth.audio.input import AudioInput
+
+        i = self.cfg.input
+        self.audio_input = AudioInput(backend, self.player.block_size, self.player.sample_rate,
+                                      gain_db=i.gain_db, gate_db=i.gate_db, gate_release_ms=i.gate_release_ms,
+                                      dc_hz=i.dc_hz)
+        if self.synth.takes_input:
+            self.player.input = self.audio_input
 
     @property
     def synth(self):
@@ -97,7 +135,9 @@ class Instrument:
             self.collect_retired()  # models earlier swaps left behind, whoever else collects
             try:
                 path = find_model(str(model), self.cfg.model.precision, self.cfg.model.threads)
-                patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice)
+                patch = build_patch(self.cfg, path, fade_in=False, carry=self.synth.bank, voice=self.voice,
+                                    offline=self.offline,
+                                    audio_in=self.audio_in if self.audio_input is not None else False)
             except PiSynthError as e:
                 return self._refuse(str(e))
             synth = patch.synth
@@ -105,6 +145,10 @@ class Instrument:
                 return self._refuse(f"{path}: {synth.sample_rate} Hz / {synth.channels} ch cannot crossfade "
                                     f"with {self.player.sample_rate} Hz / {self.player.channels} ch",
                                     restart=True)
+            if synth.voices is not None and synth.block_size != self.player.block_size:
+                # its voices advance once a player block: their row moves must meet its blocks one to one
+                return self._refuse(f"{path}: a batched note model with {synth.block_size}-frame blocks cannot "
+                                    f"take over a stream of {self.player.block_size}-frame blocks", restart=True)
             why = self.engine.admits(synth) if self.engine is not None else None
             if why:
                 return self._refuse(f"{path}: {why}", restart=True)
@@ -112,6 +156,10 @@ class Instrument:
             self.router.retarget(patch.controls.card, patch.controls, patch.mapping, patch.voice)
             if self.learn is not None:
                 self.learn.attach(patch.mapping)
+            inp = self.audio_input
+            if synth.takes_input and self.player.input is None and inp is not None and self.engine is not None:
+                self.engine.attach_input(inp, start=False)  # its own thread opens it, lets a block gather
+                self.player.input = inp
             self.player.crossfade_to(synth)
             self.model_path = patch.path
             log.info("crossfading to %s (%s)", patch.card.name, path)
@@ -153,6 +201,16 @@ class Instrument:
     # -- actions (from any control thread) --------------------------------------------------
 
     def action(self, name: str, arg=None) -> None:
+        if name in ("program", "preset_save", "preset_recall") and arg is not None:
+            whole = (isinstance(arg, int) and not isinstance(arg, bool)) or (isinstance(arg, float)
+                                                                             and arg.is_integer())
+            if not whole or not 0 <= arg <= 127:
+                log.warning("%s: the slot must be an integer in 0..127, got %r: ignored", name, arg)
+                return
+            arg = int(arg)
+        if name == "program" and arg is None:
+            log.warning("program: needs the number of the model (0..127): ignored")
+            return
         if name in ("next_model", "prev_model", "program"):
             # loading takes a while: never on the thread that delivered the input
             if name == "program" and self.cfg.midi.program == "preset":
@@ -240,7 +298,7 @@ class Instrument:
         self.mapping = mapping
         self.router.mapping = mapping
         self.learn.attach(mapping)
-        self.router.channel = None if cfg.midi.channel == 0 else cfg.midi.channel - 1
+        self.router.channel = listen_channel(cfg)
         self.synth.guard.configure(gain_db=cfg.output.gain_db, limit_dbfs=cfg.output.limit_dbfs)
         if cfg.model.path and find_model(cfg.model.path, cfg.model.precision, cfg.model.threads) != Path(self.model_path):
             if not self.swap(cfg.model.path):
@@ -257,7 +315,23 @@ class Instrument:
                   model_path=str(path), precision=precision_of(path), last_error=self.last_error,
                   controls=self.controls.values(),
                   learn={"armed": self.learn.armed, "target": self.learn.target})
+        v = self.voice
+        if v is not None and self.router.is_note:
+            if getattr(v, "poly", False):
+                st["voices"] = {"active": v.active, "max": v.budget, "stolen": v.stolen, "dropped": v.dropped}
+            else:
+                st["voices"] = {"active": int(v.sounding), "max": 1}
+        if self.player.input is not None:
+            st["input"] = self.player.input.status()
         return st
+
+
+def listen_channel(cfg) -> int | None:
+    """The MIDI channel the router passes on (0..15), or None for all: ``[midi] channel``,
+    except in MPE, where every channel carries notes."""
+    if cfg.voice.mode == "mpe" or cfg.midi.channel == 0:
+        return None
+    return cfg.midi.channel - 1
 
 
 def precision_of(path: Path) -> str:
@@ -269,32 +343,66 @@ def precision_of(path: Path) -> str:
 # -- the two ways to play: live and offline ---------------------------------------------------
 
 
-def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), seconds: float | None = None,
-           sets=()) -> str:
-    """``pi-synth render``: the instrument pulled offline into a WAV file, faster than real
-    time; returns the line to print."""
-    from pi_synth.audio.backends.wav import WavBackend
-    from pi_synth.audio.engine import render_offline
+def tail_seconds(cfg) -> float:
+    """What plays after the last event: the voice's release and the fade (at least 1 s)."""
+    return max(1.0, (cfg.midi.release_ms + cfg.output.fade_ms) / 1000.0 + 0.25)
 
+
+def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), seconds: float | None = None,
+           sets=(), input: str | None = None) -> str:
+    """``pi-synth render``: the instrument pulled offline into a WAV file, faster than real
+    time; returns the line to print. How long, and whether the file fits, is the render
+    plan's call (:mod:`pi_synth.render_plan`), made before anything is written. ``input``:
+    a WAV played into the audio input (the model must take audio: a decoder with its
+    encoder, or an effect)."""
+    from pi_synth import render_plan as plan
+    from pi_synth.audio.backends.wav import WavBackend, load_input
+    from pi_synth.audio.engine import render_offline
+    from pi_synth.model.card import load_card
+    from pi_synth.patch import input_kind, no_input_error
+
+    if not output:
+        raise ConfigError("render needs an output file: -o OUT.wav")
     said = None
-    if not events:
+    capture = None
+    input_said = ""
+    if input is not None:
+        path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
+        card = load_card(path)
+        if input_kind(path, card) is None:  # before the slow part: the one line, at once
+            raise no_input_error(path, card)
+        capture, notes = load_input(input, card.sample_rate)
+        input_said = f", input {input} ({', '.join(notes)})" if notes else f", input {input}"
+        model = str(path)
+    elif not events:
         events, said = _demo_phrase_if_played_by_notes(cfg, model)
-    if seconds is None:
-        seconds = (events[-1].t + 1.0) if events else 5.0
-    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
+    length = plan.length(
+        seconds=seconds, events=events, default=plan.DEFAULT_RENDER_SECONDS,
+        # after an input: a block and the models' latency, so its last sound comes out
+        input_seconds=len(capture) / card.sample_rate if capture is not None else None,
+        tail_s=(2 * card.block_size + card.latency_samples) / card.sample_rate if capture is not None
+        else tail_seconds(cfg))
+    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, offline=True,
+                      audio_in=input is not None)
+    card = inst.card
+    plan.check_output(output, plan.wav_bytes(length.seconds, card.sample_rate, card.channels, format,
+                                             card.block_size), length.seconds)
     if said:  # said once the render is under way (a bad --set or -o is its own one line)
         inst.player.hooks.insert(0, lambda pos: pos or log.warning("%s", said))
-    backend = WavBackend(output, format=format)
+    # "default" is the wav backend's word for "a dated file": a render writes what -o says
+    backend = WavBackend(output if output != "default" else os.path.join(".", output), format=format,
+                         capture=capture)
+    if input is not None:
+        inst.connect_input(backend)
     t0 = time.perf_counter()
     frames = render_offline(inst.player, backend)
     dt = time.perf_counter() - t0
-    card = inst.card
     sr = card.sample_rate
     return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
-            f"model {card.name}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
+            f"model {card.name}{input_said}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
 
 
-DEMO_MIDI = Path(__file__).resolve().parent / "data" / "demo.mid"
+DEMO_MIDI = Path(demo_midi())  # --midi demo
 
 
 def _demo_phrase_if_played_by_notes(cfg, model):
@@ -313,37 +421,70 @@ def _demo_phrase_if_played_by_notes(cfg, model):
 
 
 def run(cfg, *, model: str | None = None, events=(), seconds: float | None = None, sets=(),
-        emulate: bool = False, panel: bool = True, config_path: str | None = None) -> int:
+        emulate: bool = False, panel: bool = True, config_path: str | None = None, loop: bool = False) -> int:
     """``pi-synth run``: the instrument live — engine, control sources, sd_notify and the
     watchdog, the monitor that logs what the audio threads count — until SIGINT/SIGTERM
-    (fade out) or ``seconds``; SIGHUP reloads the config."""
+    (fade out), ``seconds``, or the end of the events (``--midi``/``--events``, plus the
+    release tail, unless ``loop`` or a live source keeps it open); SIGHUP reloads the config."""
+    from pi_synth.control.board import use_board
+
+    state: dict = {"board": None}
+    saved_signals: dict = {}
+    try:
+        return _play(cfg, model=model, events=events, seconds=seconds, sets=sets, emulate=emulate, panel=panel,
+                     config_path=config_path, loop=loop, state=state, saved_signals=saved_signals)
+    finally:  # whatever happened: the caller's signal handlers back (run in-process: the tests)
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+        if state["board"] is not None:
+            use_board(None)
+
+
+def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loop, state, saved_signals) -> int:
+    """The body of :func:`run`; ``state`` and ``saved_signals`` are what it undoes."""
+    from pi_synth import render_plan as plan
     from pi_synth.audio.backends import backend_class
     from pi_synth.audio.engine import Engine, ring_frames
     from pi_synth.control.board import EmulatedBoard, use_board
-    from pi_synth.control.rig import Rig
+    from pi_synth.control.rig import Rig, live_inputs
     from pi_synth.service.notify import Notifier, WatchdogGate
 
-    notifier = Notifier.from_env()
     board = None
+    notifier = Notifier.from_env()
     if emulate:  # the one place "emulated?" is decided: which board the control path gets
-        board = use_board(EmulatedBoard())
+        board = state["board"] = use_board(EmulatedBoard())
         if cfg.knobs.chip == "none":
             cfg.values["knobs"]["chip"] = "mcp3008"
         log.info("emulating the Pi's controls: %s, an emulated %s", board.describe(), cfg.knobs.chip)
-    inst = Instrument(cfg, model=model, events=events, seconds=seconds, sets=sets)
+    live = live_inputs(cfg) + (["the emulated panel"] if emulate else [])
     a = cfg.audio
-    backend = backend_class(a.backend)(a.device, format=a.format)
+    capture = a.capture.strip()
+    tail = tail_seconds(cfg)
+    length = plan.length(seconds=seconds, events=events, tail_s=tail, loop=loop, live=live)
+    loop_s = (max(ev.t for ev in events) + tail) if loop and events else None
+    inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, loop_seconds=loop_s,
+                      audio_in="auto" if capture.lower() != "none" else False)
+    if events and length.seconds is not None and length.why != "--seconds":
+        log.info("stopping after %s: %s (--loop or --seconds to play on)", plan.hms(length.seconds), length.why)
+    elif events and length.seconds is None:
+        log.info("playing on after the events: %s", length.why)
+    backend = backend_class(a.backend)(a.device, format=a.format, capture=capture or None)
+    if a.backend == "wav":
+        _plan_recording(inst, backend, length, a.format)
+    if capture.lower() != "none":
+        inst.connect_input(backend)
     engine = inst.engine = Engine(
         inst.player, backend, period=a.period, periods=a.periods, ahead_blocks=a.ahead_blocks,
-        realtime=a.realtime, mode=a.engine, cpus=set(a.cpus) or None,
+        # real-time priority for a backend with no clock would only hog a core
+        realtime=a.realtime and backend.paced, mode=a.engine, cpus=set(a.cpus) or None,
     )
     stop = threading.Event()
     reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
-    if a.realtime:
-        from pi_synth.service.realtime import lock_memory
+    for sig, handler in ((signal.SIGTERM, lambda *_: stop.set()), (signal.SIGINT, lambda *_: stop.set()),
+                         (signal.SIGHUP, lambda *_: reload.set())):
+        saved_signals[sig] = signal.signal(sig, handler)
+    if a.realtime and a.backend == "alsa":  # a sound card, where a page fault is a click (elsewhere
+        from pi_synth.service.realtime import lock_memory  # the warning would only be noise)
 
         lock_memory()  # after the model is loaded, before sound: logged once if refused
     t_start = time.monotonic()
@@ -351,20 +492,30 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
     from pi_synth.surface import requests
 
     inst.config_path = config_path
-    rig = Rig.from_config(cfg, inst.router, status_fn=engine.status,
-                          poll_hz=min(cfg.knobs.poll_hz, 100.0) if emulate else None,
+    rig = Rig.from_config(cfg, inst.router, status_fn=inst.status,
+                          poll_hz=min(cfg.knobs.poll_hz, EMULATED_POLL_HZ) if emulate else None,
                           osc_status_fn=inst.status, requests=requests(inst))
     rig.start()
-    log.info("playing %s (%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
-             backend.describe(), inst.card.block_size, engine.mode,
+    from pi_synth.model.library import which_file
+
+    why = which_file(model or cfg.model.path or None, Path(inst.model_path), cfg.model.precision)
+    log.info("playing %s (%s%s) on %s (block %d, %s engine%s)", inst.card.name, os.path.basename(inst.model_path),
+             f": {why}" if why else "", backend.describe(), inst.card.block_size, engine.mode,
              f", ring {engine.ring.capacity} frames" if engine.ring is not None else "")
+    if inst.player.input is not None:
+        g = backend.capture_granted
+        log.info("audio in from %s%s: %s, the output leading by %d frames",
+                 backend.capture or "the playback device",
+                 f" ({g.sample_rate} Hz {g.channels} ch {g.format} period {g.period}×{g.periods})" if g else "",
+                 inst.card.extra["audio_in"].get("encoder", "the model itself") + " takes it", engine.lead)
     if engine.periods > a.periods:
         log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "
                  "bigger buffer lets it play in the direct engine (less latency than a %d-frame ring)",
                  a.periods, engine.periods, 100 * (inst.player.rtf_hint or 0),
                  ring_frames(inst.card.block_size, engine.period, a.ahead_blocks))
-    if not backend.paced and a.backend != "null":
-        log.info("backend %s is not paced by a clock: running faster than real time", a.backend)
+    if not backend.paced:
+        log.info("backend %s is not paced by a clock: running as fast as the CPU allows, with no real-time "
+                 "priority (--backend null plays in real time)", a.backend)
     front = None
     if board is not None and panel and sys.stdin.isatty():
         from pi_synth.control.panel import Panel
@@ -397,16 +548,44 @@ def run(cfg, *, model: str | None = None, events=(), seconds: float | None = Non
             front.stop()
         rig.close()
         engine.stop(fade=True)
-        if board is not None:
-            use_board(None)
     st = inst.status()
     log_changes(st, last, engine)
+    if engine.failed:  # the output could not take more (a full disk): said in one line, exit 2
+        from pi_synth.errors import OutputError
+
+        raise OutputError(engine.failed)
     played = inst.player.position / inst.card.sample_rate
     first = (engine.stats.first_audio_at - t_start) if engine.stats.first_audio_at else float("nan")
-    print(f"played {played:.2f} s of {inst.card.name} on {a.backend}:{a.device}: "
+    inp = st.get("input")
+    print(f"played {played:.2f} s of {inst.card.name} on {a.backend}:{backend.device}: "
           f"{st['xruns']} xruns, {st['late_periods']} late periods, "
-          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s", file=sys.stderr)
+          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s"
+          + (f"; input: {inp['xruns']} xruns, {inp['late_blocks']} late blocks, {inp['clips']} clipped"
+             if inp else ""), file=sys.stderr)
     return 0
+
+
+def _plan_recording(inst, backend, length, fmt: str) -> None:
+    """``run --backend wav``: a recording must fit the file format and the disk. A bounded
+    run is checked before it starts; an open one stops where the room ends, and says so."""
+    from pi_synth import render_plan as plan
+
+    card, path = inst.card, backend.device
+    backend.keep_partial = True  # a live recording keeps what it got if the disk fills anyway
+    if length.seconds is not None:
+        plan.check_output(path, plan.wav_bytes(length.seconds, card.sample_rate, card.channels, fmt,
+                                               card.block_size), length.seconds, flag="--device")
+    else:
+        room = plan.room_seconds(path, card.sample_rate, card.channels, fmt)
+        if room is not None:
+            if room < 1.0:
+                raise DeviceError(f"{path}: no room for a recording (free space or the WAV limit); "
+                                       "free some space or record elsewhere (--device OUT.wav)")
+            inst.stop_after(room)
+            log.info("recording to %s until stopped; it stops by itself after %s (free space and the WAV "
+                     "format's 4 GiB)", path, plan.hms(room))
+            return
+    log.info("recording to %s", path)
 
 
 def status_line(st: dict) -> str:
@@ -417,6 +596,11 @@ def status_line(st: dict) -> str:
 
 def log_changes(st: dict, last: dict, engine) -> None:
     """Log counters that moved: the monitor half of 'xruns are data'."""
+    inp, was = st.get("input") or {}, last.get("input") or {}
+    for key in ("xruns", "clips"):
+        if inp.get(key, 0) != was.get(key, 0):
+            log.warning("audio input %s: %d (+%d)", "xruns" if key == "xruns" else "clipped blocks", inp[key],
+                        inp[key] - was.get(key, 0))
     for key in ("xruns", "late_periods", "nonfinite_blocks", "device_errors", "reopens"):
         if st[key] != last.get(key, 0):
             if key == "reopens":
@@ -425,7 +609,8 @@ def log_changes(st: dict, last: dict, engine) -> None:
                 log.warning("model output was not finite in %d block(s): muted and reset",
                             st[key] - last.get(key, 0))
             elif key == "device_errors":
-                log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
+                if not engine.failed:  # an output that cannot come back is said once, as the run ends
+                    log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
             else:
                 log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], st[key] - last.get(key, 0))
     if st.get("render") == "ahead" and last.get("render") == "just-in-time":

@@ -8,6 +8,7 @@ it, a traceback only with ``--debug``); 1 anything unexpected.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import math
@@ -38,12 +39,14 @@ def _parse_sets(items: list[str] | None) -> list[tuple[str, float]]:
 
 
 def _positive_seconds(value: str) -> float:
+    from pi_synth.render_plan import MAX_SECONDS
+
     try:
         v = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not (math.isfinite(v) and 0 < v <= 24 * 3600):
-        raise argparse.ArgumentTypeError("seconds must be > 0 and at most a day")
+    if not (math.isfinite(v) and 0 < v <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"seconds must be > 0 and at most a day ({MAX_SECONDS:.0f})")
     return v
 
 
@@ -74,46 +77,53 @@ def _config(args):
 
 
 def cmd_info(args) -> int:
-    from pi_synth.model.library import find_model
+    from pi_synth.model.library import find_encoder, find_model, which_file
     from pi_synth.model.runtime import Runtime
 
-    from pi_synth.model.card import load_card
+    path = find_model(args.model, args.precision)
+    why = which_file(args.model, path, args.precision)
+    rt = Runtime(path, warmup_blocks=0, use_cache=False)
+    card = rt.card
 
-    path = find_model(args.model)
-    if load_card(path).kind == "rave-encoder":
-        # audio in, latents out (docs/rave.md): shown, not playable by itself
-        import onnxruntime as ort
+    def shape(a):  # a batched model's rows: "voices" first
+        dims = list(rt.specs[a.name][0])
+        if card.voices > 1 and a.shape and not isinstance(a.shape[0], int):
+            dims[0] = "voices"
+        return dims
 
-        card = load_card(path)
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        io = {k: [{"name": a.name, "shape": list(a.shape), "dtype": a.type} for a in args_]
-              for k, args_ in (("inputs", sess.get_inputs()), ("outputs", sess.get_outputs()))}
-    else:
-        rt = Runtime(path, warmup_blocks=0, use_cache=False)
-        card = rt.card
-        io = {
-            "inputs": [
-                {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
-                for a in rt.session.get_inputs()
-            ],
-            "outputs": [
-                {"name": a.name, "shape": list(rt.specs[a.name][0]), "dtype": rt.specs[a.name][1]}
-                for a in rt.session.get_outputs()
-            ],
-        }
+    io = {
+        "inputs": [
+            {"name": a.name, "shape": shape(a), "dtype": rt.specs[a.name][1]}
+            for a in rt.session.get_inputs()
+        ],
+        "outputs": [
+            {"name": a.name, "shape": shape(a), "dtype": rt.specs[a.name][1]}
+            for a in rt.session.get_outputs()
+        ],
+    }
+    enc = None if card.is_encoder else find_encoder(path, card)
     if args.json:
-        print(json.dumps({"path": str(path), "size_bytes": os.path.getsize(path),
-                          "card": card.to_json(), **io}, indent=2))
+        print(json.dumps({"path": str(path), "size_bytes": os.path.getsize(path), "plays": why,
+                          "card": card.to_json(), "encoder": str(enc) if enc else None, **io}, indent=2))
         return 0
     bs, sr = card.block_size, card.sample_rate
     print(f"{card.name}  ({path}, {os.path.getsize(path) / 1e6:.2f} MB)")
+    if why:
+        print(f"  plays {path.name}: {why}")
     if card.description:
         print(f"  {card.description}")
-    if card.kind == "rave-encoder":
-        print("  an encoder (audio → latents), for driving a model from audio: not playable by itself")
+    if card.is_encoder:
+        print(f"  an encoder (audio → latents: {', '.join(card.latent_controls) or 'the decoder’s first controls'}), "
+              "played beside its decoder: not playable by itself")
+    elif enc is not None:
+        print(f"  audio in: timbre transfer through its encoder {enc.name} (pi-synth render {path.name} --input IN.wav)")
+    elif card.audio_input:
+        print("  audio in: takes audio itself (inputs.audio), beside its controls")
     print(f"  kind {card.kind or '-'}, {sr} Hz, {card.channels} ch, block {bs} "
           f"({bs / sr * 1e3:.1f} ms), {card.control_frames} control frame(s)/block, "
           f"latency {card.latency_samples} samples")
+    if card.voices > 1:
+        print(f"  voices: up to {card.voices} at once (a batched note model: one row per voice, one call)")
     print("  controls:")
     for c in card.controls:
         unit = f" {c.unit}" if c.unit else ""
@@ -155,9 +165,18 @@ def cmd_render(args) -> int:
     from pi_synth.app import render
 
     cfg = _config(args)
-    print(render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
-                 seconds=args.seconds, sets=_parse_sets(args.set)))
+    line = render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
+                  seconds=args.seconds, sets=_parse_sets(args.set), input=args.input)
+    print(line, file=sys.stderr if _is_stdout(args.output) else sys.stdout)  # -o /dev/stdout: WAV only there
     return 0
+
+
+def _is_stdout(path: str) -> bool:
+    try:
+        a, b = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def cmd_run(args) -> int:
@@ -171,15 +190,20 @@ def cmd_run(args) -> int:
         config_mod.override(cfg, "audio.device", args.device, "--device")
     if args.period:
         config_mod.override(cfg, "audio.period", args.period, "--period")
+    if args.capture is not None:
+        config_mod.override(cfg, "audio.capture", args.capture, "--capture")
     return run(cfg, model=args.model, events=_load_events(args), seconds=args.seconds, sets=_parse_sets(args.set),
-               emulate=args.emulate, panel=not args.no_panel, config_path=args.config)
+               emulate=args.emulate, panel=not args.no_panel, config_path=args.config, loop=args.loop)
 
 
 def cmd_bench(args) -> int:
-    from pi_synth.model.library import find_model, find_pair
+    from pi_synth.model.library import find_model, find_pair, which_file
     from pi_synth.bench import bench_model, compare_precisions
 
-    res = bench_model(find_model(args.model), threads=args.threads, blocks=args.blocks)
+    path = find_model(args.model, args.precision, args.threads)
+    res = bench_model(path, threads=args.threads, blocks=args.blocks)
+    res["precision"] = args.precision
+    why = which_file(args.model, path, args.precision)
     pair = find_pair(args.model)
     if pair:  # a shipped voice: which of its two files is faster *here* is the question
         res["int8_vs_fp32"] = cmp = compare_precisions(pair[1], pair[0], blocks=args.blocks, seconds=4.0,
@@ -188,14 +212,16 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{res['model']}: block {res['block_size']} @ {res['sample_rate']} Hz, "
-              f"{res['threads']} thread(s), {res['blocks']} blocks")
-        print(f"  block time median {res['block_ms_median']:.3f} ms, p99 {res['block_ms_p99']:.3f} ms, "
-              f"max {res['block_ms_max']:.3f} ms")
+        print(f"{res['model']} ({path.name}{': ' + why if why else ''}): block {res['block_size']} @ "
+              f"{res['sample_rate']} Hz, {res['threads']} thread(s), {res['blocks']} blocks")
+        print(f"  {path.name}: block time median {res['block_ms_median']:.3f} ms, p99 "
+              f"{res['block_ms_p99']:.3f} ms, max {res['block_ms_max']:.3f} ms")
         print(f"  real-time factor {res['rtf']:.4f} (p99 {res['rtf_p99']:.4f}): "
               f"{'plays in real time' if res['rtf_p99'] < 0.7 else 'TOO SLOW for real time on this machine'}")
         if "wrapper_overhead_ratio" in res:
-            print(f"  runtime wrapper vs bare session.run: ×{res['wrapper_overhead_ratio']:.3f}")
+            r = res["wrapper_overhead_ratio"]
+            print(f"  runtime wrapper vs bare session.run: ×{r:.3f} the time a block, "
+                  f"{abs(1 - r) * 100:.1f}% {'faster' if r < 1 else 'slower'}")
         if pair:
             print(f"  int8 vs fp32, alternating: {cmp['int8_block_ms_median']:.3f} vs "
                   f"{cmp['fp32_block_ms_median']:.3f} ms a block, int8 ×{cmp['speedup']:.2f} the speed at "
@@ -247,10 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="model file or name")
     r.add_argument("--device", help="ALSA PCM (e.g. default, plughw:CARD=sndrpihifiberry)")
     r.add_argument("--backend", help="where the sound goes: " + ", ".join(backend_names())
-                   + " (default alsa; wav writes the file --device names)")
+                   + " (default alsa: a sound card; desktop: the laptop's sound server, PipeWire, "
+                   "PulseAudio or JACK; null: nowhere, in real time; unpaced: nowhere, as fast as the "
+                   "CPU allows; wav: a recording to the file --device names, or to a dated "
+                   "pi-synth-*.wav here)")
     r.add_argument("--period", type=int, help="ALSA period in frames")
-    r.add_argument("--events", help="timed events (JSON) to play")
-    r.add_argument("--midi", help="a Standard MIDI File to play")
+    r.add_argument("--capture", metavar="PCM", help="audio input PCM ('' = the playback device, 'none' = no input)")
+    r.add_argument("--events", help="timed events (JSON) to play; the run stops at the last one plus "
+                   "the release tail, unless --loop, --seconds or a live source (knobs, CV, OSC, DIN "
+                   "MIDI, a named [midi] port, buttons, --emulate) keeps it playing")
+    r.add_argument("--midi", help="a Standard MIDI File to play ('demo': the shipped demo phrase); stops "
+                   "at its end plus the release tail (the same rule as --events)")
+    r.add_argument("--loop", action="store_true", help="play the --midi/--events file again and again "
+                   "until stopped")
     r.add_argument("--seconds", type=_positive_seconds, help="stop after S seconds (fade out)")
     r.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
     r.add_argument("--emulate", action="store_true",
@@ -260,18 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     rd = sub.add_parser("render", help="offline render to a WAV file, faster than real time")
     rd.add_argument("model", help="model file or name")
-    rd.add_argument("-o", "--output", required=True, help="output .wav")
+    rd.add_argument("-o", "--output", required=True, help="output .wav (or a stream: /dev/stdout, a FIFO)")
     rd.add_argument("--config", help="config file (TOML)")
-    rd.add_argument("--seconds", type=_positive_seconds, help="length (default: events + 1 s, or 5 s)")
-    rd.add_argument("--midi", help="a Standard MIDI File to play")
+    rd.add_argument("--seconds", type=_positive_seconds,
+                    help="length (default: the events or MIDI file + the release tail, or 5 s)")
+    rd.add_argument("--midi", help="a Standard MIDI File to play ('demo': the shipped demo phrase)")
     rd.add_argument("--events", help="timed events (JSON) to play")
     rd.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
+    rd.add_argument("--input", metavar="IN.wav",
+                    help="play this WAV into the audio input (a RAVE decoder with its encoder, or an effect); "
+                         "any rate and channels: resampled with soxr, mixed to mono (default length: the input's)")
     rd.add_argument("--format", default="S16_LE", choices=("S16_LE", "S32_LE", "FLOAT_LE"))
     rd.set_defaults(func=cmd_render)
 
+    precision_help = ("of a voice shipped as NAME.int8.onnx and NAME.fp32.onnx, which file: auto (the one "
+                      "pi-synth run plays here, measured), int8 or fp32 (default auto)")
     i = sub.add_parser("info", help="the model card and I/O of a model file")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"), help=precision_help)
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("bench", help="real-time factor of a model on this machine")
@@ -279,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--blocks", type=int, default=500)
     b.add_argument("--json", action="store_true")
+    b.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"), help=precision_help)
     b.set_defaults(func=cmd_bench)
 
     q = sub.add_parser("quantize", help="int8 model + speed/fidelity report")

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from pi_synth.errors import ConfigError
 
 BOOT_CONFIG = "/boot/firmware/pi-synth.toml"
+MAX_STRING = 4096  # a path or a PCM name; longer is a mistake
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,12 @@ class Key:
             return f"must be {'a number' if t is float else 'an integer' if t is int else 'true or false' if t is bool else 'a string'}, got {value!r}"
         if t is float and not math.isfinite(value):
             return f"must be a finite number, got {value!r}"
+        if t is str:
+            if len(value) > MAX_STRING:
+                return f"must be at most {MAX_STRING} characters, got {len(value)}"
+            bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+            if bad is not None:
+                return f"must not contain control characters, got {bad!r} in {value!r}"
         if self.lo is not None and (value < self.lo or value > self.hi):
             return f"must be in {self.lo}..{self.hi}, got {value!r}"
         choices = self.allowed()
@@ -78,6 +85,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "audio": {
         "backend": Key(str, "alsa", choices=_backends, help="where the sound goes"),
         "device": Key(str, "default", help="ALSA PCM name (a plug PCM: default, plughw:CARD=…)"),
+        "capture": Key(str, "", help="audio input PCM: '' = the playback device (full duplex), 'none' = no input"),
         "period": Key(int, 256, 16, 16384, help="ALSA period in frames"),
         "periods": Key(int, 2, 2, 32, help="ALSA buffer size in periods (engine = auto may add some to play direct)"),
         "ahead_blocks": Key(int, 1, 1, 16, help="model blocks the inference thread keeps ready"),
@@ -100,6 +108,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "fade_ms": Key(float, 30.0, 1.0, 5000.0),
         "limit_dbfs": Key(float, -1.0, -40.0, 0.0),
     },
+    "input": {
+        "gain_db": Key(float, 0.0, -40.0, 40.0, help="trim gain on the audio input (the input_gain control comes on top)"),
+        "gate_db": Key(float, -60.0, -120.0, 0.0, help="noise gate threshold in dBFS (-120 = no gate)"),
+        "gate_release_ms": Key(float, 100.0, 1.0, 5000.0, help="how long the gate takes to close"),
+        "dc_hz": Key(float, 5.0, 0.0, 50.0, help="DC removal corner (0 = off)"),
+    },
     "midi": {
         "channel": Key(int, 0, 0, 16, help="1..16, or 0 for all channels"),
         "bend_range": Key(float, 2.0, 0.0, 48.0, help="pitch bend range in semitones"),
@@ -110,6 +124,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "din_baud": Key(int, 31250, 300, 4000000),
         "attack_ms": Key(float, 5.0, 0.0, 10000.0),
         "release_ms": Key(float, 250.0, 0.0, 30000.0),
+    },
+    "voice": {
+        "max_voices": Key(int, 0, 0, 256, help="voices a batched note model plays at once; 0 = as many as fit here (measured)"),
+        "mode": Key(str, "poly", choices=("poly", "mono", "mpe"),
+                    help="poly: a voice per key; mono: one voice, last-note priority; mpe: per-channel bend and pressure"),
+        "steal": Key(str, "quietest", choices=("quietest", "oldest"),
+                     help="beyond the budget, which voice a new key takes (released ones first)"),
+        "steal_fade_ms": Key(float, 5.0, 0.0, 100.0, help="how long a stolen voice fades out"),
+        "mpe_bend_range": Key(float, 48.0, 0.0, 96.0, help="MPE: semitones at full bend on a note's channel"),
+        "pressure_db": Key(float, 0.0, 0.0, 48.0, help="dB added at full channel pressure (aftertouch); 0 = off"),
     },
     "knobs": {
         "chip": Key(str, "none", choices=_chips),
@@ -215,44 +239,55 @@ def defaults() -> dict[str, Any]:
     return d
 
 
-def _line_of_item(text: str, table: str, index: int, key: str | None) -> int | None:
-    """Line of ``key`` inside the index-th ``[[table]]`` (or of the header)."""
-    count, inside = -1, False
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if line.startswith("["):
-            inside = False
-            if re.match(rf"^\[\[\s*{re.escape(table)}\s*\]\]$", line):
-                count += 1
-                inside = count == index
-                if inside and key is None:
-                    return n
-            continue
-        if inside and key and re.match(rf"^{re.escape(key)}\s*=", line):
-            return n
-    return None
+class _Lines:
+    """Where each table, array item and key is in the TOML text: one pass over the text,
+    made on the first question (a file with thousands of unknown keys must not cost a
+    rescan per key)."""
+
+    _HEADER = re.compile(r"^\[\s*([^\]]+?)\s*\]$")
+    _ARRAY = re.compile(r"^\[\[\s*([^\]]+?)\s*\]\]$")
+    _KEY = re.compile(r"^([A-Za-z0-9_.\"-]+)\s*=")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._index: dict | None = None
+
+    def _build(self) -> dict:
+        index: dict = {}
+        current, item, counts = "", None, {}
+        for n, raw in enumerate(self.text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if line.startswith("["):
+                m = self._ARRAY.match(line)
+                if m:
+                    current = m.group(1).strip().strip('"')
+                    item = counts[current] = counts.get(current, -1) + 1
+                    index.setdefault((current, item), n)
+                    continue
+                m = self._HEADER.match(line)
+                if m:
+                    current, item = m.group(1).strip().strip('"'), None
+                    index.setdefault((current,), n)
+                continue
+            m = self._KEY.match(line)
+            if m:
+                lhs = m.group(1).replace('"', "")
+                if item is not None:
+                    index.setdefault((current, item, lhs), n)
+                else:
+                    full = f"{current}.{lhs}" if current else lhs
+                    table, _, key = full.partition(".")
+                    index.setdefault((table, key) if key else (table,), n)
+        return index
+
+    def get(self, *where) -> int | None:
+        if self._index is None:
+            self._index = self._build()
+        return self._index.get(tuple(w for w in where if w is not None))
 
 
-def _line_of(text: str, table: str, key: str | None) -> int | None:
-    """Best-effort line number (1-based) of ``[table] key`` in the TOML text."""
-    current = ""
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        m = re.match(r"^\[\s*([^\]]+?)\s*\]$", line)
-        if m:
-            current = m.group(1).strip().strip('"')
-            if key is None and current == table:
-                return n
-            continue
-        if key is None:
-            continue
-        m = re.match(r"^([A-Za-z0-9_.\"-]+)\s*=", line)
-        if m:
-            lhs = m.group(1).replace('"', "")
-            full = f"{current}.{lhs}" if current else lhs
-            if full == f"{table}.{key}":
-                return n
-    return None
+MAX_WARNINGS = 10  # unknown keys named one by one; past this, counted in one line
+MAX_BYTES = 1 << 20  # a config is a page or two; a bigger file is the wrong file
 
 
 def parse(text: str, path: str | None = None) -> Config:
@@ -261,30 +296,38 @@ def parse(text: str, path: str | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid TOML: arrays or tables nested too deeply") from None
     values = defaults()
     warnings: list[str] = []
+    unknown = 0
+    lines = _Lines(text)
 
-    def at(table, key=None):
-        line = _line_of(text, table, key)
+    def at(*key):
+        line = lines.get(*key)
         return f"{where}:{line}" if line else where
+
+    def warn_unknown(text_: str) -> None:
+        nonlocal unknown
+        unknown += 1
+        if unknown <= MAX_WARNINGS:
+            warnings.append(text_)
 
     for table, content in data.items():
         if table in ARRAYS:
             if not isinstance(content, list):
                 raise ConfigError(f"{at(table)}: use [[{table}]] (an array of tables) for {table!r}")
             for i, item in enumerate(content):
-                line = _line_of_item(text, table, i, None)
-                iw = f"{where}:{line}" if line else where
+                iw = at(table, i)
                 if not isinstance(item, dict):
                     raise ConfigError(f"{iw}: each [[{table}]] must be a table")
                 entry = {k: spec.default for k, spec in ARRAYS[table].items()}
                 for key, value in item.items():
                     spec = ARRAYS[table].get(key)
-                    kl = _line_of_item(text, table, i, key)
-                    kw = f"{where}:{kl}" if kl else iw
+                    kw = at(table, i, key) if lines.get(table, i, key) else iw
                     if spec is None:
-                        warnings.append(f"{kw}: unknown key '{table}.{key}' ignored "
-                                        f"(known: {', '.join(ARRAYS[table])})")
+                        warn_unknown(f"{kw}: unknown key '{table}.{key}' ignored "
+                                     f"(known: {', '.join(ARRAYS[table])})")
                         continue
                     why = spec.check(value)
                     if why:
@@ -294,21 +337,24 @@ def parse(text: str, path: str | None = None) -> Config:
                 values[table].append(entry)
             continue
         if table not in SCHEMA:
-            warnings.append(f"{at(table)}: unknown section [{table}] ignored "
-                            f"(known: {', '.join(list(SCHEMA) + list(ARRAYS))})")
+            warn_unknown(f"{at(table)}: unknown section [{table}] ignored "
+                         f"(known: {', '.join(list(SCHEMA) + list(ARRAYS))})")
             continue
         if not isinstance(content, dict):
-            raise ConfigError(f"{at(table, None)}: {table!r} must be a [{table}] section")
+            raise ConfigError(f"{at(table)}: {table!r} must be a [{table}] section")
         for key, value in content.items():
             spec = SCHEMA[table].get(key)
             if spec is None:
-                warnings.append(f"{at(table, key)}: unknown key '{table}.{key}' ignored "
-                                f"(known: {', '.join(SCHEMA[table])})")
+                warn_unknown(f"{at(table, key)}: unknown key '{table}.{key}' ignored "
+                             f"(known: {', '.join(SCHEMA[table])})")
                 continue
             why = spec.check(value)
             if why:
                 raise ConfigError(f"{at(table, key)}: key '{table}.{key}' {why}")
             values[table][key] = float(value) if spec.type is float else value
+    if unknown > MAX_WARNINGS:
+        warnings.append(f"{where}: {unknown - MAX_WARNINGS} more unknown keys or sections ignored "
+                        f"({unknown} in all): is this the right file?")
     return Config(path, values, warnings)
 
 
@@ -326,17 +372,47 @@ def candidates(explicit: str | None = None) -> list[tuple[str, bool]]:
     return out
 
 
+def _explicit_problem(path: str) -> str | None:
+    """Why ``path`` (from --config or $PI_SYNTH_CONFIG) is not a config file we can read, or None."""
+    import errno
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symlink loop (a link that points back to itself); give the .toml file"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "config file not found"
+        return f"cannot read config ({e.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a config file; give the .toml file (e.g. DIR/pi-synth.toml)"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a device or a pipe); give a .toml file"
+    if st.st_size > MAX_BYTES:
+        return (f"is {st.st_size / 1e6:.1f} MB; a config is a few KB (template: "
+                "src/pi_synth/data/pi-synth.toml): is it the right file?")
+    return None
+
+
 def load(explicit: str | None = None) -> Config:
     for path, must in candidates(explicit):
+        if must:
+            why = _explicit_problem(path)
+            if why:
+                src = "--config" if path == explicit else "$PI_SYNTH_CONFIG"
+                raise ConfigError(f"{path}: {why} (from {src})")
         p = Path(path)
         if p.is_file():
             try:
-                text = p.read_text(encoding="utf-8")
+                with open(p, "rb") as f:
+                    raw = f.read(MAX_BYTES + 1)
+                text = raw.decode("utf-8")
             except (OSError, UnicodeDecodeError) as e:
                 raise ConfigError(f"{path}: cannot read config ({e})") from None
+            if len(raw) > MAX_BYTES:
+                raise ConfigError(f"{path}: over {MAX_BYTES // 1024} KB; a config is a few KB: is it the right file?")
             return parse(text, str(path))
-        if must:
-            raise ConfigError(f"{path}: config file not found (from --config or $PI_SYNTH_CONFIG)")
     return Config(None, defaults())
 
 

@@ -201,12 +201,32 @@ def check_cards(m: Machine) -> Check:
             cards.append(line.split("[", 1)[1].split("]", 1)[0].strip())
     details = {"cards": cards}
     if text is None:
-        return Check("alsa-cards", "warn", "no /proc/asound: this kernel has no ALSA sound",
-                     "a Linux with ALSA is needed for live sound (render to WAV works anywhere)", details)
+        fix = "a Linux with ALSA is needed for live sound (render to WAV works anywhere)"
+        if m.boot()[0] is None:
+            fix = laptop_fix()
+        return Check("alsa-cards", "warn", "no /proc/asound: this kernel has no ALSA sound", fix, details)
     if not cards:
-        return Check("alsa-cards", "warn", "no sound card found (/proc/asound/cards is empty)",
-                     f"fit a HAT and run {PROVISION} --hat NAME, or plug a USB audio interface", details)
+        fix = f"fit a HAT and run {PROVISION} --hat NAME, or plug a USB audio interface"
+        if m.boot()[0] is None:
+            fix = laptop_fix()
+        return Check("alsa-cards", "warn", "no sound card found (/proc/asound/cards is empty)", fix, details)
     return Check("alsa-cards", "pass", f"{len(cards)} sound card(s): {', '.join(cards)}", details=details)
+
+
+
+
+def laptop_fix() -> str:
+    """How to hear pi-synth on a machine that is not a Pi (README: "On a laptop")."""
+    from pi_synth.audio.backends.desktop import running_servers
+
+    servers = running_servers()
+    if servers:
+        first = f"pi-synth run --backend desktop plays through {servers[0]} (running here)"
+    else:
+        first = ("pi-synth run --backend desktop plays through PipeWire, PulseAudio or JACK when one runs "
+                 "(none runs for this user now)")
+    return (f"on a laptop: {first}; pi-synth run --backend null runs in real time, silent; "
+            "pi-synth render default --midi demo -o demo.wav writes a WAV to listen to")
 
 
 def check_pcm(m: Machine) -> Check:
@@ -231,8 +251,11 @@ def check_pcm(m: Machine) -> Check:
         if "busy" in msg.lower():
             return Check("pcm", "warn", f"ALSA PCM {device!r} is busy (pi-synth.service playing?)",
                          "sudo systemctl stop pi-synth, run doctor again, then start it", details)
-        return Check("pcm", "fail", msg.split(";")[0], "list PCMs with 'aplay -L' and set [audio] device "
-                     "in pi-synth.toml (a plug PCM such as plughw:CARD=…)", details)
+        fix = ("list PCMs with 'aplay -L' and set [audio] device in pi-synth.toml (a plug PCM such as "
+               "plughw:CARD=…)")
+        if m.boot()[0] is None:  # not a Pi: a laptop or desktop has other ways to listen
+            fix = laptop_fix() + "; or " + fix
+        return Check("pcm", "fail", msg.split(";")[0], fix, details)
     finally:
         b.close()
     details.update(granted_period=g.period, granted_periods=g.periods, format=g.format,
@@ -361,7 +384,12 @@ def check_model(m: Machine) -> Check:
     m.model_path, m.sample_rate = str(path), res["sample_rate"]
     details = {k: res[k] for k in ("model", "path", "block_size", "sample_rate", "load_s", "rtf", "rtf_p99",
                                    "block_ms_median", "block_ms_p99", "blocks")}
-    line = (f"{res['model']} ({path.name}) loads in {res['load_s']:.2f} s; real-time factor {res['rtf']:.3f} "
+    from pi_synth.model.library import which_file
+
+    why = which_file(name, path, m.cfg.model.precision if m.cfg else "auto")
+    details["plays"] = why
+    line = (f"{res['model']} ({path.name}{': ' + why if why else ''}) loads in {res['load_s']:.2f} s; "
+            f"real-time factor {res['rtf']:.3f} "
             f"(p99 {res['rtf_p99']:.3f}) on {platform.machine()}")
     engine = _engine_here(m, res["rtf"], res["block_size"])
     if engine:

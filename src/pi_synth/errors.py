@@ -28,5 +28,15 @@ class DeviceError(PiSynthError, OSError):
     """An audio or control device cannot be opened."""
 
 
+class OutputError(DeviceError):
+    """The output cannot take more (a full disk, a closed pipe): the stream ends there;
+    reopening would not bring it back."""
+
+
 class EventsError(PiSynthError, ValueError):
     """An ``--events`` file or ``--midi`` file is malformed."""
+
+
+class InputError(PiSynthError, ValueError):
+    """An audio input cannot be used: a WAV for ``--input`` that is not audio, or a model
+    asked to take audio that cannot."""

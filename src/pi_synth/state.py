@@ -34,23 +34,32 @@ log = logging.getLogger(__name__)
 SYSTEM_STATE_DIR = "/var/lib/pi-synth"
 TEMP_SUFFIX = ".tmp"
 
-__all__ = ["state_dir", "atomic_write", "atomic_write_json", "read_json", "clean_temps"]
+__all__ = ["state_dir", "system_state_unreachable", "atomic_write", "atomic_write_json", "read_json", "clean_temps"]
 
 
 def _usable(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(path, os.W_OK | os.X_OK)
+    """An existing directory this user can write: never created here (on a laptop, even
+    as root, state belongs in the user's own folder)."""
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+
+
+def system_state_unreachable() -> Path | None:
+    """The system state dir, when it exists (a provisioned Pi: the service reads it) but
+    this user cannot write it — so what this user saves goes to their own folder, and
+    the service will not see it. None otherwise."""
+    system = Path(SYSTEM_STATE_DIR)
+    if any(os.environ.get(v, "").strip() for v in ("PI_SYNTH_STATE_DIR", "STATE_DIRECTORY")):
+        return None
+    return system if system.is_dir() and not _usable(system) else None
 
 
 def state_dir() -> Path:
     """The directory for state files, created on demand.
 
     First of: ``$PI_SYNTH_STATE_DIR``; systemd's ``$STATE_DIRECTORY`` (first entry,
-    set by ``StateDirectory=pi-synth`` in the unit); ``/var/lib/pi-synth`` if it is
-    (or can be made) writable; ``$XDG_STATE_HOME/pi-synth`` (default
+    set by ``StateDirectory=pi-synth`` in the unit); ``/var/lib/pi-synth`` if it exists
+    and is writable (a provisioned Pi; it is never created here, so a laptop — even as
+    root — keeps its state in the user's folder); ``$XDG_STATE_HOME/pi-synth`` (default
     ``~/.local/state/pi-synth``). An explicitly configured directory that cannot be
     created is an error (:class:`~pi_synth.errors.ConfigError`), not a silent fallback.
     """

@@ -26,8 +26,10 @@ class ControlBank:
         self.card = card
         self.names = card.control_names
         self._index = {n: i for i, n in enumerate(self.names)}
-        self._lo = np.array([min(c.min, c.max) for c in card.controls], np.float32)
-        self._hi = np.array([max(c.min, c.max) for c in card.controls], np.float32)
+        # the range as Python floats (float32-rounded): clamping a huge value against a
+        # numpy float32 would cast it first, and overflow (a RuntimeWarning on stderr)
+        self._lo = [float(np.float32(min(c.min, c.max))) for c in card.controls]
+        self._hi = [float(np.float32(max(c.min, c.max))) for c in card.controls]
         self.target = np.array([c.default for c in card.controls], np.float32)
         self._last = self.target.copy()
         self._snap = self.target.copy()

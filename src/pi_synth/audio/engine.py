@@ -50,6 +50,16 @@ more margin and one period more latency, reported as ``render`` in the status. A
 start-up, or a machine's hiccup — does not cost a period of latency for the rest of the
 gig; an xrun while ahead, or within a hold of going back, doubles the hold (up to
 10 min): a stall that keeps coming keeps the margin.
+
+**Audio in** (a source with an ``input``, ``audio/input.py``): the engine opens the
+capture side right after the output, same period, and closes it on stop. The source
+reads a block of input at the start of each block it renders, so a block can only be
+rendered once its input has all been captured: that wait, not the output's room, paces
+the loop, and the margin the output needs comes from a **lead** — silence written ahead
+of the first block (direct: the buffer less one period, the margin a just-in-time render
+has; threaded: ``ahead_blocks`` blocks). Round trip: a block (its input gathering) + the
+lead + the device's buffering (+ what the model adds). The input never stops the output:
+a lost input is silence, reopened by its own thread (see ``AudioInput``).
 """
 
 from __future__ import annotations
@@ -65,7 +75,7 @@ import numpy as np
 
 from pi_synth.audio.backends.base import Backend, Granted
 from pi_synth.audio.ring import Ring
-from pi_synth.errors import DeviceError
+from pi_synth.errors import DeviceError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +104,8 @@ class BlockSource(Protocol):
     def next_block(self) -> np.ndarray: ...
 
     def fade_out(self) -> None: ...
+
+    # optional: ``input``, an AudioInput the engine opens beside the output (audio in)
 
     @property
     def finished(self) -> bool: ...
@@ -204,7 +216,9 @@ class Engine:
         self._ahead_hold_max = max(self.ahead_hold_blocks, round(AHEAD_HOLD_MAX_S / block_s))
         self.stats = EngineStats(block_s)
         self.granted: Granted | None = None
+        self.lead = 0  # frames of silence ahead of the first block (audio in: see the module docstring)
         self._abort = False
+        self.failed = ""  # why the stream ended early (an OutputError), or ""
         self._produced_all = False
         self._drained = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -222,6 +236,10 @@ class Engine:
         self.period = self.granted.period
         if self.mode == "auto":
             self.mode = "direct" if rtf is not None and self.direct_fits(rtf) else "threaded"
+        inp = getattr(s, "input", None)
+        if inp is not None:
+            self.lead = self.direct_margin() if self.mode == "direct" else self.ahead_blocks * s.block_size
+            self._lead_buf = np.zeros((self.lead, s.channels), np.float32)
         if self.freeze_gc:
             gc.collect()
             gc.freeze()
@@ -231,11 +249,15 @@ class Engine:
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch, 0.0005))
         if self.mode == "direct":
+            if inp is not None:
+                self.attach_input(inp)
             t = threading.Thread(target=self._direct_loop, name="pi-synth-audio", daemon=True)
             self._threads = [t]
             t.start()
             return self.granted
-        self.ring = Ring(ring_frames(s.block_size, self.period, self.ahead_blocks), s.channels)
+        self.ring = Ring(ring_frames(s.block_size, self.period, self.ahead_blocks) + self.lead, s.channels)
+        if inp is not None:
+            self.attach_input(inp)
         self._pbuf = np.zeros((self.period, s.channels), np.float32)
         self._sink_write = self.backend.sink(self.period)[0]
         inf = threading.Thread(target=self._inference_loop, name="pi-synth-inference", daemon=True)
@@ -243,7 +265,7 @@ class Engine:
         self._threads = [inf, out]
         inf.start()
         # prefill: the first periods must not wait for the model
-        want = min(self.ahead_blocks * s.block_size, self.ring.capacity)
+        want = min(self.ahead_blocks * s.block_size + self.lead, self.ring.capacity)
         deadline = time.monotonic() + timeout
         while self.ring.available() < want and not self._produced_all and inf.is_alive():
             if time.monotonic() > deadline:
@@ -251,6 +273,21 @@ class Engine:
             self.ring.wait_data(want, 0.05)
         out.start()
         return self.granted
+
+    def attach_input(self, inp, start: bool = True) -> None:
+        """Tell an AudioInput how far the output leads it and how to ask what the output
+        has left to play (a read waits for its block only while that is more than a
+        render needs), and open it (``start=False``: its own thread opens it — a stream
+        already playing, e.g. a swap to a model that takes audio)."""
+        b, ring = self.backend, self.ring
+        inp.margin = self.lead
+        rtf = self.synth.rtf_hint or 0.0
+        inp.reserve = max(self.period // 2, int(2 * rtf * self.synth.block_size))
+        if ring is None:
+            inp.queued = b.queued
+        else:
+            inp.queued = lambda: (b.queued() or 0) + ring.available()
+        inp.open(self.period, start=start)
 
     def _direct_wait(self) -> int:
         """The room the direct loop waits for before a render: one period (the device
@@ -311,6 +348,9 @@ class Engine:
             if t is not threading.current_thread():
                 t.join(timeout)
         self.backend.close()
+        inp = getattr(self.synth, "input", None)
+        if inp is not None:
+            inp.close()
         if self.freeze_gc:
             gc.unfreeze()
         if getattr(self, "_switch", None):
@@ -340,7 +380,7 @@ class Engine:
             "load": round(st.load, 4),
             "block_ms_max": round(st.block_time_max * 1e3, 3),
             "latency_frames": (g.latency_frames if g else 0)
-            + (self.ring.capacity if self.ring else 0),
+            + (self.ring.capacity if self.ring else 0) + self.lead,
             "engine_mode": self.mode,
             "render": "ahead" if self.render_ahead or self.mode != "direct" else "just-in-time",
         }
@@ -363,6 +403,7 @@ class Engine:
         synth, ring, st = self.synth, self.ring, self.stats
         block = synth.block_size
         perf = time.perf_counter
+        lead = self.lead
         while not self._abort:
             if not ring.wait_space(block, 0.1):
                 continue
@@ -371,6 +412,9 @@ class Engine:
             t0 = perf()
             frames = synth.next_block()
             dt = perf() - t0
+            if lead:  # audio in: the output leads the first block by this silence
+                ring.write(self._lead_buf)
+                lead = 0
             ring.write(frames)
             st.blocks += 1
             st.block_time_total += dt
@@ -392,6 +436,7 @@ class Engine:
         write, wait_room = backend.sink(synth.block_size)
         xruns = backend.xruns
         ahead = self.render_ahead
+        lead = self.lead
         back_at = went_back = -(1 << 62)  # block counts: when to go back to just in time, when we did
         while not self._abort:
             # just in time: wait for room first, then read the controls and render, so an
@@ -413,6 +458,12 @@ class Engine:
             st.block_time_total += dt
             if dt > st.block_time_max:
                 st.block_time_max = dt
+            if lead:  # audio in: the output leads the first block by this silence
+                try:
+                    backend.write(self._lead_buf)
+                except DeviceError:
+                    pass  # the block's own write below reports it
+                lead = 0
             try:  # a block longer than the room goes in as the device frees it
                 write(frames)
             except DeviceError as e:
@@ -492,10 +543,19 @@ class Engine:
 
     def _recover(self, call, arg, error: DeviceError) -> bool:
         """After ``error`` from ``call(arg)``: close, reopen every ``reopen_interval``
-        until the device is back, then ``call(arg)`` again. False if we stopped first."""
+        until the device is back, then ``call(arg)`` again. False if we stopped first, or
+        if the output cannot come back (:class:`OutputError`: a full disk): then the
+        stream ends and :attr:`failed` says why."""
+        inp = getattr(self.synth, "input", None)
+        if inp is not None and self.backend.capture == self.backend.device:
+            inp.lost_with_output(str(error))  # one card, both ways: its input went with it
         while True:
             self.stats.device_errors += 1
             self.stats.last_device_error = str(error)
+            if isinstance(error, OutputError):
+                self.failed = str(error)
+                self._abort = True
+                return False
             try:
                 self.backend.close()
             except Exception:
@@ -530,11 +590,16 @@ def render_offline(synth: BlockSource, backend: Backend, *, period: int | None =
 
     The caller arranges the end (a stop hook calling ``guard.fade_out()``). Same
     blocks as the threaded engine, written without threads. Returns frames written.
+    On any failure the backend is discarded (a file backend leaves no file), then the
+    error goes on.
     """
     period = period or synth.block_size
     backend.open(synth.sample_rate, synth.channels, max(16, period), 2)
+    inp = getattr(synth, "input", None)
     total = 0
     try:
+        if inp is not None:  # a file into the input, read as a live one is (no lead: offline)
+            inp.open(max(16, period))
         p = backend.granted.period
         while True:
             frames = synth.next_block()
@@ -542,6 +607,12 @@ def render_offline(synth: BlockSource, backend: Backend, *, period: int | None =
                 total += backend.write(frames[i:i + p])
             if synth.finished:
                 break
-    finally:
+    except BaseException:  # a full disk, Ctrl-C: no half-written file that looks finished
+        backend.discard()
+        raise
+    else:
         backend.close()
+    finally:
+        if inp is not None:
+            inp.close()
     return total

@@ -4,6 +4,14 @@ A :class:`Deck` is one loaded model (a :class:`~pi_synth.audio.synth.Synth`) tha
 deliver exactly the engine's block size even when its own block differs (a small FIFO
 in between; bypassed when the sizes match, the common case).
 
+Audio in: the player reads one engine block from its :class:`~pi_synth.audio.input.AudioInput`
+(``input``; silence without one) before the decks play, and feeds it to every deck whose
+model takes input (a :class:`~pi_synth.audio.pair.PairSynth`). Such a deck's model block
+may differ from the engine's: its output FIFO then starts with ``B − gcd(B, f)`` frames of
+silence (model block ``B``, engine block ``f``), the least with which a model block's
+input has always arrived by the time its output is due — the input-side latency of
+blocks that do not line up. Equal blocks (the common case) add nothing.
+
 :meth:`Player.crossfade_to` hands a new deck to the audio thread (one attribute
 store, no lock); at the next block boundary the player starts mixing old and new with
 an equal-power crossfade over ``crossfade_ms``, then retires the old deck (closed
@@ -31,12 +39,17 @@ class Deck:
         self.synth = synth
         self.frames = frames
         self.direct = synth.block_size == frames
+        self.takes_input = getattr(synth, "takes_input", False)
+        if self.takes_input:
+            synth.prepare_input(frames)
+            self.feed = synth.feed
         if self.direct:
             self.pull = synth.next_block  # no FIFO: one call less per block
         else:
             cap = synth.block_size + frames
             self._fifo = np.zeros((cap, synth.channels), np.float32)
-            self._n = 0
+            # a model taking input: its first block's input has not all come yet (see above)
+            self._n = synth.block_size - math.gcd(synth.block_size, frames) if self.takes_input else 0
         self._out = np.zeros((frames, synth.channels), np.float32)
 
     def pull(self) -> np.ndarray:
@@ -59,10 +72,12 @@ class Player:
     """What the engine plays: the current synth (or two, crossfading) behind the block
     hooks. A :class:`~pi_synth.audio.engine.BlockSource`, like a bare synth."""
 
-    def __init__(self, synth: Synth, hooks=None, *, crossfade_ms: float = 50.0):
+    def __init__(self, synth: Synth, hooks=None, *, crossfade_ms: float = 50.0, input=None):
         self.block_size = synth.block_size
         self.sample_rate = synth.sample_rate
         self.channels = synth.channels
+        self.input = input  # an AudioInput (audio/input.py), or None: silence in
+        self._in = np.zeros(self.block_size, np.float32)
         self.deck = Deck(synth, self.block_size)
         self.hooks = list(hooks or [])
         self.position = 0
@@ -130,12 +145,18 @@ class Player:
         for hook in self.hooks:
             hook(self.position)
         self.position += self.block_size
-        if self._incoming is None:
-            if self._pending is None:
-                return self.deck.pull()
+        if self.input is not None:  # read it whatever plays: the device's stream keeps flowing
+            self.input.read(self._in)
+        if self._incoming is None and self._pending is not None:
             self._incoming, self._pending, self._k = self._pending, None, 0
             if self._fading_out:
                 self._incoming.synth.guard.fade_out()
+        if self.deck.takes_input:
+            self.deck.feed(self._in)
+        if self._incoming is None:
+            return self.deck.pull()
+        if self._incoming.takes_input:
+            self._incoming.feed(self._in)
         old = self.deck.pull()
         new = self._incoming.pull()
         n = self.crossfade_blocks

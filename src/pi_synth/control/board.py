@@ -32,11 +32,33 @@ class Board:
     """The Pi's hardware: gpiozero's default pin factory, the kernel's I2C buses."""
 
     emulated = False
-    pin_factory = None  # None: gpiozero picks the Pi's (lgpio, RPi.GPIO, …)
+    pin_factory = None  # until pins(): gpiozero picks the Pi's (lgpio, RPi.GPIO, …)
+
+    def pins(self):
+        """The pin factory every gpiozero device (buttons, encoders, LEDs, SPI chips) is
+        made on. On the Pi, gpiozero's own choice — made here once, with its fallback
+        chatter (a Python warning per library it could not load) kept off the terminal;
+        where there is none, one line saying what to do."""
+        if self.pin_factory is None:
+            import warnings
+
+            from gpiozero import Device
+            from gpiozero.exc import BadPinFactory, PinWarning
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PinWarning)
+                try:
+                    Device.ensure_pin_factory()
+                except (BadPinFactory, ImportError, OSError, RuntimeError) as e:
+                    raise DeviceError(
+                        f"no GPIO pins on this machine ({e}): on a Pi install python3-lgpio; "
+                        "elsewhere run with --emulate") from None
+            self.pin_factory = Device.pin_factory
+        return self.pin_factory
 
     def spi(self, spec, *, port: int, device: int, vref: float):
         """The pin factory an SPI chip's gpiozero device is made on."""
-        return self.pin_factory
+        return self.pins()
 
     def i2c(self, spec, *, bus_number: int, address: int, vref: float):
         """An smbus2-style bus for a chip at ``address`` on bus ``bus_number``."""
@@ -79,6 +101,29 @@ class EmulatedI2CBus:
         pass
 
 
+STATES_KEPT = 256  # pin changes an emulated pin remembers (gpiozero's mock keeps all)
+
+
+def _emulated_factory():
+    """gpiozero's ``MockFactory`` whose pins (of every mock class: plain, SPI clock,
+    select…) remember only their last :data:`STATES_KEPT` changes. The mock keeps every
+    change for a test's ``assert_states``; an emulated SPI chip read bit by bit a hundred
+    times a second makes hundreds of thousands a second, and ``run --emulate`` grew by
+    3 MB a second until this."""
+    from collections import deque
+
+    from gpiozero.pins.mock import MockFactory
+
+    class EmulatedFactory(MockFactory):
+        def pin(self, name, pin_class=None, **kwargs):
+            p = super().pin(name, pin_class=pin_class, **kwargs)
+            if not isinstance(p.states, deque):
+                p.states = deque(p.states, maxlen=STATES_KEPT)
+            return p
+
+    return EmulatedFactory()
+
+
 class EmulatedBoard(Board):
     """A Pi on a laptop: gpiozero's ``MockFactory`` (installed as gpiozero's pin factory,
     so buttons and LEDs use it too) and emulated ADC chips on the buses.
@@ -91,9 +136,8 @@ class EmulatedBoard(Board):
 
     def __init__(self):
         from gpiozero import Device
-        from gpiozero.pins.mock import MockFactory
 
-        self.pin_factory = MockFactory()
+        self.pin_factory = _emulated_factory()
         Device.pin_factory = self.pin_factory
         self.chips: dict[tuple, object] = {}  # (bus, port or bus number, device or address) → twin
         self._i2c: dict[int, EmulatedI2CBus] = {}
@@ -148,6 +192,12 @@ class EmulatedBoard(Board):
         if Device.pin_factory is self.pin_factory:
             self.pin_factory.close()
             Device.pin_factory = None
+        # gpiozero hands one software SPI bus to every device on the same pins, whatever
+        # their factory (a weak reference, by pin numbers): a bus that a reference cycle
+        # keeps alive would be handed to the next board's chips, on this board's pins
+        import gc
+
+        gc.collect()
 
 
 def board() -> Board:

@@ -24,7 +24,11 @@ def interactive(read: Callable[[], float], channel: int, volts: list[float],
                 ask: Callable[[str], str] = input, say: Callable[[str], None] = print) -> Calibration:
     points = []
     for v in volts:
-        reply = ask(f"patch {v:+.3f} V into channel {channel}, then press Enter (or type q to stop) ")
+        try:
+            reply = ask(f"patch {v:+.3f} V into channel {channel}, then press Enter (or type q to stop) ")
+        except EOFError:  # stdin closed (a script, a service): nothing more will be answered
+            raise ConfigError(f"standard input ended after {len(points)} of {len(volts)} voltages; run "
+                              "calibrate in a terminal, or give the readings with --points") from None
         if reply.strip().lower() == "q":
             break
         r = average_reading(read)
@@ -124,6 +128,12 @@ def cmd_calibrate(args) -> int:
         raise ConfigError("calibration gives non-finite volts")
     path = save_calibration(device, channel, cal)
     print(f"saved {len(cal.points)}-point calibration for {device} channel {channel} to {path}")
+    from pi_synth.state import system_state_unreachable
+
+    system = system_state_unreachable()
+    if system is not None:
+        print(f"  note: the service reads {system}, which this user cannot write; to calibrate for it: "
+              f"sudo -u pisynth pi-synth calibrate {args.channel} …", file=sys.stderr)
     for line in report(cal):
         print(line)
     return 0

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pi_synth.errors import EventsError
+from pi_synth.render_plan import MAX_SECONDS
+
+MAX_FILE_BYTES = 64 << 20  # an hour of dense playing is a few MB
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,10 @@ def parse_events(items: Any, where: str = "events") -> list[Event]:
             raise EventsError(f"{w} must be an object like {{\"t\": 0.5, \"set\": {{\"pitch\": 440}}}}")
         t = e.get("t")
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise EventsError(f"{w}: 't' must be a time in seconds ≥ 0, got {t!r}")
+            raise EventsError(f"{w}: 't' must be a time in seconds ≥ 0, got {_short(t)}")
+        if t > MAX_SECONDS:
+            raise EventsError(f"{w}: 't' = {t:g} s is past a day ({MAX_SECONDS:.0f} s), the longest "
+                              "render or run; fix the time (seconds, not samples or ms?)")
         actions = [k for k in ("set", "midi", "source") if k in e]
         if len(actions) != 1:
             raise EventsError(f"{w}: needs exactly one of 'set', 'midi' or 'source'")
@@ -52,51 +58,79 @@ def parse_events(items: Any, where: str = "events") -> list[Event]:
                 raise EventsError(f"{w}: 'set' must map control names to numbers")
             for k, v in s.items():
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise EventsError(f"{w}: 'set' value for {k!r} must be a number, got {v!r}")
+                    raise EventsError(f"{w}: 'set' value for {_short(k)} must be a number, got {_short(v)}")
             data = {str(k): float(v) for k, v in s.items()}
         elif kind == "midi":
             m = e["midi"]
             if not isinstance(m, list) or not all(
                 isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in m
             ):
-                raise EventsError(f"{w}: 'midi' must be a list of bytes 0..255, got {m!r}")
+                raise EventsError(f"{w}: 'midi' must be a list of bytes 0..255, got {_short(m)}")
             data = bytes(m)
         else:
             src, v = e["source"], e.get("value")
             if not isinstance(src, str):
                 raise EventsError(f"{w}: 'source' must be a name like 'knob1'")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise EventsError(f"{w}: 'value' must be a number in 0..1, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or not 0.0 <= v <= 1.0:
+                raise EventsError(f"{w}: 'value' must be a number in 0..1 (a knob's travel), got {_short(v)}")
             data = (src, float(v))
         out.append(Event(float(t), kind, data))
     out.sort(key=lambda ev: ev.t)  # stable: same-time events keep file order
     return out
 
 
+def _short(v: Any, n: int = 60) -> str:
+    """``repr(v)`` cut to one readable piece of a line (a bad value can be megabytes)."""
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "…"
+
+
 def load_events(path: str | os.PathLike) -> list[Event]:
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            items = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise EventsError(f"{path}: events file not found") from None
+    except IsADirectoryError:
+        raise EventsError(f"{path}: is a directory; give the events .json file") from None
+    except OSError as e:
+        raise EventsError(f"{path}: cannot read the events file ({e.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise EventsError(f"{path}: over {MAX_FILE_BYTES >> 20} MB of events; split it, or check it is "
+                          "the right file")
+    try:
+        items = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise EventsError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}): is it a JSON file?") from None
     except json.JSONDecodeError as e:
         raise EventsError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise EventsError(f"{path}: JSON nested too deeply; an events file is a flat list of events") from None
     return parse_events(items, where=path)
+
+
+def demo_midi() -> str:
+    """The demo phrase shipped with pi-synth (``--midi demo``): ``pi_synth/data/demo.mid``."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "demo.mid")
 
 
 def load_midi_file(path: str | os.PathLike) -> list[Event]:
     """A Standard MIDI File → ``midi`` events (tempo map applied by mido). Program changes
-    are left out: in a file they name General MIDI instruments, which mean nothing here."""
+    are left out: in a file they name General MIDI instruments, which mean nothing here.
+    ``demo`` (when no file of that name is here) is the shipped demo phrase."""
     import mido
 
     path = os.fspath(path)
+    if path == "demo" and not os.path.exists(path):  # the shipped demo phrase
+        path = demo_midi()
     try:
         mid = mido.MidiFile(path)
     except FileNotFoundError:
         raise EventsError(f"{path}: MIDI file not found") from None
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
-        raise EventsError(f"{path}: not a readable Standard MIDI File ({e})") from None
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise EventsError(f"{path}: not a readable Standard MIDI File ({str(e)[:120]})") from None
     t = 0.0
     out = []
     for msg in mid:
@@ -112,8 +146,11 @@ def check_events(events: list[Event], router, where: str = "events") -> None:
     for i, ev in enumerate(events):
         try:
             if ev.kind == "set":
-                for name in ev.data:
+                for name, value in ev.data.items():
                     router.bank.index(name)
+                    why = router.card.control(name).refuse(value)
+                    if why:
+                        raise EventsError(f"{where}: event {i}: {why}")
             elif ev.kind == "source":
                 router.mapping.check(ev.data[0])
         except KeyError as e:
@@ -121,30 +158,39 @@ def check_events(events: list[Event], router, where: str = "events") -> None:
 
 
 class Timeline:
-    """Block hook applying events on the audio clock."""
+    """Block hook applying events on the audio clock. ``loop_seconds``: start again from
+    the first event that long after the start of each pass (``run --loop``)."""
 
-    def __init__(self, events: list[Event], router, sample_rate: int):
+    def __init__(self, events: list[Event], router, sample_rate: int, loop_seconds: float | None = None):
         self.router = router
         self._events = events
         self._frames = [round(ev.t * sample_rate) for ev in events]
         self._i = 0
+        self._loop = max(1, round(loop_seconds * sample_rate)) if loop_seconds and events else 0
+        self._offset = 0  # frames: where this pass started
+        self.passes = 0
 
     @property
     def done(self) -> bool:
-        return self._i >= len(self._events)
+        return not self._loop and self._i >= len(self._events)
 
     def __call__(self, position: int) -> None:
         i, n = self._i, len(self._events)
-        while i < n and self._frames[i] <= position:
-            ev = self._events[i]
-            if ev.kind == "set":
-                for k, v in ev.data.items():
-                    self.router.set(k, v)
-            elif ev.kind == "midi":
-                self.router.midi_bytes(ev.data)
-            else:
-                self.router.source(*ev.data)
-            i += 1
+        while True:
+            while i < n and self._frames[i] + self._offset <= position:
+                ev = self._events[i]
+                if ev.kind == "set":
+                    for k, v in ev.data.items():
+                        self.router.set(k, v)
+                elif ev.kind == "midi":
+                    self.router.midi_bytes(ev.data)
+                else:
+                    self.router.source(*ev.data)
+                i += 1
+            if i < n or not self._loop or self._offset + self._loop > position:
+                break
+            i, self._offset = 0, self._offset + self._loop  # the next pass
+            self.passes += 1
         self._i = i
 
 

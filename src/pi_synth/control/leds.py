@@ -1,8 +1,9 @@
 """Status LEDs: the box's smallest screen — activity, xruns, clipping.
 
 An indicator, not a control source: it reads counters (the router's input count, the
-engine's xruns and late periods, the guard's limited blocks) and lights a GPIO LED for
-a moment when one moves. Polled by the rig's one poller thread, never by the audio
+engine's xruns and late periods, the guard's limited blocks and the audio input's
+clipped blocks: the clip LED lights for either, the status says which) and lights a GPIO
+LED for a moment when one moves. Polled by the rig's one poller thread, never by the audio
 thread; the LEDs come from the board's pin factory like every other pin.
 """
 
@@ -32,17 +33,20 @@ class StatusLeds:
     def open(self) -> None:
         from gpiozero import LED
 
+        from pi_synth.control.board import board
+
+        factory = board().pins()
         for role, pin in self.pins.items():
             if role not in ROLES:
                 raise ValueError(f"unknown LED role {role!r}; roles are: {', '.join(ROLES)}")
-            self.leds[role] = LED(pin)
+            self.leds[role] = LED(pin, pin_factory=factory)
 
     def counters(self) -> dict[str, int]:
         st = {"activity": self.router.activity}
         if self.status_fn is not None:
             s = self.status_fn() or {}
             st["xruns"] = s.get("xruns", 0) + s.get("late_periods", 0)
-            st["limited_blocks"] = s.get("limited_blocks", 0)
+            st["limited_blocks"] = s.get("limited_blocks", 0) + (s.get("input") or {}).get("clips", 0)
         return st
 
     def poll(self, now: float) -> None:

@@ -22,6 +22,26 @@ from pi_synth.errors import PiSynthError
 log = logging.getLogger(__name__)
 
 
+def live_inputs(cfg) -> list[str]:
+    """The live control sources the config sets up, in words: with any of them, playing a
+    file of events does not end a run (someone may be playing along). ``[midi] ports``
+    counts only when it names a port: ``all``, the default, is not a decision."""
+    out = []
+    if cfg.knobs.chip != "none":
+        out.append(f"knobs ({cfg.knobs.chip})")
+    if cfg.cv:
+        out.append("CV")
+    if cfg.midi.ports not in ("", "all"):
+        out.append(f"MIDI port {cfg.midi.ports!r}")
+    if cfg.midi.din:
+        out.append("DIN MIDI")
+    if cfg.osc.enabled:
+        out.append("OSC")
+    if cfg.button or cfg.encoder:
+        out.append("buttons/encoders")
+    return out
+
+
 class Rig:
     """The control sources and indicators of one instrument, and their poller thread."""
 

@@ -7,13 +7,16 @@ the same methods, so a test driving events exercises the code a keyboard does:
   the mapping to a model control (unmapped sources are counted and ignored, so a
   stray CC never errors);
 * ``midi_bytes(data)`` — raw bytes through the one byte-stream parser, then
-  ``midi_message(msg)``: notes, bend and pressure to the mono voice of a ``note``
-  model; CC as source ``ccN``; program change as the ``program`` action;
+  ``midi_message(msg)``: notes, bend and pressure to the voice of a ``note`` model
+  (a :class:`~pi_synth.control.voice.MonoVoice`, or a
+  :class:`~pi_synth.control.poly.PolyVoice` for a batched one); CC as source ``ccN``;
+  program change as the ``program`` action;
 * ``action(name, arg)`` — next/previous model, presets, panic, MIDI learn: handed to
   ``on_action`` (set by the app), so the router itself never loads models.
 
 A ``listener`` (MIDI learn) sees every source reading first and may consume it. The
-voice's envelope advances once per block on the audio clock in :meth:`on_block`.
+voice's envelope advances once per block on the audio clock in :meth:`on_block` (a
+mono voice's pitch and loudness go to the bank; a poly voice writes its voice table).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pi_synth.model.controls import ControlTarget
 from pi_synth.control.mapping import Mapping
 from pi_synth.control.midi.parser import MidiParser
 from pi_synth.control.played import PlayedControls
+from pi_synth.control.poly import PolyVoice
 from pi_synth.control.voice import MonoVoice
 
 log = logging.getLogger(__name__)
@@ -35,7 +39,7 @@ class Router:
     """Every source's way into the model: readings, MIDI, CV and actions (module docstring)."""
 
     def __init__(self, card: Card, bank: ControlTarget, mapping: Mapping | None = None,
-                 voice: MonoVoice | None = None):
+                 voice: MonoVoice | PolyVoice | None = None):
         self.voice = None
         self._voice_used = False
         self.retarget(card, bank, mapping, voice)
@@ -50,7 +54,7 @@ class Router:
         self.activity = 0  # counts inputs: the activity LED blinks on change
 
     def retarget(self, card: Card, bank: ControlTarget, mapping: Mapping | None = None,
-                 voice: MonoVoice | None = None) -> None:
+                 voice: MonoVoice | PolyVoice | None = None) -> None:
         """Point every source at another model (hot swap). A held note keeps sounding
         if the new model is a note model too."""
         names = set(card.control_names)
@@ -68,6 +72,7 @@ class Router:
         self.mapping = mapping or Mapping(card)
         self.block_seconds = card.block_size / card.sample_rate
         self.is_note = is_note
+        self._poly = isinstance(self.voice, PolyVoice)
 
     # -- sources ----------------------------------------------------------------------
 
@@ -143,6 +148,10 @@ class Router:
     def on_block(self, position: int) -> None:
         v = self.voice
         if v is None or not self._voice_used or not self.is_note:
+            return
+        if self._poly:  # it writes its voice table; the synth reads it right after
+            v.override_hz = self._cv_hz
+            v.advance(self.block_seconds)
             return
         v.advance(self.block_seconds)
         notes = self._notes

@@ -2,7 +2,13 @@
 
 The card is JSON in the ONNX ``metadata_props`` under the key ``pi_synth``
 (see ``docs/model-format.md``). It is parsed and checked here, without onnxruntime,
-so every error can name the key that is wrong. :func:`check_graph` then checks the
+so every error can name the key that is wrong.
+
+Which input a model takes is said by its card: controls (``inputs.controls``: knobs,
+notes), audio (``inputs.audio``: an effect, or an encoder), or both; and what it gives:
+audio (``outputs.audio``) or latents (``outputs.latent``: an encoder, whose
+``latent_controls`` name the decoder controls it writes). A decoder names its encoder with
+a top-level ``encoder`` (a file beside it). :func:`check_graph` then checks the
 card against the graph's real inputs and outputs. :func:`load_card` and
 :func:`write_card` are the one place a card is read from or written to a file (the
 converter, the quantizer and ``pi-synth card`` all write through it).
@@ -21,9 +27,11 @@ from pi_synth.model.onnxfile import read_metadata, write_metadata
 CARD_KEY = "pi_synth"
 FORMAT = 1
 CURVES = ("lin", "log", "exp")
-KINDS = ("note", "latent", "rave")
+KINDS = ("note", "latent", "rave", "encoder")
+ENCODER_KINDS = ("encoder", "rave-encoder")  # "rave-encoder": the first converter's cards
 
 MAX_BLOCK = 1 << 16
+MAX_VOICES = 256  # rows one batched note model may play at once
 MAX_STATE_ELEMENTS = 1 << 26  # 256 MB of float32: anything above is a broken file
 
 
@@ -42,6 +50,15 @@ class Control:
     def clamp(self, value: float) -> float:
         lo, hi = (self.min, self.max) if self.min <= self.max else (self.max, self.min)
         return min(max(value, lo), hi)
+
+    def refuse(self, value: float) -> str | None:
+        """Why ``value`` (typed by a user: ``--set``, an events file) is not one this control
+        takes, in words — or None. Live sources are clamped instead (:meth:`clamp`)."""
+        lo, hi = (self.min, self.max) if self.min <= self.max else (self.max, self.min)
+        if math.isfinite(value) and lo <= value <= hi:
+            return None
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.name} = {value:g} is outside its range {lo:g}..{hi:g}{unit}"
 
     def from_unit(self, x: float) -> float:
         """Map 0..1 (a knob) onto the control's range along its curve."""
@@ -81,13 +98,28 @@ class Card:
     kind: str = ""
     description: str = ""
     latency_samples: int = 0
+    voices: int = 1  # rows of a batched note model (leading graph dimension "voices"); 1 = mono
     license: str = ""
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    audio_input: str = ""  # inputs.audio: float32 [1, 1, block_size] (an effect, an encoder)
+    latent_output: str = ""  # outputs.latent: float32 [1, len(latent_controls), control_frames]
+    latent_controls: tuple[str, ...] = ()  # an encoder: the decoder controls it writes, in order
+    encoder: str = ""  # a decoder: its encoder's file name, beside it
 
     @property
     def control_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.controls)
+
+    @property
+    def is_encoder(self) -> bool:
+        """Audio in, latents out: drives a decoder from audio; never played by itself."""
+        return bool(self.latent_output)
+
+    @property
+    def takes_audio(self) -> bool:
+        """The model takes audio itself (an effect, or an encoder)."""
+        return bool(self.audio_input)
 
     def control(self, name: str) -> Control:
         for c in self.controls:
@@ -115,8 +147,8 @@ class Card:
                 {k: v for k, v in vars(c).items() if v != "" or k in ("name", "unit")}
                 for c in self.controls
             ],
-            inputs={"controls": self.controls_input},
-            outputs={"audio": self.audio_output},
+            inputs={k: v for k, v in (("controls", self.controls_input), ("audio", self.audio_input)) if v},
+            outputs={k: v for k, v in (("audio", self.audio_output), ("latent", self.latent_output)) if v},
             state=[list(p) for p in self.state],
             latency_samples=self.latency_samples,
             license=self.license,
@@ -124,6 +156,12 @@ class Card:
         )
         if self.kind:
             d["kind"] = self.kind
+        if self.voices > 1:
+            d["voices"] = self.voices
+        if self.latent_output:
+            d["latent_controls"] = list(self.latent_controls)
+        if self.encoder:
+            d["encoder"] = self.encoder
         return d
 
 
@@ -178,6 +216,7 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
     channels = _int_in(d, "channels", 1, 2, where)
     control_frames = _int_in(d, "control_frames", 1, MAX_BLOCK, where)
     latency = _int_in(d, "latency_samples", 0, 10 * sample_rate, where, default=0)
+    voices = _int_in(d, "voices", 1, MAX_VOICES, where, default=1)
 
     raw_controls = _need(d, "controls", list, where)
     controls = []
@@ -207,8 +246,32 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
 
     inputs = _need(d, "inputs", dict, where)
     outputs = _need(d, "outputs", dict, where)
-    controls_input = _need(inputs, "controls", str, f"{where}: inputs")
-    audio_output = _need(outputs, "audio", str, f"{where}: outputs")
+    kind = d.get("kind", "")
+    if not isinstance(kind, str):
+        raise CardError(f"{where}: card key 'kind' must be a string")
+    audio_input = _opt_name(inputs, "audio", f"{where}: inputs")
+    latent_output = _opt_name(outputs, "latent", f"{where}: outputs")
+    if kind in ENCODER_KINDS and not latent_output:
+        raise CardError(f"{where}: an encoder card needs outputs.latent (the graph output its latents leave by)")
+    if latent_output:
+        # an encoder: audio in, latents out. The first converter also named its input
+        # "controls" and its output "audio" (the same tensors): those names are read as these
+        if not audio_input:
+            raise CardError(f"{where}: card outputs.latent needs inputs.audio (an encoder takes audio)")
+        controls_input = "" if inputs.get("controls") in (None, audio_input) else \
+            _need(inputs, "controls", str, f"{where}: inputs")
+        audio_output = "" if outputs.get("audio") in (None, latent_output) else \
+            _need(outputs, "audio", str, f"{where}: outputs")
+        if audio_output:
+            raise CardError(f"{where}: an encoder card has outputs.latent, not outputs.audio too")
+    else:
+        if "controls" not in inputs and audio_input:
+            controls_input = ""  # an effect with no controls of its own
+        else:
+            controls_input = _need(inputs, "controls", str, f"{where}: inputs")
+        audio_output = _need(outputs, "audio", str, f"{where}: outputs")
+    if not controls_input and controls:
+        raise CardError(f"{where}: the card lists controls but no inputs.controls to feed them to")
     raw_state = d.get("state", [])
     if not isinstance(raw_state, list):
         raise CardError(f"{where}: card key 'state' must be a list of [input, output] pairs")
@@ -221,28 +284,47 @@ def parse_card(text: str | bytes | None, where: str = "model") -> Card:
         ):
             raise CardError(f"{where}: state[{i}] must be [input_name, output_name], got {pair!r}")
         state.append((pair[0], pair[1]))
-    names_in = [controls_input] + [p[0] for p in state]
-    names_out = [audio_output] + [p[1] for p in state]
+    names_in = [n for n in (controls_input, audio_input) if n] + [p[0] for p in state]
+    names_out = [n for n in (audio_output, latent_output) if n] + [p[1] for p in state]
     for names, what in ((names_in, "input"), (names_out, "output")):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise CardError(f"{where}: graph {what} {sorted(dup)[0]!r} is named twice in the card")
-    kind = d.get("kind", "")
-    if not isinstance(kind, str):
-        raise CardError(f"{where}: card key 'kind' must be a string")
+    latent_controls: tuple[str, ...] = ()
+    if latent_output:
+        raw_lc = d.get("latent_controls", [])
+        if not isinstance(raw_lc, list) or not all(isinstance(n, str) and n for n in raw_lc) \
+                or len(set(raw_lc)) != len(raw_lc):
+            raise CardError(f"{where}: card key 'latent_controls' must be a list of distinct control names")
+        latent_controls = tuple(raw_lc)
+    encoder = d.get("encoder") or ""
+    if not isinstance(encoder, str) or "/" in encoder or encoder in (".", ".."):
+        raise CardError(f"{where}: card key 'encoder' must be the file name of the encoder beside the model")
     known = {
         "format", "name", "description", "sample_rate", "block_size", "channels",
         "control_frames", "controls", "inputs", "outputs", "state", "latency_samples",
-        "license", "source", "kind",
+        "license", "source", "kind", "voices", "latent_controls", "encoder",
     }
     return Card(
         name=name, sample_rate=sample_rate, block_size=block_size, channels=channels,
         control_frames=control_frames, controls=tuple(controls),
         controls_input=controls_input, audio_output=audio_output, state=tuple(state),
-        kind=kind, description=str(d.get("description", "")), latency_samples=latency,
+        kind=kind, description=str(d.get("description", "")), latency_samples=latency, voices=voices,
         license=str(d.get("license", "")), source=str(d.get("source", "")),
         extra={k: v for k, v in d.items() if k not in known},
+        audio_input=audio_input, latent_output=latent_output, latent_controls=latent_controls,
+        encoder=encoder,
     )
+
+
+def _opt_name(d: dict, key: str, where: str) -> str:
+    """An optional graph tensor name (``inputs.audio``, ``outputs.latent``): "" when absent."""
+    if key not in d:
+        return ""
+    v = d[key]
+    if not isinstance(v, str) or not v:
+        raise CardError(f"{where}: card key {key!r} must be a graph tensor name, got {v!r}")
+    return v
 
 
 def load_card(path) -> Card:
@@ -289,18 +371,31 @@ ORT_TYPES = {
 }
 
 
-VOICES_DIM = "voices"  # a note model's batch of voices (card "voices"): the mono path runs one row
+def _dynamic(d) -> bool:
+    return not isinstance(d, int) or d < 0
 
 
-def _shape(arg, where: str, what: str) -> tuple[int, ...]:
+def _shape(arg, where: str, what: str, batched: bool = False) -> tuple[int, ...]:
+    """The tensor's shape; for a batched tensor (a card with ``voices`` > 1) the shape of
+    one voice: the dynamic leading dimension as 1."""
+    dims = list(arg.shape)
+    if batched:
+        if not dims or not _dynamic(dims[0]):
+            raise CardError(
+                f"{where}: graph {what} {arg.name!r} has shape {arg.shape}, but the card says "
+                "\"voices\" > 1: export it with a dynamic leading dimension named 'voices' "
+                "(one row per voice)"
+            )
+        dims[0] = 1
     shape = []
-    for i, d in enumerate(arg.shape):
-        if i == 0 and d == VOICES_DIM:
-            d = 1
-        if not isinstance(d, int) or d < 0:
+    for d in dims:
+        if _dynamic(d):
+            hint = ("; a batch of voices needs \"voices\": N in the card and the dynamic "
+                    "dimension first" if dims and _dynamic(dims[0]) and not batched else "")
             raise CardError(
                 f"{where}: graph {what} {arg.name!r} has a dynamic shape {arg.shape}; "
                 "export it with fixed shapes (batch 1, fixed block) so onnxruntime can plan memory"
+                + hint
             )
         shape.append(d)
     return tuple(shape)
@@ -309,44 +404,56 @@ def _shape(arg, where: str, what: str) -> tuple[int, ...]:
 def check_graph(card: Card, inputs, outputs, where: str = "model") -> dict[str, tuple]:
     """Check the card against onnxruntime's ``get_inputs()``/``get_outputs()``.
 
-    Returns ``{name: (shape, dtype)}`` for every graph input and output.
+    Returns ``{name: (shape, dtype)}`` for every graph input and output. For a batched
+    note model (``voices`` > 1) the controls, the audio and every state tensor have a
+    dynamic leading dimension, one row per voice; their shapes here are one voice's
+    (leading 1), like a mono model's, and :func:`batched_outputs` names the extra outputs
+    that have that leading dimension too.
     """
     ins = {a.name: a for a in inputs}
     outs = {a.name: a for a in outputs}
     specs: dict[str, tuple] = {}
+    batched = card.voices > 1
 
-    def spec(arg, what):
+    def spec(arg, what, rows=batched):
         dtype = ORT_TYPES.get(arg.type)
         if dtype is None:
             raise CardError(f"{where}: graph {what} {arg.name!r} has unsupported type {arg.type}")
-        return _shape(arg, where, what), dtype
+        return _shape(arg, where, what, rows), dtype
 
-    if card.controls_input not in ins:
-        raise CardError(
-            f"{where}: card inputs.controls names {card.controls_input!r}, but the graph's inputs "
-            f"are {sorted(ins)}"
-        )
-    shape, dtype = spec(ins[card.controls_input], "input")
-    want = (1, len(card.controls), card.control_frames)
-    if shape != want or dtype != "float32":
-        raise CardError(
-            f"{where}: graph input {card.controls_input!r} is {dtype} {list(shape)}, the card says "
-            f"float32 {list(want)} (1, len(controls), control_frames)"
-        )
-    specs[card.controls_input] = (shape, dtype)
-    if card.audio_output not in outs:
-        raise CardError(
-            f"{where}: card outputs.audio names {card.audio_output!r}, but the graph's outputs "
-            f"are {sorted(outs)}"
-        )
-    shape, dtype = spec(outs[card.audio_output], "output")
-    want = (1, card.channels, card.block_size)
-    if shape != want or dtype != "float32":
-        raise CardError(
-            f"{where}: graph output {card.audio_output!r} is {dtype} {list(shape)}, the card says "
-            f"float32 {list(want)} (1, channels, block_size)"
-        )
-    specs[card.audio_output] = (shape, dtype)
+    def need(name, table, key, want, what, meaning):
+        """Check graph tensor ``name`` (the card's ``table.key``) is float32 ``want``."""
+        pool = ins if table == "inputs" else outs
+        if name not in pool:
+            raise CardError(
+                f"{where}: card {table}.{key} names {name!r}, but the graph's {table} are {sorted(pool)}"
+            )
+        shape, dtype = spec(pool[name], what)
+        if want is not None and shape != want or dtype != "float32":
+            raise CardError(
+                f"{where}: graph {what} {name!r} is {dtype} {list(shape)}, the card says "
+                f"float32 {list(want) if want else '[…]'} ({meaning})"
+            )
+        specs[name] = (shape, dtype)
+        return shape
+
+    if card.controls_input:
+        need(card.controls_input, "inputs", "controls", (1, len(card.controls), card.control_frames),
+             "input", "1, len(controls), control_frames")
+    if card.audio_input:
+        need(card.audio_input, "inputs", "audio", (1, 1, card.block_size), "input", "1, 1, block_size: mono")
+    if card.audio_output:
+        need(card.audio_output, "outputs", "audio", (1, card.channels, card.block_size),
+             "output", "1, channels, block_size")
+    if card.latent_output:
+        k = len(card.latent_controls)
+        shape = need(card.latent_output, "outputs", "latent", (1, k, card.control_frames) if k else None,
+                     "output", "1, len(latent_controls), control_frames")
+        if not k and (len(shape) != 3 or shape[0] != 1 or shape[2] != card.control_frames):
+            raise CardError(
+                f"{where}: graph output {card.latent_output!r} is {list(shape)}, the card says "
+                f"[1, latents, {card.control_frames}] (1, latents, control_frames)"
+            )
     total = 0
     for s_in, s_out in card.state:
         if s_in not in ins:
@@ -366,9 +473,17 @@ def check_graph(card: Card, inputs, outputs, where: str = "model") -> dict[str, 
     extra_in = sorted(set(ins) - set(specs))
     if extra_in:
         raise CardError(
-            f"{where}: graph input {extra_in[0]!r} is neither the controls input nor a state input "
-            "in the card; add it to the card's 'state' or remove it from the graph"
+            f"{where}: graph input {extra_in[0]!r} is neither the controls or audio input nor a state "
+            "input in the card; add it to the card's 'state' or remove it from the graph"
         )
-    for name in sorted(set(outs) - set(specs)):
-        specs[name] = spec(outs[name], "output")  # extra outputs are computed and ignored
+    for name in sorted(set(outs) - set(specs)):  # extra outputs are computed and ignored
+        a = outs[name]
+        specs[name] = spec(a, "output", batched and bool(a.shape) and _dynamic(a.shape[0]))
     return specs
+
+
+def batched_outputs(card: Card, outputs) -> set[str]:
+    """Graph outputs with one row per voice (a batched model's dynamic leading dimension)."""
+    if card.voices <= 1:
+        return set()
+    return {a.name for a in outputs if a.shape and _dynamic(a.shape[0])}

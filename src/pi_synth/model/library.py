@@ -8,6 +8,8 @@ models shipped with the package, then the package's procedural fallback voice
 A name ``flute`` matches ``flute.int8.onnx``, ``flute.onnx`` or ``flute.fp32.onnx``; with
 ``precision="auto"`` (``pi-synth run``'s default) and both precisions in one folder, the
 one measured faster here plays, fp32 unless int8 clearly wins (:mod:`precision`).
+An encoder (``NAME.encoder.onnx``, beside its decoder) is not a model of its own: it is
+found through its decoder (:func:`find_encoder`) and never listed.
 """
 
 from __future__ import annotations
@@ -51,10 +53,41 @@ def model_dirs() -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
+def is_encoder_file(p: Path) -> bool:
+    """``NAME.encoder.onnx`` (or ``NAME.encoder.fp32.onnx`` …): an encoder, by its name."""
+    return ".encoder." in p.name
+
+
+def find_encoder(path, card) -> Path | None:
+    """The encoder beside decoder ``path``: the one its card names (``"encoder"``), else
+    ``NAME.encoder.onnx`` for ``NAME.onnx`` / ``NAME.fp32.onnx`` / ``NAME.int8.onnx`` (the
+    same precision first). None when there is none."""
+    p = Path(path)
+    if card.encoder:
+        named = p.with_name(card.encoder)
+        if not named.is_file():
+            raise ModelError(f"{p}: its card names the encoder {card.encoder!r}, which is not beside it; "
+                             "copy it there, or make it with 'pi-synth convert rave'")
+        return named
+    base, prec = p.name, ""
+    for suffix in (".fp32.onnx", ".int8.onnx", ".onnx"):
+        if base.endswith(suffix):
+            base, prec = base[: -len(suffix)], suffix[1:-5] if suffix != ".onnx" else ""
+            break
+    names = [f"{base}.encoder.{prec}.onnx"] if prec else []
+    names += [f"{base}.encoder.onnx", f"{base}.encoder.fp32.onnx", f"{base}.encoder.int8.onnx"]
+    for n in names:
+        if (p.parent / n).is_file():
+            return p.parent / n
+    return None
+
+
 def list_models() -> list[Path]:
     seen, out = set(), []
     for d in model_dirs():
         for p in sorted(d.glob("*.onnx")):
+            if is_encoder_file(p):
+                continue
             if p.name not in seen:
                 seen.add(p.name)
                 out.append(p)
@@ -114,3 +147,17 @@ def _file(d: Path, name: str, kind: str) -> Path:
 def _both(d: Path, name: str) -> tuple[Path, Path] | None:
     i8, f32 = _file(d, name, "int8"), _file(d, name, "fp32")
     return (i8, f32) if i8.is_file() and f32.is_file() else None
+
+
+def which_file(name: str | None, path: Path, precision: str) -> str:
+    """Why ``path`` is the file that plays for ``name``, in the same words everywhere
+    (``info``, ``bench``, ``doctor``, ``run``): "" for a path or a voice shipped in one
+    precision; else which ``[model] precision`` picked it, and the other file."""
+    if name and (Path(name).suffix == ".onnx" or os.sep in name or Path(name).is_file()):
+        return ""
+    pair = find_pair(Path(path).name.split(".")[0])
+    if pair is None or Path(path) not in pair:
+        return ""
+    other = pair[1] if Path(path) == pair[0] else pair[0]
+    how = "picks it here (measured)" if precision == "auto" else "asks for it"
+    return f'precision "{precision}" {how}; {other.name} is the other file'

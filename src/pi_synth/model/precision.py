@@ -184,4 +184,4 @@ def _write(cache: Path, key: str, value: dict) -> None:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, cache)
     except OSError as e:
-        log.info("precision choice not kept (%s): it will be measured again next start", e)
+        log.info("%s not updated (%s): it will be measured again next start", cache.name, e)

@@ -15,6 +15,13 @@ Why it looks the way it does:
   is fast.
 * **Fixed shapes and warm-up.** The card's shapes are static; a few warm-up runs let
   onnxruntime plan its memory before sound starts.
+* **Voices as rows.** A batched note model (card ``voices`` > 1) has one leading row per
+  voice. The runtime allocates ``rows`` of everything once and runs only the first *k*
+  (:meth:`Runtime.set_rows`): a binding per *k* and parity is made up front, each
+  binding views of the first *k* rows (contiguous, since the voices come first), so
+  changing *k* is one attribute store. Whoever allocates voices keeps the active ones
+  in rows 0..k-1 (:meth:`move_row`, :meth:`reset_row`: a few small copies, not per-sample
+  work); no voice, no call at all (the synth skips the step).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pi_synth.model.card import check_graph, load_card
+from pi_synth.model.card import batched_outputs, check_graph, load_card
 from pi_synth.model.session import open_session, session_options
 
 log = logging.getLogger(__name__)
@@ -48,7 +55,14 @@ class Runtime:
     Write the controls for the next block into :attr:`controls` (shape
     ``[n_controls, control_frames]``, a view of the bound input), call :meth:`step`,
     read :attr:`audio` (``[channels, block_size]``). Both arrays are reused: copy
-    what you keep.
+    what you keep. A model that takes audio (an effect, an encoder) reads
+    :attr:`audio_in` (``[block_size]``, mono) too; an encoder writes :attr:`latent`
+    (``[latents, control_frames]``) instead of :attr:`audio`.
+
+    ``rows`` (a batched note model only, at most its card's ``voices``): how many voices
+    to make room for; :attr:`controls_rows` ``[rows, n_controls, control_frames]`` and
+    :attr:`audio_rows` ``[rows, channels, block_size]`` hold them, and :meth:`step` runs
+    the first :attr:`active` rows. :attr:`controls` and :attr:`audio` are row 0.
     """
 
     def __init__(
@@ -59,6 +73,7 @@ class Runtime:
         warmup_blocks: int = 4,
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
+        rows: int = 1,
     ):
         import onnxruntime as ort
 
@@ -71,35 +86,56 @@ class Runtime:
             self.card, self.session.get_inputs(), self.session.get_outputs(), where=self.path
         )
         card = self.card
-        self._controls = np.zeros((1, len(card.controls), card.control_frames), np.float32)
+        R = self.rows = max(1, min(int(rows), card.voices))
+        self._controls = np.zeros((R, len(card.controls), card.control_frames), np.float32)
+        self.controls_rows = self._controls
         self.controls = self._controls[0]
         for i, c in enumerate(card.controls):
-            self.controls[i, :] = c.default
-        self._audio = np.zeros((1, card.channels, card.block_size), np.float32)
+            self._controls[:, i, :] = c.default
+        self._audio = np.zeros((R, card.channels, card.block_size), np.float32)
+        self.audio_rows = self._audio
         self.audio = self._audio[0]
+        self._audio_in = np.zeros((1, 1, card.block_size), np.float32)
+        self.audio_in = self._audio_in[0, 0]
+        if card.latent_output:
+            self._latent = np.zeros(self.specs[card.latent_output][0], np.float32)
+            self.latent = self._latent[0]
+
+        def rowed(shape):  # one voice's shape → room for R of them (a batched model)
+            return (R,) + tuple(shape[1:]) if card.voices > 1 else tuple(shape)
+
         # Two buffers per state pair: ping-pong between calls.
         self._state = [
             (
-                np.zeros(self.specs[s_in][0], self.specs[s_in][1]),
-                np.zeros(self.specs[s_in][0], self.specs[s_in][1]),
+                np.zeros(rowed(self.specs[s_in][0]), self.specs[s_in][1]),
+                np.zeros(rowed(self.specs[s_in][0]), self.specs[s_in][1]),
             )
             for s_in, _ in card.state
         ]
-        names = {card.audio_output} | {s_out for _, s_out in card.state}
+        names = {card.audio_output, card.latent_output} | {s_out for _, s_out in card.state}
+        outputs = self.session.get_outputs()
+        self._rowed_scratch = batched_outputs(card, outputs)
         self._scratch = {
-            n: np.zeros(shape, dtype) for n, (shape, dtype) in self.specs.items()
-            if n not in names and n in {o.name for o in self.session.get_outputs()}
+            n: np.zeros(rowed(shape) if n in self._rowed_scratch else shape, dtype)
+            for n, (shape, dtype) in self.specs.items()
+            if n not in names and n in {o.name for o in outputs}
         }
-        self._bindings = [self._bind(p) for p in (0, 1)]
+        # per parity, one row's view of every state buffer (row moves and resets, no
+        # view made on the audio thread)
+        self._row_views = [[[bufs[p][r] for r in range(R)] for bufs in self._state] for p in (0, 1)]
+        # one pair of bindings (the two parities) per number of rows run, 1..R
+        self._bindings = [[self._bind(p, k) for p in (0, 1)] for k in range(1, R + 1)]
         # onnxruntime's Python run_with_iobinding checks for WebGPU graph capture on every
         # call (1.6 µs per block here, more on a Pi); on the CPU provider that is never on, so call
         # the C++ session directly when this onnxruntime has the usual private names
         sess_c = getattr(self.session, "_sess", None)
-        binds_c = [getattr(b, "_iobinding", None) for b in self._bindings]
-        if sess_c is not None and hasattr(sess_c, "run_with_iobinding") and all(binds_c):
-            self._run, self._bound = sess_c.run_with_iobinding, binds_c
+        binds_c = [[getattr(b, "_iobinding", None) for b in pair] for pair in self._bindings]
+        if sess_c is not None and hasattr(sess_c, "run_with_iobinding") and all(all(p) for p in binds_c):
+            self._run, self._by_rows = sess_c.run_with_iobinding, binds_c
         else:
-            self._run, self._bound = self.session.run_with_iobinding, self._bindings
+            self._run, self._by_rows = self.session.run_with_iobinding, self._bindings
+        self.active = R
+        self._bound = self._by_rows[R - 1]
         self._parity = 0
         self.blocks = 0
         self.load_seconds = time.perf_counter() - t0
@@ -142,31 +178,57 @@ class Runtime:
                 pass
         return sess
 
-    def _bind(self, parity: int):
+    def _bind(self, parity: int, k: int):
+        """A binding of the first ``k`` rows of every buffer (all of a mono model's)."""
         b = self.session.io_binding()
         card = self.card
+        rowed = card.voices > 1
 
-        def bind(fn, name, arr):
-            fn(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+        def bind(fn, name, arr, rows=rowed):
+            view = arr[:k] if rows else arr
+            fn(name, "cpu", 0, view.dtype, list(view.shape), view.ctypes.data)
 
-        bind(b.bind_input, card.controls_input, self._controls)
-        bind(b.bind_output, card.audio_output, self._audio)
+        if card.controls_input:
+            bind(b.bind_input, card.controls_input, self._controls, True)
+        if card.audio_input:  # (a model that takes audio is never batched)
+            bind(b.bind_input, card.audio_input, self._audio_in, False)
+        if card.audio_output:
+            bind(b.bind_output, card.audio_output, self._audio, True)
+        if card.latent_output:
+            bind(b.bind_output, card.latent_output, self._latent, False)
         for (s_in, s_out), bufs in zip(card.state, self._state):
             bind(b.bind_input, s_in, bufs[parity])
             bind(b.bind_output, s_out, bufs[1 - parity])
         for name, arr in self._scratch.items():
-            bind(b.bind_output, name, arr)
+            bind(b.bind_output, name, arr, name in self._rowed_scratch)
         return b
 
     # -- the hot path -----------------------------------------------------------------
 
     def step(self) -> np.ndarray:
-        """Run one block: reads :attr:`controls` and the state, writes :attr:`audio`."""
+        """Run one block: reads :attr:`controls` (and :attr:`audio_in`) and the state,
+        writes :attr:`audio` (an encoder: :attr:`latent`)."""
         # No RunOptions: passing any costs ~45 µs per call (onnxruntime 1.32, measured).
         self._run(self._bound[self._parity], None)
         self._parity ^= 1
         self.blocks += 1
         return self.audio
+
+    def set_rows(self, k: int) -> None:
+        """Run the first ``k`` rows (1..rows) from the next :meth:`step` on: one store."""
+        self._bound = self._by_rows[k - 1]
+        self.active = k
+
+    def reset_row(self, r: int) -> None:
+        """Row ``r`` back to the initial (zero) state: a new voice starts there."""
+        for views in self._row_views[self._parity]:
+            views[r].fill(0)
+
+    def move_row(self, src: int, dst: int) -> None:
+        """Row ``src``'s state into row ``dst`` (keeping the active voices in the first
+        rows when one in between has ended)."""
+        for views in self._row_views[self._parity]:
+            np.copyto(views[dst], views[src])
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -178,22 +240,28 @@ class Runtime:
 
     def set_defaults(self) -> None:
         for i, c in enumerate(self.card.controls):
-            self.controls[i, :] = c.default
+            self._controls[:, i, :] = c.default
 
     def warmup(self, blocks: int) -> None:
-        """Run a few blocks so onnxruntime has planned its memory, then reset."""
-        saved = self.controls.copy()
+        """Run a few blocks so onnxruntime has planned its memory, then reset. With rows,
+        ``blocks`` at every row count from the most down to one (each shape planned once);
+        :attr:`warmup_rtf` is for all :attr:`rows`."""
+        saved = self._controls.copy()
         times = []
-        for _ in range(max(0, blocks)):
-            t0 = time.perf_counter()
-            self.step()
-            times.append(time.perf_counter() - t0)
+        for k in range(self.rows, 0, -1):
+            self.set_rows(k)
+            for _ in range(max(0, blocks) if k == self.rows else min(max(0, blocks), 2)):
+                t0 = time.perf_counter()
+                self.step()
+                if k == self.rows:
+                    times.append(time.perf_counter() - t0)
         if times:  # the last half (the first runs plan memory); the fastest, since being
             # preempted by another process only ever adds time: this is the model's own cost
             tail = times[len(times) // 2:]
             self.warmup_rtf = min(tail) / (self.card.block_size / self.card.sample_rate)
+        self.set_rows(self.rows)
         self.reset()
-        self.controls[...] = saved
+        self._controls[...] = saved
         self._parity = 0
         self.blocks = 0
 

@@ -1,10 +1,19 @@
 """The backend interface, in mido's shape: public methods check, hooks do the I/O.
 
 A backend overrides ``_open``, ``_write``, ``_close`` and (if paced) ``_wait_room`` only
-(and ``_sink``, for a faster audio-thread path to the same hooks).
+(and ``_sink``, for a faster audio-thread path to the same hooks; ``_discard``, if closing
+after a failure must differ — a file backend leaves no half-written file).
 ``write`` takes float32 frames ``[n, channels]`` (a period, or a whole block) and returns the frames written; an xrun is counted in
 ``xruns`` (data, never raised) by the hook that sees it, with when (``_count_xrun``). ``paced`` says whether ``write`` blocks in real time
 (a sound card) or returns at once (a file): the engine needs no thread for the latter.
+
+The **capture side** (audio in) has the same shape: ``open_capture`` / ``read`` /
+``close_capture`` check, ``_open_capture`` / ``_read`` / ``_close_capture`` do the I/O.
+It is opened on ``capture`` (the constructor's; ``""`` = the playback device: full
+duplex, same period, one clock), independently of the playback side, so a lost input is
+closed and reopened while the output plays on. ``read`` fills float32 frames and never
+raises for an overrun: capture xruns are counted in ``capture_xruns`` (with their times),
+apart from the playback ones. The base class captures silence (the null backend's input).
 """
 
 from __future__ import annotations
@@ -100,7 +109,7 @@ class Backend:
     paced = False
     XRUN_LOG = 1024  # when the last this many xruns happened, kept for matching against other clocks
 
-    def __init__(self, device: str | None = None, *, format: str = "S16_LE"):
+    def __init__(self, device: str | None = None, *, format: str = "S16_LE", capture=None):
         self.device = device
         self.format = format
         self.granted: Granted | None = None
@@ -108,6 +117,13 @@ class Backend:
         self.xrun_times = np.zeros(self.XRUN_LOG)  # time.monotonic() of each, a ring by count
         self._written = 0
         self._converter: Converter | None = None
+        # the capture side: its device ("" or None: the playback device), what it granted,
+        # its own xruns
+        self.capture = device if capture is None or isinstance(capture, str) and not capture else capture
+        self.capture_granted: Granted | None = None
+        self.capture_xruns = 0
+        self.capture_xrun_times = np.zeros(self.XRUN_LOG)
+        self.frames_read = 0
 
     # -- public: checks, then the hooks -----------------------------------------------
 
@@ -155,11 +171,27 @@ class Backend:
             raise RuntimeError(f"{self.name} backend is not open")
         self._wait_room(frames)
 
+    def queued(self) -> int | None:
+        """Frames written and not yet played (a paced device), None if unknown (a file):
+        how long a reader of the input may still wait before the output runs dry."""
+        if self.granted is None or not self.paced:
+            return None
+        return self._queued()
+
     def close(self) -> None:
         """Idempotent."""
         if self.granted is not None:
             try:
                 self._close()
+            finally:
+                self.granted = None
+
+    def discard(self) -> None:
+        """Close after a failure: a backend that writes a file leaves none (a render that
+        failed half way must not look finished). Idempotent."""
+        if self.granted is not None:
+            try:
+                self._discard()
             finally:
                 self.granted = None
 
@@ -189,6 +221,50 @@ class Backend:
         self.xrun_times[self.xruns % self.XRUN_LOG] = time.monotonic()
         self.xruns += 1
 
+    # -- public: the capture side ----------------------------------------------------
+
+    def open_capture(self, sample_rate: int, channels: int, period: int, periods: int = 2) -> Granted:
+        """Open the input (``capture``) at the model's rate, ``channels`` asked for (the
+        device may give another count: read what it granted), ``period`` frames a period."""
+        if self.capture_granted is not None:
+            raise RuntimeError(f"{self.name} backend's capture is already open")
+        if period < 16 or periods < 2:
+            raise DeviceError(f"capture period {period}×{periods} is too small; use period ≥ 16 and periods ≥ 2")
+        self.capture_granted = self._open_capture(sample_rate, channels, period, periods)
+        return self.capture_granted
+
+    def read(self, out: np.ndarray, timeout=0.0) -> int:
+        """Fill float32 ``out`` ``[n, capture channels]`` with the next captured frames,
+        waiting up to ``timeout`` seconds for them (a paced device; or a callable giving
+        the seconds still left each time it is asked); returns how many arrived. An overrun is counted (``capture_xruns``), never raised; a lost device
+        raises :class:`DeviceError` (close it and open again)."""
+        if self.capture_granted is None:
+            raise RuntimeError(f"{self.name} backend's capture is not open")
+        n = self._read(out, timeout)
+        self.frames_read += n
+        return n
+
+    def capture_backlog(self) -> int:
+        """Frames captured and not read yet (0 if unknown): how far behind the reader is."""
+        return self._capture_backlog() if self.capture_granted is not None else 0
+
+    def close_capture(self, lost: bool = False) -> None:
+        """Idempotent. ``lost``: the device stopped answering (closed without waiting on it)."""
+        if self.capture_granted is not None:
+            try:
+                self._close_capture(lost)
+            finally:
+                self.capture_granted = None
+
+    def last_capture_xrun_times(self) -> list[float]:
+        n, k = self.capture_xruns, self.XRUN_LOG
+        return [float(self.capture_xrun_times[i % k]) for i in range(max(0, n - k), n)]
+
+    def _count_capture_xrun(self) -> None:
+        """For a hook that saw an overrun (input frames lost): count it, and when."""
+        self.capture_xrun_times[self.capture_xruns % self.XRUN_LOG] = time.monotonic()
+        self.capture_xruns += 1
+
     # -- hooks ------------------------------------------------------------------------
 
     def _open(self, sample_rate: int, channels: int, period: int, periods: int) -> Granted:
@@ -203,9 +279,28 @@ class Backend:
     def _sink(self, frames: int):
         return self.write, self.wait_room
 
+    def _queued(self) -> int | None:
+        return None
+
     def _sunk(self) -> int:
         """Frames a ``_sink`` wrote without going through :meth:`write`."""
         return 0
 
     def _close(self) -> None:
+        pass
+
+    def _discard(self) -> None:
+        self._close()
+
+    def _open_capture(self, sample_rate: int, channels: int, period: int, periods: int) -> Granted:
+        return Granted(sample_rate, channels, period, periods, "FLOAT_LE")
+
+    def _read(self, out: np.ndarray, timeout: float) -> int:
+        out.fill(0.0)  # silence in
+        return out.shape[0]
+
+    def _capture_backlog(self) -> int:
+        return 0
+
+    def _close_capture(self, lost: bool = False) -> None:
         pass

@@ -23,10 +23,13 @@ class GpioSource(Source):
     def _open(self):
         from gpiozero import Button, RotaryEncoder
 
+        from pi_synth.control.board import board
+
+        factory = board().pins()
         o = self.options
         self.buttons, self.encoders = [], []
         for b in o.get("buttons", []):
-            btn = Button(b.pin, hold_time=b.hold_s)
+            btn = Button(b.pin, hold_time=b.hold_s, pin_factory=factory)
             st = {"held": False}  # gpiozero devices take no new attributes
 
             def held(st=st, b=b):
@@ -43,7 +46,7 @@ class GpioSource(Source):
             btn.when_released = released
             self.buttons.append(btn)
         for i, e in enumerate(o.get("encoders", [])):
-            enc = RotaryEncoder(e.a, e.b, max_steps=0)
+            enc = RotaryEncoder(e.a, e.b, max_steps=0, pin_factory=factory)
             state = {"value": 0.5, "t": 0.0, "name": e.name or f"enc{i + 1}"}
 
             def turned(direction, state=state, e=e):

@@ -14,7 +14,9 @@ For a phone or tablet app (TouchOSC, Open Stage Control…) or a script. Address
                                             program, preset_recall, preset_save, panic,
                                             learn
 ``/pi-synth/status [reply_port]``           replies ``/pi-synth/status <json string>``
-                                            to the sender (or to its ``reply_port``)
+                                            to the sender (or to its ``reply_port``):
+                                            ``Instrument.status()`` (``voices``:
+                                            ``active``, ``max`` for a note model)
 ``/pi-synth/<request> [args…]``             a :class:`Request` the instrument answers
                                             (models, card, presets, mapping, learn,
                                             reload…: ``docs/osc.md``), replied as
@@ -26,7 +28,8 @@ sent as several messages ``/pi-synth/<request> <part> <index> <count>`` (index f
 the parts joined in order are the JSON.
 
 Numbers may be OSC ints or floats (apps send floats); integral floats are accepted
-where an integer is meant. Bundles are executed at once, whatever their time tag (a
+where an integer is meant, and nothing else is (``preset_save 3.7`` is refused, not
+rounded to slot 3). Bundles are executed at once, whatever their time tag (a
 time tag in the future must never stall the instrument).
 
 Security: the server binds ``127.0.0.1`` unless ``host`` is configured (``0.0.0.0``
@@ -44,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -52,6 +56,7 @@ from typing import Callable
 import mido
 
 from pi_synth.control.midi.parser import MidiParser
+from pi_synth.control.learn import CANCEL_WORDS as LEARN_CANCEL
 from pi_synth.control.mapping import ACTIONS
 from pi_synth.control.sources.base import Source
 from pi_synth.errors import ConfigError, DeviceError, PiSynthError
@@ -89,6 +94,32 @@ class _Bad(Exception):
     """A message whose arguments are wrong: counted as garbage."""
 
 
+class _LibraryComplaints(logging.Filter):
+    """python-osc says what it cannot parse (an unknown type tag, a short bundle) with
+    ``logging.warning`` on the *root* logger, once per datagram and never rate-limited:
+    a flood of garbage would be a flood of lines on the terminal. This filter keeps them
+    off, and tells the receiving thread its datagram was not clean, so it is counted as
+    garbage like any other."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and f"{os.sep}pythonosc{os.sep}" in record.pathname:
+            self.local.complaint = record.getMessage()
+            return False
+        return True
+
+    def take(self) -> str | None:
+        c = getattr(self.local, "complaint", None)
+        self.local.complaint = None
+        return c
+
+
+_COMPLAINTS = _LibraryComplaints()
+
+
 class _Unknown(Exception):
     """A message for something that does not exist: counted as unknown."""
 
@@ -109,12 +140,21 @@ def _integer(v, lo: int, hi: int, what: str) -> int:
     return int(f)
 
 
-def _action_arg(params):
+SLOT_ACTIONS = ("program", "preset_recall", "preset_save")  # their argument: a slot 0..127
+
+
+def _action_arg(name: str, params, controls: int = 127):
     if not params:
+        if name == "program":
+            raise _Bad("program takes the number of the model, 0..127")
         return None
     if len(params) > 1:
         raise _Bad("an action takes at most one argument")
     v = params[0]
+    if name in SLOT_ACTIONS:  # 3.7 is not slot 3: refused, never rounded
+        return _integer(v, 0, 127, f"{name}'s argument (a slot)")
+    if name == "learn" and not isinstance(v, str):  # 0: the next control, N: the N-th
+        return _integer(v, 0, controls, "learn's argument (a control's number)")
     if isinstance(v, str):
         return v
     f = _number(v)
@@ -193,6 +233,9 @@ class OscSource(Source):
             ) from None
         server.source = self
         server.timeout = POLL_S
+        root = logging.getLogger()
+        if _COMPLAINTS not in root.filters:
+            root.addFilter(_COMPLAINTS)
         self._server = server
         self.port = server.server_address[1]
         if self.host not in ("127.0.0.1", "localhost", "::1"):
@@ -249,8 +292,12 @@ class OscSource(Source):
         from pythonosc.osc_packet import OscPacket
 
         self.packets += 1
+        _COMPLAINTS.take()
         try:
             messages = [tm.message for tm in OscPacket(data).messages]
+            complaint = _COMPLAINTS.take()
+            if complaint:  # python-osc skipped part of it: not what the sender meant
+                raise ValueError(complaint)
         except Exception as e:
             self._count("garbage", "packet", f"ignored a datagram from {addr[0]} that is not OSC ({e})")
             return
@@ -307,7 +354,11 @@ class OscSource(Source):
         elif head == "action" and rest:
             if rest not in ACTIONS:
                 raise _Unknown(f"unknown action {rest!r}; actions are: {', '.join(ACTIONS)}")
-            r.action(rest, _action_arg(params))
+            arg = _action_arg(rest, params, len(r.bank.names))
+            if rest == "learn" and isinstance(arg, str) and arg.strip().lower() not in LEARN_CANCEL \
+                    and arg.strip() not in r.bank.names:
+                raise _Unknown(f"learn: no control {arg!r}; the model's controls are: " + ", ".join(r.bank.names))
+            r.action(rest, arg)
         elif head == "status" and not rest:
             port = addr[1]
             if params:

@@ -49,7 +49,7 @@ def cmd_convert_rave(args) -> int:
               f"({summary['state_elements']} floats), {summary['multiply_adds_per_block'] / 1e6:.1f} M "
               f"multiply-adds per block, {summary['seconds']:.1f} s")
         if "encoder" in summary:
-            print(f"wrote {summary['encoder']}: encoder (audio → latent), card kind rave-encoder")
+            print(f"wrote {summary['encoder']}: encoder (audio → latent), card kind encoder: play the decoder with --input for timbre transfer")
     if args.check:
         res = rave.check(args.input, out, blocks=args.blocks, encoder=summary.get("encoder"))
         summary["check"] = res

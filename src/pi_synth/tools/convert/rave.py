@@ -166,10 +166,12 @@ def _check_supported(m, where: str) -> dict:
 class _Builder:
     """Maps scripted RAVE/cached_conv modules onto :mod:`stream` blocks."""
 
-    def __init__(self, where: str, frames: int = 1, cl_frames: int = 16, pre=None, noise: str = "random"):
+    def __init__(self, where: str, frames: int = 1, cl_frames: int = 16, pre=None, noise: str = "random",
+                 rows: bool = False):
         from pi_synth.tools.convert import stream
 
         self.s = stream
+        self.rows = rows
         self.noise = noise
         self.has_noise = False
         self.where = where
@@ -181,6 +183,8 @@ class _Builder:
         """The decoder trunk (after the latent preprocessing), with layouts chosen per block."""
         s = self.s
         trunk = self.build(mod, path)
+        if self.rows:
+            return s.RowsThenCF(s.Seq([self.pre, *trunk.blocks]), self.frames, self.cl_frames)
         return s.layout(s.Seq([self.pre, *trunk.blocks]), self.frames, self.cl_frames)
 
     def fail(self, path, what):
@@ -280,7 +284,9 @@ class _Builder:
 
         class Gen(s.Block):
             def __call__(self, x, ctx):
-                x = net(x, ctx)
+                return self.tail(net(x, ctx), ctx)
+
+            def tail(self, x, ctx):
                 w = wave(x, ctx)
                 ld = loud(x, ctx)
                 if stride != 1:
@@ -288,6 +294,18 @@ class _Builder:
                 y = torch.tanh(w) * (2 * torch.sigmoid(ld) ** 2.3 + 1e-7)
                 if noise is not None:
                     y = y + noise(x, ctx)
+                return y
+
+            def rows(self, x, ctx):
+                x = net.rows(x, ctx)
+                if x.dim() == 3:  # the trunk ended channels-first
+                    return self.tail(x, ctx)
+                w, ld = wave.rows(x, ctx), loud.rows(x, ctx)  # [T, M], [T / stride, 1]
+                if stride != 1:
+                    ld = ld.expand(ld.shape[0], stride).reshape(-1, 1)
+                y = torch.tanh(w) * (2 * torch.sigmoid(ld) ** 2.3 + 1e-7)
+                if noise is not None:
+                    y = y + noise(x.transpose(0, 1).unsqueeze(0), ctx)[0].transpose(0, 1)
                 return y
 
             def macs(self, t):
@@ -357,10 +375,26 @@ class _Builder:
 
         class Gen(s.Block):
             def __call__(self, x, ctx):
-                x = net(x, ctx)
+                return self.tail(net(x, ctx), ctx)
+
+            def tail(self, x, ctx):
                 n = noise(x, ctx) if noise is not None else None
                 if wave is not None:
                     x = wave(x, ctx)
+                if am:
+                    c = x.shape[1] // 2
+                    x = x[:, :c] * torch.sigmoid(x[:, c:])
+                if n is not None:
+                    x = x + n
+                return torch.tanh(x)
+
+            def rows(self, x, ctx):
+                x = net.rows(x, ctx)
+                if x.dim() == 3:  # the trunk ended channels-first
+                    return self.tail(x, ctx)
+                n = noise(x.transpose(0, 1).unsqueeze(0), ctx)[0].transpose(0, 1) if noise is not None else None
+                if wave is not None:
+                    x = wave.rows(x, ctx)
                 if am:
                     c = x.shape[1] // 2
                     x = x[:, :c] * torch.sigmoid(x[:, c:])
@@ -407,6 +441,11 @@ def _pqmf_inverse(b: _Builder, pqmf, t_sub: int):
             y = conv(x * mask, ctx)  # [1, M, T]
             return y.transpose(1, 2).reshape(1, 1, -1)
 
+        def rows(self, x, ctx):
+            if x.dim() == 3:
+                return self(x, ctx)
+            return conv.rows(x * mask[0].transpose(0, 1), ctx)  # [T, M]: row-major is the audio order
+
         def macs(self, t):
             mc, t = conv.macs(t)
             return mc, t * m
@@ -432,8 +471,13 @@ def _pqmf_forward(b: _Builder, pqmf, t_sub: int):
     return Fwd()
 
 
-def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: str = "random"):
-    """The streaming decode block: latent ``[1, k, frames]`` → audio ``[1, 1, frames·ratio]``."""
+def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: str = "random",
+                  rows: bool = True):
+    """The streaming decode block: latent ``[1, k, frames]`` → audio ``[1, 1, frames·ratio]``.
+
+    ``rows`` (the default) builds the blocks' rows form (``[T, C]`` activations), exported with
+    all caches in one state (:class:`~pi_synth.tools.convert.stream.PackedCtx`); otherwise the
+    channels-last/channels-first layouts with one state per cache (the encoder's form)."""
     torch = _torch()
     info = _check_supported(m, where)
     from pi_synth.tools.convert import stream as s
@@ -446,7 +490,7 @@ def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: st
         a = pca.T[:, :k]  # the unused dims are filled with zeros (the ts fills randn)
         if not (k == full and torch.equal(a, torch.eye(full)) and not mean.any()):
             pre = s.Conv(a.unsqueeze(-1).contiguous(), mean, label="latent_pca")
-    b = _Builder(where, frames, cl_frames, pre, noise)
+    b = _Builder(where, frames, cl_frames, pre, noise, rows=rows)
     dec = b.build(m.decoder, "decoder")
     info["noise"] = b.has_noise
     ratio = info["ratio"]
@@ -455,7 +499,26 @@ def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: st
     if _attr(m, "pqmf") is not None and bands > 1:
         post = _pqmf_inverse(b, m.pqmf, frames * ratio // bands)
     blocks = s.Seq([dec, post])
+    if rows:
+        blocks = RowsDecoder(blocks)
     return blocks, info
+
+
+class RowsDecoder:
+    """Latent ``[1, k, frames]`` → ``[frames, k]`` → the decoder's rows form → audio ``[1, 1, N]``
+    (the last ``[T, bands]`` read row by row is the PQMF's band interleaving)."""
+
+    packed = True
+
+    def __init__(self, seq):
+        self.seq = seq
+
+    def __call__(self, x, ctx):
+        x = x[0].transpose(0, 1) if x.shape[2] > 1 else x.reshape(1, -1)
+        return self.seq.rows(x, ctx).reshape(1, 1, -1)
+
+    def macs(self, t):
+        return self.seq.macs(t)
 
 
 def build_encoder(m, where: str, frames: int = 1):
@@ -502,9 +565,13 @@ def build_encoder(m, where: str, frames: int = 1):
 
 
 def _export(block, inp_shape, out_path, input_name, output_name, progress=None):
-    """Plan the state, trace ``block`` and write an ONNX file. Returns the state pairs and shapes."""
+    """Plan the state, trace ``block`` and write an ONNX file. Returns the state pairs and shapes.
+
+    A ``packed`` block (the rows decoder) gets all its caches as one state vector,
+    ``state_in_0`` → ``state_out_0``, and its noise inputs as further pairs; any other block one
+    pair per cache."""
     torch = _torch()
-    from pi_synth.tools.convert.stream import Ctx
+    from pi_synth.tools.convert.stream import Ctx, PackedCtx, pack_layout
 
     x0 = torch.zeros(inp_shape)
     plan = Ctx(plan=True)
@@ -513,14 +580,33 @@ def _export(block, inp_shape, out_path, input_name, output_name, progress=None):
     n = len(plan.shapes)
     if len(plan.outputs) != n:
         raise RuntimeError(f"state plan mismatch: {n} reads, {len(plan.outputs)} writes")
+    packed = bool(getattr(block, "packed", False))
+    if packed:
+        pack = pack_layout(plan.shapes, plan.labels)
+        size = pack["size"]
+        extra = [tuple(plan.shapes[j]) for j in pack["extra"]]
+        shapes = ([(size,)] if size else []) + extra
+        labels = (["caches"] if size else []) + ["noise"] * len(extra)
 
-    class Wrapper(torch.nn.Module):
-        def forward(self, x, *states):
-            ctx = Ctx(inputs=list(states))
-            y = block(x, ctx)
-            return (y, *ctx.outputs)
+        class Wrapper(torch.nn.Module):
+            def forward(self, x, *states):
+                if not size:
+                    states = (torch.zeros(0), *states)
+                ctx = PackedCtx(states[0], list(states[1:]), plan.shapes, plan.labels)
+                y = block(x, ctx)
+                outs = ctx.finish()
+                return (y, *(outs if size else outs[1:]))
+    else:
+        shapes, labels = plan.shapes, plan.labels
 
-    states = [torch.zeros(sh) for sh in plan.shapes]
+        class Wrapper(torch.nn.Module):
+            def forward(self, x, *states):
+                ctx = Ctx(inputs=list(states))
+                y = block(x, ctx)
+                return (y, *ctx.outputs)
+
+    n = len(shapes)
+    states = [torch.zeros(sh) for sh in shapes]
     ins = [input_name] + [f"state_in_{i}" for i in range(n)]
     outs = [output_name] + [f"state_out_{i}" for i in range(n)]
     import warnings
@@ -534,8 +620,8 @@ def _export(block, inp_shape, out_path, input_name, output_name, progress=None):
     _seed_random_nodes(out_path)
     return {
         "state": [[f"state_in_{i}", f"state_out_{i}"] for i in range(n)],
-        "state_shapes": plan.shapes,
-        "state_labels": plan.labels,
+        "state_shapes": shapes,
+        "state_labels": labels,
         "output_shape": list(y0.shape),
     }
 
@@ -577,8 +663,11 @@ def encoder_path(out_path) -> Path:
 
 
 def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: str | None = None,
-            progress: bool = False, cl_frames: int = 16, noise: str = "random") -> dict:
-    """Convert a RAVE streaming ``.ts`` into a pi-synth model (and its encoder). Returns a summary."""
+            progress: bool = False, cl_frames: int = 16, noise: str = "random", layout: str = "rows") -> dict:
+    """Convert a RAVE streaming ``.ts`` into a pi-synth model (and its encoder). Returns a summary.
+
+    ``layout="legacy"`` writes the decoder as before the rows form (one state pair per cache,
+    channels-last ``MatMul``s): for comparisons only."""
     ts_path, out_path = Path(ts_path), Path(out_path)
     where = str(ts_path)
     if frames < 1 or frames > 64:
@@ -592,7 +681,9 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
     bar.update(1)
     bar.set_description("decoder")
     cl_frames = int(os.environ.get("PI_SYNTH_RAVE_CL_FRAMES", cl_frames))
-    dec, info = build_decoder(m, where, frames, cl_frames, noise)
+    if layout not in ("rows", "legacy"):
+        raise ConvertError(f"unknown decoder layout {layout!r}; expected rows or legacy")
+    dec, info = build_decoder(m, where, frames, cl_frames, noise, rows=layout == "rows")
     k, ratio, sr = info["latent_size"], info["ratio"], info["sample_rate"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + f".{os.getpid()}.tmp")
@@ -615,6 +706,7 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
             "format": 1,
             "name": name,
             "kind": "rave",
+            **({"encoder": enc_file.name} if enc_file else {}),
             "description": (f"RAVE {info['decoder']} decoder, {k} latent controls, converted from "
                             f"{ts_path.name}"),
             "sample_rate": sr,
@@ -639,6 +731,7 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
                 "ratio": ratio,
                 "pqmf_bands": info["pqmf_bands"],
                 "initial_state": "zeros",
+                "state": "packed" if getattr(dec, "packed", False) else "per cache",
                 "noise": info["noise"],
                 "noise_inputs": [f"state_in_{i}" for i, lb in enumerate(ex["state_labels"]) if lb == "noise"],
                 "multiply_adds_per_block": int(macs),
@@ -675,15 +768,16 @@ def convert_encoder(m, info, enc_file, ts_path, digest, frames, name) -> dict:
         card = {
             "format": 1,
             "name": f"{name}-encoder",
-            "kind": "rave-encoder",
+            "kind": "encoder",
             "description": f"RAVE encoder (audio → {k} latent means), converted from {ts_path.name}",
             "sample_rate": info["sample_rate"],
             "block_size": frames * ratio,
             "channels": 1,
             "control_frames": frames,
             "controls": [],
-            "inputs": {"controls": "audio_in", "audio": "audio_in"},
-            "outputs": {"audio": "latent", "latent": "latent"},
+            "latent_controls": [f"z{i}" for i in range(k)],
+            "inputs": {"audio": "audio_in"},
+            "outputs": {"latent": "latent"},
             "state": ex["state"],
             "latency_samples": 0,
             "license": "as the RAVE model it was converted from",
@@ -749,7 +843,8 @@ def zero_caches(m) -> int:
     return n
 
 
-def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 0, encoder=None) -> dict:
+def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 0, encoder=None,
+          layout: str = "rows") -> dict:
     """Run the ``.ts`` decode and the ONNX model side by side over ``blocks`` consecutive blocks.
 
     Both start from zero caches (the ``.ts`` caches are zeroed in place). When the export exposes
@@ -778,7 +873,7 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
     if noisy:
         tmpd = tempfile.TemporaryDirectory(prefix="pi-synth-rave-check-")
         cmp_path = Path(tmpd.name) / "noise-input.onnx"
-        convert(ts_path, cmp_path, frames=frames, encoder=False, noise="input", name="check")
+        convert(ts_path, cmp_path, frames=frames, encoder=False, noise="input", name="check", layout=layout)
     rng = np.random.default_rng(seed)
     zs = rng.standard_normal((blocks, 1, k, frames)).astype(np.float32)
 

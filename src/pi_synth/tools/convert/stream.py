@@ -24,6 +24,21 @@ and per-node overhead, not arithmetic, is what costs:
   when ``T`` is 1–8 (measured 2.3× on a 768-channel, 2-frame layer). The taps are one
   ``Gather`` with constant indices (im2col), and depth-to-space is a free reshape. Long blocks stay channels-first with ``Conv``. ``layout()`` decides
   and one ``Transpose`` switches.
+
+The RAVE decoder uses a third form, **rows** (the blocks' ``rows`` methods): every activation is a
+``[T, C]`` matrix (one row per frame, no batch axis) and the caches travel in *one* state vector
+(:class:`PackedCtx`). Measured on onnxruntime 1.32, a ``Concat`` + ``Slice`` pair costs 3.4 µs,
+a state input/output pair 3–6 µs in a plain ``session.run`` and a node 0.6–1 µs, so:
+
+* a cache is a piece of the state (one ``Split``, one ``Reshape`` per channel count), ``[cache, x]``
+  one ``Concat``, and no ``Slice`` writes a rows cache back: per channel count, the new caches are
+  one ``Gather`` of whole rows (constant indices) from one ``Concat`` of the old caches and every
+  input the caches were extended with (channels-first caches keep their tail ``Slice``);
+* a convolution is a row ``Gather`` (im2col, a ``Reshape`` when one output frame reads the whole
+  input) and one ``Gemm`` carrying the bias, or the residual; the activation after it sits right
+  on the ``Gemm`` (onnxruntime fuses them into ``FusedGemm``); depth-to-space after a transposed
+  convolution is a ``Reshape``. (Element-wise ``Gather`` on a flat vector, which would save the
+  reshapes, costs ~20 ns per element in onnxruntime: 1.4 ms for the PQMF's im2col.)
 """
 
 from __future__ import annotations
@@ -57,6 +72,143 @@ class Ctx:
     def write(self, t: torch.Tensor) -> None:
         self.outputs.append(t)
 
+    def write_rows(self, x: torch.Tensor) -> None:
+        """The new cache (``[p, C]``, just read) is the last ``p`` rows of ``[cache, x]``."""
+        if self.plan:
+            self.outputs.append(None)
+            return
+        cache = self.inputs[self._next - 1]
+        p = cache.shape[0]
+        self.outputs.append(torch.cat([cache, x])[-p:] if x.shape[0] < p else x[-p:])
+
+
+class PackedCtx(Ctx):
+    """Every cache in one flat state vector; states labelled ``noise`` stay separate pairs.
+
+    Caches are grouped by kind and channel count (``[p, C]`` rows, ``[1, C, p]`` channels-first):
+    the state is cut by one ``Split`` into groups, each group reshaped once and split into its
+    caches. A rows group's new state is one ``Gather`` of whole rows (constant indices) from one
+    ``Concat`` of the old group and the inputs its caches were extended with
+    (:meth:`Ctx.write_rows`); a channels-first group's is the ``Concat`` of its caches' tails
+    (:meth:`Ctx.write`; a ``Gather`` on the last axis would copy single elements). Built from a
+    planning pass (``shapes``, ``labels``); :meth:`finish` returns the state outputs.
+    """
+
+    def __init__(self, state, extra, shapes, labels):
+        super().__init__(inputs=[])
+        self.layout = pack_layout(shapes, labels)
+        groups = self.layout["groups"]
+        sizes = [g["size"] for g in groups]
+        parts = list(torch.split(state, sizes)) if len(groups) > 1 else [state]
+        self._cache = {}  # read index -> cache tensor
+        for g, part in zip(groups, parts):
+            gt = part.reshape(g["shape"])
+            pieces = list(torch.split(gt, g["frames"], g["axis"])) if len(g["reads"]) > 1 else [gt]
+            g["old"] = gt
+            for j, piece in zip(g["reads"], pieces):
+                self._cache[j] = piece
+        self._extra = list(extra)
+        self._writes = {}
+        self._nr = self._nw = 0
+
+    def read(self, shape, label, like):
+        j = self._nr
+        self._nr += 1
+        if j in self._cache:
+            return self._cache[j]
+        return self._extra[self.layout["extra"].index(j)]
+
+    def _write(self, kind, t):
+        j = self._nw
+        self._nw += 1
+        self._writes[j] = (kind, t)
+
+    def write(self, t):
+        self._write("whole", t)
+
+    def write_rows(self, x):
+        self._write("tail", x)
+
+    def finish(self):
+        if self._nw != self._nr:
+            raise RuntimeError(f"state plan mismatch: {self._nr} reads, {self._nw} writes")
+        flat = []
+        for g in self.layout["groups"]:
+            ax, sources, idx, off, pos = g["axis"], [g["old"]], [], g["frames_total"], 0
+            for j, p in zip(g["reads"], g["frames"]):
+                kind, t = self._writes[j]
+                m = t.shape[ax]
+                if kind == "whole":
+                    idx.append(torch.arange(off, off + m))
+                elif m >= p:
+                    idx.append(torch.arange(off + m - p, off + m))
+                else:  # the last p - m frames of the old cache, then all of x
+                    idx.append(torch.cat([torch.arange(pos + m, pos + p), torch.arange(off, off + m)]))
+                sources.append(t)
+                off += m
+                pos += p
+            idx = torch.cat(idx)
+            if torch.equal(idx, torch.arange(g["frames_total"], off)):  # the new caches, in order
+                new = torch.cat(sources[1:], ax) if len(sources) > 2 else sources[1]
+            else:
+                new = torch.cat(sources, ax).index_select(ax, idx)
+            flat.append(new.reshape(-1))
+        extra = [self._writes[j][1] for j in self.layout["extra"]]
+        return [torch.cat(flat) if len(flat) > 1 else flat[0], *extra]
+
+
+def _frame_axis(shape) -> tuple:
+    """(group key, frame axis, channels) of a cache shape."""
+    if len(shape) == 2:
+        return ("rows", shape[1]), 0, shape[1]
+    if len(shape) == 3 and shape[0] == 1:
+        return ("cf", shape[1]), 2, shape[1]
+    raise ValueError(f"cannot pack a cache of shape {shape}")
+
+
+def pack_layout(shapes, labels) -> dict:
+    """How :class:`PackedCtx` packs caches: groups (in first-read order) and the separate reads."""
+    groups, extra = {}, []
+    for j, (sh, lb) in enumerate(zip(shapes, labels)):
+        if lb == "noise":
+            extra.append(j)
+            continue
+        key, ax, c = _frame_axis(tuple(sh))
+        g = groups.setdefault(key, {"axis": ax, "c": c, "reads": [], "frames": []})
+        g["reads"].append(j)
+        g["frames"].append(int(sh[ax]))
+    out = []
+    for (kind, c), g in groups.items():
+        n = sum(g["frames"])
+        g["frames_total"] = n
+        g["shape"] = (n, c) if kind == "rows" else (1, c, n)
+        g["size"] = n * c
+        out.append(g)
+    return {"groups": out, "extra": extra, "size": sum(g["size"] for g in out)}
+
+
+def row_taps(t_out: int, k: int, d: int, s: int, start: int = 0) -> torch.Tensor:
+    """Row indices ``[t_out, k]`` of a convolution's taps in a ``[L, C]`` input."""
+    return start + unfold_index(t_out, k, d, s)
+
+
+def rows_gemm(full, idx, w, bias=None, residual=None, act=None):
+    """``act(im2col(full) @ w + bias [+ residual])`` as ``[t_out, C_out]``: a row ``Gather`` and a
+    ``Reshape`` (only the ``Reshape`` when the taps read ``full`` once in order) and one ``Gemm``
+    (kept a ``Gemm`` without bias too, so onnxruntime fuses the activation into it)."""
+    t_out, k = idx.shape
+    c = full.shape[1]
+    if idx.numel() == full.shape[0] and torch.equal(idx.reshape(-1), torch.arange(full.shape[0])):
+        a = full.reshape(t_out, k * c) if k > 1 else full
+    else:
+        a = full[idx.reshape(-1)] if k == 1 else full[idx].reshape(t_out, k * c)
+    if residual is not None and bias is not None:
+        residual = residual + bias
+    elif residual is None:
+        residual = bias if bias is not None else torch.zeros(w.shape[1])
+    y = torch.addmm(residual, a, w)
+    return act.apply2d(y) if act is not None else y
+
 
 def tlen(x, cl: bool) -> int:
     return x.shape[1] if cl else x.shape[2]
@@ -74,6 +226,8 @@ def cached_concat(ctx: Ctx, x: torch.Tensor, p: int, label: str, cl: bool = Fals
     s = ctx.read(shape, label, x)
     full = torch.cat([s, x], 1 if cl else 2)
     n = tlen(full, cl)
+    # a Slice per cache: gathering frames on the last axis (channels-first) would be a Gather
+    # of single elements, ~20 ns each in onnxruntime
     ctx.write(tslice(full, n - p, n, cl))
     return full
 
@@ -108,6 +262,10 @@ class Block:
         """(multiply-adds, output length) for an input of ``t_in`` frames."""
         return 0, t_in
 
+    def rows(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+        """The same step on a ``[T, C]`` activation (caches ``[p, C]``, see :class:`PackedCtx`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no rows form")
+
     def children(self) -> list:
         return []
 
@@ -138,6 +296,52 @@ class Seq(Block):
 
     def children(self):
         return self.blocks
+
+    def rows(self, x, ctx):
+        i, b = 0, self.blocks
+        while i < len(b):
+            if isinstance(b[i], (Conv, ConvT)) and i + 1 < len(b) and isinstance(b[i + 1], Fn):
+                x = b[i].rows(x, ctx, act=b[i + 1])  # the activation right on the Gemm
+                i += 2
+            else:
+                x = b[i].rows(x, ctx)
+                i += 1
+        return x
+
+
+class RowsThenCF(Block):
+    """The leading blocks that see at most ``rows_frames`` frames in the rows form, the rest
+    channels-first (``Conv`` beats im2col + ``Gemm`` on long blocks: fewer nodes). ``rows``
+    returns ``[T, C]`` or, once switched, ``[1, C, T]``."""
+
+    def __init__(self, seq: Seq, t_in: int, rows_frames: int):
+        self.seq, self.plan = seq, []
+        t, cf = t_in, False
+        for b in seq.blocks:
+            _, t_out = b.macs(t)
+            cf = cf or max(t, t_out) > rows_frames
+            if cf:
+                set_layout(b, False)
+            self.plan.append(cf)
+            t = t_out
+
+    def children(self):
+        return [self.seq]
+
+    def macs(self, t):
+        return self.seq.macs(t)
+
+    def __call__(self, x, ctx):
+        return self.seq(x, ctx)
+
+    def rows(self, x, ctx):
+        rows = [b for b, cf in zip(self.seq.blocks, self.plan) if not cf]
+        x = Seq(rows).rows(x, ctx)
+        if len(rows) < len(self.seq.blocks):
+            x = x.transpose(0, 1).unsqueeze(0) if x.shape[0] > 1 and x.shape[1] > 1 else x.reshape(1, x.shape[1], -1)
+            for b in self.seq.blocks[len(rows):]:
+                x = b(x, ctx)
+        return x
 
 
 class ToLayout(Block):
@@ -183,6 +387,13 @@ class Fn(Block):
         ts = [t.reshape(1, 1, -1) if self.cl else t for t in self.per_channel]
         return self.fn(x, *ts)
 
+    def apply2d(self, y):
+        """On a ``[T, C]`` matrix."""
+        return self.fn(y, *[t.reshape(1, -1) for t in self.per_channel])
+
+    def rows(self, x, ctx):
+        return self.apply2d(x)
+
 
 class Delay(Block):
     """Cached padding with crop: delays ``x`` by ``p`` frames (an ``AlignBranches`` padding)."""
@@ -195,6 +406,13 @@ class Delay(Block):
             return x
         full = cached_concat(ctx, x, self.p, self.label, self.cl)
         return tslice(full, 0, tlen(x, self.cl), self.cl)
+
+    def rows(self, x, ctx):
+        if self.p == 0:
+            return x
+        cache = ctx.read((self.p, x.shape[1]), self.label, x)
+        ctx.write_rows(x)
+        return torch.cat([cache, x])[: x.shape[0]]
 
 
 class Conv(Block):
@@ -247,6 +465,19 @@ class Conv(Block):
         if self.pd:
             full = tslice(full, 0, tlen(full, self.cl) - self.pd, self.cl)
         return self.apply(full, self.t_out(t))
+
+    def gemm(self, full, t_out, start=0, act=None, residual=None):
+        """The convolution on a ``[L, C]`` input that holds its history (taps from row ``start``)."""
+        idx = row_taps(t_out, self.w.shape[-1], self.dilation, self.stride, start)
+        return rows_gemm(full, idx, self.weight_cl(), self.b, residual, act)
+
+    def rows(self, x, ctx, act=None, residual=None):
+        p = self.pc + self.pd
+        full = x
+        if p:
+            full = torch.cat([ctx.read((p, x.shape[1]), self.label, x), x])
+            ctx.write_rows(x)
+        return self.gemm(full, self.t_out(x.shape[0]), 0, act, residual)
 
     def macs(self, t):
         t_out = self.t_out(t)
@@ -307,6 +538,15 @@ class ConvT(Block):
             y = y + self.b.reshape(1, -1, 1)
         return y
 
+    def rows(self, x, ctx, act=None):
+        if not self.fast:
+            raise NotImplementedError("a general transposed convolution has no rows form")
+        t = x.shape[0]
+        full = torch.cat([ctx.read((1, self.c_in), self.label, x), x])
+        ctx.write_rows(x)
+        y = rows_gemm(full, row_taps(t, 2, 1, 1), self.wcl, self.bcl, act=act)  # [T, s·C_out]
+        return y.reshape(t * self.s, self.c_out)  # depth-to-space
+
     def macs(self, t):
         t_out = t * self.s if self.fast else (t - 1) * self.s + self.k - 2 * self.p
         return int(self.c_in * self.c_out * self.k * t), t_out
@@ -352,6 +592,32 @@ class Residual(Block):
     def macs(self, t):
         return self.net.macs(t)
 
+    def rows(self, x, ctx):
+        shared = self._shared()
+        if shared is None:
+            b = getattr(self.net, "blocks", None)
+            if self.dn.p == 0 and self.dr.p == 0 and b and _residual_conv(b[-1], x.shape[1]):
+                return b[-1].rows(Seq(b[:-1]).rows(x, ctx), ctx, residual=x)  # a causal unit
+            return self.net.rows(self.dn.rows(x, ctx), ctx) + self.dr.rows(x, ctx)
+        act, conv, rest = shared
+        t, c, p, pc = x.shape[0], x.shape[1], self.dr.p, conv.pc
+        h = max(p, pc)
+        full = torch.cat([ctx.read((h, c), self.dr.label, x), x])
+        ctx.write_rows(x)
+        delayed = full[h - p: h - p + t]
+        rb, act2 = rest.blocks, None
+        if rb and isinstance(rb[0], Fn):
+            act2, rb = rb[0], rb[1:]
+        y = conv.gemm(act.rows(full, ctx), t, h - pc, act2)
+        if len(rb) == 1 and _residual_conv(rb[0], c):
+            return rb[0].rows(y, ctx, residual=delayed)  # the residual rides on the Gemm
+        return Seq(rb).rows(y, ctx) + delayed
+
+
+def _residual_conv(b, c: int) -> bool:
+    """Can ``b`` take a residual ``[T, c]`` on its ``Gemm``: a frame-preserving convolution to ``c``."""
+    return isinstance(b, Conv) and b.stride == 1 and b.pd == 0 and b.w.shape[0] == c
+
 
 class SumBranches(Block):
     """``sum(branch_i(delay_i(x)))`` (a ``ResidualStack``)."""
@@ -375,3 +641,10 @@ class SumBranches(Block):
             m, t_out = b.macs(t)
             total += m
         return total, t_out
+
+    def rows(self, x, ctx):
+        out = None
+        for b, d in zip(self.branches, self.delays):
+            y = b.rows(d.rows(x, ctx), ctx)
+            out = y if out is None else out + y
+        return out
