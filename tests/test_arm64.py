@@ -50,14 +50,16 @@ def test_shipped_models_sound_the_same_on_arm64(result):
 
 @pytest.mark.timeout(1800)
 def test_int8_convolutions_run_as_int8_on_arm64(result):
-    # and never fewer than here: onnxruntime fuses a QDQ file's S8S8 convs into QLinearConv
-    # on arm64 (the flute's), where on x86 it runs them as dequantize → float Conv
+    # and never fewer than here: onnxruntime fuses a QDQ file's S8S8 convs and matmuls into
+    # int8 kernels (QLinearConv, QLinearMatMul / MatMulInteger…) on arm64 (the flute's: its
+    # causal convs are MatMuls over their taps), where on x86 it runs them dequantized in float
     for cpu, r in result["cpus"].items():
         for name, m in r["models"].items():
             if ".int8." in name:
-                here, there = m["ops_differ"].get("QLinearConv", (None, None))
-                assert m["int8_ops"].get("QLinearConv", 0) >= 1, (cpu, name, m)
-                assert here is None or there > here, (cpu, name, m)
+                assert sum(m["int8_ops"].values()) >= 1, (cpu, name, m)
+                for op in m["int8_ops"]:
+                    here, there = m["ops_differ"].get(op, (None, None))
+                    assert here is None or there > here, (cpu, name, op, m)
             else:
                 assert not m["int8_ops"] and not m["ops_differ"], (cpu, name, m)
 

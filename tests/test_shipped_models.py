@@ -51,9 +51,15 @@ def session(path: Path):
     return _sessions[path]
 
 
+def one_voice(shape) -> list:
+    """A note model playing voices as batch rows (card "voices") has a leading dimension ``voices``:
+    run it as one voice, the mono path (tests/test_flute_voices.py plays the batch)."""
+    return [1 if i == 0 and d == "voices" else d for i, d in enumerate(shape)]
+
+
 def zero_state(sess, card) -> dict:
     ins = {a.name: a for a in sess.get_inputs()}
-    return {i: np.zeros(ins[i].shape, DTYPES[ins[i].type]) for i, _ in card["state"]}
+    return {i: np.zeros(one_voice(ins[i].shape), DTYPES[ins[i].type]) for i, _ in card["state"]}
 
 
 def play(sess, card, controls, state=None):
@@ -129,12 +135,16 @@ def test_card_matches_graph(path):
     sess = session(path)
     ins = {a.name: a for a in sess.get_inputs()}
     outs = {a.name: a for a in sess.get_outputs()}
+    batched = card.get("voices", 1) > 1
     for a in list(ins.values()) + list(outs.values()):
-        assert all(isinstance(d, int) and d > 0 for d in a.shape), f"{a.name} has a dynamic shape {a.shape}"
+        if batched:  # voices as batch rows: a dynamic leading dimension named for it, nothing else dynamic
+            assert a.shape[0] == "voices", f"{a.name}: {a.shape}, the card says voices {card['voices']}"
+        shape = one_voice(a.shape) if batched else a.shape
+        assert all(isinstance(d, int) and d > 0 for d in shape), f"{a.name} has a dynamic shape {a.shape}"
     ci = ins[card["inputs"]["controls"]]
-    assert ci.type == "tensor(float)" and ci.shape == [1, len(card["controls"]), card["control_frames"]]
+    assert ci.type == "tensor(float)" and one_voice(ci.shape) == [1, len(card["controls"]), card["control_frames"]]
     ao = outs[card["outputs"]["audio"]]
-    assert ao.type == "tensor(float)" and ao.shape == [1, card["channels"], card["block_size"]]
+    assert ao.type == "tensor(float)" and one_voice(ao.shape) == [1, card["channels"], card["block_size"]]
     assert set(ins) == {card["inputs"]["controls"]} | {i for i, _ in card["state"]}
     for i, o in card["state"]:
         assert (ins[i].shape, ins[i].type) == (outs[o].shape, outs[o].type), (i, o)

@@ -33,8 +33,9 @@ sys.path.insert(0, str(HERE.parents[1] / "src"))
 from common import ROOT, WORK, write_json  # noqa: E402
 
 from pi_synth.tools.quantize import quantized_nodes  # noqa: E402
+from pi_synth.model.card import write_card  # noqa: E402
 from pi_synth.tools.quantize import (QUANT_OPS, _session, control_sequence, quantize_model, read_card,  # noqa: E402
-                               render, snr_db, write_card)
+                                     render, snr_db)
 
 
 def _card(shipped: Path, frames: int) -> dict:
@@ -78,9 +79,7 @@ def pads(frames: int, path: Path, data: Path) -> None:
 
 
 def _recard(path: Path, card: dict) -> None:
-    m = onnx.load(str(path))
-    write_card(m, card)
-    onnx.save(m, str(path))
+    write_card(path, card)
 
 
 def same_sound(shipped: Path, variant: Path, card: dict, seconds: float = 4.0) -> float:

@@ -28,6 +28,15 @@ from pi_synth.tools.quantize import _session, read_card, render  # noqa: E402
 VEL_DB = (-16.0, 40.0)  # FluidR3 flute sustain level: loudness_db ~= -16 + 40*log10(velocity/127)
 
 
+def with_defaults(card, pitch_loud: np.ndarray, **knobs) -> np.ndarray:
+    """[n, 2, 1] pitch and loudness -> [n, n_controls, 1], every other control at ``knobs`` or its default."""
+    out = np.empty((len(pitch_loud), len(card["controls"]), 1), np.float32)
+    for i, c in enumerate(card["controls"]):
+        out[:, i] = knobs.get(c["name"], c["default"])
+    out[:, :2] = pitch_loud
+    return out
+
+
 def midi_controls(timeline_vel, t0, t1, block, sr=SR, attack=0.03, release=0.12):
     """Drive a note voice straight from MIDI notes: note -> Hz, velocity -> dB, linear attack/release in dB."""
     n = int((t1 - t0) * sr / block)
@@ -64,15 +73,43 @@ def note_figure(models: Path, out: Path, name="flute", seed=1234):
     block = card["block_size"]
     a, b = int(t0 * SR) // block, int(t1 * SR) // block
     ref = d["audio"][a * block : b * block]
-    resyn = render(_session(path), card, np.stack([d["f0"][a:b], d["loudness"][a:b]], 1)[:, :, None])[0]
-    midi = render(_session(path), card, midi_controls(ph, a * block / SR, b * block / SR, block))[0]
+    # the reference's f0 carries the flute's own vibrato: none added; MIDI notes get the default vibrato
+    resyn = render(_session(path), card, with_defaults(card, np.stack([d["f0"][a:b], d["loudness"][a:b]], 1)[:, :, None],
+                                                       vibrato_depth=0.0))[0]
+    midi = render(_session(path), card, with_defaults(card, midi_controls(ph, a * block / SR, b * block / SR, block)))[0]
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     spec(axes[0], ref, "FluidSynth reference (FluidR3_GM flute), held-out legato phrase")
     spec(axes[1], resyn, f"{name}.int8.onnx driven by the reference's f0 and loudness (block by block)")
-    spec(axes[2], midi, f"{name}.int8.onnx driven by the MIDI notes (note->Hz, loudness = -16 + 40 log10(vel/127) dB)")
+    spec(axes[2], midi, f"{name}.int8.onnx driven by the MIDI notes (note->Hz, loudness = -16 + 40 log10(vel/127) dB), "
+                        "default knobs")
     axes[2].set_xlabel("s")
     fig.tight_layout()
     fig.savefig(out / f"{name}-phrase.png", dpi=80)
+    plt.close(fig)
+
+
+def knobs_figure(models: Path, out: Path, name="flute", hz=587.33, db=-20.0, seconds=4.0):
+    """A held D5 while each timbre control sweeps its range (the others at their defaults)."""
+    path = models / f"{name}.int8.onnx"
+    card = read_card(onnx.load(str(path)))
+    block = card["block_size"]
+    n = int(seconds * SR / block)
+    timbre = card["controls"][2:]
+    fig, axes = plt.subplots(len(timbre), 1, figsize=(9, 2.3 * len(timbre)), sharex=True)
+    for ax, c in zip(axes, timbre):
+        deeper = {"vibrato_depth": 30.0} if c["name"] == "vibrato_rate" else {}  # so the rate shows
+        ctl = with_defaults(card, np.tile(np.array([[hz], [db]], np.float32), (n, 1, 1)), **deeper)
+        ramp = np.clip((np.arange(n) * block / SR - 0.5) / (seconds - 1.0), 0, 1)  # after 0.5 s, min -> max
+        ctl[:, card["controls"].index(c), 0] = c["min"] + (c["max"] - c["min"]) * ramp
+        y = render(_session(path), card, ctl)[0]
+        fmax = 3000 if c["name"].startswith("vibrato") else 16000
+        spec(ax, y, f"{c['name']} {c['min']:g} → {c['max']:g} {c['unit']} (from 0.5 s; default {c['default']:g})"
+                    + (" at vibrato_depth 30" if deeper else ""), fmax=fmax)
+        if c["name"].startswith("vibrato"):
+            ax.set_ylim(hz * 0.8, hz * 3.3)  # the first harmonics, where the wobble shows
+    axes[-1].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(out / f"{name}-knobs.png", dpi=80)
     plt.close(fig)
 
 
@@ -118,6 +155,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only in (None, "note"):
         note_figure(args.models, args.out)
+        knobs_figure(args.models, args.out)
     if args.only in (None, "latent"):
         latent_figure(args.models, args.out)
 

@@ -29,7 +29,8 @@ def io_table(path: Path) -> str:
         out = []
         for v in vals:
             t = v.type.tensor_type
-            out.append(f"| `{v.name}` | {types.get(t.elem_type, t.elem_type)} | {[d.dim_value for d in t.shape.dim]} |")
+            dims = ", ".join(d.dim_param or str(d.dim_value) for d in t.shape.dim)
+            out.append(f"| `{v.name}` | {types.get(t.elem_type, t.elem_type)} | [{dims}] |")
         return out
 
     lines = ["| graph input | dtype | shape |", "|---|---|---|"] + rows(m.graph.input)
@@ -37,6 +38,9 @@ def io_table(path: Path) -> str:
     ctl = ["| control | unit | min | max | default | curve |", "|---|---|---|---|---|---|"]
     for c in card["controls"]:
         ctl.append(f"| `{c['name']}` | {c.get('unit', '')} | {c['min']} | {c['max']} | {c['default']} | {c.get('curve', 'lin')} |")
+    if card.get("voices", 1) > 1:
+        ctl += ["", f"Card: `\"voices\": {card['voices']}` — one call plays 1 … {card['voices']} voices as batch rows "
+                "(the leading dimension `voices` below)."]
     return "\n".join(ctl) + "\n\n" + "\n".join(lines)
 
 
@@ -101,7 +105,7 @@ def layers_text(m: dict) -> str:
     alone = ", ".join(f"{short(k)} {v} dB" for k, v in L["snr_db_alone"].items())
     tried = "; ".join(f"{' + '.join(short(x) for x in k.split(' + '))}: {v} dB" for k, v in L["snr_db_tried"].items())
     return (f"\n\nThe residual convs run int8 where it costs least: SNR with each one alone quantized {alone}; "
-            f"adding them from the cheapest up, each kept while int8 stays ≥ 31 dB from fp32 ({tried}), "
+            f"adding them from the cheapest up, each kept while int8 stays ≥ {L.get('snr_min', 31)} dB from fp32 ({tried}), "
             f"quantizes {', '.join(short(x) for x in L['quantized'])}.")
 
 
@@ -131,42 +135,154 @@ def train_time(m: dict) -> str:
     return f"{t['steps']} steps in {t['seconds'] / 60:.1f} min with {t['threads']} thread(s)"
 
 
+# The flute shipped before this export (commit f02729f, its MODEL_CARD.md): monophonic, pitch and loudness
+# only, 48 sines per sample; the same held-out test set (the data is rendered from fixed seeds).
+PREVIOUS = {"all": 3.831, "sawtooth": 18.767, "ratio": 0.204, "int8": 3.837, "us_per_block_fp32": 173.7}
+
+
+def voices_bench(name: str):
+    """The last run of benchmarks/bench_voices.py for this model, if any."""
+    p = ROOT / "benchmarks" / "results" / "voices" / "voices.json"
+    if p.exists():
+        d = json.loads(p.read_text())
+        if d.get("model") == name:
+            return d
+    return None
+
+
+def knob_table(card: dict, k: dict) -> str:
+    """Which knob drives what, and what moving it end to end measured (note_export.knob_effects)."""
+    d = k["default"]
+    what = {"breath": ("noise_db", "noise between the harmonics, against the default", "dB"),
+            "brightness": ("centroid_hz", "spectral centroid", "Hz"),
+            "vibrato_depth": ("vibrato_cents", "pitch wobble (half peak-to-peak)", "cents"),
+            "vibrato_rate": ("vibrato_hz", "wobble rate", "Hz")}
+    rows = ["| knob | control | unit | range | default | what it does | measured at min / default / max |",
+            "|---|---|---|---|---|---|---|"]
+    for i, c in enumerate(card["controls"][2:], start=1):
+        f, label, unit = what[c["name"]]
+        lo, mid, hi = k[f"{c['name']}={c['min']:g}"][f], d[f], k[f"{c['name']}={c['max']:g}"][f]
+        if f == "noise_db":  # an FFT's dB: only differences mean something
+            lo, mid, hi = lo - mid, 0.0, hi - mid
+        rows.append(f"| knob{i} | `{c['name']}` | {c['unit']} | {c['min']:g} … {c['max']:g} | {c['default']:g} | "
+                    f"{c['description']} | {label}: {lo:+.1f} / {mid:.1f} / {hi:+.1f} {unit} |"
+                    if f == "noise_db" else
+                    f"| knob{i} | `{c['name']}` | {c['unit']} | {c['min']:g} … {c['max']:g} | {c['default']:g} | "
+                    f"{c['description']} | {label}: {lo:.1f} / {mid:.1f} / {hi:.1f} {unit} |")
+    return "\n".join(rows)
+
+
 def note_card(models: Path, name="flute"):
     m = json.loads((WORK / "note" / "metrics.json").read_text())
     q = m["quantize"]
     lc = m["legato_changes"]
+    card = read_card(onnx.load(str(models / f"{name}.fp32.onnx")))
+    pv = card["provenance"]
     rows = "\n".join(f"| {k.replace('_', ' ')} | {m[k]['model']} | {m[k]['sawtooth']} | {m[k]['ratio']} |"
                      for k in ("all", "single_notes", "phrases"))
+    wt = m["wavetable"]
+    s8 = m["int8_snr"]
+    knobs_at = "; ".join(f"{v['snr_db']} dB at " + ", ".join(f"{kk} {vv:g}" for kk, vv in v["knobs"].items())
+                         for kk2, v in s8.items() if kk2.startswith("held_out_knobs"))
+    vb = voices_bench(name)
+    if vb:
+        c = vb["curve_us"]
+        vrows = ["| voices | " + " | ".join(f"{k} µs/block (quietest round's median)" for k in c) + " | " + " | ".join(f"{k} × 1 voice" for k in c) + " |",
+                 "|---|" + "---|" * (2 * len(c))]
+        for v in vb["voices"]:
+            vrows.append(f"| {v} | " + " | ".join(f"{c[k][str(v)]['us_best']:.0f}" for k in c) + " | "
+                         + " | ".join(f"{c[k][str(v)]['us_best'] / c[k]['1']['us_best']:.2f}" for k in c) + " |")
+        ratio = vb["ratio_8_vs_1"]
+        pj = vb["projection_8_voices"]
+        dv = vb["dynamic_vs_fixed"]
+        prof1, prof8 = vb["profile"]["1"], vb["profile"]["8"]
+        top = lambda p: ", ".join(f"{k} {v:.0f}" for k, v in list(p["by_op_us"].items())[:6])  # noqa: E731
+        voices_text = (
+            f"Measured by `benchmarks/bench_voices.py` (one run, 1 onnxruntime thread, every file × voice count "
+            f"stepped in alternation, each voice its own moving notes and knobs):\n\n" + "\n".join(vrows) +
+            f"\n\n**8 voices cost {ratio['fp32']:.2f}× one voice (fp32) and {ratio['int8']:.2f}× (int8)** — the goal "
+            f"is ≤ 3× (thread CPU time: {vb['ratio_8_vs_1_cpu']['fp32']:.2f}× and {vb['ratio_8_vs_1_cpu']['int8']:.2f}×; "
+            f"the median of all blocks: {vb['ratio_8_vs_1_all_blocks']['fp32']:.2f}× and "
+            f"{vb['ratio_8_vs_1_all_blocks']['int8']:.2f}×; load average {vb['loadavg'][0]:.1f} on this 2-core machine "
+            f"during the run). One voice: RTF {vb['rtf_1_voice']['fp32']:.3f} (fp32), {vb['rtf_1_voice']['int8']:.3f} "
+            f"(int8). The dynamic `voices` dimension against a copy with it fixed (same rows, fp32): 1 voice "
+            f"{dv['1']['dynamic_us']:.0f} vs {dv['1']['fixed_us']:.0f} µs, 8 voices {dv['8']['dynamic_us']:.0f} vs "
+            f"{dv['8']['fixed_us']:.0f} µs. The first call at a new row count costs up to "
+            f"{max(vb['first_calls']['first_call_us'].values()) / 1e3:.1f} ms (onnxruntime plans that shape's memory; "
+            f"steady at 16 rows: {list(vb['first_calls'].values())[1]:.0f} µs): a player should run each row count "
+            "once at load, not in the audio thread. Where the time goes (onnxruntime's profiler, µs per call by op type, "
+            f"fp32; the profiler adds a few µs to each of the {prof1['nodes']} nodes, so read shares): 1 voice "
+            f"{top(prof1)}; 8 voices {top(prof8)}.\n\n"
+            f"**Projection, not a measurement** — 8 voices of the int8 file on a Pi: " + ", ".join(
+                f"{p['cpu']} {p['block_ms']:.2f} ms per 5.33 ms block (RTF {p['rtf']:.2f})" for p in pj["pi"].values())
+            + " (`benchmarks/_harness.py` `project`: this machine's block time × an assumed slowdown, or FLOPs ÷ an assumed "
+              "sustained rate, whichever is larger; check on a Pi with `benchmarks/bench_voices.py`).")
+    else:
+        v = m["voices"]
+        voices_text = (f"8 voices / 1 voice: fp32 {v['ratio_8_vs_1']['fp32']:.2f}×, int8 {v['ratio_8_vs_1']['int8']:.2f}× "
+                       "(note_export.py's quick check; `benchmarks/bench_voices.py` measures the 1–16 curve).")
+    kb = m["knobs"]
+    dvib = m["data_vibrato"]
+    env = m["vibrato_envelope"]
     text = f"""# {name} — note voice
 
 `{name}.int8.onnx` (int8) and `{name}.fp32.onnx` (reference; `[model] precision = "auto"` plays fp32 unless int8
-is clearly faster on the machine). `kind: note`: a monophonic flute played
-from MIDI notes (pitch in Hz, loudness in dB). 48 kHz, 256-sample blocks (5.3 ms), one control frame per block.
+is clearly faster on the machine). `kind: note`: a flute played from MIDI notes (pitch in Hz, loudness in dB) with
+four timbre knobs (breath, brightness, vibrato depth and rate). **One file plays up to {card['voices']} voices in one
+onnxruntime call** (card: `"voices": {card['voices']}`): voice = batch row, each with its own state rows. 48 kHz,
+256-sample blocks (5.3 ms), one control frame per block.
+
+## The knobs
+The instrument routes knobs to a note model's controls after pitch and loudness, in card order, so:
+
+{knob_table(card, kb)}
+
+Measured on a held A4 at -20 dB, its last 2.5 s of 3 s, each control moved alone (`note_export.knob_effects`;
+`tests/test_flute_voices.py` checks each one moves the sound). Breath and brightness act on the gains a block
+ramps to, so a knob never steps the sound; brightness rescales the harmonics to the same power, so loudness stays
+put ({kb['brightness=-12']['level_db']:.1f} / {kb['default']['level_db']:.1f} / {kb['brightness=12']['level_db']:.1f} dB).
+Vibrato is an LFO whose phase is a float64 state (blocks join without clicks); it fades in {env['delay_s']:g}–{env['delay_s'] + env['fade_s']:g} s
+after the voice starts sounding (loudness above {env['gate_db']:g} dB; legato keeps counting), as the data's does. Its
+default is the FluidR3 flute's own vibrato, measured on the {dvib['notes']} training notes of ≥ 0.9 s: median
+{dvib['depth_cents_median']} cents (quartiles {dvib['depth_cents_iqr'][0]}–{dvib['depth_cents_iqr'][1]}) at
+{dvib['rate_hz_median']} Hz ({dvib['rate_hz_iqr'][0]}–{dvib['rate_hz_iqr'][1]}). The network hears the pitch with its
+vibrato, as it heard the data's f0. Attack, release, portamento and octave are the instrument's (voice-level), not
+the model's.
 
 ## What it is
 A DDSP-style voice. A causal conv net (1×1 conv → 4 residual causal convs, kernel 3, dilations 1/2/4/8, 128
 channels → 1×1 conv; 205k parameters, receptive field 31 blocks = 165 ms) maps (log pitch, loudness) per block to
 an overall amplitude, a distribution over 48 harmonics and the gains of 16 noise bands (1.5 kHz wide linear-phase
-64-tap FIRs). The harmonic-plus-noise synthesis runs inside the ONNX graph:
+64-tap FIRs). The harmonic-plus-noise synthesis runs inside the ONNX graph, after the timbre controls:
 - pitch, harmonic amplitudes and noise gains ramp linearly across each block from the previous block's values
   (kept in the `prev` state), so there is no zipper noise and no click at block edges;
 - the oscillator phase is computed in closed form per block, in cycles, wrapped, and carried as a float64 state
-  (`phase`); a harmonic above Nyquist at either end of a block has amplitude 0 at that end (no aliasing in steady
-  state, no amplitude step when the pitch moves);
-- the noise comes from two fixed white-noise tables of coprime lengths (32749, 32719) read at a float64 sample
-  counter (`noise_pos`), so rendering is deterministic and the noise repeats only after ~6 hours. Each table is
-  filtered into the 16 bands once, at export: filtering is linear, so reading the filtered tables equals filtering
-  the samples read, and a block costs two gathers instead of a 16-band 64-tap convolution (the filtered tables
-  are 4.2 MB of the file);
-- the conv caches are explicit state (`cache0..3`). Initial state is all zeros.
+  (`phase`); a harmonic above Nyquist at either end of a block has amplitude 0 at that end;
+- the harmonics are read from a wavetable: the block's start and end amplitudes become two single-cycle tables
+  ({wt['length']} points; one MatMul; half a cycle built, the other half read mirrored, since a sum of sines is odd
+  about it), read at the phase with linear interpolation — 4 table reads a sample instead of 48 sines, so the
+  per-voice cost of a batch is small. Against the training-time synthesis (48 sines) over the held-out set:
+  {wt['snr_db_vs_48_sines']} dB SNR; the held-out spectral distance is the same to 0.001 (tables of 256 and 512
+  points cost 0.09 and 0.01 of it);
+- the noise comes from two fixed white-noise tables of coprime lengths (32749, 32719), filtered into the 16 bands
+  once at export and read at a float64 sample counter (`noise_pos`, one modulo per voice), so rendering is
+  deterministic and the noise repeats only after ~6 hours (the filtered tables are most of the file);
+- the network's causal convs run as one MatMul over their gathered taps (all voices one GEMM); their caches are
+  explicit state (`cache0..3`, channels last), as are the vibrato's `vibrato_phase` (float64) and `vibrato_age`.
+  Initial state is all zeros.
 
-The exported graph is written for speed at 256 samples, where onnxruntime's per-node dispatch, not arithmetic,
-is most of a block's time: {m.get('graph_nodes', '?')} nodes (the first flute, 2026-11-25, exported the training-time
-synthesis as it is: 152),
-harmonics and noise bands meeting their gains in one MatMul. The export checks it against the training-time
-synthesis (the streaming line under Quality).
+{m.get('graph_nodes', '?')} graph nodes. The export checks the ONNX graph against the torch module (block by block: max
+|difference| {m['parity_torch_module_vs_onnx']:.1e}) and batched rows against separate one-voice runs (max |difference| over
+1, 3, 8, 16 voices: {max(m['batch_rows_vs_mono_max_abs'].values()):.1e}: float rounding of a GEMM over more rows).
 
 {io_table(models / f'{name}.fp32.onnx')}
+
+`voices` is dynamic: the player feeds `controls [V, 6, 1]` and every state input with V rows (its active voices,
+1 … {card['voices']}; inactive voices are not run) and reads `audio [V, 1, 256]`, one row per voice, which it mixes with
+its own gain law (nothing is mixed in the graph). V = 1 is the mono path; the rows are independent, so a voice's
+state rows move with it when the player reorders the batch, and a new note may start from zeros (or keep a
+released voice's state for a legato steal). Every voice starts its noise at the same `noise_pos` from zero state;
+seed `noise_pos_in` differently per voice if unison voices should not share their breath noise.
 
 Loudness is dB RMS of the output. The FluidR3 flute's sustained level follows
 `loudness_db ≈ -16 + 40·log10(velocity/127)` (fit on the training notes, ±1.7 dB; +1.5 dB per octave above A4),
@@ -182,24 +298,34 @@ sounding note (the flute has vibrato, so the audio, not the note number, sets f0
 512-sample Hann window ending at each block end. No lookahead: with a window centred on the block end, loudness
 rose two blocks before each onset and the model learned to sound one block late.
 
-## Licence
-Model weights and scripts: MIT. Training data: renders of FluidR3_GM.sf2 (© Frank Wen, MIT licence).
+## Provenance and licence
+- Data: {pv['data']}.
+- Data licence: {pv['data_license']}.
+- Owner of the trained weights: {pv['owner']}.
+- Training: {pv['training']}: {pv['cpu_hours']} CPU-hours, ≈ {pv['energy_wh']} Wh (an estimate).
+- Playing: ≈ {pv['run_watts_pi4']} W on a Pi 4 — {pv['run_watts_pi4_basis']}.
+
+The same facts are in the card JSON (`provenance`; `pi-synth info --json`). Model weights and scripts: MIT.
 
 ## Reproduce
 ```
-scripts/models/build-all.sh note    # data -> train -> export -> int8 -> this card
+scripts/models/build-all.sh note    # data -> train -> export -> int8 -> bench_voices -> this card
 ```
-({train_time(m)} on this 2-core machine; data rendering + analysis ≈20 s; export + evaluation + quantization ≈1 min.)
+({train_time(m)} on this 2-core machine, shared with other work at the time: wall time depends on the load, CPU
+time does not; data rendering + analysis ≈30 s; export + evaluation + quantization {m.get('export_seconds', 0) / 60:.0f} min.)
 Seeds are fixed; torch 2.13.0 (CPU), onnxruntime {q.get('onnxruntime', '')}.
 
 ## Quality (held-out, fp32 streaming render driven by the test set's own f0 and loudness)
 Multi-scale spectral distance (FFT 2048…64, mean |ΔS| + mean |Δlog S|), against the same figure for a band-limited
-sawtooth at the same f0 and loudness. Target ≤0.4× the sawtooth's.
+sawtooth at the same f0 and loudness. Target ≤0.4× the sawtooth's. The knobs at their neutral positions and no
+vibrato added (the test set's f0 carries the flute's own); with the default vibrato on top of it:
+{m['all_default_vibrato']['model']}.
 
 | part of the test set | model | sawtooth | ratio |
 |---|---|---|---|
 {rows}
 | all, int8 model | {m['all_int8']['model']} | {m['all_int8']['sawtooth']} | {m['all_int8']['ratio']} |
+| all, the flute shipped before (mono, 48 sines; commit f02729f) | {PREVIOUS['all']} | {PREVIOUS['sawtooth']} | {PREVIOUS['ratio']} |
 
 Legato note changes ({lc['n']} in the held-out phrases): 4–16 kHz energy in a 40 ms window at each change, model
 minus reference: median {lc['hf_excess_db_at_change_median']} dB, worst {lc['hf_excess_db_at_change_max']} dB
@@ -207,16 +333,22 @@ minus reference: median {lc['hf_excess_db_at_change_median']} dB, worst {lc['hf_
 
 {response_text(m)}
 
-Streaming: block-by-block onnxruntime output equals the whole-sequence torch render to
-{m['parity_torch_vs_onnx_stream']:.1e} (max abs) over the 70 s test set. Spectrogram of a held-out phrase:
-`docs/models/{name}-phrase.png`.
+Spectrograms: `docs/models/{name}-phrase.png` (a held-out phrase), `docs/models/{name}-knobs.png` (each knob swept).
+
+## Voices (polyphony as a batch)
+{voices_text}
 
 ## int8 and speed
+int8 against fp32, worst of: the held-out test set at the default knobs ({s8['held_out_defaults']} dB), at five
+random knob positions ({knobs_at}) and the moving-controls sequence quantize.py uses ({s8['moving_controls']} dB):
+**{s8['worst']} dB** (target ≥ 30).
+
 {quant_text(q, name)}{layers_text(m)}
 
 ## Limits
-Monophonic; one timbre (no breath/articulation control beyond loudness); trained A3–D7, the card's pitch range
-(G3–D7) extends slightly below the data. No reverb: add it downstream.
+Trained A3–D7, the card's pitch range (G3–D7) extends slightly below the data. The timbre controls are DSP on the
+network's output, not learned articulations: breath adds or removes the model's own noise bands, brightness tilts
+its harmonics. No reverb: add it downstream.
 """
     (models / f"{name}.MODEL_CARD.md").write_text(text)
 

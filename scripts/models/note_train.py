@@ -59,7 +59,7 @@ def main(argv=None):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(args.seed)
     log = []
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
 
     def evaluate():
         model.eval()
@@ -94,6 +94,7 @@ def main(argv=None):
             tqdm.write(json.dumps(log[-1]))
     torch.save(model.state_dict(), args.data / "note_voice.pt")
     (args.data / "train_log.json").write_text(json.dumps({"threads": args.threads, "seconds": time.time() - t0,
+                                                          "cpu_seconds": time.process_time() - cpu0,
                                                           "steps": args.steps, "log": log}, indent=2))
 
 

@@ -82,8 +82,10 @@ def _session(path, threads: int = 1):
 
 
 def _zero_state(sess, card):
+    """One voice's zero state: a dynamic leading dimension (``voices``) is run with one row."""
     specs = {a.name: a for a in sess.get_inputs()}
-    return {s_in: np.zeros(specs[s_in].shape, _DTYPES[specs[s_in].type]) for s_in, _ in card["state"]}
+    return {s_in: np.zeros([d if isinstance(d, int) else 1 for d in specs[s_in].shape], _DTYPES[specs[s_in].type])
+            for s_in, _ in card["state"]}
 
 
 def render(sess, card: dict, controls: np.ndarray, *, feeds_out: list | None = None,
