@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ["config", "service", "spi", "i2c", "uart-midi", "alsa-cards", "model", "pcm", "kernels", "governor",
+NAMES = ["config", "service", "spi", "i2c", "uart-midi", "alsa-cards", "model", "pcm", "capture", "kernels", "governor",
          "rt-limits", "power"]
 
 
@@ -128,3 +128,24 @@ def test_model_check_says_which_engine_would_play_it(cli, tmp_path):
     model = {c["name"]: c for c in rep["checks"]}["model"]
     if model["status"] == "pass":
         assert model["details"]["engine"] in model["summary"]
+
+
+def test_capture_check_for_a_model_that_takes_audio(cli, tmp_path):
+    """A model played from the audio input (a decoder with its encoder): the doctor opens
+    the input; one that cannot open is a warning with the fix, never a failure (the model
+    plays on with silence in). A model with no audio in has nothing to check."""
+    from pi_synth.tools.procedural import build_encoder, build_organ
+
+    model = tmp_path / "organ.onnx"
+    build_organ(model)
+    rep = json.loads(_doctor(cli, "--json", "--model", model).stdout)
+    capture = _check_schema(rep)["capture"]
+    assert capture["status"] == "pass" and "no audio input" in capture["summary"]
+
+    build_encoder(tmp_path / "organ.encoder.onnx")
+    conf = tmp_path / "c.toml"
+    conf.write_text('[audio]\ncapture = "no_such_input"\n')
+    p = _doctor(cli, "--json", "--model", model, env={"PI_SYNTH_CONFIG": str(conf)})
+    capture = _check_schema(json.loads(p.stdout))["capture"]
+    assert capture["status"] == "warn", capture
+    assert "no_such_input" in capture["summary"] and "arecord -L" in capture["fix"]

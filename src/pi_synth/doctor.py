@@ -264,6 +264,48 @@ def check_pcm(m: Machine) -> Check:
                  f"{g.period}×{g.periods} ({details['latency_ms']} ms)", details=details)
 
 
+def check_capture(m: Machine) -> Check:
+    """The audio input, when the model plays from one (a decoder with its encoder, an effect):
+    a missing input is a warning, not a failure — the output plays on with silence in."""
+    cfg = m.cfg
+    backend = cfg.audio.backend if cfg else "alsa"
+    capture = (cfg.audio.capture if cfg else "").strip()
+    if capture.lower() == "none":
+        return Check("capture", "pass", "no audio input configured ([audio] capture = \"none\")")
+    takes = None
+    if m.model_path:
+        from pi_synth.model.card import load_card
+        from pi_synth.patch import input_kind
+
+        takes = input_kind(m.model_path, load_card(m.model_path))
+    if takes is None:
+        return Check("capture", "pass", "the model plays no audio input: nothing to check",
+                     details={"model": m.model_path})
+    if backend != "alsa":
+        return Check("capture", "pass", f"audio backend is {backend!r}: its input is "
+                     f"{'a file' if backend == 'wav' else 'silence or the sound server'}", details={"backend": backend})
+    from pi_synth.audio.backends.alsa import AlsaBackend
+    from pi_synth.errors import DeviceError
+
+    device = m.device_arg or (cfg.audio.device if cfg else "default")
+    b = AlsaBackend(device, capture=capture or None)
+    period = cfg.audio.period if cfg else 256
+    periods = max(2, cfg.audio.periods if cfg else 2)
+    details = {"capture": b.capture, "takes": takes, "sample_rate": m.sample_rate}
+    try:
+        g = b.open_capture(m.sample_rate, 1, period, periods)
+    except DeviceError as e:
+        return Check("capture", "warn", str(e).split(";")[0] + " (the model plays on with silence in)",
+                     "list inputs with 'arecord -L' and set [audio] capture in pi-synth.toml "
+                     "(e.g. plughw:CARD=Device for a USB interface), or capture = \"none\"", details)
+    finally:
+        b.close_capture()
+    details.update(channels=g.channels, period=g.period, periods=g.periods, format=g.format)
+    return Check("capture", "pass", f"audio in from {b.capture!r}: {g.sample_rate} Hz, {g.channels} ch, period "
+                 f"{g.period}×{g.periods} ({'timbre transfer through its encoder' if takes == 'encoder' else 'the model takes audio'})",
+                 details=details)
+
+
 def check_kernels(m: Machine) -> Check:
     from pi_synth.audio import safety
 
@@ -407,7 +449,7 @@ def check_model(m: Machine) -> Check:
 
 # order matters: config first (the PCM and model checks use it), model before the PCM (its rate)
 CHECKS = (check_config, check_service, check_spi, check_i2c, check_uart, check_cards, check_model,
-          check_pcm, check_kernels, check_governor, check_limits, check_throttling)
+          check_pcm, check_capture, check_kernels, check_governor, check_limits, check_throttling)
 
 
 def run_checks(m: Machine) -> list[Check]:
