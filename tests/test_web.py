@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 from _webrig import WebRig, bad_models, http, multipart, organ_factory
@@ -42,7 +43,7 @@ def test_sessions_expire_and_limit_counts_failures():
     now = [1000.0]
     s = auth.Sessions(minutes=1, clock=lambda: now[0])
     a = s.create()
-    assert s.get(a.sid) is a and auth.csrf_ok(a, a.csrf) and not auth.csrf_ok(a, "x" + a.csrf[1:])
+    assert s.get(a.sid) is a and auth.csrf_ok(a, a.csrf) and not auth.csrf_ok(a, ("y" if a.csrf[0] == "x" else "x") + a.csrf[1:])
     now[0] += 61
     assert s.get(a.sid) is None and s.get("nope") is None
     lim = auth.LoginLimiter(3, clock=lambda: now[0])
@@ -271,3 +272,38 @@ def test_login_is_rate_limited(rig):
     assert codes == [401, 401, 401, 429]
     status, body, _ = login(rig)  # even the right password waits now
     assert status == 429 and body["error"].startswith("too many wrong passwords: wait")
+
+
+@pytest.mark.jack
+def test_download_what_just_played(rig, session, tmp_path):
+    """The last seconds played, as a WAV: the samples the instrument gave its output
+    (a held note set over OSC is in it), only with a session, a length asked or all kept."""
+    from pi_synth.audio.backends.wav import read_wav
+
+    cookie, _ = session
+    assert http("GET", rig.url + "/api/recording.wav")[0] == 401
+    for c, v in (("pitch", 220.0), ("loudness", -12.0)):
+        assert post(rig, session, "/api/control", {"name": c, "value": v})[0] == 200
+    time.sleep(1.0)  # a second of the note into the recording
+    req = urllib.request.Request(rig.url + "/api/recording.wav?seconds=0.5", headers={"Cookie": cookie})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.headers["Content-Type"] == "audio/wav"
+        assert r.headers["Content-Disposition"].startswith('attachment; filename="pi-synth-')
+        (tmp_path / "last.wav").write_bytes(r.read())
+    x, sr = read_wav(tmp_path / "last.wav")
+    assert sr == 48000 and abs(len(x) - 0.5 * sr) <= 256
+    assert np.sqrt(np.mean(x ** 2)) > 0.05  # the note, -12 dB: sound, not silence
+    status, body, _ = http("GET", rig.url + "/api/recording.wav?seconds=nan", cookie=cookie)
+    assert status == 400 and "seconds" in body["error"]
+    req = urllib.request.Request(rig.url + "/api/recording.wav", headers={"Cookie": cookie})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        y, _ = read_wav_bytes(r.read(), tmp_path)
+    assert 0.5 * sr < len(y) <= 30 * sr  # all kept so far (the rig has played for seconds)
+
+
+def read_wav_bytes(data: bytes, tmp_path):
+    from pi_synth.audio.backends.wav import read_wav
+
+    p = tmp_path / "all.wav"
+    p.write_bytes(data)
+    return read_wav(p)

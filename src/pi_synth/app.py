@@ -76,6 +76,11 @@ class Instrument:
             hooks.append(self.timeline)
         hooks.append(self.router.on_block)  # the router object outlives swaps
         self.player = Player(synth, hooks)
+        if not offline and cfg.output.record_seconds > 0:  # the last seconds, for the web page
+            from pi_synth.audio.recorder import Recorder
+
+            self.player.recorder = Recorder(cfg.output.record_seconds, card.sample_rate, card.channels,
+                                            max_block=max(16384, card.block_size))
         self.stop_at = None
         if seconds is not None:
             self.stop_after(seconds)

@@ -107,6 +107,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "gain_db": Key(float, 0.0, -60.0, 24.0),
         "fade_ms": Key(float, 30.0, 1.0, 5000.0),
         "limit_dbfs": Key(float, -1.0, -40.0, 0.0),
+        "record_seconds": Key(float, 30.0, 0.0, 600.0,
+                              help="keep the last N seconds played, for the web page's download (0 = off)"),
     },
     "input": {
         "gain_db": Key(float, 0.0, -40.0, 40.0, help="trim gain on the audio input (the input_gain control comes on top)"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from pi_synth.control.mapping import ACTIONS, route_from_json, route_to_json, routes_to_json
@@ -90,6 +91,32 @@ class Surface:
             if doc is not None:
                 out.append({"slot": slot, "name": doc.get("name", ""), "model": doc.get("model", "")})
         return {"ok": True, "presets": out}
+
+    # -- the last seconds played -------------------------------------------------------
+
+    def recording(self, seconds=None) -> dict:
+        """Write the last ``seconds`` played (default: all kept) to ``recordings/last.wav``
+        in the state folder, where the web page reads it for the download."""
+        from pi_synth.state import atomic_write, state_dir
+
+        rec = self.inst.player.recorder
+        if rec is None:
+            raise ValueError("nothing is recorded: set [output] record_seconds (e.g. 30) and restart pi-synth")
+        if seconds is not None:
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+                    math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"seconds must be a number > 0, got {seconds!r}")
+            seconds = min(float(seconds), rec.seconds)
+        folder = state_dir() / "recordings"
+        folder.mkdir(exist_ok=True)
+        os.chmod(folder, 0o755)  # the web page's user reads it (the service's umask is 0077)
+        path = folder / "last.wav"
+        from pi_synth.audio.recorder import wav_bytes
+
+        frames = rec.snapshot(seconds)
+        atomic_write(path, wav_bytes(frames, rec.sample_rate))
+        return {"ok": True, "path": str(path), "seconds": round(frames.shape[0] / rec.sample_rate, 3),
+                "kept_seconds": rec.seconds, "sample_rate": rec.sample_rate, "channels": rec.channels}
 
     def preset_save(self, slot, name=None) -> dict:
         slot = _slot(slot)
@@ -183,4 +210,5 @@ def requests(inst) -> dict[str, Request]:
         "mapping/delete": Request(s.mapping_delete, "<source>"),
         "learn": Request(s.learn, "[control | N | cancel]"),
         "reload": Request(s.reload, slow=True),
+        "recording": Request(s.recording, "[seconds]", slow=True),
     }

@@ -20,7 +20,9 @@ gap. Models must share sample rate and channel count to crossfade; the app resta
 the stream for anything else.
 
 Block hooks (the events timeline, the voice's envelope, the stop time) run here, once
-per engine block on the audio clock, whichever model is playing.
+per engine block on the audio clock, whichever model is playing. A
+:class:`~pi_synth.audio.recorder.Recorder` (``recorder``) keeps the last seconds of
+what the player gives the engine.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class Player:
         self._x = x[:, None]
         self._g = np.zeros((self.block_size, 1), np.float32)
         self._fading_out = False
+        self.recorder = None  # a Recorder: the last seconds played (the web page's download)
 
     # -- what the engine reads ----------------------------------------------------------
 
@@ -154,7 +157,10 @@ class Player:
         if self.deck.takes_input:
             self.deck.feed(self._in)
         if self._incoming is None:
-            return self.deck.pull()
+            out = self.deck.pull()
+            if self.recorder is not None:
+                self.recorder.push(out)
+            return out
         if self._incoming.takes_input:
             self._incoming.feed(self._in)
         old = self.deck.pull()
@@ -176,4 +182,6 @@ class Player:
             self.retired.append(self.deck.synth)
             self.deck, self._incoming = self._incoming, None
             self.swaps += 1
+        if self.recorder is not None:
+            self.recorder.push(self._mix)
         return self._mix

@@ -301,6 +301,36 @@ async def ask_get(request):
     return _reply(await request.app["web"].ask(request.match_info["what"]))
 
 
+async def recording(request):
+    """GET /api/recording.wav[?seconds=N]: the last seconds played (``[output]
+    record_seconds`` kept by the instrument), as a WAV download."""
+    args = []
+    q = request.query.get("seconds")
+    if q is not None:
+        try:
+            secs = float(q)
+        except ValueError:
+            raise _bad("seconds must be a number") from None
+        if not (math.isfinite(secs) and secs > 0):
+            raise _bad("seconds must be a number > 0")
+        args = [secs]
+    r = await request.app["web"].ask("recording", *args, timeout=SLOW_S)
+    if not isinstance(r, dict) or r.get("ok") is not True:
+        return _reply(r)
+    path = Path(str(r.get("path", "")))
+    if path.name != "last.wav" or path.parent.name != "recordings":  # only ever that one file
+        raise Refused(502, "the instrument named an unexpected file")
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except OSError as e:
+        raise Refused(500, f"cannot read the recording {path} ({e.strerror})") from None
+    import time
+
+    name = time.strftime("pi-synth-%Y%m%d-%H%M%S.wav")
+    return web.Response(body=data, content_type="audio/wav",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
 async def set_control(request):
     body = await _json(request)
     name, value = body.get("name"), body.get("value")
@@ -545,6 +575,7 @@ def make_app(cfg, config_path: str | None = None) -> web.Application:
     r.add_post("/api/config", put_config)
     r.add_post("/api/models/upload", upload)
     r.add_post("/api/control", set_control)
+    r.add_get("/api/recording.wav", recording)
     r.add_get(r"/api/{what:models|card|presets|mapping}", ask_get)
     r.add_post(r"/api/{what:.+}", act)
     r.add_static("/static/", STATIC, follow_symlinks=False)

@@ -50,6 +50,16 @@ def default_path() -> str:
     return os.path.abspath(time.strftime("pi-synth-%Y%m%d-%H%M%S.wav"))
 
 
+def wav_header(sample_rate: int, channels: int, bits: int, floating: bool, data_bytes: int) -> bytes:
+    """The 44-byte header of a PCM (or IEEE float) WAV holding ``data_bytes`` of frames
+    (past 4 GiB: the "length unknown" streaming tools write)."""
+    block_align = channels * bits // 8
+    header = b"RIFF" + struct.pack("<I", min(36 + data_bytes, STREAM_SIZE)) + b"WAVE"
+    header += b"fmt " + struct.pack("<IHHIIHH", 16, 3 if floating else 1, channels, sample_rate,
+                                    sample_rate * block_align, block_align, bits)
+    return header + b"data" + struct.pack("<I", min(data_bytes, STREAM_SIZE))
+
+
 class WavBackend(Backend):
     """A WAV file (``device`` is its path): offline renders and recordings. ``capture``:
     a WAV path (or float32 ``[n, channels]`` at the model's rate) read as the input.
@@ -105,14 +115,7 @@ class WavBackend(Backend):
         return Granted(sample_rate, channels, period, periods, self.format)
 
     def _header(self, data_bytes: int) -> bytes:
-        fmt_tag = 3 if self.format == "FLOAT_LE" else 1
-        block_align = self._ch * self._bits // 8
-        header = b"RIFF" + struct.pack("<I", min(36 + data_bytes, STREAM_SIZE)) + b"WAVE"
-        header += b"fmt " + struct.pack(
-            "<IHHIIHH", 16, fmt_tag, self._ch, self._rate, self._rate * block_align,
-            block_align, self._bits,
-        )
-        return header + b"data" + struct.pack("<I", min(data_bytes, STREAM_SIZE))
+        return wav_header(self._rate, self._ch, self._bits, self.format == "FLOAT_LE", data_bytes)
 
     def _flush(self) -> None:
         view = memoryview(self._pending)
