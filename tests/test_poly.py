@@ -649,3 +649,30 @@ def test_mpe_listens_to_every_channel_whatever_the_midi_channel(porgan):
     assert by_ch[2] == pytest.approx(hz(60), rel=1e-4) and by_ch[5] == pytest.approx(hz(76), rel=1e-4)
     inst, _ = play(porgan, ev, 0.4, cfg_with(midi__channel=3))  # poly on channel 3 only
     assert inst.router.channel == 2 and [d["note"] for d in inst.voice.voices()] == [60]
+
+
+def test_a_render_plays_every_voice_whatever_the_machines_speed(porgan, tmp_path, monkeypatch):
+    """``pi-synth render`` is deterministic: on a machine that would cap live voices at 1
+    (an emulated Pi: ~3 ms a block), a render still plays all the file's voices, the same
+    samples as anywhere else. (Found by the arm64 test: its render of a chord was mono.)"""
+    from pi_synth import patch
+    from pi_synth.app import render
+    from pi_synth.audio.backends.wav import read_wav
+    from pi_synth.config import load
+
+    ev = tmp_path / "chord.json"
+    ev.write_text(json.dumps([{"t": 0.05, "midi": m} for m in ([144, 60, 100], [144, 64, 100], [144, 67, 100])]
+                             + [{"t": 1.0, "midi": m} for m in ([128, 60, 0], [128, 64, 0], [128, 67, 0])]))
+    from pi_synth.control.events import load_events
+
+    def rendered(name):
+        out = tmp_path / name
+        render(load(None), model=str(porgan), output=str(out), events=load_events(ev), seconds=1.5)
+        return read_wav(out)[0]
+
+    here = rendered("here.wav")
+    monkeypatch.setattr(patch, "block_curve", lambda rt, **kw: [1.0] * rt.rows)
+    slow = rendered("slow.wav")
+    assert np.array_equal(here, slow)
+    chord = peaks_cents(here[int(0.3 * SR):int(0.9 * SR), 0], [60, 64, 67])
+    assert all(abs(c) < 20 and level > 0.2 for c, level in chord), chord  # three notes, not one

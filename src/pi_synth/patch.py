@@ -135,8 +135,8 @@ def load_synth(cfg, path, *, fade_in: bool = True, table: VoiceTable | None = No
         table = VoiceTable(rows)
     table.budget = budget
     synth = Synth(rt, ControlBank(card), guard, voices=table)
-    synth.voice_rtf = block_s / (card.block_size / card.sample_rate)
     if not offline:  # live: calls that keep overrunning the allowance lower the budget
+        synth.voice_rtf = block_s / (card.block_size / card.sample_rate)
         synth.voice_allowed_s = allowed_s
     return synth
 
@@ -155,16 +155,17 @@ def voice_budget(cfg, rt: Runtime, *, offline: bool = False) -> tuple[int, float
     block renders within the engine's allowance — the direct engine's (a quarter of the
     margin the configured buffer leaves, as ``engine = "auto"`` picks it), or when even one
     voice does not fit there, half real time for the threaded engine. A ``max_voices`` the
-    config names is a cap on top; offline (``pi-synth render``) it is played as asked, since
-    nothing there can miss a deadline."""
+    config names is a cap on top; offline (``pi-synth render``) it is played as asked (all
+    the file plays when nothing is asked), since nothing there can miss a deadline — and a
+    render must not depend on the machine's speed."""
     card, a = rt.card, cfg.audio
+    asked = cfg.voice.max_voices
+    if offline:
+        n = min(asked, rt.rows) if asked else rt.rows
+        return n, float("nan"), float("inf")
     curve = block_curve(rt, use_cache=cfg.model.cache)
     block = card.block_size
     block_s = block / card.sample_rate
-    asked = cfg.voice.max_voices
-    if offline and asked:
-        n = min(asked, rt.rows)
-        return n, curve[n - 1], float("inf")
 
     def direct(s: float) -> bool:
         return direct_periods(s / block_s, block, a.period, DIRECT_MAX_RTF) <= a.periods
