@@ -46,6 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # moved with the other tenants of this host (raspberry: 3.0-4.4x from run to run).
 ROUND = 10
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _env import machine  # noqa: E402
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TARGETS = {"raspberry": 5.0, "v2": 5.0}
@@ -521,13 +524,7 @@ def main() -> int:
 
 
 def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return machine()["cpu"]
 
 
 if __name__ == "__main__":
