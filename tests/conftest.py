@@ -41,6 +41,43 @@ def organ(tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def burn_matmuls():
+    """``burn_matmuls(factor)``: how many 384² products make the procedural organ's heavy
+    block take ``factor`` × a 256-frame period on THIS machine, measured the way the player
+    runs it (one thread). A fixed count is 3× too slow on one CPU and fits on a faster one."""
+    import math
+    import tempfile
+    import time as _time
+
+    import numpy as np
+
+    from pi_synth.model.session import open_session
+    from pi_synth.tools.procedural import build_organ
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "burn.onnx")
+        build_organ(path, fault="slow", burn_matmuls=8)
+        s = open_session(path)
+        feeds = {}
+        for i in s.get_inputs():
+            shape = [d if isinstance(d, int) else 1 for d in i.shape]
+            feeds[i.name] = np.zeros(shape, np.float64 if "double" in i.type else np.float32)
+        for _ in range(3):
+            s.run(None, feeds)
+        times = []
+        for _ in range(15):
+            t = _time.perf_counter()
+            s.run(None, feeds)
+            times.append(_time.perf_counter() - t)
+        per_product = float(np.median(times)) / 8
+
+    def count(factor: float, period_s: float = 256 / 48000) -> int:
+        return max(2, min(400, math.ceil(factor * period_s / per_product)))
+
+    return count
+
+
 def run_cli(*args, env=None, timeout=60, check=None):
     """Run ``python -m pi_synth ARGS`` as a user would; returns CompletedProcess."""
     e = dict(os.environ)

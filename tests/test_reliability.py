@@ -29,10 +29,10 @@ def max_step(x):
 
 
 @pytest.mark.jack
-def test_overload_holds_and_fades_then_recovers(organ, cli, tmp_path, jack_server):
+def test_overload_holds_and_fades_then_recovers(organ, cli, tmp_path, jack_server, burn_matmuls):
     """A model that gets 3× too slow while loud: late periods are counted and warned
     about, the gaps fade instead of clicking, and the sound recovers when it is light."""
-    model = organ(fault="slow_loud", burn_matmuls=6)
+    model = organ(fault="slow_loud", burn_matmuls=burn_matmuls(3))
     ev = tmp_path / "e.json"
     ev.write_text(json.dumps([{"t": 0.0, "set": {"pitch": 110, "loudness": -12, "brightness": 0.0}},
                               {"t": 0.6, "set": {"loudness": -1}},
@@ -273,7 +273,7 @@ def test_device_loss_retries_and_sound_returns_within_2s(organ, jack_dummy, mode
 
 
 @pytest.mark.jack
-def test_direct_engine_refuses_a_swap_it_cannot_fit(organ, jack_server, machine_stalls, caplog):
+def test_direct_engine_refuses_a_swap_it_cannot_fit(organ, jack_server, machine_stalls, caplog, burn_matmuls):
     """A direct engine has only its margin: a hot swap to a model too slow for it is
     refused in one line (the old model plays on, no xrun), a fast one goes through.
     An xrun right after the machine itself stopped for a period or more (a VM's host:
@@ -286,7 +286,7 @@ def test_direct_engine_refuses_a_swap_it_cannot_fit(organ, jack_server, machine_
     engine.start()
     try:
         assert engine.mode == "direct"
-        slow = organ("slow", fault="slow", burn_matmuls=6)  # 0.7 GFLOP per block: far over
+        slow = organ("slow", fault="slow", burn_matmuls=burn_matmuls(4))  # far over the period
         assert not inst.swap(slow)
         assert "slow.onnx" in inst.last_error and "ms" in inst.last_error
         assert inst.last_error.count("\n") == 0 and "model not changed" in caplog.text
