@@ -27,7 +27,9 @@ Real-time rules (for anyone touching the two loops below):
   the output thread writes what it has plus silence and counts a late period,
   rather than letting ALSA underrun into a click storm.
 * Controls reach the model only at block boundaries (the bank ramps them across
-  control frames); the timeline of events runs on the audio clock, not the wall clock.
+  control frames); the timeline of events runs on the audio clock, not the wall clock
+  (and places a knob event inside a block at its control frame, where a model has
+  several: ``control/events.py``).
 
 **Direct** mode (chosen automatically when the model renders a block in under a quarter
 of the margin the device buffer leaves — :meth:`Engine.direct_fits`: a note voice with
