@@ -4,7 +4,8 @@
 **Rendered (audio clock).** ``pi-synth run --device pisynth_jackfile:FILE=… --events E``
 plays through the JACK-paced recorder PCM: a knob turning loudness up at time ``t``, then
 notes at ``t``. Events are applied at the first block boundary at or after ``t`` on the
-audio clock and the recording's sample ``k`` *is* audio-clock frame ``k``, so onset −
+audio clock (a model with several control frames a block takes a knob event at its
+control frame inside the block: ``--in-block``) and the recording's sample ``k`` *is* audio-clock frame ``k``, so onset −
 ``t·sr`` is what the model path adds: block quantization, the control ramp across the
 block, the voice's attack, the model's own response. Buffering (ring, ALSA) is not in
 this figure — an event on the audio clock does not wait for it.
@@ -26,6 +27,15 @@ event lands in, measured on the rendered audio (the organ's ~150-frame ramp, a v
 attack) — since that is the sound's, not the output path's. Both are reported.
 
     .venv/bin/python benchmarks/latency.py [--model M] [--out DIR] [--notes N]
+    .venv/bin/python benchmarks/latency.py --notes 8 --ab-late 3 --transport din din-free --out DIR
+    .venv/bin/python benchmarks/latency.py --in-block --out DIR
+
+``--ab-late N`` runs the live measurement N rounds with ``[audio] late_render`` off, then
+on (issue 26: the direct engine renders each block as late as its measured block time
+allows, so events arriving meanwhile make it), and pools each setting's events.
+``--in-block`` measures, on the audio clock, events inside a block of a model with
+several control frames: placed at their control frame by the events timeline, against
+waiting for the block boundary.
 """
 
 from __future__ import annotations
@@ -102,15 +112,6 @@ def output_latency(rendered_kind: dict | None, live_kind: dict | None) -> dict |
             "max_samples": v["max_samples"] - r}
 
 
-def _knob_for(card, control: str) -> str | None:
-    from pi_synth.control.mapping import Mapping
-
-    for src, r in Mapping(card).routes.items():
-        if r.control == control:
-            return src
-    return None
-
-
 def rendered(model: str | None, out: Path, notes: int = 8, seed: int = 0, period: int = 256) -> dict:
     """Events through ``pi-synth run`` on the JACK-paced recorder PCM."""
     from pi_synth.model.library import find_model
@@ -121,13 +122,17 @@ def rendered(model: str | None, out: Path, notes: int = 8, seed: int = 0, period
     sr, block = card.sample_rate, card.block_size
     rng = random.Random(seed)
     names = card.control_names
-    knob = _knob_for(card, "loudness") if "loudness" in names else None
+    # the knob: loudness set through the router into the bank, what the live run's CC 20
+    # mapped to loudness does (a note model's own knobs play its voice's controls, and a
+    # knob mapped to loudness by the card alone would not sound: the voice holds it)
+    loud = card.control("loudness") if "loudness" in names else None
     ev, marks = [], []
     t = 0.5
-    if knob:
+    if loud is not None:
         for _ in range(notes):  # knob up (sound), knob down (silence)
             t0 = round(t + rng.uniform(0, block / sr), 6)
-            ev += [{"t": t0, "source": knob, "value": 0.85}, {"t": t0 + 0.4, "source": knob, "value": 0.0}]
+            ev += [{"t": t0, "set": {"loudness": loud.from_unit(0.85)}},
+                   {"t": t0 + 0.4, "set": {"loudness": loud.from_unit(0.0)}}]
             marks.append(("knob", t0))
             t += 1.0
     is_note = {"pitch", "loudness"} <= set(names)
@@ -172,10 +177,12 @@ def rendered(model: str | None, out: Path, notes: int = 8, seed: int = 0, period
 
 
 def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: int = 256,
-         periods: int = 2, engine_mode: str | None = None, transport: str = "din", cpus=None) -> dict:
+         periods: int = 2, engine_mode: str | None = None, transport: str = "din", cpus=None,
+         late: bool | None = None) -> dict:
     """MIDI in (DIN through a pty, or JACK MIDI), JACK audio out, both timed in JACK frames
     by the probe client. ``cpus``: libjack's thread and the audio threads there, beside
-    jackd (see ``soak.soak``)."""
+    jackd (see ``soak.soak``). ``late``: ``[audio] late_render`` for this run (None: the
+    default, on)."""
     try:
         import jack  # noqa: F401
     except ImportError:
@@ -196,6 +203,8 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
     config_mod.override(cfg, "audio.periods", periods)
     if cpus:
         config_mod.override(cfg, "audio.cpus", sorted(cpus))
+    if late is not None:
+        config_mod.override(cfg, "audio.late_render", bool(late))
     inst = Instrument(cfg, model=model)
     card = inst.card
     sr, block = card.sample_rate, card.block_size
@@ -271,6 +280,10 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
         res["render"] = engine.status().get("render")  # "ahead" after an xrun: +1 period
         res["render_changes_s"] = [[round(t - t_go, 3), a] for t, a in modes[1:]]
         res["late_periods"] = engine.stats.late_periods
+        res["late_render"] = engine.late
+        res["late_renders"] = engine.stats.late_renders
+        res["blocks"] = engine.stats.blocks
+        res["render_lead_ms"] = round(engine.render_lead * 1e3, 3)
         res["granted"] = {"period": engine.granted.period, "periods": engine.granted.periods}
         res["ring_frames"] = engine.ring.capacity if engine.ring is not None else 0
     finally:
@@ -324,9 +337,65 @@ def live(model: str | None, out: Path, notes: int = 10, seed: int = 0, period: i
     return res
 
 
+def in_block(out: Path | None = None, notes: int = 8, seed: int = 0, block: int = 1024, frames: int = 4) -> dict:
+    """Events inside a block on the audio clock (issue 26): the procedural organ with
+    ``frames`` control frames in a ``block``-frame block, rendered offline through the
+    Instrument as ``pi-synth render`` builds it, knob turns (loudness set through the router
+    into the bank, as a mapped knob does) and notes at random offsets inside blocks — once
+    with the events timeline placing the knob events at their control frame (the product),
+    once with every event waiting for the block boundary (as before). Onset − event, in
+    frames; deterministic."""
+    from pi_synth import config as config_mod
+    from pi_synth.app import Instrument
+    from pi_synth.tools.procedural import build_organ
+
+    out = Path(out or tempfile.mkdtemp())
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"organ_{block}x{frames}.onnx"
+    build_organ(path, block_size=block, control_frames=frames)
+    cfg = config_mod.Config(None, config_mod.defaults())
+    from pi_synth.control.events import parse_events
+    from pi_synth.model.card import load_card
+
+    card = load_card(path)
+    sr = card.sample_rate
+    rng = random.Random(seed)
+    ev, marks, t = [], [], 0.5
+    for kind in ("knob", "note"):  # knobs first: the voice takes loudness over once a note played
+        for _ in range(notes):
+            t0 = round(t + rng.uniform(0, block / sr), 6)
+            if kind == "knob":  # loudness set as a mapped knob sets it (router → bank)
+                ev += [{"t": t0, "set": {"loudness": -6.0}}, {"t": t0 + 0.4, "set": {"loudness": -80.0}}]
+            else:
+                ev += [{"t": t0, "midi": [0x90, 69, 110]}, {"t": t0 + 0.4, "midi": [0x80, 69, 0]}]
+            marks.append((kind, t0))
+            t += 1.0
+    res: dict = {"model": f"procedural organ, {block}-frame block, {frames} control frames", "events": len(marks)}
+    for placed in (True, False):
+        inst = Instrument(cfg, model=str(path), events=parse_events(ev), offline=True, fade_in=False)
+        if not placed:
+            inst.timeline.block = None  # every event at the next block boundary (before issue 26)
+        n = int((t + 0.5) * sr / block) + 1
+        x = np.concatenate([inst.player.next_block()[:, 0].copy() for _ in range(n)])
+        key = "frame_placed" if placed else "block_boundary"
+        res[key] = {"placed_events": inst.timeline.placed}
+        for kind in ("knob", "note"):
+            lat = []
+            for k, t0 in marks:
+                if k == kind:
+                    e = round(t0 * sr)
+                    on = onset(x, e, sr, ONSETS["onset_40db"])
+                    if on is not None:
+                        lat.append(on - e)
+            res[key][kind] = _stats(lat, sr)
+    res["method"] = ("offline render through Instrument (the events timeline, router, voice, bank, model); "
+                     "onset = first sample above −40 dB of the peak in the 300 ms after the event")
+    return res
+
+
 def measure(model: str | None = None, out: Path | None = None, notes: int = 8, period: int = 256,
             periods: int = 2, engine_mode: str | None = None, jack: str | None = None,
-            transports=("din",), cpus=None) -> dict:
+            transports=("din",), cpus=None, ab_late: int = 0) -> dict:
     use_test_alsa_config()
     from pi_synth.model.library import find_model
     from pi_synth.model.card import load_card
@@ -341,10 +410,21 @@ def measure(model: str | None = None, out: Path | None = None, notes: int = 8, p
     with (ctx or contextlib.nullcontext()):
         res["jack_realtime"] = ctx.realtime if ctx else None
         res["rendered"] = rendered(model, out, notes, period=period)
-        for tr in transports:
-            key = "live" if tr == transports[0] else f"live_{tr}"
-            res[key] = live(model, out, notes, period=period, periods=periods, engine_mode=engine_mode,
-                            transport=tr, cpus=cpus)
+        if ab_late:  # late render off, then on, in alternating rounds on the same rig
+            runs = res["ab_late_runs"] = []
+            for r in range(ab_late):
+                for late in (False, True):
+                    for tr in transports:
+                        lv = live(model, out, notes, seed=r, period=period, periods=periods,
+                                  engine_mode=engine_mode, transport=tr, cpus=cpus, late=late)
+                        lv.update(round=r, late=late, loadavg=loadavg())
+                        runs.append(lv)
+            res["live"] = next(v for v in runs if v["late"] and v["transport"] == transports[0])
+        else:
+            for tr in transports:
+                key = "live" if tr == transports[0] else f"live_{tr}"
+                res[key] = live(model, out, notes, period=period, periods=periods, engine_mode=engine_mode,
+                                transport=tr, cpus=cpus)
     mode = res["live"].get("engine_mode") or "threaded"
     g = res["live"].get("granted") or {}  # what the device gave (auto may add periods)
     res["budget"] = budget(card, g.get("period", period), g.get("periods", periods), mode)
@@ -364,8 +444,36 @@ def measure(model: str | None = None, out: Path | None = None, notes: int = 8, p
         if o:
             res["pass"][f"live_{k}_median"] = o["median_samples"] <= tgt
             res["pass"][f"live_{k}_max"] = o["max_samples"] <= tgt
+    if ab_late:
+        res["ab_late"] = ab_summary(res["ab_late_runs"], res["rendered"], tgt)
     res["loadavg_end"] = loadavg()
     return res
+
+
+def ab_summary(runs: list[dict], rendered_res: dict, target: int) -> dict:
+    """Late render off against on, per transport and kind: output latency (live onset −
+    the model's own response) pooled over the rounds — median, max, events over the
+    target — with each round's xruns and its share of blocks rendered late."""
+    out: dict = {"target_frames": target}
+    for tr in dict.fromkeys(r["transport"] for r in runs):
+        d = out[tr] = {}
+        for late in (False, True):
+            rs = [r for r in runs if r["transport"] == tr and r["late"] == late]
+            row = d["on" if late else "off"] = {
+                "rounds": len(rs), "xruns": [r.get("xruns") for r in rs],
+                "late_share": [round(r.get("late_renders", 0) / max(1, r.get("blocks", 0)), 3) for r in rs],
+                "render_lead_ms": [r.get("render_lead_ms") for r in rs],
+                "loadavg": [r.get("loadavg") for r in rs],
+                "errors": [r["error"] for r in rs if "error" in r]}
+            for k in ("knob", "note"):
+                resp = ((rendered_res.get(k) or {}).get("response_onset_40db") or {}).get("median_samples")
+                lat = [v - resp for r in rs for v in ((r.get(k) or {}).get("onset_40db") or {}).get("samples", [])] \
+                    if resp is not None else []
+                if lat:
+                    a = np.array(lat, float)
+                    row[k] = {"n": len(lat), "median_samples": float(np.median(a)), "max_samples": float(a.max()),
+                              "over_target": int((a > target).sum()), "model_response_median": resp}
+    return out
 
 
 def main(argv=None) -> int:
@@ -385,13 +493,26 @@ def main(argv=None) -> int:
                          "turned at a random moment); "
                          "jack = JACK MIDI into our rtmidi UNIX_JACK source (its callback takes the GIL in "
                          "JACK's process thread, which makes JACK xruns of its own)")
+    ap.add_argument("--ab-late", type=int, default=0, metavar="N",
+                    help="N rounds of the live runs with [audio] late_render off, then on (each transport), "
+                         "pooled per setting: the A/B of issue 26 on one rig in one run")
+    ap.add_argument("--in-block", action="store_true",
+                    help="only the audio-clock figure for events inside a block: the organ with 4 control "
+                         "frames in a 1024-frame block, knob events placed at their control frame against "
+                         "every event at the block boundary (no JACK needed)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / time.strftime("%Y-%m-%d")))
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.in_block:
+        res = {"kind": "latency_in_block", "loadavg_start": loadavg(), **in_block(out, args.notes)}
+        write_json(out / "latency_in_block.json", res)
+        print(json.dumps(res, indent=1, default=str)[:4000])
+        return 0
     res = measure(args.model, out, args.notes, args.period, args.periods, args.engine, args.jack,
-                  tuple(args.transport), args.cpus)
+                  tuple(args.transport), args.cpus, args.ab_late)
     write_json(out / "latency.json", res)
-    print(json.dumps({k: v for k, v in res.items()}, indent=1, default=str)[:4000])
+    show = res.get("ab_late") or res
+    print(json.dumps(show, indent=1, default=str)[:6000])
     return 0
 
 

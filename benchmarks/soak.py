@@ -46,6 +46,7 @@ input's own xruns and late blocks are counted too.
     .venv/bin/python benchmarks/soak.py --minutes 30 --swap-every 60 --out DIR
     .venv/bin/python benchmarks/soak.py --minutes 10 --busy 1 --cpus 1 --out DIR
     .venv/bin/python benchmarks/soak.py --minutes 10 --busy 1 --cpus 1 --input work/pair/raspberry.onnx --out DIR
+    .venv/bin/python benchmarks/soak.py --minutes 2 --late-render off --out DIR   # A/B: issue 26
 
 Writes DIR/soak.json (rewritten every 30 s, so a killed run still leaves data).
 """
@@ -193,7 +194,7 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
          models: list[str] | None = None, period: int = 256, periods: int = 2, seed: int = 0,
          out: Path | None = None, jack: str | None = None, midi: bool = False,
          engine_mode: str | None = None, cpus: list[int] | None = None, input_model: str | None = None,
-         singer: bool = False) -> dict:
+         singer: bool = False, late_render: bool | None = None) -> dict:
     """Run one soak; returns the result dict (also written to ``out/soak.json``).
 
     ``cpus``: pin the audio threads (``[audio] cpus``) and jackd, the stand-in for the
@@ -225,6 +226,8 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
     config_mod.override(cfg, "audio.periods", periods)
     if cpus:
         config_mod.override(cfg, "audio.cpus", list(cpus))
+    if late_render is not None:
+        config_mod.override(cfg, "audio.late_render", bool(late_render))
     swap_list = models or [str(p) for p in list_models()]
     rate = 48000
     if input_model:  # duplex: the model plays from the input, at its own rate; no swaps
@@ -234,7 +237,7 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
     res: dict = {"kind": "soak", "minutes": minutes, "swap_every_s": swap_every, "busy_cores": busy,
                  "cpus": sorted(cpus) if cpus else None,
                  "period": period, "periods": periods, "sample_rate": rate, "seed": seed,
-                 "input": bool(input_model),
+                 "input": bool(input_model), "late_render": cfg.audio.late_render,
                  "machine": machine(), "loadavg_start": loadavg()}
     out_json = (Path(out) / "soak.json") if out else None
     jack_ctx = JackServer(rate, period, log_path=(Path(out) / "jackd.log") if out else None,
@@ -408,6 +411,9 @@ def _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timel
         "blocks": st["blocks"],
         "xruns": backend.xruns,
         "late_periods": st["late_periods"],
+        "render": st.get("render"),
+        "late_renders": st.get("late_renders"),
+        "render_lead_ms": st.get("render_lead_ms"),
         "jack_xrun_reports": jack_ctx.xrun_reports() if jack_ctx else None,
         "device_errors": st["device_errors"],
         "nonfinite_blocks": st["nonfinite_blocks"],
@@ -480,8 +486,11 @@ def engine_kwargs(cfg, mode: str | None = None) -> dict:
 
     kw = dict(period=cfg.audio.period, periods=cfg.audio.periods, ahead_blocks=cfg.audio.ahead_blocks,
               realtime=cfg.audio.realtime, cpus=set(cfg.audio.cpus) or None)
-    if "mode" in inspect.signature(Engine).parameters:
+    params = inspect.signature(Engine).parameters
+    if "mode" in params:
         kw["mode"] = mode or cfg.values["audio"].get("engine", "auto")
+    if "late" in params:
+        kw["late"] = cfg.values["audio"].get("late_render", True)
     return kw
 
 
@@ -507,6 +516,9 @@ def main(argv=None) -> int:
     ap.add_argument("--input", metavar="MODEL", help="duplex soak: MODEL (a decoder with its encoder) plays "
                     "from the audio input (no swaps)")
     ap.add_argument("--singer", action="store_true", help="with --input: a JACK client sings a voice into it")
+    ap.add_argument("--late-render", choices=("on", "off"), help="[audio] late_render for this run (default: "
+                    "the config's, on): the direct engine renders each block as late as its measured block "
+                    "time allows (engine.py)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / time.strftime("%Y-%m-%d")
                                          / "soak"))
     args = ap.parse_args(argv)
@@ -514,8 +526,10 @@ def main(argv=None) -> int:
     res = soak(args.minutes, swap_every=args.swap_every, busy=args.busy, model=args.model, models=args.models,
                period=args.period, periods=args.periods, seed=args.seed, out=Path(args.out), jack=args.jack,
                midi=args.midi == "jack", engine_mode=args.engine, cpus=args.cpus, input_model=args.input,
-               singer=args.singer)
-    print(f"soak {res['minutes']} min ({res['model']}, busy {res['busy_cores']}): xruns {res['xruns']}, "
+               singer=args.singer, late_render=None if args.late_render is None else args.late_render == "on")
+    print(f"soak {res['minutes']} min ({res['model']}, busy {res['busy_cores']}, late render "
+          f"{'on' if res['late_render'] else 'off'}: {res.get('late_renders')} of {res['blocks']} blocks): "
+          f"xruns {res['xruns']}, "
           f"late {res['late_periods']}, JACK xrun reports {res['jack_xrun_reports']}, "
           f"xruns after a machine stall {res['xruns_after_machine_stall']} (long stalls: "
           f"{res['machine_stalls']['long_stalls']}, longest {res['machine_stalls']['longest_ms']} ms), swaps {res['swaps']}/"

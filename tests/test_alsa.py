@@ -215,7 +215,8 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
     player.hooks.append(stall)
     player.hooks.append(StopAt(600 * 256, player.fade_out))
     backend = AlsaBackend("pisynth_jack")
-    engine = Engine(player, backend, period=256, periods=2, mode="direct")
+    # early render (right after the wait): the margins above are its (late render: test_engine_late.py)
+    engine = Engine(player, backend, period=256, periods=2, mode="direct", late=False)
     engine.start()
     try:
         time.sleep(0.5)  # ~90 blocks: before the first stall
@@ -229,7 +230,7 @@ def test_direct_engine_renders_ahead_after_an_xrun(organ, jack_server):
     assert len(xruns) == backend.xruns
 
     if not any(x < first for x in xruns):
-        assert before["render"] == "just-in-time"
+        assert before["render"] == "early"
         assert xruns_after(xruns, first) == 1  # the first stall broke through …
     else:
         assert xruns_after(xruns, first) == 0  # (already ahead after the host's xrun)
@@ -259,7 +260,7 @@ def test_direct_engine_goes_back_to_just_in_time_after_a_quiet_hold(organ, jack_
         player.hooks.append(lambda pos: renders.append(engine.render_ahead) if pos % (50 * 256) == 0 else None)
         player.hooks.append(StopAt(700 * 256, player.fade_out))
         backend = AlsaBackend("pisynth_jack")
-        engine = Engine(player, backend, period=256, periods=2, mode="direct", ahead_hold_s=0.3)
+        engine = Engine(player, backend, period=256, periods=2, mode="direct", ahead_hold_s=0.3, late=False)
         hold0 = engine.ahead_hold_blocks
         engine.start()
         try:
@@ -273,7 +274,7 @@ def test_direct_engine_goes_back_to_just_in_time_after_a_quiet_hold(organ, jack_
         assert engine.ahead_hold_blocks == 2 * hold0  # came back within a hold: held twice as long
         # block 0–200 just in time, ahead after it, back by 300, ahead again, back at the end
         assert renders[:4] == [False] * 4 and renders[5] is True and renders[-1] is False, renders
-        assert engine.status()["render"] == "just-in-time"
+        assert engine.status()["render"] == "early"
 
     retry_after_stall(attempt)
 

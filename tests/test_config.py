@@ -26,6 +26,7 @@ def test_values_are_read_and_checked(tmp_path):
         ("[audio]\nperiod = 4\n", ":2:", "must be in 16..16384"),
         ('[audio]\nformat = "MP3"\n', ":2:", "must be one of S16_LE"),
         ("[model]\ncache = 1\n", ":2:", "true or false"),
+        ('[audio]\nlate_render = "yes"\n', ":2:", "'audio.late_render' must be true or false"),
         ("[audio\nperiod = 4\n", "", "not valid TOML"),
         ("audio = 3\n", "", "must be a [audio] section"),
         ("audio.periods = 1\n", ":1:", "'audio.periods' must be in 2..32"),

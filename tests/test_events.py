@@ -96,3 +96,95 @@ def test_bad_events(items, words):
 def test_events_sorted_stably():
     ev = parse_events([{"t": 1, "set": {"a": 1}}, {"t": 0, "set": {"a": 2}}, {"t": 1, "set": {"a": 3}}])
     assert [e.data["a"] for e in ev] == [2, 1, 3]
+
+
+def _controls_per_block(path, events, blocks, placed=True):
+    """The controls the model got each block ([n_controls, frames] copies) with ``events``
+    applied by a Timeline (``placed``: given the player's block, as the app does)."""
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.synth import Synth
+    from pi_synth.control.events import Timeline
+    from pi_synth.control.router import Router
+    from pi_synth.model.runtime import Runtime
+
+    synth = Synth(Runtime(path))
+    router = Router(synth.card, synth.bank)
+    tl = Timeline(parse_events(events), router, synth.sample_rate, block=synth.block_size if placed else None)
+    player = Player(synth, [tl])
+    out = []
+    for _ in range(blocks):
+        player.next_block()
+        out.append(synth.runtime.controls.reshape(len(synth.card.controls), -1).copy())
+    return out, synth.bank.index("loudness"), tl
+
+
+@pytest.mark.parametrize("offset, block, frame", [
+    (0, 0, 0),        # on the boundary: from its first frame
+    (1, 0, 1),        # just after: the next frame (never before the event)
+    (256, 0, 1),      # on a frame boundary: that frame
+    (257, 0, 2),
+    (768, 0, 3),
+    (769, 1, 0),      # past the last frame's start: the next block's first
+])
+def test_set_inside_a_block_steps_at_its_control_frame(organ, offset, block, frame):
+    """A model with 4 control frames in a 1024-frame block: a set at sample offset k of a
+    block lands in the first frame that starts at or after k; the frames before keep the
+    old value (no ramp that would start before the event)."""
+    t = (4 * 1024 + offset) / 48000
+    ctl, il, tl = _controls_per_block(organ(block_size=1024, control_frames=4),
+                                      [{"t": 0, "set": {"loudness": -60}}, {"t": t, "set": {"loudness": -6}}], 7)
+    got = ctl[4 + block][il]
+    want = np.where(np.arange(4) >= frame, -6.0, -60.0)
+    assert np.allclose(got, want), got
+    if block:
+        assert np.allclose(ctl[4][il], -60.0)
+    assert np.allclose(ctl[6][il], -6.0) and tl.placed == 2
+
+
+def test_knob_inside_a_block_sounds_a_block_sooner(organ):
+    """The latency the placement saves, on the audio clock (deterministic): knob turns at
+    random offsets inside 1024-frame blocks sound within a frame (256) plus the organ's
+    ramp, where waiting for the boundary takes up to a block more."""
+    from pi_synth.audio.player import Player
+    from pi_synth.audio.synth import Synth
+    from pi_synth.control.events import Timeline
+    from pi_synth.control.router import Router
+    from pi_synth.model.runtime import Runtime
+
+    path = organ(block_size=1024, control_frames=4)
+    ts = [0.5 + 0.8 * j + (137 * j % 1024) / 48000 for j in range(8)]
+    ev = [e for t in ts for e in ({"t": t, "set": {"loudness": -6}}, {"t": t + 0.4, "set": {"loudness": -80}})]
+    res = {}
+    for placed in (False, True):
+        synth = Synth(Runtime(path))
+        tl = Timeline(parse_events(ev), Router(synth.card, synth.bank), 48000, block=1024 if placed else None)
+        player = Player(synth, [tl])
+        x = np.concatenate([player.next_block()[:, 0].copy() for _ in range(int(7.2 * 48000 / 1024))])
+        lat = []
+        for t in ts:
+            e = round(t * 48000)
+            seg = np.abs(x[e:e + 14400])
+            lat.append(int(np.argmax(seg > seg.max() * 0.01)))  # −40 dB of what follows
+        res[placed] = np.array(lat)
+    assert res[True].max() < 256 + 150 < res[False].max()  # a frame + the ramp to −40 dB
+    assert np.median(res[True]) < np.median(res[False]) - 400
+
+
+def test_midi_inside_a_block_waits_for_the_boundary(organ):
+    """A note's envelope advances a block at a time: MIDI events keep to block boundaries
+    (and the set after one waits with it, in order)."""
+    ctl, il, tl = _controls_per_block(
+        organ(block_size=1024, control_frames=4),
+        [{"t": 0, "set": {"brightness": 0.2}}, {"t": 1100 / 48000, "midi": [0x90, 69, 110]},
+         {"t": 1200 / 48000, "set": {"brightness": 0.9}}], 4)
+    ib = 2  # brightness
+    assert np.allclose(ctl[1][ib], 0.2)  # the note at 1100 held the later set back: block 1 unchanged
+    assert np.allclose(ctl[2][ib], 0.9) and tl.placed == 2  # both at block 2's boundary (its frame 0)
+
+
+def test_one_control_frame_keeps_the_block_boundary(organ):
+    """A model with one control frame a block (its block cannot be split): a set inside a
+    block is applied at the next boundary, as before."""
+    ctl, il, tl = _controls_per_block(organ(), [{"t": 0, "set": {"loudness": -60}},
+                                                {"t": (3 * 256 + 100) / 48000, "set": {"loudness": -6}}], 6)
+    assert np.allclose(ctl[3][il], -60.0) and np.allclose(ctl[4][il], -6.0) and tl.placed == 0

@@ -72,7 +72,7 @@ class Instrument:
         self.timeline = None
         if events:
             check_events(events, self.router)
-            self.timeline = Timeline(events, self.router, card.sample_rate, loop_seconds)
+            self.timeline = Timeline(events, self.router, card.sample_rate, loop_seconds, block=card.block_size)
             hooks.append(self.timeline)
         hooks.append(self.router.on_block)  # the router object outlives swaps
         self.player = Player(synth, hooks)
@@ -482,6 +482,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
         inst.player, backend, period=a.period, periods=a.periods, ahead_blocks=a.ahead_blocks,
         # real-time priority for a backend with no clock would only hog a core
         realtime=a.realtime and backend.paced, mode=a.engine, cpus=set(a.cpus) or None,
+        late=a.late_render,
     )
     stop = threading.Event()
     reload = threading.Event()
@@ -618,7 +619,7 @@ def log_changes(st: dict, last: dict, engine) -> None:
                     log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
             else:
                 log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], st[key] - last.get(key, 0))
-    if st.get("render") == "ahead" and last.get("render") == "just-in-time":
+    if st.get("render") == "ahead" and last.get("render") in ("early", "late"):
         log.warning("after an xrun, audio is rendered a period ahead from now on (one period more "
                     "latency); audio.periods = 3 starts with that margin")
     last.update(st)

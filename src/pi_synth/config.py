@@ -94,6 +94,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "cpus": Key(list, [], 0, 255, help="CPUs the audio threads are pinned to ([] = any)"),
         "engine": Key(str, "auto", choices=("auto", "threaded", "direct"),
                       help="direct: one thread, when a block renders well inside the buffer's margin; threaded: a ring"),
+        "late_render": Key(bool, True, help="direct engine: render each block as late as its measured render "
+                           "time allows, so controls that arrive meanwhile make it (less latency)"),
     },
     "model": {
         "path": Key(str, "", help="model file or shipped model name; empty = the default model"),

@@ -6,6 +6,13 @@ no lock. Once per block the audio thread calls :meth:`fill`, which snapshots the
 targets and ramps linearly from the previous block's values across the model's
 control frames — so a knob turned between two blocks never steps (no zipper noise).
 
+With several control frames a block, an event on the audio clock can land inside the
+block: the events timeline (on the audio thread, just before :meth:`fill`) sets
+:attr:`ControlBank.at_frame` while it applies one, and the controls it sets then step at
+that frame instead of ramping across the block (the frames before keep the last
+block's value; the model interpolates within a frame). The last change of a control in a
+block wins, from its frame.
+
 Most blocks nothing has moved: a setter bumps a generation number, and once the ramp
 (and any glide) has run out, :meth:`fill` leaves the model's input as it is — no numpy
 call at all on the audio thread.
@@ -43,6 +50,12 @@ class ControlBank:
         self._any_smooth = False
         self._block_s = card.block_size / card.sample_rate
         self._ramp = (np.arange(1, f + 1, dtype=np.float32) / f)[None, :]
+        # events placed inside the block (module docstring): each control's ramp row, the
+        # block's ramp unless a placed event made it a step at its frame
+        self.at_frame = -1  # ≥ 0: set by the events timeline (audio thread) while it applies one
+        self._steps = (np.arange(f)[None, :] >= np.arange(f + 1)[:, None]).astype(np.float32)
+        self._ramps = np.repeat(self._ramp, len(self.names), axis=0)
+        self._placed = False
         # idle detection: setters bump _gen (any thread); fill (audio thread only) owns the rest
         self._gen = 0
         self._seen = -1
@@ -69,6 +82,10 @@ class ControlBank:
         if v != v:  # NaN from a broken source never reaches the model
             return
         self.target[i] = min(max(v, self._lo[i]), self._hi[i])
+        c = self.at_frame
+        if c >= 0 and not self._single:  # an event placed inside the block: a step at frame c
+            self._ramps[i] = self._steps[c]
+            self._placed = True
         self._gen += 1  # after the store: the audio thread sees the value with the bump
 
     def set_unit(self, name: str, x: float) -> None:
@@ -117,7 +134,12 @@ class ControlBank:
             return
         np.copyto(self._snap, src)
         np.subtract(self._snap, self._last, out=self._delta)
-        np.multiply(self._delta[:, None], self._ramp, out=out)
+        if self._placed:  # some controls step at an event's frame this block
+            self._placed = False
+            np.multiply(self._delta[:, None], self._ramps, out=out)
+            np.copyto(self._ramps, self._ramp)
+        else:
+            np.multiply(self._delta[:, None], self._ramp, out=out)
         out += self._last[:, None]
         np.copyto(self._last, self._snap)
 

@@ -27,7 +27,9 @@ Real-time rules (for anyone touching the two loops below):
   the output thread writes what it has plus silence and counts a late period,
   rather than letting ALSA underrun into a click storm.
 * Controls reach the model only at block boundaries (the bank ramps them across
-  control frames); the timeline of events runs on the audio clock, not the wall clock.
+  control frames); the timeline of events runs on the audio clock, not the wall clock
+  (and places a knob event inside a block at its control frame, where a model has
+  several: ``control/events.py``).
 
 **Direct** mode (chosen automatically when the model renders a block in under a quarter
 of the margin the device buffer leaves — :meth:`Engine.direct_fits`: a note voice with
@@ -50,6 +52,28 @@ more margin and one period more latency, reported as ``render`` in the status. A
 start-up, or a machine's hiccup — does not cost a period of latency for the rest of the
 gig; an xrun while ahead, or within a hold of going back, doubles the hold (up to
 10 min): a stall that keeps coming keeps the margin.
+
+**Late render** (``late=True``, ``[audio] late_render``, the default): rendering right
+after the wait still leaves most of the margin unused — a 256-frame voice renders in a
+fraction of the period — and an event that arrives during that idle time waits a whole
+period for the next block. So after the wait the direct loop works out when the device
+runs dry (now + the frames still queued, checked against the last deadline plus what was
+written since, so a late wake-up does not move it), sleeps until that deadline less a
+**lead**, and only then reads the controls and renders: events arriving in the meantime
+make this block (knob → sound: block + two periods at most on 256×2, issue 26). The lead
+is measured, not guessed: the worst render time over the last 128–256 blocks, counted
+from when the render should have started (the sleep's overshoot is in it) plus how late
+the thread woke after the device freed room (what it played meanwhile, where its pointer
+moves smoothly — a stalled thread or machine), never less than the model's warm-up
+figure at its voice budget, × 1.25 + 1 ms. It
+renders right after the wait instead (status ``render`` = ``early``) while the lead is
+more than 60% of the time left — a model, a machine or a crossfade too slow for the
+saving to be worth the risk —, while a hot swap is pending or playing (a swap only
+starts at an early block, since a crossfade renders two models), for the first blocks
+of a stream, with audio in (the input's arrival paces that loop already), on a backend
+that cannot say what is queued, and always when the audio thread did not get real-time
+priority (``[audio] realtime``: a thread at normal priority can lose the CPU to any
+process for milliseconds). An xrun still means rendering ahead for the hold.
 
 **Audio in** (a source with an ``input``, ``audio/input.py``): the engine opens the
 capture side right after the output, same period, and closes it on stop. The source
@@ -82,6 +106,13 @@ log = logging.getLogger(__name__)
 DIRECT_MAX_RTF = 0.25  # of the margin: the direct engine's render budget per block
 AHEAD_HOLD_S = 30.0  # direct mode: render ahead this long after an xrun, then just in time again
 AHEAD_HOLD_MAX_S = 600.0  # … doubling each time an xrun comes back soon, up to this
+# late render (direct mode; module docstring): the lead before the device runs dry
+LATE_WINDOW = 128  # blocks in each half of the window whose worst block sizes the lead
+LATE_SAFETY = 1.25  # × that worst block (render + the sleep's overshoot)
+LATE_MARGIN_S = 0.001  # + this, for what the window has not seen (a stall, a longer wake-up)
+LATE_MAX_SHARE = 0.6  # late only while the lead is at most this share of the time left
+LATE_MIN_WAIT_S = 0.0002  # a shorter wait is not worth a sleep
+LATE_WARM_BLOCKS = 16  # early for a stream's first blocks: the device starts, the window fills
 
 
 class BlockSource(Protocol):
@@ -155,6 +186,7 @@ class EngineStats:
     def __init__(self, block_seconds: float):
         self.block_seconds = block_seconds
         self.blocks = 0
+        self.late_renders = 0  # direct mode: blocks rendered late (just before the deadline)
         self.late_periods = 0
         self.device_errors = 0
         self.reopens = 0
@@ -196,6 +228,7 @@ class Engine:
         mode: str = "auto",
         cpus: set[int] | None = None,
         ahead_hold_s: float = AHEAD_HOLD_S,
+        late: bool = True,
     ):
         self.synth = synth
         self.backend = backend
@@ -211,6 +244,9 @@ class Engine:
         self.mode = mode
         self.direct_max_rtf = DIRECT_MAX_RTF
         self.render_ahead = False  # direct mode: True after an xrun (see _direct_loop)
+        self.late = bool(late)  # direct mode: render as late as the measured lead allows
+        self.rendering_late = False  # the last block was rendered late
+        self.render_lead = 0.0  # seconds before the deadline a late render starts (measured)
         block_s = synth.block_size / synth.sample_rate
         self.ahead_hold_blocks = max(1, round(ahead_hold_s / block_s))  # doubles, see _direct_loop
         self._ahead_hold_max = max(self.ahead_hold_blocks, round(AHEAD_HOLD_MAX_S / block_s))
@@ -382,21 +418,26 @@ class Engine:
             "latency_frames": (g.latency_frames if g else 0)
             + (self.ring.capacity if self.ring else 0) + self.lead,
             "engine_mode": self.mode,
-            "render": "ahead" if self.render_ahead or self.mode != "direct" else "just-in-time",
+            "render": "ahead" if self.render_ahead or self.mode != "direct"
+            else "late" if self.rendering_late else "early",
+            "late_renders": st.late_renders,
+            "render_lead_ms": round(self.render_lead * 1e3, 3),
         }
 
     # -- the two real-time loops ------------------------------------------------------
 
-    def _promote(self, priority: int) -> None:
+    def _promote(self, priority: int) -> bool:
         """Only the two audio threads run real-time (onnxruntime has no pool threads:
-        one intra-op thread, so nothing inherits the policy by accident)."""
+        one intra-op thread, so nothing inherits the policy by accident). True if this
+        thread now runs SCHED_FIFO."""
         if self.realtime or self.cpus:
             from pi_synth.service.realtime import promote_current_thread, set_affinity
 
             if self.cpus:
                 set_affinity(self.cpus)
             if self.realtime:
-                promote_current_thread(priority)
+                return bool(promote_current_thread(priority))
+        return False
 
     def _inference_loop(self) -> None:
         self._promote(70)
@@ -427,9 +468,9 @@ class Engine:
 
     def _direct_loop(self) -> None:
         """Direct mode: render a block, write it, repeat — one thread, no ring."""
-        self._promote(75)
+        realtime = self._promote(75)
         synth, st = self.synth, self.stats
-        perf = time.perf_counter
+        perf, sleep = time.perf_counter, time.sleep
         block = self._direct_wait()
         backend = self.backend
         # the device's fast path (the ALSA one is C); a reopened device gives a new one
@@ -438,12 +479,28 @@ class Engine:
         ahead = self.render_ahead
         lead = self.lead
         back_at = went_back = -(1 << 62)  # block counts: when to go back to just in time, when we did
+        # late render (module docstring): everything it needs, made before the loop
+        sr = float(synth.sample_rate)
+        block_s = synth.block_size / sr
+        queued = backend.queued
+        margin_q = self.direct_margin()  # frames queued at a prompt wake-up
+        # a thread at normal priority can lose the CPU to any process for a scheduler slice
+        # (milliseconds): far more than a late render's margin
+        late_on = self.late and realtime and backend.paced and getattr(synth, "input", None) is None
+        can_defer = hasattr(synth, "defer_swap")  # a Player: a swap waits for an early block
+        floor = (synth.rtf_hint or 0.0) * block_s  # the model's warm-up block time at its budget
+        worst = worst_prev = 0.0  # the worst block in this half of the window, in the last
+        k = 0  # blocks in this half
+        late_lead = self.render_lead = LATE_SAFETY * floor + LATE_MARGIN_S
+        deadline = float("inf")  # when the device runs dry (perf_counter), as last worked out
+        late = False
         while not self._abort:
             # just in time: wait for room first, then read the controls and render, so an
-            # event that lands while we wait is in this block, not the next one. After an
-            # xrun, render ahead instead (wait in the write): one period more margin, and
-            # one period more latency — a stall that broke through once must not again
-            # soon; after a hold with no xrun, just in time again
+            # event that lands while we wait is in this block, not the next one — and
+            # (late) wait on until the deadline less the lead. After an xrun, render
+            # ahead instead (wait in the write): one period more margin, and one period
+            # more latency — a stall that broke through once must not again soon; after a
+            # hold with no xrun, just in time again
             if not ahead:
                 try:
                     wait_room(block)
@@ -451,13 +508,58 @@ class Engine:
                     if not self._recover(backend.wait_room, block, e):
                         break
                     write, wait_room = backend.sink(synth.block_size)
+                    deadline = float("inf")
+                t_plan = perf()
+                late = False
+                woke_late = 0.0
+                if late_on and st.blocks >= LATE_WARM_BLOCKS and not (can_defer and synth.swapping):
+                    q = queued()
+                    if q is not None:
+                        # how late the thread woke: what the device played meanwhile (seen
+                        # where its pointer moves smoothly; JACK's moves a period at a time)
+                        woke_late = (margin_q - q) / sr
+                        if woke_late < 0.0:
+                            woke_late = 0.0
+                        dl = t_plan + q / sr  # a late wake-up on JACK makes this late: the
+                        if deadline < dl:  # prediction bounds it (and follows a drift)
+                            dl = deadline + (dl - deadline) * 0.0625
+                        deadline = dl
+                        start = dl - late_lead
+                        if start - t_plan >= LATE_MIN_WAIT_S and late_lead <= LATE_MAX_SHARE * (dl - t_plan):
+                            late = True
+                            if can_defer:
+                                synth.defer_swap = True
+                            sleep(start - t_plan)
+                            t_plan = start
+                self.rendering_late = late
+            else:
+                t_plan = perf()
+                late = False
+                woke_late = 0.0
             t0 = perf()
             frames = synth.next_block()
-            dt = perf() - t0
+            t1 = perf()
+            if late:
+                if can_defer:
+                    synth.defer_swap = False
+                st.late_renders += 1
+            dt = t1 - t0
             st.blocks += 1
             st.block_time_total += dt
             if dt > st.block_time_max:
                 st.block_time_max = dt
+            # the lead: the worst of the last 128–256 blocks' render (+ the sleep's
+            # overshoot) + how late the thread woke (a machine that stalls the thread keeps
+            # the lead up for a while, so it renders early), never under the warm-up figure
+            dt = t1 - t_plan + woke_late
+            if dt > worst:
+                worst = dt
+            k += 1
+            if k >= LATE_WINDOW:
+                worst_prev, worst, k = worst, 0.0, 0
+                floor = (synth.rtf_hint or 0.0) * block_s  # the model playing now
+            late_lead = LATE_SAFETY * max(worst, worst_prev, floor) + LATE_MARGIN_S
+            self.render_lead = late_lead
             if lead:  # audio in: the output leads the first block by this silence
                 try:
                     backend.write(self._lead_buf)
@@ -470,12 +572,16 @@ class Engine:
                 if not self._recover(backend.write, frames, e):
                     break
                 write, wait_room = backend.sink(synth.block_size)
+                deadline = float("inf")
+            deadline += block_s
             if backend.xruns != xruns:  # rare: the bookkeeping is off the common path
                 xruns = backend.xruns
                 if ahead or st.blocks - went_back < self.ahead_hold_blocks:
                     self.ahead_hold_blocks = min(2 * self.ahead_hold_blocks, self._ahead_hold_max)
                 ahead = self.render_ahead = True
+                self.rendering_late = False
                 back_at = st.blocks + self.ahead_hold_blocks
+                deadline = float("inf")  # the device restarted: work it out afresh
             elif ahead and st.blocks >= back_at:
                 ahead = self.render_ahead = False
                 went_back = st.blocks

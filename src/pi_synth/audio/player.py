@@ -96,6 +96,10 @@ class Player:
         self._g = np.zeros((self.block_size, 1), np.float32)
         self._fading_out = False
         self.recorder = None  # a Recorder: the last seconds played (the web page's download)
+        # set by the engine around a block it renders late (just before its deadline): a
+        # queued swap waits for the next block rendered early, since a crossfade renders two
+        # models
+        self.defer_swap = False
 
     # -- what the engine reads ----------------------------------------------------------
 
@@ -150,7 +154,7 @@ class Player:
         self.position += self.block_size
         if self.input is not None:  # read it whatever plays: the device's stream keeps flowing
             self.input.read(self._in)
-        if self._incoming is None and self._pending is not None:
+        if self._incoming is None and self._pending is not None and not self.defer_swap:
             self._incoming, self._pending, self._k = self._pending, None, 0
             if self._fading_out:
                 self._incoming.synth.guard.fade_out()

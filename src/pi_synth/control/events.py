@@ -7,8 +7,14 @@ An events file is a JSON list; each event has ``t`` (seconds) and one action::
     {"t": 2.0, "source": "knob1", "value": 0.25} a physical source, through the mapping
 
 Events are checked when loaded (errors name the file, the event and the fix) and
-applied by :class:`Timeline`, a block hook: at the first block boundary at or after
-``t``, so a render and a live run make the same samples.
+applied by :class:`Timeline`, a block hook, on the audio clock, so a render and a live run
+make the same samples: at the first block boundary at or after ``t`` — or, for a model
+with several control frames a block (e.g. 4 frames of 256 in a 1024-frame block), a
+``set`` or ``source`` event inside the block it falls in, at the first control frame that
+starts at or after ``t`` (the bank's ``at_frame``: the control steps there instead of
+ramping across the block), which takes up to a block less to sound. MIDI events stay on
+block boundaries: a voice's envelope advances a block at a time. A model with one control
+frame a block takes any event at a boundary (its block cannot be split).
 """
 
 from __future__ import annotations
@@ -159,33 +165,76 @@ def check_events(events: list[Event], router, where: str = "events") -> None:
 
 class Timeline:
     """Block hook applying events on the audio clock. ``loop_seconds``: start again from
-    the first event that long after the start of each pass (``run --loop``)."""
+    the first event that long after the start of each pass (``run --loop``). ``block``:
+    the player's block — with it, ``set`` and ``source`` events inside a block are placed
+    at their control frame for a model with several (module docstring); without, every
+    event waits for a block boundary."""
 
-    def __init__(self, events: list[Event], router, sample_rate: int, loop_seconds: float | None = None):
+    def __init__(self, events: list[Event], router, sample_rate: int, loop_seconds: float | None = None,
+                 block: int | None = None):
         self.router = router
+        self.block = block
         self._events = events
         self._frames = [round(ev.t * sample_rate) for ev in events]
         self._i = 0
         self._loop = max(1, round(loop_seconds * sample_rate)) if loop_seconds and events else 0
         self._offset = 0  # frames: where this pass started
         self.passes = 0
+        self.placed = 0  # events applied inside a block, at their control frame
 
     @property
     def done(self) -> bool:
         return not self._loop and self._i >= len(self._events)
 
+    def _frames_bank(self):
+        """(control frames a block, the bank) for placing events, or (1, None): the playing
+        model's bank, if its block is the player's (after a swap to another block size
+        the frames would not line up)."""
+        b = getattr(self.router, "bank", None)
+        b = getattr(b, "bank", b)  # played controls wrap the model's bank
+        card = getattr(b, "card", None)
+        if not self.block or card is None or not hasattr(b, "at_frame"):
+            return 1, None
+        if card.control_frames > 1 and card.block_size == self.block:
+            return card.control_frames, b
+        return 1, None
+
+    def _apply(self, ev: Event) -> None:
+        if ev.kind == "set":
+            for k, v in ev.data.items():
+                self.router.set(k, v)
+        elif ev.kind == "midi":
+            self.router.midi_bytes(ev.data)
+        else:
+            self.router.source(*ev.data)
+
     def __call__(self, position: int) -> None:
         i, n = self._i, len(self._events)
+        F, bank = self._frames_bank()
+        B = self.block or 1
+        horizon = position + B - 1 if bank is not None else position  # what may apply this block
         while True:
-            while i < n and self._frames[i] + self._offset <= position:
+            while i < n:
+                k = self._frames[i] + self._offset
+                if k > horizon:
+                    break
                 ev = self._events[i]
-                if ev.kind == "set":
-                    for k, v in ev.data.items():
-                        self.router.set(k, v)
+                if bank is None:
+                    self._apply(ev)
                 elif ev.kind == "midi":
-                    self.router.midi_bytes(ev.data)
+                    if k > position:
+                        break  # at the next boundary (and the events after it too: in order)
+                    self._apply(ev)
                 else:
-                    self.router.source(*ev.data)
+                    c = -(-(k - position) * F // B) if k > position else 0  # first frame at/after k
+                    if c >= F:
+                        break
+                    bank.at_frame = c
+                    try:
+                        self._apply(ev)
+                    finally:
+                        bank.at_frame = -1
+                    self.placed += 1
                 i += 1
             if i < n or not self._loop or self._offset + self._loop > position:
                 break

@@ -60,6 +60,11 @@ class NullBackend(Backend):
         self._end += n / self._rate
         return data.shape[0]
 
+    def _queued(self):
+        if self._end is None:  # not started: what waits for the start
+            return self._filled
+        return max(0, int((self._end - time.monotonic()) * self._rate))
+
     def _close(self):
         self._end = None
 
