@@ -5,7 +5,7 @@ alternation (``bench.alternate_stats``), and each file's speed-up over the first
 For a before/after of a re-export, a file may be named as ``REV:path`` (read from git):
 
     .venv/bin/python benchmarks/compare.py HEAD~1:models/flute.fp32.onnx models/flute.fp32.onnx
-    .venv/bin/python benchmarks/compare.py models/pads.fp32.onnx models/pads.int8.onnx --blocks 2000
+    .venv/bin/python benchmarks/compare.py models/morph.fp32.onnx models/morph.int8.onnx --blocks 2000
 
 The same controls drive every file (``bench.control_sequence`` from its card); 1 thread
 unless ``--threads``. ``--json FILE`` writes the rows too.

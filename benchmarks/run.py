@@ -119,8 +119,8 @@ def speed_by_block(args) -> list[dict]:
 
 
 def trained_by_block(args) -> list[dict]:
-    """The shipped voices exported at k control frames per call (flute: 256 … 2048 samples, pads:
-    1024 … 4096; the same weights and sound, ``scripts/models/export_blocks.py``), when
+    """The flute exported at k control frames per call (256 … 2048 samples; the same weights and
+    sound, ``scripts/models/export_blocks.py``; the morph voice streams one frame per call), when
     ``.venv-train`` and a voice's training checkpoint are here (each voice on its own)."""
     import tempfile
 
@@ -472,7 +472,7 @@ def by_block_lines(R: dict) -> list[str]:
     if not ours and not rave:
         return []
     L = ["", "## Real-time factor by block size (1 thread)", "",
-         "The procedural organ is built at each block size. The flute and the pads are exported at k control "
+         "The procedural organ is built at each block size. The flute is exported at k control "
          "frames per call from their checkpoints (`scripts/models/export_blocks.py`: the same weights; "
          "the fp32 column is the SNR of one call against k calls of the shipped file, and the int8 variants "
          "quantize the ops the shipped int8 file does, in its format). RAVE decoders are converted at 1, 2, 4 "

@@ -282,7 +282,7 @@ def test_direct_engine_goes_back_to_just_in_time_after_a_quiet_hold(organ, jack_
 @pytest.mark.parametrize("block,period,periods,margin", [
     (256, 256, 2, 256),    # the flute voice: the buffer less the period it waits for
     (256, 256, 3, 512),
-    (1024, 256, 2, 256),   # the pads: waits for a period, writes the rest as room comes
+    (1024, 256, 2, 256),   # a 1024-sample model: waits for a period, writes the rest as room comes
     (1024, 256, 3, 512),   # ... so a period more buffer is a period more margin
     (512, 256, 4, 768),
     (128, 256, 2, 256),    # room comes a whole period at a time

@@ -92,29 +92,29 @@ def test_compare_files_alternates_and_reads_git_revisions(organ, tmp_path):
 
 
 def test_int8_ceiling_frees_exactly_the_quantized_ops(tmp_path):
-    """The int8 ceiling's graph: the shipped pads with its 12 quantized convs made free
-    and the 5 it keeps in float32 untouched; it still plays (same I/O, finite audio)."""
+    """The int8 ceiling's graph: the shipped morph voice with its 4 quantized residual convs
+    made free and what it keeps in float32 (the input and output layers, the synthesis'
+    MatMuls) untouched; it still plays (same I/O, finite audio)."""
     import onnx
 
     from pi_synth.model.runtime import Runtime
 
     models = Path(__file__).resolve().parents[1] / "models"
-    kept = ["/decoder/inp/conv/Conv", "/decoder/ups.4/conv/Conv", "/decoder/res.4.0/conv/Conv",
-            "/decoder/res.4.1/conv/Conv", "/decoder/out/conv/Conv"]
-    names = quantize.quantized_nodes(models / "pads.int8.onnx")
-    assert len(names) == 12 and not set(names) & set(kept)
+    convs = [f"/net/convs.{i}/conv/Conv" for i in range(4)]
+    names = quantize.quantized_nodes(models / "morph.int8.onnx")
+    assert sorted(names) == convs
     # the flute: some of its residual convs (each a MatMul over its taps) int8, those its export found
     # cheapest (note_export.py); the synthesis' MatMuls and the input and output layers stay float32
     flute = quantize.quantized_nodes(models / "flute.int8.onnx")
     assert flute and set(flute) <= {f"/net/convs.{i}/MatMul" for i in range(4)}, flute
     free = tmp_path / "free.onnx"
-    assert quantize.without_nodes(models / "pads.fp32.onnx", names, free) == 12
-    convs = {n.name for n in onnx.load(str(free)).graph.node if n.op_type == "Conv"}
-    assert convs == set(kept)
+    assert quantize.without_nodes(models / "morph.fp32.onnx", names, free) == 4
+    left = {n.name for n in onnx.load(str(free)).graph.node if n.op_type in ("Conv", "MatMul")}
+    assert left == {"/net/inp/Conv", "/net/out/Conv", "/synth/MatMul", "/synth/MatMul_1"}
     rt = Runtime(free)
     for _ in range(4):
         audio = rt.step()
-    assert audio.shape == (1, 1024) and np.isfinite(audio).all()
+    assert audio.shape == (1, 512) and np.isfinite(audio).all()
 
 
 def test_quantized_nodes_reads_both_int8_formats(tmp_path):
@@ -125,12 +125,13 @@ def test_quantized_nodes_reads_both_int8_formats(tmp_path):
 
     from pi_synth.tools.quantize import _quantize, _session, control_sequence, read_card, render
 
-    fp32 = Path(__file__).resolve().parents[1] / "models" / "pads.fp32.onnx"
+    fp32 = Path(__file__).resolve().parents[1] / "models" / "morph.fp32.onnx"
     card = read_card(onnx.load(str(fp32)))
     feeds = []
     render(_session(fp32, 1), card, control_sequence(card, 6, seed=1), feeds_out=feeds)
-    convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
-    kept = [convs[0], convs[-1]]
+    graph = onnx.load(str(fp32)).graph.node
+    convs = [n.name for n in graph if n.op_type == "Conv"]
+    kept = [convs[0], convs[-1]] + [n.name for n in graph if n.op_type == "MatMul"]  # the synthesis' too
     found = {}
     for fmt in ("qdq", "qoperator"):
         _quantize(fp32, tmp_path / f"{fmt}.onnx", fmt, feeds, kept)
@@ -142,7 +143,7 @@ def test_shipped_int8_files_run_int8_kernels_under_the_arm_rule():
     """On this x86 CPU onnxruntime keeps S8S8 QDQ in float; under its ARM rule every
     quantized op of the shipped int8 files becomes an int8 kernel (the graph a Pi runs)."""
     models = Path(__file__).resolve().parents[1] / "models"
-    assert quantize.int8_kernels_on_arm(models / "pads.int8.onnx") == {"quantized_ops": 12, "int8_kernels": 12}
+    assert quantize.int8_kernels_on_arm(models / "morph.int8.onnx") == {"quantized_ops": 4, "int8_kernels": 4}
     flute = quantize.int8_kernels_on_arm(models / "flute.int8.onnx")
     assert flute["quantized_ops"] >= 1 and flute["int8_kernels"] == flute["quantized_ops"], flute
 
@@ -362,16 +363,16 @@ def test_pi_synth_bench_compares_a_voices_two_precisions(cli, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     for kind in ("int8", "fp32"):
-        shutil.copy(shipped_dir() / f"pads.{kind}.onnx", models / f"pads.{kind}.onnx")
+        shutil.copy(shipped_dir() / f"morph.{kind}.onnx", models / f"morph.{kind}.onnx")
     env = {"PI_SYNTH_MODELS": str(models)}
-    res = json.loads(cli("bench", "pads", "--blocks", "50", "--json", env=env, check=0).stdout)
+    res = json.loads(cli("bench", "morph", "--blocks", "50", "--json", env=env, check=0).stdout)
     cmp = res["int8_vs_fp32"]
     assert Path(res["path"]).name == cmp["auto_plays"]  # the file that plays here is benched …
-    assert cmp["int8"].endswith("pads.int8.onnx") and cmp["fp32"].endswith("pads.fp32.onnx")
+    assert cmp["int8"].endswith("morph.int8.onnx") and cmp["fp32"].endswith("morph.fp32.onnx")
     assert 30.0 <= cmp["snr_db"] < 60.0  # … and really quantized, within its card's promise
     assert cmp["speedup"] == pytest.approx(cmp["fp32_block_ms_median"] / cmp["int8_block_ms_median"])
-    assert cmp["auto_plays"] in ("pads.int8.onnx", "pads.fp32.onnx")
-    text = cli("bench", "pads", "--blocks", "50", env=env, check=0).stdout
+    assert cmp["auto_plays"] in ("morph.int8.onnx", "morph.fp32.onnx")
+    text = cli("bench", "morph", "--blocks", "50", env=env, check=0).stdout
     assert "int8 vs fp32, alternating" in text and f'plays {cmp["auto_plays"]}' in text
 
 

@@ -122,7 +122,7 @@ def test_model_check_says_which_engine_would_play_it(cli, tmp_path):
     m = Machine()
     assert m.cfg is None  # built-in defaults: 256×2, auto
     assert _engine_here(m, 0.02, 256) == "direct engine on 256×2"
-    assert _engine_here(m, 0.1, 1024) == "direct engine on 256×3 (auto adds 1 period)"  # Pi-4-like pads
+    assert _engine_here(m, 0.1, 1024) == "direct engine on 256×3 (auto adds 1 period)"  # a Pi-4-like slower voice
     assert _engine_here(m, 0.5, 1024) == "threaded engine on 256×2"  # more buffer than the ring costs
     rep = json.loads(_doctor(cli, "--json").stdout)
     model = {c["name"]: c for c in rep["checks"]}["model"]

@@ -357,24 +357,24 @@ def test_info_bench_doctor_and_run_name_the_same_file(cli, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     for kind in ("int8", "fp32"):
-        shutil.copy(shipped_dir() / f"pads.{kind}.onnx", models / f"pads.{kind}.onnx")
+        shutil.copy(shipped_dir() / f"morph.{kind}.onnx", models / f"morph.{kind}.onnx")
     env = {"PI_SYNTH_MODELS": str(models)}
-    info = cli("info", "pads", env=env, check=0).stdout
-    plays = re.search(r"plays (pads\.\w+\.onnx): precision \"auto\" picks it here", info).group(1)
-    other = ({"pads.int8.onnx", "pads.fp32.onnx"} - {plays}).pop()
+    info = cli("info", "morph", env=env, check=0).stdout
+    plays = re.search(r"plays (morph\.\w+\.onnx): precision \"auto\" picks it here", info).group(1)
+    other = ({"morph.int8.onnx", "morph.fp32.onnx"} - {plays}).pop()
     assert f"{other} is the other file" in info
-    assert json.loads(cli("info", "pads", "--json", env=env, check=0).stdout)["path"].endswith(plays)
-    bench = cli("bench", "pads", "--blocks", "30", env=env, check=0).stdout
-    assert bench.startswith(f"pads ({plays}: precision \"auto\" picks it here")
+    assert json.loads(cli("info", "morph", "--json", env=env, check=0).stdout)["path"].endswith(plays)
+    bench = cli("bench", "morph", "--blocks", "30", env=env, check=0).stdout
+    assert bench.startswith(f"morph ({plays}: precision \"auto\" picks it here")
     assert f"  {plays}: block time median" in bench
     assert re.search(r"×\d\.\d{3} the time a block, \d+\.\d% (faster|slower)", bench)
-    doc = json.loads(cli("doctor", "--json", "--model", "pads", "--blocks", "20", env=env).stdout)
+    doc = json.loads(cli("doctor", "--json", "--model", "morph", "--blocks", "20", env=env).stdout)
     model = next(c for c in doc["checks"] if c["name"] == "model")
     assert model["details"]["path"].endswith(plays) and f"({plays}: precision" in model["summary"]
-    run = cli("run", "--model", "pads", "--backend", "unpaced", "--seconds", "0.2", env=env, check=0).stderr
-    assert f"playing pads ({plays}: precision \"auto\" picks it here" in run
-    forced = cli("info", "pads", "--precision", "int8", env=env, check=0).stdout
-    assert "plays pads.int8.onnx: precision \"int8\" asks for it" in forced
+    run = cli("run", "--model", "morph", "--backend", "unpaced", "--seconds", "0.2", env=env, check=0).stderr
+    assert f"playing morph ({plays}: precision \"auto\" picks it here" in run
+    forced = cli("info", "morph", "--precision", "int8", env=env, check=0).stdout
+    assert "plays morph.int8.onnx: precision \"int8\" asks for it" in forced
 
 
 # -- 8. doctor and the README on a laptop -------------------------------------------------------

@@ -290,7 +290,7 @@ def test_playbook_provisions_a_room_and_a_second_run_changes_nothing(room, organ
     assert set(rows) == set(boxes), p.stdout[-4000:]
     for line in rows.values():
         assert "room-organ" not in line  # the default model plays: the pushed one is only installed
-        assert re.search(r"\b(flute|organ|pads) rtf \d+\.\d\d\b", line), line
+        assert re.search(r"\b(flute|organ|morph) rtf \d+\.\d\d\b", line), line
     assert re.search(r"2 boxes: \d ok, \d with failures, 0 without a report", p.stdout)
 
     # a participant edits a key on box-01 by hand; the room is provisioned again

@@ -7,11 +7,14 @@
 #   scripts/models/build-all.sh [all|note|latent|docs]
 #
 # Environment: PY (python of a venv with the training packages; created as .venv-train if missing),
-# THREADS (torch threads, default 2: a 2-core machine's both cores. Measured here: the pads
-# pipeline took 33 min with 2 threads against 53 min with 1. torch's threads spin while they
-# wait, so any other busy process slows a 2-thread run several-fold: use THREADS=1 on a
-# shared machine), NOTE_STEPS / LATENT_STEPS (training steps; the flute: 6000, since 4000 on one
-# thread ended 0.4% behind the held-out spectral distance of the flute it replaced).
+# THREADS (torch threads, default 2: a 2-core machine's both cores. torch's threads spin while
+# they wait, so any other busy process slows a 2-thread run several-fold: measured here on
+# 2026-12-05 under another job's load, a morph training step took 2.5 s with 2 threads and
+# 0.43 s with 1: use THREADS=1 on a shared machine), NOTE_STEPS (training steps; the flute: 6000,
+# since 4000 on one thread ended 0.4% behind the held-out spectral distance of the flute it
+# replaced), LATENT_MINUTES (the morph voice's training budget in wall-clock minutes, default 42:
+# its learning-rate schedule runs on the time spent, so the whole latent target stays under an
+# hour on a busy machine; a busier machine gets fewer steps).
 # Generated data goes to work/ (gitignored); models to models/, spectrograms to docs/models/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +22,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv-train/bin/python}
 THREADS=${THREADS:-2}
 NOTE_STEPS=${NOTE_STEPS:-6000}
-LATENT_STEPS=${LATENT_STEPS:-4000}
+LATENT_MINUTES=${LATENT_MINUTES:-42}
 what=${1:-all}
 
 if [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || ! command -v fluidsynth >/dev/null; then
@@ -39,10 +42,10 @@ note() {
     "$PY" scripts/models/note_train.py --threads "$THREADS" --steps "$NOTE_STEPS"
     "$PY" scripts/models/note_export.py --name flute
 }
-latent() {
-    "$PY" scripts/models/latent_data.py
-    "$PY" scripts/models/latent_train.py --threads "$THREADS" --steps "$LATENT_STEPS"
-    "$PY" scripts/models/latent_export.py --name pads
+latent() {  # the latent voice "morph" (harmonic + noise decoder) and its streaming encoder
+    "$PY" scripts/models/morph_data.py
+    "$PY" scripts/models/morph_train.py --threads "$THREADS" --minutes "$LATENT_MINUTES"
+    "$PY" scripts/models/morph_export.py --name morph
 }
 voices() {  # the flute's block time at 1..16 voices, for its card (benchmarks/results/ is not committed)
     "$PY" benchmarks/bench_voices.py --out benchmarks/results/voices

@@ -1,9 +1,10 @@
 """The shipped voices at other block sizes, for the benchmark's real-time factor by block size.
 
-A trained voice's block is a whole number of its control frames (flute: 256 samples, pads:
-1024), and its streaming graph computes any number of frames per call: the flute's synthesis
-and both networks' causal convs are vectorised over frames. So the same weights export at
-k frames per call, a block k times as long and the same sound. Each variant here is:
+A trained voice's block is a whole number of its control frames (flute: 256 samples), and its
+streaming graph computes any number of frames per call: the flute's synthesis and network are
+vectorised over frames. So the same weights export at k frames per call, a block k times as
+long and the same sound. (The morph voice's streaming graph is written for one 512-sample frame
+per call and is not exported here.) Each variant here is:
 
 - fp32: exported from the training checkpoint with the shipped card (block size and control
   frames changed), and checked against the shipped fp32 file on the same controls — k calls
@@ -14,7 +15,7 @@ k frames per call, a block k times as long and the same sound. Each variant here
 Nothing here is shipped: ``models/`` keeps one block size per voice. Needs ``.venv-train``
 (torch) and the checkpoints ``scripts/models/build-all.sh`` leaves in ``work/``.
 
-    .venv-train/bin/python scripts/models/export_blocks.py --out DIR [--flute 1 2 4 8] [--pads 1 2 4]
+    .venv-train/bin/python scripts/models/export_blocks.py --out DIR [--flute 1 2 4 8]
 """
 from __future__ import annotations
 
@@ -59,25 +60,6 @@ def flute(frames: int, path: Path, data: Path) -> None:
     _recard(path, _card(ROOT / "models" / "flute.fp32.onnx", frames))
 
 
-def pads(frames: int, path: Path, data: Path) -> None:
-    from latent_export import fold_pca
-    from latent_model import LATENT, LatentVAE, StreamingDecoder
-
-    model = LatentVAE()
-    model.load_state_dict(torch.load(data / "latent_vae.pt"))
-    model.eval()
-    pca = np.load(data / "pca.npz")
-    fold_pca(model.decoder, torch.tensor(pca["mean"], dtype=torch.float32),
-             torch.tensor(pca["rot"], dtype=torch.float32))
-    stream = StreamingDecoder(model.decoder).eval()
-    shapes = model.decoder.cache_shapes()
-    names = [(f"cache{i}_in", f"cache{i}_out") for i in range(len(shapes))]
-    torch.onnx.export(stream, (torch.zeros(1, LATENT, frames), *[torch.zeros(s) for s in shapes]), str(path),
-                      dynamo=False, opset_version=17, input_names=["controls"] + [a for a, _ in names],
-                      output_names=["audio"] + [b for _, b in names])
-    _recard(path, _card(ROOT / "models" / "pads.fp32.onnx", frames))
-
-
 def _recard(path: Path, card: dict) -> None:
     write_card(path, card)
 
@@ -106,14 +88,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--flute", type=int, nargs="*", default=[1, 2, 4, 8], help="frames per call (256 samples each)")
-    ap.add_argument("--pads", type=int, nargs="*", default=[1, 2, 4], help="frames per call (1024 samples each)")
     ap.add_argument("--work", type=Path, default=WORK)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
     made = []
-    for name, frames, build, data, need in (("flute", a.flute, flute, a.work / "note", ["note_voice.pt"]),
-                                            ("pads", a.pads, pads, a.work / "latent", ["latent_vae.pt", "pca.npz"])):
+    for name, frames, build, data, need in (("flute", a.flute, flute, a.work / "note", ["note_voice.pt"]),):
         missing = [str(data / f) for f in need if not (data / f).exists()]
         if missing:  # each voice on its own: one rebuilt voice is enough to measure it
             print(f"{name}: skipped (needs {', '.join(missing)}: scripts/models/build-all.sh)", file=sys.stderr)

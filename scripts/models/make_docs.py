@@ -1,12 +1,11 @@
 """Spectrograms for docs/models/: a held-out MIDI phrase rendered by FluidSynth next to the shipped models.
 
 Usage: python scripts/models/make_docs.py [--models models] [--out docs/models]
-Needs the rendered data in work/ (note_data.py, latent_data.py) and matplotlib.
+Needs the rendered data in work/ (note_data.py, morph_data.py) and matplotlib.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -113,37 +112,31 @@ def knobs_figure(models: Path, out: Path, name="flute", hz=587.33, db=-20.0, sec
     plt.close(fig)
 
 
-def latent_figure(models: Path, out: Path, name="pads"):
-    import torch
+def morph_figure(models: Path, out: Path, name="morph"):
+    """A held-out stretch (a held-out program, then a training program at held-out notes) played through
+    the encoder and the int8 decoder block by block, beside the reference."""
+    from morph_export import LATENCY, run_encoder
 
-    from latent_export import encode
-    from latent_model import LatentVAE
-
-    data = WORK / "latent"
+    data = WORK / "morph"
     d = np.load(data / "test.npz")
-    metrics = json.loads((data / "metrics.json").read_text())
-    path = models / f"{name}.int8.onnx"
-    card = read_card(onnx.load(str(path)))
-    block = card["block_size"]
-    y = render(_session(path), card, metrics_controls(d, data, block, torch, encode, LatentVAE))[0]
-    a, b = int(0.0 * SR) // block, int(12.0 * SR) // block
+    dec, enc = models / f"{name}.int8.onnx", models / f"{name}.encoder.onnx"
+    dcard, ecard = read_card(onnx.load(str(dec))), read_card(onnx.load(str(enc)))
+    block = dcard["block_size"]
+    split = int(np.argmax(d["part"] == 1)) * block
+    pieces = [(split, split + 7 * SR), (0, 5 * SR)]  # 7 s of held-out programs, 5 s of held-out notes
+    ref = np.concatenate([d["audio"][a:b] for a, b in pieces])
+    x = np.concatenate([ref, np.zeros(LATENCY, np.float32)])
+    lat = run_encoder(enc, ecard, x)
+    y = render(_session(dec), dcard, lat[:, :, None])[0][LATENCY: LATENCY + len(ref)]
     fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
-    spec(axes[0], d["audio"][a * block : b * block], "FluidSynth reference (strings / choir / warm pad), held-out")
-    spec(axes[1], y[a * block : b * block], f"{name}.int8.onnx decoding the reference's latents (block by block)")
+    spec(axes[0], ref, "FluidSynth reference, held out: programs never trained on (0-7 s), "
+                       "then training programs at notes never trained on")
+    spec(axes[1], y, f"{name}.encoder.onnx -> {name}.int8.onnx, block by block (the encoder's {LATENCY}-sample "
+                     "latency taken out)")
     axes[1].set_xlabel("s")
     fig.tight_layout()
     fig.savefig(out / f"{name}-phrase.png", dpi=80)
     plt.close(fig)
-
-
-def metrics_controls(d, data, block, torch, encode, LatentVAE):
-    """Held-out latents in the card's (PCA) coordinates."""
-    model = LatentVAE()
-    model.load_state_dict(torch.load(data / "latent_vae.pt"))
-    model.eval()
-    pca = np.load(data / "pca.npz")
-    z = (encode(model, d["audio"]) - pca["mean"]) @ pca["rot"]
-    return z.astype(np.float32)[:, :, None]
 
 
 def main(argv=None):
@@ -157,7 +150,7 @@ def main(argv=None):
         note_figure(args.models, args.out)
         knobs_figure(args.models, args.out)
     if args.only in (None, "latent"):
-        latent_figure(args.models, args.out)
+        morph_figure(args.models, args.out)
 
 
 if __name__ == "__main__":

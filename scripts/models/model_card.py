@@ -353,68 +353,135 @@ its harmonics. No reverb: add it downstream.
     (models / f"{name}.MODEL_CARD.md").write_text(text)
 
 
-def latent_card(models: Path, name="pads"):
-    from latent_model import CHANNELS, RATIOS, Decoder
+def morph_card(models: Path, name="morph"):
+    from morph_model import (BLOCK, BUF, DILATIONS, ENC_DILATIONS, ENC_HIDDEN, HIDDEN, N_HARM, N_MELS,
+                             N_NOISE, YIN_MAX, YIN_MIN, DecoderNet, ZNet)
 
-    m = json.loads((WORK / "latent" / "metrics.json").read_text())
-    params = sum(p.numel() for p in Decoder().parameters())
-    widths = " → ".join(str(c) for c in CHANNELS)
-    q = m["quantize"]
-    r = m["reconstruction"]
-    var = ", ".join(f"z{i} {100 * v:.1f}%" for i, v in enumerate(m["latent_variance_fraction"]))
-    text = f"""# {name} — latent voice
+    m = json.loads((WORK / "morph" / "metrics.json").read_text())
+    dec_params = sum(p.numel() for p in DecoderNet().parameters())
+    enc_params = sum(p.numel() for p in ZNet().parameters())
+    q, s8, h, sp, pl = m["quantize"], m["int8_snr"], m["harmonics"], m["speed"], m["pipeline"]
+    sd = m["spectral"]
+    var = ", ".join(f"z{i} {100 * v:.1f}%" for i, v in enumerate(m["pca_variance_fraction"]))
+    progs = lambda d: ", ".join(f"{int(k) + 1} {v}" for k, v in d.items())  # noqa: E731 - GM numbers are 1-based
+    t = m["train"]
+    ok = lambda good: "✓" if good else "✗ (target not met)"  # noqa: E731
+    pi = sp["pi"]
+    here = sp["here"]
+    pj = " · ".join(f"{v['cpu'].split(' (')[0]} RTF {v['rtf']:.3f}" for v in pi.values())
+    ej = " · ".join(f"{v['cpu'].split(' (')[0]} RTF {v['rtf']:.3f}" for v in sp["encoder"]["pi"].values())
+    text = f"""# {name} — latent voice with harmonics, and its encoder
 
 `{name}.int8.onnx` (int8) and `{name}.fp32.onnx` (reference; `[model] precision = "auto"` plays fp32 unless int8
-is clearly faster on the machine). `kind: latent`: eight knobs `z0..z7`
-move through the latent space of an autoencoder trained on sustained FluidR3 timbres (strings, choir, warm pad).
-48 kHz, 1024-sample blocks (21.3 ms), one latent frame per block.
+is clearly faster on the machine), `kind: latent`; beside them `{name}.encoder.onnx` (`kind: encoder`), which
+`pi-synth render {name} --input IN.wav` and `pi-synth run` with `[audio]` input use to play any monophonic sound
+through the voice. 48 kHz, {BLOCK}-sample blocks (10.7 ms), one control frame per block.
 
 ## What it is
-A RAVE-style VAE, trained here from scratch. Only the decoder ships: latent [8] per block → causal conv
-({CHANNELS[0]} ch) → {len(RATIOS)} upsampling stages (×{", ×".join(map(str, RATIOS))}; channels {widths}), each a causal
-Conv1d to r·C channels followed by a reshape (pixel shuffle, no ConvTranspose) and two residual causal convs
-(dilation 1 and 3) → causal conv (kernel 7) to waveform × sigmoid amplitude. {params / 1e3:.0f}k parameters. Every conv keeps its last (k−1)·dilation input frames as an explicit state tensor
-(`cache0..cache16`, zeros at start), so the block-by-block output equals the whole-sequence output.
-The latents' PCA is folded into the first conv: `z0` is the direction the training data uses most
-({var}). Each knob's range is the 1st–99th percentile of the training latents in those coordinates; the default
-0 is their mean.
+An autoencoder trained here from scratch on dry FluidR3 renders of 14 instruments. Controls, by importance:
+`pitch` (Hz), `loudness` (dB RMS) and six timbre latents `z0..z5` (the encoder's output rotated onto its
+principal axes over the training data: {var}). Each range is the training data's spread (pitch and z: 1st–99th
+percentile; loudness: −80 dB = silence up to the 99.5th percentile), each z default the data's mean (0); the
+defaults (220 Hz, {m['ranges']['loudness'][2]:g} dB) play a sustained tone.
+
+- **Decoder** (the voice): pitch, loudness, z per frame → a causal conv net ({HIDDEN} channels, kernel 3,
+  dilations {", ".join(map(str, DILATIONS))}; {dec_params / 1e3:.0f}k parameters) → {N_HARM} harmonic amplitudes and
+  {N_NOISE} noise-band gains → the flute's harmonic-plus-filtered-noise synthesizer (float64 phase, amplitudes
+  ramped within each block, noise from two band-filtered tables at a float64 position). The level is the
+  loudness control itself (times a learned 0–2 correction), and exactly silent at −80 dB, so the net shapes the
+  spectrum and the pitch is the control's: harmonics stay harmonics whatever the latents.
+- **Encoder** ({name}.encoder.onnx): keeps the last {BUF} input samples as state; per block it computes the
+  loudness exactly as the training data's was measured (1024-sample Hann, centred on the frame's end), the
+  pitch with YIN in the graph (decimated to 24 kHz, lags {YIN_MIN}–{YIN_MAX}, an unvoiced frame holds the last
+  pitch) and z0..z5 from a causal conv net ({ENC_HIDDEN} channels, dilations {", ".join(map(str, ENC_DILATIONS))};
+  {enc_params / 1e3:.0f}k parameters) over a {N_MELS}-band log-mel spectrum of the same window. The window reaches
+  {BLOCK} samples past the frame it describes: `latency_samples` {BLOCK}, which the pair's dry path is delayed by.
+  Its card's `latent_controls` are all eight decoder controls, so through the pair the knobs are offsets
+  (`latent_scale`, `dry_wet` and `input_gain` as for any pair, docs/rave.md).
 
 {io_table(models / f'{name}.fp32.onnx')}
 
 ## Data
-Rendered offline from Debian's `fluid-soundfont-gm` (FluidR3_GM.sf2) with `fluidsynth -ni -g 1.0 -R 0 -C 0 -r 48000`:
-GM programs 49 String Ensemble 1, 53 Choir Aahs and 90 Pad 2 (warm); per program 40 single notes (MIDI 45–76,
-velocity 40–127, 0.5–2.5 s) and 12 phrases of 4–7 notes. Training 452 s (seed 4321), held-out test 71 s (seed 4322).
-Encoder input: log-magnitude STFT (2048-point, hop 1024); loss: multi-scale spectral distance + β·KL (β=0.02,
-warmed up).
+Rendered offline from Debian's `fluid-soundfont-gm` (FluidR3_GM.sf2) with `fluidsynth -ni -g 1.0 -R 0 -C 0 -r 48000`
+(**dry: no reverb, no chorus** — so is the voice; add reverb downstream) by `scripts/models/morph_data.py`:
+monophonic single notes (0.4–1.8 s, velocity 40–127) and 4–7-note phrases over each instrument's register within
+MIDI 40–84 (E2–C6). Training programs (GM numbers): {progs(m['programs']['train'])}. **Held out** (never trained
+on): the programs {progs(m['programs']['held_out'])}, and every MIDI note with `note % 7 == 2` on the training
+programs. Training audio {len_s('train')}, held-out test {len_s('test')}.
 
-## Licence
-Model weights and scripts: MIT. Training data: renders of FluidR3_GM.sf2 (© Frank Wen, MIT licence).
+## Licence and provenance
+Model weights and scripts: MIT. Training data: renders of FluidR3_GM.sf2 (© 2000–2002, 2008 Frank Wen, 2008 Toby
+Smithe; MIT licence, /usr/share/doc/fluid-soundfont-gm/copyright). No recordings, no people, nothing downloaded.
 
-## Reproduce
+## Reproduce, time and energy
 ```
-scripts/models/build-all.sh latent    # data -> train -> export -> int8 -> this card
+scripts/models/build-all.sh latent    # data -> train -> export -> int8 -> spectrogram -> this card
 ```
-({train_time(m)} on this 2-core machine, shared with other work at the time; data rendering + analysis ≈10 s;
-export + evaluation + quantization ≈2 min.)
+Measured on this machine ({cpu()}, 2 cores, shared with other work at the time): data {pl['data_seconds'] / 60:.1f} min,
+training {t['seconds'] / 60:.1f} min ({t['steps']} steps of {t['batch']}×{t['frames']} frames, {t['threads']} thread;
+the schedule runs on a {t['minutes_budget']:g}-min wall-time budget, so a busier machine gets fewer steps), export +
+evaluation + quantization {pl['export_seconds'] / 60:.1f} min: **{pl['total_minutes']} min in all**. Training
+{pl['train_cpu_hours']} CPU-hours; energy ≈ {pl['energy_wh_assumed']} Wh at an assumed 10 W per busy core (an
+estimate, not a measurement). Load average at the end of training: {" ".join(t.get('loadavg_end', []))}.
 
-## Quality (held-out)
-Reconstruction (encode the held-out audio, decode block by block with onnxruntime, fp32): multi-scale spectral
-distance {r['model']} against {r['sawtooth']} for a band-limited sawtooth at the reference's f0 and loudness
-(ratio {r['ratio']}; the int8 model: {m['reconstruction_int8']['model']}, ratio {m['reconstruction_int8']['ratio']}).
-This is a spectral-loss-only autoencoder trained for {train_time(m)} on a CPU (no
-adversarial stage as in RAVE): it keeps loudness, note timing and the coarse spectral envelope (which timbre,
-which register), but not the harmonic fine structure — the spectrogram shows smeared bands where the reference
-has harmonics. It sounds like shaped, breathy noise / a soft pad rather than like the instruments; treat it as
-a texture voice. Calibration used knob sweeps plus 60 s of real training latents; the 48 kHz stage (`ups.4`,
-`res.4.*`) is kept in float32 because quantizing it raised the noise floor in quiet passages (held-out spectral
-distance 8.2 instead of 5.3, measured on the first, 192-channel version of this voice). Streaming: block-by-block onnxruntime equals the whole-sequence torch decode to
-{m['parity_torch_vs_onnx_stream']:.1e} (max abs). Spectrogram: `docs/models/{name}-phrase.png`.
+## Quality (held out)
+The held-out audio through the encoder and the fp32 decoder, both block by block in onnxruntime (as
+`pi-synth render {name} --input` plays it), the encoder's latency taken out:
+
+| measure | all held-out | training programs, held-out notes | held-out programs | target |
+|---|---|---|---|---|
+| spectral distance (model / sawtooth) | {sd['all']['model']} / {sd['all']['sawtooth']} = **{sd['all']['ratio']}** | {sd['seen_programs_held_out_notes']['ratio']} | {sd['held_out_programs']['ratio']} | ≤ 0.25 {ok(sd['all']['ratio'] <= 0.25)} |
+
+- f0 (YIN) of the output within 50 cents of the reference's on **{100 * h['f0_within_50_cents']:.1f}%** of the
+  reference's {h['voiced_frames']} voiced frames (target ≥ 80% {ok(h['f0_within_50_cents'] >= 0.8)}).
+- Harmonic-to-noise ratio (energy within f0/4 of a harmonic against the rest, 100 Hz–16 kHz, mean over voiced
+  frames): reference {h['hnr_db_reference']} dB, model {h['hnr_db_model']} dB, difference **{h['hnr_db_diff']} dB**
+  (target within 6 dB {ok(abs(h['hnr_db_diff']) <= 6)}).
+- Spectral distance is the multi-scale (FFT 2048…64) distance of scripts/models/common.py; the sawtooth is
+  band-limited at the reference's f0 and loudness. int8 decoder: {m['spectral_int8']['all']['ratio']} overall.
+- Streaming: the encoder in onnxruntime equals the offline features the training used to
+  {m['encoder_parity_max_abs']['pitch_cents']:.1e} cents and {m['encoder_parity_max_abs']['loudness_db']:.1e} dB
+  (z: {m['encoder_parity_max_abs']['z']:.1e} after the first 32 frames, where the streaming encoder's conv memory
+  still holds its one extra first call). Spectrogram:
+  `docs/models/{name}-phrase.png`.
 
 ## int8 and speed
+int8 against fp32, worst of: the default knobs ({s8['defaults']} dB), 20 random knob positions (worst
+{s8['random_knobs_worst']} dB) and the held-out phrase through the encoder ({s8['held_out_phrase']} dB):
+**{s8['worst']} dB** (target ≥ 30 {ok(s8['worst'] >= 30)}; {sum(v >= 30 for v in s8['random_knobs'])} of the 20 knob
+positions reach 30 dB). Only the decoder ships in int8; the encoder is float32.
+
 {quant_text(q, name)}
+
+Decoder, 1 thread, this machine (load {" ".join(sp['loadavg'])}): fp32 {here['fp32']['us_per_block']} µs per block,
+RTF **{here['fp32']['rtf']}** (target ≤ 0.15 {ok(here['fp32']['rtf'] <= 0.15)}); int8 {here['int8']['us_per_block']} µs,
+RTF {here['int8']['rtf']}. Pi projection (not a measurement: benchmarks/_harness.project, this machine's block
+time × an assumed slowdown, or the graph's {sp['flops_per_block'] / 1e6:.2f} MFLOP at an assumed sustained rate,
+whichever is larger): {pj}. Encoder: {sp['encoder']['us_per_block']} µs per block here (RTF
+{sp['encoder']['rtf']}); projected {ej}. A pair costs both.
+
+## Limits
+Monophonic: one pitch at a time in, one out (chords in give a wandering pitch). Pitch follows the input from
+about E2 to C6 (the card's range, the training data's); outside it the pair clamps. The encoder answers one
+block (10.7 ms) late, plus YIN's window. Attacks are smoothed to the 10.7 ms frame rate (plucks lose some
+click). Trained on one sound font's instruments, dry: reverberant or noisy input is heard as breath and noise.
+No reverb, no stereo.
 """
     (models / f"{name}.MODEL_CARD.md").write_text(text)
+
+
+def len_s(part: str) -> str:
+    import numpy as np
+
+    n = len(np.load(WORK / "morph" / f"{part}.npz")["loudness"]) * 512 / 48000
+    return f"{n / 60:.1f} min"
+
+
+def cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def main(argv=None):
@@ -424,8 +491,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.only in (None, "note") and (WORK / "note" / "metrics.json").exists():
         note_card(args.models)
-    if args.only in (None, "latent") and (WORK / "latent" / "metrics.json").exists():
-        latent_card(args.models)
+    if args.only in (None, "latent") and (WORK / "morph" / "metrics.json").exists():
+        morph_card(args.models)
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def alternate_stats(runtimes: list, blocks: int = 500) -> list[dict]:
     """Block-time stats of each runtime, timed in alternation, ``ROUND`` blocks at a time.
 
     A slow spell of the machine (another tenant, a clock change) then hits every file alike
-    instead of whichever ran last: timed one after the other, the pads' int8 once measured
+    instead of whichever ran last: timed one after the other, the first latent voice's int8 once measured
     ×1.18 against ×1.6 both before and after."""
     times = [[] for _ in runtimes]
     for r in range(max(1, blocks // ROUND)):

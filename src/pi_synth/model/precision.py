@@ -4,8 +4,8 @@ A shipped voice comes as ``NAME.int8.onnx`` beside ``NAME.fp32.onnx``. Whether i
 the faster one depends on the model and the CPU — how much of its time int8 kernels can
 take over, and what the quantize and dequantize steps around them cost: on the x86
 machine the benchmarks run on, the shipped flute's int8 file renders at ~0.8× the
-speed of fp32 (its time is mostly synthesis, which stays float) and the pads' at ~2×
-(``benchmarks/``); on a Pi it is whatever its NEON kernels make of them (``pi-synth
+speed of fp32 (its time is mostly synthesis, which stays float) and the morph voice's at
+~1.2× (its synthesis stays float too; ``benchmarks/``); on a Pi it is whatever its NEON kernels make of them (``pi-synth
 bench NAME`` times both there). fp32 is the reference (int8 costs its 30–36 dB
 SNR), so ``[model] precision = "auto"`` plays fp32 unless int8 renders a block at least
 ``1 / INT8_MARGIN`` times as fast here, well past the noise of a short measurement.

@@ -7,7 +7,7 @@
 
 - ``fmt``: ``"qdq"`` (default; S8S8 QuantizeLinear/DequantizeLinear pairs — the format onnxruntime runs as real
   int8 kernels on ARM, i.e. on the Pi) or ``"qoperator"`` (QLinearConv/QLinearMatMul with uint8 activations —
-  the format onnxruntime runs as int8 on x86, and on ARM through MLAS's U8X8 kernels: the shipped pads use it).
+  the format onnxruntime runs as int8 on x86, and on ARM through MLAS's U8X8 kernels: the shipped morph voice uses it).
 - ``calibration_blocks``: ``None`` (a realistic control sequence made from the card: notes with loudness
   envelopes and legato changes for pitch/loudness voices, slow random walks over each control's range
   otherwise), an ``int`` (that many blocks of it), or an array ``[n_blocks, n_controls, control_frames]``.

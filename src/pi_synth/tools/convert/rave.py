@@ -239,17 +239,17 @@ class _Builder:
             return s.ConvT(mod.weight, _attr(mod, "bias"), _first(mod.stride), _first(mod.padding), label=path)
         if n == "Residual":
             al = mod.aligned
-            br, pads = _children(al.branches), _children(al.paddings)
+            br, paddings = _children(al.branches), _children(al.paddings)
             if len(br) != 2 or _name(br[1]) != "Identity":
                 self.fail(path, "residual whose second branch is not the identity")
             return s.Residual(self.build(br[0], f"{path}.aligned.branches.0"),
-                              self.delay(pads[0], f"{path}.aligned.paddings.0"),
-                              self.delay(pads[1], f"{path}.aligned.paddings.1"))
+                              self.delay(paddings[0], f"{path}.aligned.paddings.0"),
+                              self.delay(paddings[1], f"{path}.aligned.paddings.1"))
         if n == "ResidualStack":
             al = mod.net
-            br, pads = _children(al.branches), _children(al.paddings)
+            br, paddings = _children(al.branches), _children(al.paddings)
             return s.SumBranches([self.build(b, f"{path}.net.branches.{i}") for i, b in enumerate(br)],
-                                 [self.delay(p, f"{path}.net.paddings.{i}") for i, p in enumerate(pads)])
+                                 [self.delay(p, f"{path}.net.paddings.{i}") for i, p in enumerate(paddings)])
         if n == "AdaptiveInstanceNormalization":
             if bool(mod.num_update_x.item()) and bool(mod.num_update_y.item()):
                 mx, sx = mod.mean_x[:1].detach(), mod.std_x[:1].detach()
@@ -270,16 +270,16 @@ class _Builder:
         s, torch = self.s, _torch()
         net = self.net(mod.net, f"{path}.net")
         synth = mod.synth
-        br, pads = _children(synth.branches), _children(synth.paddings)
+        br, paddings = _children(synth.branches), _children(synth.paddings)
         use_noise = bool(mod.use_noise)
         warmed = bool(int(mod.warmed_up.item())) if hasattr(mod, "warmed_up") else True
         noise = None
         if use_noise and warmed and self.noise != "off":
-            noise = s.Seq([self.delay(pads[2], f"{path}.synth.paddings.2"),
+            noise = s.Seq([self.delay(paddings[2], f"{path}.synth.paddings.2"),
                            self.noise_v1(br[2], f"{path}.synth.branches.2")])
             self.has_noise = True
-        wave = s.Seq([self.delay(pads[0], f"{path}.synth.paddings.0"), self.conv(br[0], f"{path}.synth.branches.0")])
-        loud = s.Seq([self.delay(pads[1], f"{path}.synth.paddings.1"), self.conv(br[1], f"{path}.synth.branches.1")])
+        wave = s.Seq([self.delay(paddings[0], f"{path}.synth.paddings.0"), self.conv(br[0], f"{path}.synth.branches.0")])
+        loud = s.Seq([self.delay(paddings[1], f"{path}.synth.paddings.1"), self.conv(br[1], f"{path}.synth.branches.1")])
         stride = int(mod.loud_stride)
 
         class Gen(s.Block):

@@ -1,0 +1,137 @@
+"""Train the morph voice: the z encoder and the harmonic-plus-noise decoder together, as an autoencoder,
+on the multi-scale spectral distance the evaluation uses (common.spectral_distance).
+
+The encoder's DSP half (pitch, loudness, log-mel) has no weights: it is computed once over the data
+(morph_model.offline_features, the same module the streaming encoder runs). The decoder hears the data's
+f0 (YIN around the score's note) in training and the encoder's pitch when played.
+
+Usage: python scripts/models/morph_train.py [--data work/morph] [--minutes 42] [--threads 2]
+Writes {data}/morph.pt, {data}/features.npz and {data}/train_log.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import WORK, seed_everything, spectral_distance  # noqa: E402
+from morph_model import BLOCK, Morph, held_pitch, offline_features  # noqa: E402
+
+WARM = 32  # frames that only warm the causal convs (the decoder sees 31 frames back)
+
+
+def prepare(model, d, cache=None, part=""):
+    """The encoder's DSP features of a data set (no weights: the same every run; ``cache``, a features.npz
+    of an earlier run over the same data, is reused when its frame count matches)."""
+    n = len(d["audio"]) // BLOCK
+    c = dict(np.load(cache)) if cache is not None and cache.exists() else {}
+    if len(c.get(f"{part}_loud", ())) == n:
+        p, l, m = c[f"{part}_raw_pitch"], c[f"{part}_loud"], c[f"{part}_logmel"]
+    else:
+        p, l, m = offline_features(model.features, d["audio"])
+    return {"f0": d["f0"].astype(np.float32), "pitch_enc": held_pitch(p).astype(np.float32), "raw_pitch": p,
+            "loud": l.astype(np.float32), "logmel": m.astype(np.float32), "audio": d["audio"]}
+
+
+def crops(f, rng, batch, frames, active_p=0.9):
+    n = len(f["loud"])
+    starts = []
+    while len(starts) < batch:
+        s = int(rng.integers(0, n - WARM - frames))
+        if f["loud"][s + WARM : s + WARM + frames].max() > -50 or rng.random() > active_p:
+            starts.append(s)
+    idx = np.array(starts)[:, None] + np.arange(WARM + frames)[None]
+    a = np.stack([f["audio"][(s + WARM) * BLOCK : (s + WARM + frames) * BLOCK] for s in starts])
+    t = {k: torch.from_numpy(f[k][idx]) for k in ("f0", "pitch_enc", "loud")}
+    t["logmel"] = torch.from_numpy(f["logmel"][idx]).transpose(1, 2)
+    return t, torch.from_numpy(a)
+
+
+def run(model, c, a, gen, z_noise=0.0):
+    pos = torch.randint(0, 1 << 30, (a.shape[0],), generator=gen)
+    ph = torch.rand(a.shape[0], 1, dtype=torch.float64, generator=gen)
+    return model.train_forward(c["pitch_enc"], c["f0"], c["loud"], c["logmel"], WARM, pos, ph, z_noise, gen)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=WORK / "morph")
+    ap.add_argument("--steps", type=int, default=20000, help="at most this many steps")
+    ap.add_argument("--minutes", type=float, default=38.0,
+                    help="wall-time budget of the training loop: the learning-rate schedule runs on the fraction "
+                         "of it spent, so a shared machine gets fewer steps, not a longer run")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--z-noise", type=float, default=0.05)
+    ap.add_argument("--z-l2", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    t0, cpu0 = time.time(), time.process_time()
+    model = Morph()
+    train = prepare(model, dict(np.load(args.data / "train.npz")), args.data / "features.npz", "train")
+    test = prepare(model, dict(np.load(args.data / "test.npz")), args.data / "features.npz", "test")
+    np.savez(args.data / "features.npz", **{f"{s}_{k}": v[k] for s, v in (("train", train), ("test", test))
+                                            for k in ("pitch_enc", "raw_pitch", "loud", "logmel")})
+    feat_s = time.time() - t0
+    rng = np.random.default_rng(args.seed)
+    vrng = np.random.default_rng(99)
+    val = [crops(test, vrng, 8, args.frames) for _ in range(4)]
+    params = [p for n, p in model.named_parameters()]
+    opt = torch.optim.Adam(params, lr=args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    log, ema, done = [], None, 0
+
+    def evaluate():
+        model.eval()
+        g = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            v = float(np.mean([float(spectral_distance(run(model, c, a, g)[0], a)) for c, a in val]))
+        model.train()
+        return v
+
+    budget = 60.0 * args.minutes
+    t_loop = time.time()
+    bar = tqdm(range(args.steps), desc="train morph", mininterval=10)
+    for step in bar:
+        frac = (time.time() - t_loop) / budget
+        if frac >= 1.0:
+            break
+        # one cycle on the time spent: 5% warm-up, then cosine down to lr/100
+        lr = args.lr * (frac / 0.05 if frac < 0.05 else 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * (frac - 0.05) / 0.95)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        c, a = crops(train, rng, args.batch, args.frames)
+        y, z = run(model, c, a, gen, args.z_noise)
+        rec = spectral_distance(y, a)
+        loss = rec + args.z_l2 * (z**2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 2.0)
+        opt.step()
+        done = step + 1
+        ema = rec.item() if ema is None else 0.98 * ema + 0.02 * rec.item()
+        bar.set_postfix(rec=f"{ema:.3f}")
+        if (step + 1) % 250 == 0:
+            log.append({"step": step + 1, "train": ema, "val": evaluate(), "seconds": time.time() - t0})
+            tqdm.write(json.dumps(log[-1]))
+            torch.save(model.state_dict(), args.data / "morph.pt")
+    torch.save(model.state_dict(), args.data / "morph.pt")
+    (args.data / "train_log.json").write_text(json.dumps(
+        {"threads": args.threads, "seconds": time.time() - t0, "cpu_seconds": time.process_time() - cpu0,
+         "features_seconds": feat_s, "steps": done, "minutes_budget": args.minutes, "batch": args.batch, "frames": args.frames,
+         "loadavg_end": open("/proc/loadavg").read().split()[:3], "log": log}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
