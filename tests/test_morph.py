@@ -168,6 +168,23 @@ def test_a_held_out_clip_through_the_pair_follows_its_pitch(cli, tmp_path):
         assert harmonic_excess_db(y[a:b], got) > 15
 
 
+def test_the_pitch_knob_through_the_pair_is_an_interval(cli, tmp_path):
+    """Through the encoder, pitch is offset in log: the knob at 2 × its default plays the
+    input an octave up on every note (an offset in Hz would be a different interval on each)."""
+    card = load_card(MODELS / "morph.fp32.onnx")
+    out = tmp_path / "up.wav"
+    cli("render", "morph", "--input", CLIP, "-o", out, "--format", "FLOAT_LE",
+        "--set", f"pitch={2 * card.control('pitch').default}", check=0)
+    y, _ = read_wav(out)
+    y = y[:, 0]
+    lat = load_card(ENC).latency_samples
+    for on, off, note in NOTES:
+        a, b = int((on + 0.15) * SR) + lat, int((off - 0.05) * SR) + lat
+        want = 2 * 440 * 2 ** ((note - 69) / 12)
+        got = f0_of(y[a:b])
+        assert cents(got, want) < 50, f"note {note}: {got:.1f} Hz, an octave up is {want:.1f} Hz"
+
+
 def test_dry_wet_mixes_in_the_input_delayed_by_the_latency(cli, tmp_path):
     outs = {}
     for wet in ("1", "0.7"):

@@ -113,9 +113,17 @@ class PairSynth:
             if k != len(idx):
                 raise ModelError(f"{encoder.card.name}: makes {k} latents, its card names {len(idx)} controls")
             c = [dcard.controls[i] for i in idx]
-            self._def = np.array([[x.default] for x in c], np.float32)
-            self._lo = np.array([[min(x.min, x.max)] for x in c], np.float32)
-            self._hi = np.array([[max(x.min, x.max)] for x in c], np.float32)
+            # a log control (pitch in Hz) is scaled and offset as an interval, in log: a knob
+            # at twice the default plays the input an octave up in every register
+            self._log = np.array([[x.curve == "log" and x.min > 0 and x.max > 0 and x.default > 0] for x in c])
+            self._any_log = bool(self._log.any())
+
+            def t(v, i):
+                return np.log(v) if self._log[i, 0] else v
+
+            self._def = np.array([[t(x.default, i)] for i, x in enumerate(c)], np.float32)
+            self._lo = np.array([[t(min(x.min, x.max), i)] for i, x in enumerate(c)], np.float32)
+            self._hi = np.array([[t(max(x.min, x.max), i)] for i, x in enumerate(c)], np.float32)
             contiguous = idx == list(range(idx[0], idx[0] + len(idx)))
             self._lat = slice(idx[0], idx[0] + len(idx)) if contiguous else np.array(idx)
             self._z = np.zeros((k, F), np.float32)
@@ -206,17 +214,27 @@ class PairSynth:
             enc.step()
             z, zb = self._z, self._zb
             # z = default + scale·(encoded − default) + (control − default): nn~'s scale and
-            # bias for a RAVE decoder (defaults 0); held to the control's range, as a knob is
-            np.subtract(enc.latent, self._def, out=z)
-            z *= np.float32(ctl[self._scale_i, -1])
+            # bias for a RAVE decoder (defaults 0); held to the control's range, as a knob is.
+            # Log controls take the same sum in log (an interval), with no new arrays.
+            lg = self._log
             if isinstance(self._lat, slice):
-                np.subtract(ctl[self._lat], self._def, out=zb)
+                np.copyto(zb, ctl[self._lat])
             else:
                 np.take(ctl, self._lat, axis=0, out=zb)
-                zb -= self._def
+            np.copyto(z, enc.latent)
+            if self._any_log:
+                np.maximum(z, 1e-6, out=z, where=lg)
+                np.log(z, out=z, where=lg)
+                np.maximum(zb, 1e-6, out=zb, where=lg)
+                np.log(zb, out=zb, where=lg)
+            z -= self._def
+            z *= np.float32(ctl[self._scale_i, -1])
+            zb -= self._def
             z += zb
             z += self._def
             np.clip(z, self._lo, self._hi, out=z)
+            if self._any_log:
+                np.exp(z, out=z, where=lg)
             if isinstance(self._lat, slice):
                 dec.controls[self._lat] = z
             else:
