@@ -53,12 +53,7 @@ STREAM_NOISE_LENS = (8191, 8179)
 
 
 def stream_noise_tables(seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for n in STREAM_NOISE_LENS:
-        t = rng.standard_normal(n)
-        out.append(((t - t.mean()) / t.std() / math.sqrt(2)).astype(np.float32))
-    return out
+    return noise_tables(seed, STREAM_NOISE_LENS)
 
 
 def mel_filters(n_fft=WIN, n_mels=N_MELS, fmin=40.0, fmax=16000.0) -> np.ndarray:
@@ -135,26 +130,24 @@ class Features(nn.Module):
         return torch.where(voiced, hz, torch.zeros_like(hz))[:, 0], loud, logmel
 
 
-class ZNet(nn.Module):
-    """Per frame: log-mel (level removed), loudness, log pitch -> z [B, LATENT, T]. Causal, cached."""
+class ResidualStack(nn.Module):
+    """1x1 in, causal dilated residual convs (cached), 1x1 out: the encoder's and the decoder's body."""
 
-    def __init__(self):
+    def __init__(self, n_in, hidden, dilations, n_out):
         super().__init__()
-        self.inp = nn.Conv1d(N_MELS + 2, ENC_HIDDEN, 1)
-        self.convs = nn.ModuleList(CausalConv(ENC_HIDDEN, 3, d) for d in ENC_DILATIONS)
-        self.out = nn.Conv1d(ENC_HIDDEN, LATENT, 1)
+        self.hidden = hidden
+        self.inp = nn.Conv1d(n_in, hidden, 1)
+        self.convs = nn.ModuleList(CausalConv(hidden, 3, d) for d in dilations)
+        self.out = nn.Conv1d(hidden, n_out, 1)
         self.act = nn.LeakyReLU(0.2)
 
     def cache_shapes(self):
-        return [(1, ENC_HIDDEN, c.pad) for c in self.convs]
+        return [(1, self.hidden, c.pad) for c in self.convs]
 
     def zero_caches(self, batch):
-        return [torch.zeros(batch, ENC_HIDDEN, c.pad) for c in self.convs]
+        return [torch.zeros(batch, self.hidden, c.pad) for c in self.convs]
 
-    def forward(self, pitch, loud, logmel, caches):
-        """pitch, loud [B, T]; logmel [B, N_MELS, T]."""
-        shape = logmel - logmel.mean(1, keepdim=True)
-        x = torch.cat([shape * 0.2, ((loud + 40.0) / 40.0)[:, None], torch.log2(pitch / 440.0)[:, None]], 1)
+    def body(self, x, caches):
         h = self.inp(x)
         new = []
         for conv, cache in zip(self.convs, caches):
@@ -164,31 +157,29 @@ class ZNet(nn.Module):
         return self.out(self.act(h)), new
 
 
-class DecoderNet(nn.Module):
+class ZNet(ResidualStack):
+    """Per frame: log-mel (level removed), loudness, log pitch -> z [B, LATENT, T]. Causal, cached."""
+
+    def __init__(self):
+        super().__init__(N_MELS + 2, ENC_HIDDEN, ENC_DILATIONS, LATENT)
+
+    def forward(self, pitch, loud, logmel, caches):
+        """pitch, loud [B, T]; logmel [B, N_MELS, T]."""
+        shape = logmel - logmel.mean(1, keepdim=True)
+        x = torch.cat([shape * 0.2, ((loud + 40.0) / 40.0)[:, None], torch.log2(pitch / 440.0)[:, None]], 1)
+        return self.body(x, caches)
+
+
+class DecoderNet(ResidualStack):
     """Controls per frame (pitch Hz, loudness dB, z) -> raw synth parameters [B, T, 1 + H + N]."""
 
     def __init__(self):
-        super().__init__()
-        self.inp = nn.Conv1d(2 + LATENT, HIDDEN, 1)
-        self.convs = nn.ModuleList(CausalConv(HIDDEN, 3, d) for d in DILATIONS)
-        self.out = nn.Conv1d(HIDDEN, 1 + N_HARM + N_NOISE, 1)
-        self.act = nn.LeakyReLU(0.2)
-
-    def cache_shapes(self):
-        return [(1, HIDDEN, c.pad) for c in self.convs]
-
-    def zero_caches(self, batch):
-        return [torch.zeros(batch, HIDDEN, c.pad) for c in self.convs]
+        super().__init__(2 + LATENT, HIDDEN, DILATIONS, 1 + N_HARM + N_NOISE)
 
     def forward(self, pitch, loud, z, caches):
         x = torch.cat([torch.log2(pitch / 440.0)[:, None], ((loud + 40.0) / 40.0)[:, None], z], 1)
-        h = self.inp(x)
-        new = []
-        for conv, cache in zip(self.convs, caches):
-            y, c = conv(self.act(h), cache)
-            h = h + y
-            new.append(c)
-        return self.out(self.act(h)).transpose(1, 2), new
+        out, new = self.body(x, caches)
+        return out.transpose(1, 2), new
 
 
 def gains(raw, pitch, loud):

@@ -167,10 +167,11 @@ class NoteVoice(nn.Module):
         return audio
 
 
-def noise_tables(seed: int = 0) -> list[np.ndarray]:
+def noise_tables(seed: int = 0, lens=None) -> list[np.ndarray]:
+    """Circular white-noise tables of coprime lengths (``NOISE_LENS`` unless given)."""
     rng = np.random.default_rng(seed)
     out = []
-    for n in NOISE_LENS:
+    for n in lens or NOISE_LENS:
         t = rng.standard_normal(n)
         out.append(((t - t.mean()) / t.std() / math.sqrt(2)).astype(np.float32))
     return out
