@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -248,7 +249,8 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
     stop = threading.Event()
     cpu0 = cpu_times()
     probe = StallProbe(Path(out) if out else Path(f"/tmp/pisynth-soak-{os.getpid()}"))
-    with (jack_ctx or contextlib.nullcontext()), BusyCore(busy) if busy else contextlib.nullcontext(), probe:
+    gcp = GcPauses()
+    with (jack_ctx or contextlib.nullcontext()), BusyCore(busy) if busy else contextlib.nullcontext(), probe, gcp:
         t_load = time.monotonic()
         inst = Instrument(cfg, model=model, audio_in=bool(input_model))
         backend = AlsaBackend("pisynth_jack")  # with an input: full duplex, one clock
@@ -368,6 +370,7 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
             threading.excepthook = old_hook
     res["crashed_threads"] = crashed_threads
     res.update(_stall_match(probe, xrun_times, period, periods, rate))
+    res.update(gcp.summary(xrun_times, 2 * period * periods / rate, probe.started_at))
     res["loadavg_end"] = loadavg()
     res["machine_cpu"] = cpu_share(cpu0, cpu_times())  # whole machine, during the soak
     if out_json:
@@ -456,6 +459,40 @@ def _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timel
                    "crashes": res["crashes"] == 0, "rss_growth": res["rss_growth_mb"] <= TARGETS["rss_growth_mb"]}
 
 
+class GcPauses:
+    """Python's garbage collections during the soak that took ≥ ``min_ms``: (start, end,
+    generation) on the monotonic clock. The audio thread needs the GIL, so a long
+    collection in any thread is a stall of the instrument's own making."""
+
+    def __init__(self, min_ms: float = 1.0, cap: int = 10000):
+        self.min_s, self.cap = min_ms / 1e3, cap
+        self.pauses: list[tuple[float, float, int]] = []
+        self._t = 0.0
+
+    def __call__(self, phase, info):
+        if phase == "start":
+            self._t = time.monotonic()
+        else:
+            t = time.monotonic()
+            if t - self._t >= self.min_s and len(self.pauses) < self.cap:
+                self.pauses.append((self._t, t, info.get("generation", -1)))
+
+    def __enter__(self):
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self)
+
+    def summary(self, xrun_times: list[float], window_s: float, t0: float = 0.0) -> dict:
+        before = [max((e - b for b, e, _ in self.pauses if x - window_s <= e <= x), default=0.0) * 1e3
+                  for x in xrun_times]
+        return {"gc_pauses_over_1ms": len(self.pauses),
+                "gc_longest_ms": round(max((e - b for b, e, _ in self.pauses), default=0.0) * 1e3, 2),
+                "gc_pause_before_xrun_ms": [round(ms, 2) for ms in before],
+                "gc_pauses": [(round(b - t0, 3), round((e - b) * 1e3, 2), g) for b, e, g in self.pauses[:200]]}
+
+
 def _stall_match(probe: StallProbe, xrun_times: list[float], period: int, periods: int, rate: int = 48000) -> dict:
     """The machine's stalls during the soak, and which xruns came right after one: a stall
     of ≥ one period (the least margin of any engine mode) less the probe's tick (the probe
@@ -532,7 +569,9 @@ def main(argv=None) -> int:
           f"xruns {res['xruns']}, "
           f"late {res['late_periods']}, JACK xrun reports {res['jack_xrun_reports']}, "
           f"xruns after a machine stall {res['xruns_after_machine_stall']} (long stalls: "
-          f"{res['machine_stalls']['long_stalls']}, longest {res['machine_stalls']['longest_ms']} ms), swaps {res['swaps']}/"
+          f"{res['machine_stalls']['long_stalls']}, longest {res['machine_stalls']['longest_ms']} ms), "
+          f"GC pauses ≥1 ms {res['gc_pauses_over_1ms']} (longest {res['gc_longest_ms']} ms; before each xrun "
+          f"{res['gc_pause_before_xrun_ms']}), swaps {res['swaps']}/"
           f"{res['swap_attempts']}, crashes {res['crashes']}, RSS {res['rss_start_mb']:.1f} → "
           f"{res['rss_end_mb']:.1f} MB ({res['rss_growth_mb']:+.2f}), load avg {res['loadavg_start']} → "
           f"{res['loadavg_end']}"
