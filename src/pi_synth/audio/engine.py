@@ -69,11 +69,14 @@ figure at its voice budget, × 1.25 + 1 ms. It
 renders right after the wait instead (status ``render`` = ``early``) while the lead is
 more than 60% of the time left — a model, a machine or a crossfade too slow for the
 saving to be worth the risk —, while a hot swap is pending or playing (a swap only
-starts at an early block, since a crossfade renders two models), for the first blocks
+starts at an early block, since a crossfade renders two models), for the first second
 of a stream, with audio in (the input's arrival paces that loop already), on a backend
 that cannot say what is queued, and always when the audio thread did not get real-time
 priority (``[audio] realtime``: a thread at normal priority can lose the CPU to any
-process for milliseconds). An xrun still means rendering ahead for the hold.
+process for milliseconds). An xrun of a block rendered late holds late render back for
+``ahead_hold_s`` (status ``late_holds``; doubling like the ahead hold): early first, with
+the margin back and no latency added; an xrun of a block rendered early still means
+rendering ahead for the hold.
 
 **Audio in** (a source with an ``input``, ``audio/input.py``): the engine opens the
 capture side right after the output, same period, and closes it on stop. The source
@@ -112,7 +115,7 @@ LATE_SAFETY = 1.25  # × that worst block (render + the sleep's overshoot)
 LATE_MARGIN_S = 0.001  # + this, for what the window has not seen (a stall, a longer wake-up)
 LATE_MAX_SHARE = 0.6  # late only while the lead is at most this share of the time left
 LATE_MIN_WAIT_S = 0.0002  # a shorter wait is not worth a sleep
-LATE_WARM_BLOCKS = 16  # early for a stream's first blocks: the device starts, the window fills
+LATE_WARM_S = 1.0  # early for a stream's first second: the device starts, the window fills
 
 
 class BlockSource(Protocol):
@@ -187,6 +190,7 @@ class EngineStats:
         self.block_seconds = block_seconds
         self.blocks = 0
         self.late_renders = 0  # direct mode: blocks rendered late (just before the deadline)
+        self.late_holds = 0  # … and how often an xrun of one held late render back for a while
         self.late_periods = 0
         self.device_errors = 0
         self.reopens = 0
@@ -249,6 +253,7 @@ class Engine:
         self.render_lead = 0.0  # seconds before the deadline a late render starts (measured)
         block_s = synth.block_size / synth.sample_rate
         self.ahead_hold_blocks = max(1, round(ahead_hold_s / block_s))  # doubles, see _direct_loop
+        self.late_hold_blocks = self.ahead_hold_blocks  # early after an xrun of a late block: doubles too
         self._ahead_hold_max = max(self.ahead_hold_blocks, round(AHEAD_HOLD_MAX_S / block_s))
         self.stats = EngineStats(block_s)
         self.granted: Granted | None = None
@@ -421,6 +426,7 @@ class Engine:
             "render": "ahead" if self.render_ahead or self.mode != "direct"
             else "late" if self.rendering_late else "early",
             "late_renders": st.late_renders,
+            "late_holds": st.late_holds,
             "render_lead_ms": round(self.render_lead * 1e3, 3),
         }
 
@@ -494,6 +500,9 @@ class Engine:
         late_lead = self.render_lead = LATE_SAFETY * floor + LATE_MARGIN_S
         deadline = float("inf")  # when the device runs dry (perf_counter), as last worked out
         late = False
+        warm = round(LATE_WARM_S / block_s)
+        held = False  # late render held back after an xrun of a block rendered late
+        late_back_at = late_went_back = -(1 << 62)
         while not self._abort:
             # just in time: wait for room first, then read the controls and render, so an
             # event that lands while we wait is in this block, not the next one — and
@@ -512,7 +521,7 @@ class Engine:
                 t_plan = perf()
                 late = False
                 woke_late = 0.0
-                if late_on and st.blocks >= LATE_WARM_BLOCKS and not (can_defer and synth.swapping):
+                if late_on and not held and st.blocks >= warm and not (can_defer and synth.swapping):
                     q = queued()
                     if q is not None:
                         # how late the thread woke: what the device played meanwhile (seen
@@ -576,15 +585,26 @@ class Engine:
             deadline += block_s
             if backend.xruns != xruns:  # rare: the bookkeeping is off the common path
                 xruns = backend.xruns
-                if ahead or st.blocks - went_back < self.ahead_hold_blocks:
-                    self.ahead_hold_blocks = min(2 * self.ahead_hold_blocks, self._ahead_hold_max)
-                ahead = self.render_ahead = True
-                self.rendering_late = False
-                back_at = st.blocks + self.ahead_hold_blocks
+                if late:  # a block rendered late was too late: early for a hold first (the
+                    # margin back, no latency added), doubling like the ahead hold
+                    if st.blocks - late_went_back < self.late_hold_blocks:
+                        self.late_hold_blocks = min(2 * self.late_hold_blocks, self._ahead_hold_max)
+                    held = True
+                    st.late_holds += 1
+                    late_back_at = st.blocks + self.late_hold_blocks
+                else:  # rendered early, and still too late: a period ahead for a hold
+                    if ahead or st.blocks - went_back < self.ahead_hold_blocks:
+                        self.ahead_hold_blocks = min(2 * self.ahead_hold_blocks, self._ahead_hold_max)
+                    ahead = self.render_ahead = True
+                    back_at = st.blocks + self.ahead_hold_blocks
+                self.rendering_late = late = False
                 deadline = float("inf")  # the device restarted: work it out afresh
             elif ahead and st.blocks >= back_at:
                 ahead = self.render_ahead = False
                 went_back = st.blocks
+            elif held and st.blocks >= late_back_at:
+                held = False
+                late_went_back = st.blocks
             if not st.first_audio_at:
                 st.first_audio_at = time.monotonic()
             if synth.finished:
