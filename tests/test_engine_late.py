@@ -111,7 +111,7 @@ def test_events_arriving_mid_period_make_the_next_block(organ, retry_after_stall
         assert np.max(over) < 0.2e-3, np.sort(over)[-5:]
         assert np.median(late[both_late]) < np.median(early) - 0.3 * PERIOD_S
 
-    retry_after_stall(attempt)
+    retry_after_stall(attempt, min_ms=2.0)  # its margin is the lead (a few ms): a 2 ms stall can break it
 
 
 def test_the_lead_follows_the_block_time_and_falls_back_to_early(organ, retry_after_stall, machine_stalls):
