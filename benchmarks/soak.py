@@ -195,7 +195,7 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
          models: list[str] | None = None, period: int = 256, periods: int = 2, seed: int = 0,
          out: Path | None = None, jack: str | None = None, midi: bool = False,
          engine_mode: str | None = None, cpus: list[int] | None = None, input_model: str | None = None,
-         singer: bool = False, late_render: bool | None = None) -> dict:
+         singer: bool = False, late_render: bool | None = None, gc_policy: str | None = None) -> dict:
     """Run one soak; returns the result dict (also written to ``out/soak.json``).
 
     ``cpus``: pin the audio threads (``[audio] cpus``) and jackd, the stand-in for the
@@ -259,7 +259,11 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
         singer = _singer(rate, Path(out) if out else Path(f"/tmp/pisynth-soak-{os.getpid()}")) \
             if input_model and singer else None
         res["singer"] = singer is not None
-        engine = inst.engine = Engine(inst.player, backend, **engine_kwargs(cfg, engine_mode))
+        kw = engine_kwargs(cfg, engine_mode)
+        if gc_policy:
+            kw["gc"] = gc_policy
+        res["gc_policy"] = kw.get("gc", "audio")
+        engine = inst.engine = Engine(inst.player, backend, **kw)
         with pinned(cpus):  # libjack's process thread, started in here, with the audio threads
             engine.start()
         if singer is not None:
@@ -299,6 +303,8 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
             res["jackd_cpus"] = sorted(os.sched_getaffinity(jack_ctx.proc.pid))
         auto = Automation(inst, midi_out, seed, stop, errors)
         auto.start()
+        if hasattr(engine, "settle"):
+            engine.settle()  # as `pi-synth run` does once its controls are up
 
         swaps_tried = 0
         swap_log: list[dict] = []
@@ -417,6 +423,8 @@ def _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timel
         "render": st.get("render"),
         "late_renders": st.get("late_renders"),
         "render_lead_ms": st.get("render_lead_ms"),
+        "gc_collections_by_audio_thread": st.get("gc_collections"),
+        "gc_ms_max_in_audio_thread": st.get("gc_ms_max"),
         "jack_xrun_reports": jack_ctx.xrun_reports() if jack_ctx else None,
         "device_errors": st["device_errors"],
         "nonfinite_blocks": st["nonfinite_blocks"],
@@ -467,11 +475,14 @@ class GcPauses:
     def __init__(self, min_ms: float = 1.0, cap: int = 10000):
         self.min_s, self.cap = min_ms / 1e3, cap
         self.pauses: list[tuple[float, float, int]] = []
+        self.threads: dict[str, int] = {}  # collections started in each thread (any length)
         self._t = 0.0
 
     def __call__(self, phase, info):
         if phase == "start":
             self._t = time.monotonic()
+            name = threading.current_thread().name
+            self.threads[name] = self.threads.get(name, 0) + 1
         else:
             t = time.monotonic()
             if t - self._t >= self.min_s and len(self.pauses) < self.cap:
@@ -488,6 +499,7 @@ class GcPauses:
         before = [max((e - b for b, e, _ in self.pauses if x - window_s <= e <= x), default=0.0) * 1e3
                   for x in xrun_times]
         return {"gc_pauses_over_1ms": len(self.pauses),
+                "gc_collections_by_thread": dict(self.threads),
                 "gc_longest_ms": round(max((e - b for b, e, _ in self.pauses), default=0.0) * 1e3, 2),
                 "gc_pause_before_xrun_ms": [round(ms, 2) for ms in before],
                 "gc_pauses": [(round(b - t0, 3), round((e - b) * 1e3, 2), g) for b, e, g in self.pauses[:200]]}
@@ -556,6 +568,9 @@ def main(argv=None) -> int:
     ap.add_argument("--late-render", choices=("on", "off"), help="[audio] late_render for this run (default: "
                     "the config's, on): the direct engine renders each block as late as its measured block "
                     "time allows (engine.py)")
+    ap.add_argument("--gc", choices=("audio", "freeze", "python"), help="Python's GC while playing (default: "
+                    "audio, collected by the thread that writes to the device; freeze: as before issue 21, "
+                    "CPython collects in whichever thread allocates; see gc_clock.py)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / time.strftime("%Y-%m-%d")
                                          / "soak"))
     args = ap.parse_args(argv)
@@ -563,13 +578,16 @@ def main(argv=None) -> int:
     res = soak(args.minutes, swap_every=args.swap_every, busy=args.busy, model=args.model, models=args.models,
                period=args.period, periods=args.periods, seed=args.seed, out=Path(args.out), jack=args.jack,
                midi=args.midi == "jack", engine_mode=args.engine, cpus=args.cpus, input_model=args.input,
-               singer=args.singer, late_render=None if args.late_render is None else args.late_render == "on")
+               singer=args.singer, late_render=None if args.late_render is None else args.late_render == "on",
+               gc_policy=args.gc)
     print(f"soak {res['minutes']} min ({res['model']}, busy {res['busy_cores']}, late render "
           f"{'on' if res['late_render'] else 'off'}: {res.get('late_renders')} of {res['blocks']} blocks): "
           f"xruns {res['xruns']}, "
           f"late {res['late_periods']}, JACK xrun reports {res['jack_xrun_reports']}, "
           f"xruns after a machine stall {res['xruns_after_machine_stall']} (long stalls: "
           f"{res['machine_stalls']['long_stalls']}, longest {res['machine_stalls']['longest_ms']} ms), "
+          f"GC ({res.get('gc_policy')}): {res.get('gc_collections_by_audio_thread')} collections by the audio "
+          f"thread, longest {res.get('gc_ms_max_in_audio_thread')} ms; "
           f"GC pauses ≥1 ms {res['gc_pauses_over_1ms']} (longest {res['gc_longest_ms']} ms; before each xrun "
           f"{res['gc_pause_before_xrun_ms']}), swaps {res['swaps']}/"
           f"{res['swap_attempts']}, crashes {res['crashes']}, RSS {res['rss_start_mb']:.1f} → "

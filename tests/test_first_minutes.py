@@ -50,7 +50,7 @@ def _play(backend, seconds: float, organ_path) -> tuple[float, object]:
     synth = Synth(Runtime(organ_path))
     player = Player(synth)
     player.hooks.append(StopAt(round(seconds * synth.sample_rate), player.fade_out))
-    engine = Engine(player, backend, period=256, periods=2, freeze_gc=False)
+    engine = Engine(player, backend, period=256, periods=2, gc="python")
     t0 = time.monotonic()
     engine.start()
     assert engine.wait(seconds * 20 + 10)

@@ -528,6 +528,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
 
         front = Panel(inst, board, rig, stop)
         front.start()
+    engine.settle()  # what start-up made is long-lived: out of the audio thread's collections
     gate = WatchdogGate(notifier, lambda: (engine.stats.blocks, backend.frames_written))
     last: dict = {}
     ready = False

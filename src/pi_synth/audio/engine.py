@@ -10,8 +10,10 @@ device has room (pyalsaaudio releases the GIL there, so the two threads overlap)
 Real-time rules (for anyone touching the two loops below):
 
 * **No allocation** in the loops: every array is made before ``start()``; numpy
-  calls use ``out=``. Python's GC is collected and frozen after start-up so a
-  collection never lands in the middle of a block.
+  calls use ``out=``. Python's GC is collected and frozen after start-up, then run
+  only by the thread that writes to the device, right after a write
+  (``gc_clock.py``): a collection never lands in the middle of a block, nor holds
+  the GIL from a lower-priority thread while the audio thread waits for it.
 * **The GIL is handed over within 0.5 ms** (``sys.setswitchinterval``) while the engine
   runs, so a busy control thread cannot hold an audio thread back for a period.
 * **No logging, no locks, no blocking I/O** in the loops except the backend write
@@ -91,7 +93,6 @@ a lost input is silence, reopened by its own thread (see ``AudioInput``).
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import threading
@@ -101,6 +102,7 @@ from typing import Protocol
 import numpy as np
 
 from pi_synth.audio.backends.base import Backend, Granted
+from pi_synth.audio.gc_clock import GcClock
 from pi_synth.audio.ring import Ring
 from pi_synth.errors import DeviceError, OutputError
 
@@ -227,7 +229,7 @@ class Engine:
         periods: int = 2,
         ahead_blocks: int = 1,
         reopen_interval: float = 0.5,
-        freeze_gc: bool = True,
+        gc: str = "audio",
         realtime: bool = False,
         mode: str = "auto",
         cpus: set[int] | None = None,
@@ -240,7 +242,6 @@ class Engine:
         self.periods = int(periods)
         self.ahead_blocks = max(1, int(ahead_blocks))
         self.reopen_interval = reopen_interval
-        self.freeze_gc = freeze_gc
         self.realtime = realtime
         self.cpus = set(cpus) if cpus else None
         if mode not in ("auto", "threaded", "direct"):
@@ -256,6 +257,7 @@ class Engine:
         self.late_hold_blocks = self.ahead_hold_blocks  # early after an xrun of a late block: doubles too
         self._ahead_hold_max = max(self.ahead_hold_blocks, round(AHEAD_HOLD_MAX_S / block_s))
         self.stats = EngineStats(block_s)
+        self.gc = GcClock(gc)  # Python's GC while playing: collected by the audio thread (gc_clock.py)
         self.granted: Granted | None = None
         self.lead = 0  # frames of silence ahead of the first block (audio in: see the module docstring)
         self._abort = False
@@ -281,9 +283,7 @@ class Engine:
         if inp is not None:
             self.lead = self.direct_margin() if self.mode == "direct" else self.ahead_blocks * s.block_size
             self._lead_buf = np.zeros((self.lead, s.channels), np.float32)
-        if self.freeze_gc:
-            gc.collect()
-            gc.freeze()
+        self.gc.start()
         # Another Python thread (a control source, the monitor) holding the GIL can keep
         # an audio thread waiting for up to the switch interval (5 ms by default): as long
         # as a 256-frame period. Ask the interpreter to hand the GIL over sooner.
@@ -392,10 +392,14 @@ class Engine:
         inp = getattr(self.synth, "input", None)
         if inp is not None:
             inp.close()
-        if self.freeze_gc:
-            gc.unfreeze()
+        self.gc.stop()
         if getattr(self, "_switch", None):
             sys.setswitchinterval(self._switch)
+
+    def settle(self) -> None:
+        """The instrument is up (controls, MIDI ports): freeze what it made, so the audio
+        thread's full collections walk only what is made while playing (``gc_clock.py``)."""
+        self.gc.settle()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the stream has ended by itself (faded out and drained)."""
@@ -428,6 +432,8 @@ class Engine:
             "late_renders": st.late_renders,
             "late_holds": st.late_holds,
             "render_lead_ms": round(self.render_lead * 1e3, 3),
+            "gc_collections": self.gc.collections,
+            "gc_ms_max": round(self.gc.longest_s * 1e3, 3),
         }
 
     # -- the two real-time loops ------------------------------------------------------
@@ -503,6 +509,7 @@ class Engine:
         warm = round(LATE_WARM_S / block_s)
         held = False  # late render held back after an xrun of a block rendered late
         late_back_at = late_went_back = -(1 << 62)
+        gc_on, collect = self.gc.on, self.gc.after_write
         while not self._abort:
             # just in time: wait for room first, then read the controls and render, so an
             # event that lands while we wait is in this block, not the next one — and
@@ -582,6 +589,8 @@ class Engine:
                     break
                 write, wait_room = backend.sink(synth.block_size)
                 deadline = float("inf")
+            if gc_on:
+                collect()  # the device is at its fullest: Python's GC, if due
             deadline += block_s
             if backend.xruns != xruns:  # rare: the bookkeeping is off the common path
                 xruns = backend.xruns
@@ -621,6 +630,7 @@ class Engine:
         up = down[::-1].copy()
         last = np.zeros((1, pbuf.shape[1]), np.float32)
         gap = False  # the previous period was a late one: fade the next one in
+        gc_on, collect = self.gc.on, self.gc.after_write
         while not self._abort:
             if ring.wait_data(period, wait_late):
                 ring.read_into(pbuf)
@@ -650,6 +660,8 @@ class Engine:
                     pbuf[n:] = 0.0
             if not self._write(pbuf):
                 break
+            if gc_on:
+                collect()  # the device is at its fullest: Python's GC, if due
             last[0] = pbuf[-1]
             if not st.first_audio_at:
                 st.first_audio_at = time.monotonic()
