@@ -17,12 +17,13 @@ Reports median ms per block, the speed ratio TorchScript/ONNX in both ways (fp32
 multiply-adds per block and the GFLOP/s achieved (2 × multiply-adds / time), the max abs error of the
 fp32 model against the ``.ts`` and the int8 SNR against fp32. ``--legacy`` adds the decoder as
 converted before the rows form (one state per cache, the plain PQMF convolution) as a further
-player, so before and after come out of one run.
+player, so before and after come out of one run; ``--baseline DIR`` adds ``DIR/FIXTURE.onnx`` (the
+fixture converted by another checkout, say main) the same way.
 Targets (issue 26): ≥ 5× TorchScript for raspberry and v2, both ways (issue 4's were 3× / 4×).
 
 Usage (in the RAVE venv, which has torch):
     .venv-rave/bin/python benchmarks/bench_rave.py [FIXTURE ...] [--blocks 300] [--no-int8] [--legacy]
-        [--out DIR] [--frames 1 2 4 8] [--seconds 8]   # and the real-time factor by block size (2048 … 16384)
+        [--baseline DIR] [--profile] [--out DIR] [--frames 1 2 4 8] [--seconds 8]   # and the real-time factor by block size (2048 … 16384)
     .venv-rave/bin/python benchmarks/bench_rave.py --pair raspberry-l128 [--blocks 300]
         # timbre transfer: the converted encoder + decoder (and the whole PairSynth block) against
         # TorchScript ``forward`` (encode + decode) on the same recorded voice, 1 thread (issue 21)
@@ -62,7 +63,8 @@ def _target(name: str) -> float | None:
     return None
 
 
-def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool = False) -> dict:
+def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool = False,
+              baseline: Path | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -86,6 +88,12 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool =
         paths["fp32_legacy"] = old
         res["states_legacy"] = s_old["states"]
         res["nodes"]["fp32_legacy"] = graph_nodes(old)
+    if baseline is not None:  # the same fixture converted by another checkout (e.g. main), same run
+        b = baseline / f"{name}.onnx"
+        if not b.exists():
+            raise SystemExit(f"--baseline {baseline}: no {b.name}; convert the fixture there first")
+        paths["baseline"] = b
+        res["nodes"]["baseline"] = graph_nodes(b)
     if int8:  # what `pi-synth convert rave --quantize` writes: int8 weights where the bytes are
         q = work / f"{name}.int8.onnx"
         rep = rave.quantize_decoder(out, q)
@@ -114,7 +122,7 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool =
 
     def seen(label, i, y):  # untimed: the fp32 models against TorchScript, block by block
         nonlocal err
-        if label.startswith("fp32"):
+        if label.startswith("fp32") or label == "baseline":
             err = max(err, float(np.max(np.abs(y[None] - refs[i]))))
 
     def zero_state():  # the measured blocks start from zero state on every side
@@ -446,6 +454,8 @@ def main() -> int:
                    help="latent frames per call for the by-block-size table (2048-sample blocks × these)")
     p.add_argument("--seconds", type=float, default=8.0, help="audio timed per block size")
     p.add_argument("--fixtures-dir", default=str(ROOT / "work" / "rave-fixtures"))
+    p.add_argument("--baseline", help="a directory of FIXTURE.onnx converted by another checkout (say main): "
+                   "timed beside the others both ways, so before and after come out of one run")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--pair", action="store_true",
                    help="audio in: encoder + decoder against TorchScript forward (writes rave_pair.json)")
@@ -474,7 +484,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     results = []
     for n in args.fixtures:
-        r = bench_one(fx / f"{n}.ts", work, args.blocks, not args.no_int8, args.legacy)
+        r = bench_one(fx / f"{n}.ts", work, args.blocks, not args.no_int8, args.legacy,
+                      Path(args.baseline) if args.baseline else None)
         if args.profile:
             r["profile"] = profile(fx / f"{n}.ts", work / f"{n}.onnx")
         results.append(r)
@@ -487,6 +498,8 @@ def main() -> int:
         if "fp32_legacy" in ms:
             line += (f" | before (legacy, {nodes['fp32_legacy']['run']} nodes, {r['states_legacy']} state pairs) "
                      f"{ms['fp32_legacy']:.3f} ms = {sp['fp32_legacy']}×")
+        if "baseline" in ms:
+            line += (f" | baseline ({nodes['baseline']['run']} nodes) {ms['baseline']:.3f} ms = {sp['baseline']}×")
         if "int8" in ms:
             line += (f" | int8 ({r['int8_nodes']} matrix products, {nodes['int8']['run']} nodes) {ms['int8']:.3f} ms "
                      f"= {sp['int8']}×, SNR {r['int8_snr_db']} dB against fp32")
@@ -496,6 +509,8 @@ def main() -> int:
                  f"{bms['fp32']:.3f} ms = {bsp['fp32']}× | max err {bb['max_abs_err']['fp32']:.1e}")
         if "fp32_legacy" in bms:
             line += f" | before (legacy) {bms['fp32_legacy']:.3f} ms = {bsp['fp32_legacy']}×"
+        if "baseline" in bms:
+            line += f" | baseline {bms['baseline']:.3f} ms = {bsp['baseline']}×"
         if "int8" in bms:
             line += f" | int8 {bms['int8']:.3f} ms = {bsp['int8']}×"
         if "target_speedup" in r:
