@@ -2,7 +2,7 @@
 """Converted RAVE decoders vs the TorchScript they came from: same decoder, same blocks, one run.
 
 For each fixture (a real ``rave export --streaming`` ``.ts``, built by ``scripts/rave/make-fixtures.sh``):
-convert it (fp32, and int8 QDQ + QOperator with ``pi_synth.tools.quantize``), then time it against
+convert it (fp32, and int8 as ``convert rave --quantize`` writes it: ``rave.quantize_decoder``), then time it against
 TorchScript ``decode`` on the same random latent blocks, 1 thread each, caches starting from zeros on
 both sides, warm-up excluded (TorchScript's first calls JIT), in two ways:
 
@@ -13,15 +13,17 @@ both sides, warm-up excluded (TorchScript's first calls JIT), in two ways:
   onnxruntime and the state carried by hand, one block of it right after one block of TorchScript.
   Each call then finds the caches full of the other engine's data: both pay it.
 
-Reports median ms per block, the speed ratio TorchScript/ONNX in both ways, the multiply-adds per
-block and the GFLOP/s achieved (2 × multiply-adds / time), the max abs error of the fp32 model
-against the ``.ts`` and the int8 SNR. ``--legacy`` adds the decoder as converted before the rows
-form (one state per cache) as a further player, so before and after come out of one run.
-Targets (issue 26): fp32 ≥ 5× TorchScript for raspberry and v2, both ways (issue 4's were 3× / 4×).
+Reports median ms per block, the speed ratio TorchScript/ONNX in both ways (fp32 and int8), the
+multiply-adds per block and the GFLOP/s achieved (2 × multiply-adds / time), the max abs error of the
+fp32 model against the ``.ts`` and the int8 SNR against fp32. ``--legacy`` adds the decoder as
+converted before the rows form (one state per cache, the plain PQMF convolution) as a further
+player, so before and after come out of one run; ``--baseline DIR`` adds ``DIR/FIXTURE.onnx`` (the
+fixture converted by another checkout, say main) the same way.
+Targets (issue 26): ≥ 5× TorchScript for raspberry and v2, both ways (issue 4's were 3× / 4×).
 
 Usage (in the RAVE venv, which has torch):
     .venv-rave/bin/python benchmarks/bench_rave.py [FIXTURE ...] [--blocks 300] [--no-int8] [--legacy]
-        [--out DIR] [--frames 1 2 4 8] [--seconds 8]   # and the real-time factor by block size (2048 … 16384)
+        [--baseline DIR] [--profile] [--out DIR] [--frames 1 2 4 8] [--seconds 8]   # and the real-time factor by block size (2048 … 16384)
     .venv-rave/bin/python benchmarks/bench_rave.py --pair raspberry-l128 [--blocks 300]
         # timbre transfer: the converted encoder + decoder (and the whole PairSynth block) against
         # TorchScript ``forward`` (encode + decode) on the same recorded voice, 1 thread (issue 21)
@@ -61,7 +63,8 @@ def _target(name: str) -> float | None:
     return None
 
 
-def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool = False) -> dict:
+def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool = False,
+              baseline: Path | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -85,14 +88,20 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool =
         paths["fp32_legacy"] = old
         res["states_legacy"] = s_old["states"]
         res["nodes"]["fp32_legacy"] = graph_nodes(old)
-    if int8:
-        from pi_synth.tools.quantize import quantize_model
-
-        for fmt in ("qdq", "qoperator"):
-            q = work / f"{name}.int8-{fmt}.onnx"
-            rep = quantize_model(out, q, fmt=fmt)
-            paths[f"int8_{fmt}"] = q
-            res[f"int8_{fmt}_snr_db"] = rep["snr_db"][fmt]
+    if baseline is not None:  # the same fixture converted by another checkout (e.g. main), same run
+        b = baseline / f"{name}.onnx"
+        if not b.exists():
+            raise SystemExit(f"--baseline {baseline}: no {b.name}; convert the fixture there first")
+        paths["baseline"] = b
+        res["nodes"]["baseline"] = graph_nodes(b)
+    if int8:  # what `pi-synth convert rave --quantize` writes: int8 weights where the bytes are
+        q = work / f"{name}.int8.onnx"
+        rep = rave.quantize_decoder(out, q)
+        paths["int8"] = q
+        res["int8_snr_db"] = rep["snr_db"]
+        res["int8_nodes"] = rep["int8_nodes"]
+        res["nodes"]["int8"] = graph_nodes(q)
+        res["weight_bytes"] = {"fp32": out.stat().st_size, "int8": q.stat().st_size}
     m = rave.load_ts(ts_path)
     k = len(card.controls)
     runtimes = {label: Runtime(p, use_cache=False) for label, p in paths.items()}
@@ -113,7 +122,7 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool =
 
     def seen(label, i, y):  # untimed: the fp32 models against TorchScript, block by block
         nonlocal err
-        if label.startswith("fp32"):
+        if label.startswith("fp32") or label == "baseline":
             err = max(err, float(np.max(np.abs(y[None] - refs[i]))))
 
     def zero_state():  # the measured blocks start from zero state on every side
@@ -130,13 +139,13 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool =
     res["gflops"] = {label: round(2 * macs / (med[label] * 1e-3) / 1e9, 2) for label in med}
     res["max_abs_err_fp32"] = err
     res["realtime_budget_ms"] = round(1e3 * card.block_size / card.sample_rate, 2)
-    fp32 = {label: p for label, p in paths.items() if label.startswith("fp32")}
-    res["block_by_block"] = block_by_block(ts_path, fp32, zs, warm)
+    res["block_by_block"] = block_by_block(ts_path, paths, zs, warm)
     tgt = _target(name)
     if tgt:
         res["target_speedup"] = tgt
-        res["target_met"] = {"rounds": res["speedup_vs_torchscript"]["fp32"] >= tgt,
-                             "block_by_block": res["block_by_block"]["speedup_vs_torchscript"]["fp32"] >= tgt}
+        res["target_met"] = {label: {"rounds": res["speedup_vs_torchscript"][label] >= tgt,
+                                     "block_by_block": res["block_by_block"]["speedup_vs_torchscript"][label] >= tgt}
+                             for label in ("fp32", "int8") if label in paths}
     return res
 
 
@@ -445,6 +454,8 @@ def main() -> int:
                    help="latent frames per call for the by-block-size table (2048-sample blocks × these)")
     p.add_argument("--seconds", type=float, default=8.0, help="audio timed per block size")
     p.add_argument("--fixtures-dir", default=str(ROOT / "work" / "rave-fixtures"))
+    p.add_argument("--baseline", help="a directory of FIXTURE.onnx converted by another checkout (say main): "
+                   "timed beside the others both ways, so before and after come out of one run")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--pair", action="store_true",
                    help="audio in: encoder + decoder against TorchScript forward (writes rave_pair.json)")
@@ -473,7 +484,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     results = []
     for n in args.fixtures:
-        r = bench_one(fx / f"{n}.ts", work, args.blocks, not args.no_int8, args.legacy)
+        r = bench_one(fx / f"{n}.ts", work, args.blocks, not args.no_int8, args.legacy,
+                      Path(args.baseline) if args.baseline else None)
         if args.profile:
             r["profile"] = profile(fx / f"{n}.ts", work / f"{n}.onnx")
         results.append(r)
@@ -486,20 +498,25 @@ def main() -> int:
         if "fp32_legacy" in ms:
             line += (f" | before (legacy, {nodes['fp32_legacy']['run']} nodes, {r['states_legacy']} state pairs) "
                      f"{ms['fp32_legacy']:.3f} ms = {sp['fp32_legacy']}×")
-        for fmt in ("qdq", "qoperator"):
-            if f"int8_{fmt}" in ms:
-                line += (f" | int8 {fmt} {ms[f'int8_{fmt}']:.3f} ms = {sp[f'int8_{fmt}']}×, "
-                         f"SNR {r[f'int8_{fmt}_snr_db']} dB")
+        if "baseline" in ms:
+            line += (f" | baseline ({nodes['baseline']['run']} nodes) {ms['baseline']:.3f} ms = {sp['baseline']}×")
+        if "int8" in ms:
+            line += (f" | int8 ({r['int8_nodes']} matrix products, {nodes['int8']['run']} nodes) {ms['int8']:.3f} ms "
+                     f"= {sp['int8']}×, SNR {r['int8_snr_db']} dB against fp32")
         bb = r["block_by_block"]
         bms, bsp = bb["ms_per_block"], bb["speedup_vs_torchscript"]
         line += (f"\n  block by block, plain session.run: TorchScript {bms['ts']:.3f} ms | ONNX fp32 "
                  f"{bms['fp32']:.3f} ms = {bsp['fp32']}× | max err {bb['max_abs_err']['fp32']:.1e}")
         if "fp32_legacy" in bms:
             line += f" | before (legacy) {bms['fp32_legacy']:.3f} ms = {bsp['fp32_legacy']}×"
+        if "baseline" in bms:
+            line += f" | baseline {bms['baseline']:.3f} ms = {bsp['baseline']}×"
+        if "int8" in bms:
+            line += f" | int8 {bms['int8']:.3f} ms = {bsp['int8']}×"
         if "target_speedup" in r:
-            met = r["target_met"]
-            line += (f"\n  target ≥{r['target_speedup']}×: rounds {'met' if met['rounds'] else 'NOT met'}, "
-                     f"block by block {'met' if met['block_by_block'] else 'NOT met'}")
+            for label, met in r["target_met"].items():
+                line += (f"\n  target ≥{r['target_speedup']}× ({label}): rounds {'met' if met['rounds'] else 'NOT met'}, "
+                         f"block by block {'met' if met['block_by_block'] else 'NOT met'}")
         if "profile" in r:
             pr = r["profile"]
             line += ("\n  profile (share of kernel time by op type, profiler-inflated): "
@@ -517,7 +534,8 @@ def main() -> int:
                   f"({r['speedup_vs_torchscript']}×)", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"blocks": args.blocks, "threads": 1, "cpu": _cpu(), "results": results, "by_block": sweep}
+    meta = {"blocks": args.blocks, "threads": 1, "cpu": _cpu(), "loadavg_end": list(os.getloadavg()),
+            "results": results, "by_block": sweep}
     (out / "rave.json").write_text(json.dumps(meta, indent=2))
     print(f"wrote {out / 'rave.json'}")
     return 0
