@@ -51,17 +51,18 @@ def bench_model(fp32: Path, int8: Path, threads: int) -> dict:
     render(ref_sess, card, calib, feeds_out=feeds)
     ref = render(ref_sess, card, evalseq)
     shipped = read_card(onnx.load(str(int8))).get("quant_format", "qdq")
-    other = "qdq" if shipped == "qoperator" else "qoperator"
+    others = [f for f in ("qdq", "qoperator") if f != shipped]
     with tempfile.TemporaryDirectory() as tmp:
-        twin = Path(tmp, f"{other}.onnx")  # the other format, same layers kept float32
-        _quantize(fp32, twin, other, feeds, float_nodes(int8))
-        paths = {"fp32": fp32, shipped: int8, other: twin}
+        paths = {"fp32": fp32, shipped: int8}
+        for other in others:  # the other static formats, same layers kept float32
+            paths[other] = Path(tmp, f"{other}.onnx")
+            _quantize(fp32, paths[other], other, feeds, float_nodes(int8))
         speed = bench(paths, card, evalseq[:600], threads)
         snr = {k: round(snr_db(ref, render(_session(p, threads), card, evalseq)), 2) for k, p in paths.items()
                if k != "fp32"}
         sizes = {k: p.stat().st_size for k, p in paths.items()}
     fmt = "qoperator" if _is_x86() else "qdq"
-    speedup = {k: round(speed["fp32"]["us_per_block"] / speed[k]["us_per_block"], 3) for k in ("qdq", "qoperator")}
+    speedup = {k: round(speed["fp32"]["us_per_block"] / speed[k]["us_per_block"], 3) for k in paths if k != "fp32"}
     return {"model": card["name"], "format": shipped, "speed": speed, "speedup": speedup, "snr_db": snr, "bytes": sizes,
             "target": {"format": fmt, "speedup": speedup[fmt], "min": TARGET, "met": speedup[fmt] >= TARGET},
             "threads": threads, "cpu": _cpu_name()}
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         r = results[fp32.name] = bench_model(fp32, int8, args.threads)
         s = r["speed"]
         print(f"{r['model']}: µs/block median (p99), {args.threads} thread(s)")
-        for k in ("fp32", "qdq", "qoperator"):
+        for k in ("fp32", *(f for f in ("qdq", "qoperator", "dynamic") if f in r["speedup"])):
             extra = "" if k == "fp32" else f"  x{r['speedup'][k]}  SNR {r['snr_db'][k]} dB"
             print(f"  {k:10s} {s[k]['us_per_block']:8.1f} ({s[k]['us_p99']:.0f})  RTF {s[k]['rtf']:.4f}  "
                   f"{r['bytes'][k] / 1e6:.2f} MB{extra}")

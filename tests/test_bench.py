@@ -101,8 +101,10 @@ def test_int8_ceiling_frees_exactly_the_quantized_ops(tmp_path):
 
     models = Path(__file__).resolve().parents[1] / "models"
     convs = [f"/net/convs.{i}/conv/Conv" for i in range(4)]
+    # the shipped int8 file is made from the fp32 graph with these convs as MatMuls (convs_as_matmul)
     names = quantize.quantized_nodes(models / "morph.int8.onnx")
-    assert sorted(names) == convs
+    assert sorted(n.split("/conv/")[0] for n in names) == [c.split("/conv/")[0] for c in convs], names
+    names = convs
     # the flute: some of its residual convs (each a MatMul over its taps) int8, those its export found
     # cheapest (note_export.py); the synthesis' MatMuls and the input and output layers stay float32
     flute = quantize.quantized_nodes(models / "flute.int8.onnx")
@@ -133,10 +135,34 @@ def test_quantized_nodes_reads_both_int8_formats(tmp_path):
     convs = [n.name for n in graph if n.op_type == "Conv"]
     kept = [convs[0], convs[-1]] + [n.name for n in graph if n.op_type == "MatMul"]  # the synthesis' too
     found = {}
-    for fmt in ("qdq", "qoperator"):
+    for fmt in ("qdq", "qoperator", "dynamic"):
         _quantize(fp32, tmp_path / f"{fmt}.onnx", fmt, feeds, kept)
         found[fmt] = sorted(quantize.quantized_nodes(tmp_path / f"{fmt}.onnx"))
-    assert found["qdq"] == found["qoperator"] == sorted(set(convs) - set(kept))
+    assert found["qdq"] == found["qoperator"] == found["dynamic"] == sorted(set(convs) - set(kept))
+
+
+def test_convs_as_matmul_is_the_same_function_and_quantizes_dynamically(tmp_path):
+    """The morph decoder's residual convs (cache + one new frame) rewritten as MatMuls play the same audio;
+    dynamic int8 of the rewrite runs one fused int8 kernel per conv (the shipped morph int8 file's recipe)."""
+    import onnx
+
+    from pi_synth.tools.quantize import (_quantize, _session, control_sequence, convs_as_matmul,
+                                         default_exclude, read_card, render)
+
+    fp32 = Path(__file__).resolve().parents[1] / "models" / "morph.fp32.onnx"
+    card = read_card(onnx.load(str(fp32)))
+    convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv" and "/convs." in n.name]
+    mm = tmp_path / "mm.onnx"
+    done = convs_as_matmul(fp32, mm, convs)
+    assert sorted(done) == sorted(convs) and len(convs) == 4
+    ctl = control_sequence(card, 40, seed=3)
+    a, b = render(_session(fp32), card, ctl), render(_session(mm), card, ctl)
+    assert np.abs(a).max() > 1e-3 and np.abs(a - b).max() < 1e-4 * np.abs(a).max()
+    with pytest.raises(quantize.ModelError):
+        convs_as_matmul(fp32, tmp_path / "x.onnx", ["/net/no/Conv"])
+    q = tmp_path / "dyn.onnx"
+    _quantize(mm, q, "dynamic", [], default_exclude(onnx.load(str(mm))))
+    assert quantize.int8_kernels_on_arm(q) == {"quantized_ops": 4, "int8_kernels": 4}
 
 
 def test_shipped_int8_files_run_int8_kernels_under_the_arm_rule():

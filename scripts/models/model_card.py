@@ -46,13 +46,14 @@ def io_table(path: Path) -> str:
 
 def speed_lines(q: dict) -> str:
     s, shipped = q["speed"], q.get("format", "qdq")
-    label = {"qdq": "int8 QDQ S8S8", "qoperator": "int8 QOperator U8S8"}
+    label = {"qdq": "int8 QDQ S8S8", "qoperator": "int8 QOperator U8S8", "dynamic": "int8 dynamic (MatMulInteger)"}
+    note = {"qoperator": "; int8 kernels on x86 and ARM", "dynamic": "; int8 kernels on x86 and ARM, no calibration"}
     rows = ["| model | µs per block (median, 1 thread) | p99 | real-time factor | speed-up vs fp32 | SNR vs fp32 |",
             "|---|---|---|---|---|---|",
             f"| fp32 | {s['fp32']['us_per_block']} | {s['fp32']['us_p99']} | {s['fp32']['rtf']} | 1 | — |"]
-    for f in ("qdq", "qoperator"):
+    for f in (f for f in label if f in q["snr_db"]):
         rows.append(f"| {label[f]} ({'shipped' if f == shipped else 'not shipped'}"
-                    f"{'; int8 kernels on x86 and ARM' if f == 'qoperator' else ''}) | {s[f]['us_per_block']} | "
+                    f"{note.get(f, '')}) | {s[f]['us_per_block']} | "
                     f"{s[f]['us_p99']} | {s[f]['rtf']} | ×{q['speedup'][f]} | {q['snr_db'][f]} dB |")
     return "\n".join(rows)
 
@@ -65,11 +66,15 @@ def repeat_bench(name: str):
     return None
 
 
-def quant_text(q: dict, name: str) -> str:
+def quant_text(q: dict, name: str, rewrite_snr=None) -> str:
     net = [n for n in q["fp32_nodes"] if "synth" not in n.lower()]
     dsp = len(q["fp32_nodes"]) > len(net)
     rep = repeat_bench(name)
-    ups = [q["speedup"]["qoperator"]] + ([rep["speedup"]["qoperator"]] if rep else [])
+    fmt = q.get("format", "qdq")
+    key = "qoperator" if fmt == "qdq" else fmt  # the format this x86 CPU runs as int8 kernels
+    if rep and key not in rep["speedup"]:
+        rep = None
+    ups = [q["speedup"][key]] + ([rep["speedup"][key]] if rep else [])
     if min(ups) >= 1.5:
         target = "meets the ≥1.5× target"
     elif max(ups) >= 1.5:
@@ -77,8 +82,12 @@ def quant_text(q: dict, name: str) -> str:
     else:
         target = "misses the ≥1.5× target"
     runs = " and ".join(f"×{u}" for u in ups)
-    shipped = " and the one shipped" if q.get("format") == "qoperator" else ""
-    target += f" ({runs} with QOperator, the format this x86 CPU runs as int8{shipped}; {'two runs' if rep else 'one run'})"
+    if key == "dynamic":
+        target += f" ({runs}, the shipped dynamic format; {'two runs' if rep else 'one run'})"
+    else:
+        shipped = " and the one shipped" if fmt == "qoperator" else ""
+        target += (f" ({runs} with QOperator, the format this x86 CPU runs as int8{shipped}; "
+                   f"{'two runs' if rep else 'one run'})")
     repeat = ""
     if rep:
         s = rep["speed"]
@@ -87,8 +96,21 @@ def quant_text(q: dict, name: str) -> str:
                   f"QOperator {s['qoperator']['us_per_block']} µs (×{rep['speedup']['qoperator']}). The machine was "
                   "shared with other work while measuring, so expect ±20% between runs.")
     kept = ("the synthesis (oscillators, noise filters) and the network layers " if dsp else "the layers ")
-    return (f"Static int8 (onnxruntime.quantization, MinMax calibration on realistic controls fed block by "
-            f"block with the state carried; SNR measured on a different 8 s sequence). Conv/MatMul/Gemm are "
+    how = ("Static int8 (onnxruntime.quantization, MinMax calibration on realistic controls fed block by "
+           "block with the state carried; SNR measured on a different 8 s sequence)")
+    if fmt == "dynamic":
+        how = ("Dynamic int8 (onnxruntime.quantization.quantize_dynamic: int8 per-channel weights; each call "
+               "quantizes its activations to uint8 over their own range and the int32 sums come back "
+               "to float exactly, so nothing is calibrated and no output is rounded; SNR measured on an 8 s "
+               "moving-controls sequence). The static formats below are calibrated as above and shown for "
+               "comparison")
+        if rewrite_snr is not None:
+            how += (". First the residual convs, which see their cache and one new frame, are rewritten as the "
+                    "MatMuls they are (`pi_synth.tools.quantize.convs_as_matmul`; the same function: "
+                    f"{rewrite_snr} dB from the fp32 file), since onnxruntime fuses a dynamic MatMul into one "
+                    "int8 kernel (DynamicQuantizeMatMul) while a dynamic Conv came out slower than fp32 here; "
+                    "the table's fp32 row is that rewritten graph, the shipped fp32 file is timed below")
+    return (f"{how}. Conv/MatMul/Gemm are "
             f"quantized; kept in float32: {kept}"
             f"`{'`, `'.join(net)}` (input and output layers by default; the export script says why any other). "
             f"Size {q['fp32_bytes'] / 1e6:.2f} MB fp32 → {q['int8_bytes'] / 1e6:.2f} MB int8. "
@@ -423,7 +445,7 @@ the schedule runs on a {t['minutes_budget']:g}-min wall-time budget, so a busier
 evaluation + quantization {pl['export_seconds'] / 60:.1f} min: **{pl['total_minutes']} min in all**. Training
 {pl['train_cpu_hours']} CPU-hours; energy ≈ {pl['energy_wh_assumed']} Wh at an assumed 10 W per busy core (an
 estimate, not a measurement). Load average at the end of training: {" ".join(t.get('loadavg_end', []))}.
-
+{requant_text(m, name)}
 ## Quality (held out)
 The held-out audio through the encoder and the fp32 decoder, both block by block in onnxruntime (as
 `pi-synth render {name} --input` plays it), the encoder's latency taken out:
@@ -451,7 +473,7 @@ int8 against fp32, worst of: the default knobs ({s8['defaults']} dB), 20 random 
 **{s8['worst']} dB** (target ≥ 30 {ok(s8['worst'] >= 30)}; {sum(v >= 30 for v in s8['random_knobs'])} of the 20 knob
 positions reach 30 dB). Only the decoder ships in int8; the encoder is float32.
 
-{quant_text(q, name)}
+{quant_text(q, name, m.get('matmul_rewrite_snr_db'))}
 
 Decoder, 1 thread, this machine (load {" ".join(sp['loadavg'])}): fp32 {here['fp32']['us_per_block']} µs per block,
 RTF **{here['fp32']['rtf']}** (target ≤ 0.15 {ok(here['fp32']['rtf'] <= 0.15)}); int8 {here['int8']['us_per_block']} µs,
@@ -468,6 +490,16 @@ click). Trained on one sound font's instruments, dry: reverberant or noisy input
 No reverb, no stereo.
 """
     (models / f"{name}.MODEL_CARD.md").write_text(text)
+
+
+def requant_text(m: dict, name: str) -> str:
+    r = m.get("requantized")
+    if not r:
+        return ""
+    return (f"\nThe int8 file was re-made on {r['date']} from the shipped `{name}.fp32.onnx` by "
+            f"`python scripts/models/morph_export.py --int8-only` ({r['seconds'] / 60:.1f} min; needs the data of "
+            "`morph_data.py` and this export's metrics, not the checkpoint): the int8 and speed figures below are "
+            "that run's, every other figure the full export's.\n")
 
 
 def len_s(part: str) -> str:

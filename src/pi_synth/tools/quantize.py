@@ -6,17 +6,27 @@
 ``quantize_model(in_path, out_path, *, fmt="qdq", calibration_blocks=None, exclude=None) -> dict``
 
 - ``fmt``: ``"qdq"`` (default; S8S8 QuantizeLinear/DequantizeLinear pairs — the format onnxruntime runs as real
-  int8 kernels on ARM, i.e. on the Pi) or ``"qoperator"`` (QLinearConv/QLinearMatMul with uint8 activations —
-  the format onnxruntime runs as int8 on x86, and on ARM through MLAS's U8X8 kernels: the shipped morph voice uses it).
+  int8 kernels on ARM, i.e. on the Pi), ``"qoperator"`` (QLinearConv/QLinearMatMul with uint8 activations —
+  the format onnxruntime runs as int8 on x86, and on ARM through MLAS's U8X8 kernels) or ``"dynamic"``
+  (ConvInteger/MatMulInteger: int8 per-channel weights, each call's activations quantized to uint8 over that
+  call's own range, the int32 sums turned back to float exactly — no calibration and no rounding of the
+  outputs; the shipped morph voice uses it: a calibrated static range rounds its level finely enough at most
+  knob positions, not at all).
 - ``calibration_blocks``: ``None`` (a realistic control sequence made from the card: notes with loudness
   envelopes and legato changes for pitch/loudness voices, slow random walks over each control's range
   otherwise), an ``int`` (that many blocks of it), or an array ``[n_blocks, n_controls, control_frames]``.
-  Calibration feeds the blocks one by one with the state carried, exactly as the engine plays them.
+  Calibration feeds the blocks one by one with the state carried, exactly as the engine plays them; a list of
+  such arrays plays each from zero state. (``"dynamic"`` needs none; the report's static twins do.)
 - ``exclude``: node names kept in float32. ``None`` picks them automatically (:func:`default_exclude`): every
   node whose name contains ``synth`` (pi-synth's exporters put the DSP under a ``synth`` module: oscillators and
   noise filters must stay exact), and the network's first and last Conv/MatMul/Gemm (the first sees the raw
   controls, the last turns small errors into large amplitude errors). Only Conv, MatMul and Gemm are
   quantized; everything else stays float32.
+
+``convs_as_matmul(in_path, out_path, names)`` rewrites one-output-frame Conv nodes (a streaming causal conv
+fed its cache and one new frame) as Gather + MatMul, the same function: onnxruntime fuses a dynamically
+quantized MatMul into one int8 kernel (DynamicQuantizeMatMul), where a dynamic Conv costs more in its extra
+nodes than its int8 arithmetic saves. The shipped morph int8 file is made this way.
 
 ``snr_quantizing(in_path, node_sets)`` gives, for each set of node names, the SNR of an int8 file that quantizes
 only those: what each layer costs, so an exporter can quantize the cheap ones (``scripts/models/note_export.py``).
@@ -151,10 +161,13 @@ def default_exclude(model) -> list[str]:
     return excl
 
 
+FORMATS = ("qdq", "qoperator", "dynamic")
+
+
 def _quantize(src: Path, dst: Path, fmt: str, feeds: list[dict], exclude, method: str = "minmax") -> list[str]:
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+                                          quantize_dynamic, quantize_static)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -165,6 +178,10 @@ def _quantize(src: Path, dst: Path, fmt: str, feeds: list[dict], exclude, method
 
     model = onnx.load(str(src))
     excl = default_exclude(model) if exclude is None else list(exclude)
+    if fmt == "dynamic":
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(QUANT_OPS), per_channel=True,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=excl)
+        return excl
     qdq = fmt == "qdq"
     quantize_static(
         str(src), str(dst), Reader(),
@@ -182,6 +199,58 @@ def _quantize(src: Path, dst: Path, fmt: str, feeds: list[dict], exclude, method
     return excl
 
 
+def convs_as_matmul(in_path, out_path, names) -> dict[str, str]:
+    """Write ``in_path`` with each Conv in ``names`` (stride 1, no padding, one group, an input exactly one
+    output frame long: ``(kernel - 1) * dilation + 1`` frames) as Gather(its taps) -> Reshape -> MatMul -> Add
+    (bias) -> Reshape: the same function, as a MatMul. Returns {conv name: MatMul name}."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(in_path))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+    init = {i.name: i for i in m.graph.initializer}
+    names, done, nodes = set(names), {}, []
+    for n in m.graph.node:
+        if n.name not in names:
+            nodes.append(n)
+            continue
+        at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        W = numpy_helper.to_array(init[n.input[1]])
+        o, c, k = W.shape
+        d = at.get("dilations", [1])[0]
+        length = (shapes.get(n.input[0]) or [0, 0, 0])[-1]
+        if (at.get("group", 1) != 1 or any(at.get("pads", [0])) or at.get("strides", [1]) != [1]
+                or length != (k - 1) * d + 1):
+            raise ModelError(f"{n.name}: not a one-output-frame conv (input length {length}, kernel {k}, "
+                             f"dilation {d}); only those become a MatMul")
+        B = numpy_helper.to_array(init[n.input[2]]) if len(n.input) > 2 else np.zeros(o, W.dtype)
+        p = n.name.rsplit("/", 1)[0] + "/mm_"
+        mm = n.name.rsplit("/", 1)[0] + "/MatMul"
+        m.graph.initializer.extend([
+            numpy_helper.from_array(np.arange(k, dtype=np.int64) * d, p + "taps"),
+            numpy_helper.from_array(np.array([1, c * k], np.int64), p + "flat"),
+            numpy_helper.from_array(np.array([1, o, 1], np.int64), p + "shape"),
+            numpy_helper.from_array(np.ascontiguousarray(W.reshape(o, c * k).T), p + "W"),
+            numpy_helper.from_array(B, p + "B")])
+        nodes += [helper.make_node("Gather", [n.input[0], p + "taps"], [p + "g"], axis=2, name=p + "Gather"),
+                  helper.make_node("Reshape", [p + "g", p + "flat"], [p + "x"], name=p + "Flat"),
+                  helper.make_node("MatMul", [p + "x", p + "W"], [p + "y"], name=mm),
+                  helper.make_node("Add", [p + "y", p + "B"], [p + "yb"], name=p + "Bias"),
+                  helper.make_node("Reshape", [p + "yb", p + "shape"], [n.output[0]], name=p + "Out")]
+        done[n.name] = mm
+    if set(done) != names:
+        raise ModelError(f"{in_path}: no Conv node named {', '.join(sorted(names - set(done)))}")
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    used = {i for n in m.graph.node for i in n.input}
+    keep = [i for i in m.graph.initializer if i.name in used]  # the convs' own weights are copied, not shared
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+    onnx.save(m, str(out_path))
+    return done
+
+
 def _calibrate(in_path: Path, card: dict, calibration_blocks, eval_seconds: float, threads: int):
     """Calibration feeds (every block's inputs, state carried), the held-out control sequence and
     its fp32 render."""
@@ -189,15 +258,18 @@ def _calibrate(in_path: Path, card: dict, calibration_blocks, eval_seconds: floa
     n_ctrl, frames = len(card["controls"]), card["control_frames"]
     if calibration_blocks is None or isinstance(calibration_blocks, int):
         n = calibration_blocks or max(64, int(8.0 * sr / block))
-        calib = control_sequence(card, n, seed=1)
+        calibs = [control_sequence(card, n, seed=1)]
     else:
-        calib = np.asarray(calibration_blocks, np.float32)
-        if calib.ndim != 3 or calib.shape[1:] != (n_ctrl, frames):
-            raise ValueError(f"calibration_blocks must be [n_blocks, {n_ctrl}, {frames}], got {list(calib.shape)}")
+        calibs = [np.asarray(c, np.float32) for c in (
+            calibration_blocks if isinstance(calibration_blocks, (list, tuple)) else [calibration_blocks])]
+        for calib in calibs:
+            if calib.ndim != 3 or calib.shape[1:] != (n_ctrl, frames):
+                raise ValueError(f"calibration_blocks must be [n_blocks, {n_ctrl}, {frames}], got {list(calib.shape)}")
     evalseq = control_sequence(card, max(64, int(eval_seconds * sr / block)), seed=2)
     fp32 = _session(in_path, threads)
     feeds: list[dict] = []
-    render(fp32, card, calib, feeds_out=feeds)
+    for calib in calibs:
+        render(fp32, card, calib, feeds_out=feeds)
     return feeds, evalseq, render(fp32, card, evalseq)
 
 
@@ -239,8 +311,8 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
     import onnx
 
     fmt = fmt.lower()
-    if fmt not in ("qdq", "qoperator"):
-        raise ValueError(f"fmt must be 'qdq' or 'qoperator', got {fmt!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(map(repr, FORMATS))}, got {fmt!r}")
     in_path, out_path = Path(in_path), Path(out_path)
     try:
         onnx.load(str(in_path))  # a file onnx cannot read is refused before any work
@@ -257,7 +329,7 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
         if why:
             report["pre_process"] = why
         paths = {}
-        for f in ("qdq", "qoperator"):
+        for f in ("qdq", "qoperator") + ((fmt,) if fmt not in ("qdq", "qoperator") else ()):
             paths[f] = out_path if f == fmt else Path(tmp, f"{f}.onnx")
             excl = _quantize(pre, paths[f], f, feeds, exclude)
             if f == fmt:
@@ -267,8 +339,7 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
             report["snr_db"][f] = round(snr_db(ref, render(_session(p, threads), card, evalseq)), 2)
         speed = bench({"fp32": in_path, **paths}, card, evalseq[:600], threads)
         report["speed"] = speed
-        report["speedup"] = {f: round(speed["fp32"]["us_per_block"] / speed[f]["us_per_block"], 3)
-                             for f in ("qdq", "qoperator")}
+        report["speedup"] = {f: round(speed["fp32"]["us_per_block"] / speed[f]["us_per_block"], 3) for f in paths}
 
         write_card(out_path, dict(card, precision="int8", snr_db=report["snr_db"][fmt], quant_format=fmt))
     report["int8_bytes"] = out_path.stat().st_size
@@ -288,7 +359,8 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
 def quantized_nodes(int8_path) -> list[str]:
     """The fp32 graph's Conv/MatMul/Gemm nodes an int8 file runs quantized. QDQ: those fed
     by a DequantizeLinear (the others were kept in float32). QOperator: the QLinearConv /
-    QLinearMatMul / …Integer nodes, which onnxruntime's quantizer names ``<fp32 name>_quant``."""
+    QLinearMatMul / …Integer nodes (dynamic: ConvInteger / MatMulInteger), which onnxruntime's quantizer names
+    ``<fp32 name>_quant``."""
     import onnx
 
     m = onnx.load(str(int8_path))
@@ -334,7 +406,8 @@ def int8_kernels_on_arm(int8_path) -> dict:
     (QLinearConv, QLinearMatMul, …) under its ARM rule. An x86 CPU without VNNI keeps S8S8
     QDQ as float; ``session.qdqisint8allowed = 1`` applies the ARM graph transforms here,
     so the graph a Pi would run can be checked without one (its speed cannot). A QOperator
-    file is made of those kernels already."""
+    file is made of those kernels already; a dynamic file's MatMulInteger becomes one
+    DynamicQuantizeMatMul kernel."""
     import tempfile
 
     import onnx
@@ -348,7 +421,8 @@ def int8_kernels_on_arm(int8_path) -> dict:
         ort.InferenceSession(str(int8_path), so, providers=["CPUExecutionProvider"])
         ops = [n.op_type for n in onnx.load(opt).graph.node]
     return {"quantized_ops": len(quantized_nodes(int8_path)),
-            "int8_kernels": sum(op in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger") for op in ops)}
+            "int8_kernels": sum(op in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+                                       "DynamicQuantizeMatMul", "MatMulIntegerToFloat") for op in ops)}
 
 
 def int8_ceiling(fp32_path, int8_path, *, blocks: int = 500, threads: int = 1) -> dict:
@@ -400,12 +474,14 @@ def format_report(report: dict) -> str:
     """Human-readable lines for ``pi-synth quantize --report``."""
     s = report["speed"]
     dsp = [n for n in report["fp32_nodes"] if "synth" in n.lower()]
+    label = {"qdq": "QDQ", "qoperator": "QOperator", "dynamic": "dynamic"}
+    fmts = [f for f in FORMATS if f in report["snr_db"]]
     lines = [
         f"model {report['model']}: {report['fp32_bytes'] / 1e6:.2f} MB fp32 -> {report['int8_bytes'] / 1e6:.2f} MB "
         f"int8 ({report['format']})",
-        f"SNR vs fp32: QDQ {report['snr_db']['qdq']} dB, QOperator {report['snr_db']['qoperator']} dB",
-        f"µs/block (1 thread): fp32 {s['fp32']['us_per_block']}, QDQ {s['qdq']['us_per_block']} "
-        f"(x{report['speedup']['qdq']}), QOperator {s['qoperator']['us_per_block']} (x{report['speedup']['qoperator']})",
+        "SNR vs fp32: " + ", ".join(f"{label[f]} {report['snr_db'][f]} dB" for f in fmts),
+        "µs/block (1 thread): fp32 " + str(s["fp32"]["us_per_block"]) + ", " + ", ".join(
+            f"{label[f]} {s[f]['us_per_block']} (x{report['speedup'][f]})" for f in fmts),
         *([f"ceiling (fp32 with the quantized ops made free): x{report['ceiling']}; int8 stays below it"]
           if isinstance(report.get("ceiling"), float) else []),
         "kept float32: " + (", ".join(
