@@ -1,5 +1,8 @@
 """Train the morph voice: the z encoder and the harmonic-plus-noise decoder together, as an autoencoder,
-on the multi-scale spectral distance the evaluation uses (common.spectral_distance).
+on the multi-scale spectral distance the evaluation uses (common.spectral_distance) plus a per-frame
+harmonic-to-noise match (:func:`hnr_loss`, ``--hnr-weight``). The spectral distance alone rewards noise in the
+gaps between harmonics (its 64..256-point FFTs cannot resolve them): the decoder trained on it alone put its
+output 8.6 dB below the reference's HNR on held-out material, its harmonics alone 16 dB above it.
 
 The encoder's DSP half (pitch, loudness, log-mel) has no weights: it is computed once over the data
 (morph_model.offline_features, the same module the streaming encoder runs). The decoder hears the data's
