@@ -141,10 +141,15 @@ def harmonics(y, test):
     cents = 1200 * np.abs(np.log2(f0_out / f0_ref))
     within = float(np.mean((cents[voiced] < 50) & (per_out[voiced] > 0.5)))
     h_ref, h_out = hnr_db(test["audio"], f0_ref, test["loudness"], voiced), hnr_db(y, f0_ref, test["loudness"], voiced)
+    by_part = {}  # the same measure on each half of the held-out set (test["part"]: 0 and 1)
+    for name, k in (("seen_programs_held_out_notes", 0), ("held_out_programs", 1)):
+        v = voiced & (test["part"] == k)
+        r, o = hnr_db(test["audio"], f0_ref, test["loudness"], v), hnr_db(y, f0_ref, test["loudness"], v)
+        by_part[name] = {"reference": round(r, 2), "model": round(o, 2), "diff": round(o - r, 2)}
     return {"voiced_frames": int(voiced.sum()), "f0_within_50_cents": round(within, 4),
             "f0_median_abs_cents": round(float(np.median(cents[voiced])), 2),
             "hnr_db_reference": round(h_ref, 2), "hnr_db_model": round(h_out, 2),
-            "hnr_db_diff": round(h_out - h_ref, 2)}
+            "hnr_db_diff": round(h_out - h_ref, 2), "hnr_by_part": by_part}
 
 
 def make_cards(name, lo, hi, pitch_rng, loud_max, loud_default, var, dec_states, enc_states):
