@@ -301,6 +301,10 @@ def _cli_checks(cmd: list[str], pkg: Path, site: Path, work: Path, native_wav: P
     return res
 
 
+#: op kernels that compute in int8 (what a profile names them after onnxruntime's fusions)
+INT8_OPS = ("QLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul")
+
+
 def check(out: Path, cpus: list[str], blocks: int = 24, tests: bool = True) -> dict:
     import numpy as np
 
@@ -344,7 +348,9 @@ def check(out: Path, cpus: list[str], blocks: int = 24, tests: bool = True) -> d
             r["models"][m.name] = {
                 "snr_vs_x86_db": snr_db(n, a), "max_abs_diff": float(np.abs(a - n).max()),
                 "peak": float(np.abs(n).max()), "finite": bool(np.isfinite(a).all()),
-                "int8_ops": {k: v for k, v in ops.items() if k.startswith(("QLinear", "ConvInteger", "MatMulInteger"))},
+                # int8 kernels: a QDQ file's fused ops, and a dynamic-int8 file's (morph's convs as
+                # MatMuls: DynamicQuantizeMatMul, the same kernel on x86)
+                "int8_ops": {k: v for k, v in ops.items() if k.startswith(INT8_OPS)},
                 "float_convs": ops.get("Conv", 0) + ops.get("FusedConv", 0),
                 # op kernels that ran a different number of times here (x86, arm64): onnxruntime
                 # fuses per platform (e.g. QDQ pairs it has an arm64-only kernel for)

@@ -52,7 +52,8 @@ def test_shipped_models_sound_the_same_on_arm64(result):
 def test_int8_convolutions_run_as_int8_on_arm64(result):
     # and never fewer than here: onnxruntime fuses a QDQ file's S8S8 convs and matmuls into
     # int8 kernels (QLinearConv, QLinearMatMul / MatMulInteger…) on arm64 (the flute's: its
-    # causal convs are MatMuls over their taps), where on x86 it runs them dequantized in float
+    # causal convs are MatMuls over their taps), where on x86 it runs them dequantized in float;
+    # a dynamic-int8 file (morph) runs DynamicQuantizeMatMul on both
     for cpu, r in result["cpus"].items():
         for name, m in r["models"].items():
             if ".int8." in name:
