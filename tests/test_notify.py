@@ -248,3 +248,38 @@ def test_pi_synth_run_speaks_the_notify_protocol(notify_socket):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_signal_handler_takes_no_lock():
+    """``pi-synth run``'s SIGTERM/SIGHUP handlers run in the main thread between two bytecodes,
+    maybe while it holds the loop Event's lock inside ``Event.wait``: a handler that takes a
+    lock (``Event.set()`` does) then waits on itself for ever (the run above once ignored
+    SIGTERM after a reload, on a loaded machine). The C calls a handler makes, profiled:
+    no lock among them."""
+    from pi_synth.app import SignalFlags
+
+    def c_calls(fn, *args):
+        seen = []
+        sys.setprofile(lambda frame, event, arg: seen.append(getattr(arg, "__qualname__", repr(arg)))
+                       if event == "c_call" else None)
+        try:
+            fn(*args)
+        finally:
+            sys.setprofile(None)
+        return seen
+
+    assert any("enter" in c or "acquire" in c for c in c_calls(threading.Event().set))  # the probe sees a lock
+    flags = SignalFlags()
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        calls = c_calls(flags.handle, sig, None)
+        assert not [c for c in calls if "enter" in c or "acquire" in c], calls
+    assert flags.stop and flags.reload
+    # through a real signal to this process: the flag it names, nothing else
+    other = SignalFlags()
+    old = signal.signal(signal.SIGHUP, other.handle)
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.05)
+        assert other.reload and not other.stop
+    finally:
+        signal.signal(signal.SIGHUP, old)

@@ -425,6 +425,24 @@ def _demo_phrase_if_played_by_notes(cfg, model):
         f"({DEMO_MIDI}); give your own with --midi FILE.mid or --events FILE.json")
 
 
+class SignalFlags:
+    """What SIGTERM/SIGINT (stop) and SIGHUP (reload) asked for, as plain flags the main loop
+    reads every tick. A Python signal handler runs in the main thread between two bytecodes,
+    possibly while that thread holds an Event's lock inside ``Event.wait``: an ``Event.set()``
+    there waits on itself for ever (seen: ``pi-synth run`` deaf to SIGTERM after a SIGHUP, on
+    a loaded machine). Setting an attribute takes no lock."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+
+    def handle(self, signum, frame=None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload = True
+        else:
+            self.stop = True
+
+
 def run(cfg, *, model: str | None = None, events=(), seconds: float | None = None, sets=(),
         emulate: bool = False, panel: bool = True, config_path: str | None = None, loop: bool = False) -> int:
     """``pi-synth run``: the instrument live — engine, control sources, sd_notify and the
@@ -484,11 +502,10 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
         realtime=a.realtime and backend.paced, mode=a.engine, cpus=set(a.cpus) or None,
         late=a.late_render,
     )
-    stop = threading.Event()
-    reload = threading.Event()
-    for sig, handler in ((signal.SIGTERM, lambda *_: stop.set()), (signal.SIGINT, lambda *_: stop.set()),
-                         (signal.SIGHUP, lambda *_: reload.set())):
-        saved_signals[sig] = signal.signal(sig, handler)
+    stop = threading.Event()  # the panel's quit key (another thread)
+    asked = SignalFlags()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        saved_signals[sig] = signal.signal(sig, asked.handle)
     if a.realtime and a.backend == "alsa":  # a sound card, where a page fault is a click (elsewhere
         from pi_synth.service.realtime import lock_memory  # the warning would only be noise)
 
@@ -533,14 +550,16 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     last: dict = {}
     ready = False
     try:
-        while not engine.finished and not stop.is_set():
+        while not engine.finished and not stop.is_set() and not asked.stop:
             stop.wait(0.1 if not ready else 0.25)
+            if asked.stop:
+                break
             st = inst.status()
             if not ready and engine.stats.first_audio_at:
                 ready = True
                 notifier.ready(status_line(st))
-            if reload.is_set():
-                reload.clear()
+            if asked.reload:
+                asked.reload = False
                 notifier.reloading()
                 inst.reload(config_path)
                 notifier.ready(status_line(inst.status()))
