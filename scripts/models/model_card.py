@@ -512,6 +512,16 @@ the training data's voiced frames, measured as the evaluation measures it, a 409
 `morph_train.hnr_loss`). Without it the noise bands filled the gaps between harmonics: the previous decoder
 (trained on the spectral distance alone) sat 8.6 dB below the reference's HNR on the held-out set, its harmonics alone 16 dB above,
 and at half its noise level 3.3 dB below — the small FFTs of the spectral distance cannot tell harmonics from noise.
+""" + fundamental_text(t))
+
+
+def fundamental_text(t: dict) -> str:
+    w = t.get("fundamental_weight")
+    if not w:
+        return ""
+    return (f"""Also a per-frame match of the fundamental's share of the harmonic energy (weight {w:g}, bels, the same
+window; `morph_train.fundamental_loss`): a run with the HNR match alone (weight 1) moved energy from the
+fundamental to the second harmonic, and at the default knobs YIN heard the octave above.
 """)
 
 
