@@ -128,6 +128,17 @@ def test_a_note_at_the_default_knobs_plays_its_pitch(cli, tmp_path):
     assert harmonic_excess_db(tail, f0) > 20
 
 
+@pytest.mark.parametrize("pitch", [65.0, 82.0, 110.0, 147.0, 220.0, 330.0, 440.0, 660.0])
+def test_the_pitch_control_plays_that_pitch_across_the_range(pitch):
+    """The decoder alone, timbre at its defaults, held at each pitch: the fundamental heard is
+    the one asked for (the model before the fundamental match played 220, 330 and 440 Hz an
+    octave up: its fundamental below its second harmonic)."""
+    card = load_card(FP32)
+    y = play(FP32, defaults(card, 200, pitch=pitch))
+    f0 = f0_of(y[len(y) // 2:])
+    assert cents(f0, pitch) < 20, f"asked {pitch} Hz, heard {f0:.1f} Hz"
+
+
 @pytest.mark.parametrize("i", range(6))
 def test_each_timbre_knob_moves_the_sound(i):
     """z_i from its min to its max: the spectral envelope (third-octave band levels of a held tone)
