@@ -92,14 +92,20 @@ def frame_hnr(x, f0, n=HNR_FFT):
 def hnr_loss(y, a, c, warm, edge=HNR_FFT // (2 * BLOCK)):
     """Mean |HNR(y) - HNR(a)| (bels) over the crop's voiced frames (periodicity > 0.8, loudness > -50 dB,
     as the evaluation picks them) whose window lies inside the crop; also the signed mean difference (dB)."""
+    return _voiced_match(frame_hnr, y, a, c, warm, edge)
+
+
+def _voiced_match(measure, y, a, c, warm, edge):
+    """Mean |measure(y) - measure(a)| (bels) over the crop's voiced frames whose window lies inside
+    the crop, and the signed mean difference (dB): what :func:`hnr_loss` and :func:`fundamental_loss` share."""
     f0 = c["f0"][:, warm:]
-    hy, ha = frame_hnr(y, f0), frame_hnr(a, f0)
-    t = torch.arange(hy.shape[1])
-    keep = (c["per"][:, warm : warm + hy.shape[1]] > 0.8) & (c["loud_data"][:, warm : warm + hy.shape[1]] > -50)
-    keep = keep & (t >= edge - 1)[None] & (t < hy.shape[1] - edge)[None]
+    my, ma = measure(y, f0), measure(a, f0)
+    t = torch.arange(my.shape[1])
+    keep = (c["per"][:, warm : warm + my.shape[1]] > 0.8) & (c["loud_data"][:, warm : warm + my.shape[1]] > -50)
+    keep = keep & (t >= edge - 1)[None] & (t < my.shape[1] - edge)[None]
     if not bool(keep.any()):
         return y.sum() * 0.0, 0.0
-    d = (hy - ha)[keep]
+    d = (my - ma)[keep]
     return d.abs().mean(), float(10 * d.mean())
 
 
@@ -124,15 +130,7 @@ def fundamental_loss(y, a, c, warm, edge=HNR_FFT // (2 * BLOCK)):
     keeps; also the signed mean difference (dB). Why (issue 22): the HNR match alone (``--hnr-weight 1``) let
     the decoder move harmonic energy from the fundamental to the second harmonic, so that at the default knobs
     (220 Hz, z = 0) YIN heard the octave above; this ties the fundamental's level to the reference's."""
-    f0 = c["f0"][:, warm:]
-    sy, sa = frame_fundamental_share(y, f0), frame_fundamental_share(a, f0)
-    t = torch.arange(sy.shape[1])
-    keep = (c["per"][:, warm : warm + sy.shape[1]] > 0.8) & (c["loud_data"][:, warm : warm + sy.shape[1]] > -50)
-    keep = keep & (t >= edge - 1)[None] & (t < sy.shape[1] - edge)[None]
-    if not bool(keep.any()):
-        return y.sum() * 0.0, 0.0
-    d = (sy - sa)[keep]
-    return d.abs().mean(), float(10 * d.mean())
+    return _voiced_match(frame_fundamental_share, y, a, c, warm, edge)
 
 
 def run(model, c, a, gen, z_noise=0.0):
