@@ -149,6 +149,35 @@ def bench_one(ts_path: Path, work: Path, blocks: int, int8: bool, legacy: bool =
     return res
 
 
+class Plain:
+    """A model as someone trying the file from Python would play it: a plain ``session.run``
+    (feeds dict, outputs allocated by onnxruntime), 1 thread, the state carried by hand.
+    Called with the model's input (latents for a decoder, audio for an encoder), returns its
+    output (audio, latents)."""
+
+    def __init__(self, path):
+        import numpy as np
+        import onnxruntime as ort
+
+        from pi_synth.model.card import load_card
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.card = c = load_card(path)
+        self.names = [o.name for o in self.sess.get_outputs()]
+        self.input = c.audio_input if c.latent_output else c.controls_input
+        self.output = c.latent_output or c.audio_output
+        shapes = {a.name: a.shape for a in self.sess.get_inputs()}
+        self.state = {a: np.zeros(shapes[a], np.float32) for a, _ in c.state}
+
+    def __call__(self, x):
+        out = dict(zip(self.names, self.sess.run(None, {self.input: x, **self.state})))
+        self.state = {a: out[b] for a, b in self.card.state}
+        return out[self.output]
+
+
 def block_by_block(ts_path: Path, paths: dict, zs, warm: int) -> dict:
     """The outsider's way: TorchScript ``decode`` of block i, then a plain ``session.run`` of block
     i (feeds dict, outputs allocated by onnxruntime, state carried by hand), then block i + 1, …;
@@ -157,28 +186,9 @@ def block_by_block(ts_path: Path, paths: dict, zs, warm: int) -> dict:
     followed another model would find onnxruntime's code and data warm. Medians of the blocks
     from ``warm`` on; the max abs error of each model against TorchScript."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    from pi_synth.model.card import load_card
     from pi_synth.tools.convert import rave
-
-    class Plain:
-        def __init__(self, path):
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 1
-            so.inter_op_num_threads = 1
-            self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-            self.card = load_card(path)
-            shapes = {a.name: a.shape for a in self.sess.get_inputs()}
-            self.state = {a: np.zeros(shapes[a], np.float32) for a, _ in self.card.state}
-
-        def __call__(self, z):
-            res = self.sess.run(None, {self.card.controls_input: z, **self.state})
-            names = [o.name for o in self.sess.get_outputs()]
-            out = dict(zip(names, res))
-            self.state = {a: out[b] for a, b in self.card.state}
-            return out[self.card.audio_output]
 
     plains = {label: Plain(p) for label, p in paths.items()}
     tss = {label: rave.load_ts(ts_path) for label in plains}
@@ -451,24 +461,11 @@ def pair_block_by_block(ts_path: Path, dec_path: Path, enc_path: Path, x, warm: 
     then block i + 1, …: every ONNX call starts with the caches full of TorchScript's data.
     Medians of the blocks from ``warm`` on."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    from pi_synth.model.card import load_card
     from pi_synth.tools.convert import rave
 
-    def plain(path):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        card = load_card(path)
-        shapes = {a.name: a.shape for a in sess.get_inputs()}
-        names = [o.name for o in sess.get_outputs()]
-        return sess, card, names, {a: np.zeros(shapes[a], np.float32) for a, _ in card.state}
-
-    es, ec, en, est = plain(enc_path)
-    ds, dc, dn, dst = plain(dec_path)
+    enc, dec = Plain(enc_path), Plain(dec_path)
     m = rave.load_ts(ts_path)
     rave.zero_caches(m)
     t_ts, t_ox = [], []
@@ -477,11 +474,7 @@ def pair_block_by_block(ts_path: Path, dec_path: Path, enc_path: Path, x, warm: 
         with torch.no_grad():
             m.forward(torch.from_numpy(x[i]).reshape(1, 1, -1))
         t1 = time.perf_counter()
-        out = dict(zip(en, es.run(None, {ec.audio_input: x[i].reshape(1, 1, -1), **est})))
-        est = {a: out[b] for a, b in ec.state}
-        z = out[ec.latent_output]
-        out = dict(zip(dn, ds.run(None, {dc.controls_input: z, **dst})))
-        dst = {a: out[b] for a, b in dc.state}
+        dec(enc(x[i].reshape(1, 1, -1)))
         t2 = time.perf_counter()
         if i >= warm:
             t_ts.append(t1 - t0)
