@@ -286,8 +286,71 @@ def profile(ts_path: Path, path: Path, blocks: int = 100) -> dict:
         one.run(None, x)
         after.append(time.perf_counter() - t0)
     return {"nodes_by_op": dict(ops.most_common()), "profiler_share_pct_by_op": shares,
+            "matrix_products_alone_us": matrix_products_alone(path),
             "one_node_run_us": {"alone": round(1e6 * float(np.median(alone[10:])), 1),
                                 "after_torchscript": round(1e6 * float(np.median(after[10:])), 1)}}
+
+
+def matrix_products_alone(path, runs: int = 600) -> dict:
+    """The model's matrix products (``Gemm``/``MatMul`` with constant weights) as one graph of
+    their own, each fed its input shape from outside, against the whole model, timed
+    alternating (plain ``session.run``, 1 thread): how much of a block is the products'
+    arithmetic and weight reads, how much the nodes around them (caches, im2col, activations)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, shape_inference
+
+    m = shape_inference.infer_shapes(onnx.load(str(path)))
+    vis = list(m.graph.value_info) + list(m.graph.input)
+    shp = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in vis}
+    dtype = {v.name: v.type.tensor_type.elem_type for v in vis}
+    inits = {i.name: i for i in m.graph.initializer}
+    nodes, ins, outs, used, weight_bytes = [], [], [], {}, 0
+    for k, n in enumerate(m.graph.node):
+        if n.op_type not in ("Gemm", "MatMul", "MatMulInteger") or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        a = f"in{k}"
+        ins.append(helper.make_tensor_value_info(a, dtype[n.input[0]], shp[n.input[0]]))
+        if n.op_type == "MatMulInteger":  # int8 weights; the zero points, constants or not, fed too
+            rest = list(n.input[2:])
+            for z in rest:
+                if z and z not in inits and z not in {i.name for i in ins}:
+                    ins.append(helper.make_tensor_value_info(z, dtype[z], shp[z]))
+        else:
+            rest = [x for x in n.input[2:3] if x in inits]  # a bias; a residual input is left out
+        out_type = TensorProto.INT32 if n.op_type == "MatMulInteger" else TensorProto.FLOAT
+        nodes.append(helper.make_node(n.op_type, [a, n.input[1], *rest], [f"out{k}"],
+                                      **{t.name: helper.get_attribute_value(t) for t in n.attribute}))
+        outs.append(helper.make_tensor_value_info(f"out{k}", out_type, None))
+        for w in [n.input[1], *rest]:
+            if w in inits and w not in used:
+                used[w] = inits[w]
+                weight_bytes += int(np.prod(inits[w].dims)) * (1 if inits[w].data_type in (2, 3) else 4)
+    g = helper.make_graph(nodes, "products", ins, outs, list(used.values()))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    prods = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                                 so, providers=["CPUExecutionProvider"])
+    whole = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    types = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+    feeds = {"products": {i.name: np.asarray(rng.random(i.shape) * (100 if "int" in i.type else 1)).astype(types[i.type])
+                          for i in prods.get_inputs()},
+             "whole": {i.name: rng.random([d if isinstance(d, int) else 1 for d in i.shape]).astype(
+                 np.float64 if i.type == "tensor(double)" else np.float32) * 0.1 for i in whole.get_inputs()}}
+    t = {"products": [], "whole": []}
+    sessions = {"products": prods, "whole": whole}
+    for r in range(runs):
+        for k, se in sessions.items():
+            t0 = time.perf_counter()
+            se.run(None, feeds[k])
+            if r >= 50:
+                t[k].append(time.perf_counter() - t0)
+    us = {k: round(1e6 * float(np.median(v)), 1) for k, v in t.items()}
+    return {"products": len(nodes), "weight_mb": round(weight_bytes / 1e6, 2), "products_alone_us": us["products"],
+            "whole_model_us": us["whole"], "share_pct": round(100 * us["products"] / us["whole"], 1)}
 
 
 def graph_nodes(path) -> dict:
@@ -430,15 +493,29 @@ def pair_one(ts_path: Path, work: Path, blocks: int) -> dict:
         dec3.controls[...] = enc3.latent
         dec3.step()
 
+    # the int8 pair (`convert rave --quantize`: X.int8.onnx and the X.encoder.int8.onnx it plays with)
+    q, qe = work / f"{name}.int8.onnx", rave.encoder_path(work / f"{name}.int8.onnx")
+    q_snr = rave.quantize_decoder(out, q)["snr_db"]
+    qe_snr = rave.quantize_encoder(summary["encoder"], qe)["snr_db"]
+    enc4, dec4 = Runtime(qe, use_cache=False), Runtime(q, use_cache=False)
+
+    def onnx_int8(i):
+        enc4.audio_in[:] = x[i]
+        enc4.step()
+        dec4.controls[...] = enc4.latent
+        dec4.step()
+
     def zero():
         rave.zero_caches(m)
-        for rt in (enc, dec, enc2, dec2, enc3, dec3):
+        for rt in (enc, dec, enc2, dec2, enc3, dec3, enc4, dec4):
             rt.reset()
 
     bb = pair_block_by_block(ts_path, out, summary["encoder"], x, ROUND)
+    bb8 = pair_block_by_block(ts_path, q, qe, x, ROUND)
     rave.zero_caches(m)
     t = alternate(len(x), ROUND, {"ts_forward": ts, "encoder_decoder": onnx, "pair_block": whole,
-                                  "encoder_alone": encoder, "decoder_alone": decoder}, at_warm=zero)
+                                  "encoder_alone": encoder, "decoder_alone": decoder,
+                                  "encoder_decoder_int8": onnx_int8}, at_warm=zero)
     med = {k: 1e3 * float(np.median(v)) for k, v in t.items()}
     p99 = {k: 1e3 * float(np.percentile(v, 99)) for k, v in t.items()}
     res = {"fixture": name, "block_size": B, "sample_rate": sr, "blocks": blocks, "threads": 1,
@@ -451,6 +528,9 @@ def pair_one(ts_path: Path, work: Path, blocks: int) -> dict:
     res["block_by_block"] = bb
     res["target_met"] = res["speedup_vs_torchscript_forward"] >= 3.0
     res["target_met_block_by_block"] = bb["speedup_vs_torchscript_forward"] >= 3.0
+    res["int8"] = {"decoder_snr_db_vs_fp32": q_snr, "encoder_latent_snr_db_vs_fp32": qe_snr,
+                           "speedup_vs_torchscript_forward": round(med["ts_forward"] / med["encoder_decoder_int8"], 2),
+                           "block_by_block": bb8}
     return res
 
 
@@ -468,19 +548,36 @@ def pair_block_by_block(ts_path: Path, dec_path: Path, enc_path: Path, x, warm: 
     enc, dec = Plain(enc_path), Plain(dec_path)
     m = rave.load_ts(ts_path)
     rave.zero_caches(m)
-    t_ts, t_ox = [], []
+    t_ts, t_ox, t_enc = [], [], []
     for i in range(len(x)):
         t0 = time.perf_counter()
         with torch.no_grad():
             m.forward(torch.from_numpy(x[i]).reshape(1, 1, -1))
         t1 = time.perf_counter()
-        dec(enc(x[i].reshape(1, 1, -1)))
+        z = enc(x[i].reshape(1, 1, -1))
+        te = time.perf_counter()
+        dec(z)
         t2 = time.perf_counter()
         if i >= warm:
             t_ts.append(t1 - t0)
             t_ox.append(t2 - t1)
+            t_enc.append(te - t1)
     ts_ms, ox_ms = 1e3 * float(np.median(t_ts)), 1e3 * float(np.median(t_ox))
-    return {"ms_per_block": {"ts_forward": round(ts_ms, 3), "encoder_decoder": round(ox_ms, 3)},
+    # the same calls with no TorchScript between them: what the cold start after it costs
+    t_alone, t_enc_alone = [], []
+    for i in range(len(x)):
+        t1 = time.perf_counter()
+        z = enc(x[i].reshape(1, 1, -1))
+        te = time.perf_counter()
+        dec(z)
+        t2 = time.perf_counter()
+        if i >= warm:
+            t_alone.append(t2 - t1)
+            t_enc_alone.append(te - t1)
+    ms = lambda v: round(1e3 * float(np.median(v)), 3)  # noqa: E731
+    return {"ms_per_block": {"ts_forward": round(ts_ms, 3), "encoder_decoder": round(ox_ms, 3),
+                             "encoder_after_ts": ms(t_enc), "encoder_decoder_alone": ms(t_alone),
+                             "encoder_alone": ms(t_enc_alone)},
             "speedup_vs_torchscript_forward": round(ts_ms / ox_ms, 2)}
 
 
@@ -517,7 +614,12 @@ def main() -> int:
                   f"  block by block, plain session.run: TorchScript forward {r['block_by_block']['ms_per_block']['ts_forward']:.3f}"
                   f" ms | ONNX encoder+decoder {r['block_by_block']['ms_per_block']['encoder_decoder']:.3f} ms = "
                   f"{r['block_by_block']['speedup_vs_torchscript_forward']}× (target ≥3×: "
-                  f"{'met' if r['target_met_block_by_block'] else 'NOT met'})", flush=True)
+                  f"{'met' if r['target_met_block_by_block'] else 'NOT met'})\n"
+                  f"  int8 pair (--quantize; SNR against fp32: decoder {r['int8']['decoder_snr_db_vs_fp32']} dB, "
+                  f"encoder latents {r['int8']['encoder_latent_snr_db_vs_fp32']} dB): encoder+decoder "
+                  f"{ms['encoder_decoder_int8']:.3f} ms = {r['int8']['speedup_vs_torchscript_forward']}× in rounds, "
+                  f"block by block {r['int8']['block_by_block']['ms_per_block']['encoder_decoder']:.3f} ms = "
+                  f"{r['int8']['block_by_block']['speedup_vs_torchscript_forward']}×", flush=True)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "rave_pair.json").write_text(json.dumps({"cpu": _cpu(), "loadavg": list(os.getloadavg()),
@@ -535,6 +637,8 @@ def main() -> int:
                       Path(args.baseline) if args.baseline else None)
         if args.profile:
             r["profile"] = profile(fx / f"{n}.ts", work / f"{n}.onnx")
+            if (work / f"{n}.int8.onnx").exists() and not args.no_int8:
+                r["profile"]["int8_matrix_products_alone_us"] = matrix_products_alone(work / f"{n}.int8.onnx")
         results.append(r)
         ms, sp, gf = r["ms_per_block"], r["speedup_vs_torchscript"], r["gflops"]
         nodes = r["nodes"]
@@ -569,6 +673,15 @@ def main() -> int:
             line += ("\n  profile (share of kernel time by op type, profiler-inflated): "
                      + ", ".join(f"{k} {v}% ({pr['nodes_by_op'].get(k, 0)} nodes)"
                                  for k, v in pr["profiler_share_pct_by_op"].items())
+                     + f"\n  its {pr['matrix_products_alone_us']['products']} matrix products alone "
+                     f"({pr['matrix_products_alone_us']['weight_mb']} MB of weights): "
+                     f"{pr['matrix_products_alone_us']['products_alone_us']} µs of the whole model's "
+                     f"{pr['matrix_products_alone_us']['whole_model_us']} µs "
+                     f"({pr['matrix_products_alone_us']['share_pct']} %)"
+                     + (f"; int8 file: {pr['int8_matrix_products_alone_us']['products']} products "
+                        f"{pr['int8_matrix_products_alone_us']['products_alone_us']} µs of "
+                        f"{pr['int8_matrix_products_alone_us']['whole_model_us']} µs"
+                        if "int8_matrix_products_alone_us" in pr else "")
                      + f"\n  a one-node session.run: {pr['one_node_run_us']['alone']} µs alone, "
                      f"{pr['one_node_run_us']['after_torchscript']} µs right after a TorchScript decode")
         print(line, flush=True)

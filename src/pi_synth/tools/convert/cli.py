@@ -56,12 +56,21 @@ def cmd_convert_rave(args) -> int:
             raise ConfigError(f"--quantize needs onnxruntime's quantization tools ({e}); "
                               "pip install 'pi-synth[convert]'") from None
         q = _int8_path(out)
-        report = rave.quantize_decoder(out, q)
+        qe = rave.encoder_path(q) if summary.get("encoder") else None
+        if qe is not None:  # first, so the int8 decoder's card can name it
+            rep = rave.quantize_encoder(summary["encoder"], qe)
+        report = rave.quantize_decoder(out, q, encoder=qe.name if qe is not None else None)
         summary["quantize"] = {"model": str(q), "report": report}
+        if qe is not None:
+            summary["quantize"]["encoder"] = {"model": str(qe), "report": rep}
         if not args.json:
             print(f"wrote {q}: int8 weights in {report['int8_nodes']} matrix products (dynamic), "
                   f"SNR {report['snr_db']:.1f} dB against the fp32 model, "
                   f"{report['speedup']:.2f}× its speed here (1 thread)")
+            if qe is not None:
+                print(f"wrote {qe}: int8 weights in {rep['int8_nodes']} matrix products (dynamic), latents "
+                      f"{rep['snr_db']:.1f} dB SNR against the fp32 encoder's, {rep['speedup']:.2f}× its speed "
+                      f"here (1 thread); {q.name} plays with it")
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -516,19 +516,50 @@ def _pqmf_inverse(b: _Builder, pqmf, t_sub: int):
 
 
 def _pqmf_forward(b: _Builder, pqmf, t_sub: int):
-    """``CachedPQMF.forward`` (analysis): strided conv then ``reverse_half``."""
+    """``CachedPQMF.forward`` (analysis): strided conv then ``reverse_half``.
+
+    The strided convolution (``M`` bands, ``K`` taps, stride ``M``: ``M·K`` multiply-adds a
+    frame, a quarter of a RAVE v1 encoder's time) runs polyphase when it factors: the input
+    cut into ``M`` phases, each phase filtered by two depthwise filters (its even and odd taps,
+    :func:`pqmf_polyphase` on the phases), then one ``[M, 2M]`` matrix; ``2M·(K/M) + 2M·M``
+    multiply-adds a frame, 8× fewer for 16 bands and 513 taps."""
     s, torch = b.s, _torch()
     conv = b.conv(pqmf.forward_conv, "pqmf.forward_conv")
     m = int(pqmf.hk.shape[0])
     mask = torch.ones(1, m, t_sub)
     mask[..., 1::2, ::2] = -1
+    band_cnt, c_in, k = conv.w.shape
+    nq = -(-k // m)  # taps per phase
+    fac = None
+    if (band_cnt == m and c_in == 1 and conv.stride == m and conv.dilation == 1 and conv.groups == 1
+            and conv.b is None):
+        h = torch.nn.functional.pad(conv.w[:, 0], (0, nq * m - k))  # [band, nq·M]
+        fac = pqmf_polyphase(h.reshape(m, nq, m).permute(2, 0, 1).contiguous())  # [phase, band, q]
+    if fac is not None:
+        cmat, g = fac  # cmat[(parity, phase), band], g[phase, q]
+        dw = torch.zeros(2 * m, 1, 1, nq)  # output channel 2·phase + parity (groups = M)
+        dw[0::2, 0, 0, 0::2] = g[:, 0::2]
+        dw[1::2, 0, 0, 1::2] = g[:, 1::2]
+        mix = cmat.reshape(2, m, m).permute(2, 1, 0).reshape(m, 2 * m).contiguous()  # [band, 2·phase + parity]
 
     class Fwd(s.Block):
         def __call__(self, x, ctx):
-            return conv(x, ctx) * mask
+            if fac is None:
+                return conv(x, ctx) * mask
+            t_out = conv.t_out(x.shape[2])
+            full = s.cached_concat(ctx, x, conv.pc + conv.pd, conv.label)  # [1, 1, L]
+            n = t_out - 1 + nq
+            if n * m > full.shape[2] - conv.pd:
+                raise RuntimeError("polyphase PQMF analysis: too few samples")  # pragma: no cover
+            phases = full[0, 0, : n * m].reshape(n, m).transpose(0, 1).reshape(1, m, 1, n)
+            v = torch.nn.functional.conv2d(phases, dw, None, groups=m).reshape(2 * m, t_out)
+            return (mix @ v).reshape(1, m, t_out) * mask
 
         def macs(self, t):
-            return conv.macs(t)
+            if fac is None:
+                return conv.macs(t)
+            t_out = conv.t_out(t)
+            return 2 * m * nq * t_out + 2 * m * m * t_out, t_out
 
     return Fwd()
 
@@ -602,16 +633,24 @@ def build_encoder(m, where: str, frames: int = 1):
         if n == "BatchNorm1d":
             scale = (c.weight / torch.sqrt(c.running_var + c.eps)).detach()
             shift = (c.bias - c.running_mean * scale).detach()
-            layers.append(s.Fn(lambda x, a, b: x * a + b, "bn", [scale.reshape(1, -1, 1), shift.reshape(1, -1, 1)]))
+            if layers and isinstance(layers[-1], s.Conv):
+                _scale_conv(layers[-1], scale, shift)  # folded: no Mul/Add after the conv
+            else:
+                layers.append(s.Fn(lambda x, a, b: x * a + b, "bn", [scale.reshape(1, -1, 1), shift.reshape(1, -1, 1)]))
         elif n == "SampleNorm":
             layers.append(s.Fn(lambda x: x / torch.norm(x, 2, 1, keepdim=True), "sample_norm"))
         else:
             layers.append(b.build(c, p))
-    net = s.Seq(layers)
+    layers = [x for x in layers if x is not None]
     k = info["latent_size"]
     kind = info["class"]
     pca = m.latent_pca.detach().float() if hasattr(m, "latent_pca") else None
     mean = m.latent_mean.detach().float() if hasattr(m, "latent_mean") else None
+    folded = kind == "VariationalScriptedRAVE" and _fold_latent(s, layers, pca, mean, k)
+    t_sub = frames * ratio // bands if bands > 1 else frames * ratio
+    net = s.CFThenRows(s.Seq(layers), t_sub, ROWS_FRAMES)
+    if folded:
+        return s.Seq([pre, net]), info
 
     class Post(s.Block):
         def __call__(self, z, ctx):
@@ -621,6 +660,46 @@ def build_encoder(m, where: str, frames: int = 1):
             return z[:, :k]
 
     return s.Seq([pre, net, Post()]), info
+
+
+def _scale_conv(conv, scale, shift) -> None:
+    """``conv(x) * scale + shift`` (per output channel) as one convolution."""
+    conv.w = (conv.w * scale.reshape(-1, 1, 1)).contiguous()
+    conv.b = shift.clone() if conv.b is None else conv.b * scale + shift
+    conv._wcl = None
+
+
+def _fold_latent(s, layers, pca, mean, k: int) -> bool:
+    """The posterior mean, centred and PCA-projected to ``k`` latents, folded into the last
+    convolution: it computes only the ``k`` projected means, not the scale half the stream
+    discards. With two groups (RAVE v1) the means read only the first group's inputs, so the
+    convolution before it computes only those channels too. False (layers untouched) when
+    the encoder does not end that way."""
+    last = layers[-1] if layers else None
+    if not isinstance(last, s.Conv) or last.pd or pca is None or mean is None:
+        return False
+    co, ci, kw = last.w.shape
+    half = co // 2
+    if half != pca.shape[0]:
+        return False
+    if last.groups == 2:
+        prev = [j for j, x in enumerate(layers[:-1]) if not (isinstance(x, s.Fn) and not x.per_channel
+                                                            and x.name == "leaky_relu")]
+        j = prev[-1] if prev else -1
+        if j < 0 or not isinstance(layers[j], s.Conv) or layers[j].groups != 1 or layers[j].w.shape[0] != 2 * ci:
+            return False
+        layers[j].w = layers[j].w[:ci].contiguous()
+        layers[j].b = None if layers[j].b is None else layers[j].b[:ci].clone()
+        layers[j]._wcl = None
+    elif last.groups != 1:
+        return False
+    w, b = last.w[:half], (last.b[:half] if last.b is not None else last.w.new_zeros(half))
+    p = pca[:k]
+    last.w = (p @ w.reshape(half, -1)).reshape(k, ci, kw).contiguous()
+    last.b = p @ (b - mean)
+    last.groups = 1
+    last._wcl = None
+    return True
 
 
 # ---------------------------------------------------------------------------------- export
@@ -748,10 +827,11 @@ def _write_card(path, card: dict) -> None:
 
 
 def encoder_path(out_path) -> Path:
-    """``X.onnx`` → ``X.encoder.onnx`` (``X.fp32.onnx`` → ``X.encoder.fp32.onnx``)."""
+    """``X.onnx`` → ``X.encoder.onnx`` (``X.fp32.onnx`` → ``X.encoder.fp32.onnx``,
+    ``X.int8.onnx`` → ``X.encoder.int8.onnx``: the names :func:`~pi_synth.model.library.find_encoder` tries)."""
     p = Path(out_path)
     name = p.name
-    for suffix in (".fp32.onnx", ".onnx"):
+    for suffix in (".fp32.onnx", ".int8.onnx", ".onnx"):
         if name.endswith(suffix):
             return p.with_name(name[: -len(suffix)] + ".encoder" + suffix)
     return p.with_name(name + ".encoder.onnx")
@@ -859,6 +939,7 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
 def convert_encoder(m, info, enc_file, ts_path, digest, frames, name) -> dict:
     where = str(ts_path)
     enc, _ = build_encoder(m, where, frames)
+    enc.packed = True  # every cache in one state vector, as the decoder's
     k, ratio = info["latent_size"], info["ratio"]
     tmp = Path(str(enc_file) + f".{os.getpid()}.tmp")
     try:
@@ -926,34 +1007,15 @@ def _bar(total, progress):
 INT8_MIN_BYTES = 32_768  # a matrix product whose fp32 weights are at least this large goes int8
 
 
-def quantize_decoder(fp32_path, out_path, *, min_bytes: int = INT8_MIN_BYTES, eval_blocks: int = 200,
-                     threads: int = 1) -> dict:
-    """int8 weights where the bytes are: a converted decoder → ``out_path`` (card copied, with
-    ``precision: int8``, ``quant_format: dynamic`` and the measured ``snr_db``). Returns a report.
-
-    A RAVE decoder at one latent frame per call reads each weight once per block, and most of
-    its bytes sit in the matrix products of the first few layers (1–16 frames): those are bound
-    by reading weights, not by arithmetic. Each ``Gemm`` whose weight has at least ``min_bytes``
-    (raspberry: 16 products, a 1.2 MB file instead of 4.0 MB; v2: 28, 19.6 MB instead of 62 MB)
-    becomes ``MatMul`` + ``Add`` and is
-    quantized dynamically (onnxruntime's ``DynamicQuantizeMatMul``: int8 weights per output
-    channel, the activation's scale measured on every call, so nothing is calibrated and a
-    quiet latent loses no resolution); everything else stays fp32 (the small late layers,
-    where int8 costs more in (de)quantizing than it saves, the PQMF and the output). The SNR
-    is measured against the fp32 file on a held-out latent sequence, the speed alternating.
-    Needs onnx and onnxruntime only, no torch."""
+def _int8_gemms(fp32_path: Path, out_path: Path, min_bytes: int) -> tuple[list, int]:
+    """Write ``out_path``: each plain ``Gemm`` of ``fp32_path`` whose weight has at least
+    ``min_bytes`` as ``MatMul`` (+ ``Add``), quantized dynamically (int8 weights per output
+    channel; onnxruntime fuses it into ``DynamicQuantizeMatMul``). Returns (the quantized
+    nodes, their fp32 weight bytes)."""
     import onnx
     from onnx import helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from pi_synth.bench import control_sequence, snr_db
-    from pi_synth.model.card import card_json, write_card
-    from pi_synth.tools import quantize as qz
-
-    fp32_path, out_path = Path(fp32_path), Path(out_path)
-    card = card_json(fp32_path)
-    if card.get("precision") == "int8":
-        raise ConvertError(f"{fp32_path}: already int8; quantize the fp32 model")
     model = onnx.load(str(fp32_path))
     _move_constants(model)  # a file converted before the weights were initializers
     g = model.graph
@@ -993,12 +1055,100 @@ def quantize_decoder(fp32_path, out_path, *, min_bytes: int = INT8_MIN_BYTES, ev
                              op_types_to_quantize=["MatMul"], nodes_to_quantize=chosen)
         finally:
             logging.disable(logging.NOTSET)
+    return chosen, fp32_bytes
+
+
+def test_signal(sample_rate: int, seconds: float = 8.0, seed: int = 3):
+    """A deterministic stand-in for a voice or an instrument, to measure an encoder on: a
+    harmonic tone gliding over three octaves (55 → 440 Hz) with vibrato, a syllable-like
+    envelope and breath noise, plus short noise bursts. ``[samples]`` float32 at ±0.5."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    f0 = 55.0 * 2.0 ** (3.0 * t / seconds) * (1 + 0.01 * np.sin(2 * np.pi * 5.5 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    tone = sum(np.sin(k * phase) / k for k in range(1, 24) if k * f0.max() < sample_rate / 2)
+    env = 0.5 - 0.5 * np.cos(2 * np.pi * np.minimum(1.0, (t * 2.5) % 1.0))
+    y = tone * env + 0.05 * rng.standard_normal(n) + (rng.standard_normal(n) * ((t * 1.3) % 1 < 0.06))
+    return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+def quantize_encoder(fp32_path, out_path, *, min_bytes: int = INT8_MIN_BYTES, threads: int = 1) -> dict:
+    """int8 weights in a converted encoder's large matrix products (its tail runs as ``Gemm`` nodes,
+    :class:`~pi_synth.tools.convert.stream.CFThenRows`), as :func:`quantize_decoder` does for
+    the decoder: ``X.encoder.int8.onnx``, which ``X.int8.onnx`` finds first. The SNR is of the
+    latents against the fp32 encoder's on :func:`test_signal`; the speed alternating."""
+    from pi_synth.bench import snr_db
+    from pi_synth.model.card import card_json, write_card
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    card = card_json(fp32_path)
+    if card.get("precision") == "int8":
+        raise ConvertError(f"{fp32_path}: already int8; quantize the fp32 model")
+    chosen, fp32_bytes = _int8_gemms(fp32_path, out_path, min_bytes)
+    sess = {k: _ort_session(p, threads) for k, p in (("fp32", fp32_path), ("int8", out_path))}
+    b = card["block_size"]
+    x = test_signal(card["sample_rate"])
+    x = x[: len(x) // b * b].reshape(-1, 1, 1, b)
+    ain, lout = card["inputs"]["audio"], card["outputs"]["latent"]
+    shapes = {a.name: a.shape for a in sess["fp32"].get_inputs()}
+    state = {k: {a: np.zeros(shapes[a], np.float32) for a, _ in card["state"]} for k in sess}
+    outs = [lout] + [o for _, o in card["state"]]
+    lat, times = {k: [] for k in sess}, {k: [] for k in sess}
+    for _ in range(2):  # a second pass: the timed one, warm
+        for k in sess:
+            state[k] = {a: np.zeros(shapes[a], np.float32) for a, _ in card["state"]}
+            lat[k], times[k] = [], []
+        for block in x:
+            for k, se in sess.items():
+                t0 = time.perf_counter()
+                res = se.run(outs, {ain: block, **state[k]})
+                times[k].append(time.perf_counter() - t0)
+                lat[k].append(res[0])
+                state[k] = {a: r for (a, _), r in zip(card["state"], res[1:])}
+    snr = round(float(snr_db(np.concatenate(lat["fp32"]).ravel(), np.concatenate(lat["int8"]).ravel())), 2)
+    us = {k: round(1e6 * float(np.median(v)), 1) for k, v in times.items()}
+    write_card(out_path, dict(card, precision="int8", snr_db=snr, quant_format="dynamic"),
+               producer="pi-synth convert rave --quantize")
+    return {"model": str(out_path), "format": "dynamic", "snr_db": snr, "int8_nodes": len(chosen),
+            "int8_weight_bytes_fp32": fp32_bytes, "fp32_bytes": fp32_path.stat().st_size,
+            "int8_bytes": out_path.stat().st_size, "us_per_block": us,
+            "speedup": round(us["fp32"] / us["int8"], 3), "threads": threads}
+
+
+def quantize_decoder(fp32_path, out_path, *, min_bytes: int = INT8_MIN_BYTES, eval_blocks: int = 200,
+                     threads: int = 1, encoder: str | None = None) -> dict:
+    """int8 weights where the bytes are: a converted decoder → ``out_path`` (card copied, with
+    ``precision: int8``, ``quant_format: dynamic`` and the measured ``snr_db``). Returns a report.
+
+    A RAVE decoder at one latent frame per call reads each weight once per block, and most of
+    its bytes sit in the matrix products of the first few layers (1–16 frames): those are bound
+    by reading weights, not by arithmetic. Each ``Gemm`` whose weight has at least ``min_bytes``
+    (raspberry: 16 products, a 1.2 MB file instead of 4.0 MB; v2: 28, 19.6 MB instead of 62 MB)
+    becomes ``MatMul`` + ``Add`` and is
+    quantized dynamically (onnxruntime's ``DynamicQuantizeMatMul``: int8 weights per output
+    channel, the activation's scale measured on every call, so nothing is calibrated and a
+    quiet latent loses no resolution); everything else stays fp32 (the small late layers,
+    where int8 costs more in (de)quantizing than it saves, the PQMF and the output). The SNR
+    is measured against the fp32 file on a held-out latent sequence, the speed alternating.
+    ``encoder``: the file name the int8 card names as its encoder (the int8 encoder beside it).
+    Needs onnx and onnxruntime only, no torch."""
+    from pi_synth.bench import control_sequence, snr_db
+    from pi_synth.model.card import card_json, write_card
+    from pi_synth.tools import quantize as qz
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    card = card_json(fp32_path)
+    if card.get("precision") == "int8":
+        raise ConvertError(f"{fp32_path}: already int8; quantize the fp32 model")
+    chosen, fp32_bytes = _int8_gemms(fp32_path, out_path, min_bytes)
     seq = control_sequence(card, eval_blocks, seed=2)
     ref = qz.render(qz._session(fp32_path, threads), card, seq)
     got = qz.render(qz._session(out_path, threads), card, seq)
     snr = round(float(snr_db(ref, got)), 2)
     speed = qz.bench({"fp32": fp32_path, "int8": out_path}, card, seq, threads)
-    write_card(out_path, dict(card, precision="int8", snr_db=snr, quant_format="dynamic"),
+    write_card(out_path, dict(card, precision="int8", snr_db=snr, quant_format="dynamic",
+                              **({"encoder": encoder} if encoder else {})),
                producer="pi-synth convert rave --quantize")
     return {"model": str(out_path), "format": "dynamic", "snr_db": snr, "int8_nodes": len(chosen),
             "int8_weight_bytes_fp32": fp32_bytes, "fp32_bytes": fp32_path.stat().st_size,

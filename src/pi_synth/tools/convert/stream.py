@@ -344,6 +344,36 @@ class RowsThenCF(Block):
         return x
 
 
+class CFThenRows(Block):
+    """The leading blocks that see more than ``rows_frames`` frames channels-first, the rest in
+    the rows form (an encoder's tail: few frames, many channels, where a ``Conv`` wastes most of
+    its SIMD width and a ``Gemm`` does not). Takes and returns ``[1, C, T]``."""
+
+    def __init__(self, seq: Seq, t_in: int, rows_frames: int):
+        self.seq, self.n_cf, t = seq, 0, t_in
+        for i, b in enumerate(seq.blocks):
+            _, t_out = b.macs(t)
+            if max(t, t_out) > rows_frames:
+                self.n_cf = i + 1
+            t = t_out
+
+    def children(self):
+        return [self.seq]
+
+    def macs(self, t):
+        return self.seq.macs(t)
+
+    def __call__(self, x, ctx):
+        for b in self.seq.blocks[: self.n_cf]:
+            x = b(x, ctx)
+        rest = self.seq.blocks[self.n_cf:]
+        if not rest:
+            return x
+        x = x[0].transpose(0, 1) if x.shape[2] > 1 else x.reshape(1, -1)
+        y = Seq(rest).rows(x, ctx)
+        return y.transpose(0, 1).unsqueeze(0) if y.shape[0] > 1 else y.reshape(1, -1, 1)
+
+
 class ToLayout(Block):
     """Switch layout: ``to_cl`` True → channels-last."""
 
