@@ -52,6 +52,16 @@ def test_auto_plays_the_faster_file_and_fp32_on_a_tie(pair, tmp_path, int8, fp32
         assert (entry["int8_speedup"] > 2) == (plays == "int8")
 
 
+def test_auto_weighs_name_onnx_against_its_int8_file(pair):
+    """``convert rave --quantize`` writes NAME.onnx (fp32) beside NAME.int8.onnx: "auto"
+    measures those two as it does NAME.fp32.onnx, rather than taking int8 unmeasured."""
+    int8, fp32 = pair("slow", "fast")
+    plain = fp32.with_name("voice.onnx")
+    fp32.rename(plain)
+    assert find_model("voice", "auto") == plain
+    assert find_model("voice", "int8") == int8
+
+
 def test_the_choice_is_kept_until_a_file_changes(pair, tmp_path, monkeypatch):
     int8, fp32 = pair("fast", "slow")
     assert find_model("voice", "auto") == int8

@@ -145,8 +145,11 @@ def _file(d: Path, name: str, kind: str) -> Path:
 
 
 def _both(d: Path, name: str) -> tuple[Path, Path] | None:
-    i8, f32 = _file(d, name, "int8"), _file(d, name, "fp32")
-    return (i8, f32) if i8.is_file() and f32.is_file() else None
+    """``(NAME.int8.onnx, NAME.fp32.onnx)``, or ``NAME.onnx`` as the fp32 file: what
+    ``pi-synth convert rave --quantize`` writes beside its int8 file."""
+    i8 = _file(d, name, "int8")
+    f32 = next((p for p in (_file(d, name, "fp32"), _file(d, name, "")) if p.is_file()), None)
+    return (i8, f32) if i8.is_file() and f32 is not None else None
 
 
 def which_file(name: str | None, path: Path, precision: str) -> str:
