@@ -20,6 +20,7 @@ MODELS = ROOT / "models"
 FP32, INT8, ENC = MODELS / "morph.fp32.onnx", MODELS / "morph.int8.onnx", MODELS / "morph.encoder.onnx"
 CLIP = ROOT / "tests" / "data" / "morph-heldout.wav"
 SR = 48000
+N_Z = 6  # timbre latents z0..z5 (scripts/models/morph_model.LATENT)
 # the clip's notes (MIDI 62 65 69 67) and when each sounds (s), from scripts/models/morph_data.py clip()
 NOTES = [(0.05, 0.65, 62), (0.65, 1.15, 65), (1.15, 1.85, 69), (1.85, 2.65, 67)]
 
@@ -57,7 +58,7 @@ def harmonic_excess_db(x: np.ndarray, f0: float) -> float:
 
 
 def play(path: Path, controls: np.ndarray) -> np.ndarray:
-    """controls [n, 8] (one frame per block) through the decoder, block by block from zero state."""
+    """controls [n, 2 + N_Z] (one frame per block) through the decoder, block by block from zero state."""
     rt = Runtime(path)
     out = []
     for c in controls:
@@ -73,15 +74,15 @@ def defaults(card, n: int, **knobs) -> np.ndarray:
 def test_cards_and_the_encoder_beside_the_decoder():
     dec = load_card(FP32)
     assert dec.kind == "latent" and dec.sample_rate == SR and dec.block_size == 512
-    assert dec.control_names == ("pitch", "loudness", "z0", "z1", "z2", "z3", "z4", "z5")
+    assert dec.control_names == ("pitch", "loudness", *(f"z{i}" for i in range(N_Z)))
     for c in dec.controls:
         assert c.min < c.default < c.max or (c.name == "loudness" and c.min <= c.default < c.max), c
     loud = dec.control("loudness")
     assert loud.min == -80.0 and loud.default > -40.0, "the default must make sound"
     assert dec.control("pitch").curve == "log" and dec.control("pitch").min < 110 < 880 < dec.control("pitch").max
-    zs = [dec.control(f"z{i}") for i in range(6)]
+    zs = [dec.control(f"z{i}") for i in range(N_Z)]
     # ranges from the data's spread, not a guessed ±3: unequal, and narrowing with importance
-    assert len({(z.min, z.max) for z in zs}) == 6
+    assert len({(z.min, z.max) for z in zs}) == N_Z
     widths = [z.max - z.min for z in zs]
     assert widths[0] > widths[-1]
     assert load_card(INT8).control_names == dec.control_names
@@ -92,7 +93,7 @@ def test_cards_and_the_encoder_beside_the_decoder():
     assert enc.latent_controls == dec.control_names
     assert (enc.sample_rate, enc.block_size, enc.control_frames) == (dec.sample_rate, dec.block_size, dec.control_frames)
     rt = Runtime(ENC)  # the card matches the graph (onnxruntime's inputs and outputs)
-    assert rt.latent.shape == (8, 1)
+    assert rt.latent.shape == (2 + N_Z, 1)
 
 
 def test_render_at_the_default_knobs_is_harmonic(cli, tmp_path):
@@ -139,7 +140,7 @@ def test_the_pitch_control_plays_that_pitch_across_the_range(pitch):
     assert cents(f0, pitch) < 20, f"asked {pitch} Hz, heard {f0:.1f} Hz"
 
 
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range(N_Z))
 def test_each_timbre_knob_moves_the_sound(i):
     """z_i from its min to its max: the spectral envelope (third-octave band levels of a held tone)
     moves by a measurable amount, and the sound stays harmonic at the pitch control's f0 (its

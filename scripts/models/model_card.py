@@ -376,8 +376,8 @@ its harmonics. No reverb: add it downstream.
 
 
 def morph_card(models: Path, name="morph"):
-    from morph_model import (BLOCK, BUF, DILATIONS, ENC_DILATIONS, ENC_HIDDEN, HIDDEN, N_HARM, N_MELS,
-                             N_NOISE, YIN_MAX, YIN_MIN, DecoderNet, ZNet)
+    from morph_model import (BLOCK, BUF, DILATIONS, ENC_DILATIONS, ENC_HIDDEN, HIDDEN, LATENT, N_HARM, N_MELS,
+                             N_NOISE, WORDS, YIN_MAX, YIN_MIN, DecoderNet, ZNet)
 
     m = json.loads((WORK / "morph" / "metrics.json").read_text())
     dec_params = sum(p.numel() for p in DecoderNet().parameters())
@@ -401,7 +401,7 @@ through the voice. 48 kHz, {BLOCK}-sample blocks (10.7 ms), one control frame pe
 
 ## What it is
 An autoencoder trained here from scratch on dry FluidR3 renders of 14 instruments. Controls, by importance:
-`pitch` (Hz), `loudness` (dB RMS) and six timbre latents `z0..z5` (the encoder's output rotated onto its
+`pitch` (Hz), `loudness` (dB RMS) and {WORDS.get(LATENT, LATENT)} timbre latents `z0..z{LATENT - 1}` (the encoder's output rotated onto its
 principal axes over the training data: {var}). Each range is the training data's spread (pitch and z: 1st–99th
 percentile; loudness: −80 dB = silence up to the 99.5th percentile), each z default the data's mean (0); the
 defaults (220 Hz, {m['ranges']['loudness'][2]:g} dB) play a sustained tone.
@@ -415,10 +415,10 @@ defaults (220 Hz, {m['ranges']['loudness'][2]:g} dB) play a sustained tone.
 - **Encoder** ({name}.encoder.onnx): keeps the last {BUF} input samples as state; per block it computes the
   loudness exactly as the training data's was measured (1024-sample Hann, centred on the frame's end), the
   pitch with YIN in the graph (decimated to 24 kHz, lags {YIN_MIN}–{YIN_MAX}, an unvoiced frame holds the last
-  pitch) and z0..z5 from a causal conv net ({ENC_HIDDEN} channels, dilations {", ".join(map(str, ENC_DILATIONS))};
+  pitch) and z0..z{LATENT - 1} from a causal conv net ({ENC_HIDDEN} channels, dilations {", ".join(map(str, ENC_DILATIONS))};
   {enc_params / 1e3:.0f}k parameters) over a {N_MELS}-band log-mel spectrum of the same window. The window reaches
   {BLOCK} samples past the frame it describes: `latency_samples` {BLOCK}, which the pair's dry path is delayed by.
-  Its card's `latent_controls` are all eight decoder controls, so through the pair the knobs are offsets
+  Its card's `latent_controls` are all {WORDS.get(2 + LATENT, 2 + LATENT)} decoder controls, so through the pair the knobs are offsets
   (`latent_scale`, `dry_wet` and `input_gain` as for any pair, docs/rave.md).
 {training_text(t)}
 {io_table(models / f'{name}.fp32.onnx')}

@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE.parents[1] / "src"))
 sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
 from common import ROOT, SR, WORK, saw_baseline, spectral_distance, write_json, yin_f0  # noqa: E402
 from morph_data import HELD_PROGRAMS, TRAIN_PROGRAMS  # noqa: E402
-from morph_model import (BLOCK, LATENT, N_HARM, N_NOISE, Morph, StreamingDecoder,  # noqa: E402
+from morph_model import (BLOCK, LATENT, N_HARM, N_NOISE, WORDS, Morph, StreamingDecoder,  # noqa: E402
                          StreamingEncoder, held_pitch)
 
 from pi_synth.model.card import write_card  # noqa: E402
@@ -166,8 +166,8 @@ def make_cards(name, lo, hi, pitch_rng, loud_max, loud_default, var, dec_states,
     ] + zc
     dec = {
         "format": 1, "name": name, "kind": "latent",
-        "description": "latent voice with harmonics (DDSP-style harmonic + noise decoder): pitch, loudness and six "
-                       "timbre latents spanning strings, choir, pads, brass, reeds and plucked strings; its encoder "
+        "description": "latent voice with harmonics (DDSP-style harmonic + noise decoder): pitch, loudness and "
+                       f"{WORDS.get(LATENT, LATENT)} timbre latents spanning strings, choir, pads, brass, reeds and plucked strings; its encoder "
                        f"({name}.encoder.onnx) plays any monophonic input through it; 48 kHz, {BLOCK}-sample blocks",
         "sample_rate": SR, "block_size": BLOCK, "channels": 1, "control_frames": 1, "controls": controls,
         "inputs": {"controls": "controls"}, "outputs": {"audio": "audio"},
@@ -177,7 +177,8 @@ def make_cards(name, lo, hi, pitch_rng, loud_max, loud_default, var, dec_states,
     }
     enc = {
         "format": 1, "name": f"{name}-encoder", "kind": "encoder",
-        "description": f"the {name} voice's streaming encoder: audio -> pitch (YIN), loudness (dB RMS) and z0..z5 "
+        "description": f"the {name} voice's streaming encoder: audio -> pitch (YIN), loudness (dB RMS) and "
+                       f"z0..z{LATENT - 1} "
                        f"(a causal conv net over a log-mel spectrum); answers {LATENCY} samples late",
         "sample_rate": SR, "block_size": BLOCK, "channels": 1, "control_frames": 1, "controls": [],
         "inputs": {"audio": "audio"}, "outputs": {"latent": "latent"},

@@ -1,13 +1,13 @@
 """The morph voice: a latent voice that keeps pitch and harmonics, and its streaming encoder.
 
-Decoder (the voice, ``kind: latent``): per 512-sample frame, controls pitch (Hz), loudness (dB RMS) and six
-timbre latents z0..z5 -> a causal conv net -> harmonic amplitudes + noise-band gains -> the flute's
+Decoder (the voice, ``kind: latent``): per 512-sample frame, controls pitch (Hz), loudness (dB RMS) and
+``LATENT`` timbre latents z0, z1, ... -> a causal conv net -> harmonic amplitudes + noise-band gains -> the flute's
 harmonic-plus-filtered-noise synthesizer (:class:`note_model.Synth`: closed-form float64 phase, amplitudes
 ramped within the block). The level is the loudness control itself (``10^(dB/20)``, times a learned
 correction in 0..2), gated to exact silence at the -80 dB floor, so the net only shapes the spectrum.
 
 Encoder (``kind: encoder``): audio -> pitch (YIN, in the graph, at 24 kHz), loudness (the data's own
-measure: dB RMS of a 1024-sample Hann window centred on the frame's end), and z0..z5 from a small causal
+measure: dB RMS of a 1024-sample Hann window centred on the frame's end), and the z latents from a small causal
 conv net over a log-mel spectrum of the same window. The window reaches 512 samples past the frame's end,
 so the encoder answers one block late: ``latency_samples`` 512.
 
@@ -30,7 +30,8 @@ BLOCK = 512
 N_HARM = 96
 N_NOISE = 32
 FIR_TAPS = 64
-LATENT = 6
+LATENT = 6  # timbre latents z0..z5; the cards' texts and tests/test_morph.py (N_Z) follow it
+WORDS = {6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}  # for the cards' prose
 HIDDEN = 192
 DILATIONS = (1, 2, 4, 8)
 FLOOR_DB = -80.0
