@@ -376,7 +376,7 @@ its harmonics. No reverb: add it downstream.
 
 
 def morph_card(models: Path, name="morph"):
-    from morph_model import (BLOCK, BUF, DILATIONS, ENC_DILATIONS, ENC_HIDDEN, HIDDEN, LATENT, N_HARM, N_MELS,
+    from morph_model import (BLOCK, BUF, DILATIONS, FLOOR_DB, ENC_DILATIONS, ENC_HIDDEN, HIDDEN, LATENT, N_HARM, N_MELS,
                              N_NOISE, WORDS, YIN_MAX, YIN_MIN, DecoderNet, ZNet)
 
     m = json.loads((WORK / "morph" / "metrics.json").read_text())
@@ -403,14 +403,14 @@ through the voice. 48 kHz, {BLOCK}-sample blocks (10.7 ms), one control frame pe
 An autoencoder trained here from scratch on dry FluidR3 renders of 14 instruments. Controls, by importance:
 `pitch` (Hz), `loudness` (dB RMS) and {WORDS.get(LATENT, LATENT)} timbre latents `z0..z{LATENT - 1}` (the encoder's output rotated onto its
 principal axes over the training data: {var}). Each range is the training data's spread (pitch and z: 1st–99th
-percentile; loudness: −80 dB = silence up to the 99.5th percentile), each z default the data's mean (0); the
+percentile; loudness: {FLOOR_DB:g} dB = silence up to the 99.5th percentile), each z default the data's mean (0); the
 defaults (220 Hz, {m['ranges']['loudness'][2]:g} dB) play a sustained tone.
 
 - **Decoder** (the voice): pitch, loudness, z per frame → a causal conv net ({HIDDEN} channels, kernel 3,
   dilations {", ".join(map(str, DILATIONS))}; {dec_params / 1e3:.0f}k parameters) → {N_HARM} harmonic amplitudes and
   {N_NOISE} noise-band gains → the flute's harmonic-plus-filtered-noise synthesizer (float64 phase, amplitudes
   ramped within each block, noise from two band-filtered tables at a float64 position). The level is the
-  loudness control itself (times a learned 0–2 correction), and exactly silent at −80 dB, so the net shapes the
+  loudness control itself (times a learned 0–2 correction), and exactly silent at {FLOOR_DB:g} dB, so the net shapes the
   spectrum and the pitch is the control's: harmonics stay harmonics whatever the latents.
 - **Encoder** ({name}.encoder.onnx): keeps the last {BUF} input samples as state; per block it computes the
   loudness exactly as the training data's was measured (1024-sample Hann, centred on the frame's end), the

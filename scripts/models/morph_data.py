@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SR, WORK, loudness_db, midi_from_events, render_midi, seed_everything, yin_f0  # noqa: E402
+from morph_model import FLOOR_DB  # noqa: E402
 
 HOP = 512
 # GM program (0-based): (name, lowest MIDI note, highest) -- each instrument's own register, inside 40..84
@@ -103,7 +104,7 @@ def build(out: Path, sets):
         audio = audio[: n_frames * HOP]
         f0, per, prog, exp = analyse(audio, timeline, n_frames)
         parts.append(dict(audio=audio, f0=f0, periodicity=per, program=prog, expected=exp.astype(np.float32),
-                          loudness=loudness_db(audio, HOP), part=np.full(n_frames, part, np.int8)))
+                          loudness=loudness_db(audio, HOP, floor=FLOOR_DB), part=np.full(n_frames, part, np.int8)))
     d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     np.savez(out, **d)
     return len(d["audio"]) / SR

@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE.parents[1] / "src"))
 sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
 from common import ROOT, SR, WORK, saw_baseline, spectral_distance, write_json, yin_f0  # noqa: E402
 from morph_data import HELD_PROGRAMS, TRAIN_PROGRAMS  # noqa: E402
-from morph_model import (BLOCK, LATENT, N_HARM, N_NOISE, WORDS, Morph, StreamingDecoder,  # noqa: E402
+from morph_model import (BLOCK, FLOOR_DB, LATENT, N_HARM, N_NOISE, WORDS, Morph, StreamingDecoder,  # noqa: E402
                          StreamingEncoder, held_pitch)
 
 from pi_synth.model.card import write_card  # noqa: E402
@@ -161,8 +161,8 @@ def make_cards(name, lo, hi, pitch_rng, loud_max, loud_default, var, dec_states,
     controls = [
         {"name": "pitch", "unit": "hz", "min": pitch_rng[0], "max": pitch_rng[1], "default": 220.0, "curve": "log",
          "description": "fundamental frequency; range: the training data's 1st..99th percentile"},
-        {"name": "loudness", "unit": "db", "min": -80.0, "max": loud_max, "default": loud_default, "curve": "lin",
-         "description": "dB RMS of the output (-80: silence); max: the training data's 99.5th percentile"},
+        {"name": "loudness", "unit": "db", "min": FLOOR_DB, "max": loud_max, "default": loud_default, "curve": "lin",
+         "description": f"dB RMS of the output ({FLOOR_DB:g}: silence); max: the training data's 99.5th percentile"},
     ] + zc
     dec = {
         "format": 1, "name": name, "kind": "latent",
@@ -254,7 +254,7 @@ def main(argv=None):
     loud_default = float(np.round(np.median(train["loudness"][voiced])))
     np.savez(args.data / "pca.npz", mean=mean, rot=rot, lo=lo, hi=hi)
 
-    clamps = {"pitch": (20.0, 4000.0), "loudness": (-80.0, 0.0), "z": float(max(np.abs(lo).max(), np.abs(hi).max()) * 2)}
+    clamps = {"pitch": (20.0, 4000.0), "loudness": (FLOOR_DB, 0.0), "z": float(max(np.abs(lo).max(), np.abs(hi).max()) * 2)}
     fold_pca(model.net, mean, rot)
     dec = StreamingDecoder(model, clamps).eval()
     enc = StreamingEncoder(model, mean, rot).eval()

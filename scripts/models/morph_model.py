@@ -4,7 +4,7 @@ Decoder (the voice, ``kind: latent``): per 512-sample frame, controls pitch (Hz)
 ``LATENT`` timbre latents z0, z1, ... -> a causal conv net -> harmonic amplitudes + noise-band gains -> the flute's
 harmonic-plus-filtered-noise synthesizer (:class:`note_model.Synth`: closed-form float64 phase, amplitudes
 ramped within the block). The level is the loudness control itself (``10^(dB/20)``, times a learned
-correction in 0..2), gated to exact silence at the -80 dB floor, so the net only shapes the spectrum.
+correction in 0..2), gated to exact silence at the -100 dB floor, so the net only shapes the spectrum.
 
 Encoder (``kind: encoder``): audio -> pitch (YIN, in the graph, at 24 kHz), loudness (the data's own
 measure: dB RMS of a 1024-sample Hann window centred on the frame's end), and the z latents from a small causal
@@ -34,7 +34,7 @@ LATENT = 6  # timbre latents z0..z5; the cards' texts and tests/test_morph.py (N
 WORDS = {6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}  # for the cards' prose
 HIDDEN = 192
 DILATIONS = (1, 2, 4, 8)
-FLOOR_DB = -80.0
+FLOOR_DB = -100.0
 # encoder
 BUF = 2048  # input samples the encoder keeps (the current block included)
 WIN = 1024  # loudness / mel window, centred on the frame's end: its last 512 samples are lookahead
