@@ -548,32 +548,32 @@ def pair_block_by_block(ts_path: Path, dec_path: Path, enc_path: Path, x, warm: 
     enc, dec = Plain(enc_path), Plain(dec_path)
     m = rave.load_ts(ts_path)
     rave.zero_caches(m)
-    t_ts, t_ox, t_enc = [], [], []
-    for i in range(len(x)):
-        t0 = time.perf_counter()
+
+    def forward(i):
         with torch.no_grad():
             m.forward(torch.from_numpy(x[i]).reshape(1, 1, -1))
-        t1 = time.perf_counter()
-        z = enc(x[i].reshape(1, 1, -1))
-        te = time.perf_counter()
-        dec(z)
-        t2 = time.perf_counter()
-        if i >= warm:
-            t_ts.append(t1 - t0)
-            t_ox.append(t2 - t1)
-            t_enc.append(te - t1)
+
+    def timed(before):
+        """Per block from ``warm`` on: (the call before, encoder, encoder + decoder) in seconds."""
+        t_before, t_enc, t_pair = [], [], []
+        for i in range(len(x)):
+            t0 = time.perf_counter()
+            before(i)
+            t1 = time.perf_counter()
+            z = enc(x[i].reshape(1, 1, -1))
+            te = time.perf_counter()
+            dec(z)
+            t2 = time.perf_counter()
+            if i >= warm:
+                t_before.append(t1 - t0)
+                t_enc.append(te - t1)
+                t_pair.append(t2 - t1)
+        return t_before, t_enc, t_pair
+
+    t_ts, t_enc, t_ox = timed(forward)
     ts_ms, ox_ms = 1e3 * float(np.median(t_ts)), 1e3 * float(np.median(t_ox))
     # the same calls with no TorchScript between them: what the cold start after it costs
-    t_alone, t_enc_alone = [], []
-    for i in range(len(x)):
-        t1 = time.perf_counter()
-        z = enc(x[i].reshape(1, 1, -1))
-        te = time.perf_counter()
-        dec(z)
-        t2 = time.perf_counter()
-        if i >= warm:
-            t_alone.append(t2 - t1)
-            t_enc_alone.append(te - t1)
+    _, t_enc_alone, t_alone = timed(lambda i: None)
     ms = lambda v: round(1e3 * float(np.median(v)), 3)  # noqa: E731
     return {"ms_per_block": {"ts_forward": round(ts_ms, 3), "encoder_decoder": round(ox_ms, 3),
                              "encoder_after_ts": ms(t_enc), "encoder_decoder_alone": ms(t_alone),

@@ -309,7 +309,17 @@ class Seq(Block):
         return x
 
 
-class RowsThenCF(Block):
+class _Split(Block):
+    """A :class:`Seq` run in two layouts, split where its blocks' frame counts cross ``rows_frames``."""
+
+    def children(self):
+        return [self.seq]
+
+    def macs(self, t):
+        return self.seq.macs(t)
+
+
+class RowsThenCF(_Split):
     """The leading blocks that see at most ``rows_frames`` frames in the rows form, the rest
     channels-first (``Conv`` beats im2col + ``Gemm`` on long blocks: fewer nodes). ``rows``
     returns ``[T, C]`` or, once switched, ``[1, C, T]``."""
@@ -325,12 +335,6 @@ class RowsThenCF(Block):
             self.plan.append(cf)
             t = t_out
 
-    def children(self):
-        return [self.seq]
-
-    def macs(self, t):
-        return self.seq.macs(t)
-
     def __call__(self, x, ctx):
         return self.seq(x, ctx)
 
@@ -344,7 +348,7 @@ class RowsThenCF(Block):
         return x
 
 
-class CFThenRows(Block):
+class CFThenRows(_Split):
     """The leading blocks that see more than ``rows_frames`` frames channels-first, the rest in
     the rows form (an encoder's tail: few frames, many channels, where a ``Conv`` wastes most of
     its SIMD width and a ``Gemm`` does not). Takes and returns ``[1, C, T]``."""
@@ -356,12 +360,6 @@ class CFThenRows(Block):
             if max(t, t_out) > rows_frames:
                 self.n_cf = i + 1
             t = t_out
-
-    def children(self):
-        return [self.seq]
-
-    def macs(self, t):
-        return self.seq.macs(t)
 
     def __call__(self, x, ctx):
         for b in self.seq.blocks[: self.n_cf]:
