@@ -1092,13 +1092,10 @@ def quantize_encoder(fp32_path, out_path, *, min_bytes: int = INT8_MIN_BYTES, th
     x = x[: len(x) // b * b].reshape(-1, 1, 1, b)
     ain, lout = card["inputs"]["audio"], card["outputs"]["latent"]
     shapes = {a.name: a.shape for a in sess["fp32"].get_inputs()}
-    state = {k: {a: np.zeros(shapes[a], np.float32) for a, _ in card["state"]} for k in sess}
     outs = [lout] + [o for _, o in card["state"]]
-    lat, times = {k: [] for k in sess}, {k: [] for k in sess}
     for _ in range(2):  # a second pass: the timed one, warm
-        for k in sess:
-            state[k] = {a: np.zeros(shapes[a], np.float32) for a, _ in card["state"]}
-            lat[k], times[k] = [], []
+        state = {k: {a: np.zeros(shapes[a], np.float32) for a, _ in card["state"]} for k in sess}
+        lat, times = {k: [] for k in sess}, {k: [] for k in sess}
         for block in x:
             for k, se in sess.items():
                 t0 = time.perf_counter()
