@@ -486,3 +486,59 @@ def test_pinned_soak_puts_the_stand_in_dac_beside_the_instrument_and_still_count
     assert all(t["cpus"] == [cpu] for t in threads.values() if t["policy"].startswith(("fifo", "rr")))
     assert next(t for name, t in threads.items() if name.startswith("MainThread/"))["cpus"] == mine
     assert calls[0] > 400 and res["xruns"] >= 1 and res["crashes"] == 0
+
+
+def test_rave_floors_hold_the_models_weight_bytes_and_multiply_adds():
+    """bench_rave's ceiling (TorchScript ÷ the larger floor) is only a bound if its two floor graphs
+    read as many weight bytes and do as many multiply-adds as the model's matrix products."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import numpy_helper
+
+    import bench_rave
+
+    ws = [numpy_helper.from_array(np.ones((96, 48), np.float32), "a"),
+          numpy_helper.from_array(np.ones((600, 40), np.int8), "b")]
+    macs = {False: 4 * 96 * 48, True: 16 * 600 * 40}
+    floors = bench_rave._floors(ws, macs, cols=32)
+    sizes = {(i.name, tuple(i.dims)) for i in floors["read"].graph.initializer}
+    assert sizes == {("w_fp32", (144, 32)), ("w_int8", (750, 32))}  # 96·48 and 600·40 elements, rounded up
+    feeds = {"read": {"x_fp32": [1, 144], "x_int8": [1, 750]}, "arithmetic": {"x_fp32": [64, 9], "x_int8": [64, 188]}}
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    for k, g in floors.items():
+        se = ort.InferenceSession(g.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        assert {i.name: i.shape for i in se.get_inputs()} == feeds[k]
+        done = {i.name: i.shape[0] * i.shape[1] * 32 for i in se.get_inputs()}
+        if k == "arithmetic":  # at least the model's multiply-adds, less than one more row's worth
+            assert macs[False] <= done["x_fp32"] < macs[False] + 64 * 32
+            assert macs[True] <= done["x_int8"] < macs[True] + 64 * 32
+        x = {i.name: np.ones(i.shape, np.uint8 if "int8" in i.name else np.float32) for i in se.get_inputs()}
+        assert all(np.isfinite(y).all() for y in se.run(None, x))
+
+
+def test_rave_products_alone_reports_floors_under_the_whole_model(tmp_path):
+    """The products' graph and both floors run beside the whole model and the TorchScript callable
+    in one loop, and the ceiling is computed from that loop's own times."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    import bench_rave
+
+    w1 = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(np.random.default_rng(1).standard_normal((128, 32)).astype(np.float32), "w2")
+    g = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("Gemm", ["r", "w2"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 32])], [w1, w2])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    calls = []
+    r = bench_rave.matrix_products_alone(path, runs=60, torchscript=lambda: calls.append(1))
+    assert r["products"] == 2 and r["multiply_adds"] == 4 * (64 * 128 + 128 * 32)
+    assert r["weight_mb"] == round((64 * 128 + 128 * 32) * 4 / 1e6, 2)
+    assert len(calls) == 60 and r["torchscript_us"] >= 0
+    assert r["floor_us"] == max(r["weight_read_floor_us"], r["arithmetic_floor_us"]) > 0
+    assert r["ceiling_vs_torchscript"] == round(r["torchscript_us"] / r["floor_us"], 2)
