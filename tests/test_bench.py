@@ -92,7 +92,7 @@ def test_compare_files_alternates_and_reads_git_revisions(organ, tmp_path):
 
 
 def test_int8_ceiling_frees_exactly_the_quantized_ops(tmp_path):
-    """The int8 ceiling's graph: the shipped morph voice with its 4 quantized residual convs
+    """The int8 ceiling's graph: the shipped morph voice with its quantized residual convs
     made free and what it keeps in float32 (the input and output layers, the synthesis'
     MatMuls) untouched; it still plays (same I/O, finite audio)."""
     import onnx
@@ -102,17 +102,19 @@ def test_int8_ceiling_frees_exactly_the_quantized_ops(tmp_path):
     models = Path(__file__).resolve().parents[1] / "models"
     convs = [f"/net/convs.{i}/conv/Conv" for i in range(4)]
     # the shipped int8 file is made from the fp32 graph with these convs as MatMuls (convs_as_matmul)
+    # (morph_export.fp32_layer may keep one of them fp32: its int8 rounding cost the most SNR)
     names = quantize.quantized_nodes(models / "morph.int8.onnx")
-    assert sorted(n.split("/conv/")[0] for n in names) == [c.split("/conv/")[0] for c in convs], names
-    names = convs
+    kept = {n.split("/conv/")[0] for n in names}
+    assert len(kept) >= 3 and kept <= {c.split("/conv/")[0] for c in convs}, names
+    names = [c for c in convs if c.split("/conv/")[0] in kept]
     # the flute: some of its residual convs (each a MatMul over its taps) int8, those its export found
     # cheapest (note_export.py); the synthesis' MatMuls and the input and output layers stay float32
     flute = quantize.quantized_nodes(models / "flute.int8.onnx")
     assert flute and set(flute) <= {f"/net/convs.{i}/MatMul" for i in range(4)}, flute
     free = tmp_path / "free.onnx"
-    assert quantize.without_nodes(models / "morph.fp32.onnx", names, free) == 4
+    assert quantize.without_nodes(models / "morph.fp32.onnx", names, free) == len(names)
     left = {n.name for n in onnx.load(str(free)).graph.node if n.op_type in ("Conv", "MatMul")}
-    assert left == {"/net/inp/Conv", "/net/out/Conv", "/synth/MatMul", "/synth/MatMul_1"}
+    assert left == {"/net/inp/Conv", "/net/out/Conv", "/synth/MatMul", "/synth/MatMul_1"} | (set(convs) - set(names))
     rt = Runtime(free)
     for _ in range(4):
         audio = rt.step()
@@ -169,7 +171,8 @@ def test_shipped_int8_files_run_int8_kernels_under_the_arm_rule():
     """On this x86 CPU onnxruntime keeps S8S8 QDQ in float; under its ARM rule every
     quantized op of the shipped int8 files becomes an int8 kernel (the graph a Pi runs)."""
     models = Path(__file__).resolve().parents[1] / "models"
-    assert quantize.int8_kernels_on_arm(models / "morph.int8.onnx") == {"quantized_ops": 4, "int8_kernels": 4}
+    morph = quantize.int8_kernels_on_arm(models / "morph.int8.onnx")
+    assert morph["quantized_ops"] >= 3 and morph["int8_kernels"] == morph["quantized_ops"], morph
     flute = quantize.int8_kernels_on_arm(models / "flute.int8.onnx")
     assert flute["quantized_ops"] >= 1 and flute["int8_kernels"] == flute["quantized_ops"], flute
 

@@ -12,9 +12,11 @@
 # 2026-12-05 under another job's load, a morph training step took 2.5 s with 2 threads and
 # 0.43 s with 1: use THREADS=1 on a shared machine), NOTE_STEPS (training steps; the flute: 6000,
 # since 4000 on one thread ended 0.4% behind the held-out spectral distance of the flute it
-# replaced), LATENT_MINUTES (the morph voice's training budget in wall-clock minutes, default 42:
-# its learning-rate schedule runs on the time spent, so the whole latent target stays under an
-# hour on a busy machine; a busier machine gets fewer steps).
+# replaced), LATENT_MINUTES (the morph voice's training budget in wall-clock minutes, default 46:
+# its learning-rate schedule runs on the time spent, so a busier machine gets fewer steps. The rest
+# of the latent target took ~6 min with 14 training programs (data 0.6, export 5.1: 47.7 min with 42
+# of training); 20 programs (morph_data.EXTRA_TRAIN_PROGRAMS) render ~40% more training audio, so
+# 46 min keeps the whole target, data to card, under an hour).
 # Generated data goes to work/ (gitignored); models to models/, spectrograms to docs/models/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +24,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv-train/bin/python}
 THREADS=${THREADS:-2}
 NOTE_STEPS=${NOTE_STEPS:-6000}
-LATENT_MINUTES=${LATENT_MINUTES:-42}
+LATENT_MINUTES=${LATENT_MINUTES:-46}
 what=${1:-all}
 
 if [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || ! command -v fluidsynth >/dev/null; then

@@ -375,6 +375,15 @@ its harmonics. No reverb: add it downstream.
     (models / f"{name}.MODEL_CARD.md").write_text(text)
 
 
+def train_only_text(m: dict, progs) -> str:
+    """The programs rendered into the training data only (morph_data.EXTRA_TRAIN_PROGRAMS), if any."""
+    extra = m["programs"].get("train_only")
+    if not extra:
+        return ""
+    return (f"Also trained on, at their non-held-out notes, but in no test set: {progs(extra)} — added to widen the "
+            "timbres near the weakest held-out programs; the held-out test set is the same as without them. ")
+
+
 def morph_card(models: Path, name="morph"):
     from morph_model import (BLOCK, BUF, DILATIONS, FLOOR_DB, ENC_DILATIONS, ENC_HIDDEN, HIDDEN, LATENT, N_HARM, N_MELS,
                              N_NOISE, WORDS, YIN_MAX, YIN_MIN, DecoderNet, ZNet)
@@ -429,7 +438,7 @@ Rendered offline from Debian's `fluid-soundfont-gm` (FluidR3_GM.sf2) with `fluid
 monophonic single notes (0.4–1.8 s, velocity 40–127) and 4–7-note phrases over each instrument's register within
 MIDI 40–84 (E2–C6). Training programs (GM numbers): {progs(m['programs']['train'])}. **Held out** (never trained
 on): the programs {progs(m['programs']['held_out'])}, and every MIDI note with `note % 7 == 2` on the training
-programs. Training audio {len_s('train')}, held-out test {len_s('test')}.
+programs. {train_only_text(m, progs)}Training audio {len_s('train')}, held-out test {len_s('test')}.
 
 ## Licence and provenance
 Model weights and scripts: MIT. Training data: renders of FluidR3_GM.sf2 (© 2000–2002, 2008 Frank Wen, 2008 Toby
