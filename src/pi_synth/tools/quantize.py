@@ -178,9 +178,11 @@ def _quantize(src: Path, dst: Path, fmt: str, feeds: list[dict], exclude, method
 
     model = onnx.load(str(src))
     excl = default_exclude(model) if exclude is None else list(exclude)
+    # onnxruntime's pre-pass renames a MatMul it fuses with the Add after it: excluded under both names
+    names = excl + [f"{n}/MatMulAddFusion_MatMul" for n in excl]
     if fmt == "dynamic":
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(QUANT_OPS), per_channel=True,
-                         weight_type=QuantType.QInt8, nodes_to_exclude=excl)
+                         weight_type=QuantType.QInt8, nodes_to_exclude=names)
         return excl
     qdq = fmt == "qdq"
     quantize_static(
@@ -190,7 +192,7 @@ def _quantize(src: Path, dst: Path, fmt: str, feeds: list[dict], exclude, method
         per_channel=True,
         activation_type=QuantType.QInt8 if qdq else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=excl,
+        nodes_to_exclude=names,
         calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                           "entropy": CalibrationMethod.Entropy}[method],
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
