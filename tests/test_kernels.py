@@ -61,12 +61,13 @@ def test_c_guard_equals_the_numpy_guard(channels, seed):
     assert np.allclose(c.dc, ref.dc, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.inf, -np.inf], [3e30], [-1e38, 1e38]])
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.inf, -np.inf], [3e30], [-1e38, 1e38],
+                                 [1001.0], [-5e4]])
 @pytest.mark.parametrize("block", [256, 250])  # 250: the samples past the SIMD lanes too
 def test_c_guard_mutes_every_kind_of_bad_block(bad, block):
     """The C guard finds a bad block from its sum (NaN and inf poison it) and its largest
-    magnitude (a finite sample past 1e30): each kind, anywhere in the block, as the numpy
-    reference does. Finite samples that are merely loud are limited, not muted."""
+    magnitude (a runaway sample past +60 dBFS): each kind, anywhere in the block, as the numpy
+    reference does. Samples that are merely loud are limited, not muted."""
     for at in (0, block - 1, block // 2):
         c, ref = OutputGuard(block, 1, 48000), NumpyOutputGuard(block, 1, 48000)
         x = np.full((block, 1), 0.25, np.float32)
@@ -74,9 +75,25 @@ def test_c_guard_mutes_every_kind_of_bad_block(bad, block):
         a, b = x.copy(), x.copy()
         assert c.process(a) is False and ref.process(b) is False
         assert not a.any()
-    loud = np.full((block, 1), 9e29, np.float32)
+    loud = np.full((block, 1), 999.0, np.float32)
     assert OutputGuard(block, 1, 48000).process(loud) is True
     assert np.abs(loud).max() <= 1.0
+
+
+@pytest.mark.parametrize("guard", [OutputGuard, NumpyOutputGuard])
+def test_runaway_is_judged_after_the_output_gain(guard):
+    """A model trained on int16-scale audio plays at gain -90 dB; the same samples at 0 dB
+    are a model that blew up: muted (state reset by the caller), not limited into a
+    full-scale square."""
+    x = np.full((256, 1), 30000.0, np.float32)
+    x[::2] *= -1
+    quiet = guard(256, 1, 48000)
+    quiet.configure(gain_db=-90)
+    a = x.copy()
+    assert quiet.process(a) is True and quiet.nonfinite_blocks == 0
+    plain = guard(256, 1, 48000)
+    b = x.copy()
+    assert plain.process(b) is False and plain.nonfinite_blocks == 1 and not b.any()
 
 
 def test_c_guard_refuses_a_wrong_block_in_one_line():

@@ -403,6 +403,11 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     frames = render_offline(inst.player, backend)
     dt = time.perf_counter() - t0
     sr = card.sample_rate
+    bad = inst.player.guard.nonfinite_blocks  # the live run logs this from its monitor
+    if bad:
+        log.warning("the model's output was not finite or ran away (past +60 dBFS) in %d of %d blocks: those "
+                    "are silent in %s and the model was reset after each; check the model, or its card's "
+                    "control ranges", bad, -(-frames // card.block_size), output)
     return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
             f"model {card.name}{input_said}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
 
@@ -632,7 +637,7 @@ def log_changes(st: dict, last: dict, engine) -> None:
             if key == "reopens":
                 log.warning("audio device back: playing again")
             elif key == "nonfinite_blocks":
-                log.warning("model output was not finite in %d block(s): muted and reset",
+                log.warning("model output was not finite or ran away (past +60 dBFS) in %d block(s): muted and reset",
                             st[key] - last.get(key, 0))
             elif key == "device_errors":
                 if not engine.failed:  # an output that cannot come back is said once, as the run ends

@@ -67,8 +67,9 @@ def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) ->
     audio = [n for n in free_out if len(outs[n][0]) == 3 and outs[n][0][0] == 1 and outs[n][0][1] in (1, 2)
              and outs[n][0][2] >= 16 and outs[n][1] == "tensor(float)"]
     if len(audio) != 1:
-        raise CardError(f"{where}: cannot tell the audio output (want one float output [1, channels, block]; "
-                        f"outputs not paired with an input: {free_out}); write the card with --from CARD.json")
+        raise CardError(f"{where}: cannot tell the audio output (want one float output [1, channels, block] "
+                        f"with 1 or 2 channels and a block of at least 16 samples; outputs not paired with an input: "
+                        f"{ {n: outs[n][0] for n in free_out} }); write the card with --from CARD.json")
     controls = [n for n in free_in if len(ins[n][0]) == 3 and ins[n][0][0] == 1 and ins[n][1] == "tensor(float)"]
     if len(controls) != 1 or len(free_in) != 1:
         raise CardError(f"{where}: cannot tell the controls input (want one float input [1, controls, frames] "

@@ -74,7 +74,9 @@ def load_runtime(cfg, path, rows: int = 1) -> Runtime:
     if rt.card.latent_output:
         out = rt.latent
     if not np.isfinite(out).all():
-        raise ModelError(f"{path}: the model's first block is not finite (NaN/inf); not loading it")
+        raise ModelError(f"{path}: the model's first block is not finite (NaN/inf) at its card's default "
+                         "controls and zero state; not loading it: check the model's export, or give the card "
+                         "defaults the model accepts (pi-synth card MODEL --set controls.0.default=…)")
     rt.reset()
     return rt
 

@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#define RUNAWAY 1000.0  /* after the output gain (+60 dBFS): a model this far off has blown up; keep in step with safety.RUNAWAY */
 #define LANES 8  /* independent accumulators: a float SIMD register on x86 (AVX) or two on ARM */
 
 typedef struct {
@@ -105,8 +106,9 @@ static PyObject *GuardKernel_process(GuardKernel *self, PyObject *obj) {
      * the guard's time (4 cycles a sample, against ~0.5 here) */
     int bad = 0;
     {
-        /* a NaN or an inf makes the sum NaN or inf; a finite sample past 1e30 shows in
-         * the largest magnitude (which a NaN, failing the compare, never enters) */
+        /* a NaN or an inf makes the sum NaN or inf; a runaway sample (past RUNAWAY once the
+         * output gain applies) shows in the largest magnitude (which a NaN, failing the
+         * compare, never enters) */
         float acc[LANES] = {0}, big[LANES] = {0};
         Py_ssize_t i = 0;
         for (; i + LANES <= N; i += LANES)
@@ -125,7 +127,7 @@ static PyObject *GuardKernel_process(GuardKernel *self, PyObject *obj) {
             sum1 += acc[j];
             most = big[j] > most ? big[j] : most;
         }
-        bad = !(fabs(sum1) < HUGE_VAL) || !(most < 1e30f);
+        bad = !(fabs(sum1) < HUGE_VAL) || !((double)most * self->gain_lin < RUNAWAY);
     }
     if (bad) {
         memset(x, 0, (size_t)N * sizeof(float));

@@ -3,7 +3,9 @@
 A model can emit NaN, inf, a DC offset or a sample of 100. None of that may reach
 the DAC. Per block, without allocating and without a Python loop over samples:
 
-1. **Non-finite** → the block is replaced by silence, the gain drops to 0 (mute)
+1. **Non-finite or runaway** (a sample past ``RUNAWAY``, +60 dBFS, once the output gain is
+   applied: a model that far off has blown up, and limiting it would play a full-scale
+   square or DC) → the block is replaced by silence, the gain drops to 0 (mute)
    and fades back in once the model is finite again; the caller resets the model's
    state (NaN in a recurrent state never heals by itself). Counted, logged once by
    the monitor, never raised.
@@ -27,6 +29,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+RUNAWAY = 1000.0  # keep in step with _kernels.c
 
 _min, _max, _sum = np.minimum.reduce, np.maximum.reduce, np.add.reduce
 
@@ -64,7 +68,8 @@ class NumpyGuardKernel:
         # the ufuncs' reduce directly: x.min() goes through numpy's Python wrappers (~3 µs each)
         lo, hi = float(_min(x, axis=None)), float(_max(x, axis=None))  # NaN propagates
 
-        if not (-1e30 < lo and hi < 1e30):
+        big = RUNAWAY / self.gain_lin if self.gain_lin > 0 else math.inf
+        if not (-big < lo and hi < big):
             x.fill(0.0)
             self.gain = 0.0
             self.nonfinite_blocks += 1
