@@ -11,7 +11,9 @@ exactly as a musician would after training. Two things an untrained model gets w
 
 - ``fidelity`` (all zeros untrained, so export would keep 1 latent): a ramp chosen so that export keeps
   128 latents (``*-l128``: exact comparison, no ``randn`` fill) or 8 latents (``*-l8``: the fill path);
-- ``warmed_up = True`` (untrained, v1's noise synth is silently off).
+- ``warmed_up = True`` (untrained, v1's noise synth is silently off);
+- for ``v3-adain-l128``, the adaptive instance normalisations' source and target statistics (as
+  nn~'s learn_source / learn_target leave them; untrained, each is the identity).
 
 The ``-l8`` fixtures also get a random orthogonal ``latent_pca`` and a random ``latent_mean``, so the
 converter's PCA path is exercised. Existing ``.ts`` files are kept (delete to rebuild).
@@ -36,6 +38,11 @@ FIXTURES = {
     # with their noise synthesizers (v1's warmed up): stochastic branches, checked with the .ts's own noise
     "v1-noise-l8": (["configs/v1.gin"], False, 8),
     "v2-small-noise-l128": (["configs/v2_small.gin"], False, 128),
+    # v3: v2 with Snake activations and adaptive instance normalisation (the config many shared models use)
+    "v3-l128": (["configs/v3.gin"], False, 128),
+    # v3 whose adaptive instance normalisations have learned a source and a target (nn~'s
+    # learn_source / learn_target, saved in the buffers): each is then an affine map per channel
+    "v3-adain-l128": (["configs/v3.gin"], False, 128),
     # exported without --streaming: the converter must refuse it and say how to re-export
     "raspberry-nonstreaming-l8": (["configs/raspberry.gin"], False, 8),
 }
@@ -79,6 +86,16 @@ def build(name: str, out: Path, seed: int = 0) -> Path:
             q, _ = torch.linalg.qr(torch.randn(n, n))
             model.latent_pca.copy_(q)
             model.latent_mean.copy_(0.1 * torch.randn(n))
+    if "adain" in name:
+        for mod in model.modules():
+            if type(mod).__name__ == "AdaptiveInstanceNormalization":
+                with torch.no_grad():
+                    for b in ("mean_x", "mean_y"):
+                        getattr(mod, b).normal_(0.0, 0.3)
+                    for b in ("std_x", "std_y"):
+                        getattr(mod, b).uniform_(0.5, 2.0)
+                    mod.num_update_x.fill_(1)
+                    mod.num_update_y.fill_(1)
     model.warmed_up = True
     model.decoder.set_warmed_up(True)
     run = out / "runs" / name

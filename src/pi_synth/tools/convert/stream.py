@@ -572,8 +572,12 @@ class ConvT(Block):
         t = x.shape[0]
         full = torch.cat([ctx.read((1, self.c_in), self.label, x), x])
         ctx.write_rows(x)
-        y = rows_gemm(full, row_taps(t, 2, 1, 1), self.wcl, self.bcl, act=act)  # [T, s·C_out]
-        return y.reshape(t * self.s, self.c_out)  # depth-to-space
+        # an activation with per-channel tensors (Snake, a learned AdaIN) meets the channels
+        # after depth-to-space; a plain one sits on the Gemm
+        late = act if act is not None and act.per_channel else None
+        y = rows_gemm(full, row_taps(t, 2, 1, 1), self.wcl, self.bcl, act=None if late else act)  # [T, s·C_out]
+        y = y.reshape(t * self.s, self.c_out)  # depth-to-space
+        return late.apply2d(y) if late else y
 
     def macs(self, t):
         t_out = t * self.s if self.fast else (t - 1) * self.s + self.k - 2 * self.p
