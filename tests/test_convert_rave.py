@@ -29,7 +29,8 @@ RAVE_PY = VENV / "bin" / "python"
 FIXTURES = Path(os.environ.get("RAVE_FIXTURES", ROOT / "work" / "rave-fixtures"))
 EXACT = ["raspberry-l128", "raspberry-causal-l128", "v2-l128", "v2-causal-l128",
          "v3-l128", "v3-adain-l128"]  # v3: Snake activations; -adain: learned instance normalisations
-NOISE = ["v1-noise-l8", "v2-small-noise-l128"]  # v1 / v2_small noise synthesizers
+NOISE = ["v1-noise-l8", "v2-small-noise-l128",  # v1 / v2_small noise synthesizers
+         "v2-wasserstein-l16"]  # Wasserstein: 128 channels of normal noise beside the 16 latents
 ALL = EXACT + ["raspberry-l8"] + NOISE
 BUILD = ALL + ["raspberry-nonstreaming-l8"]
 BLOCKS = 12
@@ -147,13 +148,22 @@ def test_pqmf_synthesis_runs_factored(converted):
 
 
 @pytest.mark.parametrize("name", NOISE)
-def test_noise_synthesizer_matches_the_ts_own_noise(name, converted, tmp_path):
-    """The converter's --check feeds the .ts's own rand_like numbers to a noise-input copy."""
+def test_noise_synthesizer_matches_the_ts_own_noise(name, converted, rave_env, tmp_path):
+    """The converter's --check feeds the .ts's own random numbers (rand_like, a Wasserstein model's
+    randn) to a noise-input copy, and they match; the noise matters (two decodes of the .ts
+    differ), so the match means something."""
     from pi_synth.model.runtime import Runtime
 
     path, summary = converted[name]
     assert summary["card"]["rave"]["noise"] is True
     assert summary["check"]["noise"] and summary["check"]["max_abs_err"] < TOL
+    k = len(summary["card"]["controls"])
+    z = np.random.default_rng(3).standard_normal((BLOCKS, 1, k, 1)).astype(np.float32)
+    r1, r2 = reference(rave_env, name, z, tmp_path), reference(rave_env, name, z, tmp_path)
+    assert np.max(np.abs(r1 - r2)) > 100 * summary["check"]["max_abs_err"], "the .ts's noise changes nothing"
+    if name == "v2-wasserstein-l16":
+        assert summary["card"]["rave"]["noise_augmentation"] == 128
+        assert len(summary["card"]["rave"]["normal_noise_inputs"]) == 0  # the played file draws its own
     assert summary["check"]["encoder"]["max_abs_err"] < TOL
     seq = np.zeros((6, len(summary["card"]["controls"]), 1), np.float32)
     a = Runtime(path, use_cache=False).render(seq)

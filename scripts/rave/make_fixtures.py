@@ -12,6 +12,8 @@ exactly as a musician would after training. Two things an untrained model gets w
 - ``fidelity`` (all zeros untrained, so export would keep 1 latent): a ramp chosen so that export keeps
   128 latents (``*-l128``: exact comparison, no ``randn`` fill) or 8 latents (``*-l8``: the fill path);
 - ``warmed_up = True`` (untrained, v1's noise synth is silently off);
+- v2's noise synthesizer's convolutions scaled up 30× each (untrained, its noise is ~1e-8 of the
+  output, too little for a comparison to tell whether it is right);
 - for ``v3-adain-l128``, the adaptive instance normalisations' source and target statistics (as
   nn~'s learn_source / learn_target leave them; untrained, each is the identity).
 
@@ -43,10 +45,18 @@ FIXTURES = {
     # v3 whose adaptive instance normalisations have learned a source and a target (nn~'s
     # learn_source / learn_target, saved in the buffers): each is then an affine map per channel
     "v3-adain-l128": (["configs/v3.gin"], False, 128),
+    # Wasserstein (v2 + wasserstein.gin): 16 latents and 128 channels of noise augmentation, drawn in decode
+    "v2-wasserstein-l16": (["configs/v2.gin", "configs/wasserstein.gin"], False, 16),
+    # a 24 kHz model exported with --sr 48000: RAVE's resampler (2x) around the model, as nn~ users do
+    "raspberry-sr48k-l128": (["configs/raspberry.gin"], False, 128),
     # exported without --streaming: the converter must refuse it and say how to re-export
     "raspberry-nonstreaming-l8": (["configs/raspberry.gin"], False, 8),
 }
 DEFAULT = list(FIXTURES)
+# gin bindings and `rave export` flags beyond the defaults
+BINDINGS = {"raspberry-sr48k-l128": ["SAMPLING_RATE = 24000"]}
+EXPORT_ARGS = {"raspberry-sr48k-l128": ["--sr", "48000"]}
+NOISE_GAIN = 30.0  # v2's noise net: each convolution's weights ×30 (see the docstring)
 
 
 def fidelity_curve(keep: int, n: int):
@@ -77,7 +87,7 @@ def build(name: str, out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     gin.clear_config()
     cc.use_cached_conv(False)
-    gin.parse_config_files_and_bindings(configs, [])
+    gin.parse_config_files_and_bindings(configs, BINDINGS.get(name, []))
     model = rave.RAVE()
     n = model.latent_size
     with torch.no_grad():
@@ -86,6 +96,12 @@ def build(name: str, out: Path, seed: int = 0) -> Path:
             q, _ = torch.linalg.qr(torch.randn(n, n))
             model.latent_pca.copy_(q)
             model.latent_mean.copy_(0.1 * torch.randn(n))
+    for mod in model.modules():
+        if type(mod).__name__ == "NoiseGeneratorV2":  # untrained, its amplitude is sigmoid(-5)²·³: ~1e-8 of
+            with torch.no_grad():  # its convolutions have no bias: each one's gain raised
+                for c in mod.net:
+                    if hasattr(c, "weight"):
+                        c.weight *= NOISE_GAIN  # so the noise is heard and --check's comparison tests its path
     if "adain" in name:
         for mod in model.modules():
             if type(mod).__name__ == "AdaptiveInstanceNormalization":
@@ -107,7 +123,7 @@ def build(name: str, out: Path, seed: int = 0) -> Path:
     rave_bin = Path(sys.executable).parent / "rave"
     streaming = "nonstreaming" not in name
     cmd = [str(rave_bin), "export", "--run", str(run), *(["--streaming"] if streaming else []),
-           "--output", str(out), "--name", name]
+           "--output", str(out), "--name", name, *EXPORT_ARGS.get(name, [])]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     made = out / (f"{name}_streaming.ts" if streaming else f"{name}.ts")

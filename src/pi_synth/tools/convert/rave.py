@@ -19,7 +19,7 @@ repeatable. The noise synthesizers (v1 ``NoiseGenerator``, v2_small ``NoiseGener
 with a seeded ``RandomUniformLike``. The encoder outputs the posterior **mean** (no sampling).
 Initial state is zeros.
 
-Supported: ``VariationalScriptedRAVE`` (and Wasserstein without noise augmentation) with
+Supported: ``VariationalScriptedRAVE`` and ``WasserteinScriptedRAVE`` (its noise augmentation too) with
 ``Generator`` (v1, onnx, raspberry) or ``GeneratorV2`` (v2, v2_small, v3-style) decoders, PQMF or raw
 output, mono. Refused with a message naming the config: recurrent layers, discrete
 (``DiscreteScriptedRAVE``) and spherical models, multichannel and resampled exports.
@@ -152,8 +152,6 @@ def _check_supported(m, where: str) -> dict:
         raise ConvertError(f"{where}: discrete RAVE models (discrete.gin / discrete_v3.gin) are not supported yet")
     if kind == "SphericalScriptedRAVE":
         raise ConvertError(f"{where}: spherical RAVE models (spherical.gin) are not supported yet")
-    if kind == "WasserteinScriptedRAVE" and int(_attr(m.encoder, "noise_augmentation", 0) or 0):
-        raise ConvertError(f"{where}: Wasserstein models with noise augmentation are not supported yet")
     if kind not in ("VariationalScriptedRAVE", "WasserteinScriptedRAVE"):
         raise ConvertError(f"{where}: unknown RAVE export class {kind!r}; expected VariationalScriptedRAVE")
     if _attr(m, "resampler") is not None:
@@ -583,9 +581,13 @@ def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: st
         a = pca.T[:, :k]  # the unused dims are filled with zeros (the ts fills randn)
         if not (k == full and torch.equal(a, torch.eye(full)) and not mean.any()):
             pre = s.Conv(a.unsqueeze(-1).contiguous(), mean, label="latent_pca")
+    aug = int(_attr(m.encoder, "noise_augmentation", 0) or 0) if info["class"] == "WasserteinScriptedRAVE" else 0
+    if aug:
+        pre = s.LatentNoise(aug, noise)
     b = _Builder(where, frames, cl_frames, pre, noise, rows=rows)
     dec = b.build(m.decoder, "decoder")
-    info["noise"] = b.has_noise
+    info["noise"] = b.has_noise or bool(aug)
+    info["noise_augmentation"] = aug
     ratio = info["ratio"]
     bands = info["pqmf_bands"]
     post = None
@@ -727,7 +729,7 @@ def _export(block, inp_shape, out_path, input_name, output_name, progress=None):
         size = pack["size"]
         extra = [tuple(plan.shapes[j]) for j in pack["extra"]]
         shapes = ([(size,)] if size else []) + extra
-        labels = (["caches"] if size else []) + ["noise"] * len(extra)
+        labels = (["caches"] if size else []) + [plan.labels[j] for j in pack["extra"]]
 
         class Wrapper(torch.nn.Module):
             def forward(self, x, *states):
@@ -913,7 +915,9 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
                 "initial_state": "zeros",
                 "state": "packed" if getattr(dec, "packed", False) else "per cache",
                 "noise": info["noise"],
-                "noise_inputs": [f"state_in_{i}" for i, lb in enumerate(ex["state_labels"]) if lb == "noise"],
+                "noise_inputs": [f"state_in_{i}" for i, lb in enumerate(ex["state_labels"]) if lb.startswith("noise")],
+                "normal_noise_inputs": [f"state_in_{i}" for i, lb in enumerate(ex["state_labels"]) if lb == "noise_normal"],
+                "noise_augmentation": info.get("noise_augmentation", 0),
                 "multiply_adds_per_block": int(macs),
                 "encoder": enc_file.name if enc_file else None,
             },
@@ -1246,6 +1250,7 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
 
     noise_in = cmp.card.extra.get("rave", {}).get("noise_inputs", []) if noisy else []
     noise_shapes = {a.name: a.shape for a in cmp.sess.get_inputs() if a.name in noise_in} if noisy else {}
+    normal_in = set(cmp.card.extra.get("rave", {}).get("normal_noise_inputs", [])) if noisy else set()
 
     def ts_step(z, i=0):
         torch.manual_seed(1000 + i)
@@ -1257,7 +1262,7 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
         torch.manual_seed(1000 + i)
         if k < full:
             torch.randn(1, full - k, frames)
-        return {n: torch.rand(*noise_shapes[n]).numpy() for n in noise_in}
+        return {n: (torch.randn if n in normal_in else torch.rand)(*noise_shapes[n]).numpy() for n in noise_in}
 
     for i in range(warmup):  # warm-up on both sides, then back to zero state
         ts_step(zs[i % blocks])
@@ -1301,6 +1306,7 @@ def check_encoder(ts_path, onnx_path, *, blocks: int = 16, seed: int = 0) -> dic
     m = load_ts(ts_path)
     zero_caches(m)
     k = int(m.latent_size)
+    variational = _name(m) == "VariationalScriptedRAVE"
     sess = _ort_session(onnx_path)
     specs = {a.name: a for a in sess.get_inputs()}
     state = {s_in: np.zeros(specs[s_in].shape, np.float32) for s_in, _ in card.state}
@@ -1317,8 +1323,10 @@ def check_encoder(ts_path, onnx_path, *, blocks: int = 16, seed: int = 0) -> dic
             if int(_attr(m.pqmf, "n_band", 1)) > 1:
                 xt = m.pqmf(xt)
             z = m.encoder(xt)
-            z = z[:, : z.shape[1] // 2]
-            z = torch.nn.functional.conv1d(z - m.latent_mean.reshape(1, -1, 1), m.latent_pca.unsqueeze(-1))[:, :k]
+            if variational:  # the posterior mean, centred and projected (a Wasserstein encoder's z is the latent)
+                z = z[:, : z.shape[1] // 2]
+                z = torch.nn.functional.conv1d(z - m.latent_mean.reshape(1, -1, 1), m.latent_pca.unsqueeze(-1))
+            z = z[:, :k]
         err = max(err, float(np.max(np.abs(z.numpy() - res[0]))))
     return {"blocks": blocks, "max_abs_err": err}
 

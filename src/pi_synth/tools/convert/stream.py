@@ -170,7 +170,7 @@ def pack_layout(shapes, labels) -> dict:
     """How :class:`PackedCtx` packs caches: groups (in first-read order) and the separate reads."""
     groups, extra = {}, []
     for j, (sh, lb) in enumerate(zip(shapes, labels)):
-        if lb == "noise":
+        if lb.startswith("noise"):  # "noise" (uniform), "noise_normal": fed from outside by --check
             extra.append(j)
             continue
         key, ax, c = _frame_axis(tuple(sh))
@@ -421,6 +421,32 @@ class Fn(Block):
 
     def rows(self, x, ctx):
         return self.apply2d(x)
+
+
+class LatentNoise(Block):
+    """A Wasserstein RAVE's noise augmentation: ``n`` standard normal channels after the latents,
+    new every frame (the ``.ts`` draws ``torch.randn(1, n, T)`` before decoding; ONNX
+    ``RandomNormal`` here, seeded so renders repeat). ``mode="input"`` (``--check`` only) reads
+    them from outside instead, so the ``.ts``'s own numbers can be fed."""
+
+    def __init__(self, n: int, mode: str = "random"):
+        self.n, self.mode = int(n), mode
+
+    def _noise(self, t, ctx, like):
+        shape = (1, self.n, t)
+        if self.mode == "input":
+            u = ctx.read(shape, "noise_normal", like)
+            ctx.write(u * 1)
+            return u
+        return torch.randn(shape, dtype=like.dtype)
+
+    def __call__(self, x, ctx):
+        if self.cl:  # [1, T, k]
+            return torch.cat([x, self._noise(x.shape[1], ctx, x).transpose(1, 2)], 2)
+        return torch.cat([x, self._noise(x.shape[2], ctx, x)], 1)
+
+    def rows(self, x, ctx):  # [T, k]
+        return torch.cat([x, self._noise(x.shape[0], ctx, x)[0].transpose(0, 1)], 1)
 
 
 class Delay(Block):
