@@ -28,7 +28,8 @@ VENV = Path(os.environ.get("RAVE_VENV", ROOT / ".venv-rave"))
 RAVE_PY = VENV / "bin" / "python"
 FIXTURES = Path(os.environ.get("RAVE_FIXTURES", ROOT / "work" / "rave-fixtures"))
 EXACT = ["raspberry-l128", "raspberry-causal-l128", "v2-l128", "v2-causal-l128",
-         "v3-l128", "v3-adain-l128"]  # v3: Snake activations; -adain: learned instance normalisations
+         "v3-l128", "v3-adain-l128",  # v3: Snake activations; -adain: learned instance normalisations
+         "raspberry-sr48k-l128"]  # a 24 kHz model exported with --sr 48000 (RAVE's resampler around it)
 NOISE = ["v1-noise-l8", "v2-small-noise-l128",  # v1 / v2_small noise synthesizers
          "v2-wasserstein-l16"]  # Wasserstein: 128 channels of normal noise beside the 16 latents
 ALL = EXACT + ["raspberry-l8"] + NOISE
@@ -100,7 +101,9 @@ def test_streams_like_the_torchscript_decode(name, converted, rave_env, tmp_path
     path, summary = converted[name]
     rt = Runtime(path, use_cache=False)  # the card is valid against the graph, or this raises
     card = rt.card
-    assert card.kind == "rave" and card.block_size == 2048 and card.sample_rate == 44100
+    resampled = "sr48k" in name
+    assert card.kind == "rave" and (card.block_size, card.sample_rate) == ((4096, 48000) if resampled else (2048, 44100))
+    assert summary["card"]["rave"]["resampled"] == ({"model_sample_rate": 24000, "factor": 2} if resampled else None)
     assert card.channels == 1 and card.control_frames == 1
     assert len(card.controls) == (8 if name.endswith("l8") else 128)
     assert summary["card"]["rave"]["noise"] is False

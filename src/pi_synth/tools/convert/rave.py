@@ -154,8 +154,15 @@ def _check_supported(m, where: str) -> dict:
         raise ConvertError(f"{where}: spherical RAVE models (spherical.gin) are not supported yet")
     if kind not in ("VariationalScriptedRAVE", "WasserteinScriptedRAVE"):
         raise ConvertError(f"{where}: unknown RAVE export class {kind!r}; expected VariationalScriptedRAVE")
-    if _attr(m, "resampler") is not None:
-        raise ConvertError(f"{where}: exported with --sr (resampler); re-export without --sr")
+    res = _attr(m, "resampler")
+    info["resample"] = 1
+    if res is not None:
+        up, down = _attr(res, "upsample"), _attr(res, "downsample")
+        r = int(up.weight.shape[0]) if up is not None and _attr(up, "weight") is not None else 0
+        if r < 2 or down is None or info["ratio"] % r:
+            raise ConvertError(f"{where}: exported with --sr, with a resampler this converter does not know; "
+                               "re-export without --sr")
+        info["resample"] = r  # the model runs at sample_rate / r inside; the resampler's filters convert
     if info["n_channels"] != 1 or info["out_channels"] != 1 or int(_attr(m, "target_channels", 1)) != 1:
         raise ConvertError(f"{where}: multichannel RAVE models (n_channels={info['n_channels']}) are not supported yet; "
                            "pi-synth converts mono models")
@@ -562,6 +569,28 @@ def _pqmf_forward(b: _Builder, pqmf, t_sub: int):
     return Fwd()
 
 
+def _resample_up(b: _Builder, res):
+    """RAVE's ``Resampler.from_model_sampling_rate`` (an export with ``--sr``): one cached
+    convolution of the audio to ``r`` polyphase outputs, interleaved. Channels-first in both
+    forms: in rows form the im2col of one channel would be a ``Gather`` of single elements
+    (0.4 ms a block for 21 taps at 2048 samples; a ``Conv`` is a few µs)."""
+    s = b.s
+    conv = b.conv(res.upsample, "resampler.upsample")
+
+    class Up(s.Block):
+        def __call__(self, x, ctx):
+            y = conv(x.reshape(1, 1, -1), ctx)  # [1, r, N]
+            return y.transpose(1, 2).reshape(1, 1, -1)
+
+        def rows(self, x, ctx):
+            return self(x, ctx)
+
+        def macs(self, t):
+            return conv.macs(t)[0], t * int(conv.w.shape[0])
+
+    return Up()
+
+
 def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: str = "random",
                   rows: bool = True):
     """The streaming decode block: latent ``[1, k, frames]`` → audio ``[1, 1, frames·ratio]``.
@@ -588,12 +617,13 @@ def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: st
     dec = b.build(m.decoder, "decoder")
     info["noise"] = b.has_noise or bool(aug)
     info["noise_augmentation"] = aug
-    ratio = info["ratio"]
+    ratio = info["ratio"] // info["resample"]  # samples a latent frame at the model's own rate
     bands = info["pqmf_bands"]
     post = None
     if _attr(m, "pqmf") is not None and bands > 1:
         post = _pqmf_inverse(b, m.pqmf, frames * ratio // bands)
-    blocks = s.Seq([dec, post])
+    up = _resample_up(b, m.resampler) if info["resample"] > 1 else None
+    blocks = s.Seq([dec, post, up])
     if rows:
         blocks = RowsDecoder(blocks)
     return blocks, info
@@ -624,9 +654,11 @@ def build_encoder(m, where: str, frames: int = 1):
     s = b.s
     if str(_attr(m, "input_mode", "pqmf")) != "pqmf":
         raise ConvertError(f"{where}: encoder input mode {_attr(m, 'input_mode')!r} (mel) is not supported yet")
-    ratio = info["ratio"]
+    ratio = info["ratio"] // info["resample"]
     bands = info["pqmf_bands"]
     pre = _pqmf_forward(b, m.pqmf, frames * ratio // bands) if bands > 1 else None
+    if info["resample"] > 1:  # the resampler's anti-alias filter and decimation come first
+        pre = s.Seq([b.conv(m.resampler.downsample, "resampler.downsample"), pre])
     venc = m.encoder
     enc = _attr(venc, "encoder", venc)
     layers = []
@@ -912,6 +944,8 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
                 "unused_latents": "zeros",
                 "ratio": ratio,
                 "pqmf_bands": info["pqmf_bands"],
+                "resampled": ({"model_sample_rate": sr // info["resample"], "factor": info["resample"]}
+                              if info["resample"] > 1 else None),
                 "initial_state": "zeros",
                 "state": "packed" if getattr(dec, "packed", False) else "per cache",
                 "noise": info["noise"],
@@ -1320,6 +1354,8 @@ def check_encoder(ts_path, onnx_path, *, blocks: int = 16, seed: int = 0) -> dic
         state = {s_in: r for (s_in, _), r in zip(card.state, res[1:])}
         with torch.no_grad():
             xt = torch.from_numpy(x)
+            if _attr(m, "resampler") is not None:  # an export with --sr
+                xt = m.resampler.to_model_sampling_rate(xt)
             if int(_attr(m.pqmf, "n_band", 1)) > 1:
                 xt = m.pqmf(xt)
             z = m.encoder(xt)
