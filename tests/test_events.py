@@ -188,3 +188,55 @@ def test_one_control_frame_keeps_the_block_boundary(organ):
     ctl, il, tl = _controls_per_block(organ(), [{"t": 0, "set": {"loudness": -60}},
                                                 {"t": (3 * 256 + 100) / 48000, "set": {"loudness": -6}}], 6)
     assert np.allclose(ctl[3][il], -60.0) and np.allclose(ctl[4][il], -6.0) and tl.placed == 0
+
+
+def _song(notes, tpb=480, tempo=None):
+    """A track of (note, start tick, length ticks), in order."""
+    tr = mido.MidiTrack()
+    if tempo:
+        tr.append(mido.MetaMessage("set_tempo", tempo=tempo))
+    now = 0
+    for note, start, length in notes:
+        tr.append(mido.Message("note_on", note=note, velocity=100, time=start - now))
+        tr.append(mido.Message("note_off", note=note, velocity=0, time=length))
+        now = start + length
+    return tr
+
+
+def _ons(events):
+    return [(round(e.t, 3), e.data[1]) for e in events if e.data[0] & 0xF0 == 0x90 and e.data[2]]
+
+
+def test_midi_files_as_they_come(tmp_path):
+    """Files from elsewhere: type 2 (independent songs, played one after the other), SMPTE
+    time (25 fps × 40 ticks: 1000 ticks a second, a tempo meta event changes nothing), a RIFF
+    MIDI (.rmi) wrapper, and files that cannot play, each said in one line."""
+    from pi_synth.control.events import load_midi_file
+
+    mid = mido.MidiFile(type=2)
+    mid.tracks += [_song([(60, 0, 480)]), _song([(64, 0, 480)], tempo=250000)]  # 0.5 s, then 0.25 s at 240 bpm
+    mid.save(tmp_path / "type2.mid")
+    assert _ons(load_midi_file(tmp_path / "type2.mid")) == [(0.0, 60), (0.5, 64)]
+
+    mid = mido.MidiFile(type=1)
+    mid.tracks += [_song([(67, 500, 1000)], tempo=1000000)]
+    mid.save(tmp_path / "smpte.mid")
+    raw = bytearray((tmp_path / "smpte.mid").read_bytes())
+    raw[12:14] = bytes([256 - 25, 40])  # division: -25 fps, 40 ticks a frame
+    (tmp_path / "smpte.mid").write_bytes(bytes(raw))
+    ev = load_midi_file(tmp_path / "smpte.mid")
+    assert _ons(ev) == [(0.5, 67)] and ev[-1].t == pytest.approx(1.5)
+
+    smf = (tmp_path / "type2.mid").read_bytes()
+    body = b"RMID" + b"data" + len(smf).to_bytes(4, "little") + smf
+    (tmp_path / "song.rmi").write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    assert _ons(load_midi_file(tmp_path / "song.rmi")) == [(0.0, 60), (0.5, 64)]
+
+    mid = mido.MidiFile()
+    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000)]))
+    mid.save(tmp_path / "meta.mid")
+    with pytest.raises(EventsError, match="no notes or controller messages"):
+        load_midi_file(tmp_path / "meta.mid")
+    (tmp_path / "cut.mid").write_bytes(smf[:30])
+    with pytest.raises(EventsError, match=r"not a readable Standard MIDI File \(\w+"):
+        load_midi_file(tmp_path / "cut.mid")

@@ -19,6 +19,7 @@ frame a block takes any event at a boundary (its block cannot be split).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -132,19 +133,69 @@ def load_midi_file(path: str | os.PathLike) -> list[Event]:
     if path == "demo" and not os.path.exists(path):  # the shipped demo phrase
         path = demo_midi()
     try:
-        mid = mido.MidiFile(path)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise EventsError(f"{path}: MIDI file not found") from None
+    except IsADirectoryError:
+        raise EventsError(f"{path}: is a directory; give a .mid file") from None
+    except OSError as e:
+        raise EventsError(f"{path}: cannot read the MIDI file ({e.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise EventsError(f"{path}: over {MAX_FILE_BYTES >> 20} MB; not a MIDI file to play, or split it")
+    raw = _unwrap_rmid(raw)
+    try:
+        mid = mido.MidiFile(file=io.BytesIO(raw))
     except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as e:
-        raise EventsError(f"{path}: not a readable Standard MIDI File ({str(e)[:120]})") from None
+        why = str(e)[:120] or f"{type(e).__name__}: it ends early, is it truncated?"
+        raise EventsError(f"{path}: not a readable Standard MIDI File ({why})") from None
+    # type 2 holds independent sequences (patterns, songs): played one after the other
+    songs = [mido.MidiFile(type=0, ticks_per_beat=mid.ticks_per_beat, tracks=[tr]) for tr in mid.tracks] \
+        if mid.type == 2 else [mid]
+    rate = _smpte_ticks_per_second(raw)
     t = 0.0
     out = []
-    for msg in mid:
-        t += msg.time
-        # program changes in a file name General MIDI instruments, not our models: skipped
-        if not msg.is_meta and msg.type not in ("sysex", "program_change"):
-            out.append(Event(t, "midi", bytes(msg.bytes())))
+    for song in songs:
+        if rate:  # SMPTE time: ticks are fractions of a frame, tempo changes mean nothing
+            ticks, start = 0, t
+            msgs = mido.merge_tracks(song.tracks)
+        else:  # metrical time: mido applies the tempo map, times in seconds
+            msgs = song
+        for msg in msgs:
+            if rate:
+                ticks += msg.time
+                t = start + ticks / rate
+            else:
+                t += msg.time
+            # program changes in a file name General MIDI instruments, not our models: skipped
+            if not msg.is_meta and msg.type not in ("sysex", "program_change"):
+                out.append(Event(t, "midi", bytes(msg.bytes())))
+    if not out:
+        raise EventsError(f"{path}: no notes or controller messages in this MIDI file ({len(mid.tracks)} "
+                          "track(s) of meta messages only): nothing to play")
     return out
+
+
+def _smpte_ticks_per_second(raw: bytes) -> float:
+    """Ticks a second of a file whose header division is SMPTE (high bit set: -fps, ticks per
+    frame; mido reads it as ticks per beat), else 0."""
+    if len(raw) < 14 or raw[:4] != b"MThd" or not raw[12] & 0x80:
+        return 0.0
+    fps = 256 - raw[12]  # 24, 25, 29 (drop frame: 29.97), 30
+    return (29.97 if fps == 29 else float(fps)) * max(1, raw[13])
+
+
+def _unwrap_rmid(raw: bytes) -> bytes:
+    """A RIFF MIDI file (``.rmi``: RIFF/RMID with the SMF in its ``data`` chunk) → that SMF."""
+    if raw[:4] != b"RIFF" or raw[8:12] != b"RMID":
+        return raw
+    i = 12
+    while i + 8 <= len(raw):
+        size = int.from_bytes(raw[i + 4:i + 8], "little")
+        if raw[i:i + 4] == b"data":
+            return raw[i + 8:i + 8 + size]
+        i += 8 + size + (size & 1)
+    return raw
 
 
 def check_events(events: list[Event], router, where: str = "events") -> None:
