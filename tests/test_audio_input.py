@@ -433,3 +433,31 @@ def test_a_clipping_input_lights_the_clip_led_and_the_status_says_so(pair, tmp_p
         leds.close()
     finally:
         use_board(None)
+
+
+def test_wavs_as_recorders_leave_them(tmp_path):
+    """A recording whose header was never finished (data size 0, or 0x7FFFFFFF / 0xFFFFFFFF as
+    a streaming recorder writes it), and a broadcast WAV with bext and LIST chunks around an
+    odd-sized one: all read to the samples that are there."""
+    x = np.round(0.3 * np.sin(2 * np.pi * 220 * np.arange(4410) / 44100) * 32767) / 32767
+    pcm = np.round(x * 32767).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, 44100, 88200, 2, 16)
+
+    def chunk(tag, body, size=None):
+        return tag + struct.pack("<I", len(body) if size is None else size) + body + b"\0" * (len(body) & 1)
+
+    def riff(*chunks, size=None):
+        body = b"WAVE" + b"".join(chunks)
+        return b"RIFF" + struct.pack("<I", len(body) if size is None else size) + body
+
+    files = {
+        "unfinished": riff(chunk(b"fmt ", fmt), chunk(b"data", pcm, 0), size=0),
+        "streamed": riff(chunk(b"fmt ", fmt), chunk(b"data", pcm, 0x7FFFFFFF), size=0x7FFFFFFF),
+        "streamed-ffff": riff(chunk(b"fmt ", fmt), chunk(b"data", pcm, 0xFFFFFFFF), size=0xFFFFFFFF),
+        "bwf": riff(chunk(b"bext", b"b" * 603), chunk(b"fmt ", fmt), chunk(b"LIST", b"INFOabc"), chunk(b"data", pcm)),
+    }
+    for name, raw in files.items():
+        (tmp_path / f"{name}.wav").write_bytes(raw)
+        y, rate = read_wav(tmp_path / f"{name}.wav")
+        assert rate == 44100 and y.shape == (4410, 1), name
+        assert np.max(np.abs(y[:, 0] - x)) < 1e-6, name

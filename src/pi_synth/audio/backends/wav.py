@@ -252,6 +252,9 @@ def read_wav(path):
             fmt = body
         elif cid == b"data":
             payload = body  # a truncated file: what is there
+            if size == 0 and pos + 8 < len(data):  # a recording never finished: its header still says 0
+                payload = data[pos + 8:]
+                break
         pos += 8 + size + (size & 1)
     if fmt is None or len(fmt) < 16:
         raise _bad(path, f"no 'fmt ' chunk: not a playable WAV; {fix}")
