@@ -330,3 +330,31 @@ def test_other_decoder_forms_stream_like_the_ts(name, rave_env, tmp_path):
     for label, v in res.items():
         assert v["peak"] > 1e-4 and v["err"] < TOL, (name, label, v)
     assert res["legacy"]["states"] > 1 and res["all rows"]["states"] == 1
+
+
+OLD_RAVE = "2.1.21"  # what most models shared in 2023 were exported with (cached_conv 2.4.1)
+OLD = ["raspberry-l128", "raspberry-l8", "v2-l128", "v1-noise-l8"]
+
+
+@pytest.fixture(scope="session")
+def old_exports(rave_env):
+    """The same configs exported by RAVE 2.1.21's own `rave export` (the project's script)."""
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "rave" / "make-old-fixtures.sh"), *OLD],
+                       capture_output=True, text=True, timeout=1200, env=dict(os.environ, OLD_RAVE=OLD_RAVE))
+    assert r.returncode == 0, f"old fixture build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return FIXTURES / f"rave-{OLD_RAVE}"
+
+
+@pytest.mark.parametrize("name", OLD)
+def test_exports_of_an_older_rave_convert_exactly(name, old_exports, rave_env, tmp_path):
+    """Models people share were mostly exported by RAVE 2.1 (its script module carries other
+    attributes than 2.3's): they convert, decoder and encoder match their .ts."""
+    r = subprocess.run(
+        [str(rave_env), "-m", "pi_synth", "convert", "rave", str(old_exports / f"{name}.ts"), "-o",
+         str(tmp_path / f"{name}.onnx"), "--json", "--check", "--blocks", str(BLOCKS)],
+        capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    c = json.loads(r.stdout)["check"]
+    assert c["peak"] > 1e-3 and c["max_abs_err"] < 5e-6 * max(1.0, c["peak"]), c
+    assert c["encoder"]["max_abs_err"] < TOL
+    assert bool(c["noise"]) == (name == "v1-noise-l8")  # its noise compared with the .ts's own numbers

@@ -127,6 +127,12 @@ def build(name: str, out: Path, seed: int = 0) -> Path:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     made = out / (f"{name}_streaming.ts" if streaming else f"{name}.ts")
+    if r.returncode != 0 and "Unknown command line flag 'output'" in r.stderr + r.stdout:
+        # RAVE before 2.2 (what most shared models were exported with) writes into the run folder
+        cmd = [str(rave_bin), "export", "--run", str(run), *(["--streaming"] if streaming else []),
+               *EXPORT_ARGS.get(name, [])]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        made = run / (f"{name}_streaming.ts" if streaming else f"{name}.ts")
     if r.returncode != 0 or not made.exists():
         sys.stderr.write(r.stdout[-3000:] + r.stderr[-3000:])
         raise SystemExit(f"fixture {name}: rave export failed ({' '.join(cmd)})")
