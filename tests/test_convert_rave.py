@@ -29,7 +29,8 @@ RAVE_PY = VENV / "bin" / "python"
 FIXTURES = Path(os.environ.get("RAVE_FIXTURES", ROOT / "work" / "rave-fixtures"))
 EXACT = ["raspberry-l128", "raspberry-causal-l128", "v2-l128", "v2-causal-l128",
          "v3-l128", "v3-adain-l128",  # v3: Snake activations; -adain: learned instance normalisations
-         "raspberry-sr48k-l128"]  # a 24 kHz model exported with --sr 48000 (RAVE's resampler around it)
+         "raspberry-sr48k-l128",  # a 24 kHz model exported with --sr 48000 (RAVE's resampler around it)
+         "v2-spherical-l16"]  # spherical.gin: 15 angles in, the unit vector of 16 to the decoder
 NOISE = ["v1-noise-l8", "v2-small-noise-l128",  # v1 / v2_small noise synthesizers
          "v2-wasserstein-l16"]  # Wasserstein: 128 channels of normal noise beside the 16 latents
 ALL = EXACT + ["raspberry-l8"] + NOISE
@@ -105,7 +106,7 @@ def test_streams_like_the_torchscript_decode(name, converted, rave_env, tmp_path
     assert card.kind == "rave" and (card.block_size, card.sample_rate) == ((4096, 48000) if resampled else (2048, 44100))
     assert summary["card"]["rave"]["resampled"] == ({"model_sample_rate": 24000, "factor": 2} if resampled else None)
     assert card.channels == 1 and card.control_frames == 1
-    assert len(card.controls) == (8 if name.endswith("l8") else 128)
+    assert len(card.controls) == {"l8": 8, "16": 15}.get(name[-2:], 128)
     assert summary["card"]["rave"]["noise"] is False
     assert [c.name for c in card.controls[:3]] == ["z0", "z1", "z2"]
     assert len(card.state) == summary["states"] > 0
@@ -358,3 +359,23 @@ def test_exports_of_an_older_rave_convert_exactly(name, old_exports, rave_env, t
     assert c["peak"] > 1e-3 and c["max_abs_err"] < 5e-6 * max(1.0, c["peak"]), c
     assert c["encoder"]["max_abs_err"] < TOL
     assert bool(c["noise"]) == (name == "v1-noise-l8")  # its noise compared with the .ts's own numbers
+
+
+def test_spherical_encoder_hears_silence_as_finite_angles(converted):
+    """Silence into a spherical model's encoder (a v2 encoder has no biases: its vector is 0):
+    the .ts divides 0 by 0 (NaN, which would mute the instrument whenever the gate closes);
+    the converted encoder gives the angles of a vector along the last axis (0, …, 0, -0.5),
+    and its decoder plays them."""
+    import onnxruntime as ort
+
+    from pi_synth.model.card import load_card
+    from pi_synth.model.runtime import Runtime
+
+    path, summary = converted["v2-spherical-l16"]
+    enc = summary["encoder"]
+    card = load_card(enc)
+    sess = ort.InferenceSession(enc, providers=["CPUExecutionProvider"])
+    feeds = {a.name: np.zeros(a.shape, np.float32) for a in sess.get_inputs()}
+    z = sess.run([card.latent_output], feeds)[0]
+    assert z.shape[1] == 15 and np.all(z[0, :14] == 0.0) and z[0, 14, 0] == -0.5
+    assert np.all(np.isfinite(Runtime(path, use_cache=False).render(z[None, 0].repeat(3, 0))))

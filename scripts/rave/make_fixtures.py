@@ -47,6 +47,8 @@ FIXTURES = {
     "v3-adain-l128": (["configs/v3.gin"], False, 128),
     # Wasserstein (v2 + wasserstein.gin): 16 latents and 128 channels of noise augmentation, drawn in decode
     "v2-wasserstein-l16": (["configs/v2.gin", "configs/wasserstein.gin"], False, 16),
+    # spherical (v2 + spherical.gin): 16 latents on the unit sphere, played as 15 angles
+    "v2-spherical-l16": (["configs/v2.gin", "configs/spherical.gin"], False, 16),
     # a 24 kHz model exported with --sr 48000: RAVE's resampler (2x) around the model, as nn~ users do
     "raspberry-sr48k-l128": (["configs/raspberry.gin"], False, 128),
     # exported without --streaming: the converter must refuse it and say how to re-export

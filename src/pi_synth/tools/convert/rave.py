@@ -150,9 +150,7 @@ def _check_supported(m, where: str) -> dict:
     kind = info["class"]
     if kind == "DiscreteScriptedRAVE":
         raise ConvertError(f"{where}: discrete RAVE models (discrete.gin / discrete_v3.gin) are not supported yet")
-    if kind == "SphericalScriptedRAVE":
-        raise ConvertError(f"{where}: spherical RAVE models (spherical.gin) are not supported yet")
-    if kind not in ("VariationalScriptedRAVE", "WasserteinScriptedRAVE"):
+    if kind not in ("VariationalScriptedRAVE", "WasserteinScriptedRAVE", "SphericalScriptedRAVE"):
         raise ConvertError(f"{where}: unknown RAVE export class {kind!r}; expected VariationalScriptedRAVE")
     res = _attr(m, "resampler")
     info["resample"] = 1
@@ -613,6 +611,16 @@ def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: st
     aug = int(_attr(m.encoder, "noise_augmentation", 0) or 0) if info["class"] == "WasserteinScriptedRAVE" else 0
     if aug:
         pre = s.LatentNoise(aug, noise)
+    if info["class"] == "SphericalScriptedRAVE":  # the controls are angles; the decoder reads the unit vector
+
+        class SphereFromAngles(s.Block):
+            def __call__(self, x, ctx):
+                return vector_of_angles(x, 2 if self.cl else 1)
+
+            def rows(self, x, ctx):  # [T, n]
+                return vector_of_angles(x, 1)
+
+        pre = SphereFromAngles()
     b = _Builder(where, frames, cl_frames, pre, noise, rows=rows)
     dec = b.build(m.decoder, "decoder")
     info["noise"] = b.has_noise or bool(aug)
@@ -691,9 +699,49 @@ def build_encoder(m, where: str, frames: int = 1):
             if kind == "VariationalScriptedRAVE":
                 z = z[:, : z.shape[1] // 2]  # posterior mean (the .ts samples mean + std·randn)
                 z = torch.nn.functional.conv1d(z - mean.reshape(1, -1, 1), pca.unsqueeze(-1))
+            elif kind == "SphericalScriptedRAVE":
+                z = angles_of_vector(z, 1)
             return z[:, :k]
 
     return s.Seq([pre, net, Post()]), info
+
+
+def vector_of_angles(a, axis: int):
+    """RAVE's ``angles_to_unit_norm_vector`` (a spherical model's ``pre_process_latent``): ``n``
+    angles in [-1, 1) along ``axis`` → a unit vector of ``n + 1``; the running product of the
+    sines unrolled (ONNX has no ``CumProd``), so it rounds as torch's ``cumprod``."""
+    torch = _torch()
+    n = a.shape[axis]
+    a = a / 2 + 0.5
+    a = a - torch.floor(a)  # % 1
+    shape = [1] * a.dim()
+    shape[axis] = n
+    scale = torch.full((n,), math.pi)
+    scale[-1] = 2 * math.pi
+    a = a * scale.reshape(shape)
+    cos, sin = torch.cos(a), torch.sin(a)
+    parts = list(torch.split(sin, 1, axis))
+    for j in range(1, n):
+        parts[j] = parts[j - 1] * parts[j]
+    one = torch.ones_like(parts[0])
+    return torch.cat([cos, one], axis) * torch.cat([one, *parts], axis)
+
+
+def angles_of_vector(x, axis: int):
+    """RAVE's ``unit_norm_vector_to_angles`` (a spherical model's ``post_process_latent``), in the
+    same order of operations: ``n + 1`` values along ``axis`` → ``n`` angles in [-1, 1). Where
+    the rest of the vector is all zero (silence in: a v2 encoder has no biases) the ``.ts``
+    divides 0 by 0 and gives NaN; here the norm is at least 1e-20, so those angles are 0 (the last
+    one -0.5)."""
+    torch = _torch()
+    n1 = x.shape[axis]
+    tails = torch.flip(torch.cumsum(torch.flip(x * x, [axis]), axis), [axis])  # Σ_{j ≥ i} x_j²
+    norms = torch.clamp(torch.sqrt(torch.narrow(tails, axis, 0, n1 - 1)), min=1e-20)
+    ang = torch.arccos(torch.narrow(x, axis, 0, n1 - 1) / norms)
+    first, last = torch.split(ang, [n1 - 2, 1], axis)
+    last = torch.where(torch.narrow(x, axis, n1 - 1, 1) >= 0, last, 2 * math.pi - last)
+    ang = torch.cat([first / math.pi, last / (2 * math.pi)], axis)
+    return 2 * (ang - 0.5)
 
 
 def _scale_conv(conv, scale, shift) -> None:
@@ -909,10 +957,13 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
         macs, _ = dec.macs(frames)
         fid = m.fidelity.detach().float().tolist() if hasattr(m, "fidelity") else None
         controls = []
+        sphere = info["class"] == "SphericalScriptedRAVE"
         for i in range(k):
             c = {"name": f"z{i}", "unit": "", "min": -CONTROL_RANGE_STD, "max": CONTROL_RANGE_STD,
                  "default": 0.0, "curve": "lin"}
-            if fid:
+            if sphere:  # angles on the unit sphere: [-1, 1) goes once round
+                c.update({"min": -1.0, "max": 1.0, "description": f"angle {i} of the latent on the unit sphere"})
+            elif fid and info["class"] == "VariationalScriptedRAVE":
                 c["description"] = f"latent dim {i} (PCA order); cumulative fidelity {fid[i]:.3f}"
             controls.append(c)
         enc_file = encoder_path(out_path) if encoder else None
@@ -1359,9 +1410,11 @@ def check_encoder(ts_path, onnx_path, *, blocks: int = 16, seed: int = 0) -> dic
             if int(_attr(m.pqmf, "n_band", 1)) > 1:
                 xt = m.pqmf(xt)
             z = m.encoder(xt)
-            if variational:  # the posterior mean, centred and projected (a Wasserstein encoder's z is the latent)
+            if variational:  # the posterior mean, centred and projected (the .ts would sample it)
                 z = z[:, : z.shape[1] // 2]
                 z = torch.nn.functional.conv1d(z - m.latent_mean.reshape(1, -1, 1), m.latent_pca.unsqueeze(-1))
+            else:  # Wasserstein: the latent itself; spherical: its angles
+                z = m.post_process_latent(z)
             z = z[:, :k]
         err = max(err, float(np.max(np.abs(z.numpy() - res[0]))))
     return {"blocks": blocks, "max_abs_err": err}
