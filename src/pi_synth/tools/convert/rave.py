@@ -19,10 +19,11 @@ repeatable. The noise synthesizers (v1 ``NoiseGenerator``, v2_small ``NoiseGener
 with a seeded ``RandomUniformLike``. The encoder outputs the posterior **mean** (no sampling).
 Initial state is zeros.
 
-Supported: ``VariationalScriptedRAVE`` and ``WasserteinScriptedRAVE`` (its noise augmentation too) with
-``Generator`` (v1, onnx, raspberry) or ``GeneratorV2`` (v2, v2_small, v3-style) decoders, PQMF or raw
-output, mono. Refused with a message naming the config: recurrent layers, discrete
-(``DiscreteScriptedRAVE``) and spherical models, multichannel and resampled exports.
+Supported: ``VariationalScriptedRAVE``, ``WasserteinScriptedRAVE`` (its noise augmentation too)
+and ``SphericalScriptedRAVE`` (angles as controls) with ``Generator`` (v1, onnx, raspberry) or
+``GeneratorV2`` (v2, v2_small, v3) decoders, PQMF or raw output, mono, exported by RAVE 2.1–2.3,
+with or without ``--sr`` (RAVE's resampler converted too). Refused with a message naming the
+config: recurrent layers, discrete (``DiscreteScriptedRAVE``) models, multichannel exports.
 See ``docs/rave.md``.
 """
 
