@@ -30,7 +30,8 @@ FIXTURES = Path(os.environ.get("RAVE_FIXTURES", ROOT / "work" / "rave-fixtures")
 EXACT = ["raspberry-l128", "raspberry-causal-l128", "v2-l128", "v2-causal-l128",
          "v3-l128", "v3-adain-l128",  # v3: Snake activations; -adain: learned instance normalisations
          "raspberry-sr48k-l128",  # a 24 kHz model exported with --sr 48000 (RAVE's resampler around it)
-         "v2-spherical-l16"]  # spherical.gin: 15 angles in, the unit vector of 16 to the decoder
+         "v2-spherical-l16",  # spherical.gin: 15 angles in, the unit vector of 16 to the decoder
+         "onnx-l128"]  # onnx.gin: v1 at capacity 32, no noise synthesizer
 NOISE = ["v1-noise-l8", "v2-small-noise-l128",  # v1 / v2_small noise synthesizers
          "v2-wasserstein-l16"]  # Wasserstein: 128 channels of normal noise beside the 16 latents
 ALL = EXACT + ["raspberry-l8"] + NOISE

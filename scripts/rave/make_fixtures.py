@@ -49,6 +49,8 @@ FIXTURES = {
     "v2-wasserstein-l16": (["configs/v2.gin", "configs/wasserstein.gin"], False, 16),
     # spherical (v2 + spherical.gin): 16 latents on the unit sphere, played as 15 angles
     "v2-spherical-l16": (["configs/v2.gin", "configs/spherical.gin"], False, 16),
+    # onnx.gin: v1 at capacity 32 without its noise synthesizer
+    "onnx-l128": (["configs/onnx.gin"], False, 128),
     # a 24 kHz model exported with --sr 48000: RAVE's resampler (2x) around the model, as nn~ users do
     "raspberry-sr48k-l128": (["configs/raspberry.gin"], False, 128),
     # exported without --streaming: the converter must refuse it and say how to re-export
