@@ -16,6 +16,8 @@ if [[ ! -f "$LIB/.ok" ]]; then
     rm -rf "$LIB"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target "$LIB" \
         "acids-rave==$OLD_RAVE" "cached-conv==$OLD_CC" 2>&1 | grep -v -e "^WARNING: Location" -e "^$" || true
+    PYTHONPATH="$LIB" "$VENV/bin/python" -c "import importlib.metadata as m, sys; \
+v = m.version('acids-rave'); sys.exit(v != '$OLD_RAVE' and f'acids-rave {v} instead of $OLD_RAVE')"
     touch "$LIB/.ok"
 fi
 [[ $# -gt 0 ]] || set -- raspberry-l128 raspberry-l8 v2-l128 v1-noise-l8
