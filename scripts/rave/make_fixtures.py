@@ -58,7 +58,11 @@ FIXTURES = {
 }
 DEFAULT = list(FIXTURES)
 # gin bindings and `rave export` flags beyond the defaults
-BINDINGS = {"raspberry-sr48k-l128": ["SAMPLING_RATE = 24000"]}
+# (the v2-based variants at a third of v2's width: the same modules, ~9x fewer weights to build,
+# convert and check in the suite)
+SMALL = ["CAPACITY = 32"]
+BINDINGS = {"raspberry-sr48k-l128": ["SAMPLING_RATE = 24000"], "v3-l128": SMALL, "v3-adain-l128": SMALL,
+            "v2-wasserstein-l16": SMALL, "v2-spherical-l16": SMALL}
 EXPORT_ARGS = {"raspberry-sr48k-l128": ["--sr", "48000"]}
 NOISE_GAIN = 30.0  # v2's noise net: each convolution's weights ×30 (see the docstring)
 
