@@ -93,20 +93,28 @@ def _short(v: Any, n: int = 60) -> str:
     return r if len(r) <= n else r[:n] + "…"
 
 
-def load_events(path: str | os.PathLike) -> list[Event]:
-    path = os.fspath(path)
+def _read_capped(path: str, kind: str, give: str, too_big: str) -> bytes:
+    """The bytes of an events or MIDI file, at most ``MAX_FILE_BYTES``; each way it can fail
+    in one line."""
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise EventsError(f"{path}: events file not found") from None
+        raise EventsError(f"{path}: {kind} not found") from None
     except IsADirectoryError:
-        raise EventsError(f"{path}: is a directory; give the events .json file") from None
+        raise EventsError(f"{path}: is a directory; give {give}") from None
     except OSError as e:
-        raise EventsError(f"{path}: cannot read the events file ({e.strerror})") from None
+        raise EventsError(f"{path}: cannot read the {kind} ({e.strerror})") from None
     if len(raw) > MAX_FILE_BYTES:
-        raise EventsError(f"{path}: over {MAX_FILE_BYTES >> 20} MB of events; split it, or check it is "
-                          "the right file")
+        sep = "" if too_big.startswith(";") else " "
+        raise EventsError(f"{path}: over {MAX_FILE_BYTES >> 20} MB{sep}{too_big}")
+    return raw
+
+
+def load_events(path: str | os.PathLike) -> list[Event]:
+    path = os.fspath(path)
+    raw = _read_capped(path, "events file", "the events .json file",
+                       "of events; split it, or check it is the right file")
     try:
         items = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -132,18 +140,7 @@ def load_midi_file(path: str | os.PathLike) -> list[Event]:
     path = os.fspath(path)
     if path == "demo" and not os.path.exists(path):  # the shipped demo phrase
         path = demo_midi()
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise EventsError(f"{path}: MIDI file not found") from None
-    except IsADirectoryError:
-        raise EventsError(f"{path}: is a directory; give a .mid file") from None
-    except OSError as e:
-        raise EventsError(f"{path}: cannot read the MIDI file ({e.strerror})") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise EventsError(f"{path}: over {MAX_FILE_BYTES >> 20} MB; not a MIDI file to play, or split it")
-    raw = _unwrap_rmid(raw)
+    raw = _unwrap_rmid(_read_capped(path, "MIDI file", "a .mid file", "; not a MIDI file to play, or split it"))
     try:
         mid = mido.MidiFile(file=io.BytesIO(raw))
     except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as e:
