@@ -142,8 +142,20 @@ def describe(m) -> dict:
         "encoder": _name(_attr(m.encoder, "encoder", m.encoder)) if hasattr(m, "encoder") else None,
         "encode_params": ep,
         "pqmf_bands": int(_attr(m.pqmf, "n_band", 1)) if _attr(m, "pqmf") is not None else 1,
+        "resample": _resample_factor(m, dp[1]),
     }
     return info
+
+
+def _resample_factor(m, ratio: int) -> int:
+    """1 without ``--sr``; else ``r``, the model running at ``sample_rate / r`` inside RAVE's
+    resampler (whose filters convert); 0 for a resampler of another shape."""
+    res = _attr(m, "resampler")
+    if res is None:
+        return 1
+    up, down = _attr(res, "upsample"), _attr(res, "downsample")
+    r = int(up.weight.shape[0]) if up is not None and _attr(up, "weight") is not None else 0
+    return r if r >= 2 and down is not None and ratio % r == 0 else 0
 
 
 def _check_supported(m, where: str) -> dict:
@@ -153,15 +165,9 @@ def _check_supported(m, where: str) -> dict:
         raise ConvertError(f"{where}: discrete RAVE models (discrete.gin / discrete_v3.gin) are not supported yet")
     if kind not in ("VariationalScriptedRAVE", "WasserteinScriptedRAVE", "SphericalScriptedRAVE"):
         raise ConvertError(f"{where}: unknown RAVE export class {kind!r}; expected VariationalScriptedRAVE")
-    res = _attr(m, "resampler")
-    info["resample"] = 1
-    if res is not None:
-        up, down = _attr(res, "upsample"), _attr(res, "downsample")
-        r = int(up.weight.shape[0]) if up is not None and _attr(up, "weight") is not None else 0
-        if r < 2 or down is None or info["ratio"] % r:
-            raise ConvertError(f"{where}: exported with --sr, with a resampler this converter does not know; "
-                               "re-export without --sr")
-        info["resample"] = r  # the model runs at sample_rate / r inside; the resampler's filters convert
+    if info["resample"] == 0:
+        raise ConvertError(f"{where}: exported with --sr, with a resampler this converter does not know; "
+                           "re-export without --sr")
     if info["n_channels"] != 1 or info["out_channels"] != 1 or int(_attr(m, "target_channels", 1)) != 1:
         raise ConvertError(f"{where}: multichannel RAVE models (n_channels={info['n_channels']}) are not supported yet; "
                            "pi-synth converts mono models")
