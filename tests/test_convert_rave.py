@@ -33,8 +33,11 @@ EXACT = ["raspberry-l128", "raspberry-causal-l128", "v2-l128", "v2-causal-l128",
          "v2-spherical-l16",  # spherical.gin: 15 angles in, the unit vector of 16 to the decoder
          "onnx-l128"]  # onnx.gin: v1 at capacity 32, no noise synthesizer
 NOISE = ["v1-noise-l8", "v2-small-noise-l128",  # v1 / v2_small noise synthesizers
-         "v2-wasserstein-l16"]  # Wasserstein: 128 channels of normal noise beside the 16 latents
-ALL = EXACT + ["raspberry-l8"] + NOISE
+         "v2-wasserstein-l16",  # Wasserstein: 128 channels of normal noise beside the 16 latents
+         "v2-discrete-q16"]  # discrete: 16 quantizers' codes in, 128 channels of noise augmentation
+STEREO = ["raspberry-stereo-l8",  # rave train --channels 2: the PQMF per channel, one loudness
+          "v2-small-stereo-l16"]  # v2_small stereo: its noise synthesizer makes 2 × 16 bands
+ALL = EXACT + ["raspberry-l8"] + NOISE + STEREO
 BUILD = ALL + ["raspberry-nonstreaming-l8"]
 BLOCKS = 12
 TOL = 1e-4
@@ -138,6 +141,82 @@ def test_streams_like_the_torchscript_decode(name, converted, rave_env, tmp_path
     # the converter's own --check agrees, to float32 rounding (the factored PQMF included)
     assert summary["check"]["max_abs_err"] < 5e-6 * max(1.0, summary["check"]["peak"])  # v3-adain: 1.1e-5 at peak 6.4
     assert summary["check"]["encoder"]["max_abs_err"] < TOL
+
+
+def test_stereo_models_play_both_channels_like_the_ts(converted, rave_env, tmp_path):
+    """A model trained with ``--channels 2`` converts to a stereo card: each channel is its own
+    PQMF synthesis (and noise bands), matching the .ts channel by channel (left and right
+    differ, so a swap or a copy would fail); its encoder hears a mono input on both channels;
+    timbre transfer renders a stereo WAV."""
+    from pi_synth.model.runtime import Runtime
+
+    for name in STEREO:
+        path, summary = converted[name]
+        card = Runtime(path, use_cache=False).card
+        assert card.channels == 2 and summary["card"]["rave"]["model_channels"] == 2, name
+        assert summary["check"]["max_abs_err"] < TOL * max(1.0, summary["check"]["peak"]), name
+        assert summary["check"]["encoder"]["max_abs_err"] < TOL, name
+        assert summary["encoder_card"]["rave"]["model_channels"] == 2
+    path, summary = converted["raspberry-stereo-l8"]  # no noise: compared sample by sample here
+    rt = Runtime(path, use_cache=False)
+    z = np.random.default_rng(5).standard_normal((BLOCKS, 1, 8, 1)).astype(np.float32)
+    ref = reference(rave_env, "raspberry-stereo-l8", z, tmp_path)  # [BLOCKS, 1, 2, 2048]
+    ref = ref[:, 0].transpose(1, 0, 2).reshape(2, -1)  # [2, BLOCKS · 2048]
+    got = rt.render(z[:, 0])  # [2, BLOCKS · 2048]
+    peak = float(np.max(np.abs(ref)))
+    assert peak > 1e-3 and float(np.max(np.abs(ref[0] - ref[1]))) > 0.1 * peak, "the channels must differ"
+    assert float(np.max(np.abs(got - ref))) < TOL * max(1.0, peak)
+    wav = tmp_path / "stereo.wav"
+    r = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(path), "--input",
+                        str(ROOT / "tests" / "data" / "voice.wav"), "-o", str(wav)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    from pi_synth.audio.backends.wav import read_wav
+
+    y, sr = read_wav(wav)
+    assert sr == 44100 and y.ndim == 2 and y.shape[1] == 2 and y.shape[0] > sr
+    assert np.all(np.isfinite(y)) and np.max(np.abs(y[:, 0] - y[:, 1])) > 0
+
+
+def test_discrete_model_plays_codes_and_its_encoder_finds_them(converted, tmp_path):
+    """A discrete model (residual vector quantization): the controls are the quantizers' codes
+    (0..1023, clamped and truncated like the .ts, the decoder matching it with its own noise),
+    and the encoder finds the same codes as the .ts's ``rvq.encode`` (a code nearer by float32
+    rounding alone could differ: at most 2%), codes that follow its input."""
+    import onnxruntime as ort
+
+    from pi_synth.audio.backends.wav import read_wav
+    from pi_synth.model.card import load_card
+
+    path, summary = converted["v2-discrete-q16"]
+    card = load_card(path)
+    assert [c.name for c in card.controls] == [f"q{i}" for i in range(16)]
+    assert all((c.min, c.max) == (0.0, 1023.0) for c in card.controls)
+    assert summary["check"]["max_abs_err"] < TOL
+    differ, total = summary["check"]["encoder"]["codes_differing"]
+    assert total == 16 * BLOCKS and differ <= 0.02 * total, (differ, total)
+    enc = load_card(summary["encoder"])
+    assert list(enc.latent_controls) == [c.name for c in card.controls]
+    sess = ort.InferenceSession(summary["encoder"], providers=["CPUExecutionProvider"])
+    (s_in, s_out), = enc.state
+    state = np.zeros(sess.get_inputs()[1].shape, np.float32)
+    y, _ = read_wav(ROOT / "tests" / "data" / "voice.wav")  # 48 kHz; the codes only need to move
+    y = y.mean(1).astype(np.float32)
+    bs = enc.block_size
+    codes = []
+    for i in range(len(y) // bs):
+        z, state = sess.run(["latent", s_out], {"audio_in": y[i * bs:(i + 1) * bs].reshape(1, 1, -1), s_in: state})
+        codes.append(z[0, :, 0])
+    codes = np.array(codes)
+    assert np.array_equal(codes, np.floor(codes)) and codes.min() >= 0 and codes.max() <= 1023
+    assert len(set(codes[:, 0])) > 5, "the first quantizer's code should follow the voice"
+    wav = tmp_path / "discrete.wav"
+    r = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(path), "--input",
+                        str(ROOT / "tests" / "data" / "voice.wav"), "-o", str(wav)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out, _ = read_wav(wav)
+    assert np.all(np.isfinite(out)) and np.max(np.abs(out)) > 1e-4
 
 
 def test_pqmf_synthesis_runs_factored(converted):

@@ -12,6 +12,9 @@ exactly as a musician would after training. Two things an untrained model gets w
 - ``fidelity`` (all zeros untrained, so export would keep 1 latent): a ramp chosen so that export keeps
   128 latents (``*-l128``: exact comparison, no ``randn`` fill) or 8 latents (``*-l8``: the fill path);
 - ``warmed_up = True`` (untrained, v1's noise synth is silently off);
+- a discrete model's codebooks (k-means fills them on the first training batch; untrained, all
+  zeros): random codes spread like the encoder's latents on a few test tones, so the codes the
+  encoder picks change with its input;
 - v2's noise synthesizer's convolutions scaled up 30× each (untrained, its noise is ~1e-8 of the
   output, too little for a comparison to tell whether it is right);
 - for ``v3-adain-l128``, the adaptive instance normalisations' source and target statistics (as
@@ -24,6 +27,7 @@ converter's PCA path is exercised. Existing ``.ts`` files are kept (delete to re
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -53,6 +57,11 @@ FIXTURES = {
     "onnx-l128": (["configs/onnx.gin"], False, 128),
     # a 24 kHz model exported with --sr 48000: RAVE's resampler (2x) around the model, as nn~ users do
     "raspberry-sr48k-l128": (["configs/raspberry.gin"], False, 128),
+    # stereo models (trained with `rave train --channels 2`: the PQMF and the nets per channel)
+    "raspberry-stereo-l8": (["configs/raspberry.gin"], False, 8),
+    "v2-small-stereo-l16": (["configs/v2_small.gin"], False, 16),
+    # discrete (v2 + discrete.gin): 16 residual quantizers of 1024 codes, 128 channels of noise augmentation
+    "v2-discrete-q16": (["configs/v2.gin", "configs/discrete.gin"], False, 16),
     # exported without --streaming: the converter must refuse it and say how to re-export
     "raspberry-nonstreaming-l8": (["configs/raspberry.gin"], False, 8),
 }
@@ -62,7 +71,9 @@ DEFAULT = list(FIXTURES)
 # convert and check in the suite)
 SMALL = ["CAPACITY = 32"]
 BINDINGS = {"raspberry-sr48k-l128": ["SAMPLING_RATE = 24000"], "v3-l128": SMALL, "v3-adain-l128": SMALL,
-            "v2-wasserstein-l16": SMALL, "v2-spherical-l16": SMALL}
+            "v2-wasserstein-l16": SMALL, "v2-spherical-l16": SMALL,
+            "v2-discrete-q16": SMALL,
+            "raspberry-stereo-l8": ["RAVE.n_channels = 2"], "v2-small-stereo-l16": ["RAVE.n_channels = 2"]}
 EXPORT_ARGS = {"raspberry-sr48k-l128": ["--sr", "48000"]}
 NOISE_GAIN = 30.0  # v2's noise net: each convolution's weights ×30 (see the docstring)
 
@@ -110,6 +121,18 @@ def build(name: str, out: Path, seed: int = 0) -> Path:
                 for c in mod.net:
                     if hasattr(c, "weight"):
                         c.weight *= NOISE_GAIN  # so the noise is heard and --check's comparison tests its path
+    books = [mod for mod in model.modules() if type(mod).__name__ == "EuclideanCodebook"]
+    if books:  # k-means fills a codebook from the first batch's latents; untrained, all zeros (one code)
+        with torch.no_grad():  # codes spread like the encoder's latents on a few test signals, as k-means would
+            t = torch.arange(16384) / 44100.0
+            x = torch.stack([a * torch.sin(2 * math.pi * f * t) + 0.1 * a * torch.randn(t.shape)
+                             for a in (0.05, 0.3, 1.0) for f in (110.0, 440.0, 1760.0)]).unsqueeze(1)
+            z = model.encoder(model.pqmf(x)).permute(0, 2, 1).reshape(-1, model.latent_size)
+            mu, sd = z.mean(0), z.std(0)
+            for mod in books:
+                mod.embed.copy_(mu + sd * torch.randn_like(mod.embed))
+                mod.embed_avg.copy_(mod.embed)
+                mod.inited.fill_(1.0)
     if "adain" in name:
         for mod in model.modules():
             if type(mod).__name__ == "AdaptiveInstanceNormalization":

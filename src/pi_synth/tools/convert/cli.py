@@ -39,7 +39,7 @@ def cmd_convert_rave(args) -> int:
     card = summary["card"]
     if not args.json:
         print(f"wrote {out}: {card['name']}, {len(card['controls'])} latent controls, "
-              f"{card['sample_rate']} Hz, block {card['block_size']}, {summary['states']} state pairs "
+              f"{card['sample_rate']} Hz{', stereo' if card['channels'] == 2 else ''}, block {card['block_size']}, {summary['states']} state pairs "
               f"({summary['state_elements']} floats), {summary['multiply_adds_per_block'] / 1e6:.1f} M "
               f"multiply-adds per block, {summary['seconds']:.1f} s")
         if "encoder" in summary:

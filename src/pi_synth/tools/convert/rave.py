@@ -19,11 +19,13 @@ repeatable. The noise synthesizers (v1 ``NoiseGenerator``, v2_small ``NoiseGener
 with a seeded ``RandomUniformLike``. The encoder outputs the posterior **mean** (no sampling).
 Initial state is zeros.
 
-Supported: ``VariationalScriptedRAVE``, ``WasserteinScriptedRAVE`` (its noise augmentation too)
-and ``SphericalScriptedRAVE`` (angles as controls) with ``Generator`` (v1, onnx, raspberry) or
-``GeneratorV2`` (v2, v2_small, v3) decoders, PQMF or raw output, mono, exported by RAVE 2.1–2.3,
-with or without ``--sr`` (RAVE's resampler converted too). Refused with a message naming the
-config: recurrent layers, discrete (``DiscreteScriptedRAVE``) models, multichannel exports.
+Supported: ``VariationalScriptedRAVE``, ``WasserteinScriptedRAVE`` (its noise augmentation too),
+``SphericalScriptedRAVE`` (angles as controls) and ``DiscreteScriptedRAVE`` (the quantizers'
+code indices as controls; the encoder's residual quantization gives them) with ``Generator`` (v1, onnx, raspberry) or
+``GeneratorV2`` (v2, v2_small, v3) decoders, PQMF or raw output, mono or stereo (``rave train
+--channels 2``: a stereo card; the encoder hears the mono input on both channels), exported by
+RAVE 2.1–2.3, with or without ``--sr`` (RAVE's resampler converted too). Refused with a message
+naming the config: recurrent layers, more than two channels, ``--channels`` exports that change a model's channel count.
 See ``docs/rave.md``.
 """
 
@@ -144,6 +146,8 @@ def describe(m) -> dict:
         "pqmf_bands": int(_attr(m.pqmf, "n_band", 1)) if _attr(m, "pqmf") is not None else 1,
         "resample": _resample_factor(m, dp[1]),
     }
+    if kind == "DiscreteScriptedRAVE":
+        info["codebook_size"] = int(_children(m.encoder.rvq.layers)[0].codebook_size)
     return info
 
 
@@ -161,16 +165,17 @@ def _resample_factor(m, ratio: int) -> int:
 def _check_supported(m, where: str) -> dict:
     info = describe(m)
     kind = info["class"]
-    if kind == "DiscreteScriptedRAVE":
-        raise ConvertError(f"{where}: discrete RAVE models (discrete.gin / discrete_v3.gin) are not supported yet")
-    if kind not in ("VariationalScriptedRAVE", "WasserteinScriptedRAVE", "SphericalScriptedRAVE"):
+    if kind not in ("VariationalScriptedRAVE", "WasserteinScriptedRAVE", "SphericalScriptedRAVE", "DiscreteScriptedRAVE"):
         raise ConvertError(f"{where}: unknown RAVE export class {kind!r}; expected VariationalScriptedRAVE")
     if info["resample"] == 0:
         raise ConvertError(f"{where}: exported with --sr, with a resampler this converter does not know; "
                            "re-export without --sr")
-    if info["n_channels"] != 1 or info["out_channels"] != 1 or int(_attr(m, "target_channels", 1)) != 1:
-        raise ConvertError(f"{where}: multichannel RAVE models (n_channels={info['n_channels']}) are not supported yet; "
-                           "pi-synth converts mono models")
+    c = info["n_channels"]
+    if c not in (1, 2):
+        raise ConvertError(f"{where}: a {c}-channel RAVE model; pi-synth plays mono and stereo models")
+    if info["out_channels"] != c or int(_attr(m, "target_channels", c)) != c:
+        raise ConvertError(f"{where}: exported with --channels {info['out_channels']} for a {c}-channel model; "
+                           f"re-export it without --channels (pi-synth plays a mono model on both speakers)")
     if bool(_attr(m, "stereo_mode", False)):
         raise ConvertError(f"{where}: stereo_mode is set in this export; re-export it")
     return info
@@ -574,6 +579,101 @@ def _pqmf_forward(b: _Builder, pqmf, t_sub: int):
     return Fwd()
 
 
+def _per_channel(b: _Builder, block, n: int):
+    """RAVE's multichannel layout: channel ``c``'s bands are channels ``c·M … c·M + M − 1`` of
+    the decoder's output (``_pqmf_decode``: a reshape to a batch of ``n``), so ``block`` (the PQMF
+    inverse, the resampler) runs once per channel, each call with its own caches, and the
+    ``[1, 1, N]`` results are stacked to ``[1, n, N]``. ``block`` None: the channels as they are
+    (a model without a PQMF). Mono: ``block`` itself."""
+    s, torch = b.s, _torch()
+    if n == 1:
+        return block
+
+    def one(y):
+        return y.transpose(0, 1).reshape(1, 1, -1) if y.dim() == 2 and block is None else y.reshape(1, 1, -1)
+
+    class PerChannel(s.Block):
+        def __call__(self, x, ctx):
+            return torch.cat([one(block(p, ctx) if block else p) for p in torch.chunk(x, n, 1)], 1)
+
+        def rows(self, x, ctx):  # [T, n·M] (or already [1, n·M, T])
+            return torch.cat([one(block.rows(p, ctx) if block else p) for p in torch.chunk(x, n, 1)], 1)
+
+        def macs(self, t):
+            if block is None:
+                return 0, t
+            mc, t_out = block.macs(t)
+            return n * mc, t_out
+
+    return PerChannel()
+
+
+def _rvq_tables(m):
+    """A discrete model's residual quantizers as ``[Q·S, D]`` (each layer's ``S`` codes through
+    its ``project_out``: decoding is a lookup then that linear map, so the map is applied to the
+    table once) and the per-layer ``(project_in or None, codebook [S, D'])`` the encoder needs."""
+    torch = _torch()
+    tables, layers = [], []
+    for lay in _children(m.encoder.rvq.layers):
+        emb = lay._codebook.embed.detach().float()
+        p_in, p_out = lay.project_in, lay.project_out
+        w_in = (p_in.weight.detach().float(), _attr(p_in, "bias")) if _name(p_in) == "Linear" else None
+        out = emb
+        if _name(p_out) == "Linear":
+            out = emb @ p_out.weight.detach().float().T
+            if _attr(p_out, "bias") is not None:
+                out = out + p_out.bias.detach().float()
+        tables.append(out)
+        layers.append((w_in, emb, out))
+    return torch.cat(tables).contiguous(), layers
+
+
+def _codes_to_latent(s, m):
+    """``DiscreteScriptedRAVE.pre_process_latent`` without its noise: the controls are code
+    indices (clamped to the codebook, truncated as ``.long()`` does), one lookup in all the
+    quantizers' tables at once (index + layer·S), summed over the layers."""
+    torch = _torch()
+    table, layers = _rvq_tables(m)
+    q = len(layers)
+    size = int(layers[0][1].shape[0])
+    offset = (torch.arange(q) * size).reshape(1, q)
+
+    class Codes(s.Block):
+        def rows(self, x, ctx):  # [T, Q] codes → [T, D]
+            idx = torch.clamp(x, 0, size - 1).long() + offset
+            return table[idx].sum(1)
+
+        def __call__(self, x, ctx):
+            if self.cl:  # [1, T, Q]
+                return self.rows(x[0], ctx).unsqueeze(0)
+            return self.rows(x[0].transpose(0, 1), ctx).transpose(0, 1).unsqueeze(0)
+
+    return Codes()
+
+
+def _latent_to_codes(m):
+    """``ResidualVectorQuantization.encode``: per layer, the nearest code (largest
+    ``2·x·e − |e|²``: the same argmax as RAVE's ``−|x − e|²``, the per-row ``|x|²`` left out)
+    of the residual, then the residual minus that code's decoded vector. ``[1, D, T]`` → code
+    indices as floats ``[1, Q, T]``. Two codes within float32 rounding of each other may come
+    out the other way round than in torch (the check counts such frames)."""
+    torch = _torch()
+    _, layers = _rvq_tables(m)
+
+    def encode(z):
+        r = z[0].transpose(0, 1)  # [T, D]
+        codes = []
+        for w_in, emb, out in layers:
+            x = r if w_in is None else r @ w_in[0].T + (w_in[1] if w_in[1] is not None else 0)
+            score = 2 * (x @ emb.T) - (emb * emb).sum(1)
+            i = torch.argmax(score, 1)  # [T]
+            codes.append(i)
+            r = r - out[i]
+        return torch.stack(codes, 0).unsqueeze(0).float()
+
+    return encode
+
+
 def _resample_up(b: _Builder, res):
     """RAVE's ``Resampler.from_model_sampling_rate`` (an export with ``--sr``): one cached
     convolution of the audio to ``r`` polyphase outputs, interleaved. Channels-first in both
@@ -615,9 +715,12 @@ def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: st
         a = pca.T[:, :k]  # the unused dims are filled with zeros (the ts fills randn)
         if not (k == full and torch.equal(a, torch.eye(full)) and not mean.any()):
             pre = s.Conv(a.unsqueeze(-1).contiguous(), mean, label="latent_pca")
-    aug = int(_attr(m.encoder, "noise_augmentation", 0) or 0) if info["class"] == "WasserteinScriptedRAVE" else 0
+    augmented = ("WasserteinScriptedRAVE", "DiscreteScriptedRAVE")
+    aug = int(_attr(m.encoder, "noise_augmentation", 0) or 0) if info["class"] in augmented else 0
     if aug:
         pre = s.LatentNoise(aug, noise)
+    if info["class"] == "DiscreteScriptedRAVE":  # the controls are code indices
+        pre = s.Seq([_codes_to_latent(s, m), pre])
     if info["class"] == "SphericalScriptedRAVE":  # the controls are angles; the decoder reads the unit vector
 
         class SphereFromAngles(s.Block):
@@ -635,27 +738,30 @@ def build_decoder(m, where: str, frames: int = 1, cl_frames: int = 16, noise: st
     ratio = info["ratio"] // info["resample"]  # samples a latent frame at the model's own rate
     bands = info["pqmf_bands"]
     post = None
+    n = info["n_channels"]
     if _attr(m, "pqmf") is not None and bands > 1:
         post = _pqmf_inverse(b, m.pqmf, frames * ratio // bands)
-    up = _resample_up(b, m.resampler) if info["resample"] > 1 else None
+    post = _per_channel(b, post, n)
+    up = _per_channel(b, _resample_up(b, m.resampler), n) if info["resample"] > 1 else None
     blocks = s.Seq([dec, post, up])
     if rows:
-        blocks = RowsDecoder(blocks)
+        blocks = RowsDecoder(blocks, n)
     return blocks, info
 
 
 class RowsDecoder:
-    """Latent ``[1, k, frames]`` → ``[frames, k]`` → the decoder's rows form → audio ``[1, 1, N]``
+    """Latent ``[1, k, frames]`` → ``[frames, k]`` → the decoder's rows form → audio ``[1, n, N]``
     (the last ``[T, bands]`` read row by row is the PQMF's band interleaving)."""
 
     packed = True
 
-    def __init__(self, seq):
+    def __init__(self, seq, channels: int = 1):
         self.seq = seq
+        self.channels = channels
 
     def __call__(self, x, ctx):
         x = x[0].transpose(0, 1) if x.shape[2] > 1 else x.reshape(1, -1)
-        return self.seq.rows(x, ctx).reshape(1, 1, -1)
+        return self.seq.rows(x, ctx).reshape(1, self.channels, -1)
 
     def macs(self, t):
         return self.seq.macs(t)
@@ -674,6 +780,9 @@ def build_encoder(m, where: str, frames: int = 1):
     pre = _pqmf_forward(b, m.pqmf, frames * ratio // bands) if bands > 1 else None
     if info["resample"] > 1:  # the resampler's anti-alias filter and decimation come first
         pre = s.Seq([b.conv(m.resampler.downsample, "resampler.downsample"), pre])
+    nch = info["n_channels"]
+    if nch > 1:  # a stereo model hears the (mono) input on both channels: its bands once, repeated
+        pre = s.Seq([pre, s.Fn(lambda x: x.repeat(1, nch, 1), "to_channels")])
     venc = m.encoder
     enc = _attr(venc, "encoder", venc)
     layers = []
@@ -696,6 +805,7 @@ def build_encoder(m, where: str, frames: int = 1):
     pca = m.latent_pca.detach().float() if hasattr(m, "latent_pca") else None
     mean = m.latent_mean.detach().float() if hasattr(m, "latent_mean") else None
     folded = kind == "VariationalScriptedRAVE" and _fold_latent(s, layers, pca, mean, k)
+    codes = _latent_to_codes(m) if kind == "DiscreteScriptedRAVE" else None
     t_sub = frames * ratio // bands if bands > 1 else frames * ratio
     net = s.CFThenRows(s.Seq(layers), t_sub, ROWS_FRAMES)
     if folded:
@@ -708,6 +818,8 @@ def build_encoder(m, where: str, frames: int = 1):
                 z = torch.nn.functional.conv1d(z - mean.reshape(1, -1, 1), pca.unsqueeze(-1))
             elif kind == "SphericalScriptedRAVE":
                 z = angles_of_vector(z, 1)
+            elif kind == "DiscreteScriptedRAVE":
+                z = codes(z)
             return z[:, :k]
 
     return s.Seq([pre, net, Post()]), info
@@ -958,8 +1070,9 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
     tmp = out_path.with_name(out_path.name + f".{os.getpid()}.tmp")
     try:
         ex = _export(dec, (1, k, frames), tmp, "controls", "audio")
-        if ex["output_shape"] != [1, 1, frames * ratio]:
-            raise ConvertError(f"{where}: decoder makes {ex['output_shape']} per call, expected [1, 1, {frames * ratio}]")
+        n = info["n_channels"]
+        if ex["output_shape"] != [1, n, frames * ratio]:
+            raise ConvertError(f"{where}: decoder makes {ex['output_shape']} per call, expected [1, {n}, {frames * ratio}]")
         name = name or _model_name(out_path)
         macs, _ = dec.macs(frames)
         fid = m.fidelity.detach().float().tolist() if hasattr(m, "fidelity") else None
@@ -970,6 +1083,10 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
                  "default": 0.0, "curve": "lin"}
             if sphere:  # angles on the unit sphere: [-1, 1) goes once round
                 c.update({"min": -1.0, "max": 1.0, "description": f"angle {i} of the latent on the unit sphere"})
+            elif info["class"] == "DiscreteScriptedRAVE":  # a code index per residual quantizer
+                c.update({"name": f"q{i}", "min": 0.0, "max": float(info["codebook_size"] - 1),
+                          "description": f"code of quantizer {i} (0..{info['codebook_size'] - 1}, "
+                                         "truncated to a whole number; quantizer 0 the coarsest)"})
             elif fid and info["class"] == "VariationalScriptedRAVE":
                 c["description"] = f"latent dim {i} (PCA order); cumulative fidelity {fid[i]:.3f}"
             controls.append(c)
@@ -979,11 +1096,11 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
             "name": name,
             "kind": "rave",
             **({"encoder": enc_file.name} if enc_file else {}),
-            "description": (f"RAVE {info['decoder']} decoder, {k} latent controls, converted from "
-                            f"{ts_path.name}"),
+            "description": (f"RAVE {info['decoder']} decoder{', stereo' if n == 2 else ''}, {k} latent "
+                            f"controls, converted from {ts_path.name}"),
             "sample_rate": sr,
             "block_size": frames * ratio,
-            "channels": 1,
+            "channels": n,
             "control_frames": frames,
             "controls": controls,
             "inputs": {"controls": "controls"},
@@ -1002,6 +1119,7 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
                 "unused_latents": "zeros",
                 "ratio": ratio,
                 "pqmf_bands": info["pqmf_bands"],
+                "model_channels": n,
                 "resampled": ({"model_sample_rate": sr // info["resample"], "factor": info["resample"]}
                               if info["resample"] > 1 else None),
                 "initial_state": "zeros",
@@ -1035,6 +1153,7 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
 def convert_encoder(m, info, enc_file, ts_path, digest, frames, name) -> dict:
     where = str(ts_path)
     enc, _ = build_encoder(m, where, frames)
+    discrete = info["class"] == "DiscreteScriptedRAVE"
     enc.packed = True  # every cache in one state vector, as the decoder's
     k, ratio = info["latent_size"], info["ratio"]
     tmp = Path(str(enc_file) + f".{os.getpid()}.tmp")
@@ -1052,7 +1171,7 @@ def convert_encoder(m, info, enc_file, ts_path, digest, frames, name) -> dict:
             "channels": 1,
             "control_frames": frames,
             "controls": [],
-            "latent_controls": [f"z{i}" for i in range(k)],
+            "latent_controls": [f"{'q' if discrete else 'z'}{i}" for i in range(k)],
             "inputs": {"audio": "audio_in"},
             "outputs": {"latent": "latent"},
             "state": ex["state"],
@@ -1060,7 +1179,10 @@ def convert_encoder(m, info, enc_file, ts_path, digest, frames, name) -> dict:
             "license": "as the RAVE model it was converted from",
             "source": f"pi-synth convert rave {ts_path.name} (sha256 {digest})",
             "rave": {"ts": ts_path.name, "ts_sha256": digest, "latent_size": k, "ratio": ratio,
-                     "latent": "posterior mean, PCA-projected (no sampling)", "decoder_model": None},
+                     "latent": ("code indices of the residual quantizers" if discrete else
+                                "posterior mean, PCA-projected (no sampling)"), "decoder_model": None,
+                     "model_channels": info["n_channels"],
+                     **({"input": "mono, heard on every channel of the model"} if info["n_channels"] > 1 else {})},
         }
         _write_card(tmp, card)
         os.replace(tmp, enc_file)
@@ -1291,7 +1413,8 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
     m = load_ts(ts_path)
     k = len(card.controls)
     frames = card.control_frames
-    full = int(_attr(m, "full_latent_size", k))
+    discrete = _name(m) == "DiscreteScriptedRAVE"
+    full = k if discrete else int(_attr(m, "full_latent_size", k))  # a discrete .ts fills no latents
     if k < full and hasattr(m, "latent_pca"):
         with torch.no_grad():
             m.latent_pca[k:, :] = 0
@@ -1304,6 +1427,8 @@ def check(ts_path, onnx_path, *, blocks: int = 16, warmup: int = 3, seed: int = 
         convert(ts_path, cmp_path, frames=frames, encoder=False, noise="input", name="check", layout=layout)
     rng = np.random.default_rng(seed)
     zs = rng.standard_normal((blocks, 1, k, frames)).astype(np.float32)
+    if discrete:  # codes, with some past either end of the codebook (clamped on both sides)
+        zs = np.floor(rng.uniform(-8, card.controls[0].max + 8, zs.shape)).astype(np.float32)
 
     class Stream:
         def __init__(self, path):
@@ -1405,7 +1530,7 @@ def check_encoder(ts_path, onnx_path, *, blocks: int = 16, seed: int = 0) -> dic
     outs = ["latent"] + [s_out for _, s_out in card.state]
     rng = np.random.default_rng(seed + 1)
     bs = card.block_size
-    err = 0.0
+    err, diff, total = 0.0, 0, 0
     for _ in range(blocks):
         x = (0.3 * rng.standard_normal((1, 1, bs))).astype(np.float32)
         res = sess.run(outs, {"audio_in": x, **state})
@@ -1414,17 +1539,26 @@ def check_encoder(ts_path, onnx_path, *, blocks: int = 16, seed: int = 0) -> dic
             xt = torch.from_numpy(x)
             if _attr(m, "resampler") is not None:  # an export with --sr
                 xt = m.resampler.to_model_sampling_rate(xt)
-            if int(_attr(m.pqmf, "n_band", 1)) > 1:
-                xt = m.pqmf(xt)
+            n = int(_attr(m, "n_channels", 1))
+            if n > 1:  # the mono input on every channel, as the converted encoder hears it
+                xt = xt.repeat(1, n, 1)
+            if int(_attr(m.pqmf, "n_band", 1)) > 1:  # per channel, as ScriptedRAVE.encode
+                xt = m.pqmf(xt.reshape(-1, 1, xt.shape[-1]))
+                xt = xt.reshape(1, -1, xt.shape[-1])
             z = m.encoder(xt)
             if variational:  # the posterior mean, centred and projected (the .ts would sample it)
                 z = z[:, : z.shape[1] // 2]
                 z = torch.nn.functional.conv1d(z - m.latent_mean.reshape(1, -1, 1), m.latent_pca.unsqueeze(-1))
-            else:  # Wasserstein: the latent itself; spherical: its angles
+            else:  # Wasserstein: the latent itself; spherical: its angles; discrete: its codes
                 z = m.post_process_latent(z)
             z = z[:, :k]
         err = max(err, float(np.max(np.abs(z.numpy() - res[0]))))
-    return {"blocks": blocks, "max_abs_err": err}
+        diff += int(np.count_nonzero(z.numpy() != res[0]))
+        total += int(z.numel())
+    res = {"blocks": blocks, "max_abs_err": err}
+    if _name(m) == "DiscreteScriptedRAVE":
+        res["codes_differing"] = [diff, total]
+    return res
 
 
 def format_check(res: dict) -> str:
@@ -1435,6 +1569,9 @@ def format_check(res: dict) -> str:
         s += f"\n(noise synthesizer compared exactly: {res['noise']})"
     if "encoder" in res:
         s += f"\nencoder check: max abs error {res['encoder']['max_abs_err']:.2e}"
+        if "codes_differing" in res["encoder"]:
+            d, n = res["encoder"]["codes_differing"]
+            s += f" ({d} of {n} codes differ: near-ties of two codes)" if d else f" (all {n} codes equal)"
     return s
 
 
