@@ -226,6 +226,23 @@ def _bad(path, why: str) -> InputError:
     return InputError(f"{path}: {why}")
 
 
+# the first bytes of the recordings people bring instead of a WAV: named in the error
+_MAGIC = ((b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"ID3", "MP3"), (b"\xff\xfb", "MP3"), (b"\xff\xf3", "MP3"),
+          (b"\xff\xf2", "MP3"), (b"\xff\xf1", "AAC"), (b"\xff\xf9", "AAC"), (b"caff", "CAF"),
+          (b"RF64", "RF64 (64-bit WAV)"), (b"MThd", "MIDI (give it with --midi)"), (b"\x1aE\xdf\xa3", "WebM/Matroska"))
+
+
+def _audio_kind(data: bytes) -> str:
+    for magic, kind in _MAGIC:
+        if data.startswith(magic):
+            return kind
+    if data[:4] == b"FORM" and data[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    if data[4:8] == b"ftyp":
+        return "MP4/M4A"
+    return ""
+
+
 def read_wav(path):
     """Read a WAV file → (float32 ``[n, channels]`` in −1..1, sample rate).
 
@@ -239,9 +256,11 @@ def read_wav(path):
             data = f.read()
     except OSError as e:
         raise _bad(path, f"cannot read the file ({e.strerror})") from None
-    fix = "convert it with e.g. 'sox IN -b 16 OUT.wav'"
+    fix = "convert it with e.g. 'sox IN -b 16 OUT.wav' or 'ffmpeg -i IN OUT.wav'"
     if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
-        raise _bad(path, f"not a WAV file (no RIFF/WAVE header); {fix}")
+        kind = _audio_kind(data)
+        what = f"looks like {kind}, not WAV" if kind else "not a WAV file (no RIFF/WAVE header)"
+        raise _bad(path, f"{what}; {fix}")
     if data[:4] == b"RIFX":
         raise _bad(path, f"a big-endian (RIFX) WAV; {fix}")
     pos, fmt, payload = 12, None, None
