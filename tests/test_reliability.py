@@ -85,6 +85,42 @@ def test_hot_swap_crossfades_without_gap(organ, tmp_path):
     assert inst.player.retired == []
 
 
+@pytest.mark.parametrize("first,then", [("mono", "stereo"), ("stereo", "mono")])
+def test_hot_swap_between_mono_and_stereo_models(organ, first, then, caplog):
+    """A stereo model on a mono stream plays as the mean of its channels (and says how to hear
+    it in stereo); a mono model on a stereo stream on both channels. Neither is refused."""
+    a = organ("a", stereo=first == "stereo")
+    b = organ("b", stereo=then == "stereo")
+    inst = _instrument(config_mod.load(), a, sets=[("loudness", -10), ("pitch", 220)])
+    ch = 2 if first == "stereo" else 1
+    assert inst.player.channels == ch
+    for _ in range(10):
+        inst.player.next_block()
+    with caplog.at_level("WARNING", logger="pi_synth"):
+        assert inst.swap(b)
+    for _ in range(40):
+        y = inst.player.next_block()
+    assert inst.player.swaps == 1 and y.shape == (256, ch)
+    assert np.max(np.abs(y)) > 0.05
+    if first == "mono":
+        assert "is stereo, this stream mono" in caplog.text and f"--model {b}" in caplog.text
+    else:  # the mono organ on both
+        assert np.array_equal(y[:, 0], y[:, 1])
+    # the deck's adaptation, exactly: two copies of the new model, one adapted, one not
+    from pi_synth.audio.player import Deck
+    from pi_synth.model.runtime import Runtime
+    from pi_synth.audio.synth import Synth
+
+    plain, adapted = (Synth(Runtime(b, use_cache=False)) for _ in range(2))
+    for syn in (plain, adapted):
+        syn.bank.set("loudness", -10)
+    deck = Deck(adapted, 128, ch)  # a smaller engine block: through the deck's FIFO too
+    got = np.concatenate([deck.pull().copy() for _ in range(8)])
+    want = np.concatenate([plain.next_block().copy() for _ in range(4)])
+    want = want.mean(1, keepdims=True) if first == "mono" else np.repeat(want, 2, 1)
+    assert got.shape == want.shape and np.allclose(got, want, atol=1e-7) and np.max(np.abs(want)) > 0.05
+
+
 @pytest.mark.parametrize("bad", ["truncated", "nan", "rate"])
 def test_failed_swap_keeps_the_old_model(organ, tmp_path, bad, caplog):
     a = organ("a")

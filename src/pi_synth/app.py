@@ -147,9 +147,8 @@ class Instrument:
                 return self._refuse(str(e))
             synth = patch.synth
             if not self.player.can_crossfade(synth):
-                return self._refuse(f"{path}: {synth.sample_rate} Hz / {synth.channels} ch cannot crossfade "
-                                    f"with {self.player.sample_rate} Hz / {self.player.channels} ch",
-                                    restart=True)
+                return self._refuse(f"{path}: {synth.sample_rate} Hz cannot crossfade "
+                                    f"with {self.player.sample_rate} Hz", restart=True)
             if synth.voices is not None and synth.block_size != self.player.block_size:
                 # its voices advance once a player block: their row moves must meet its blocks one to one
                 return self._refuse(f"{path}: a batched note model with {synth.block_size}-frame blocks cannot "
@@ -168,6 +167,9 @@ class Instrument:
             self.player.crossfade_to(synth)
             self.model_path = patch.path
             log.info("crossfading to %s (%s)", patch.card.name, path)
+            if synth.channels > self.player.channels:
+                log.warning("%s is stereo, this stream mono: heard as the mean of its channels; "
+                            "restart with --model %s to hear it in stereo", patch.card.name, path)
             return True
 
     def _refuse(self, why: str, restart: bool = False) -> bool:

@@ -16,8 +16,8 @@ blocks that do not line up. Equal blocks (the common case) add nothing.
 store, no lock); at the next block boundary the player starts mixing old and new with
 an equal-power crossfade over ``crossfade_ms``, then retires the old deck (closed
 later by a control thread, never in the audio thread). Hot swap therefore has no
-gap. Models must share sample rate and channel count to crossfade; the app restarts
-the stream for anything else.
+gap. Models must share the sample rate to crossfade (the app restarts the stream for
+another); a model with another channel count than the stream's is adapted by its deck.
 
 Block hooks (the events timeline, the voice's envelope, the stop time) run here, once
 per engine block on the audio clock, whichever model is playing. A
@@ -35,19 +35,23 @@ from pi_synth.audio.synth import Synth
 
 
 class Deck:
-    """One synth delivering exactly the player's block size, whatever its own."""
+    """One synth delivering exactly the player's block size, whatever its own, and the
+    stream's channel count: a mono model on a stereo stream is heard on both channels, a
+    stereo model on a mono stream as the mean of its two (no allocation either way)."""
 
-    def __init__(self, synth: Synth, frames: int):
+    def __init__(self, synth: Synth, frames: int, channels: int | None = None):
         self.synth = synth
         self.frames = frames
+        self.channels = channels = channels or synth.channels
+        self._adapt = np.zeros((frames, channels), np.float32) if channels != synth.channels else None
         self.direct = synth.block_size == frames
         self.takes_input = getattr(synth, "takes_input", False)
         if self.takes_input:
             synth.prepare_input(frames)
             self.feed = synth.feed
-        if self.direct:
+        if self.direct and self._adapt is None:
             self.pull = synth.next_block  # no FIFO: one call less per block
-        else:
+        elif not self.direct:
             cap = synth.block_size + frames
             self._fifo = np.zeros((cap, synth.channels), np.float32)
             # a model taking input: its first block's input has not all come yet (see above)
@@ -55,8 +59,18 @@ class Deck:
         self._out = np.zeros((frames, synth.channels), np.float32)
 
     def pull(self) -> np.ndarray:
-        if self.direct:
-            return self.synth.next_block()
+        out = self.synth.next_block() if self.direct else self._refill()
+        a = self._adapt
+        if a is None:
+            return out
+        if a.shape[1] > out.shape[1]:  # mono onto every channel
+            np.copyto(a, out[:, :1])
+        else:  # stereo to mono: the mean keeps a centred sound at its level
+            np.add(out[:, :1], out[:, 1:2], out=a)
+            a *= 0.5
+        return a
+
+    def _refill(self) -> np.ndarray:
         f = self.frames
         while self._n < f:
             b = self.synth.next_block()
@@ -133,14 +147,14 @@ class Player:
     # -- control side ---------------------------------------------------------------------
 
     def can_crossfade(self, synth: Synth) -> bool:
-        return synth.sample_rate == self.sample_rate and synth.channels == self.channels
+        return synth.sample_rate == self.sample_rate and synth.channels in (1, 2)
 
     def crossfade_to(self, synth: Synth) -> None:
         """Queue a loaded model; the audio thread starts the crossfade next block."""
         if not self.can_crossfade(synth):
-            raise ValueError("crossfade needs the same sample rate and channel count")
+            raise ValueError("crossfade needs the same sample rate (and 1 or 2 channels)")
         synth.guard.gain = 1.0  # the crossfade is the fade-in
-        self._pending = Deck(synth, self.block_size)
+        self._pending = Deck(synth, self.block_size, self.channels)
 
     @property
     def swapping(self) -> bool:

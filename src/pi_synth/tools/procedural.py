@@ -63,9 +63,12 @@ def build_organ(
     opset: int = 17,
     burn_matmuls: int = 6,
     voices: int = 1,
+    stereo: bool = False,
 ):
     """Build the organ model; write it to ``path`` if given; return the ModelProto.
 
+    ``stereo`` makes a 2-channel model, the right channel at half the left's level (so a
+    mix-down or a swapped pair shows).
     ``gain`` scales the output (``gain=100`` makes a dangerously loud model);
     ``fault`` = ``"nan"`` or ``"inf"`` poisons the output from the first block;
     ``"nan_loud"`` only while loudness is above -3 dB — for testing the output guard;
@@ -193,7 +196,12 @@ def build_organ(
         above = -3.0 if fault == "slow_loud" else -1e9  # "slow": always
         cond = node("Greater", [loud_max, node("Constant", [], "m3s", value=numpy_helper.from_array(np.array(above, np.float32)))], "heavy_on")
         y = node("If", [cond], "y_slow", then_branch=then_g, else_branch=else_g)
-    node("Reshape", [y, "shape_out"], "audio")
+    if stereo:
+        inits["half"] = np.array(0.5, np.float32)
+        left = node("Reshape", [y, "shape_out"], "left")
+        node("Concat", [left, node("Mul", [left, "half"], "right")], "audio", axis=1)
+    else:
+        node("Reshape", [y, "shape_out"], "audio")
     node("Sub", [node("Slice", ["controls", "fm1", "f_end", "ax2"], "last_ctl"), "defaults_col"], "prev_out")
 
     V = "voices" if voices > 1 else 1
@@ -206,7 +214,7 @@ def build_organ(
             helper.make_tensor_value_info("prev_in", TensorProto.FLOAT, [V, 3, 1]),
         ],
         [
-            helper.make_tensor_value_info("audio", TensorProto.FLOAT, [V, 1, B]),
+            helper.make_tensor_value_info("audio", TensorProto.FLOAT, [V, 2 if stereo else 1, B]),
             helper.make_tensor_value_info("phase_out", TensorProto.DOUBLE, [V, 1]),
             helper.make_tensor_value_info("prev_out", TensorProto.FLOAT, [V, 3, 1]),
         ],
@@ -216,7 +224,9 @@ def build_organ(
         graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="pi-synth"
     )
     model.ir_version = 8
-    card = card if card is not None else organ_card(block_size, sample_rate, control_frames=F, voices=voices)
+    if card is None:
+        card = organ_card(block_size, sample_rate, control_frames=F, voices=voices)
+        card["channels"] = 2 if stereo else 1
     helper.set_model_props(model, {CARD_KEY: json.dumps(card)})
     onnx.checker.check_model(model)
     if path is not None:
