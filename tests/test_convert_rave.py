@@ -37,7 +37,8 @@ NOISE = ["v1-noise-l8", "v2-small-noise-l128",  # v1 / v2_small noise synthesize
          "v2-discrete-q16"]  # discrete: 16 quantizers' codes in, 128 channels of noise augmentation
 STEREO = ["raspberry-stereo-l8",  # rave train --channels 2: the PQMF per channel, one loudness
           "v2-small-stereo-l16"]  # v2_small stereo: its noise synthesizer makes 2 × 16 bands
-ALL = EXACT + ["raspberry-l8"] + NOISE + STEREO
+MEL = ["v2-mel-l16"]  # v2_with_augs.gin: a mel-spectrogram encoder (not converted) before a v2 decoder
+ALL = EXACT + ["raspberry-l8"] + NOISE + STEREO + MEL
 BUILD = ALL + ["raspberry-nonstreaming-l8"]
 BLOCKS = 12
 TOL = 1e-4
@@ -86,8 +87,12 @@ def convert(rave_env, name, out_dir, *extra, timeout=900):
 @pytest.fixture(scope="session")
 def converted(rave_env, tmp_path_factory):
     """Every fixture converted once (with --check), keyed by name: (path, summary)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     d = tmp_path_factory.mktemp("rave-converted")
-    return {n: convert(rave_env, n, d, "--check", "--blocks", str(BLOCKS)) for n in ALL}
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:  # each a 1-thread subprocess
+        done = {n: pool.submit(convert, rave_env, n, d, "--check", "--blocks", str(BLOCKS)) for n in ALL}
+    return {n: f.result() for n, f in done.items()}
 
 
 def reference(rave_env, name, z, tmp_path):
@@ -217,6 +222,16 @@ def test_discrete_model_plays_codes_and_its_encoder_finds_them(converted, tmp_pa
     assert r.returncode == 0, r.stderr
     out, _ = read_wav(wav)
     assert np.all(np.isfinite(out)) and np.max(np.abs(out)) > 1e-4
+
+
+def test_a_mel_encoder_is_skipped_and_said_the_decoder_converts(converted):
+    """An export whose encoder reads a mel spectrogram: the decoder converts and matches the
+    .ts; no encoder is written (nor named by the card), and the command says why."""
+    path, summary = converted["v2-mel-l16"]
+    assert summary["check"]["max_abs_err"] < TOL and "encoder" not in summary["check"]
+    assert "mel spectrogram" in summary["encoder_skipped"] and "not from audio in" in summary["encoder_skipped"]
+    assert "encoder" not in summary and "encoder" not in summary["card"] and summary["card"]["rave"]["encoder"] is None
+    assert not Path(str(path)[:-len(".onnx")] + ".encoder.onnx").exists()
 
 
 def test_pqmf_synthesis_runs_factored(converted):
@@ -368,13 +383,17 @@ def test_not_a_rave_export_is_exit_2_with_one_line(rave_env, tmp_path):
                     "class M(torch.nn.Module):\n"
                     "    def forward(self, x):\n"
                     "        return x * 2\n"
-                    "torch.jit.script(M()).save(sys.argv[1])\n")
-    r = subprocess.run([str(rave_env), str(make), str(tiny)], capture_output=True, text=True, timeout=300)
+                    "torch.jit.script(M()).save(sys.argv[1])\n"
+                    "class TraceModel(M):\n"  # the class RAVE 1's export_rave.py wrote
+                    "    pass\n"
+                    "torch.jit.script(TraceModel()).save(sys.argv[2])\n")
+    rave1 = tmp_path / "rave1.ts"
+    r = subprocess.run([str(rave_env), str(make), str(tiny), str(rave1)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     junk = tmp_path / "junk.ts"
     junk.write_bytes(b"not a model at all")
     nonstreaming = FIXTURES / "raspberry-nonstreaming-l8.ts"
-    for bad in (tiny, junk, tmp_path / "missing.ts", nonstreaming):
+    for bad in (tiny, junk, tmp_path / "missing.ts", nonstreaming, rave1):
         r = subprocess.run([str(rave_env), "-m", "pi_synth", "convert", "rave", str(bad), "-o",
                             str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=300)
         assert r.returncode == 2, (bad, r.stderr)
@@ -383,6 +402,8 @@ def test_not_a_rave_export_is_exit_2_with_one_line(rave_env, tmp_path):
         assert "Traceback" not in r.stderr
         if bad == nonstreaming:
             assert "--streaming" in r.stderr
+        if bad == rave1:
+            assert "a RAVE 1 export" in r.stderr
     assert not (tmp_path / "x.onnx").exists()
 
 

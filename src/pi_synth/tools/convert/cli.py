@@ -44,6 +44,8 @@ def cmd_convert_rave(args) -> int:
               f"multiply-adds per block, {summary['seconds']:.1f} s")
         if "encoder" in summary:
             print(f"wrote {summary['encoder']}: encoder (audio → latent), card kind encoder: play the decoder with --input for timbre transfer")
+        if "encoder_skipped" in summary:
+            print(f"no encoder written: {summary['encoder_skipped']}")
     if args.check:
         res = rave.check(args.input, out, blocks=args.blocks, encoder=summary.get("encoder"))
         summary["check"] = res

@@ -83,6 +83,12 @@ def load_ts(path: str | os.PathLike):
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConvertError(f"{path}: not a TorchScript file ({msg[:120]}); expected a 'rave export --streaming' .ts") from None
     m.eval()
+    if _name(m) == "TraceModel" and hasattr(m, "pretrained"):
+        raise ConvertError(f"{path}: a RAVE prior's export (it generates latents), not a RAVE model; "
+                           "convert the model it was trained on")
+    if _name(m) == "TraceModel":
+        raise ConvertError(f"{path}: a RAVE 1 export (export_rave.py, 2021-22), which pi-synth does not convert; "
+                           "it converts exports of RAVE 2.1-2.3 ('rave export --streaming')")
     missing = [a for a in ("decode", "encode", "decoder", "decode_params") if not hasattr(m, a)]
     if missing:
         raise ConvertError(
@@ -166,7 +172,8 @@ def _check_supported(m, where: str) -> dict:
     info = describe(m)
     kind = info["class"]
     if kind not in ("VariationalScriptedRAVE", "WasserteinScriptedRAVE", "SphericalScriptedRAVE", "DiscreteScriptedRAVE"):
-        raise ConvertError(f"{where}: unknown RAVE export class {kind!r}; expected VariationalScriptedRAVE")
+        raise ConvertError(f"{where}: unknown RAVE export class {kind!r}; expected a RAVE 2 export "
+                           "(VariationalScriptedRAVE and its kin, from 'rave export --streaming')")
     if info["resample"] == 0:
         raise ConvertError(f"{where}: exported with --sr, with a resampler this converter does not know; "
                            "re-export without --sr")
@@ -767,14 +774,24 @@ class RowsDecoder:
         return self.seq.macs(t)
 
 
+def encoder_unsupported(m) -> str | None:
+    """Why this export's encoder cannot convert (its decoder still can), or None."""
+    mode = str(_attr(m, "input_mode", "pqmf"))
+    if mode != "pqmf":
+        return (f"its encoder reads a {mode} spectrogram (input_mode {mode!r}, e.g. v2_with_augs.gin), "
+                "which pi-synth does not convert yet")
+    return None
+
+
 def build_encoder(m, where: str, frames: int = 1):
     """The streaming encode block: audio ``[1, 1, frames·ratio]`` → latent mean ``[1, k, frames]``."""
     torch = _torch()
     info = _check_supported(m, where)
     b = _Builder(where)
     s = b.s
-    if str(_attr(m, "input_mode", "pqmf")) != "pqmf":
-        raise ConvertError(f"{where}: encoder input mode {_attr(m, 'input_mode')!r} (mel) is not supported yet")
+    why = encoder_unsupported(m)
+    if why:
+        raise ConvertError(f"{where}: {why}")
     ratio = info["ratio"] // info["resample"]
     bands = info["pqmf_bands"]
     pre = _pqmf_forward(b, m.pqmf, frames * ratio // bands) if bands > 1 else None
@@ -1090,6 +1107,8 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
             elif fid and info["class"] == "VariationalScriptedRAVE":
                 c["description"] = f"latent dim {i} (PCA order); cumulative fidelity {fid[i]:.3f}"
             controls.append(c)
+        skipped = encoder_unsupported(m) if encoder else None
+        encoder = encoder and not skipped
         enc_file = encoder_path(out_path) if encoder else None
         card = {
             "format": 1,
@@ -1140,6 +1159,8 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
     summary = {"model": str(out_path), "card": card, "states": len(ex["state"]),
                "state_elements": int(sum(math.prod(s) for s in ex["state_shapes"])),
                "multiply_adds_per_block": int(macs)}
+    if skipped:
+        summary["encoder_skipped"] = f"{skipped}: the decoder plays from knobs, MIDI and OSC, not from audio in"
     if encoder:
         bar.set_description("encoder")
         summary["encoder"] = str(enc_file)
