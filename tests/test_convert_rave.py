@@ -183,7 +183,7 @@ def test_stereo_models_play_both_channels_like_the_ts(converted, rave_env, tmp_p
     assert np.all(np.isfinite(y)) and np.max(np.abs(y[:, 0] - y[:, 1])) > 0
 
 
-def test_discrete_model_plays_codes_and_its_encoder_finds_them(converted, tmp_path):
+def test_discrete_model_plays_codes_and_its_encoder_finds_them(converted, rave_env, tmp_path):
     """A discrete model (residual vector quantization): the controls are the quantizers' codes
     (0..1023, clamped and truncated like the .ts, the decoder matching it with its own noise),
     and the encoder finds the same codes as the .ts's ``rvq.encode`` (a code nearer by float32
@@ -215,6 +215,17 @@ def test_discrete_model_plays_codes_and_its_encoder_finds_them(converted, tmp_pa
     codes = np.array(codes)
     assert np.array_equal(codes, np.floor(codes)) and codes.min() >= 0 and codes.max() <= 1023
     assert len(set(codes[:, 0])) > 5, "the first quantizer's code should follow the voice"
+    # --quantize: a discrete encoder goes int8 only if it still picks the same codes (≥ 99 %);
+    # else the int8 decoder plays with the fp32 encoder. Either way the pair it names exists.
+    qpath, qsum = convert(rave_env, "v2-discrete-q16", tmp_path, "--quantize")
+    rep = qsum["quantize"]["encoder"]["report"]
+    int8_card = load_card(qsum["quantize"]["model"])
+    assert (tmp_path / int8_card.encoder).exists()
+    if rep.get("skipped"):
+        assert rep["codes_equal_pct"] < 99 and int8_card.encoder == "v2-discrete-q16.encoder.onnx"
+        assert not (tmp_path / "v2-discrete-q16.encoder.int8.onnx").exists()
+    else:
+        assert int8_card.encoder == "v2-discrete-q16.encoder.int8.onnx"
     wav = tmp_path / "discrete.wav"
     r = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(path), "--input",
                         str(ROOT / "tests" / "data" / "voice.wav"), "-o", str(wav)],

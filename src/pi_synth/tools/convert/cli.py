@@ -61,6 +61,8 @@ def cmd_convert_rave(args) -> int:
         qe = rave.encoder_path(q) if summary.get("encoder") else None
         if qe is not None:  # first, so the int8 decoder's card can name it
             rep = rave.quantize_encoder(summary["encoder"], qe)
+            if rep.get("skipped"):  # the int8 decoder plays with the fp32 encoder
+                qe = Path(summary["encoder"])
         report = rave.quantize_decoder(out, q, encoder=qe.name if qe is not None else None)
         summary["quantize"] = {"model": str(q), "report": report}
         if qe is not None:
@@ -69,7 +71,9 @@ def cmd_convert_rave(args) -> int:
             print(f"wrote {q}: int8 weights in {report['int8_nodes']} matrix products (dynamic), "
                   f"SNR {report['snr_db']:.1f} dB against the fp32 model, "
                   f"{report['speedup']:.2f}× its speed here (1 thread)")
-            if qe is not None:
+            if qe is not None and rep.get("skipped"):
+                print(f"no int8 encoder: {rep['why']}; {q.name} plays with {qe.name}")
+            elif qe is not None:
                 print(f"wrote {qe}: int8 weights in {rep['int8_nodes']} matrix products (dynamic), latents "
                       f"{rep['snr_db']:.1f} dB SNR against the fp32 encoder's, {rep['speedup']:.2f}× its speed "
                       f"here (1 thread); {q.name} plays with it")

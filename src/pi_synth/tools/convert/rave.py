@@ -1312,6 +1312,9 @@ def test_signal(sample_rate: int, seconds: float = 8.0, seed: int = 3):
     return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
 
 
+DISCRETE_SAME_CODES = 0.99  # a discrete encoder goes int8 only if it picks the same code this often
+
+
 def quantize_encoder(fp32_path, out_path, *, min_bytes: int = INT8_MIN_BYTES, threads: int = 1) -> dict:
     """int8 weights in a converted encoder's large matrix products (its tail runs as ``Gemm`` nodes,
     :class:`~pi_synth.tools.convert.stream.CFThenRows`), as :func:`quantize_decoder` does for
@@ -1344,6 +1347,15 @@ def quantize_encoder(fp32_path, out_path, *, min_bytes: int = INT8_MIN_BYTES, th
                 state[k] = {a: r for (a, _), r in zip(card["state"], res[1:])}
     snr = round(float(snr_db(np.concatenate(lat["fp32"]).ravel(), np.concatenate(lat["int8"]).ravel())), 2)
     us = {k: round(1e6 * float(np.median(v)), 1) for k, v in times.items()}
+    if str(card.get("rave", {}).get("latent", "")).startswith("code indices"):
+        # a discrete encoder picks the nearest code: int8 rounding moves its latent across code
+        # boundaries, and a different code is a different sound, not a small error
+        same = float(np.mean(np.concatenate(lat["fp32"]) == np.concatenate(lat["int8"])))
+        if same < DISCRETE_SAME_CODES:
+            out_path.unlink(missing_ok=True)
+            return {"model": None, "skipped": True, "codes_equal_pct": round(100 * same, 1),
+                    "why": f"int8 would change {100 * (1 - same):.1f}% of the codes the encoder picks "
+                           f"(more than {100 * (1 - DISCRETE_SAME_CODES):.0f}%): it stays fp32"}
     write_card(out_path, dict(card, precision="int8", snr_db=snr, quant_format="dynamic"),
                producer="pi-synth convert rave --quantize")
     return {"model": str(out_path), "format": "dynamic", "snr_db": snr, "int8_nodes": len(chosen),
