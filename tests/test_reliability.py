@@ -121,6 +121,33 @@ def test_hot_swap_between_mono_and_stereo_models(organ, first, then, caplog):
     assert got.shape == want.shape and np.allclose(got, want, atol=1e-7) and np.max(np.abs(want)) > 0.05
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_output_channels_fixes_the_stream(organ, tmp_path, channels):
+    """[output] channels = 2: the stream is stereo whatever the first model (a mono model on
+    both channels, and a stereo model swapped in keeps its two); = 1: always mono. The render
+    writes what the stream is."""
+    conf = tmp_path / "pi-synth.toml"
+    conf.write_text(f"[output]\nchannels = {channels}\n")
+    mono, stereo = organ("m"), organ("s", stereo=True)
+    inst = _instrument(config_mod.load(str(conf)), mono if channels == 2 else stereo,
+                       sets=[("loudness", -10), ("pitch", 220)])
+    assert inst.player.channels == channels
+    y = np.concatenate([inst.player.next_block().copy() for _ in range(8)])
+    assert y.shape[1] == channels and np.max(np.abs(y)) > 0.05
+    if channels == 2:
+        assert np.array_equal(y[:, 0], y[:, 1])  # the mono organ on both
+        assert inst.swap(stereo)
+        for _ in range(40):
+            y = inst.player.next_block()
+        assert np.allclose(y[:, 1], 0.5 * y[:, 0], atol=1e-6) and np.max(np.abs(y)) > 0.05  # its own two
+    r = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(mono), "-o", str(tmp_path / "o.wav"),
+                        "--seconds", "0.5", "--set", "loudness=-10"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PI_SYNTH_CONFIG=str(conf)))
+    assert r.returncode == 0, r.stderr
+    w, _ = read_wav(tmp_path / "o.wav")
+    assert w.shape[1] == channels and f"{channels} ch" in r.stdout
+
+
 @pytest.mark.parametrize("bad", ["truncated", "nan", "rate"])
 def test_failed_swap_keeps_the_old_model(organ, tmp_path, bad, caplog):
     a = organ("a")

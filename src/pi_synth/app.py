@@ -75,11 +75,11 @@ class Instrument:
             self.timeline = Timeline(events, self.router, card.sample_rate, loop_seconds, block=card.block_size)
             hooks.append(self.timeline)
         hooks.append(self.router.on_block)  # the router object outlives swaps
-        self.player = Player(synth, hooks)
+        self.player = Player(synth, hooks, channels=cfg.output.channels or None)
         if not offline and cfg.output.record_seconds > 0:  # the last seconds, for the web page
             from pi_synth.audio.recorder import Recorder
 
-            self.player.recorder = Recorder(cfg.output.record_seconds, card.sample_rate, card.channels,
+            self.player.recorder = Recorder(cfg.output.record_seconds, card.sample_rate, self.player.channels,
                                             max_block=max(16384, card.block_size))
         self.stop_at = None
         if seconds is not None:
@@ -169,7 +169,8 @@ class Instrument:
             log.info("crossfading to %s (%s)", patch.card.name, path)
             if synth.channels > self.player.channels:
                 log.warning("%s is stereo, this stream mono: heard as the mean of its channels; "
-                            "restart with --model %s to hear it in stereo", patch.card.name, path)
+                            "restart with --model %s, or set output.channels = 2, to hear it in stereo",
+                            patch.card.name, path)
             return True
 
     def _refuse(self, why: str, restart: bool = False) -> bool:
@@ -392,7 +393,8 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, offline=True,
                       audio_in=input is not None)
     card = inst.card
-    plan.check_output(output, plan.wav_bytes(length.seconds, card.sample_rate, card.channels, format,
+    ch = inst.player.channels
+    plan.check_output(output, plan.wav_bytes(length.seconds, card.sample_rate, ch, format,
                                              card.block_size), length.seconds)
     if said:  # said once the render is under way (a bad --set or -o is its own one line)
         inst.player.hooks.insert(0, lambda pos: pos or log.warning("%s", said))
@@ -410,7 +412,7 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
         log.warning("the model's output was not finite or ran away (past +60 dBFS) in %d of %d blocks: those "
                     "are silent in %s and the model was reset after each; check the model, or its card's "
                     "control ranges", bad, -(-frames // card.block_size), output)
-    return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {card.channels} ch, "
+    return (f"wrote {output}: {frames / sr:.2f} s, {sr} Hz, {ch} ch, "
             f"model {card.name}{input_said}, rendered in {dt:.2f} s ({frames / sr / max(dt, 1e-9):.3g}× real time)")
 
 
@@ -603,13 +605,13 @@ def _plan_recording(inst, backend, length, fmt: str) -> None:
     run is checked before it starts; an open one stops where the room ends, and says so."""
     from pi_synth import render_plan as plan
 
-    card, path = inst.card, backend.device
+    card, path, ch = inst.card, backend.device, inst.player.channels
     backend.keep_partial = True  # a live recording keeps what it got if the disk fills anyway
     if length.seconds is not None:
-        plan.check_output(path, plan.wav_bytes(length.seconds, card.sample_rate, card.channels, fmt,
+        plan.check_output(path, plan.wav_bytes(length.seconds, card.sample_rate, ch, fmt,
                                                card.block_size), length.seconds, flag="--device")
     else:
-        room = plan.room_seconds(path, card.sample_rate, card.channels, fmt)
+        room = plan.room_seconds(path, card.sample_rate, ch, fmt)
         if room is not None:
             if room < 1.0:
                 raise DeviceError(f"{path}: no room for a recording (free space or the WAV limit); "

@@ -107,6 +107,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "output": {
         "gain_db": Key(float, 0.0, -60.0, 24.0),
+        "channels": Key(int, 0, 0, 2, help="0: the model's own; 2: always stereo (a mono model on both "
+                                           "channels, so a stereo model swapped in plays in stereo); 1: always mono"),
         "fade_ms": Key(float, 30.0, 1.0, 5000.0),
         "limit_dbfs": Key(float, -1.0, -40.0, 0.0),
         "record_seconds": Key(float, 30.0, 0.0, 600.0,

@@ -88,13 +88,14 @@ class Player:
     """What the engine plays: the current synth (or two, crossfading) behind the block
     hooks. A :class:`~pi_synth.audio.engine.BlockSource`, like a bare synth."""
 
-    def __init__(self, synth: Synth, hooks=None, *, crossfade_ms: float = 50.0, input=None):
+    def __init__(self, synth: Synth, hooks=None, *, crossfade_ms: float = 50.0, input=None,
+                 channels: int | None = None):
         self.block_size = synth.block_size
         self.sample_rate = synth.sample_rate
-        self.channels = synth.channels
+        self.channels = channels or synth.channels  # the stream's (config output.channels), else the model's
         self.input = input  # an AudioInput (audio/input.py), or None: silence in
         self._in = np.zeros(self.block_size, np.float32)
-        self.deck = Deck(synth, self.block_size)
+        self.deck = Deck(synth, self.block_size, self.channels)
         self.hooks = list(hooks or [])
         self.position = 0
         self.crossfade_blocks = max(1, round(crossfade_ms * 1e-3 * self.sample_rate / self.block_size))
