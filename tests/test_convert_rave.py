@@ -148,6 +148,18 @@ def test_streams_like_the_torchscript_decode(name, converted, rave_env, tmp_path
     assert summary["check"]["encoder"]["max_abs_err"] < TOL
 
 
+def render_voice_through(path, tmp_path):
+    """``pi-synth render MODEL --input voice.wav``: timbre transfer through the model's encoder."""
+    from pi_synth.audio.backends.wav import read_wav
+
+    wav = tmp_path / f"{Path(path).stem}-voice.wav"
+    r = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(path), "--input",
+                        str(ROOT / "tests" / "data" / "voice.wav"), "-o", str(wav)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return read_wav(wav)
+
+
 def test_stereo_models_play_both_channels_like_the_ts(converted, rave_env, tmp_path):
     """A model trained with ``--channels 2`` converts to a stereo card: each channel is its own
     PQMF synthesis (and noise bands), matching the .ts channel by channel (left and right
@@ -171,14 +183,7 @@ def test_stereo_models_play_both_channels_like_the_ts(converted, rave_env, tmp_p
     peak = float(np.max(np.abs(ref)))
     assert peak > 1e-3 and float(np.max(np.abs(ref[0] - ref[1]))) > 0.1 * peak, "the channels must differ"
     assert float(np.max(np.abs(got - ref))) < TOL * max(1.0, peak)
-    wav = tmp_path / "stereo.wav"
-    r = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(path), "--input",
-                        str(ROOT / "tests" / "data" / "voice.wav"), "-o", str(wav)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    from pi_synth.audio.backends.wav import read_wav
-
-    y, sr = read_wav(wav)
+    y, sr = render_voice_through(path, tmp_path)
     assert sr == 44100 and y.ndim == 2 and y.shape[1] == 2 and y.shape[0] > sr
     assert np.all(np.isfinite(y)) and np.max(np.abs(y[:, 0] - y[:, 1])) > 0
 
@@ -226,12 +231,7 @@ def test_discrete_model_plays_codes_and_its_encoder_finds_them(converted, rave_e
         assert not (tmp_path / "v2-discrete-q16.encoder.int8.onnx").exists()
     else:
         assert int8_card.encoder == "v2-discrete-q16.encoder.int8.onnx"
-    wav = tmp_path / "discrete.wav"
-    r = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(path), "--input",
-                        str(ROOT / "tests" / "data" / "voice.wav"), "-o", str(wav)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    out, _ = read_wav(wav)
+    out, _ = render_voice_through(path, tmp_path)
     assert np.all(np.isfinite(out)) and np.max(np.abs(out)) > 1e-4
 
 
