@@ -442,8 +442,8 @@ def test_a_clipping_input_lights_the_clip_led_and_the_status_says_so(pair, tmp_p
 
 def test_wavs_as_recorders_leave_them(tmp_path):
     """A recording whose header was never finished (data size 0, or 0x7FFFFFFF / 0xFFFFFFFF as
-    a streaming recorder writes it), and a broadcast WAV with bext and LIST chunks around an
-    odd-sized one: all read to the samples that are there."""
+    a streaming recorder writes it), a broadcast WAV with bext and LIST chunks around an
+    odd-sized one, and RF64/BW64 files: all read to the samples that are there."""
     x = np.round(0.3 * np.sin(2 * np.pi * 220 * np.arange(4410) / 44100) * 32767) / 32767
     pcm = np.round(x * 32767).astype("<i2").tobytes()
     fmt = struct.pack("<HHIIHH", 1, 1, 44100, 88200, 2, 16)
@@ -460,6 +460,12 @@ def test_wavs_as_recorders_leave_them(tmp_path):
         "streamed": riff(chunk(b"fmt ", fmt), chunk(b"data", pcm, 0x7FFFFFFF), size=0x7FFFFFFF),
         "streamed-ffff": riff(chunk(b"fmt ", fmt), chunk(b"data", pcm, 0xFFFFFFFF), size=0xFFFFFFFF),
         "bwf": riff(chunk(b"bext", b"b" * 603), chunk(b"fmt ", fmt), chunk(b"LIST", b"INFOabc"), chunk(b"data", pcm)),
+        # RF64 / BW64 (a field recorder's long take): the sizes in a ds64 chunk, 0xFFFFFFFF in
+        # the headers; a JUNK chunk after the data that the data's own size field would run into
+        "rf64": b"RF64" + riff(chunk(b"ds64", struct.pack("<QQQI", 0, len(pcm), 4410, 0)), chunk(b"fmt ", fmt),
+                               chunk(b"data", pcm, 0xFFFFFFFF), chunk(b"JUNK", b"\x7f" * 64))[4:],
+        "bw64": b"BW64" + riff(chunk(b"ds64", struct.pack("<QQQI", 0, len(pcm), 4410, 0)), chunk(b"fmt ", fmt),
+                               chunk(b"data", pcm, 0xFFFFFFFF), size=0xFFFFFFFF)[4:],
     }
     for name, raw in files.items():
         (tmp_path / f"{name}.wav").write_bytes(raw)

@@ -229,7 +229,7 @@ def _bad(path, why: str) -> InputError:
 # the first bytes of the recordings people bring instead of a WAV: named in the error
 _MAGIC = ((b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"ID3", "MP3"), (b"\xff\xfb", "MP3"), (b"\xff\xf3", "MP3"),
           (b"\xff\xf2", "MP3"), (b"\xff\xf1", "AAC"), (b"\xff\xf9", "AAC"), (b"caff", "CAF"),
-          (b"RF64", "RF64 (64-bit WAV)"), (b"MThd", "MIDI (give it with --midi)"), (b"\x1aE\xdf\xa3", "WebM/Matroska"))
+          (b"MThd", "MIDI (give it with --midi)"), (b"\x1aE\xdf\xa3", "WebM/Matroska"))
 
 
 def _audio_kind(data: bytes) -> str:
@@ -247,7 +247,8 @@ def read_wav(path):
     """Read a WAV file → (float32 ``[n, channels]`` in −1..1, sample rate).
 
     Reads PCM 8-bit (unsigned), 16, 24 and 32-bit, IEEE float 32 and 64-bit, any channel
-    count, plain or WAVE_FORMAT_EXTENSIBLE. Anything else — not a RIFF/WAVE file, no
+    count, plain or WAVE_FORMAT_EXTENSIBLE, RIFF or RF64/BW64 (64-bit sizes, as field recorders
+    write long takes). Anything else — not a RIFF/WAVE file, no
     ``fmt``/``data`` chunk, a compressed format, no frames — is an :class:`InputError` with
     one line saying what and how to fix it.
     """
@@ -257,15 +258,19 @@ def read_wav(path):
     except OSError as e:
         raise _bad(path, f"cannot read the file ({e.strerror})") from None
     fix = "convert it with e.g. 'sox IN -b 16 OUT.wav' or 'ffmpeg -i IN OUT.wav'"
-    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX", b"RF64", b"BW64") or data[8:12] != b"WAVE":
         kind = _audio_kind(data)
         what = f"looks like {kind}, not WAV" if kind else "not a WAV file (no RIFF/WAVE header)"
         raise _bad(path, f"{what}; {fix}")
     if data[:4] == b"RIFX":
         raise _bad(path, f"a big-endian (RIFX) WAV; {fix}")
-    pos, fmt, payload = 12, None, None
+    pos, fmt, payload, ds64 = 12, None, None, None
     while pos + 8 <= len(data):
         cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        if cid == b"ds64" and size >= 16:  # RF64/BW64 (a field recorder's long take): 64-bit sizes
+            ds64 = struct.unpack("<Q", data[pos + 16:pos + 24])[0]
+        if cid == b"data" and size == 0xFFFFFFFF and data[:4] != b"RIFF":  # its size is in ds64
+            size = ds64 if ds64 is not None else len(data) - pos - 8
         body = data[pos + 8:pos + 8 + size]
         if cid == b"fmt ":
             fmt = body
