@@ -36,7 +36,8 @@ NOISE = ["v1-noise-l8", "v2-small-noise-l128",  # v1 / v2_small noise synthesize
          "v2-wasserstein-l16",  # Wasserstein: 128 channels of normal noise beside the 16 latents
          "v2-discrete-q16"]  # discrete: 16 quantizers' codes in, 128 channels of noise augmentation
 STEREO = ["raspberry-stereo-l8",  # rave train --channels 2: the PQMF per channel, one loudness
-          "v2-small-stereo-l16"]  # v2_small stereo: its noise synthesizer makes 2 × 16 bands
+          "v2-small-stereo-l16",  # v2_small stereo: its noise synthesizer makes 2 × 16 bands
+          "raspberry-stereo-sr48k-l8"]  # stereo at 24 kHz exported with --sr 48000: the resampler per channel
 MEL = ["v2-mel-l16"]  # v2_with_augs.gin: a mel-spectrogram encoder (not converted) before a v2 decoder
 ALL = EXACT + ["raspberry-l8"] + NOISE + STEREO + MEL
 BUILD = ALL + ["raspberry-nonstreaming-l8"]

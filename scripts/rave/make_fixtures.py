@@ -60,6 +60,7 @@ FIXTURES = {
     # stereo models (trained with `rave train --channels 2`: the PQMF and the nets per channel)
     "raspberry-stereo-l8": (["configs/raspberry.gin"], False, 8),
     "v2-small-stereo-l16": (["configs/v2_small.gin"], False, 16),
+    "raspberry-stereo-sr48k-l8": (["configs/raspberry.gin"], False, 8),  # stereo, 24 kHz, exported with --sr 48000
     # discrete (v2 + discrete.gin): 16 residual quantizers of 1024 codes, 128 channels of noise augmentation
     "v2-discrete-q16": (["configs/v2.gin", "configs/discrete.gin"], False, 16),
     # v2_with_augs.gin: the encoder reads a mel spectrogram (not converted: the decoder plays without it)
@@ -75,8 +76,9 @@ SMALL = ["CAPACITY = 32"]
 BINDINGS = {"raspberry-sr48k-l128": ["SAMPLING_RATE = 24000"], "v3-l128": SMALL, "v3-adain-l128": SMALL,
             "v2-wasserstein-l16": SMALL, "v2-spherical-l16": SMALL,
             "v2-discrete-q16": SMALL, "v2-mel-l16": SMALL,
-            "raspberry-stereo-l8": ["RAVE.n_channels = 2"], "v2-small-stereo-l16": ["RAVE.n_channels = 2"]}
-EXPORT_ARGS = {"raspberry-sr48k-l128": ["--sr", "48000"]}
+            "raspberry-stereo-l8": ["RAVE.n_channels = 2"],
+            "raspberry-stereo-sr48k-l8": ["RAVE.n_channels = 2", "SAMPLING_RATE = 24000"], "v2-small-stereo-l16": ["RAVE.n_channels = 2"]}
+EXPORT_ARGS = {"raspberry-sr48k-l128": ["--sr", "48000"], "raspberry-stereo-sr48k-l8": ["--sr", "48000"]}
 NOISE_GAIN = 30.0  # v2's noise net: each convolution's weights ×30 (see the docstring)
 
 
