@@ -37,7 +37,7 @@ from pi_synth.audio.synth import Synth
 class Deck:
     """One synth delivering exactly the player's block size, whatever its own, and the
     stream's channel count: a mono model on a stereo stream is heard on both channels, a
-    stereo model on a mono stream as the mean of its two (no allocation either way)."""
+    stereo model on a mono stream as the mean of its two (into a buffer made once)."""
 
     def __init__(self, synth: Synth, frames: int, channels: int | None = None):
         self.synth = synth

@@ -618,13 +618,17 @@ def _per_channel(b: _Builder, block, n: int):
 def _rvq_tables(m):
     """A discrete model's residual quantizers as ``[Q·S, D]`` (each layer's ``S`` codes through
     its ``project_out``: decoding is a lookup then that linear map, so the map is applied to the
-    table once) and the per-layer ``(project_in or None, codebook [S, D'])`` the encoder needs."""
+    table once) and per layer what the encoder needs: ``(project_in`` as ``(weight, bias or None)``
+    or None, the codebook ``[S, D']``, its decoded codes ``[S, D])``."""
     torch = _torch()
     tables, layers = [], []
     for lay in _children(m.encoder.rvq.layers):
         emb = lay._codebook.embed.detach().float()
         p_in, p_out = lay.project_in, lay.project_out
-        w_in = (p_in.weight.detach().float(), _attr(p_in, "bias")) if _name(p_in) == "Linear" else None
+        w_in = None
+        if _name(p_in) == "Linear":
+            bias = _attr(p_in, "bias")
+            w_in = (p_in.weight.detach().float(), bias.detach().float() if bias is not None else None)
         out = emb
         if _name(p_out) == "Linear":
             out = emb @ p_out.weight.detach().float().T
@@ -663,7 +667,7 @@ def _latent_to_codes(m):
     ``2·x·e − |e|²``: the same argmax as RAVE's ``−|x − e|²``, the per-row ``|x|²`` left out)
     of the residual, then the residual minus that code's decoded vector. ``[1, D, T]`` → code
     indices as floats ``[1, Q, T]``. Two codes within float32 rounding of each other may come
-    out the other way round than in torch (the check counts such frames)."""
+    out the other way round than in torch (the check counts such codes)."""
     torch = _torch()
     _, layers = _rvq_tables(m)
 
