@@ -65,6 +65,8 @@ FIXTURES = {
     "v2-discrete-q16": (["configs/v2.gin", "configs/discrete.gin"], False, 16),
     # v2_with_augs.gin: the encoder reads a mel spectrogram (not converted: the decoder plays without it)
     "v2-mel-l16": (["configs/v2_with_augs.gin"], False, 16),
+    # hybrid.gin: a mel encoder (not converted) and a GRU in the decoder
+    "v2-hybrid-l16": (["configs/hybrid.gin"], False, 16),
     # exported without --streaming: the converter must refuse it and say how to re-export
     "raspberry-nonstreaming-l8": (["configs/raspberry.gin"], False, 8),
 }
@@ -75,7 +77,7 @@ DEFAULT = list(FIXTURES)
 SMALL = ["CAPACITY = 32"]
 BINDINGS = {"raspberry-sr48k-l128": ["SAMPLING_RATE = 24000"], "v3-l128": SMALL, "v3-adain-l128": SMALL,
             "v2-wasserstein-l16": SMALL, "v2-spherical-l16": SMALL,
-            "v2-discrete-q16": SMALL, "v2-mel-l16": SMALL,
+            "v2-discrete-q16": SMALL, "v2-mel-l16": SMALL, "v2-hybrid-l16": SMALL,
             "raspberry-stereo-l8": ["RAVE.n_channels = 2"],
             "raspberry-stereo-sr48k-l8": ["RAVE.n_channels = 2", "SAMPLING_RATE = 24000"], "v2-small-stereo-l16": ["RAVE.n_channels = 2"]}
 EXPORT_ARGS = {"raspberry-sr48k-l128": ["--sr", "48000"], "raspberry-stereo-sr48k-l8": ["--sr", "48000"]}

@@ -24,8 +24,9 @@ Supported: ``VariationalScriptedRAVE``, ``WasserteinScriptedRAVE`` (its noise au
 code indices as controls; the encoder's residual quantization gives them) with ``Generator`` (v1, onnx, raspberry) or
 ``GeneratorV2`` (v2, v2_small, v3) decoders, PQMF or raw output, mono or stereo (``rave train
 --channels 2``: a stereo card; the encoder hears the mono input on both channels), exported by
-RAVE 2.1–2.3, with or without ``--sr`` (RAVE's resampler converted too). Refused with a message
-naming the config: recurrent layers, more than two channels, ``--channels`` exports that change a model's channel count.
+RAVE 2.1–2.3, with or without ``--sr`` (RAVE's resampler converted too), with hybrid's GRU.
+Refused with a message naming the config: more than two channels, ``--channels`` exports that
+change a model's channel count. A mel-spectrogram encoder is skipped (the decoder converts).
 See ``docs/rave.md``.
 """
 
@@ -287,12 +288,45 @@ class _Builder:
                 return s.Fn(lambda x, a, b: x * a + b, "adain", [scale.reshape(1, -1, 1), shift.reshape(1, -1, 1)])
             return None
         if n == "GRU":
-            self.fail(path, "recurrent layers (GRU, e.g. from a recurrent config) are not supported yet")
+            return self.recurrent(mod, path)
         if n == "Generator":
             return self.generator_v1(mod, path)
         if n == "GeneratorV2":
             return self.generator_v2(mod, path)
         self.fail(path, f"module {n!r} is not supported by the RAVE converter")
+
+    def recurrent(self, mod, path):
+        """RAVE's ``blocks.GRU`` (``hybrid.gin``'s decoder): an ``nn.GRU`` over the frames of one
+        call, from a zero hidden state every call, as the ``.ts`` runs it (its ``gru_state``
+        buffer is never used, so nothing carries from one block to the next: the converted
+        block is stateless too, exported as ONNX ``GRU``)."""
+        s, torch = self.s, _torch()
+        if not bool(_attr(mod, "enabled", True)):
+            return None
+        g = _attr(mod, "gru")
+        if g is None or _name(g) != "GRU" or bool(_attr(g, "bidirectional", False)) or not bool(_attr(g, "batch_first", True)):
+            self.fail(path, "a recurrent layer that is not RAVE's one-way GRU")
+        layers, hidden, size = int(g.num_layers), int(g.hidden_size), int(g.input_size)
+        gru = torch.nn.GRU(size, hidden, num_layers=layers, batch_first=True, bias=bool(_attr(g, "bias", True)))
+        with torch.no_grad():
+            for name, p in gru.named_parameters():
+                p.copy_(getattr(g, name).detach().float())
+                p.requires_grad_(False)  # traced as constants of the graph
+        gru.eval()
+
+        class Recurrent(s.Block):
+            def __call__(self, x, ctx):
+                if self.cl:  # [1, T, C]
+                    return gru(x)[0]
+                return gru(x.transpose(1, 2))[0].transpose(1, 2)
+
+            def rows(self, x, ctx):  # [T, C]
+                return gru(x.unsqueeze(0))[0][0]
+
+            def macs(self, t):
+                return t * 3 * hidden * (size + hidden + (layers - 1) * 2 * hidden) // 1, t
+
+        return Recurrent()
 
     def generator_v1(self, mod, path):
         s, torch = self.s, _torch()
