@@ -26,7 +26,8 @@ code indices as controls; the encoder's residual quantization gives them) with `
 --channels 2``: a stereo card; the encoder hears the mono input on both channels), exported by
 RAVE 2.1–2.3, with or without ``--sr`` (RAVE's resampler converted too), with hybrid's GRU.
 Refused with a message naming the config: more than two channels, ``--channels`` exports that
-change a model's channel count. A mel-spectrogram encoder is skipped (the decoder converts).
+change a model's channel count. The encoder reads PQMF bands or a mel spectrogram (ONNX
+``STFT``); one of another input mode is skipped (the decoder converts, and the summary says why).
 See ``docs/rave.md``.
 """
 
@@ -37,6 +38,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -324,7 +326,7 @@ class _Builder:
                 return gru(x.unsqueeze(0))[0][0]
 
             def macs(self, t):
-                return t * 3 * hidden * (size + hidden + (layers - 1) * 2 * hidden) // 1, t
+                return t * 3 * hidden * (size + hidden + (layers - 1) * 2 * hidden), t
 
         return Recurrent()
 
@@ -815,10 +817,46 @@ class RowsDecoder:
 def encoder_unsupported(m) -> str | None:
     """Why this export's encoder cannot convert (its decoder still can), or None."""
     mode = str(_attr(m, "input_mode", "pqmf"))
+    if mode == "mel":
+        sp = _attr(m, "spectrogram")
+        st = _attr(sp, "spectrogram") if sp is not None else None
+        fb = _attr(_attr(sp, "mel_scale"), "fb") if sp is not None else None
+        if st is None or fb is None or _name(sp) != "MelSpectrogram":
+            return "its encoder reads a mel spectrogram of a form pi-synth does not know"
+        if float(st.power) != 2.0 or int(st.pad) != 0 or not bool(st.center) or not bool(st.onesided):
+            return "its encoder's mel spectrogram is not a centred power spectrogram, which pi-synth does not convert"
+        return None
     if mode != "pqmf":
-        return (f"its encoder reads a {mode} spectrogram (input_mode {mode!r}, e.g. v2_with_augs.gin), "
-                "which pi-synth does not convert yet")
+        return f"its encoder reads {mode} input (input_mode {mode!r}), which pi-synth does not convert yet"
     return None
+
+
+def _mel_spectrogram(b: _Builder, sp, t_out: int):
+    """torchaudio's ``MelSpectrogram`` as a ``mel``-input RAVE's ``encode`` runs it on each call:
+    the block alone, reflect-padded by ``n_fft / 2`` on both sides (``center``), its power STFT
+    (ONNX ``STFT``), divided by the window's energy when ``normalized``, through the stored mel
+    filterbank, the last frame dropped and ``log1p``: ``[1, 1, N]`` → ``[1, n_mels, t_out]``.
+    Nothing carries between calls, as in the ``.ts``."""
+    s, torch = b.s, _torch()
+    st = sp.spectrogram
+    n_fft, hop, win = int(st.n_fft), int(st.hop_length), st.window.detach().float().clone()
+    fb = sp.mel_scale.fb.detach().float().T.contiguous()  # [n_mels, n_fft / 2 + 1]
+    norm = float(win.pow(2).sum()) if bool(st.normalized) else 1.0
+    mode = str(st.pad_mode)
+
+    class Mel(s.Block):
+        def __call__(self, x, ctx):
+            with warnings.catch_warnings():  # return_complex=False: what the ONNX exporter takes
+                warnings.simplefilter("ignore")
+                spec = torch.stft(x.reshape(1, -1), n_fft, hop, int(st.win_length), win, center=True, pad_mode=mode,
+                                  normalized=False, onesided=True, return_complex=False)  # [1, F, T + 1, 2]
+            power = spec.pow(2).sum(-1)[:, :, :t_out] / norm  # [1, F, T]
+            return torch.log1p(torch.matmul(fb, power[0])).unsqueeze(0)
+
+        def macs(self, t):
+            return t * (n_fft * int(math.log2(n_fft)) * 2 + fb.numel()), t_out
+
+    return Mel()
 
 
 def build_encoder(m, where: str, frames: int = 1):
@@ -832,7 +870,12 @@ def build_encoder(m, where: str, frames: int = 1):
         raise ConvertError(f"{where}: {why}")
     ratio = info["ratio"] // info["resample"]
     bands = info["pqmf_bands"]
-    pre = _pqmf_forward(b, m.pqmf, frames * ratio // bands) if bands > 1 else None
+    mel = str(_attr(m, "input_mode", "pqmf")) == "mel"
+    if mel:  # the encoder's frames are the spectrogram's: one a hop
+        bands = int(m.spectrogram.spectrogram.hop_length)
+        pre = _mel_spectrogram(b, m.spectrogram, frames * ratio // bands)
+    else:
+        pre = _pqmf_forward(b, m.pqmf, frames * ratio // bands) if bands > 1 else None
     if info["resample"] > 1:  # the resampler's anti-alias filter and decimation come first
         pre = s.Seq([b.conv(m.resampler.downsample, "resampler.downsample"), pre])
     nch = info["n_channels"]
@@ -1613,7 +1656,10 @@ def check_encoder(ts_path, onnx_path, *, blocks: int = 16, seed: int = 0) -> dic
             n = int(_attr(m, "n_channels", 1))
             if n > 1:  # the mono input on every channel, as the converted encoder hears it
                 xt = xt.repeat(1, n, 1)
-            if int(_attr(m.pqmf, "n_band", 1)) > 1:  # per channel, as ScriptedRAVE.encode
+            if str(_attr(m, "input_mode", "pqmf")) == "mel":  # as ScriptedRAVE.encode
+                xt = torch.log1p(m.spectrogram(xt)[..., :-1]).reshape(1, -1, xt.shape[-1] // int(
+                    m.spectrogram.spectrogram.hop_length))
+            elif int(_attr(m.pqmf, "n_band", 1)) > 1:  # per channel, as ScriptedRAVE.encode
                 xt = m.pqmf(xt.reshape(-1, 1, xt.shape[-1]))
                 xt = xt.reshape(1, -1, xt.shape[-1])
             z = m.encoder(xt)
