@@ -180,6 +180,14 @@ class Plain:
         return out[self.output]
 
 
+def idle_wait(seconds: float) -> None:
+    """Keep this core busy for ``seconds`` touching no memory (a spin on the clock): what the
+    caches lose in that time alone, against what the other engine's call costs them."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def block_by_block(ts_path: Path, paths: dict, zs, warm: int) -> dict:
     """The outsider's way: TorchScript ``decode`` of block i, then a plain ``session.run`` of block
     i (feeds dict, outputs allocated by onnxruntime, state carried by hand), then block i + 1, …;
@@ -220,9 +228,7 @@ def block_by_block(ts_path: Path, paths: dict, zs, warm: int) -> dict:
     gap = med["ts"] / 1e3
     for i in range(len(zs)):
         for label, play in plains.items():
-            end = time.perf_counter() + gap
-            while time.perf_counter() < end:
-                pass
+            idle_wait(gap)
             t0 = time.perf_counter()
             play(zs[i])
             if i >= warm:
@@ -646,12 +652,7 @@ def pair_block_by_block(ts_path: Path, dec_path: Path, enc_path: Path, x, warm: 
     # the same calls with no TorchScript between them: what the cold start after it costs
     _, t_enc_alone, t_alone = timed(lambda i: None)
 
-    def idle(i):  # an idle wait as long as TorchScript's forward (a spin touching no memory)
-        end = time.perf_counter() + ts_ms / 1e3
-        while time.perf_counter() < end:
-            pass
-
-    _, _, t_idle = timed(idle)
+    _, _, t_idle = timed(lambda i: idle_wait(ts_ms / 1e3))  # as long as TorchScript's forward
     ms = lambda v: round(1e3 * float(np.median(v)), 3)  # noqa: E731
     return {"ms_per_block": {"ts_forward": round(ts_ms, 3), "encoder_decoder": round(ox_ms, 3),
                              "encoder_after_ts": ms(t_enc), "encoder_decoder_alone": ms(t_alone),
