@@ -166,9 +166,98 @@ def test_card_command_writes_a_starting_card_and_edits_it(cli, tmp_path):
     cli("render", path, "-o", out, "--seconds", "0.5", "--events", _note_events(tmp_path), check=0)
     assert np.abs(read_wav(out)[0]).max() > 0.05  # the edited card plays
     one_line_error(cli("card", path, "--init"), "has a card already", "--force")
+    fields = tmp_path / "mine.card.json"  # the workshop's step 9.5: a few keys merged in
+    fields.write_text(json.dumps({"license": "CC0-1.0", "provenance": {"owner": "Ana Example"}}))
+    cli("card", path, "--update", fields, check=0)
+    info = cli("info", path, check=0).stdout
+    assert "license: CC0-1.0" in info and "Ana Example" in info and "pitch" in info
+    fields.write_text("[1, 2]")
+    one_line_error(cli("card", path, "--update", fields), "JSON object")
 
 
 def _note_events(tmp_path):
     ev = tmp_path / "note.json"
     ev.write_text(json.dumps([{"t": 0.0, "midi": [144, 69, 110]}]))
     return ev
+
+
+def _bare_organ():
+    """The organ as a model from elsewhere would come: no card."""
+    m = build_organ()
+    del m.metadata_props[:]
+    return m
+
+
+def test_card_makes_a_model_with_external_weights_one_file(cli, tmp_path):
+    """torch.onnx.export (torch ≥ 2.5) writes X.onnx + X.onnx.data by default: copied alone,
+    the .onnx does not load; 'pi-synth card' writes one self-contained file."""
+    import onnx
+
+    src = tmp_path / "export"
+    src.mkdir()
+    m = _bare_organ()
+    last = next(n for n in m.graph.node if "audio" in n.output)  # a Constant node's tensor goes out too
+    last.output[list(last.output).index("audio")] = "audio_dry"
+    m.graph.node.extend([
+        onnx.helper.make_node("Constant", [], ["hush"], value=onnx.numpy_helper.from_array(
+            np.full((1, 1, 256), 0.5, np.float32))),
+        onnx.helper.make_node("Mul", ["audio_dry", "hush"], ["audio"])])
+    path = src / "voice.onnx"
+    onnx.save(m, path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="voice.onnx.data", size_threshold=0, convert_attribute=True)
+    assert onnx.load(path, load_external_data=False).graph.node[-2].attribute[0].t.data_location == 1
+    assert (src / "voice.onnx.data").stat().st_size > 0
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "voice.onnx").write_bytes(path.read_bytes())
+    one_line_error(cli("card", alone / "voice.onnx", "--init"), "voice.onnx.data", "not beside it")
+    cli("card", path, "--init", "-o", alone / "one.onnx", check=0)
+    assert not list(alone.glob("*.data"))
+    want = onnx.load(path)  # the onnx package's own reading of the external weights
+    got = onnx.load(alone / "one.onnx", load_external_data=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in got.graph.initializer)
+    assert ([onnx.numpy_helper.to_array(t).tobytes() for t in got.graph.initializer]
+            == [onnx.numpy_helper.to_array(t).tobytes() for t in want.graph.initializer])
+    assert got.graph.node[-2].attribute[0].t.data_location != onnx.TensorProto.EXTERNAL
+    assert (onnx.numpy_helper.to_array(got.graph.node[-2].attribute[0].t) == 0.5).all()
+    sets = ["controls.1.name=loudness", "controls.1.min=-80", "controls.1.max=0", "controls.1.default=-6"]
+    cli("card", alone / "one.onnx", *[a for s in sets for a in ("--set", s)], check=0)
+    out = tmp_path / "o.wav"
+    cli("render", alone / "one.onnx", "-o", out, "--seconds", "0.3", check=0)
+    assert np.abs(read_wav(out)[0]).max() > 0.02
+    # with its .data beside it, a carded file with external weights plays in place too
+    cli("card", path, "--from", _card_of(cli, alone / "one.onnx", tmp_path), "-o", src / "kept.onnx", check=0)
+    cli("render", src / "kept.onnx", "-o", out, "--seconds", "0.3", check=0)
+
+
+def _card_of(cli, model, tmp_path):
+    f = tmp_path / "card.json"
+    f.write_text(cli("card", model, check=0).stdout)
+    return f
+
+
+def test_card_fixes_dynamic_dimensions(cli, tmp_path):
+    """An export with dynamic axes (batch, frames) gets the shapes the player will use: a
+    leading batch as 1 by itself, others from --shape; the outputs' from one trial call."""
+    import onnx
+
+    m = _bare_organ()
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.name in ("controls", "audio"):
+            dims = vi.type.tensor_type.shape.dim
+            dims[0].dim_param = "batch"
+            dims[2].dim_param = "frames" if vi.name == "controls" else "samples"
+    path = tmp_path / "dyn.onnx"
+    onnx.save(m, path)
+    one_line_error(cli("card", path, "--init"), "dynamic shape", "--shape controls=1,3,N")
+    one_line_error(cli("card", path, "--init", "--shape", "controls=1,4,1"), "['batch', 3, 'frames']")
+    one_line_error(cli("card", path, "--init", "--shape", "ctl=1,3,1"), "not a graph input")
+    one_line_error(cli("card", path, "--init", "--shape", "controls=1,3,x"), "NAME=D,D,D")
+    p = cli("card", path, "--init", "--shape", "controls=1,3,1", "-o", tmp_path / "fixed.onnx", check=0)
+    assert "controls [1, 3, 1]" in p.stderr and "audio [1, 1, 256]" in p.stderr
+    io = json.loads(cli("info", tmp_path / "fixed.onnx", "--json", check=0).stdout)
+    assert {"name": "audio", "shape": [1, 1, 256], "dtype": "float32"} in io["outputs"]
+    assert {"name": "controls", "shape": [1, 3, 1], "dtype": "float32"} in io["inputs"]
+    out = tmp_path / "o.wav"
+    cli("render", tmp_path / "fixed.onnx", "-o", out, "--seconds", "0.3", "--set", "c1=1", check=0)
+    assert np.abs(read_wav(out)[0]).max() > 0.01

@@ -3,10 +3,15 @@
 For people bringing models made elsewhere: ``--init`` writes a starting card guessed from
 the graph (its inputs and outputs: the audio output, the controls input, state pairs),
 ``--set KEY=VALUE`` edits one key (dotted paths reach into lists: ``controls.0.name``),
-``--from CARD.json`` writes a whole card. Every write is checked the way the player
+``--update FIELDS.json`` merges a few keys, ``--from CARD.json`` writes a whole card. Every write is checked the way the player
 checks a file (the card's keys, then the card against the graph in onnxruntime) before
 the file is touched, and is atomic; nothing here needs the ``onnx`` package, so it runs
 on the Pi.
+
+Exports from other tools are made playable on the way (``model/onnxrewrite.py``): weights
+kept in a separate ``.onnx.data`` file are put inside (one file to copy), and dynamic
+dimensions are fixed (a leading ``batch`` as 1, others from ``--shape NAME=1,4,1``), the
+outputs' from one trial call.
 """
 
 from __future__ import annotations
@@ -22,11 +27,92 @@ from pi_synth.errors import CardError, ConfigError, ModelError
 __all__ = ["starting_card", "set_key", "cmd_card"]
 
 
-def _graph(path):
+def _session(src):
+    """A session on a model file, or on a model's bytes (a file being made playable)."""
     from pi_synth.model.session import open_session
 
-    sess = open_session(path)
+    return open_session(src)
+
+
+def _graph(src):
+    sess = _session(src)
     return sess.get_inputs(), sess.get_outputs()
+
+
+def _dynamic(dims) -> bool:
+    return not all(isinstance(d, int) and d >= 0 for d in dims)
+
+
+def parse_shapes(items) -> dict[str, list[int]]:
+    """``--shape NAME=1,4,1`` → ``{"NAME": [1, 4, 1]}``."""
+    shapes = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        try:
+            dims = [int(d) for d in text.replace("x", ",").split(",")]
+        except ValueError:
+            dims = []
+        if not sep or not name or not dims or any(d < 1 for d in dims):
+            raise ConfigError(f"--shape {item!r}: use NAME=D,D,D with positive sizes, e.g. --shape controls=1,4,1")
+        shapes[name.strip()] = dims
+    return shapes
+
+
+def playable_bytes(path, shapes: dict[str, list[int]], *, guess: bool) -> tuple[bytes | None, list[str]]:
+    """The model at ``path`` made playable by the player's rules, and what was done, or
+    (None, []) when it already is: external weights put inside; dynamic input dimensions
+    fixed from ``shapes`` (or, with ``guess``, a leading one as 1), and the outputs'
+    from one trial call with zeros."""
+    import numpy as np
+
+    from pi_synth.model.card import ORT_TYPES
+    from pi_synth.model.onnxrewrite import external_files, fix_dims, inline_external_data
+
+    where = os.fspath(path)
+    data = Path(path).read_bytes()
+    said: list[str] = []
+    ext = external_files(data, where)
+    if ext:
+        data = inline_external_data(data, Path(path).parent, where)
+        said.append(f"its weights ({', '.join(ext)}) are now inside the file")
+    sess = _session(data)
+    inputs = {a.name: a for a in sess.get_inputs()}
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:
+        raise ConfigError(f"--shape {unknown[0]}: not a graph input; the inputs are {sorted(inputs)}")
+    fixed: dict[str, list[int]] = {}
+    for name, a in inputs.items():
+        dims = list(a.shape)
+        if name in shapes:
+            want = shapes[name]
+            if len(want) != len(dims) or any(isinstance(d, int) and d >= 0 and d != w for d, w in zip(dims, want)):
+                raise ConfigError(f"--shape {name}={','.join(map(str, want))}: the graph's {name!r} is {dims}")
+            if _dynamic(dims):
+                fixed[name] = want
+        elif _dynamic(dims):
+            if guess and not _dynamic(dims[1:]):
+                fixed[name] = [1, *dims[1:]]
+            else:
+                example = ",".join(str(d) if isinstance(d, int) and d >= 0 else ("1" if i == 0 else "N")
+                                   for i, d in enumerate(dims))
+                raise CardError(f"{where}: graph input {name!r} has a dynamic shape {dims}; say the shape the "
+                                f"player should use, e.g. --shape {name}={example}")
+    if fixed:
+        data = fix_dims(data, fixed, where)
+        feeds = {n: np.zeros(fixed.get(n) or list(a.shape), dtype=ORT_TYPES.get(a.type, "float32"))
+                 for n, a in inputs.items()}
+        trial = _session(data)
+        try:
+            results = trial.run(None, feeds)
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CardError(f"{where}: with the shapes {fixed} the graph does not run ({msg}); "
+                            "give the right ones with --shape NAME=D,D,D") from None
+        declared = {a.name for a in sess.get_outputs() if _dynamic(a.shape)}
+        outs = {a.name: list(r.shape) for a, r in zip(trial.get_outputs(), results) if a.name in declared}
+        data = fix_dims(data, outs, where)
+        said.append("dynamic dimensions fixed: " + ", ".join(f"{n} {v}" for n, v in {**fixed, **outs}.items()))
+    return (data, said) if said else (None, [])
 
 
 def _fixed(arg, where):
@@ -47,7 +133,7 @@ def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) ->
     audio, an input and an output of the same shape are a state pair (paired by name, else
     in order), the remaining float input ``[1, C, F]`` is the controls (``c0``…, range
     -1..1: rename and re-range them with ``--set``)."""
-    where = os.fspath(path)
+    where = os.fspath(path) if not isinstance(path, bytes) else (name or "model")
     inputs, outputs = _graph(path)
     ins = {a.name: (_fixed(a, where), a.type) for a in inputs}
     outs = {a.name: (_fixed(a, where), a.type) for a in outputs}
@@ -128,18 +214,40 @@ def set_key(card: dict, dotted: str, value) -> None:
             raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i])} is a value, not a table or list")
 
 
-def _check_and_write(card: dict, path, out) -> None:
-    """The player's own checks (card keys, then card against the graph), then the write."""
+def _check_and_write(card: dict, path, out, data: bytes | None = None) -> None:
+    """The player's own checks (card keys, then card against the graph), then the write;
+    ``data``: the model's bytes made playable, written in place of the file's."""
     from pi_synth.model.card import check_graph, parse_card, write_card
 
     parsed = parse_card(json.dumps(card), where=os.fspath(out))
-    inputs, outputs = _graph(path)
+    inputs, outputs = _graph(path if data is None else data)
     check_graph(parsed, inputs, outputs, where=os.fspath(out))
-    if os.fspath(out) != os.fspath(path):
+    if data is not None:
+        tmp = Path(f"{out}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, out)
+        except OSError as e:
+            raise ModelError(f"{out}: cannot write model file ({e.strerror})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    elif os.fspath(out) != os.fspath(path):
         import shutil
 
         shutil.copyfile(path, out)
     write_card(out, card)
+
+
+def _json_object(path) -> dict:
+    try:
+        card = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(card, dict):
+        raise ConfigError(f"{path}: a card is a JSON object")
+    return card
 
 
 def cmd_card(args) -> int:
@@ -150,35 +258,33 @@ def cmd_card(args) -> int:
     path = find_model(args.model)
     out = Path(args.output) if args.output else path
     has_card = CARD_KEY in read_metadata(path)
+    if args.init and has_card and not args.force:
+        raise ModelError(f"{path}: it has a card already; edit it with --set, or replace it with "
+                         "--init --force")
+    edits = args.init or args.from_file or args.update or args.set or args.shape or args.output
+    data, said = (playable_bytes(path, parse_shapes(args.shape), guess=bool(args.init)) if edits
+                  else (None, []))
     if args.init:
-        if has_card and not args.force:
-            raise ModelError(f"{path}: it has a card already; edit it with --set, or replace it with "
-                             "--init --force")
-        card = starting_card(path, sample_rate=args.sample_rate)
+        card = starting_card(path if data is None else data, sample_rate=args.sample_rate,
+                             name=Path(path).name.split(".")[0])
     elif args.from_file:
-        try:
-            card = json.loads(Path(args.from_file).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"{args.from_file}: cannot read ({e.strerror})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{args.from_file}: not valid JSON ({e})") from None
-        if not isinstance(card, dict):
-            raise ConfigError(f"{args.from_file}: a card is a JSON object")
+        card = _json_object(args.from_file)
     elif has_card:
         card = card_json(path)
     else:
         raise CardError(f"{path}: no pi-synth model card; write a starting one with "
                         f"'pi-synth card {args.model} --init' (it guesses from the graph)")
+    if args.update:
+        card.update(_json_object(args.update))
     for item in args.set or []:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: use KEY=VALUE, e.g. --set controls.0.name=cutoff")
         set_key(card, key.strip(), _value(text))
-    changed = args.init or args.from_file or args.set
-    if changed:
-        _check_and_write(card, path, out)
+    if edits:
+        _check_and_write(card, path, out, data)
     print(json.dumps(card, indent=2, ensure_ascii=False))
-    if changed:
+    if edits:
         print(f"pi-synth: wrote the card into {out}" + (" (guessed from the graph: check controls and "
-              "sample_rate)" if args.init else ""), file=sys.stderr)
+              "sample_rate)" if args.init else "") + "".join(f"; {s}" for s in said), file=sys.stderr)
     return 0

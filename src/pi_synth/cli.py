@@ -336,9 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     cd.add_argument("--init", action="store_true", help="write a starting card guessed from the graph")
     cd.add_argument("--force", action="store_true", help="with --init: replace the card the file has")
     cd.add_argument("--from", dest="from_file", metavar="CARD.json", help="write this card")
+    cd.add_argument("--update", metavar="FIELDS.json",
+                    help="merge these keys into the card (e.g. license, source, provenance)")
     cd.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="edit one key (dotted: controls.0.name=cutoff); the value is JSON or text")
     cd.add_argument("--sample-rate", type=int, default=48000, help="with --init (default 48000)")
+    cd.add_argument("--shape", action="append", metavar="NAME=D,D,D",
+                    help="fix a dynamic graph input's shape (e.g. controls=1,4,1); a leading batch "
+                         "dimension is 1 by itself with --init")
     cd.add_argument("-o", "--output", help="write to this file instead of changing the model in place")
     cd.set_defaults(func=cmd_card)
 

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pi_synth.errors import ModelError
 from pi_synth.model.card import batched_outputs, check_graph, load_card
+from pi_synth.model.onnxrewrite import external_files
 from pi_synth.model.session import open_session, session_options
 
 log = logging.getLogger(__name__)
@@ -149,11 +151,15 @@ class Runtime:
         cached = None
         if use_cache:
             try:
-                digest = hashlib.sha256(Path(self.path).read_bytes()).hexdigest()[:24]
+                data = Path(self.path).read_bytes()
+                h = hashlib.sha256(data)
+                for ext in external_files(data, str(self.path)):  # weights kept beside it
+                    h.update((Path(self.path).parent / ext).read_bytes())
+                digest = h.hexdigest()[:24]
                 key = f"{digest}-ort{ort.__version__}-{platform.machine()}.onnx"
                 cached = Path(cache_dir) if cache_dir else default_cache_dir()
                 cached = cached / "optimized" / key
-            except OSError:
+            except (OSError, ModelError):
                 cached = None
         if cached is not None and cached.exists():
             try:

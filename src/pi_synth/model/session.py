@@ -35,16 +35,35 @@ def session_options(threads: int = 1, optimized_path: str | None = None, *, opti
 
 
 def open_session(path, threads: int = 1, *, options=None):
-    """An onnxruntime session on the CPU for the model at ``path``; a file onnxruntime
-    refuses is a :class:`ModelError` in one line."""
+    """An onnxruntime session on the CPU for the model at ``path`` (or a model's bytes);
+    a file onnxruntime refuses is a :class:`ModelError` in one line."""
     import onnxruntime as ort
 
-    path = os.fspath(path)
+    path = path if isinstance(path, bytes) else os.fspath(path)
     try:
         return ort.InferenceSession(path, options or session_options(threads), providers=PROVIDERS)
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(path, bytes):
+            path = "model"
+        else:
+            _missing_external_data(path)
         raise ModelError(
             f"{path}: onnxruntime cannot load this model ({msg}); "
             "re-export it or check it with 'pi-synth info'"
         ) from None
+
+
+def _missing_external_data(path: str) -> None:
+    """Raise the one line a model whose ``.onnx.data`` was left behind deserves."""
+    from pathlib import Path
+
+    from pi_synth.model.onnxrewrite import external_files, missing_data_message
+
+    try:
+        files = external_files(Path(path).read_bytes(), path)
+    except (OSError, ModelError):
+        return
+    missing = [f for f in files if not (Path(path).parent / f).is_file()]
+    if missing:
+        raise ModelError(missing_data_message(path, missing)) from None
