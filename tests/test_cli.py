@@ -261,3 +261,21 @@ def test_card_fixes_dynamic_dimensions(cli, tmp_path):
     out = tmp_path / "o.wav"
     cli("render", tmp_path / "fixed.onnx", "-o", out, "--seconds", "0.3", "--set", "c1=1", check=0)
     assert np.abs(read_wav(out)[0]).max() > 0.01
+
+
+def test_a_long_implied_render_is_said_before_it_starts(organ, tmp_path):
+    """A file whose last event sits far out (a stray note-off an hour on) renders for
+    minutes: one line says how long, and why, before the wait — not a silent hang."""
+    import subprocess
+    import sys
+
+    ev = tmp_path / "far.json"
+    ev.write_text(json.dumps([{"t": 0.0, "midi": [144, 69, 100]}, {"t": 3600.0, "midi": [128, 69, 0]}]))
+    proc = subprocess.Popen([sys.executable, "-m", "pi_synth", "render", str(organ()), "--events", str(ev),
+                             "-o", str(tmp_path / "o.wav")], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "rendering 60.0 min of audio" in line and "last at 3600.00 s" in line and "--seconds" in line, line

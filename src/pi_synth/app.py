@@ -356,6 +356,9 @@ def tail_seconds(cfg) -> float:
     return max(1.0, (cfg.midi.release_ms + cfg.output.fade_ms) / 1000.0 + 0.25)
 
 
+LONG_RENDER_SECONDS = 600.0  # a render implied longer than this is said before it starts
+
+
 def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), seconds: float | None = None,
            sets=(), input: str | None = None) -> str:
     """``pi-synth render``: the instrument pulled offline into a WAV file, faster than real
@@ -396,6 +399,9 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     ch = inst.player.channels
     plan.check_output(output, plan.wav_bytes(length.seconds, card.sample_rate, ch, format,
                                              card.block_size), length.seconds)
+    if length.seconds > LONG_RENDER_SECONDS and length.why != "--seconds":  # a stray event far out, say
+        log.warning("%s: rendering %s of audio (%s); --seconds S renders only the first S", output,
+                    plan.hms(length.seconds), length.why)
     if said:  # said once the render is under way (a bad --set or -o is its own one line)
         inst.player.hooks.insert(0, lambda pos: pos or log.warning("%s", said))
     # "default" is the wav backend's word for "a dated file": a render writes what -o says
