@@ -279,3 +279,18 @@ def test_a_long_implied_render_is_said_before_it_starts(organ, tmp_path):
         proc.kill()
         proc.wait()
     assert "rendering 60.0 min of audio" in line and "last at 3600.00 s" in line and "--seconds" in line, line
+
+
+def test_card_says_a_float16_export_needs_float32(cli, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((4, 256), 0.01, np.float16), "W")
+    g = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["xt", "W"], ["y"]),
+         helper.make_node("Transpose", ["y"], ["audio"], perm=[0, 2, 1])], "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4, 1])],
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT16, [1, 256, 1])], [w])
+    path = tmp_path / "half.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    one_line_error(cli("card", path, "--init"), "x, audio are float16", "model.float()", "pi-synth quantize")

@@ -150,6 +150,11 @@ def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) ->
                     break
     free_in = [n for n in ins if n not in used_in]
     free_out = [n for n in outs if n not in used_out]
+    half = [n for n in [*free_in, *free_out] if (ins.get(n) or outs.get(n))[1] in ("tensor(float16)", "tensor(bfloat16)")]
+    if half:
+        raise CardError(f"{where}: {', '.join(half)} {'is' if len(half) == 1 else 'are'} float16; pi-synth feeds "
+                        "and reads float32: export the model in float32 (model.float() before torch.onnx.export), "
+                        f"then 'pi-synth quantize' makes it small and fast")
     audio = [n for n in free_out if len(outs[n][0]) == 3 and outs[n][0][0] == 1 and outs[n][0][1] in (1, 2)
              and outs[n][0][2] >= 16 and outs[n][1] == "tensor(float)"]
     if len(audio) != 1:
