@@ -436,14 +436,17 @@ def test_not_a_rave_export_is_exit_2_with_one_line(rave_env, tmp_path):
                     "torch.jit.script(M()).save(sys.argv[1])\n"
                     "class TraceModel(M):\n"  # the class RAVE 1's export_rave.py wrote
                     "    pass\n"
-                    "torch.jit.script(TraceModel()).save(sys.argv[2])\n")
+                    "torch.jit.script(TraceModel()).save(sys.argv[2])\n"
+                    "torch.save({'state_dict': {'w': torch.zeros(3)}}, sys.argv[3])\n")
     rave1 = tmp_path / "rave1.ts"
-    r = subprocess.run([str(rave_env), str(make), str(tiny), str(rave1)], capture_output=True, text=True, timeout=300)
+    ckpt = tmp_path / "last.ckpt"  # a training run's checkpoint, mistaken for an export
+    r = subprocess.run([str(rave_env), str(make), str(tiny), str(rave1), str(ckpt)], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     junk = tmp_path / "junk.ts"
     junk.write_bytes(b"not a model at all")
     nonstreaming = FIXTURES / "raspberry-nonstreaming-l8.ts"
-    for bad in (tiny, junk, tmp_path / "missing.ts", nonstreaming, rave1):
+    for bad in (tiny, junk, tmp_path / "missing.ts", nonstreaming, rave1, ckpt):
         r = subprocess.run([str(rave_env), "-m", "pi_synth", "convert", "rave", str(bad), "-o",
                             str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=300)
         assert r.returncode == 2, (bad, r.stderr)
@@ -454,6 +457,10 @@ def test_not_a_rave_export_is_exit_2_with_one_line(rave_env, tmp_path):
             assert "--streaming" in r.stderr
         if bad == rave1:
             assert "a RAVE 1 export" in r.stderr
+        if bad == tiny:
+            assert "pi-synth card MODEL.onnx --init" in r.stderr
+        if bad == ckpt:
+            assert "a PyTorch checkpoint" in r.stderr and "rave export --run RUN --streaming" in r.stderr
     assert not (tmp_path / "x.onnx").exists()
 
 

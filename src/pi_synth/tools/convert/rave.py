@@ -74,6 +74,23 @@ def _torch():
     return torch
 
 
+def _is_checkpoint(path: str) -> bool:
+    """A ``torch.save`` file (a ZIP holding ``data.pkl``, no TorchScript code) or a legacy
+    pickle, which people mistake for an export."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        return any(n.endswith("data.pkl") for n in names) and not any("/code/" in n for n in names)
+    except (OSError, zipfile.BadZipFile):
+        try:
+            with open(path, "rb") as f:
+                return f.read(2) == b"\x80\x02"  # torch.save(_use_new_zipfile_serialization=False)
+        except OSError:
+            return False
+
+
 def load_ts(path: str | os.PathLike):
     """Load a ``.ts`` file and check that it is a RAVE streaming export."""
     torch = _torch()
@@ -83,6 +100,10 @@ def load_ts(path: str | os.PathLike):
     try:
         m = torch.jit.load(path, map_location="cpu")
     except Exception as e:
+        if _is_checkpoint(path):
+            raise ConvertError(f"{path}: a PyTorch checkpoint (torch.save, e.g. a training run's .ckpt), not an "
+                               "export; export the run first with 'rave export --run RUN --streaming' and convert "
+                               "the .ts it writes") from None
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConvertError(f"{path}: not a TorchScript file ({msg[:120]}); expected a 'rave export --streaming' .ts") from None
     m.eval()
@@ -95,8 +116,9 @@ def load_ts(path: str | os.PathLike):
     missing = [a for a in ("decode", "encode", "decoder", "decode_params") if not hasattr(m, a)]
     if missing:
         raise ConvertError(
-            f"{path}: not a RAVE export (no {', '.join(missing)}); "
-            "expected the .ts written by 'rave export --run RUN --streaming'"
+            f"{path}: not a RAVE export (no {', '.join(missing)}); expected the .ts written by "
+            "'rave export --run RUN --streaming' (another model: export it with torch.onnx.export and give "
+            "it a card with 'pi-synth card MODEL.onnx --init')"
         )
     if not any(_name(s) == "CachedPadding1d" for s in m.decoder.modules()):
         raise ConvertError(
