@@ -67,6 +67,30 @@ def _fields(buf: memoryview, pos: int, end: int):
         raise ValueError("truncated message")
 
 
+def _spans(buf: memoryview, pos: int, end: int):
+    """Yield (field number, wire type, start, stop, body) for each field of one message:
+    ``buf[start:stop]`` is the whole field as written (to copy it unchanged), ``body``
+    the (start, stop) of a length-delimited field's payload, else None."""
+    while pos < end:
+        first = pos
+        tag, pos = _varint(buf, pos, end)
+        field, wire = tag >> 3, tag & 7
+        body = None
+        if wire == 0:
+            _, pos = _varint(buf, pos, end)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            n, pos = _varint(buf, pos, end)
+            body = (pos, pos + n)
+            pos += n
+        else:
+            raise ValueError(f"unknown wire type {wire}")
+        yield field, wire, first, pos, body
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """Return the model's ``metadata_props`` as a dict; ModelError if not ONNX."""
     path = os.fspath(path)
@@ -157,29 +181,15 @@ def set_metadata(data: bytes, key: str, value: str, *, producer: str | None = No
     parse_metadata(data, where)  # refuses what is not ONNX, naming the file
     buf = memoryview(data)
     out = bytearray()
-    pos = 0
-    while pos < len(buf):
-        start = pos
-        tag, pos = _varint(buf, pos, len(buf))
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos, len(buf))
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:  # 2: parse_metadata above has checked the lengths
-            n, pos = _varint(buf, pos, len(buf))
-            body = (pos, pos + n)
-            pos += n
-            if field == _PRODUCER_NAME and producer is not None:
+    for field, wire, start, stop, body in _spans(buf, 0, len(buf)):  # parse_metadata has checked it
+        if wire == 2 and field == _PRODUCER_NAME and producer is not None:
+            continue
+        if wire == 2 and field == _METADATA_PROPS:
+            k = next((bytes(buf[v[0]:v[1]]).decode("utf-8") for f, w, v in _fields(buf, *body)
+                      if f == 1 and w == 2), "")
+            if k == key:
                 continue
-            if field == _METADATA_PROPS:
-                k = next((bytes(buf[v[0]:v[1]]).decode("utf-8") for f, w, v in _fields(buf, *body)
-                          if f == 1 and w == 2), "")
-                if k == key:
-                    continue
-        out += buf[start:pos]
+        out += buf[start:stop]
     entry = _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, value.encode("utf-8"))
     out += _length_delimited(_METADATA_PROPS, entry)
     if producer is not None:

@@ -20,7 +20,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from pi_synth.errors import ModelError
-from pi_synth.model.onnxfile import _encode_varint, _fields, _length_delimited, _varint, parse_metadata
+from pi_synth.model.onnxfile import _encode_varint, _fields, _length_delimited, _spans, parse_metadata
 
 __all__ = ["external_files", "inline_external_data", "fix_dims"]
 
@@ -37,34 +37,21 @@ _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 _MAX_PROTO = 2**31 - 1  # protobuf's limit for one message
 
 
-def _copy(buf, start, end, handlers) -> bytes:
+def _copy(buf, start, end, handlers, drop: tuple[int, ...] = ()) -> bytes:
     """The message ``buf[start:end]`` with each length-delimited field in ``handlers``
-    replaced by ``handler(buf, body_start, body_end)`` (None drops the field)."""
+    replaced by ``handler(buf, body_start, body_end)`` (None drops the field), and the
+    fields numbered in ``drop`` left out."""
     out = bytearray()
-    pos = start
-    while pos < end:
-        first = pos
-        tag, pos = _varint(buf, pos, end)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos, end)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            n, pos = _varint(buf, pos, end)
-            body = (pos, pos + n)
-            pos += n
-            handler = handlers.get(field)
-            if handler is not None:
-                new = handler(buf, *body)
-                if new is not None:
-                    out += _length_delimited(field, new)
-                continue
-        else:
-            raise ValueError(f"unknown wire type {wire}")
-        out += buf[first:pos]
+    for field, wire, first, stop, body in _spans(buf, start, end):
+        if field in drop:
+            continue
+        handler = handlers.get(field) if wire == 2 else None
+        if handler is None:
+            out += buf[first:stop]
+            continue
+        new = handler(buf, *body)
+        if new is not None:
+            out += _length_delimited(field, new)
     return bytes(out)
 
 
@@ -111,7 +98,10 @@ def external_files(data: bytes, where: str = "model") -> list[str]:
         return bytes(buf[start:end])
 
     buf = memoryview(data)
-    _copy(buf, 0, len(buf), _walk_tensors(on_tensor))
+    try:
+        _copy(buf, 0, len(buf), _walk_tensors(on_tensor))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"{where}: not a valid ONNX file ({e}); copy it again") from None
     return found
 
 
@@ -156,8 +146,7 @@ def inline_external_data(data: bytes, base_dir, where: str = "model") -> bytes:
         if offset < 0 or length < 0 or offset + length > len(blob):
             raise ModelError(f"{where}: tensor {name!r} wants bytes {offset}..{offset + length} of "
                              f"{entries.get('location')}, which has {len(blob)}; copy that file again")
-        kept = _copy(buf, start, end, {_TENSOR_EXTERNAL: lambda *_: None})
-        kept = _drop_varint(kept, _TENSOR_LOCATION)
+        kept = _copy(buf, start, end, {}, drop=(_TENSOR_EXTERNAL, _TENSOR_LOCATION))
         return kept + _length_delimited(_TENSOR_RAW, blob[offset:offset + length])
 
     buf = memoryview(data)
@@ -169,30 +158,6 @@ def inline_external_data(data: bytes, base_dir, where: str = "model") -> bytes:
         raise ModelError(f"{where}: its weights ({len(out) / 1e9:.1f} GB) are too big for one ONNX file, "
                          "and far too big to play on a Pi")
     return out
-
-
-def _drop_varint(msg: bytes, field_no: int) -> bytes:
-    """``msg`` without its varint field ``field_no``."""
-    buf = memoryview(msg)
-    out = bytearray()
-    pos = 0
-    while pos < len(buf):
-        first = pos
-        tag, pos = _varint(buf, pos, len(buf))
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos, len(buf))
-            if field == field_no:
-                continue
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            n, pos = _varint(buf, pos, len(buf))
-            pos += n
-        out += buf[first:pos]
-    return bytes(out)
 
 
 def missing_data_message(where: str, locations: list[str]) -> str:
@@ -212,7 +177,7 @@ def fix_dims(data: bytes, shapes: dict[str, list[int]], where: str = "model") ->
     parse_metadata(data, where)
 
     def tensor_type(buf, start, end):
-        return _copy(buf, start, end, {_TT_SHAPE: lambda *_: None}) + _length_delimited(_TT_SHAPE, _shape_proto(dims))
+        return _copy(buf, start, end, {}, drop=(_TT_SHAPE,)) + _length_delimited(_TT_SHAPE, _shape_proto(dims))
 
     def value_info(buf, start, end):
         nonlocal dims
