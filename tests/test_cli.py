@@ -294,3 +294,41 @@ def test_card_says_a_float16_export_needs_float32(cli, tmp_path):
     path = tmp_path / "half.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     one_line_error(cli("card", path, "--init"), "x, audio are float16", "model.float()", "pi-synth quantize")
+
+
+def test_card_init_knows_an_encoder_and_an_effect(cli, tmp_path):
+    """Someone's own encoder/decoder pair (or an audio effect) exported without cards:
+    --init tells them apart by their graphs, and the re-carded pair plays timbre transfer."""
+    import onnx
+
+    from pi_synth.tools.procedural import build_effect
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = {}
+    for src, dst in (("morph.encoder.onnx", "mine.encoder.onnx"), ("morph.fp32.onnx", "mine.onnx")):
+        m = onnx.load(root / "models" / src)
+        shipped[dst] = json.loads(next(p.value for p in m.metadata_props if p.key == "pi_synth"))
+        del m.metadata_props[:]
+        onnx.save(m, tmp_path / dst)
+        cli("card", tmp_path / dst, "--init", check=0)
+    enc = json.loads(cli("card", tmp_path / "mine.encoder.onnx", check=0).stdout)
+    want = shipped["mine.encoder.onnx"]
+    assert enc["kind"] == "encoder" and enc["controls"] == []
+    for key in ("block_size", "control_frames", "inputs", "outputs", "state"):
+        assert enc[key] == want[key], key
+    dec = json.loads(cli("card", tmp_path / "mine.onnx", check=0).stdout)
+    assert dec["inputs"] == {"controls": "controls"} and len(dec["controls"]) == len(want["latent_controls"])
+    out = tmp_path / "o.wav"
+    p = cli("render", tmp_path / "mine.onnx", "--input", root / "tests" / "data" / "voice.wav", "-o", out, check=0)
+    assert "input" in p.stdout
+    x = read_wav(out)[0]
+    assert np.isfinite(x).all() and np.abs(x).max() > 0.01
+
+    fx = build_effect()
+    del fx.metadata_props[:]
+    onnx.save(fx, tmp_path / "fx.onnx")
+    cli("card", tmp_path / "fx.onnx", "--init", check=0)
+    card = json.loads(cli("card", tmp_path / "fx.onnx", check=0).stdout)
+    assert card["inputs"]["audio"] == "audio_in", card["inputs"]
+    cli("render", tmp_path / "fx.onnx", "--input", root / "tests" / "data" / "voice.wav", "-o", out, check=0)
+    assert np.abs(read_wav(out)[0]).max() > 0.01

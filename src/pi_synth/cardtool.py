@@ -129,25 +129,41 @@ def _stem(name: str) -> str:
 
 
 def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) -> dict:
-    """A card guessed from the graph of ``path``: the output ``[1, channels, block]`` is the
-    audio, an input and an output of the same shape are a state pair (paired by name, else
-    in order), the remaining float input ``[1, C, F]`` is the controls (``c0``…, range
-    -1..1: rename and re-range them with ``--set``)."""
+    """A card guessed from the graph of ``path`` (a file, or a model's bytes): an input and
+    an output of the same shape are a state pair (paired by name, else in order); then
+
+    - a float output ``[1, channels, block]`` is the audio; a float input ``[1, 1, block]``
+      beside it is an audio input (an effect); the remaining float input ``[1, C, F]`` is
+      the controls (``c0``…, range -1..1: rename and re-range them with ``--set``);
+    - with no such output, a float input ``[1, 1, block]`` and an output ``[1, K, F]`` make
+      an encoder (its K latents drive the decoder's first K controls)."""
     where = os.fspath(path) if not isinstance(path, bytes) else (name or "model")
     inputs, outputs = _graph(path)
     ins = {a.name: (_fixed(a, where), a.type) for a in inputs}
     outs = {a.name: (_fixed(a, where), a.type) for a in outputs}
+    def float3(spec) -> bool:
+        return len(spec[0]) == 3 and spec[0][0] == 1 and spec[1] == "tensor(float)"
+
+    def sounds(spec) -> bool:  # could be the audio output
+        return float3(spec) and spec[0][1] in (1, 2) and spec[0][2] >= 16
+
+    def named_pair(i: str, o: str) -> bool:  # cache_in/cache_out; not audio_in/audio (an effect)
+        return _stem(o) == _stem(i) and _stem(o) != o.lower() and _stem(i) != i.lower()
+
     state, used_in, used_out = [], set(), set()
     for by_name in (True, False):  # pairs named alike first (cache_in/cache_out), then by order
         for i_name, spec in ins.items():
             if i_name in used_in:
                 continue
             for o, ospec in outs.items():
-                if ospec == spec and o not in used_out and (not by_name or _stem(o) == _stem(i_name)):
-                    state.append([i_name, o])
-                    used_in.add(i_name)
-                    used_out.add(o)
-                    break
+                if ospec != spec or o in used_out or (by_name and not named_pair(i_name, o)):
+                    continue
+                if not by_name and sounds(ospec) and sum(sounds(outs[x]) for x in outs if x not in used_out) == 1:
+                    continue  # the last output that could be the audio is not taken for state by order
+                state.append([i_name, o])
+                used_in.add(i_name)
+                used_out.add(o)
+                break
     free_in = [n for n in ins if n not in used_in]
     free_out = [n for n in outs if n not in used_out]
     half = [n for n in [*free_in, *free_out] if (ins.get(n) or outs.get(n))[1] in ("tensor(float16)", "tensor(bfloat16)")]
@@ -155,33 +171,50 @@ def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) ->
         raise CardError(f"{where}: {', '.join(half)} {'is' if len(half) == 1 else 'are'} float16; pi-synth feeds "
                         "and reads float32: export the model in float32 (model.float() before torch.onnx.export), "
                         f"then 'pi-synth quantize' makes it small and fast")
-    audio = [n for n in free_out if len(outs[n][0]) == 3 and outs[n][0][0] == 1 and outs[n][0][1] in (1, 2)
-             and outs[n][0][2] >= 16 and outs[n][1] == "tensor(float)"]
-    if len(audio) != 1:
-        raise CardError(f"{where}: cannot tell the audio output (want one float output [1, channels, block] "
-                        f"with 1 or 2 channels and a block of at least 16 samples; outputs not paired with an input: "
-                        f"{ {n: outs[n][0] for n in free_out} }); write the card with --from CARD.json")
-    controls = [n for n in free_in if len(ins[n][0]) == 3 and ins[n][0][0] == 1 and ins[n][1] == "tensor(float)"]
-    if len(controls) != 1 or len(free_in) != 1:
-        raise CardError(f"{where}: cannot tell the controls input (want one float input [1, controls, frames] "
-                        f"besides the state inputs; found {free_in}); write the card with --from CARD.json")
-    (_, ch, block), (_, n_ctl, frames) = outs[audio[0]][0], ins[controls[0]][0]
-    return {
+
+    audio = [n for n in free_out if sounds(outs[n])]
+    card = {
         "format": 1,
         "name": name or Path(where).name.split(".")[0],
         "description": "card written by 'pi-synth card --init': check the controls' names, ranges and the sample rate",
         "sample_rate": sample_rate,
+    }
+    tail = {"state": state, "latency_samples": 0, "license": "", "source": ""}
+    sound_in = [n for n in free_in if float3(ins[n]) and ins[n][0][1] == 1 and ins[n][0][2] >= 16]
+    if not audio and len(free_in) == 1 and len(sound_in) == 1 and len(free_out) == 1 and float3(outs[free_out[0]]):
+        (_, k, frames), block = outs[free_out[0]][0], ins[sound_in[0]][0][2]
+        card["description"] = (f"encoder card written by 'pi-synth card --init' ({k} latents, driving the "
+                               "decoder's first controls): check the sample rate")
+        return {**card, "kind": "encoder", "block_size": block, "channels": 1, "control_frames": frames,
+                "controls": [], "inputs": {"audio": sound_in[0]}, "outputs": {"latent": free_out[0]}, **tail}
+    if len(audio) != 1:
+        raise CardError(f"{where}: cannot tell the audio output (want one float output [1, channels, block] "
+                        f"with 1 or 2 channels and a block of at least 16 samples; outputs not paired with an input: "
+                        f"{ {n: outs[n][0] for n in free_out} }); write the card with --from CARD.json")
+    _, ch, block = outs[audio[0]][0]
+    effect_in = [n for n in sound_in if ins[n][0][2] == block]
+    rest = [n for n in free_in if n not in effect_in]
+    controls = [n for n in rest if float3(ins[n])]
+    if len(effect_in) > 1 or len(controls) > 1 or len(rest) != len(controls) or not (controls or effect_in):
+        raise CardError(f"{where}: cannot tell the controls input (want one float input [1, controls, frames] "
+                        f"besides the state inputs and an audio input [1, 1, {block}]; found {free_in}); write the "
+                        "card with --from CARD.json")
+    n_ctl, frames = ins[controls[0]][0][1:] if controls else (0, 1)
+    io = {"controls": controls[0]} if controls else {}
+    if effect_in:
+        io["audio"] = effect_in[0]
+        card["description"] = ("effect card written by 'pi-synth card --init' (audio in → audio out): check the "
+                               "controls' names, ranges and the sample rate")
+    return {
+        **card,
         "block_size": block,
         "channels": ch,
         "control_frames": frames,
         "controls": [{"name": f"c{i}", "unit": "", "min": -1.0, "max": 1.0, "default": 0.0, "curve": "lin"}
                      for i in range(n_ctl)],
-        "inputs": {"controls": controls[0]},
+        "inputs": io,
         "outputs": {"audio": audio[0]},
-        "state": state,
-        "latency_samples": 0,
-        "license": "",
-        "source": "",
+        **tail,
     }
 
 
