@@ -187,7 +187,7 @@ def test_load_input_resamples_with_soxr_and_keeps_channels(tmp_path):
 
 @pytest.mark.parametrize("bad,msg", [
     ("text", "not a WAV file"), ("empty", "no audio frames"), ("nodata", "no 'data' chunk"),
-    ("adpcm", "not supported"), ("missing", "cannot read"),
+    ("adpcm", "MS ADPCM 16-bit WAV is not supported"), ("mulaw", "µ-law 8-bit WAV"), ("missing", "cannot read"),
     ("flac", "looks like FLAC, not WAV"), ("m4a", "looks like MP4/M4A, not WAV"),  # a phone's recording
 ])
 def test_bad_input_wav_is_one_line_exit_2(organ, pair, cli, tmp_path, bad, msg):
@@ -201,6 +201,8 @@ def test_bad_input_wav_is_one_line_exit_2(organ, pair, cli, tmp_path, bad, msg):
         f.write_bytes(b"RIFF" + struct.pack("<I", 28) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 48000, 96000, 2, 16))
     elif bad == "adpcm":
         write_wav(f, np.zeros((100, 1)), 48000, bits=16, tag=2)
+    elif bad == "mulaw":  # a telephony recording
+        write_wav(f, np.zeros((100, 1)), 8000, bits=8, tag=7)
     elif bad == "flac":  # a FLAC stream's first bytes: the magic, then STREAMINFO
         f.write_bytes(b"fLaC\x00\x00\x00\x22" + bytes(34) + bytes(200))
     elif bad == "m4a":  # an ISO base media file: a box size, then 'ftyp' and the brand

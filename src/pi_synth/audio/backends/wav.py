@@ -232,6 +232,10 @@ _MAGIC = ((b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"ID3", "MP3"), (b"\xff\xfb", "M
           (b"MThd", "MIDI (give it with --midi)"), (b"\x1aE\xdf\xa3", "WebM/Matroska"))
 
 
+# compressed WAVs met in the wild (telephony, old voice recorders), named in the error
+_CODECS = {2: "MS ADPCM", 6: "A-law", 7: "µ-law", 0x11: "IMA ADPCM", 0x31: "GSM 6.10", 0x50: "MPEG", 0x55: "MP3"}
+
+
 def _audio_kind(data: bytes) -> str:
     for magic, kind in _MAGIC:
         if data.startswith(magic):
@@ -291,7 +295,7 @@ def read_wav(path):
         raise _bad(path, f"a WAV with {ch} channels at {rate} Hz; {fix}")
     width = bits // 8
     if tag not in (1, 3) or (tag == 1 and bits not in (8, 16, 24, 32)) or (tag == 3 and bits not in (32, 64)):
-        kind = {1: "PCM", 3: "float"}.get(tag, f"format tag {tag:#x} (compressed?)")
+        kind = {1: "PCM", 3: "float"}.get(tag) or _CODECS.get(tag, f"format tag {tag:#x} (compressed?)")
         raise _bad(path, f"{kind} {bits}-bit WAV is not supported (PCM 8/16/24/32-bit or float 32/64-bit are); {fix}")
     frame = width * ch
     n = len(payload) // frame
