@@ -415,3 +415,24 @@ def test_readme_has_a_laptop_section_with_commands_that_work():
             parser.parse_args(args)
         except SystemExit as e:
             pytest.fail(f"README laptop command does not parse: pi-synth {line} ({e})")
+
+
+def test_run_into_a_file_plays_the_notes_of_a_model_with_an_encoder(cli, tmp_path):
+    """`run --backend wav` is the render's twin: with no input of its own, a model that could
+    take audio (morph and its encoder) plays the notes, not the encoder's answer to silence,
+    and the same samples as `render` (which had it at -80 dB: the encoder heard silence)."""
+    from pi_synth.audio.backends.wav import read_wav
+
+    conf = tmp_path / "c.toml"
+    conf.write_text('[model]\nprecision = "fp32"\n')
+    env = {"PI_SYNTH_CONFIG": str(conf)}
+    ran, rendered = tmp_path / "run.wav", tmp_path / "render.wav"
+    p = cli("run", "--backend", "wav", "--device", ran, "--model", "morph", "--midi", "demo", "--seconds", "2",
+            env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "no audio in: the wav backend has no input of its own" in p.stderr
+    cli("render", "morph", "--midi", "demo", "--seconds", "2", "-o", rendered, env=env, check=0, timeout=120)
+    x, y = read_wav(ran)[0], read_wav(rendered)[0]
+    n = min(len(x), len(y))
+    assert np.abs(y).max() > 0.05
+    assert np.array_equal(x[:n], y[:n])

@@ -497,6 +497,11 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     live = live_inputs(cfg) + (["the emulated panel"] if emulate else [])
     a = cfg.audio
     capture = a.capture.strip()
+    if not capture and not backend_class(a.backend).own_input:
+        # full duplex on a backend with no input: silence would drive the encoder, not the notes
+        log.info("no audio in: the %s backend has no input of its own (set [audio] capture to a PCM%s to "
+                 "play one in)", a.backend, ", or a WAV file" if a.backend == "wav" else "")
+        capture = "none"
     tail = tail_seconds(cfg)
     length = plan.length(seconds=seconds, events=events, tail_s=tail, loop=loop, live=live)
     loop_s = (max(ev.t for ev in events) + tail) if loop and events else None

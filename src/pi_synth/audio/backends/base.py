@@ -107,6 +107,10 @@ class Backend:
 
     name = "base"
     paced = False
+    # a device with an input of its own (a sound card's capture side), which capture = ""
+    # (the playback device, full duplex) opens; the null, unpaced and wav backends have
+    # none: they capture silence, or the file given as ``capture``
+    own_input = False
     XRUN_LOG = 1024  # when the last this many xruns happened, kept for matching against other clocks
 
     def __init__(self, device: str | None = None, *, format: str = "S16_LE", capture=None):
