@@ -118,6 +118,13 @@ def test_quantize_writes_an_int8_model_and_reports_its_ceiling(cli, tmp_path):
 
     assert card_json(out)["precision"] == "int8"
     assert np.isfinite(Runtime(out).step()).all()
+    assert "onnxruntime" not in p.stderr and "pre-processing" not in p.stderr, p.stderr  # its advice, not ours
+    one_line_error(cli("quantize", out, "-o", out), "is the input model")
+    organ = build_organ(tmp_path / "organ.onnx")  # no Conv/MatMul/Gemm at all
+    assert organ is not None
+    one_line_error(cli("quantize", tmp_path / "organ.onnx", "-o", tmp_path / "o8.onnx", timeout=120),
+                   "nothing to quantize")
+    assert not (tmp_path / "o8.onnx").exists()
 
 
 def test_a_note_model_rendered_without_notes_plays_the_demo_phrase_and_says_so(organ, cli, tmp_path):
@@ -332,3 +339,25 @@ def test_card_init_knows_an_encoder_and_an_effect(cli, tmp_path):
     assert card["inputs"]["audio"] == "audio_in", card["inputs"]
     cli("render", tmp_path / "fx.onnx", "--input", root / "tests" / "data" / "voice.wav", "-o", out, check=0)
     assert np.abs(read_wav(out)[0]).max() > 0.01
+
+
+@pytest.mark.parametrize("args,words", [
+    (("render", "flute", "--seconds", "0", "-o", "x.wav"), ("--seconds", "pi-synth render --help")),
+    (("render", "flute"), ("-o/--output",)),
+    (("bogus",), ("invalid choice", "pi-synth --help")),
+    (("bench", "flute", "--blocks", "0"), ("--blocks", "1..100000")),
+    (("bench", "flute", "--threads", "64"), ("--threads", "1..16")),
+])
+def test_usage_errors_are_one_line(cli, args, words):
+    one_line_error(cli(*args), *words)
+
+
+def test_an_empty_events_file_and_an_input_overwritten_are_refused(organ, cli, tmp_path):
+    ev = tmp_path / "none.json"
+    ev.write_text("[]")
+    one_line_error(cli("render", organ(), "--events", ev, "-o", tmp_path / "o.wav"), "holds no events")
+    rec = tmp_path / "take.wav"
+    rec.write_bytes((Path(__file__).parent / "data" / "voice.wav").read_bytes())
+    before = rec.read_bytes()
+    one_line_error(cli("render", "morph", "--input", rec, "-o", rec), "is the --input file")
+    assert rec.read_bytes() == before

@@ -378,6 +378,9 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     capture = None
     input_said = ""
     if input is not None:
+        if plan.same_file(input, output):
+            raise ConfigError(f"-o {output} is the --input file: the render would overwrite the recording; "
+                              "write to another file")
         path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
         card = load_card(path)
         if input_kind(path, card) is None:  # before the slow part: the one line, at once

@@ -234,8 +234,12 @@ def cmd_quantize(args) -> int:
         from pi_synth.tools.quantize import quantize_model
     except ImportError as e:
         raise ConfigError(f"quantize needs the 'convert' extra ({e}); pip install 'pi-synth[convert]'") from None
+    from pi_synth.render_plan import same_file
     from pi_synth.tools.quantize import format_report
 
+    if same_file(args.input, args.output):
+        raise ConfigError(f"-o {args.output} is the input model: the int8 file would replace the fp32 one it is "
+                          "measured against; write it beside, e.g. -o NAME.int8.onnx")
     report = quantize_model(args.input, args.output)
     if args.report:
         print(format_report(report) if not args.json else json.dumps(report, indent=2, default=str))
@@ -259,10 +263,33 @@ def cmd_convert_rave(args) -> int:
 # -- entry point -----------------------------------------------------------------------
 
 
+def _int_in(lo: int, hi: int):
+    """An argparse type: an integer in lo..hi."""
+
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}, got {v}")
+        return v
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command line's contract: a usage error is one line on stderr
+    (what is wrong, and where the help is), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pi_synth.audio.backends import backend_names
 
-    p = argparse.ArgumentParser(prog="pi-synth", description="neural synthesizer firmware")
+    p = _Parser(prog="pi-synth", description="neural synthesizer firmware")
     p.add_argument("--version", action="version", version=f"pi-synth {__version__}")
     p.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -318,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="real-time factor of a model on this machine")
     b.add_argument("model")
-    b.add_argument("--threads", type=int, default=1)
-    b.add_argument("--blocks", type=int, default=500)
+    b.add_argument("--threads", type=_int_in(1, 16), default=1)
+    b.add_argument("--blocks", type=_int_in(1, 100000), default=500)
     b.add_argument("--json", action="store_true")
     b.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"), help=precision_help)
     b.set_defaults(func=cmd_bench)

@@ -146,3 +146,12 @@ def room_seconds(path: str, sample_rate: int, channels: int, fmt: str) -> float 
     if free is not None:
         limit = min(limit, max(0.0, (free - FREE_MARGIN - WAV_HEADER) / per_second))
     return limit
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """``a`` and ``b`` name one file (links and relative paths too): writing one would
+    overwrite the other."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)

@@ -123,6 +123,8 @@ def load_events(path: str | os.PathLike) -> list[Event]:
         raise EventsError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     except RecursionError:
         raise EventsError(f"{path}: JSON nested too deeply; an events file is a flat list of events") from None
+    if items == []:  # not "no --events": a file meant to play that holds nothing
+        raise EventsError(f'{path}: holds no events (an empty list); add some, e.g. [{{"t": 0.0, "midi": [144, 60, 100]}}]')
     return parse_events(items, where=path)
 
 

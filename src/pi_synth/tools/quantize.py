@@ -47,7 +47,9 @@ quantizations, SNR, timing).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -297,6 +299,33 @@ def snr_quantizing(in_path, node_sets: list[list[str]], *, calibration_blocks=No
     card = card_json(in_path)
     quantizable = [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
     feeds, evalseq, ref = _calibrate(in_path, card, calibration_blocks, eval_seconds, threads)
+    with _quiet_onnxruntime():
+        return _quantize_model(in_path, out_path, card, fmt, feeds, evalseq, ref, exclude, threads)
+
+
+class _Advice(logging.Filter):
+    """onnxruntime's quantizer logs, through the root logger, a link to its docs about a
+    pre-processing step we run ourselves (or that failed, which the report says)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime():
+    """No onnxruntime advice or graph-cleaning warnings on the user's screen while quantizing."""
+    import onnxruntime as ort
+
+    advice = _Advice()
+    logging.getLogger().addFilter(advice)
+    ort.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
+def _quantize_model(in_path, out_path, card, fmt, feeds, evalseq, ref, exclude, threads) -> dict[str, Any]:
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         pre, _ = _pre_process(in_path, Path(tmp, "pre.onnx"))
@@ -324,6 +353,33 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
     if card.get("precision") == "int8":
         raise ModelError(f"{in_path}: already int8; quantize the fp32 model")
     feeds, evalseq, ref = _calibrate(in_path, card, calibration_blocks, eval_seconds, threads)
+    with _quiet_onnxruntime():
+        return _quantize_model(in_path, out_path, card, fmt, feeds, evalseq, ref, exclude, threads)
+
+
+class _Advice(logging.Filter):
+    """onnxruntime's quantizer logs, through the root logger, a link to its docs about a
+    pre-processing step we run ourselves (or that failed, which the report says)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime():
+    """No onnxruntime advice or graph-cleaning warnings on the user's screen while quantizing."""
+    import onnxruntime as ort
+
+    advice = _Advice()
+    logging.getLogger().addFilter(advice)
+    ort.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
+def _quantize_model(in_path, out_path, card, fmt, feeds, evalseq, ref, exclude, threads) -> dict[str, Any]:
 
     report: dict[str, Any] = {"model": card.get("name"), "format": fmt, "fp32_bytes": in_path.stat().st_size}
     with tempfile.TemporaryDirectory() as tmp:
@@ -343,6 +399,12 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
         report["speed"] = speed
         report["speedup"] = {f: round(speed["fp32"]["us_per_block"] / speed[f]["us_per_block"], 3) for f in paths}
 
+        if not quantized_nodes(out_path):
+            out_path.unlink(missing_ok=True)
+            kept = report.get("fp32_nodes") or []
+            raise ModelError(f"{in_path}: nothing to quantize (no Conv, MatMul or Gemm worth int8"
+                             + (f"; kept float32: {', '.join(kept[:3])}{' …' if len(kept) > 3 else ''}" if kept else "")
+                             + "); the fp32 model is the one to play")
         write_card(out_path, dict(card, precision="int8", snr_db=report["snr_db"][fmt], quant_format=fmt))
     report["int8_bytes"] = out_path.stat().st_size
     # the most int8 could give this graph on any CPU (see int8_ceiling)
