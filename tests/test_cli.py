@@ -361,3 +361,15 @@ def test_an_empty_events_file_and_an_input_overwritten_are_refused(organ, cli, t
     before = rec.read_bytes()
     one_line_error(cli("render", "morph", "--input", rec, "-o", rec), "is the --input file")
     assert rec.read_bytes() == before
+
+
+def test_card_edits_a_batched_model_and_keeps_its_voices(cli, tmp_path):
+    """The shipped flute plays 16 voices from one file (a dynamic leading dimension): an
+    edit of its card must keep them, not ask for a fixed shape."""
+    src = Path(__file__).resolve().parents[1] / "models" / "flute.int8.onnx"
+    path = tmp_path / "fl.onnx"
+    path.write_bytes(src.read_bytes())
+    cli("card", path, "--set", "license=CC0-1.0", check=0)
+    io = json.loads(cli("info", path, "--json", check=0).stdout)
+    assert io["card"]["license"] == "CC0-1.0" and io["card"]["voices"] == 16
+    assert {"name": "audio", "shape": ["voices", 1, 256], "dtype": "float32"} in io["outputs"]

@@ -61,8 +61,9 @@ def parse_shapes(items) -> dict[str, list[int]]:
 def playable_bytes(path, shapes: dict[str, list[int]], *, guess: bool) -> tuple[bytes | None, list[str]]:
     """The model at ``path`` made playable by the player's rules, and what was done, or
     (None, []) when it already is: external weights put inside; dynamic input dimensions
-    fixed from ``shapes`` (or, with ``guess``, a leading one as 1), and the outputs'
-    from one trial call with zeros."""
+    fixed from ``shapes`` (or, with ``guess``, a leading one as 1; without, a leading one
+    is left to the card: a batched model's voices), and the outputs' from one trial call
+    with zeros."""
     import numpy as np
 
     from pi_synth.model.card import ORT_TYPES
@@ -90,6 +91,8 @@ def playable_bytes(path, shapes: dict[str, list[int]], *, guess: bool) -> tuple[
             if _dynamic(dims):
                 fixed[name] = want
         elif _dynamic(dims):
+            if not _dynamic(dims[1:]) and not guess:
+                continue  # a batched model's voices (a card with "voices" > 1): the card check decides
             if guess and not _dynamic(dims[1:]):
                 fixed[name] = [1, *dims[1:]]
             else:
