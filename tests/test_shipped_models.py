@@ -280,3 +280,33 @@ def test_note_voice_sounds_in_the_block_where_loudness_rises(path):
         seg = np.abs(audio[0, 40 * block:])
         first = int(np.argmax(seg > seg.max() * 10 ** (-40 / 20)))
         assert first <= block // 2, f"{hz} Hz: first sound {first} samples after the step (block {block})"
+
+
+@pytest.mark.parametrize("path", [p for p in MODELS if p.name.startswith("flute.")], ids=_id)
+def test_flute_at_full_velocity_stays_under_the_limiter(path, tmp_path):
+    """Velocity 127 plays the card's loudness max. At -10 dB (6 dB above the data's own
+    velocity-127 level) the model's peaks reached +5 dBFS and the limiter squashed every
+    cycle; now a note over the whole range, re-struck (its onset is the loudest part), or
+    a triad stays under the limit (-1 dBFS)."""
+    import subprocess
+    import sys
+
+    from pi_synth.audio.backends.wav import read_wav
+
+    notes = [[36], [48], [55], [60], [64], [67], [72], [79], [84], [91], [96], [55], [60, 64, 67]]
+    t = 0.0
+    ev = []
+    for chord in notes:
+        ev += [{"t": t, "midi": [144, n, 127]} for n in chord] + [{"t": t + 0.8, "midi": [128, n, 0]} for n in chord]
+        t += 1.2
+    (tmp_path / "ev.json").write_text(json.dumps(ev))
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[model]\nprecision = "{"int8" if ".int8." in path.name else "fp32"}"\n')
+    out = tmp_path / "o.wav"
+    subprocess.run([sys.executable, "-m", "pi_synth", "render", str(path), "--events", str(tmp_path / "ev.json"),
+                    "-o", str(out), "--format", "FLOAT_LE"], check=True, capture_output=True, timeout=120,
+                   env={**os.environ, "PI_SYNTH_CONFIG": str(conf)})
+    x, sr = read_wav(out)
+    peaks = [float(np.abs(x[int(i * 1.2 * sr):int((i * 1.2 + 1.0) * sr)]).max()) for i in range(len(notes))]
+    assert min(peaks) > 0.1, peaks  # every note sounds
+    assert max(peaks) < 10 ** (-1 / 20), [round(20 * math.log10(p), 1) for p in peaks]

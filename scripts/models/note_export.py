@@ -73,12 +73,21 @@ TIMBRE = [  # after pitch and loudness, by importance: knob1 drives the first (t
 # so centred pots, or an emulated panel's knobs at 0.5, play the trained sound with the data's vibrato.
 
 
+# The top of the loudness range: 2 dB under the data's level at velocity 127 (loudness_db ≈ -16 +
+# 40·log10(v/127)), so velocity 127 plays near where the flute was trained and a re-struck note's onset
+# transient (~10 dB over its sustain) peaks under the limiter (-1 dBFS): -1.8 dBFS at most over C2-C7. At the
+# old -10 dB the model extrapolated, sustained notes peaked at +5 dBFS and the limiter squashed every cycle.
+LOUDNESS_MAX = -18.0
+LOUDNESS_TEXT = ("dB RMS of the output; the FluidR3 flute spans about -45 dB (velocity 30) to -16 dB (127); "
+                 "the top, 2 dB under, keeps a note's onset under the limiter")
+
+
 def make_card(name, state_specs, frames=1):
     controls = [
         {"name": "pitch", "unit": "hz", "min": PITCH[0], "max": PITCH[1], "default": 440.0, "curve": "log",
          "description": "the note's pitch before vibrato (MIDI note and pitch bend)"},
-        {"name": "loudness", "unit": "db", "min": -80.0, "max": -10.0, "default": -80.0, "curve": "lin",
-         "description": "dB RMS of the output; the FluidR3 flute spans about -45 dB (velocity 30) to -12 dB (127)"},
+        {"name": "loudness", "unit": "db", "min": -80.0, "max": LOUDNESS_MAX, "default": -80.0, "curve": "lin",
+         "description": LOUDNESS_TEXT},
     ] + [dict(c) for c in TIMBRE]
     assert [c["name"] for c in controls] == list(CONTROLS)
     return {
