@@ -373,3 +373,13 @@ def test_card_edits_a_batched_model_and_keeps_its_voices(cli, tmp_path):
     io = json.loads(cli("info", path, "--json", check=0).stdout)
     assert io["card"]["license"] == "CC0-1.0" and io["card"]["voices"] == 16
     assert {"name": "audio", "shape": ["voices", 1, 256], "dtype": "float32"} in io["outputs"]
+
+
+def test_a_render_the_limiter_squashes_says_so(organ, cli, tmp_path):
+    loud = tmp_path / "loud.toml"
+    loud.write_text("[output]\ngain_db = 24.0\n")
+    ev = _note_events(tmp_path)
+    p = cli("render", organ(), "--events", ev, "-o", tmp_path / "a.wav", env={"PI_SYNTH_CONFIG": str(loud)}, check=0)
+    assert "the limiter bent peaks over -1 dBFS in" in p.stderr and "gain_db" in p.stderr, p.stderr
+    p = cli("render", organ(), "--events", ev, "-o", tmp_path / "b.wav", check=0)
+    assert "limiter" not in p.stderr, p.stderr

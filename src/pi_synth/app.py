@@ -357,6 +357,7 @@ def tail_seconds(cfg) -> float:
 
 
 LONG_RENDER_SECONDS = 600.0  # a render implied longer than this is said before it starts
+LIMITED_SAY = 0.05  # a render whose limiter bent more than this share of its blocks says so
 
 
 def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), seconds: float | None = None,
@@ -417,6 +418,10 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     dt = time.perf_counter() - t0
     sr = card.sample_rate
     bad = inst.player.guard.nonfinite_blocks  # the live run logs this from its monitor
+    limited, blocks = inst.player.guard.limited_blocks, max(1, -(-frames // card.block_size))
+    if limited > LIMITED_SAY * blocks:
+        log.warning("the limiter bent peaks over %g dBFS in %d of %d blocks (%.0f%%) of %s: turn [output] gain_db "
+                    "down, or play softer", cfg.output.limit_dbfs, limited, blocks, 100 * limited / blocks, output)
     if bad:
         log.warning("the model's output was not finite or ran away (past +60 dBFS) in %d of %d blocks: those "
                     "are silent in %s and the model was reset after each; check the model, or its card's "
