@@ -436,3 +436,21 @@ def test_run_into_a_file_plays_the_notes_of_a_model_with_an_encoder(cli, tmp_pat
     n = min(len(x), len(y))
     assert np.abs(y).max() > 0.05
     assert np.array_equal(x[:n], y[:n])
+
+
+def test_calibrate_emulate_patches_each_voltage_and_saves_a_calibration(tmp_path):
+    """--emulate used to read a fixed half-scale whatever was 'patched', so it always ended
+    in 'readings are the same'. Now each Enter patches the asked voltage through an
+    emulated input stage, and the calibration found maps readings back to those volts."""
+    from pi_synth.control.calibrate import EMULATED_STAGE
+    from pi_synth.control.cv import Calibration
+
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "calibrate", "3", "--emulate", "--volts", "0,1,2,3,4"],
+                       input="\n" * 5, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PI_SYNTH_STATE_DIR": str(tmp_path / "st")})
+    assert p.returncode == 0, p.stderr
+    assert "saved 5-point calibration" in p.stdout
+    cal = Calibration.from_json(json.loads((tmp_path / "st" / "calibration" / "mcp3008-0.0-ch3.json").read_text()))
+    off, gain = EMULATED_STAGE
+    for v in (0.5, 1.7, 3.2):
+        assert abs(cal.volts((off + gain * v) / 3.3) - v) < 0.03  # within a 10-bit step of the stage

@@ -16,12 +16,20 @@ from pi_synth.control.cv import Calibration, save_calibration
 from pi_synth.errors import ConfigError
 
 
+# the emulated input stage --emulate patches through: ADC volts = 0.31 + 0.205 × CV volts (a
+# 0..10 V Eurorack input scaled into a 3.3 V ADC, with the offset and gain errors real parts have)
+EMULATED_STAGE = (0.31, 0.205)
+
+
 def average_reading(read: Callable[[], float], n: int = 64) -> float:
     return sum(read() for _ in range(n)) / n
 
 
 def interactive(read: Callable[[], float], channel: int, volts: list[float],
-                ask: Callable[[str], str] = input, say: Callable[[str], None] = print) -> Calibration:
+                ask: Callable[[str], str] = input, say: Callable[[str], None] = print,
+                patch: Callable[[float], None] | None = None) -> Calibration:
+    """Ask for each voltage in turn and read the channel; ``patch(v)``: what the player's
+    hand does (the emulation's patch cable)."""
     points = []
     for v in volts:
         try:
@@ -31,6 +39,8 @@ def interactive(read: Callable[[], float], channel: int, volts: list[float],
                               "calibrate in a terminal, or give the readings with --points") from None
         if reply.strip().lower() == "q":
             break
+        if patch is not None:
+            patch(v)
         r = average_reading(read)
         say(f"  channel {channel} reads {r:.5f} at {v:+.3f} V")
         points.append((r, v))
@@ -109,8 +119,14 @@ def cmd_calibrate(args) -> int:
             raise ConfigError("no ADC configured: set [knobs] chip in the config (mcp3008, ads1115, …), "
                               "or give --points, or try it with --emulate")
         chip = chip or "mcp3008"
+        patch = None
         if args.emulate:
-            use_board(EmulatedBoard())
+            emulated = use_board(EmulatedBoard())
+            twin = emulated.attach_adc(chip, vref=k.vref, spi_port=k.spi_port, spi_device=k.spi_device,
+                                       i2c_bus=k.i2c_bus, i2c_address=k.i2c_address)
+
+            def patch(v: float) -> None:  # an emulated CV input stage: not quite the nominal scaling
+                twin.volts[channel] = min(max(EMULATED_STAGE[0] + EMULATED_STAGE[1] * v, 0.0), k.vref)
         adc = open_adc(chip, board(), vref=k.vref, spi_port=k.spi_port, spi_device=k.spi_device,
                        i2c_bus=k.i2c_bus, i2c_address=k.i2c_address)
         if not 0 <= channel < adc.channels:
@@ -121,7 +137,7 @@ def cmd_calibrate(args) -> int:
             raise ConfigError(f"--volts {args.volts!r}: use numbers separated by commas") from None
         if not sys.stdin.isatty():
             print("pi-synth: reading answers from standard input", file=sys.stderr)
-        cal = interactive(lambda: adc.read(channel), channel, volts)
+        cal = interactive(lambda: adc.read(channel), channel, volts, patch=patch)
         adc.close()
     device = f"{chip}-{k.spi_port}.{k.spi_device}"
     if not math.isfinite(cal.volts(0.5)):
