@@ -383,3 +383,10 @@ def test_a_render_the_limiter_squashes_says_so(organ, cli, tmp_path):
     assert "the limiter bent peaks over -1 dBFS in" in p.stderr and "gain_db" in p.stderr, p.stderr
     p = cli("render", organ(), "--events", ev, "-o", tmp_path / "b.wav", check=0)
     assert "limiter" not in p.stderr, p.stderr
+
+
+def test_a_config_model_that_is_not_there_says_where_it_was_set(cli, tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text('# my box\n[model]\npath = "nosuch"\n')
+    one_line_error(cli("run", "--backend", "null", "--seconds", "1", env={"PI_SYNTH_CONFIG": str(conf)}),
+                   f"{conf}:3: [model] path: no model named 'nosuch'", "installed:")

@@ -75,3 +75,32 @@ def test_template_is_valid_and_complete():
     for table, keys in config.SCHEMA.items():
         for key in keys:
             assert f"{key} =" in text, f"template lacks {table}.{key}"
+
+
+@pytest.mark.parametrize("body,words", [
+    ('source = "knob1"\naction = "explode"', ("c.toml:3", "map[0].action", "next_model")),
+    ('source = "knob99"\ncontrol = "loudness"', ("c.toml:1", "knob1..knob8")),
+    ('source = "cc200"\ncontrol = "loudness"', ("c.toml:1", "0..127")),
+    ('source = "cc7"\naction = "panic"\ncontrol = "loudness"', ("c.toml:1", "both 'control' and 'action'")),
+    ('source = "cc7"\ncurve = "cubic"\ncontrol = "loudness"', ("c.toml:3", '"" (none), lin, log, exp')),
+])
+def test_map_mistakes_name_the_file_and_line(tmp_path, body, words):
+    from pi_synth import config as config_mod
+
+    conf = tmp_path / "c.toml"
+    conf.write_text(f"[[map]]\n{body}\n")
+    with pytest.raises(ConfigError) as e:
+        config_mod.load(str(conf))
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def test_a_map_source_nothing_sends_is_warned_about(tmp_path):
+    from pi_synth import config as config_mod
+
+    conf = tmp_path / "c.toml"
+    conf.write_text('[[map]]\nsource = "xyz1"\ncontrol = "loudness"\n\n[[cv]]\nchannel = 3\nname = "env"\n\n'
+                    '[[cv]]\nchannel = 4\n\n[[map]]\nsource = "env"\ncontrol = "loudness"\n\n'
+                    '[[map]]\nsource = "cv2"\ncontrol = "pitch"\n\n[[map]]\nsource = "cv1"\ncontrol = "pitch"\n')
+    cfg = config_mod.load(str(conf))  # env and cv2 are sent; the first [[cv]] is named env, so cv1 is not
+    assert [w.split("source ")[1].split(" ")[0] for w in cfg.warnings] == ["'xyz1'", "'cv1'"], cfg.warnings

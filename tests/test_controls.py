@@ -299,7 +299,7 @@ source = "cc20"
 action = "next_model"
 
 [[map]]
-source = "knob9"
+source = "knob8"
 control = "no_such_control"
 ''')
     cfg = config_mod.load(str(conf))
@@ -307,6 +307,7 @@ control = "no_such_control"
     bank = ControlBank(rt.card)
     mapping = Mapping.from_config(rt.card, cfg.map)
     assert len(mapping.skipped) == 1 and "no_such_control" in mapping.skipped[0]
+    assert not cfg.warnings  # cc74, cc20 and knob8 are sources this config has
     mapping.configure(bank)
     router = Router(rt.card, bank, mapping)
     actions = []

@@ -27,7 +27,7 @@ from pathlib import Path
 from pi_synth.audio.player import Player
 from pi_synth.control.events import StopAt, Timeline, check_events, demo_midi
 from pi_synth.control.router import Router
-from pi_synth.errors import ConfigError, DeviceError, PiSynthError
+from pi_synth.errors import ConfigError, DeviceError, ModelError, PiSynthError
 from pi_synth.model.library import find_model, list_models
 from pi_synth.patch import build_patch, make_mapping
 from pi_synth.service.realtime import release_heap
@@ -52,7 +52,7 @@ class Instrument:
         self.offline = offline  # a render: see patch.voice_budget
         self.audio_in = audio_in  # for swaps too: True, "auto" (if the model can) or False
         self.audio_input = None  # the AudioInput, once connect_input made one
-        path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
+        path = configured_model(cfg, model)
         patch = build_patch(cfg, path, fade_in=fade_in, offline=offline, audio_in=audio_in)
         self.model_path = patch.path
         synth, card = patch.synth, patch.card
@@ -356,6 +356,20 @@ def tail_seconds(cfg) -> float:
     return max(1.0, (cfg.midi.release_ms + cfg.output.fade_ms) / 1000.0 + 0.25)
 
 
+def configured_model(cfg, model: str | None) -> Path:
+    """The model file to play: ``model`` (the command line's), else the config's
+    ``[model] path``; a config's name that finds nothing says where it was set."""
+    if model:
+        return find_model(model, cfg.model.precision, cfg.model.threads)
+    try:
+        return find_model(cfg.model.path, cfg.model.precision, cfg.model.threads)
+    except ModelError as e:
+        where = cfg.where("model.path")
+        if where is None:
+            raise
+        raise ModelError(f"{where}: [model] path: {e}") from None
+
+
 LONG_RENDER_SECONDS = 600.0  # a render implied longer than this is said before it starts
 LIMITED_SAY = 0.05  # a render whose limiter bent more than this share of its blocks says so
 
@@ -382,7 +396,7 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
         if plan.same_file(input, output):
             raise ConfigError(f"-o {output} is the --input file: the render would overwrite the recording; "
                               "write to another file")
-        path = find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads)
+        path = configured_model(cfg, model)
         card = load_card(path)
         if input_kind(path, card) is None:  # before the slow part: the one line, at once
             raise no_input_error(path, card)
@@ -440,7 +454,7 @@ def _demo_phrase_if_played_by_notes(cfg, model):
     from pi_synth.model.card import load_card
     from pi_synth.patch import plays_notes
 
-    card = load_card(find_model(model or cfg.model.path, cfg.model.precision, cfg.model.threads))
+    card = load_card(configured_model(cfg, model))
     if not plays_notes(card):
         return [], None
     return load_midi_file(DEMO_MIDI), (

@@ -63,8 +63,15 @@ class Key:
             return f"must be in {self.lo}..{self.hi}, got {value!r}"
         choices = self.allowed()
         if choices is not None and value not in choices:
-            return f"must be one of {', '.join(map(str, choices))}, got {value!r}"
+            shown = ", ".join(str(c) if c else '"" (none)' for c in choices)
+            return f"must be one of {shown}, got {value!r}"
         return None
+
+
+def _map_actions() -> tuple:
+    from pi_synth.control.mapping import ACTIONS
+
+    return ("", *ACTIONS)
 
 
 def _backends() -> tuple:
@@ -184,7 +191,7 @@ ARRAYS: dict[str, dict[str, Key]] = {
     "map": {
         "source": Key(str, "", help="knob1.., cc74, cv1.., enc1.."),
         "control": Key(str, "", help="a control of the model card"),
-        "action": Key(str, "", help="or an action instead of a control"),
+        "action": Key(str, "", choices=_map_actions, help="or an action instead of a control"),
         "min": Key(float, 0.0, 0.0, 1.0, help="part of the control's range (0..1) at source 0"),
         "max": Key(float, 1.0, 0.0, 1.0),
         "invert": Key(bool, False),
@@ -225,6 +232,11 @@ class Config:
     path: str | None  # None: built-in defaults
     values: dict[str, dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)  # "table.key" → "FILE:LINE" it was set at
+
+    def where(self, dotted: str) -> str | None:
+        """Where ``table.key`` was set (``FILE:LINE``), None if it is the default."""
+        return self.origins.get(dotted)
 
     def __getattr__(self, table: str):
         try:
@@ -306,6 +318,7 @@ def parse(text: str, path: str | None = None) -> Config:
         raise ConfigError(f"{where}: not valid TOML: arrays or tables nested too deeply") from None
     values = defaults()
     warnings: list[str] = []
+    origins: dict[str, str] = {}
     unknown = 0
     lines = _Lines(text)
 
@@ -358,10 +371,40 @@ def parse(text: str, path: str | None = None) -> Config:
             if why:
                 raise ConfigError(f"{at(table, key)}: key '{table}.{key}' {why}")
             values[table][key] = float(value) if spec.type is float else value
+            origins[f"{table}.{key}"] = at(table, key)
+    _check_map_sources(values, warnings)
     if unknown > MAX_WARNINGS:
         warnings.append(f"{where}: {unknown - MAX_WARNINGS} more unknown keys or sections ignored "
                         f"({unknown} in all): is this the right file?")
-    return Config(path, values, warnings)
+    return Config(path, values, warnings, origins)
+
+
+def _check_map_sources(values: dict, warnings: list[str]) -> None:
+    """A ``[[map]]`` source no control of this config sends: out of range (``cc200``,
+    ``knob9`` with eight knobs) is an error; a name nothing here sends is kept (OSC's
+    ``/pi-synth/source/NAME`` reaches any name) and warned about."""
+    import re
+
+    knobs = len(values["knobs"]["channels"])
+    sent = {e["name"] or f"{prefix}{i + 1}" for t, prefix in (("cv", "cv"), ("encoder", "enc"))
+            for i, e in enumerate(values[t])}  # the names the ADC and GPIO sources give them
+    for item in values["map"]:
+        src, w = item["source"], item["_where"]
+        if item["control"] and item["action"]:
+            raise ConfigError(f"{w}: [[map]] for {src!r} gives both 'control' and 'action'; a source does one")
+        m = re.fullmatch(r"(knob|cc)(\d+)", src)
+        if src in sent or not src:
+            continue
+        if m and m.group(1) == "cc":
+            if int(m.group(2)) > 127:
+                raise ConfigError(f"{w}: [[map]] source {src!r}: MIDI CC numbers are 0..127")
+        elif m:
+            if not 1 <= int(m.group(2)) <= knobs:
+                raise ConfigError(f"{w}: [[map]] source {src!r}: [knobs] channels wires knob1..knob{knobs}")
+        else:
+            warnings.append(f"{w}: [[map]] source {src!r} is sent by no control in this config (knob1..knob{knobs}, "
+                            f"cc0..cc127, cv1.. and enc1.. for each [[cv]] and [[encoder]], or their names); only "
+                            f"OSC /pi-synth/source/{src} reaches it")
 
 
 def candidates(explicit: str | None = None) -> list[tuple[str, bool]]:
