@@ -508,6 +508,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     from pi_synth.control.board import EmulatedBoard, use_board
     from pi_synth.control.rig import Rig, live_inputs
     from pi_synth.service.notify import Notifier, WatchdogGate
+    from pi_synth.patch import input_kind
 
     board = None
     notifier = Notifier.from_env()
@@ -519,16 +520,19 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     live = live_inputs(cfg) + (["the emulated panel"] if emulate else [])
     a = cfg.audio
     capture = a.capture.strip()
+    no_input = None
     if not capture and not backend_class(a.backend).own_input:
         # full duplex on a backend with no input: silence would drive the encoder, not the notes
-        log.info("no audio in: the %s backend has no input of its own (set [audio] capture to a PCM%s to "
-                 "play one in)", a.backend, ", or a WAV file" if a.backend == "wav" else "")
+        no_input = (f"no audio in: the {a.backend} backend has no input of its own (set [audio] capture to a PCM"
+                    f"{', or a WAV file' if a.backend == 'wav' else ''} to play one in)")
         capture = "none"
     tail = tail_seconds(cfg)
     length = plan.length(seconds=seconds, events=events, tail_s=tail, loop=loop, live=live)
     loop_s = (max(ev.t for ev in events) + tail) if loop and events else None
     inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, loop_seconds=loop_s,
                       audio_in="auto" if capture.lower() != "none" else False)
+    if no_input and input_kind(Path(inst.model_path), inst.card) is not None:  # said where it matters
+        log.info("%s", no_input)
     if events and length.seconds is not None and length.why != "--seconds":
         log.info("stopping after %s: %s (--loop or --seconds to play on)", plan.hms(length.seconds), length.why)
     elif events and length.seconds is None:
