@@ -474,3 +474,22 @@ def test_wavs_as_recorders_leave_them(tmp_path):
         y, rate = read_wav(tmp_path / f"{name}.wav")
         assert rate == 44100 and y.shape == (4410, 1), name
         assert np.max(np.abs(y[:, 0] - x)) < 1e-6, name
+
+
+def test_a_truncated_or_over_full_scale_input_is_said(tmp_path):
+    """A recording cut short (its header promises more) or a float file past full scale
+    plays, and the render's line says what is odd about it."""
+    x = (np.sin(np.arange(48000) * 0.05) * 20000).astype("<i2").tobytes()
+    head = (b"RIFF" + struct.pack("<I", 36 + len(x)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 48000, 96000, 2, 16)
+            + b"data" + struct.pack("<I", len(x)))
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(head + x[: len(x) // 2])
+    y, notes = load_input(cut, 48000)
+    assert len(y) == 24000 and notes == ["the file ends early: 24000 of the 48000 frames its header promises (truncated?)"]
+    f = (np.sin(np.arange(4800) * 0.05) * 500).astype("<f4").tobytes()
+    hot = tmp_path / "hot.wav"
+    hot.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(f)) + b"WAVEfmt "
+                    + struct.pack("<IHHIIHH", 16, 3, 1, 48000, 192000, 4, 32) + b"data" + struct.pack("<I", len(f)) + f)
+    y, notes = load_input(hot, 48000)
+    assert notes == ["its float samples reach +54.0 dBFS, past full scale: lower [input] gain_db, or normalise the file"]
+    assert load_input(VOICE, 48000)[1] == []  # a whole, ordinary file: nothing to say

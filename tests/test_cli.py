@@ -164,6 +164,7 @@ def test_card_command_writes_a_starting_card_and_edits_it(cli, tmp_path):
     before = path.read_bytes()
     one_line_error(cli("card", path, "--set", "block_size=100"), "[1, 1, 256]")  # the graph disagrees
     one_line_error(cli("card", path, "--set", "controls.7.name=x"), "0..2")
+    one_line_error(cli("card", path, "--set", "name="), "name is empty")
     assert path.read_bytes() == before  # a refused edit leaves the file as it was
     sets = ["controls.0.name=pitch", "controls.0.min=30", "controls.0.max=4000", "controls.0.default=220",
             "controls.0.curve=log", "controls.1.name=loudness", "controls.1.min=-80", "controls.1.max=0",

@@ -260,6 +260,8 @@ def _check_and_write(card: dict, path, out, data: bytes | None = None) -> None:
     ``data``: the model's bytes made playable, written in place of the file's."""
     from pi_synth.model.card import check_graph, parse_card, write_card
 
+    if not str(card.get("name", "")).strip():
+        raise ConfigError(f"{out}: the card's name is empty; give the model one, e.g. --set name=mine")
     parsed = parse_card(json.dumps(card), where=os.fspath(out))
     inputs, outputs = _graph(path if data is None else data)
     check_graph(parsed, inputs, outputs, where=os.fspath(out))

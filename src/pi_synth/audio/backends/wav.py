@@ -20,6 +20,7 @@ one to a model's rate (resampled with soxr) and says what it converted.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import struct
 import tempfile
@@ -248,7 +249,15 @@ def _audio_kind(data: bytes) -> str:
 
 
 def read_wav(path):
-    """Read a WAV file → (float32 ``[n, channels]`` in −1..1, sample rate).
+    """Read a WAV file → (float32 ``[n, channels]`` in −1..1, sample rate); see :func:`_read_wav`."""
+    x, rate, _ = _read_wav(path)
+    return x, rate
+
+
+def _read_wav(path):
+    """Read a WAV file → (float32 ``[n, channels]`` in −1..1, sample rate, what is odd
+    about it in words: a file that ends before its header says, float samples past full
+    scale).
 
     Reads PCM 8-bit (unsigned), 16, 24 and 32-bit, IEEE float 32 and 64-bit, any channel
     count, plain or WAVE_FORMAT_EXTENSIBLE, RIFF or RF64/BW64 (64-bit sizes, as field recorders
@@ -268,7 +277,7 @@ def read_wav(path):
         raise _bad(path, f"{what}; {fix}")
     if data[:4] == b"RIFX":
         raise _bad(path, f"a big-endian (RIFX) WAV; {fix}")
-    pos, fmt, payload, ds64 = 12, None, None, None
+    pos, fmt, payload, ds64, declared = 12, None, None, None, 0
     while pos + 8 <= len(data):
         cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
         if cid == b"ds64" and size >= 16:  # RF64/BW64 (a field recorder's long take): 64-bit sizes
@@ -280,6 +289,7 @@ def read_wav(path):
             fmt = body
         elif cid == b"data":
             payload = body  # a truncated file: what is there
+            declared = size
             if size == 0 and pos + 8 < len(data):  # a recording never finished: its header still says 0
                 payload = data[pos + 8:]
                 break
@@ -302,10 +312,17 @@ def read_wav(path):
     if n == 0:
         raise _bad(path, "the WAV holds no audio frames (empty); record or export it again")
     raw = payload[: n * frame]
+    notes = []
+    if declared not in (0, 0xFFFFFFFF) and len(payload) < declared:
+        notes.append(f"the file ends early: {n} of the {declared // frame} frames its header promises (truncated?)")
     if tag == 3:
         x = np.frombuffer(raw, "<f4" if bits == 32 else "<f8").astype(np.float32)
         if not np.isfinite(x).all():
             raise _bad(path, "the float WAV holds NaN or infinite samples; export it again")
+        top = float(np.abs(x).max())
+        if top > 1.0:
+            notes.append(f"its float samples reach {20 * math.log10(top):+.1f} dBFS, past full scale: lower "
+                         "[input] gain_db, or normalise the file")
     elif bits == 8:  # unsigned, 128 = silence
         x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
     elif bits == 16:
@@ -317,15 +334,14 @@ def read_wav(path):
         x = (v.astype(np.float64) / 8388607.0).astype(np.float32)
     else:
         x = (np.frombuffer(raw, "<i4").astype(np.float64) / 2147483647.0).astype(np.float32)
-    return x.reshape(n, ch), rate
+    return x.reshape(n, ch), rate, notes
 
 
 def load_input(path, sample_rate: int) -> tuple[np.ndarray, list[str]]:
     """A WAV file as a model's input: float32 ``[n, channels]`` at ``sample_rate``
     (resampled with soxr, "HQ", when its rate differs), and what was converted, in words
     (the render says it). Channels are kept: the input path mixes them to mono."""
-    x, rate = read_wav(path)
-    notes = []
+    x, rate, notes = _read_wav(path)
     if rate != sample_rate:
         if not 1000 <= rate <= 768000:
             raise _bad(path, f"a sample rate of {rate} Hz; resample it with e.g. 'sox IN -r {sample_rate} OUT.wav'")
