@@ -224,9 +224,17 @@ def test_converted_inputs_are_said(pair, cli, tmp_path):
 
 
 def test_a_decoder_without_an_encoder_says_how_to_make_one(organ, cli, tmp_path):
-    r = cli("render", organ("plain"), "--input", VOICE, "-o", tmp_path / "o.wav")
+    from pi_synth.model.card import card_json, write_card
+
+    plain = organ("plain")
+    write_card(plain, dict(card_json(plain), kind="rave"))  # a converted RAVE decoder whose encoder was left behind
+    r = cli("render", plain, "--input", VOICE, "-o", tmp_path / "o.wav")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "no encoder beside it (plain.encoder.onnx)" in r.stderr and "pi-synth convert rave" in r.stderr
+    # a voice played by notes takes no audio: no RAVE advice for it
+    r = cli("render", organ("notes"), "--input", VOICE, "-o", tmp_path / "o.wav")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "played by its controls and takes no audio in" in r.stderr and "--midi" in r.stderr, r.stderr
 
 
 def test_an_encoder_alone_is_not_played(pair, cli, tmp_path):
@@ -405,7 +413,7 @@ def test_build_patch_makes_a_pair_only_when_asked_and_possible(pair, organ):
     assert not build_patch(c, p).synth.takes_input  # plays from its knobs
     assert build_patch(c, p, audio_in="auto").synth.takes_input
     assert not build_patch(c, organ("solo"), audio_in="auto").synth.takes_input
-    with pytest.raises(InputError, match="cannot take audio in"):
+    with pytest.raises(InputError, match="takes no audio in"):
         build_patch(c, organ("solo2"), audio_in=True)
 
 

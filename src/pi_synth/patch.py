@@ -102,6 +102,11 @@ def no_input_error(path, card: Card) -> InputError:
         if base.endswith(suffix):
             base = base[: -len(suffix)]
             break
+    if card.kind == "note" or card.kind not in ("rave", "latent") and "rave" not in (card.source or "").lower():
+        # a voice made to be played (notes, knobs): no RAVE conversion would give it an encoder
+        return InputError(f"{p}: {card.name} is played by its controls and takes no audio in; play it with "
+                          f"--midi/--events, or play audio through a model with an encoder (morph, or your own "
+                          f"RAVE model converted with 'pi-synth convert rave MODEL.ts -o NAME.onnx')")
     return InputError(f"{p}: {card.name} cannot take audio in: no encoder beside it ({base}.encoder.onnx) and "
                       f"no inputs.audio in its card; a RAVE model gets one from 'pi-synth convert rave MODEL.ts "
                       f"-o {base}.onnx' (writes {base}.encoder.onnx beside it)")

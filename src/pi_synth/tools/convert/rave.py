@@ -74,6 +74,26 @@ def _torch():
     return torch
 
 
+def _what_it_is(path: str, error: Exception) -> str:
+    """What a file torch cannot load is, in a few words: people hand over their WAVs,
+    ONNX files and zips by mistake."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return f"cannot read it: {e.strerror}"
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return "it is a WAV recording"
+    if path.endswith(".onnx"):
+        return "it is an ONNX file: already converted, play it or give it a card with 'pi-synth card FILE --init'"
+    if not zipfile.is_zipfile(path):
+        return "not a ZIP archive, as TorchScript files are; is it truncated?" if head else "the file is empty"
+    msg = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return msg if len(msg) <= 120 else msg[:120].rsplit(" ", 1)[0] + " …"
+
+
 def _is_checkpoint(path: str) -> bool:
     """A ``torch.save`` file (a ZIP holding ``data.pkl``, no TorchScript code) or a legacy
     pickle, which people mistake for an export."""
@@ -104,8 +124,8 @@ def load_ts(path: str | os.PathLike):
             raise ConvertError(f"{path}: a PyTorch checkpoint (torch.save, e.g. a training run's .ckpt), not an "
                                "export; export the run first with 'rave export --run RUN --streaming' and convert "
                                "the .ts it writes") from None
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConvertError(f"{path}: not a TorchScript file ({msg[:120]}); expected a 'rave export --streaming' .ts") from None
+        raise ConvertError(f"{path}: not a TorchScript file ({_what_it_is(path, e)}); expected the .ts written by "
+                           "'rave export --run RUN --streaming'") from None
     m.eval()
     if _name(m) == "TraceModel" and hasattr(m, "pretrained"):
         raise ConvertError(f"{path}: a RAVE prior's export (it generates latents), not a RAVE model; "
