@@ -101,3 +101,24 @@ def test_a_fault_mid_stream_is_muted_and_recovers(organ, cli, tmp_path, fault, q
     assert np.abs(x[int(0.2 * sr):int(0.45 * sr)]).max() > 0.05
     assert np.abs(x[int(0.56 * sr):int(0.98 * sr)]).max() == 0.0
     assert np.abs(x[int(1.2 * sr):int(1.5 * sr)]).max() > 0.05
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_dc_offset_past_full_scale_is_gone_in_a_block(channels):
+    """A model stuck at +54 dBFS DC (under the runaway mute) played about a second of
+    full-scale DC through the limiter while the ~1 Hz tracker caught up; an offset more
+    than full scale is taken in one block, in the C kernel and its numpy reference alike."""
+    from pi_synth.audio.safety import NumpyOutputGuard
+
+    for guard in (OutputGuard, NumpyOutputGuard):
+        g = guard(256, channels, 48000, fade_in=False)
+        outs = []
+        for k in range(40):  # quiet audio, then the model sticks at 500 (with a little sound on it)
+            t = np.arange(k * 256, (k + 1) * 256)[:, None] / 48000
+            x = (0.1 * np.sin(2 * np.pi * 440 * t) + (500.0 if k >= 10 else 0.0)).astype(np.float32)
+            x = np.repeat(x, channels, axis=1)
+            g.process(x)
+            outs.append(x.copy())
+        stuck = np.concatenate(outs[11:])
+        assert np.abs(stuck).max() < 0.2, (guard.__name__, float(np.abs(stuck).max()))  # the sine, not DC
+        assert np.abs(outs[10]).max() <= 1.0  # the block it sticks in: ramped out, limited

@@ -24,6 +24,15 @@
 #define RUNAWAY 1000.0  /* after the output gain (+60 dBFS): a model this far off has blown up; keep in step with safety.RUNAWAY */
 #define LANES 8  /* independent accumulators: a float SIMD register on x86 (AVX) or two on ARM */
 
+/* The DC tracker's move for one block: a one-pole step towards the block's mean, or the
+ * whole way when the mean is more than full scale off (an offset that big is a broken model,
+ * not audio: removed in a block, not bent by the limiter at full scale for a second). Keep in
+ * step with safety.py's DC_SNAP. */
+#define DC_SNAP 1.0
+static inline double dc_step(double coef, double diff) {
+    return (coef > 0.0 && fabs(diff) > DC_SNAP) ? diff : coef * diff;
+}
+
 typedef struct {
     PyObject_HEAD
     int block;
@@ -152,7 +161,7 @@ static PyObject *GuardKernel_process(GuardKernel *self, PyObject *obj) {
      * steps), gain ramp, and the peak */
     if (C == 1) {
         const double dc0 = dc[0];
-        const double delta = self->dc_coef * (sum1 / B - dc0);
+        const double delta = dc_step(self->dc_coef, sum1 / B - dc0);
         dc[0] = dc0 + delta;
         /* in float, as the numpy reference, and LANES peaks at a time (SIMD) */
         const float fdc0 = (float)dc0, fdelta = (float)delta, fga = (float)ga, fgd = (float)gd;
@@ -200,7 +209,7 @@ static PyObject *GuardKernel_process(GuardKernel *self, PyObject *obj) {
                 sum[c] += x[(Py_ssize_t)i * C + c];
         for (int c = 0; c < C; c++) {
             dc0[c] = dc[c];
-            delta[c] = self->dc_coef * (sum[c] / B - dc0[c]);
+            delta[c] = dc_step(self->dc_coef, sum[c] / B - dc0[c]);
             dc[c] = dc0[c] + delta[c];
         }
         for (int i = 0; i < B; i++) {

@@ -11,7 +11,9 @@ the DAC. Per block, without allocating and without a Python loop over samples:
    the monitor, never raised.
 2. **DC blocker** at block rate: a one-pole tracker of each block's mean, subtracted
    as a ramp from the previous estimate (so the correction itself never steps).
-   A ~1 Hz high-pass, cheap enough for the audio thread.
+   A ~1 Hz high-pass, cheap enough for the audio thread. A mean more than full scale
+   off the estimate is taken in one block (``DC_SNAP``): a model stuck at +54 dBFS DC
+   played a second of full-scale DC through the limiter before.
 3. **Gain ramp** for fade-in at start, fade-out on stop and mute after a fault.
 4. **Soft limiter** above ``limit`` (default -1 dBFS): the excess is squashed by
    ``tanh`` into the headroom, so peaks bend instead of clipping; then a hard clip
@@ -31,6 +33,7 @@ import math
 import numpy as np
 
 RUNAWAY = 1000.0  # keep in step with _kernels.c
+DC_SNAP = 1.0  # a block mean this far (full scale) from the DC estimate is taken at once (_kernels.c too)
 
 _min, _max, _sum = np.minimum.reduce, np.maximum.reduce, np.add.reduce
 
@@ -78,7 +81,8 @@ class NumpyGuardKernel:
         # DC blocker: ramp from the old DC estimate to the new one across the block
         if self.channels == 1:
             dc0 = self._dc0
-            delta = self.dc_coef * (total / self.block - dc0)
+            diff = total / self.block - dc0
+            delta = diff if self.dc_coef > 0 and abs(diff) > DC_SNAP else self.dc_coef * diff
             dc1 = dc0 + delta
             np.multiply(self._lin, -delta, out=self._ramp)
             self._ramp -= dc0
@@ -89,7 +93,9 @@ class NumpyGuardKernel:
         else:
             np.mean(x, axis=0, out=self._mean)
             np.subtract(self._mean, self.dc, out=self._delta)
-            self._delta *= self.dc_coef
+            for c in range(self.channels):  # a channel count, not samples
+                if not (self.dc_coef > 0 and abs(self._delta[c]) > DC_SNAP):
+                    self._delta[c] *= self.dc_coef
             np.multiply(self._lin, self._delta, out=self._dcramp)
             self._dcramp += self.dc
             # the ramp runs from the old estimate to the new one: bound by both
