@@ -391,3 +391,13 @@ def test_a_config_model_that_is_not_there_says_where_it_was_set(cli, tmp_path):
     conf.write_text('# my box\n[model]\npath = "nosuch"\n')
     one_line_error(cli("run", "--backend", "null", "--seconds", "1", env={"PI_SYNTH_CONFIG": str(conf)}),
                    f"{conf}:3: [model] path: no model named 'nosuch'", "installed:")
+
+
+def test_render_to_dash_is_standard_output_and_mp3_is_refused(organ, cli, tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "--seconds", "0.3", "-o", "-"],
+                       capture_output=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout[:4] == b"RIFF" and not (tmp_path / "-").exists()
+    one_line_error(cli("render", organ(), "-o", tmp_path / "x.mp3"), "render writes WAV", "ffmpeg")

@@ -165,6 +165,12 @@ def cmd_render(args) -> int:
     from pi_synth.app import render
 
     cfg = _config(args)
+    if args.output == "-":  # the usual word for standard output
+        args.output = "/dev/stdout"
+    ext = os.path.splitext(args.output)[1].lower()
+    if ext in (".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff"):
+        raise ConfigError(f"-o {args.output}: render writes WAV; name it .wav, or pipe it: "
+                          f"-o - | ffmpeg -i - {os.path.basename(args.output)}")
     line = render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
                   seconds=args.seconds, sets=_parse_sets(args.set), input=args.input)
     print(line, file=sys.stderr if _is_stdout(args.output) else sys.stdout)  # -o /dev/stdout: WAV only there
