@@ -401,3 +401,13 @@ def test_render_to_dash_is_standard_output_and_mp3_is_refused(organ, cli, tmp_pa
                        capture_output=True, timeout=60, cwd=tmp_path)
     assert p.returncode == 0 and p.stdout[:4] == b"RIFF" and not (tmp_path / "-").exists()
     one_line_error(cli("render", organ(), "-o", tmp_path / "x.mp3"), "render writes WAV", "ffmpeg")
+
+
+def test_a_precision_that_chooses_nothing_is_said(cli):
+    root = Path(__file__).resolve().parents[1]
+    p = cli("info", root / "models" / "flute.fp32.onnx", "--precision", "int8", check=0)
+    assert "--precision int8 picks between a model name's two files" in p.stderr and "(fp32)" in p.stderr
+    p = cli("bench", "organ", "--precision", "int8", "--blocks", "10", check=0)
+    assert "organ.onnx is the only file of organ (fp32)" in p.stderr
+    p = cli("info", root / "models" / "flute.int8.onnx", "--precision", "int8", check=0)
+    assert "--precision" not in p.stderr  # it asked for what it got

@@ -77,11 +77,13 @@ def _config(args):
 
 
 def cmd_info(args) -> int:
-    from pi_synth.model.library import find_encoder, find_model, which_file
+    from pi_synth.model.library import find_encoder, find_model, precision_note, which_file
     from pi_synth.model.runtime import Runtime
 
     path = find_model(args.model, args.precision)
     why = which_file(args.model, path, args.precision)
+    if note := precision_note(args.model, path, args.precision):
+        log.info("%s", note)
     rt = Runtime(path, warmup_blocks=0, use_cache=False)
     card = rt.card
 
@@ -203,10 +205,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pi_synth.model.library import find_model, find_pair, which_file
+    from pi_synth.model.library import find_model, find_pair, precision_note, which_file
     from pi_synth.bench import bench_model, compare_precisions
 
     path = find_model(args.model, args.precision, args.threads)
+    if note := precision_note(args.model, path, args.precision):
+        log.info("%s", note)
     res = bench_model(path, threads=args.threads, blocks=args.blocks)
     res["precision"] = args.precision
     why = which_file(args.model, path, args.precision)

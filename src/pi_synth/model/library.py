@@ -164,3 +164,21 @@ def which_file(name: str | None, path: Path, precision: str) -> str:
     other = pair[1] if Path(path) == pair[0] else pair[0]
     how = "picks it here (measured)" if precision == "auto" else "asks for it"
     return f'precision "{precision}" {how}; {other.name} is the other file'
+
+
+def precision_note(name: str | None, path: Path, precision: str) -> str:
+    """The line for a ``--precision int8``/``fp32`` that chose nothing (a path, or a voice
+    with one file) and plays a file of the other precision; "" when there is nothing to say."""
+    if precision not in ("int8", "fp32") or which_file(name, path, precision):
+        return ""
+    from pi_synth.model.onnxfile import read_metadata
+
+    parts = Path(path).name.split(".")
+    mine = parts[-2] if len(parts) >= 3 and parts[-2] in ("int8", "fp32") else (
+        "int8" if '"precision": "int8"' in read_metadata(path).get("pi_synth", "") else "fp32")
+    if mine == precision:
+        return ""
+    if name and (Path(name).suffix == ".onnx" or os.sep in name or Path(name).is_file()):
+        return (f"--precision {precision} picks between a model name's two files; the path {name} plays "
+                f"that file ({mine})")
+    return f"--precision {precision}: {Path(path).name} is the only file of {name or 'the default model'} ({mine})"
