@@ -299,35 +299,8 @@ def snr_quantizing(in_path, node_sets: list[list[str]], *, calibration_blocks=No
     card = card_json(in_path)
     quantizable = [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
     feeds, evalseq, ref = _calibrate(in_path, card, calibration_blocks, eval_seconds, threads)
-    with _quiet_onnxruntime():
-        return _quantize_model(in_path, out_path, card, fmt, feeds, evalseq, ref, exclude, threads)
-
-
-class _Advice(logging.Filter):
-    """onnxruntime's quantizer logs, through the root logger, a link to its docs about a
-    pre-processing step we run ourselves (or that failed, which the report says)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_onnxruntime():
-    """No onnxruntime advice or graph-cleaning warnings on the user's screen while quantizing."""
-    import onnxruntime as ort
-
-    advice = _Advice()
-    logging.getLogger().addFilter(advice)
-    ort.set_default_logger_severity(3)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeFilter(advice)
-
-
-def _quantize_model(in_path, out_path, card, fmt, feeds, evalseq, ref, exclude, threads) -> dict[str, Any]:
     out = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_onnxruntime():
         pre, _ = _pre_process(in_path, Path(tmp, "pre.onnx"))
         q = Path(tmp, "q.onnx")
         for names in node_sets:
@@ -353,7 +326,7 @@ def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=No
     if card.get("precision") == "int8":
         raise ModelError(f"{in_path}: already int8; quantize the fp32 model")
     feeds, evalseq, ref = _calibrate(in_path, card, calibration_blocks, eval_seconds, threads)
-    with _quiet_onnxruntime():
+    with quiet_onnxruntime():
         return _quantize_model(in_path, out_path, card, fmt, feeds, evalseq, ref, exclude, threads)
 
 
@@ -366,7 +339,7 @@ class _Advice(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_onnxruntime():
+def quiet_onnxruntime():
     """No onnxruntime advice or graph-cleaning warnings on the user's screen while quantizing."""
     import onnxruntime as ort
 
@@ -380,7 +353,7 @@ def _quiet_onnxruntime():
 
 
 def _quantize_model(in_path, out_path, card, fmt, feeds, evalseq, ref, exclude, threads) -> dict[str, Any]:
-
+    """quantize_model's work once calibrated: both formats, their SNR and speed, the card."""
     report: dict[str, Any] = {"model": card.get("name"), "format": fmt, "fp32_bytes": in_path.stat().st_size}
     with tempfile.TemporaryDirectory() as tmp:
         pre, why = _pre_process(in_path, Path(tmp, "pre.onnx"))

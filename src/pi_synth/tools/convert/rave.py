@@ -1411,10 +1411,13 @@ def _int8_gemms(fp32_path: Path, out_path: Path, min_bytes: int) -> tuple[list, 
         onnx.save(model, str(mid))
         import logging
 
+        from pi_synth.tools.quantize import quiet_onnxruntime
+
         logging.disable(logging.INFO)  # the quantizer logs a line per tensor it leaves dynamic
         try:
-            quantize_dynamic(str(mid), str(out_path), per_channel=True, weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul"], nodes_to_quantize=chosen)
+            with quiet_onnxruntime():  # and its advice about pre-processing, through the root logger
+                quantize_dynamic(str(mid), str(out_path), per_channel=True, weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["MatMul"], nodes_to_quantize=chosen)
         finally:
             logging.disable(logging.NOTSET)
     return chosen, fp32_bytes
