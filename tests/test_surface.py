@@ -116,6 +116,12 @@ def test_reload_rereads_the_config_and_says_why_not(osc, inst, tmp_path):
     r = ask(osc.port, "reload", timeout=30)
     assert r["ok"] is False and r["error"].startswith(f"{conf}:2: key 'midi.channel' must be in")
     assert inst.router.channel == 2  # the old config holds
+    # a model that is not there (a SIGHUP with this stopped the instrument): refused before any change
+    conf.write_text('[midi]\nchannel = 5\n[model]\npath = "nonexistent"\n')
+    playing = inst.model_path
+    assert inst.reload(str(conf)) is False
+    assert f"{conf}:4: [model] path: no model named 'nonexistent'" in inst.last_error
+    assert inst.router.channel == 2 and inst.model_path == playing
 
 
 def test_wrong_arguments_get_a_one_line_answer(osc):

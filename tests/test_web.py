@@ -5,6 +5,7 @@ process, the config editor; plus its commands (web, web-password) and auth primi
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -242,6 +243,12 @@ def test_config_errors_are_the_clis_lines_and_web_is_not_editable(rig, session):
     status, reply, _ = post(rig, session, "/api/config", {"text": bad, "check": True})
     line = bad.splitlines().index("channel = 42") + 1
     assert status == 400 and reply["error"] == f"{rig.config}:{line}: key 'midi.channel' must be in 0..16, got 42"
+    missing = re.sub(r'(?m)^path = ".*"$', 'path = "nonexistent"', c["text"], count=1)  # saved: stopped the next start
+    assert missing != c["text"]
+    status, reply, _ = post(rig, session, "/api/config", {"text": missing, "check": True})
+    assert status == 400 and "[model] path: no model named 'nonexistent'" in reply["error"], reply
+    status, reply, _ = post(rig, session, "/api/config", {"text": missing})
+    assert status == 400 and rig.config.read_text() == c["text"]  # not written
     opened = c["text"].replace("[web]\n", '[web]\nhost = "0.0.0.0"\n')
     status, reply, _ = post(rig, session, "/api/config", {"text": opened})
     assert status == 400 and "[web] section" in reply["error"]

@@ -298,6 +298,7 @@ class Instrument:
             log.warning("%s", w)
         try:
             mapping = make_mapping(cfg, self.controls)
+            wanted = configured_model(cfg, None) if cfg.model.path else None  # before anything changes
         except PiSynthError as e:
             log.warning("config not reloaded, keeping the old one: %s", e)
             self.last_error = str(e)
@@ -308,8 +309,8 @@ class Instrument:
         self.learn.attach(mapping)
         self.router.channel = listen_channel(cfg)
         self.synth.guard.configure(gain_db=cfg.output.gain_db, limit_dbfs=cfg.output.limit_dbfs)
-        if cfg.model.path and find_model(cfg.model.path, cfg.model.precision, cfg.model.threads) != Path(self.model_path):
-            if not self.swap(cfg.model.path):
+        if wanted is not None and wanted != Path(self.model_path):
+            if not self.swap(wanted):
                 return False  # the new settings hold; the old model plays on (last_error says why)
         log.info("config reloaded from %s", cfg.path or "built-in defaults")
         return True

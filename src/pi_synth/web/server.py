@@ -33,7 +33,7 @@ from aiohttp import web
 
 from pi_synth import config as config_mod
 from pi_synth.errors import ConfigError, PiSynthError
-from pi_synth.model.library import list_models, uploads_dir
+from pi_synth.model.library import find_model, list_models, uploads_dir
 from pi_synth.web import auth
 from pi_synth.web.oscclient import InstrumentUnreachable, OscClient, message
 
@@ -421,6 +421,12 @@ async def put_config(request):
             else config_mod.Config(None, config_mod.defaults())
     except ConfigError as e:
         return refuse(400, str(e))
+    wanted = new.values["model"]["path"]
+    if wanted:  # a name that finds nothing would be refused by the reload, and stop the next start
+        try:
+            find_model(wanted, "int8")  # which file plays is the instrument's call; here: is there one
+        except PiSynthError as e:
+            return refuse(400, f"{new.where('model.path') or path}: [model] path: {e}")
     if new.values["web"] != old.values["web"]:
         return refuse(400, f"{path}: the [web] section (network access, password) is set at provisioning, "
                            "not from this page; edit it over SSH (pi-synth web-password sets the password)")
