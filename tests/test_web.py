@@ -314,3 +314,12 @@ def read_wav_bytes(data: bytes, tmp_path):
     p = tmp_path / "all.wav"
     p.write_bytes(data)
     return read_wav(p)
+
+
+def test_only_loopback_literals_count_as_local():
+    """The DNS-rebinding guard: a Host header that merely starts with "127." is a name an
+    attacker can own (127.attacker.example); only loopback IP literals and localhost pass."""
+    from pi_synth.web.server import is_local
+
+    assert all(is_local(h) for h in ("127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"))
+    assert not any(is_local(h) for h in ("127.attacker.example", "127.0.0.1.nip.io", "evil.example", "10.0.0.2"))

@@ -53,7 +53,16 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 
 
 def is_local(host: str) -> bool:
-    return host in LOCAL_HOSTS or host.startswith("127.")
+    """A loopback host: its name, or an IP literal in 127.0.0.0/8 or ::1 — never a prefix
+    match, which ``127.attacker.example`` (a DNS-rebinding page) would pass."""
+    import ipaddress
+
+    if host in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _hostname(host_header: str) -> str:
