@@ -196,6 +196,14 @@ def test_writes_without_token_or_from_another_origin_are_refused(rig, session):
         h = dict(headers, **{"Content-Type": ctype})
         status, reply, _ = http("POST", rig.url + "/api/control", json.dumps(body).encode(), headers=h, cookie=cookie)
         assert status == code and word in reply["error"], (headers, reply)
+    # numbers OSC cannot carry: one line, 400 (they were 500s with a traceback in the log)
+    for path, payload in (("/api/control", {"name": "brightness", "value": 1e308}),
+                          ("/api/presets/save", {"slot": 10 ** 22})):
+        status, reply, _ = post(rig, session, path, payload)
+        assert status == 400 and "OSC" in reply["error"], (path, reply)
+    status, reply, _ = http("GET", rig.url + "/api/recording.wav?seconds=1e39", cookie=cookie)
+    assert status == 400 and "at most a day" in reply["error"], reply
+    assert "Traceback" not in rig.log("web.log")
     time.sleep(0.3)
     assert rig.status()["controls"]["brightness"] == before
 

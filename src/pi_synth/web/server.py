@@ -320,8 +320,8 @@ async def recording(request):
             secs = float(q)
         except ValueError:
             raise _bad("seconds must be a number") from None
-        if not (math.isfinite(secs) and secs > 0):
-            raise _bad("seconds must be a number > 0")
+        if not (math.isfinite(secs) and 0 < secs <= 86400):
+            raise _bad("seconds must be a number > 0 (at most a day)")
         args = [secs]
     r = await request.app["web"].ask("recording", *args, timeout=SLOW_S)
     if not isinstance(r, dict) or r.get("ok") is not True:
@@ -345,10 +345,14 @@ async def set_control(request):
     name, value = body.get("name"), body.get("value")
     if not isinstance(name, str) or not name or len(name) > 64 or "/" in name or not name.isprintable():
         raise _bad("name must be one of the model's controls")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _bad("value must be a finite number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or abs(value) > OSC_FLOAT_MAX:
+        raise _bad("value must be a finite number (within ±3.4e38, what OSC carries)")
     request.app["web"].send(f"/pi-synth/control/{name}", float(value))
     return web.json_response({"ok": True})
+
+
+OSC_FLOAT_MAX = 3.4028234663852886e38  # OSC's 'f' is a 32-bit float
 
 
 def _args(body: dict, spec: tuple) -> list:
@@ -360,8 +364,8 @@ def _args(body: dict, spec: tuple) -> list:
                 raise _bad(f"missing {key!r}")
             break
         if kind is int:
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise _bad(f"{key!r} must be an integer")
+            if isinstance(v, bool) or not isinstance(v, int) or not -2**31 <= v < 2**31:
+                raise _bad(f"{key!r} must be an integer (32-bit, what OSC carries)")
         elif not isinstance(v, kind):
             raise _bad(f"{key!r} must be {kind.__name__}")
         out.append(v)
