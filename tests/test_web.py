@@ -224,6 +224,16 @@ def test_uploads_are_checked_before_they_are_installed(rig, session, tmp_path):
             assert status == 422 and expect[kind] in reply["error"], reply
             assert reply["error"].endswith("not installed, the old model plays on")
         assert not any(rig.uploads.glob("*")), list(rig.uploads.glob("*"))  # no temp left behind
+    import onnx  # errors name the uploaded file, not "the file": a card-less model, a TorchScript file
+
+    bare = onnx.load(organ("bare"))
+    del bare.metadata_props[:]
+    onnx.save(bare, tmp_path / "bare.onnx")
+    for path, name, code, words in ((tmp_path / "bare.onnx", "mine.onnx", 422, "'pi-synth card mine.onnx --init'"),
+                                    (tmp_path / "bare.onnx", "rave.ts", 400, "'pi-synth convert rave rave.ts -o")):
+        data, ctype = multipart(path, name)
+        status, reply, _ = post(rig, session, "/api/models/upload", data, **{"Content-Type": ctype})
+        assert status == code and words in reply["error"] and "the file" not in reply["error"], reply
     st = rig.status()  # the old model plays on (xruns under load: benchmarks/web_poll.py measures them)
     assert st["model"] == "organ" and st["device"] == "ok"
     rig.wait_for(lambda: rig.status()["blocks"] > st["blocks"] + 50, what="blocks to keep flowing")

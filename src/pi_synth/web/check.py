@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=120.0, help="CPU seconds allowed")
     p.add_argument("--memory-mb", type=int, default=2048, help="address space allowed")
     p.add_argument("--avoid-cpus", default="", help="CPUs the audio threads are pinned to")
+    p.add_argument("--name", default="the file", help="what errors call the file (the uploaded name)")
     p.add_argument("file")
     a = p.parse_args(argv)
     cpus = {int(c) for c in a.avoid_cpus.split(",") if c.strip()}
@@ -111,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = check(a.file)
     except PiSynthError as e:
-        result = {"ok": False, "error": str(e).replace(a.file + ": ", "").replace(a.file, "the file")}
+        result = {"ok": False, "error": str(e).replace(a.file + ": ", "").replace(a.file, a.name)}
     except MemoryError:
         result = {"ok": False, "error": "the model needs more memory than this Pi can give it"}
     except Exception as e:  # onnxruntime's own refusals (a graph it cannot load): one line
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        result = {"ok": False, "error": f"onnxruntime cannot load it: {line[:300]}".replace(a.file, "the file")}
+        result = {"ok": False, "error": f"onnxruntime cannot load it: {line[:300]}".replace(a.file, a.name)}
     print(json.dumps(result))
     return 0 if result["ok"] else 2
 

@@ -81,6 +81,9 @@ def model_name(filename: str) -> str:
     NAME of letters, digits, ``-`` and ``_`` (anything else becomes ``-``); no folders, no
     leading dot. ValueError if nothing usable is left."""
     base = re.split(r"[\\/]", filename or "")[-1]
+    if base.lower().endswith((".ts", ".pt", ".ckpt", ".pth")):
+        raise ValueError(f"{base} is a PyTorch file; convert a RAVE export on a desktop with "
+                         f"'pi-synth convert rave {base} -o NAME.onnx', then upload the .onnx")
     if not base.lower().endswith(".onnx"):
         raise ValueError("the file must be a model: NAME.onnx")
     stem = base[: -len(".onnx")]
@@ -507,7 +510,7 @@ async def _upload(request, app: WebApp):
         os.chmod(tmp, 0o644)  # data: never executable
         if size == 0:
             return refuse(400, "the file is empty; not installed")
-        result = await check_model(app, tmp)
+        result = await check_model(app, tmp, f"{name}.onnx")
         if not result.get("ok"):
             return refuse(422, f"{field.filename}: {result.get('error')}; not installed, the old model plays on")
         final = folder / f"{name}.onnx"
@@ -548,12 +551,13 @@ def check_memory_mb(size: int) -> int:
     return 1536 + 6 * (size >> 20)
 
 
-async def check_model(app: WebApp, path: str) -> dict:
-    """Run :mod:`pi_synth.web.check` on ``path`` in a separate limited process."""
+async def check_model(app: WebApp, path: str, name: str = "the file") -> dict:
+    """Run :mod:`pi_synth.web.check` on ``path`` in a separate limited process; its errors
+    call the file ``name`` (the uploaded file's), not the temporary path."""
     size = os.path.getsize(path)
     cpus = ",".join(str(c) for c in app.cfg.audio.cpus)
     argv = [sys.executable, "-m", "pi_synth.web.check", "--seconds", str(app.check_seconds),
-            "--memory-mb", str(check_memory_mb(size)), "--avoid-cpus", cpus, path]
+            "--memory-mb", str(check_memory_mb(size)), "--avoid-cpus", cpus, "--name", name, path]
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
