@@ -360,3 +360,23 @@ def test_direct_engine_refuses_a_swap_it_cannot_fit(organ, jack_server, machine_
         assert inst.player.swaps == 1 and ours == [], (st["xruns"], machine_stalls.stalls()[-5:])
     finally:
         engine.stop(fade=False)
+
+
+@pytest.mark.parametrize("first,then", [("organ", "flute"), ("flute", "organ")])
+def test_a_key_held_through_a_hot_swap_plays_on_and_stops_at_its_note_off(organ, first, then):
+    """Mono → batched (organ → flute) used to drone for ever: the flute's new voice never saw
+    the note-on, so it played row 0 from the bank's carried pitch and loudness, deaf to the
+    note-off and to panic; batched → mono (flute → organ) fell silent with the key down."""
+    models = {"organ": str(organ("organ")), "flute": "flute"}
+    inst = _instrument(config_mod.load(), models[first])
+
+    def level(blocks):
+        x = np.concatenate([inst.player.next_block().copy() for _ in range(blocks)])
+        return float(np.sqrt(np.mean(x[-20 * 256:] ** 2)))
+
+    inst.router.midi_bytes(bytes([0x90, 60, 100]))
+    assert level(40) > 0.02
+    assert inst.swap(models[then])
+    assert level(120) > 0.02 and inst.voice.held and 60 in [n for _, n, _ in inst.voice.held_notes()]
+    inst.router.midi_bytes(bytes([0x80, 60, 0]))
+    assert level(300) < 1e-3  # released: the release tail is over, nothing drones

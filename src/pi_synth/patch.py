@@ -223,6 +223,23 @@ def make_voice(cfg, card: Card, table: VoiceTable | None = None) -> MonoVoice | 
                      attack_ms=cfg.midi.attack_ms, release_ms=cfg.midi.release_ms)
 
 
+def take_over_notes(bank: ControlBank, card: Card, playing, voice) -> None:
+    """A new voice taking over from ``playing`` in a hot swap (mono to poly, or back): the
+    keys held go on sounding in it, and the bank's pitch and loudness — the old voice's
+    output, carried like knob positions — go back to the card's defaults, or a batched
+    model not yet engaged would drone at them, deaf to the note-off that went to the new
+    voice (found: organ → flute with a key down)."""
+    import mido
+
+    for name in ("pitch", "loudness"):
+        if name in card.control_names:
+            bank.set(name, card.control(name).default)
+    if playing is None:
+        return
+    for channel, note, velocity in playing.held_notes():
+        voice.handle(mido.Message("note_on", channel=channel, note=note, velocity=velocity))
+
+
 def make_mapping(cfg, controls) -> Mapping:
     """The config's ``[[map]]`` tables for ``controls`` (a ControlTarget and its card; routes
     to controls it lacks are skipped with a warning: another model may have them), their
@@ -265,11 +282,14 @@ def build_patch(cfg, path, *, fade_in: bool = True, carry: ControlBank | None = 
         for name in card.control_names:
             if name in carry.names:
                 synth.bank.set(name, carry.get(name))
+    playing = voice
     if "audio_in" in card.extra:  # played by audio in: notes do not play it
         voice = None
     elif synth.voices is not None:
         voice = voice if keep is not None and synth.voices is keep else make_voice(cfg, card, synth.voices)
     elif not (isinstance(voice, MonoVoice) and plays_notes(card)):
         voice = make_voice(cfg, card)
+    if voice is not None and voice is not playing:
+        take_over_notes(synth.bank, card, playing, voice)
     controls = played_controls(synth.bank, voice)
     return Patch(Path(path), synth, make_mapping(cfg, controls), voice, controls)

@@ -636,6 +636,21 @@ class PolyVoice:
         """Keys held down (notes; in MPE channel × 128 + note), in no particular order."""
         return tuple(self._down)
 
+    def held_notes(self) -> list[tuple[int, int, int]]:
+        """(channel, note, velocity) of each key held: what a voice taking over in a hot
+        swap plays on (a control thread's snapshot)."""
+        for _ in range(3):  # the MIDI thread may change the keys meanwhile: take a whole copy
+            try:
+                down = sorted(tuple(self._down))
+                break
+            except RuntimeError:
+                continue
+        else:
+            return []
+        mpe = self.mode == "mpe"
+        return [(slot // KEYS if mpe else (self.channel or 0), slot % KEYS, int(self._k_vel[slot]) or 100)
+                for slot in down]
+
     @property
     def sustain(self) -> bool:
         return self._sustain

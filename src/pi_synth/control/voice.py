@@ -401,6 +401,17 @@ class MonoVoice:
         """Keys held, oldest first (the last one sounds)."""
         return tuple(self._stack)
 
+    def held_notes(self) -> list[tuple[int, int, int]]:
+        """(channel, note, velocity) of each key held, oldest first: what a voice taking
+        over in a hot swap plays on (a control thread's snapshot)."""
+        for _ in range(3):  # the MIDI thread may change the keys meanwhile: take a whole copy
+            try:
+                vel = dict(self._velocities)
+                return [(self.channel or 0, n, vel.get(n, 100)) for n in tuple(self._stack)]
+            except RuntimeError:
+                continue
+        return []
+
     @property
     def velocity(self) -> int:
         """Velocity of the sounding key, 0 when none is held."""
