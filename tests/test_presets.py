@@ -123,3 +123,36 @@ def test_apply_on_a_renamed_model(tmp_path, organ):
     store.save(2, model="organ", values={"pitch": 440.0, "brightness": 0.1})
     assert apply(store.load(2), other) == ["brightness"]
     assert other.get("pitch") == pytest.approx(440.0)
+
+
+def test_a_preset_saved_on_another_model_switches_to_it(organ):
+    """A preset is a patch: its model and its settings. Recalled while the flute played, an
+    organ preset set the flute's brightness (dB/octave) to the organ's 0..1 value and put the
+    organ's knob order on the flute; now it switches to the organ, then sets it."""
+    from pi_synth import config as config_mod
+    from pi_synth.app import Instrument
+
+    inst = Instrument(config_mod.load(), model=str(organ("organ")))
+    inst.controls.set("brightness", 0.25)
+    inst.save_preset(0)
+    assert inst.swap("flute") and inst.controls.card.name == "flute"
+    skipped, model = inst.recall_preset(0)
+    assert model == "organ" and inst.controls.card.name == "organ"
+    assert inst.controls.get("brightness") == pytest.approx(0.25)
+
+
+def test_a_preset_whose_model_is_gone_sets_only_what_means_the_same(organ, caplog):
+    from pi_synth import config as config_mod
+    from pi_synth.app import Instrument
+
+    inst = Instrument(config_mod.load(), model="flute")
+    before = inst.controls.get("brightness")
+    mapping = dict(inst.mapping.routes)
+    inst.presets.save(5, model="gone", file="gone", values={"brightness": 0.5, "breath": 3.0},
+                      units={"brightness": "", "breath": "db"}, mapping={"knob1": {"control": "breath"}})
+    with caplog.at_level("WARNING", logger="pi_synth"):
+        skipped, model = inst.recall_preset(5)
+    assert model == "flute" and skipped == ["brightness"]  # organ-like 0..1 is not the flute's dB/octave
+    assert inst.controls.get("brightness") == before and inst.controls.get("breath") == pytest.approx(3.0)
+    assert dict(inst.mapping.routes) == mapping  # the other model's knobs are not put on this one
+    assert "saved on gone, which is not installed" in caplog.text

@@ -260,22 +260,43 @@ class Instrument:
             except PiSynthError:
                 old = None  # a corrupt preset is replaced by the new one
             name = old.get("name", "") if old else ""
-        self.presets.save(slot, model=self.card.name, values=self.controls.values(),
-                          mapping=routes_to_json(self.mapping.routes), name=name)
+        card = self.controls.card
+        self.presets.save(slot, model=card.name, values=self.controls.values(),
+                          mapping=routes_to_json(self.mapping.routes), name=name,
+                          file=Path(self.model_path).name.split(".")[0],
+                          units={c.name: c.unit for c in card.controls})
         log.info("preset %d saved", slot)
 
-    def recall_preset(self, slot: int) -> list[str]:
-        """Set the controls (and mapping) from ``slot``; returns what this model lacks.
-        ``ValueError`` for an empty slot, ``ConfigError`` for a corrupt file."""
+    def recall_preset(self, slot: int) -> tuple[list[str], str]:
+        """Set the controls (and mapping) from ``slot``: a preset saved on another model
+        switches to that model first (a patch is its model and its settings). Returns what
+        the model playing lacks, and which model that is. Where the preset's model is not
+        installed, only the controls both share in the same unit are set and its mapping
+        (the other model's knobs) is left out. ``ValueError`` for an empty slot,
+        ``ConfigError`` for a corrupt file."""
         from pi_synth.control.presets import apply
 
         p = self.presets.load(slot)
         if p is None:
             raise ValueError(f"preset {slot} is empty")
-        skipped = apply(p, self.controls, self.mapping)
+        saved_on = p.get("model", "")
+        mapping = self.mapping
+        if saved_on and saved_on != self.controls.card.name:
+            target = p.get("file") or saved_on
+            try:
+                find_model(target, self.cfg.model.precision, self.cfg.model.threads)
+                found = True
+            except PiSynthError:
+                found = False
+            if not (found and self.swap(target)):
+                mapping = None
+                log.warning("preset %d was saved on %s, %s: the controls %s shares with it are set, its knob "
+                            "mapping is not", slot, saved_on, "which is not installed" if not found else
+                            "which cannot take over now", self.controls.card.name)
+        skipped = apply(p, self.controls, mapping, units={c.name: c.unit for c in self.controls.card.controls})
         if skipped:
-            log.info("preset %d: %s not in model %s", slot, ", ".join(skipped), self.card.name)
-        return skipped
+            log.info("preset %d: %s not in model %s", slot, ", ".join(skipped), self.controls.card.name)
+        return skipped, self.controls.card.name
 
     # -- reload (SIGHUP) --------------------------------------------------------------------
 

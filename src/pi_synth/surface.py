@@ -125,8 +125,8 @@ class Surface:
 
     def preset_load(self, slot) -> dict:
         slot = _slot(slot)
-        skipped = self.inst.recall_preset(slot)
-        return {"ok": True, "slot": slot, "skipped": skipped}
+        skipped, model = self.inst.recall_preset(slot)
+        return {"ok": True, "slot": slot, "skipped": skipped, "model": model}
 
     def preset_rename(self, slot, name) -> dict:
         slot = _slot(slot)

@@ -67,7 +67,8 @@ class PresetStore:
         return self.directory / f"preset-{check_slot(slot):02d}.json"
 
     def save(self, slot: int, *, model: str, values: dict[str, float],
-             mapping: dict | None = None, name: str = "") -> Path:
+             mapping: dict | None = None, name: str = "", file: str = "",
+             units: dict[str, str] | None = None) -> Path:
         """Write the preset atomically; returns its path.
 
         ``values`` must be finite numbers (``ValueError`` names the bad one).
@@ -86,6 +87,10 @@ class PresetStore:
         doc: dict[str, Any] = {"format": FORMAT, "slot": slot, "model": model, "values": clean}
         if name:
             doc["name"] = name
+        if file:  # the model file's name (an upload may share its card's name with another)
+            doc["file"] = str(file)
+        if units:  # so a recall on another model sets only what means the same there
+            doc["units"] = {str(k): str(v) for k, v in units.items()}
         if mapping is not None:
             if not isinstance(mapping, dict):
                 raise TypeError("preset mapping must be a dict")
@@ -154,10 +159,11 @@ class PresetStore:
         return True
 
 
-def apply(preset: dict, bank, mapping=None) -> list[str]:
+def apply(preset: dict, bank, mapping=None, units: dict[str, str] | None = None) -> list[str]:
     """Set the bank's controls from ``preset['values']``; return the names it skipped.
 
-    Only controls the bank's model has are set (clamped to its ranges by the bank), so a
+    Only controls the bank's model has (in the same unit, when the preset and ``units``
+    say them) are set (clamped to its ranges by the bank), so a
     preset saved on another model recalls what it can. Non-numeric or non-finite values
     are skipped too. With a :class:`~pi_synth.control.mapping.Mapping`, the preset's
     ``mapping`` (if any) is applied to it as well: routes to controls the model lacks
@@ -165,10 +171,14 @@ def apply(preset: dict, bank, mapping=None) -> list[str]:
     """
     skipped = set()
     known = set(bank.names)
+    saved_units = preset.get("units") if isinstance(preset.get("units"), dict) else {}
     for name, value in preset.get("values", {}).items():
         if (name not in known or isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value)):
             skipped.add(name)
+            continue
+        if units is not None and name in saved_units and saved_units[name] != units.get(name):
+            skipped.add(name)  # same name, other meaning (organ's brightness 0..1, the flute's dB/octave)
             continue
         bank.set(name, value)
     if mapping is not None and preset.get("mapping"):
