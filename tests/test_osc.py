@@ -178,7 +178,8 @@ def test_status_fn_and_reply_port(router, client):
     listener.close()
     from pythonosc.osc_message import OscMessage
 
-    assert json.loads(OscMessage(data).params[0]) == {"model": "organ", "xruns": 0}
+    assert json.loads(OscMessage(data).params[0]) == {"model": "organ", "xruns": 0,
+                                                       "osc": {"garbage": 0, "unknown": 0}}
 
 
 def test_garbage_never_crashes_the_server(osc, client, router):
@@ -213,6 +214,9 @@ def test_garbage_never_crashes_the_server(osc, client, router):
     sync(client, osc)
     assert osc.garbage >= len(wrong)
     assert osc.unknown == 3
+    osc.status_fn, osc._full_status = (lambda: {"model": "x"}), True  # the instrument's status
+    reply = sync(client, osc)  # carries these counters, as docs/osc.md says
+    assert f'"osc": {{"garbage": {osc.garbage}, "unknown": 3}}'.encode() in reply, reply[-200:]
     assert osc.errors == 0
     assert osc._thread.is_alive()
     assert all(math.isfinite(v) for v in router.bank.values().values())

@@ -203,6 +203,7 @@ class OscSource(Source):
         self.host = host
         self.port = port
         self.status_fn = status_fn or (lambda: self.router.bank.values())
+        self._full_status = status_fn is not None  # the instrument's: this surface's counters go in
         self.requests = dict(requests or {})
         self.answered = 0  # requests replied to (refusals included)
         self.refused = 0  # requests replied to with an error
@@ -363,8 +364,11 @@ class OscSource(Source):
             port = addr[1]
             if params:
                 port = _integer(params[0], 1, 65535, "reply port")
+            status = self.status_fn()
+            if self._full_status and isinstance(status, dict):  # what was wrong with what it was sent
+                status = dict(status, osc={"garbage": self.garbage, "unknown": self.unknown})
             self._reply(sock, (addr[0], port) + tuple(addr[2:]), "/pi-synth/status",
-                        json.dumps(self.status_fn(), sort_keys=True, default=str))
+                        json.dumps(status, sort_keys=True, default=str))
         elif address[len(PREFIX):] in self.requests:
             name = address[len(PREFIX):]
             req = self.requests[name]
