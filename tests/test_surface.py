@@ -110,8 +110,12 @@ def test_reload_rereads_the_config_and_says_why_not(osc, inst, tmp_path):
     conf = tmp_path / "pi-synth.toml"
     conf.write_text("[midi]\nchannel = 3\n")
     inst.config_path = str(conf)
-    assert ask(osc.port, "reload", timeout=30)["ok"]
+    r = ask(osc.port, "reload", timeout=30)
+    assert r["ok"] and r["restart"] == []
     assert inst.router.channel == 2
+    conf.write_text("[midi]\nchannel = 3\n[osc]\nport = 9232\n[audio]\nperiod = 512\n")
+    r = ask(osc.port, "reload", timeout=30)  # read at start only: said, not silently "ok"
+    assert r["ok"] and r["restart"] == ["audio.period", "osc.port"], r
     conf.write_text("[midi]\nchannel = 99\n")
     r = ask(osc.port, "reload", timeout=30)
     assert r["ok"] is False and r["error"].startswith(f"{conf}:2: key 'midi.channel' must be in")

@@ -52,6 +52,7 @@ class Instrument:
         self.offline = offline  # a render: see patch.voice_budget
         self.audio_in = audio_in  # for swaps too: True, "auto" (if the model can) or False
         self.audio_input = None  # the AudioInput, once connect_input made one
+        self.needs_restart: list[str] = []  # settings the last reload changed but cannot apply
         path = configured_model(cfg, model)
         patch = build_patch(cfg, path, fade_in=fade_in, offline=offline, audio_in=audio_in)
         self.model_path = patch.path
@@ -324,6 +325,7 @@ class Instrument:
             log.warning("config not reloaded, keeping the old one: %s", e)
             self.last_error = str(e)
             return False
+        self.needs_restart = restart_keys(self.cfg, cfg)
         self.cfg = cfg
         self.mapping = mapping
         self.router.mapping = mapping
@@ -334,6 +336,9 @@ class Instrument:
             if not self.swap(wanted):
                 return False  # the new settings hold; the old model plays on (last_error says why)
         log.info("config reloaded from %s", cfg.path or "built-in defaults")
+        if self.needs_restart:
+            log.warning("these settings take effect at the next start, not by a reload: %s (sudo systemctl "
+                        "restart pi-synth)", ", ".join(self.needs_restart))
         return True
 
     def status(self) -> dict:
@@ -376,6 +381,26 @@ def precision_of(path: Path) -> str:
 def tail_seconds(cfg) -> float:
     """What plays after the last event: the voice's release and the fade (at least 1 s)."""
     return max(1.0, (cfg.midi.release_ms + cfg.output.fade_ms) / 1000.0 + 0.25)
+
+
+# what a reload applies to the running instrument; every other setting is read at start
+RELOADED = {"midi.channel", "output.gain_db", "output.limit_dbfs", "model.path"}
+
+
+def restart_keys(old, new) -> list[str]:
+    """The settings ``new`` changes from ``old`` that a reload cannot apply (the audio device,
+    the OSC port, the knobs' wiring…): said, so a page that saved them is not believed."""
+    out = []
+    for table, values in new.values.items():
+        before = old.values.get(table)
+        if before == values or table == "map":
+            continue
+        if isinstance(values, list):
+            out.append(f"[[{table}]]")
+            continue
+        out += [f"{table}.{k}" for k, v in values.items()
+                if (before or {}).get(k) != v and f"{table}.{k}" not in RELOADED]
+    return out
 
 
 def configured_model(cfg, model: str | None) -> Path:

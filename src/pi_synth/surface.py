@@ -190,7 +190,7 @@ class Surface:
         if not self.inst.reload(self.inst.config_path):
             return {"ok": False, "error": self.inst.last_error or "config not reloaded (see the log)"}
         return {"ok": True, "config": self.inst.cfg.path or "built-in defaults",
-                "model": self.inst.card.name}
+                "model": self.inst.controls.card.name, "restart": list(self.inst.needs_restart)}
 
 
 def requests(inst) -> dict[str, Request]:
