@@ -93,7 +93,9 @@ def test_mapping_set_delete_and_learn(osc, inst):
     again = Instrument(inst.cfg, model="organ", fade_in=False)
     assert again.mapping.routes["cc74"].control == "brightness"
     for bad in (("cc74", json.dumps({"control": "cutoff"})), ("cc74", "{not json"),
-                ("cc74", json.dumps({"action": "format_disk"})), ("", json.dumps({"control": "pitch"}))):
+                ("cc74", json.dumps({"action": "format_disk"})), ("", json.dumps({"control": "pitch"})),
+                ("cc74", json.dumps({"action": "program", "arg": 300})),
+                ("cc74", json.dumps({"control": "brightness", "action": "panic"}))):
         r = ask(osc.port, "mapping/set", *bad)
         assert r["ok"] is False and r["error"], bad
     assert ask(osc.port, "mapping/delete", "cc74")["ok"]

@@ -188,6 +188,12 @@ def route_from_json(d, where: str = "route") -> Route:
             raise ConfigError(f"{where}: key '{key}' must be in range 0..1, got {kw[key]!r}")
     if not kw.get("control") and not kw.get("action"):
         raise ConfigError(f"{where}: a route needs a 'control' (or an 'action')")
+    if kw.get("control") and kw.get("action"):
+        raise ConfigError(f"{where}: a route drives a 'control' or an 'action', not both")
+    if kw.get("action") and kw["action"] not in ACTIONS:
+        raise ConfigError(f"{where}: unknown action {kw['action']!r}; choose one of: {', '.join(ACTIONS)}")
+    if not 0 <= kw.get("arg", 0) <= 127:
+        raise ConfigError(f"{where}: key 'arg' (a program or preset slot) must be in range 0..127, got {kw['arg']!r}")
     return Route(**kw)
 
 
