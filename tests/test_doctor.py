@@ -65,6 +65,11 @@ def test_failures_exit_2_with_the_fix(cli, tmp_path):
     assert lines[pcm].split()[0] == "FAIL" and "no_such_pcm" in lines[pcm]
     assert "fix:" in lines[pcm + 1] and "aplay -L" in lines[pcm + 1]
     assert "fail" in lines[-1] and "fix the failures above" in lines[-1]
+    # a page `pi-synth web` would refuse to start (the network, no password): doctor says so too
+    bad.write_text('[web]\nenabled = true\nhost = "0.0.0.0"\n')
+    p = _doctor(cli, env={"PI_SYNTH_CONFIG": str(bad)})
+    config = next(l for l in p.stdout.splitlines() if l.split()[1:2] == ["config"])
+    assert config.split()[0] == "FAIL" and "opens the page to the network" in config and p.returncode == 2
 
 
 def _provisioned_root(tmp_path: Path) -> Path:

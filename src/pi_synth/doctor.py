@@ -115,6 +115,14 @@ def check_config(m: Machine) -> Check:
         return Check("config", "fail", str(e), "fix the line named above (the template: "
                      "src/pi_synth/data/pi-synth.toml)")
     m.cfg = cfg
+    if cfg.web.enabled:  # the rules `pi-synth web` starts by: the page must not fail where doctor passed
+        from pi_synth.web.auth import check_binding
+
+        try:
+            check_binding(cfg)
+        except ConfigError as e:
+            return Check("config", "fail", f"{cfg.path or 'the config'}: {e}", "set the page's password, or "
+                         "keep it on this Pi (host = \"127.0.0.1\")", {"path": cfg.path})
     if cfg.warnings:
         return Check("config", "warn", f"{cfg.path}: {len(cfg.warnings)} warning(s): {cfg.warnings[0]}",
                      "remove or correct the unknown keys", {"path": cfg.path, "warnings": cfg.warnings})

@@ -150,3 +150,35 @@ class LoginLimiter:
 
     def succeeded(self, address: str) -> None:
         self._fails.pop(address, None)
+
+
+# -- where the page may listen (no aiohttp here: `pi-synth doctor` checks it too) -------------
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_local(host: str) -> bool:
+    """A loopback host: its name, or an IP literal in 127.0.0.0/8 or ::1 — never a prefix
+    match, which ``127.attacker.example`` (a DNS-rebinding page) would pass."""
+    import ipaddress
+
+    if host in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(cfg) -> None:
+    """The rules for starting at all: enabled, and LAN access only with a password."""
+    w = cfg.web
+    where = cfg.path or "the config"
+    if not w.enabled:
+        raise ConfigError(f"the web page is off: set [web] enabled = true in {where}")
+    if not is_local(w.host) and not w.password_hash:
+        raise ConfigError(f"[web] host = {w.host!r} opens the page to the network, which needs a password: "
+                          f"run  sudo pi-synth web-password{' --config ' + cfg.path if cfg.path else ''}  first "
+                          "(or use host = \"127.0.0.1\")")
+    if w.password_hash:
+        parse_hash(w.password_hash)

@@ -35,13 +35,13 @@ from pi_synth import config as config_mod
 from pi_synth.errors import ConfigError, PiSynthError
 from pi_synth.model.library import find_model, list_models, uploads_dir
 from pi_synth.web import auth
+from pi_synth.web.auth import check_binding, is_local  # noqa: F401 - served here too
 from pi_synth.web.oscclient import InstrumentUnreachable, OscClient, message
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "pisynth_session"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 STATUS_PERIOD_S = 0.25  # the status stream's pace
 MAX_JSON = 256 * 1024  # the largest JSON body (a config file)
 SLOW_S = 180.0  # a model load or reload on a slow Pi
@@ -50,19 +50,6 @@ PUBLIC = ("/login", "/api/login", "/static/")
 
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-
-
-def is_local(host: str) -> bool:
-    """A loopback host: its name, or an IP literal in 127.0.0.0/8 or ::1 — never a prefix
-    match, which ``127.attacker.example`` (a DNS-rebinding page) would pass."""
-    import ipaddress
-
-    if host in LOCAL_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _hostname(host_header: str) -> str:
@@ -603,20 +590,6 @@ def make_app(cfg, config_path: str | None = None) -> web.Application:
     r.add_post(r"/api/{what:.+}", act)
     r.add_static("/static/", STATIC, follow_symlinks=False)
     return app
-
-
-def check_binding(cfg) -> None:
-    """The rules for starting at all: enabled, and LAN access only with a password."""
-    w = cfg.web
-    where = cfg.path or "the config"
-    if not w.enabled:
-        raise ConfigError(f"the web page is off: set [web] enabled = true in {where}")
-    if not is_local(w.host) and not w.password_hash:
-        raise ConfigError(f"[web] host = {w.host!r} opens the page to the network, which needs a password: "
-                          f"run  sudo pi-synth web-password{' --config ' + cfg.path if cfg.path else ''}  first "
-                          "(or use host = \"127.0.0.1\")")
-    if w.password_hash:
-        auth.parse_hash(w.password_hash)
 
 
 def serve(cfg, config_path: str | None = None) -> int:
