@@ -183,3 +183,19 @@ def test_every_request_is_documented(inst):
     doc = (Path(__file__).resolve().parent.parent / "docs" / "osc.md").read_text()
     for address in requests(inst):
         assert f"`/pi-synth/{address}`" in doc, address
+
+
+def test_program_numbers_keep_the_shipped_voices_and_do_not_wrap(organ, tmp_path, monkeypatch, caplog):
+    """An upload used to take a program number before the shipped voices (its name sorted
+    first) and move theirs; a number past the last wrapped round to another model."""
+    added = tmp_path / "added"
+    added.mkdir()
+    (added / "aaa.onnx").write_bytes(organ("aaa").read_bytes())
+    monkeypatch.setenv("PI_SYNTH_MODELS", str(added))
+    inst = Instrument(config_mod.load(), model="organ", fade_in=False)
+    names = inst.model_names()
+    assert names[-1] == "aaa" and names[:-1] == sorted(names[:-1]) and "flute" in names
+    with caplog.at_level("WARNING", logger="pi_synth"):
+        inst.action("program", 100)
+    assert f"program 100: there are {len(names)} models" in caplog.text
+    assert inst.player.swaps == 0 and str(inst.model_path).endswith("organ.onnx")

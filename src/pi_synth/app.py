@@ -192,12 +192,19 @@ class Instrument:
         release_heap()
 
     def model_names(self) -> list[str]:
-        names = []
+        """The installed models in program order: the shipped ones first, then the ones
+        added (boot partition, uploads), each group by name — so an upload takes the next
+        program number and never moves a shipped voice's."""
+        from pi_synth.model.library import shipped_dir
+
+        shipped = shipped_dir()
+        names, added = [], []
         for p in list_models():
             base = p.name.split(".")[0]
-            if base not in names:
-                names.append(base)
-        return names
+            group = names if shipped is not None and p.parent == shipped or p.parent.name == "data" else added
+            if base not in names and base not in added:
+                group.append(base)
+        return names + added
 
     def _step_model(self, step: int) -> None:
         names = self.model_names()
@@ -228,7 +235,10 @@ class Instrument:
                 return
             if name == "program":
                 names = self.model_names()
-                target = names[int(arg) % len(names)] if names else None
+                target = names[int(arg)] if int(arg) < len(names) else None
+                if target is None:
+                    log.warning("program %d: there are %d models (programs 0..%d: %s); ignored", int(arg),
+                                len(names), len(names) - 1, ", ".join(names))
                 if target:
                     threading.Thread(target=self.swap, args=(target,), daemon=True).start()
             else:
