@@ -207,3 +207,21 @@ def test_kill_minus_9_mid_write_leaves_old_or_new_never_torn(tmp_path):
     assert seen["A"] > 0 and seen["B"] > 0, seen
     clean_temps(target)
     assert os.listdir(target.parent) == [target.name]
+
+
+def test_uploads_follow_the_state_folder_off_the_pi(tmp_path, monkeypatch):
+    """On a laptop an upload went to /var/lib/pi-synth/models: a 500 for a user, and as root
+    it created /var/lib/pi-synth, which then took the presets and MIDI-learn away."""
+    from pi_synth.model.library import UPLOAD_MODELS, uploads_dir
+
+    monkeypatch.setenv("PI_SYNTH_UPLOADS", str(tmp_path / "u"))
+    assert uploads_dir() == tmp_path / "u"
+    monkeypatch.delenv("PI_SYNTH_UPLOADS")
+    monkeypatch.setenv("PI_SYNTH_STATE_DIR", str(tmp_path / "st"))
+    assert uploads_dir() == tmp_path / "st" / "models"
+    monkeypatch.delenv("PI_SYNTH_STATE_DIR")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    import os
+
+    want = UPLOAD_MODELS if os.path.isdir("/var/lib/pi-synth") else str(tmp_path / "xdg" / "pi-synth" / "models")
+    assert str(uploads_dir()) == want

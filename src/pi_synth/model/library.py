@@ -37,9 +37,19 @@ def shipped_dir() -> Path | None:
 
 
 def uploads_dir() -> Path:
-    """The folder uploaded models are installed in: ``$PI_SYNTH_UPLOADS`` or
-    ``/var/lib/pi-synth/models``."""
-    return Path(os.environ.get("PI_SYNTH_UPLOADS") or UPLOAD_MODELS)
+    """The folder uploaded models are installed in, the same for the instrument and the web
+    page's process (whose systemd state folder is another): ``$PI_SYNTH_UPLOADS``; else
+    ``$PI_SYNTH_STATE_DIR/models``; else ``/var/lib/pi-synth/models`` on a provisioned Pi
+    (``/var/lib/pi-synth`` exists); else the user's ``~/.local/state/pi-synth/models`` (a
+    laptop: an upload there used to need root and then moved the state to /var/lib)."""
+    if os.environ.get("PI_SYNTH_UPLOADS"):
+        return Path(os.environ["PI_SYNTH_UPLOADS"])
+    if os.environ.get("PI_SYNTH_STATE_DIR", "").strip():
+        return Path(os.environ["PI_SYNTH_STATE_DIR"].split(":")[0].strip()).expanduser() / "models"
+    if Path(UPLOAD_MODELS).parent.is_dir():
+        return Path(UPLOAD_MODELS)
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(xdg) / "pi-synth" / "models"
 
 
 def model_dirs() -> list[Path]:
