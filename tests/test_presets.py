@@ -51,7 +51,7 @@ def test_bad_slot(tmp_path, slot):
     store = PresetStore(tmp_path)
     for call in (lambda: store.save(slot, model="m", values={}), lambda: store.load(slot),
                  lambda: store.delete(slot)):
-        with pytest.raises(ValueError, match=r"^preset slot must be in range 0\.\.127$"):
+        with pytest.raises(ValueError, match=r"^preset slot must be a whole number 0\.\.127, got "):
             call()
 
 

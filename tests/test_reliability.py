@@ -176,8 +176,8 @@ def test_program_change_swaps_model(organ, tmp_path, monkeypatch):
     monkeypatch.setenv("PI_SYNTH_MODELS", str(d))
     inst = _instrument(config_mod.load(), d / "aaa.onnx", sets=[("loudness", -10)])
     names = inst.model_names()
-    assert names[:2] == ["aaa", "bbb"]
-    inst.router.midi_bytes(bytes([0xC0, 1]))  # program change 1 → the second model
+    assert names[-2:] == ["aaa", "bbb"]  # added models after the shipped ones
+    inst.router.midi_bytes(bytes([0xC0, names.index("bbb")]))  # program change N → the N-th model
     deadline = time.monotonic() + 10
     while not inst.player.swapping and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -177,8 +177,8 @@ class Instrument:
     def _refuse(self, why: str, restart: bool = False) -> bool:
         """A swap that cannot happen: counted, said in one line; the old model plays on."""
         self.failed_loads += 1
-        self.last_error = why
-        log.warning("model not changed: %s%s", why, "; restart with --model to switch" if restart else "")
+        self.last_error = why + ("; restart with --model to switch" if restart else "")
+        log.warning("model not changed: %s", self.last_error)
         return False
 
     def collect_retired(self) -> None:

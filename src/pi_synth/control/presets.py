@@ -37,7 +37,7 @@ __all__ = ["PresetStore", "apply", "check_slot", "check_name"]
 
 def check_slot(slot: Any) -> int:
     if isinstance(slot, bool) or not isinstance(slot, int) or slot not in SLOTS:
-        raise ValueError("preset slot must be in range 0..127")
+        raise ValueError(f"preset slot must be a whole number 0..127, got {slot!r}")
     return slot
 
 
