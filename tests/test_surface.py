@@ -195,7 +195,7 @@ def test_program_numbers_keep_the_shipped_voices_and_do_not_wrap(organ, tmp_path
     inst = Instrument(config_mod.load(), model="organ", fade_in=False)
     names = inst.model_names()
     assert names[-1] == "aaa" and names[:-1] == sorted(names[:-1]) and "flute" in names
-    with caplog.at_level("WARNING", logger="pi_synth"):
+    with caplog.at_level("INFO", logger="pi_synth"):
         inst.action("program", 100)
     assert f"program 100: there are {len(names)} models" in caplog.text
     assert inst.player.swaps == 0 and str(inst.model_path).endswith("organ.onnx")

@@ -237,7 +237,7 @@ class Instrument:
                 names = self.model_names()
                 target = names[int(arg)] if int(arg) < len(names) else None
                 if target is None:
-                    log.warning("program %d: there are %d models (programs 0..%d: %s); ignored", int(arg),
+                    log.info("program %d: there are %d models (programs 0..%d: %s); ignored", int(arg),
                                 len(names), len(names) - 1, ", ".join(names))
                 if target:
                     threading.Thread(target=self.swap, args=(target,), daemon=True).start()
