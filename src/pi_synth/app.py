@@ -28,7 +28,7 @@ from pi_synth.audio.player import Player
 from pi_synth.control.events import StopAt, Timeline, check_events, demo_midi
 from pi_synth.control.router import Router
 from pi_synth.errors import ConfigError, DeviceError, ModelError, PiSynthError
-from pi_synth.model.library import find_model, list_models
+from pi_synth.model.library import find_model, list_models, precision_of
 from pi_synth.patch import build_patch, make_mapping
 from pi_synth.service.realtime import release_heap
 
@@ -377,12 +377,6 @@ def listen_channel(cfg) -> int | None:
     if cfg.voice.mode == "mpe" or cfg.midi.channel == 0:
         return None
     return cfg.midi.channel - 1
-
-
-def precision_of(path: Path) -> str:
-    """"int8" or "fp32" for a file of a voice shipped in both, else ""."""
-    parts = path.name.split(".")
-    return parts[-2] if len(parts) >= 3 and parts[-2] in ("int8", "fp32") else ""
 
 
 # -- the two ways to play: live and offline ---------------------------------------------------

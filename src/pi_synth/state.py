@@ -65,9 +65,8 @@ def state_dir() -> Path:
     """
     for var in ("PI_SYNTH_STATE_DIR", "STATE_DIRECTORY"):
         value = os.environ.get(var, "")
-        first = value.split(":")[0].strip()
-        if first:
-            p = Path(first).expanduser()
+        p = configured_state_dir(var)
+        if p is not None:
             try:
                 p.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -77,10 +76,21 @@ def state_dir() -> Path:
     system = Path(SYSTEM_STATE_DIR)
     if _usable(system):
         return system
-    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    p = Path(xdg) / "pi-synth"
+    p = user_state_dir()
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def configured_state_dir(var: str) -> Path | None:
+    """The state folder ``$var`` names (its first entry), None if unset; not created."""
+    first = os.environ.get(var, "").split(":")[0].strip()
+    return Path(first).expanduser() if first else None
+
+
+def user_state_dir() -> Path:
+    """The user's own state folder, ``$XDG_STATE_HOME/pi-synth`` (``~/.local/state``); not created."""
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(xdg) / "pi-synth"
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -44,12 +44,14 @@ def uploads_dir() -> Path:
     laptop: an upload there used to need root and then moved the state to /var/lib)."""
     if os.environ.get("PI_SYNTH_UPLOADS"):
         return Path(os.environ["PI_SYNTH_UPLOADS"])
-    if os.environ.get("PI_SYNTH_STATE_DIR", "").strip():
-        return Path(os.environ["PI_SYNTH_STATE_DIR"].split(":")[0].strip()).expanduser() / "models"
+    from pi_synth.state import configured_state_dir, user_state_dir
+
+    explicit = configured_state_dir("PI_SYNTH_STATE_DIR")
+    if explicit is not None:
+        return explicit / "models"
     if Path(UPLOAD_MODELS).parent.is_dir():
         return Path(UPLOAD_MODELS)
-    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(xdg) / "pi-synth" / "models"
+    return user_state_dir() / "models"
 
 
 def model_dirs() -> list[Path]:
@@ -162,11 +164,22 @@ def _both(d: Path, name: str) -> tuple[Path, Path] | None:
     return (i8, f32) if i8.is_file() and f32 is not None else None
 
 
+def _is_path(name: str | None) -> bool:
+    """``name`` names a file (``x.onnx``, ``dir/x``, an existing file), not a model name."""
+    return bool(name) and (Path(name).suffix == ".onnx" or os.sep in name or Path(name).is_file())
+
+
+def precision_of(path: Path) -> str:
+    """"int8" or "fp32" for a file of a voice shipped in both (by its name), else ""."""
+    parts = Path(path).name.split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-2] in ("int8", "fp32") else ""
+
+
 def which_file(name: str | None, path: Path, precision: str) -> str:
     """Why ``path`` is the file that plays for ``name``, in the same words everywhere
     (``info``, ``bench``, ``doctor``, ``run``): "" for a path or a voice shipped in one
     precision; else which ``[model] precision`` picked it, and the other file."""
-    if name and (Path(name).suffix == ".onnx" or os.sep in name or Path(name).is_file()):
+    if _is_path(name):
         return ""
     pair = find_pair(Path(path).name.split(".")[0])
     if pair is None or Path(path) not in pair:
@@ -183,12 +196,11 @@ def precision_note(name: str | None, path: Path, precision: str) -> str:
         return ""
     from pi_synth.model.onnxfile import read_metadata
 
-    parts = Path(path).name.split(".")
-    mine = parts[-2] if len(parts) >= 3 and parts[-2] in ("int8", "fp32") else (
+    mine = precision_of(Path(path)) or (
         "int8" if '"precision": "int8"' in read_metadata(path).get("pi_synth", "") else "fp32")
     if mine == precision:
         return ""
-    if name and (Path(name).suffix == ".onnx" or os.sep in name or Path(name).is_file()):
+    if _is_path(name):
         return (f"--precision {precision} picks between a model name's two files; the path {name} plays "
                 f"that file ({mine})")
     return f"--precision {precision}: {Path(path).name} is the only file of {name or 'the default model'} ({mine})"
