@@ -176,6 +176,9 @@ def test_a_session_reads_and_writes_with_its_token(rig, session):
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"] and headers["Cache-Control"] == "no-store"
     assert post(rig, session, "/api/control", {"name": "brightness", "value": 0.125})[0] == 200
     rig.wait_for(lambda: rig.status()["controls"]["brightness"] == pytest.approx(0.125), what="brightness")
+    # a control the playing model lacks is said, not answered ok and dropped
+    status, reply, _ = post(rig, session, "/api/control", {"name": "cutoff", "value": 0.5})
+    assert status == 400 and "organ has no control 'cutoff'" in reply["error"] and "brightness" in reply["error"]
     card = http("GET", rig.url + "/api/card", cookie=cookie)[1]
     assert [c["name"] for c in card["controls"]] == ["brightness", "attack", "release", "glide", "octave", "pitch",
                                                   "loudness"]  # the voice's controls too, after the timbre

@@ -69,6 +69,20 @@ class Surface:
 
     # -- the playing card ----------------------------------------------------------------
 
+    def set_control(self, name, value) -> dict:
+        """``/pi-synth/control/<name>`` with a reply: what the web page's knobs send, so a
+        control the playing model lacks is said to the sender instead of only counted."""
+        name = _text(name, "control name")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"value must be a finite number, got {value!r}")
+        router = self.inst.router
+        try:
+            router.set(name, float(value))
+        except KeyError:
+            raise ValueError(f"{self.inst.controls.card.name} has no control {name!r}; its controls are: "
+                             + ", ".join(router.bank.names)) from None
+        return {"ok": True, "control": name}
+
     def card(self) -> dict:
         card, values = self.inst.controls.card, self.inst.controls.values()
         controls = [{"name": c.name, "min": c.min, "max": c.max, "default": c.default, "unit": c.unit,
@@ -200,6 +214,7 @@ def requests(inst) -> dict[str, Request]:
         "models": Request(s.models),
         "model/select": Request(s.select_model, "<name>", slow=True),
         "card": Request(s.card),
+        "set": Request(s.set_control, "<control> <number>"),
         "presets": Request(s.presets),
         "preset/save": Request(s.preset_save, "<slot 0..127> [name]"),
         "preset/load": Request(s.preset_load, "<slot 0..127>"),

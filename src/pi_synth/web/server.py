@@ -36,7 +36,7 @@ from pi_synth.errors import ConfigError, PiSynthError
 from pi_synth.model.library import find_model, list_models, uploads_dir
 from pi_synth.web import auth
 from pi_synth.web.auth import check_binding, is_local  # noqa: F401 - served here too
-from pi_synth.web.oscclient import InstrumentUnreachable, OscClient, message
+from pi_synth.web.oscclient import InstrumentUnreachable, OscClient
 
 log = logging.getLogger(__name__)
 
@@ -100,24 +100,11 @@ class WebApp:
         self.upload_max = int(w.upload_max_mb * 1024 * 1024)
         self.check_seconds = w.check_seconds
         self.upload_lock = asyncio.Lock()
-        self._send_sock = None
 
     # -- talking to the instrument -------------------------------------------------------
 
     async def ask(self, request: str, *args, timeout: float | None = None):
         return await self.osc.ask(request, *args, timeout=timeout)
-
-    def send(self, address: str, *args) -> None:
-        """Fire and forget (a slider move): one datagram, no reply."""
-        import socket
-
-        if self._send_sock is None:
-            self._send_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self._send_sock.setblocking(False)
-        try:
-            self._send_sock.sendto(message(address, *args), ("127.0.0.1", self.cfg.osc.port))
-        except OSError as e:
-            raise InstrumentUnreachable(f"cannot reach the instrument ({e})") from None
 
 
 # -- middleware ------------------------------------------------------------------------
@@ -338,8 +325,7 @@ async def set_control(request):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or abs(value) > OSC_FLOAT_MAX:
         raise _bad("value must be a finite number (within ±3.4e38, what OSC carries)")
-    request.app["web"].send(f"/pi-synth/control/{name}", float(value))
-    return web.json_response({"ok": True})
+    return _reply(await request.app["web"].ask("set", name, float(value)))
 
 
 OSC_FLOAT_MAX = 3.4028234663852886e38  # OSC's 'f' is a 32-bit float
