@@ -41,10 +41,14 @@ def test_models_list_and_select_crossfades(osc, inst):
     assert r["ok"] and {"organ", "bright"} <= set(names) and r["playing"] == "organ"
     r = ask(osc.port, "model/select", "bright", timeout=30)
     assert r == {"ok": True, "model": "bright", "path": r["path"]}
+    st = ask(osc.port, "status")  # mid-crossfade: the model chosen, its path and controls agree
+    assert st["crossfading"] is True and st["model"] == "bright" and st["model_path"] == r["path"]
+    assert set(st["controls"]) == set(inst.controls.card.control_names)
     while inst.player.swapping:  # the audio thread's part: pull blocks through the crossfade
         inst.player.next_block()
     assert inst.card.name == "bright" and inst.player.swaps == 1
-    assert json.loads(json.dumps(ask(osc.port, "status")))["model"] == "bright"
+    st = json.loads(json.dumps(ask(osc.port, "status")))
+    assert st["model"] == "bright" and st["crossfading"] is False
 
 
 def test_select_refuses_paths_and_unknown_names(osc, inst, tmp_path):
@@ -52,6 +56,14 @@ def test_select_refuses_paths_and_unknown_names(osc, inst, tmp_path):
         r = ask(osc.port, "model/select", name, timeout=10)
         assert r["ok"] is False and "no model named" in r["error"], r
     assert inst.card.name == "organ" and osc.refused == 3
+
+
+def test_set_replies_and_names_the_controls_of_the_playing_model(osc, inst):
+    assert ask(osc.port, "set", "brightness", 0.5) == {"ok": True, "control": "brightness"}
+    assert inst.controls.values()["brightness"] == pytest.approx(0.5)
+    r = ask(osc.port, "set", "cutoff", 0.5)
+    assert r["ok"] is False and "organ has no control 'cutoff'" in r["error"] and "brightness" in r["error"]
+    assert ask(osc.port, "set", "brightness", "loud")["ok"] is False
 
 
 def test_card_has_ranges_and_values_that_follow_the_knobs(osc, inst):

@@ -356,7 +356,10 @@ class Instrument:
         web page shows (control values included, so its sliders follow the knobs)."""
         st = self.engine.status() if self.engine is not None else {}
         path = Path(self.model_path)
-        st.update(model=self.card.name, swaps=self.player.swaps, failed_loads=self.failed_loads,
+        # the model chosen (whose controls the knobs now move), not the one fading out, so
+        # model, model_path and controls agree from the moment a swap is accepted
+        st.update(model=self.controls.card.name, crossfading=self.player.swapping,
+                  swaps=self.player.swaps, failed_loads=self.failed_loads,
                   model_path=str(path), precision=precision_of(path), last_error=self.last_error,
                   controls=self.controls.values(),
                   learn={"armed": self.learn.armed, "target": self.learn.target})
