@@ -237,6 +237,69 @@ def test_midi_files_as_they_come(tmp_path):
     mid.save(tmp_path / "meta.mid")
     with pytest.raises(EventsError, match="no notes or controller messages"):
         load_midi_file(tmp_path / "meta.mid")
-    (tmp_path / "cut.mid").write_bytes(smf[:30])
-    with pytest.raises(EventsError, match=r"not a readable Standard MIDI File \(\w+"):
-        load_midi_file(tmp_path / "cut.mid")
+    (tmp_path / "cut.mid").write_bytes(smf[:30])  # cut inside the first track: its first note plays
+    assert _ons(load_midi_file(tmp_path / "cut.mid")) == [(0.0, 60)]
+
+
+def _smf(*chunks, fmt=0, division=480):
+    head = b"MThd" + (6).to_bytes(4, "big") + fmt.to_bytes(2, "big") + len(chunks).to_bytes(2, "big") \
+        + division.to_bytes(2, "big")
+    return head + b"".join(chunks)
+
+
+def _chunk(body, kind=b"MTrk", length=None):
+    return kind + (len(body) if length is None else length).to_bytes(4, "big") + body
+
+
+EOT = b"\x00\xff\x2f\x00"
+NOTE = b"\x00\x90\x3c\x64" + b"\x83\x60\x80\x3c\x00"  # C4 for 480 ticks (0.5 s at 120 bpm)
+
+
+@pytest.mark.parametrize("name, raw, repaired", [
+    ("a key signature of 9 sharps (mido refuses it)", _smf(_chunk(b"\x00\xff\x59\x02\x09\x00" + NOTE + EOT)), ""),
+    ("an XF chunk before the track", _smf(_chunk(b"XF", b"XFIH"), _chunk(NOTE + EOT)), "skipped chunk(s) XFIH"),
+    ("a velocity byte over 127", _smf(_chunk(b"\x00\x90\x3c\xe4\x83\x60\x80\x3c\x00" + EOT)), "clipped to 127"),
+    ("a tempo event 2 bytes long", _smf(_chunk(b"\x00\xff\x51\x02\x07\xa1" + NOTE + EOT)), "damaged tempo"),
+    ("a track length too short", _smf(_chunk(NOTE + EOT, length=5)), "length is wrong"),
+    ("a track length too long", _smf(_chunk(NOTE + EOT, length=200)), ""),  # all read: nothing to say
+    ("a file cut in its last event", _smf(_chunk(NOTE + EOT))[:-6], "ends early"),
+])
+def test_damaged_midi_files_play_what_they_hold(tmp_path, caplog, name, raw, repaired):
+    """Files from the wild that mido refuses whole: the note plays, and one log line says
+    what was repaired."""
+    from pi_synth.control.events import load_midi_file
+
+    (tmp_path / "f.mid").write_bytes(raw)
+    with caplog.at_level("WARNING"):
+        ev = load_midi_file(tmp_path / "f.mid")
+    assert _ons(ev) == [(0.0, 60)], name
+    lines = [r.getMessage() for r in caplog.records]
+    assert (repaired in lines[0] and len(lines) == 1) if repaired else not lines, (name, lines)
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"", "is empty"),
+    (_smf(_chunk(NOTE + EOT), division=0), "0 ticks a beat"),
+    (_smf(_chunk(NOTE + EOT))[:10], "ends inside its header"),
+    (_smf(), "holds no track"),
+    (b"RIFF\x00\x00\x00\x00WAVEfmt ", "not a Standard MIDI File"),
+])
+def test_midi_files_with_nothing_to_play_are_one_line(tmp_path, raw, words):
+    from pi_synth.control.events import load_midi_file
+
+    (tmp_path / "f.mid").write_bytes(raw)
+    with pytest.raises(EventsError, match=words):
+        load_midi_file(tmp_path / "f.mid")
+
+
+def test_midi_file_and_events_keep_their_own_running_status(organ, cli, tmp_path):
+    """--midi and --events together: the events' running-status note is a note-on of its
+    own stream, not a note-off carried over from the file's last message."""
+    (tmp_path / "f.mid").write_bytes(_smf(_chunk(NOTE + EOT)))  # ends on a note-off (0x80)
+    ev = [{"t": 0.2, "midi": [0x90, 67, 90]}, {"t": 0.3, "midi": [67, 0]}, {"t": 0.9, "midi": [64, 90]}]
+    (tmp_path / "e.json").write_text(json.dumps(ev))
+    r = cli("render", str(organ()), "-o", str(tmp_path / "o.wav"), "--midi", str(tmp_path / "f.mid"),
+            "--events", str(tmp_path / "e.json"), "--seconds", "1.2")
+    assert r.returncode == 0, r.stderr
+    x, sr = read_wav(tmp_path / "o.wav")
+    assert np.sqrt(np.mean(x[int(1.0 * sr):int(1.15 * sr)] ** 2)) > 0.01  # E4 at 0.9 s (running status 0x90)

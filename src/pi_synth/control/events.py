@@ -19,8 +19,8 @@ frame a block takes any event at a boundary (its block cannot be split).
 
 from __future__ import annotations
 
-import io
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -28,6 +28,8 @@ from typing import Any
 
 from pi_synth.errors import EventsError
 from pi_synth.render_plan import MAX_SECONDS
+
+log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 64 << 20  # an hour of dense playing is a few MB
 
@@ -39,6 +41,7 @@ class Event:
     t: float
     kind: str  # "set" | "midi" | "source"
     data: Any
+    stream: str = "events"  # MIDI bytes of each stream go through a parser of its own (running status)
 
 
 def parse_events(items: Any, where: str = "events") -> list[Event]:
@@ -134,54 +137,29 @@ def demo_midi() -> str:
 
 
 def load_midi_file(path: str | os.PathLike) -> list[Event]:
-    """A Standard MIDI File → ``midi`` events (tempo map applied by mido). Program changes
-    are left out: in a file they name General MIDI instruments, which mean nothing here.
-    ``demo`` (when no file of that name is here) is the shipped demo phrase."""
-    import mido
+    """A Standard MIDI File → ``midi`` events, its tempo map applied (:mod:`~pi_synth.control.midi.smf`:
+    a damaged file plays what can be read and the log says what was repaired, in one line).
+    Program changes are left out: in a file they name General MIDI instruments, which mean
+    nothing here. ``demo`` (when no file of that name is here) is the shipped demo phrase."""
+    from pi_synth.control.midi.smf import SmfError, read_smf, timed
 
     path = os.fspath(path)
     if path == "demo" and not os.path.exists(path):  # the shipped demo phrase
         path = demo_midi()
+    if path == "-":
+        raise EventsError("--midi -: MIDI from standard input is not read; give a .mid file (or 'demo')")
     raw = _unwrap_rmid(_read_capped(path, "MIDI file", "a .mid file", "; not a MIDI file to play, or split it"))
     try:
-        mid = mido.MidiFile(file=io.BytesIO(raw))
-    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as e:
-        why = str(e)[:120] or f"{type(e).__name__}: it ends early, is it truncated?"
-        raise EventsError(f"{path}: not a readable Standard MIDI File ({why})") from None
-    # type 2 holds independent sequences (patterns, songs): played one after the other
-    songs = [mido.MidiFile(type=0, ticks_per_beat=mid.ticks_per_beat, tracks=[tr]) for tr in mid.tracks] \
-        if mid.type == 2 else [mid]
-    rate = _smpte_ticks_per_second(raw)
-    t = 0.0
-    out = []
-    for song in songs:
-        if rate:  # SMPTE time: ticks are fractions of a frame, tempo changes mean nothing
-            ticks, start = 0, t
-            msgs = mido.merge_tracks(song.tracks)
-        else:  # metrical time: mido applies the tempo map, times in seconds
-            msgs = song
-        for msg in msgs:
-            if rate:
-                ticks += msg.time
-                t = start + ticks / rate
-            else:
-                t += msg.time
-            # program changes in a file name General MIDI instruments, not our models: skipped
-            if not msg.is_meta and msg.type not in ("sysex", "program_change"):
-                out.append(Event(t, "midi", bytes(msg.bytes())))
+        song = read_smf(raw)
+    except SmfError as e:
+        raise EventsError(f"{path}: {e}") from None
+    if song.repairs:
+        log.warning("%s: %s", path, "; ".join(song.repairs))
+    out = [Event(t, "midi", data, stream="file") for t, data in timed(song) if data[0] & 0xF0 != 0xC0]
     if not out:
-        raise EventsError(f"{path}: no notes or controller messages in this MIDI file ({len(mid.tracks)} "
-                          "track(s) of meta messages only): nothing to play")
+        raise EventsError(f"{path}: no notes or controller messages in this MIDI file ({len(song.tracks)} "
+                          "track(s) without any): nothing to play")
     return out
-
-
-def _smpte_ticks_per_second(raw: bytes) -> float:
-    """Ticks a second of a file whose header division is SMPTE (high bit set: -fps, ticks per
-    frame; mido reads it as ticks per beat), else 0."""
-    if len(raw) < 14 or raw[:4] != b"MThd" or not raw[12] & 0x80:
-        return 0.0
-    fps = 256 - raw[12]  # 24, 25, 29 (drop frame: 29.97), 30
-    return (29.97 if fps == 29 else float(fps)) * max(1, raw[13])
 
 
 def _unwrap_rmid(raw: bytes) -> bytes:
@@ -231,6 +209,9 @@ class Timeline:
         self._offset = 0  # frames: where this pass started
         self.passes = 0
         self.placed = 0  # events applied inside a block, at their control frame
+        from pi_synth.control.midi.parser import MidiParser
+
+        self._parsers = {ev.stream: MidiParser() for ev in events if ev.kind == "midi"}
 
     @property
     def done(self) -> bool:
@@ -254,7 +235,9 @@ class Timeline:
             for k, v in ev.data.items():
                 self.router.set(k, v)
         elif ev.kind == "midi":
-            self.router.midi_bytes(ev.data)
+            # each stream (the events file, the MIDI file) its own parser: a running status
+            # in one never completes the other's message
+            self.router.midi_bytes(ev.data, self._parsers[ev.stream])
         else:
             self.router.source(*ev.data)
 

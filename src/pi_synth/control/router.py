@@ -90,9 +90,12 @@ class Router:
         else:
             self.unmapped += 1
 
-    def midi_bytes(self, data) -> None:
-        self.parser.feed(data)
-        for msg in self.parser:
+    def midi_bytes(self, data, parser: MidiParser | None = None) -> None:
+        """Raw bytes through ``parser`` (default: the router's own): a stream with a
+        parser of its own keeps its own running status."""
+        p = self.parser if parser is None else parser
+        p.feed(data)
+        for msg in p:
             self.midi_message(msg)
 
     def midi_message(self, msg) -> None:
