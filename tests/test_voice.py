@@ -386,3 +386,40 @@ def test_any_midi_stream_never_raises_and_stays_in_range(raw, blocks):
     assert math.isfinite(voice.pitch_hz) and voice.pitch_hz > 0
     assert -80.0 <= voice.loudness_db <= 6.0
     assert voice.gate == bool(voice.held)
+
+
+def test_sustain_pedal_keeps_let_go_keys_until_it_lifts():
+    """CC64 on a mono voice: keys let go under the pedal keep sounding (the latest one),
+    a new key takes over as usual, and lifting the pedal releases what only it held."""
+    voice = MonoVoice()
+    voice.handle(cc(64, 127))
+    voice.handle(on(60))
+    voice.handle(off(60))
+    run(voice, 0.5)
+    assert voice.gate and voice.note == 60 and voice.loudness_db > -30  # held by the pedal
+    voice.handle(on(64))
+    voice.handle(off(64))
+    voice.advance(BLOCK)
+    assert voice.note == 64 and voice.held == (60, 64)
+    voice.handle(on(67))  # held by the hand through the pedal lift
+    voice.handle(cc(64, 0))
+    voice.advance(BLOCK)
+    assert voice.held == (67,) and voice.note == 67
+    voice.handle(off(67))
+    run(voice, 1.0)
+    assert not voice.gate and voice.loudness_db == -80.0
+    # re-struck under the pedal and let go again: still one key, released at the lift
+    voice.handle(cc(64, 100))
+    for _ in range(2):
+        voice.handle(on(62))
+        voice.handle(off(62))
+    assert voice.held == (62,)
+    voice.handle(cc(121, 0))  # reset-all-controllers lifts the pedal
+    assert not voice.gate
+    voice.handle(cc(64, 127))
+    voice.handle(on(65))
+    voice.handle(off(65))
+    voice.handle(cc(123, 0))  # all notes off: sustained keys too
+    assert not voice.gate
+    voice.handle(cc(64, 0))
+    assert voice.held == ()

@@ -4,7 +4,9 @@ A ``kind: note`` model has no gate and no envelope of its own: it sings whatever
 it is given every block.  :class:`MonoVoice` turns keys into those two controls the way a mono
 synth does: a note stack with last-note priority (let go of the top key and the voice falls back
 to the latest key still held, legato), velocity and channel pressure to loudness, pitch bend,
-portamento, and an attack/release envelope.
+portamento, an attack/release envelope, and the sustain pedal (CC64: a key let go while it is
+down stays in the stack, sounding if it is the latest, until the pedal lifts — as on a mono synth
+with a sustain input; all-notes-off clears them too, reset-all-controllers lifts the pedal).
 
 Envelope: loudness moves *linearly in dB* at a fixed rate, which is an exponential in amplitude —
 the curve of an analog VCA's RC release and of most acoustic decays, so a release sounds natural
@@ -47,6 +49,7 @@ __all__ = ["MonoVoice", "VOICE_CONTROLS"]
 
 log = logging.getLogger(__name__)
 
+SUSTAIN = 64
 ALL_SOUND_OFF = 120
 RESET_ALL_CONTROLLERS = 121
 ALL_NOTES_OFF = 123  # 124..127 (omni/mono/poly mode) imply all notes off too
@@ -150,6 +153,8 @@ class MonoVoice:
         self._attacks = 0  # bumped to re-attack: a fast dip to the floor, then the attack
         self._last_note = float(A4_NOTE)  # semitones incl. transpose, kept after release
         self._mute = False
+        self._sustain = False  # the pedal is down
+        self._sustained: set[int] = set()  # keys let go while it was: still in the stack
         self.cc: dict[int, int] = {}
         """Last value per controller number (for the mapping layer)."""
         self.program: int | None = None
@@ -223,6 +228,8 @@ class MonoVoice:
         """Silence now (a fast fade at the attack rate, not a hard cut): keys, bend, pressure."""
         self._stack.clear()
         self._velocities.clear()
+        self._sustained.clear()
+        self._sustain = False
         self._bend = 0.0
         self._pressure = 0
         self._mute = True
@@ -240,6 +247,7 @@ class MonoVoice:
             return
         note = msg.note
         was_held = bool(self._stack)
+        self._sustained.discard(note)  # held again
         if note in self._velocities:
             self._stack.remove(note)
         self._stack.append(note)
@@ -254,8 +262,14 @@ class MonoVoice:
 
     def _note_off(self, msg: mido.Message) -> None:
         note = msg.note
-        if note not in self._velocities:
+        if note not in self._velocities or note in self._sustained:
             return
+        if self._sustain:  # the pedal keeps it until it lifts
+            self._sustained.add(note)
+            return
+        self._let_go(note)
+
+    def _let_go(self, note: int) -> None:
         top = self._stack[-1]
         self._stack.remove(note)
         del self._velocities[note]
@@ -276,19 +290,32 @@ class MonoVoice:
     def _control_change(self, msg: mido.Message) -> None:
         control = msg.control
         self.cc[control] = msg.value
-        if control == ALL_SOUND_OFF:
+        if control == SUSTAIN:
+            self._pedal(msg.value >= 64)
+        elif control == ALL_SOUND_OFF:
             self._stack.clear()
             self._velocities.clear()
+            self._sustained.clear()
             self._mute = True
             self._publish()
         elif control == RESET_ALL_CONTROLLERS:
             self._bend = 0.0
             self._pressure = 0
+            self._pedal(False)
             self._publish()
         elif control >= ALL_NOTES_OFF:
             self._stack.clear()
             self._velocities.clear()
+            self._sustained.clear()
             self._publish()
+
+    def _pedal(self, down: bool) -> None:
+        self._sustain = down
+        if down or not self._sustained:
+            return
+        for note in [n for n in self._stack if n in self._sustained]:
+            self._let_go(note)
+        self._sustained.clear()
 
     def _program_change(self, msg: mido.Message) -> None:
         self.program = msg.program
