@@ -165,7 +165,7 @@ def test_run_midi_loops_with_loop_and_plays_on_with_a_live_source(organ, tmp_pat
     notes = []
     inst.router.listener = None
     real = inst.router.midi_bytes
-    inst.router.midi_bytes = lambda data: notes.append(data[0] & 0xF0) or real(data)
+    inst.router.midi_bytes = lambda data, parser=None: notes.append(data[0] & 0xF0) or real(data, parser)
     for _ in range(round(4.0 * 48000 / 256)):  # 4 s of audio: three passes of 1.5 s
         inst.player.next_block()
     assert inst.timeline.passes == 2 and notes.count(0x90) == 3

@@ -130,6 +130,18 @@ def test_a_note_at_the_default_knobs_plays_its_pitch(cli, tmp_path):
     assert harmonic_excess_db(tail, f0) > 20
 
 
+def test_notes_that_start_late_start_from_silence(cli, tmp_path):
+    """A latent voice sounds at its card's loudness while only knobs play it; notes in a
+    render play it from the start: silence before the first key, an attack at it."""
+    ev = tmp_path / "late.json"
+    ev.write_text('[{"t": 1.0, "midi": [144, 57, 100]}, {"t": 1.5, "midi": [128, 57, 0]}]')
+    out = tmp_path / "late.wav"
+    cli("render", "morph", "--events", ev, "-o", out, check=0)
+    y, _ = read_wav(out)
+    rms = [np.sqrt(np.mean(y[int(a * SR):int(b * SR), 0] ** 2)) for a, b in ((0.05, 0.95), (1.1, 1.4))]
+    assert rms[0] < 1e-5 and rms[1] > 10 ** (-45 / 20), rms
+
+
 @pytest.mark.parametrize("pitch", [65.0, 82.0, 110.0, 147.0, 220.0, 330.0, 440.0, 660.0])
 def test_the_pitch_control_plays_that_pitch_across_the_range(pitch):
     """The decoder alone, timbre at its defaults, held at each pitch: the fundamental heard is

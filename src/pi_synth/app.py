@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from pi_synth.audio.player import Player
-from pi_synth.control.events import StopAt, Timeline, check_events, demo_midi
+from pi_synth.control.events import StopAt, Timeline, check_events, demo_midi, has_note_on
 from pi_synth.control.router import Router
 from pi_synth.errors import ConfigError, DeviceError, ModelError, PiSynthError
 from pi_synth.model.library import find_model, list_models, precision_of
@@ -75,6 +75,10 @@ class Instrument:
             check_events(events, self.router)
             self.timeline = Timeline(events, self.router, card.sample_rate, loop_seconds, block=card.block_size)
             hooks.append(self.timeline)
+            if any(ev.kind == "midi" and has_note_on(ev.data) for ev in events):
+                # the notes play it from the start: silence until the first (a latent voice
+                # such as morph sounds at its card's loudness until a key takes over)
+                self.router.voice_plays()
         hooks.append(self.router.on_block)  # the router object outlives swaps
         self.player = Player(synth, hooks, channels=cfg.output.channels or None)
         if not offline and cfg.output.record_seconds > 0:  # the last seconds, for the web page

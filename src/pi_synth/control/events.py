@@ -131,6 +131,23 @@ def load_events(path: str | os.PathLike) -> list[Event]:
     return parse_events(items, where=path)
 
 
+def has_note_on(data: bytes) -> bool:
+    """Whether raw MIDI bytes hold a note-on with a velocity (running status counted)."""
+    status, got = 0, []
+    for b in data:
+        if b >= 0xF8:  # realtime, anywhere
+            continue
+        if b & 0x80:
+            status, got = b, []
+            continue
+        got.append(b)
+        if status & 0xF0 == 0x90 and len(got) == 2:
+            if got[1]:
+                return True
+            got = []
+    return False
+
+
 def demo_midi() -> str:
     """The demo phrase shipped with pi-synth (``--midi demo``): ``pi_synth/data/demo.mid``."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "demo.mid")

@@ -90,6 +90,11 @@ class Router:
         else:
             self.unmapped += 1
 
+    def voice_plays(self) -> None:
+        """The voice writes pitch and loudness from now on, before its first key (a render
+        whose events hold notes); until then a note model sounds at its controls' values."""
+        self._voice_used = self.voice is not None
+
     def midi_bytes(self, data, parser: MidiParser | None = None) -> None:
         """Raw bytes through ``parser`` (default: the router's own): a stream with a
         parser of its own keeps its own running status."""
