@@ -303,3 +303,22 @@ def test_midi_file_and_events_keep_their_own_running_status(organ, cli, tmp_path
     assert r.returncode == 0, r.stderr
     x, sr = read_wav(tmp_path / "o.wav")
     assert np.sqrt(np.mean(x[int(1.0 * sr):int(1.15 * sr)] ** 2)) > 0.01  # E4 at 0.9 s (running status 0x90)
+
+
+def test_notes_that_will_not_play_as_written_are_said(organ, cli, tmp_path):
+    """Notes past the model's pitch range sound at its nearest end, and a channel nobody
+    plays on is silence: both said in one line, the render goes on."""
+    ev = [{"t": 0.0, "midi": [0x90, 0, 100]}, {"t": 0.2, "midi": [0x90, 127, 100]},
+          {"t": 0.4, "midi": [0x99, 69, 100]}]  # the last on channel 10
+    (tmp_path / "e.json").write_text(json.dumps(ev))
+    r = cli("render", str(organ()), "-o", str(tmp_path / "o.wav"), "--events", str(tmp_path / "e.json"),
+            "--seconds", "0.6", check=0)
+    assert "2 of 3 notes lie outside organ's pitch range 30–4000 Hz (B0–B7)" in r.stderr, r.stderr
+    (tmp_path / "ch1.toml").write_text("[midi]\nchannel = 1\n")
+    ev = [{"t": 0.0, "midi": [0x99, 60, 100]}]
+    (tmp_path / "e.json").write_text(json.dumps(ev))
+    r = cli("render", str(organ()), "-o", str(tmp_path / "o.wav"), "--events", str(tmp_path / "e.json"),
+            "--seconds", "0.3", env={"PI_SYNTH_CONFIG": str(tmp_path / "ch1.toml")}, check=0)
+    assert "no notes on MIDI channel 1 ([midi] channel), the events' are on channel(s) 10" in r.stderr, r.stderr
+    r = cli("render", str(organ()), "-o", str(tmp_path / "o.wav"), "--midi", "demo", check=0)
+    assert "WARNING" not in r.stderr, r.stderr

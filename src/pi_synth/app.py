@@ -17,6 +17,7 @@ capture device through (the WAV backend's capture side).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -471,6 +472,9 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
         else tail_seconds(cfg))
     inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, offline=True,
                       audio_in=input is not None)
+    if not said:  # the demo phrase fits every shipped voice
+        for line in notes_said(events, inst):
+            log.warning("%s", line)
     card = inst.card
     ch = inst.player.channels
     plan.check_output(output, plan.wav_bytes(length.seconds, card.sample_rate, ch, format,
@@ -503,6 +507,43 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
 
 
 DEMO_MIDI = Path(demo_midi())  # --midi demo
+NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def _note_name(hz: float) -> str:
+    n = round(69 + 12 * math.log2(hz / 440.0))
+    return f"{NOTE_NAMES[n % 12]}{n // 12 - 1}"
+
+
+def notes_said(events, inst) -> list[str]:
+    """What the notes of ``events`` will not play as written, one line each: none on the
+    MIDI channel listened to, or notes past the model's pitch range (they sound at its
+    nearest end)."""
+    from pi_synth.control.events import note_ons
+
+    router = inst.router
+    if not router.is_note or router.voice is None:
+        return []
+    ons = [on for ev in events if ev.kind == "midi" for on in note_ons(ev.data)]
+    heard = [n for ch, n in ons if router.channel is None or ch == router.channel]
+    out = []
+    if ons and not heard:
+        chans = ", ".join(str(c + 1) for c in sorted({ch for ch, _ in ons}))
+        out.append(f"no notes on MIDI channel {router.channel + 1} ([midi] channel), the events' are on "
+                   f"channel(s) {chans}: set [midi] channel = 0 to play every channel")
+    pitch = inst.controls.card.control("pitch")
+    lo, hi = min(pitch.min, pitch.max), max(pitch.min, pitch.max)
+    try:
+        octave = inst.voice.param("octave")
+    except (AttributeError, KeyError):
+        octave = 0.0
+    hz = [440.0 * 2.0 ** ((n - 69) / 12.0 + octave) for n in heard]
+    past = sum(1 for f in hz if f < lo / 1.03 or f > hi * 1.03)  # a quarter tone of slack
+    if past:
+        out.append(f"{past} of {len(hz)} notes lie outside {inst.controls.card.name}'s pitch range "
+                   f"{lo:g}–{hi:g} Hz ({_note_name(lo)}–{_note_name(hi)}) and sound at its nearest end: "
+                   "transpose them, or --set octave=N (±2)")
+    return out
 
 
 def _demo_phrase_if_played_by_notes(cfg, model):
@@ -589,6 +630,8 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     loop_s = (max(ev.t for ev in events) + tail) if loop and events else None
     inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, loop_seconds=loop_s,
                       audio_in="auto" if capture.lower() != "none" else False)
+    for line in notes_said(events, inst):
+        log.warning("%s", line)
     if no_input and input_kind(Path(inst.model_path), inst.card) is not None:  # said where it matters
         log.info("%s", no_input)
     if events and length.seconds is not None and length.why != "--seconds":

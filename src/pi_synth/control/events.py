@@ -131,9 +131,9 @@ def load_events(path: str | os.PathLike) -> list[Event]:
     return parse_events(items, where=path)
 
 
-def has_note_on(data: bytes) -> bool:
-    """Whether raw MIDI bytes hold a note-on with a velocity (running status counted)."""
-    status, got = 0, []
+def note_ons(data: bytes) -> list[tuple[int, int]]:
+    """(channel, note) of each note-on with a velocity in raw MIDI bytes (running status counted)."""
+    out, status, got = [], 0, []
     for b in data:
         if b >= 0xF8:  # realtime, anywhere
             continue
@@ -141,11 +141,17 @@ def has_note_on(data: bytes) -> bool:
             status, got = b, []
             continue
         got.append(b)
-        if status & 0xF0 == 0x90 and len(got) == 2:
-            if got[1]:
-                return True
+        if status & 0xF0 in (0x80, 0x90, 0xA0, 0xB0, 0xE0) and len(got) == 2 or len(got) == 1 and \
+                status & 0xF0 in (0xC0, 0xD0):
+            if status & 0xF0 == 0x90 and got[1]:
+                out.append((status & 0x0F, got[0]))
             got = []
-    return False
+    return out
+
+
+def has_note_on(data: bytes) -> bool:
+    """Whether raw MIDI bytes hold a note-on with a velocity (running status counted)."""
+    return bool(note_ons(data))
 
 
 def demo_midi() -> str:
