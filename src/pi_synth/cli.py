@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("-o", "--output", required=True, help="output .wav (or a stream: /dev/stdout, a FIFO)")
     rd.add_argument("--config", help="config file (TOML)")
     rd.add_argument("--seconds", type=_positive_seconds,
-                    help="length (default: the events or MIDI file + the release tail, or 5 s)")
+                    help="length: S seconds, then a fade out of a few blocks (default: the events or MIDI "
+                         "file + the release tail, or 5 s)")
     rd.add_argument("--midi", help="a Standard MIDI File to play ('demo': the shipped demo phrase)")
     rd.add_argument("--events", help="timed events (JSON) to play")
     rd.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
