@@ -400,7 +400,33 @@ def test_render_to_dash_is_standard_output_and_mp3_is_refused(organ, cli, tmp_pa
     p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "--seconds", "0.3", "-o", "-"],
                        capture_output=True, timeout=60, cwd=tmp_path)
     assert p.returncode == 0 and p.stdout[:4] == b"RIFF" and not (tmp_path / "-").exists()
-    one_line_error(cli("render", organ(), "-o", tmp_path / "x.mp3"), "render writes WAV", "ffmpeg")
+    one_line_error(cli("render", organ(), "-o", tmp_path / "x.mp3"), "pi-synth writes WAV", "ffmpeg")
+    p = cli("-q", "run", "--model", organ(), "--backend", "wav", "--device", tmp_path / "take.mp3", "--seconds", "0.2")
+    one_line_error(p, "the wav backend writes WAV")
+    assert not list(tmp_path.glob("*take*"))
+
+
+def test_sigterm_stops_a_render_and_leaves_no_file(organ, tmp_path):
+    """A service manager or `timeout` stopping a long render: as Ctrl-C does, no file is
+    left (neither the WAV nor its hidden temporary), one line, exit 143."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ev = tmp_path / "hold.json"
+    ev.write_text('[{"t": 0, "midi": [144, 60, 100]}]')
+    p = subprocess.Popen([sys.executable, "-m", "pi_synth", "render", str(organ()), "--seconds", "3000",
+                          "--events", str(ev), "-o", str(tmp_path / "long.wav")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(tmp_path.glob(".long.wav.*")):
+        time.sleep(0.05)  # the render is under way once its temporary file is there
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and "stopped by SIGTERM" in err, (p.returncode, err)
+    assert not [x.name for x in tmp_path.iterdir() if "long" in x.name]
 
 
 def test_a_precision_that_chooses_nothing_is_said(cli):

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 
 from pi_synth import __version__
@@ -169,14 +170,24 @@ def cmd_render(args) -> int:
     cfg = _config(args)
     if args.output == "-":  # the usual word for standard output
         args.output = "/dev/stdout"
-    ext = os.path.splitext(args.output)[1].lower()
-    if ext in (".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff"):
-        raise ConfigError(f"-o {args.output}: render writes WAV; name it .wav, or pipe it: "
-                          f"-o - | ffmpeg -i - {os.path.basename(args.output)}")
+    from pi_synth.audio.backends.wav import not_wav_said
+
+    if why := not_wav_said(args.output, "-o"):
+        raise ConfigError(why)
+    # SIGTERM (a service manager, `timeout`, kill) stops a render as Ctrl-C does: no file left
+    signal.signal(signal.SIGTERM, _terminated)
     line = render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
                   seconds=args.seconds, sets=_parse_sets(args.set), input=args.input)
     print(line, file=sys.stderr if _is_stdout(args.output) else sys.stdout)  # -o /dev/stdout: WAV only there
     return 0
+
+
+class Terminated(BaseException):
+    """SIGTERM during a command that cleans up on its way out (a render's file)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
 
 
 def _is_stdout(path: str) -> bool:
@@ -438,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        print("pi-synth: stopped by SIGTERM; nothing was written", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # `pi-synth info M | head`: the reader left, nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -61,6 +61,18 @@ def wav_header(sample_rate: int, channels: int, bits: int, floating: bool, data_
     return header + b"data" + struct.pack("<I", min(data_bytes, STREAM_SIZE))
 
 
+NOT_WAV = (".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff")  # what WAV data is not
+
+
+def not_wav_said(path: str, flag: str) -> str | None:
+    """The line for a file named as another format than the WAV it would hold, else None."""
+    if os.path.splitext(path)[1].lower() not in NOT_WAV:
+        return None
+    return (f"{flag} {path}: pi-synth writes WAV; name it .wav, or pipe it: "
+            f"{flag} - | ffmpeg -i - {os.path.basename(path)}" if flag == "-o" else
+            f"{flag} {path}: the wav backend writes WAV; name it .wav and convert it afterwards")
+
+
 class WavBackend(Backend):
     """A WAV file (``device`` is its path): offline renders and recordings. ``capture``:
     a WAV path (or float32 ``[n, channels]`` at the model's rate) read as the input.
@@ -90,6 +102,8 @@ class WavBackend(Backend):
             raise DeviceError("the wav backend needs an output file: --device OUT.wav")
         if os.path.isdir(path):
             raise DeviceError(f"{path}: is a directory; name a file in it, e.g. {os.path.join(path, 'out.wav')}")
+        if why := not_wav_said(path, "--device"):
+            raise DeviceError(why)
         self._bits = {"S16_LE": 16, "S32_LE": 32, "FLOAT_LE": 32}[self.format]
         self._rate, self._ch = sample_rate, channels
         self._data = 0  # audio bytes taken (on the disk or in the buffer)
