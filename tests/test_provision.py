@@ -128,6 +128,8 @@ def test_set_rewrites_only_its_keys_and_keeps_every_other_line():
     (["--set", "midi.channel=17"], ["--set", "midi.channel", "0..16", "17"]),
     (["--set", "midichannel"], ["SECTION.KEY=VALUE"]),
     (["--set", "nosuch.key=x"], ["--set nosuch.key", "not a pi-synth setting", "no section [nosuch]"]),
+    # the system python3 provision runs with has no gpiozero: the chips are named all the same
+    (["--set", "knobs.chip=mcp3009"], ["knobs.chip", "mcp3008", "got 'mcp3009'"]),
     (["--hostname", "Box_7"], ["--hostname", "lowercase"]),
 ])
 def test_bad_settings_exit_2_before_anything_changes(tmp_path, args, words):
