@@ -104,3 +104,26 @@ def test_a_map_source_nothing_sends_is_warned_about(tmp_path):
                     '[[map]]\nsource = "cv2"\ncontrol = "pitch"\n\n[[map]]\nsource = "cv1"\ncontrol = "pitch"\n')
     cfg = config_mod.load(str(conf))  # env and cv2 are sent; the first [[cv]] is named env, so cv1 is not
     assert [w.split("source ")[1].split(" ")[0] for w in cfg.warnings] == ["'xyz1'", "'cv1'"], cfg.warnings
+
+
+def test_a_second_map_for_a_source_and_a_key_outside_sections_are_said(tmp_path):
+    from pi_synth import config as config_mod
+
+    conf = tmp_path / "c.toml"
+    conf.write_text('chip = "mcp3008"\n\n[[map]]\nsource = "knob1"\ncontrol = "breath"\n\n'
+                    '[[map]]\nsource = "knob1"\ncontrol = "brightness"\n')
+    w = config_mod.load(str(conf)).warnings
+    assert any(f"{conf}:1: key 'chip' is outside any section, ignored: put it under [knobs]" in x for x in w), w
+    assert any(f"{conf}:7: a second [[map]] for 'knob1' replaces the one at {conf}:3" in x for x in w), w
+
+
+def test_a_config_that_is_not_utf8_or_not_there_says_the_fix(tmp_path, monkeypatch):
+    from pi_synth import config as config_mod
+    from pi_synth.errors import ConfigError
+
+    (tmp_path / "c.toml").write_bytes(b"[audio]\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xE9 at 13\); save it as UTF-8"):
+        config_mod.load(str(tmp_path / "c.toml"))
+    monkeypatch.setenv("PI_SYNTH_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match=r"not found; give the path of a .toml file, or create it \(from \$PI_SYNTH_CONFIG\)"):
+        config_mod.load(None)

@@ -86,11 +86,24 @@ def test_midi_file(organ, cli, tmp_path):
         ([{"t": 0, "midi": [300]}], "0..255"),
         ([{"t": 0, "set": {"a": "x"}}], "number"),
         ([{"t": 0, "source": "knob1"}], "'value'"),
+        ([{"t": 0, "midi": []}], "non-empty"),
+        ([{"t": 0, "midi": [144, 60, 100], "velocity": 100}], "unknown key 'velocity'"),
     ],
 )
 def test_bad_events(items, words):
     with pytest.raises(EventsError, match=words):
         parse_events(items, "e.json")
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    """Files saved as "UTF-8" by Windows editors start with a BOM: events and configs."""
+    from pi_synth import config as config_mod
+    from pi_synth.control.events import load_events
+
+    (tmp_path / "e.json").write_bytes(b'\xef\xbb\xbf[{"t": 0, "midi": [144, 60, 100], "comment": "C4"}]')
+    assert load_events(tmp_path / "e.json")[0].data == bytes([144, 60, 100])
+    (tmp_path / "c.toml").write_bytes(b"\xef\xbb\xbf[audio]\nperiod = 128\n")
+    assert config_mod.load(str(tmp_path / "c.toml")).audio.period == 128
 
 
 def test_events_sorted_stably():

@@ -310,6 +310,8 @@ MAX_BYTES = 1 << 20  # a config is a page or two; a bigger file is the wrong fil
 
 def parse(text: str, path: str | None = None) -> Config:
     where = path or "<config>"
+    if text.startswith("\ufeff"):  # a byte-order mark, as Windows editors save "UTF-8"
+        text = text[1:]
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -355,6 +357,11 @@ def parse(text: str, path: str | None = None) -> Config:
                 entry["_where"] = iw
                 values[table].append(entry)
             continue
+        if table not in SCHEMA and not isinstance(content, (dict, list)):
+            home = [t for t, keys in SCHEMA.items() if table in keys]
+            warn_unknown(f"{at(table)}: key {table!r} is outside any section, ignored: put it under "
+                         + (" or ".join(f"[{t}]" for t in home) if home else "its [section]"))
+            continue
         if table not in SCHEMA:
             warn_unknown(f"{at(table)}: unknown section [{table}] ignored "
                          f"(known: {', '.join(list(SCHEMA) + list(ARRAYS))})")
@@ -388,8 +395,13 @@ def _check_map_sources(values: dict, warnings: list[str]) -> None:
     knobs = len(values["knobs"]["channels"])
     sent = {e["name"] or f"{prefix}{i + 1}" for t, prefix in (("cv", "cv"), ("encoder", "enc"))
             for i, e in enumerate(values[t])}  # the names the ADC and GPIO sources give them
+    first: dict[str, str] = {}
     for item in values["map"]:
         src, w = item["source"], item["_where"]
+        if src and src in first:
+            warnings.append(f"{w}: a second [[map]] for {src!r} replaces the one at {first[src]}; a source "
+                            "drives one control or action")
+        first.setdefault(src, w)
         if item["control"] and item["action"]:
             raise ConfigError(f"{w}: [[map]] for {src!r} gives both 'control' and 'action'; a source does one")
         m = re.fullmatch(r"(knob|cc)(\d+)", src)
@@ -432,7 +444,7 @@ def _explicit_problem(path: str) -> str | None:
         if e.errno == errno.ELOOP:
             return "is a symlink loop (a link that points back to itself); give the .toml file"
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            return "config file not found"
+            return "config file not found; give the path of a .toml file, or create it"
         return f"cannot read config ({e.strerror})"
     if stat.S_ISDIR(st.st_mode):
         return "is a directory, not a config file; give the .toml file (e.g. DIR/pi-synth.toml)"
@@ -457,8 +469,11 @@ def load(explicit: str | None = None) -> Config:
                 with open(p, "rb") as f:
                     raw = f.read(MAX_BYTES + 1)
                 text = raw.decode("utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise ConfigError(f"{path}: cannot read config ({e})") from None
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02X} at {e.start}); "
+                                  "save it as UTF-8") from None
+            except OSError as e:
+                raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
             if len(raw) > MAX_BYTES:
                 raise ConfigError(f"{path}: over {MAX_BYTES // 1024} KB; a config is a few KB: is it the right file?")
             return parse(text, str(path))

@@ -61,6 +61,10 @@ def parse_events(items: Any, where: str = "events") -> list[Event]:
         actions = [k for k in ("set", "midi", "source") if k in e]
         if len(actions) != 1:
             raise EventsError(f"{w}: needs exactly one of 'set', 'midi' or 'source'")
+        extra = sorted(set(e) - {"t", actions[0], "comment"} - ({"value"} if actions[0] == "source" else set()))
+        if extra:
+            raise EventsError(f"{w}: unknown key {_short(extra[0])} (an event has 't' and one of 'set', 'midi' "
+                              "or 'source' with its 'value'; notes are 'comment')")
         kind = actions[0]
         if kind == "set":
             s = e["set"]
@@ -72,10 +76,10 @@ def parse_events(items: Any, where: str = "events") -> list[Event]:
             data = {str(k): float(v) for k, v in s.items()}
         elif kind == "midi":
             m = e["midi"]
-            if not isinstance(m, list) or not all(
+            if not isinstance(m, list) or not m or not all(
                 isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in m
             ):
-                raise EventsError(f"{w}: 'midi' must be a list of bytes 0..255, got {_short(m)}")
+                raise EventsError(f"{w}: 'midi' must be a non-empty list of bytes 0..255, got {_short(m)}")
             data = bytes(m)
         else:
             src, v = e["source"], e.get("value")
@@ -119,7 +123,7 @@ def load_events(path: str | os.PathLike) -> list[Event]:
     raw = _read_capped(path, "events file", "the events .json file",
                        "of events; split it, or check it is the right file")
     try:
-        items = json.loads(raw.decode("utf-8"))
+        items = json.loads(raw.decode("utf-8-sig"))  # a byte-order mark, as Windows editors write
     except UnicodeDecodeError as e:
         raise EventsError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}): is it a JSON file?") from None
     except json.JSONDecodeError as e:
