@@ -140,6 +140,21 @@ def test_reload_rereads_the_config_and_says_why_not(osc, inst, tmp_path):
     assert inst.reload(str(conf)) is False
     assert f"{conf}:4: [model] path: no model named 'nonexistent'" in inst.last_error
     assert inst.router.channel == 2 and inst.model_path == playing
+    conf.write_text("[midi]\nchannel = 4\n")  # osc.port back to what runs: nothing to restart
+    assert inst.reload(str(conf)) and inst.needs_restart == []
+
+
+def test_a_reload_keeps_what_the_command_line_set(organ, tmp_path):
+    """`run --period 128 --backend null`, then SIGHUP with the file unchanged: the flags
+    outrank the file for the whole run, so nothing is "restart needed" (it said both)."""
+    conf = tmp_path / "pi-synth.toml"
+    conf.write_text("[midi]\nchannel = 4\n")
+    cfg = config_mod.load(str(conf))
+    config_mod.override(cfg, "audio.period", 128, "--period")
+    config_mod.override(cfg, "audio.backend", "null", "--backend")
+    inst = Instrument(cfg, model=str(organ()), fade_in=False)
+    assert inst.reload(str(conf)) and inst.needs_restart == [] and inst.cfg.audio.period == 128
+    assert inst.cfg.where("audio.backend") == "--backend" and inst.router.channel == 3
 
 
 def test_wrong_arguments_get_a_one_line_answer(osc):

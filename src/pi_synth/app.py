@@ -54,6 +54,7 @@ class Instrument:
         self.audio_in = audio_in  # for swaps too: True, "auto" (if the model can) or False
         self.audio_input = None  # the AudioInput, once connect_input made one
         self.needs_restart: list[str] = []  # settings the last reload changed but cannot apply
+        self._started_with = cfg  # what those settings are while this instrument runs
         path = configured_model(cfg, model)
         patch = build_patch(cfg, path, fade_in=fade_in, offline=offline, audio_in=audio_in)
         self.model_path = patch.path
@@ -340,7 +341,8 @@ class Instrument:
             log.warning("config not reloaded, keeping the old one: %s", e)
             self.last_error = str(e)
             return False
-        self.needs_restart = restart_keys(self.cfg, cfg)
+        config_mod.keep_overrides(self.cfg, cfg)
+        self.needs_restart = restart_keys(self._started_with, cfg)
         self.cfg = cfg
         self.mapping = mapping
         self.router.mapping = mapping

@@ -487,3 +487,12 @@ def override(cfg: Config, dotted: str, value: Any, where: str = "command line") 
     if why:
         raise ConfigError(f"{where}: {dotted} {why}")
     cfg.values[table][key] = value
+    cfg.origins[dotted] = where
+
+
+def keep_overrides(old: Config, new: Config) -> None:
+    """A reloaded config keeps what the command line set over the old one (``--backend``,
+    ``--period``…): the flags outrank the file for the whole run."""
+    for dotted, where in old.origins.items():
+        if where.startswith("--"):
+            override(new, dotted, old.get(dotted), where)
