@@ -437,3 +437,12 @@ def test_a_precision_that_chooses_nothing_is_said(cli):
     assert "organ.onnx is the only file of organ (fp32)" in p.stderr
     p = cli("info", root / "models" / "flute.int8.onnx", "--precision", "int8", check=0)
     assert "--precision" not in p.stderr  # it asked for what it got
+
+
+def test_a_capture_name_on_a_backend_without_inputs_is_refused(cli, tmp_path):
+    """`--capture X` on the null or unpaced backend used to say "audio in from X" and play
+    silence into the model."""
+    for backend in ("null", "unpaced"):
+        p = cli("-q", "run", "--model", "morph", "--backend", backend, "--capture", tmp_path / "nosuch.wav",
+                "--seconds", "0.2")
+        one_line_error(p, f"the {backend} backend has no input to open it on", "--backend wav")

@@ -622,6 +622,8 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     a = cfg.audio
     capture = a.capture.strip()
     no_input = None
+    if capture and capture.lower() != "none" and not backend_class(a.backend).opens_capture:
+        raise ConfigError(backend_class(a.backend).no_capture_said(a.backend, capture))
     if not capture and not backend_class(a.backend).own_input:
         # full duplex on a backend with no input: silence would drive the encoder, not the notes
         no_input = (f"no audio in: the {a.backend} backend has no input of its own (set [audio] capture to a PCM"

@@ -235,6 +235,7 @@ class AlsaBackend(Backend):
     name = "alsa"
     paced = True
     own_input = True
+    opens_capture = True
     _fast = None  # this opening's C sink (see _sink)
 
     def _open(self, sample_rate, channels, period, periods):

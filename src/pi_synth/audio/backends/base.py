@@ -111,6 +111,8 @@ class Backend:
     # (the playback device, full duplex) opens; the null, unpaced and wav backends have
     # none: they capture silence, or the file given as ``capture``
     own_input = False
+    # a backend that opens a named capture (a PCM, a WAV file); the others refuse a name
+    opens_capture = False
     XRUN_LOG = 1024  # when the last this many xruns happened, kept for matching against other clocks
 
     def __init__(self, device: str | None = None, *, format: str = "S16_LE", capture=None):
@@ -297,7 +299,14 @@ class Backend:
         self._close()
 
     def _open_capture(self, sample_rate: int, channels: int, period: int, periods: int) -> Granted:
-        return Granted(sample_rate, channels, period, periods, "FLOAT_LE")
+        if self.capture:  # a name: only a backend with inputs (alsa, desktop) or files (wav) opens one
+            raise DeviceError(self.no_capture_said(self.name, self.capture))
+        return Granted(sample_rate, channels, period, periods, "FLOAT_LE")  # silence in
+
+    @staticmethod
+    def no_capture_said(backend: str, capture: str) -> str:
+        return (f"capture {capture}: the {backend} backend has no input to open it on; a WAV file plays in "
+                "with --backend wav (or render --input), a sound card's input with --backend alsa")
 
     def _read(self, out: np.ndarray, timeout: float) -> int:
         out.fill(0.0)  # silence in

@@ -82,6 +82,7 @@ class WavBackend(Backend):
     object would try its pending bytes again on every seek and close)."""
 
     name = "wav"
+    opens_capture = True  # a WAV file played into the input
     CHUNK = 1 << 16  # bytes gathered before a write
 
     def __init__(self, device: str | None = None, *, format: str = "S16_LE", capture=None):
