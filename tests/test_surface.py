@@ -161,6 +161,10 @@ def test_wrong_arguments_get_a_one_line_answer(osc):
     r = ask(osc.port, "preset/load")
     assert r == {"ok": False, "error": "/pi-synth/preset/load takes <slot 0..127>"}
     assert ask(osc.port, "models", 1)["ok"] is False
+    for args in (("set", "brightness", float("nan")), ("set", "brightness", float("inf")),
+                 ("preset/save", float("nan"))):  # no reply at all before: the sender timed out
+        r = ask(osc.port, *args)
+        assert r["ok"] is False and "expected a finite number" in r["error"], (args, r)
 
 
 def test_a_reply_bigger_than_a_datagram_arrives_in_parts(inst):

@@ -373,10 +373,12 @@ class OscSource(Source):
             name = address[len(PREFIX):]
             req = self.requests[name]
             for p in params:
-                if isinstance(p, bool) or not isinstance(p, (str, int, float)):
-                    raise _Bad("request arguments are strings and numbers")
-                if isinstance(p, float) and not math.isfinite(p):
-                    raise _Bad(f"expected a finite number, got {p}")
+                why = ("request arguments are strings and numbers"
+                       if isinstance(p, bool) or not isinstance(p, (str, int, float)) else
+                       f"expected a finite number, got {p}" if isinstance(p, float) and not math.isfinite(p) else "")
+                if why:  # a request is answered, even a wrong one: its sender waits for the reply
+                    self._send(sock, addr, address, {"ok": False, "error": f"{address}: {why}"})
+                    raise _Bad(why)
             if not req.slow:
                 self._answer(sock, addr, name, req, params)
                 return
