@@ -24,6 +24,9 @@ terminal's last lines, and the log handler prints above and redraws.
 
 from __future__ import annotations
 
+# a card's units, as a knob cell of 18 characters has room for them
+SHORT_UNITS = {"db": "dB", "db_per_octave": "dB/oct", "hz": "Hz", "cents": "ct", "semitones": "st"}
+
 import logging
 import os
 import select
@@ -184,7 +187,8 @@ class Panel:
                 out.append((i + 1, r.action, ""))
             else:
                 ctl = card.control(r.control)
-                unit = f" {ctl.unit}" if ctl.unit and ctl.unit not in ("unit", "0..1") else ""
+                unit = SHORT_UNITS.get(ctl.unit, ctl.unit)
+                unit = f" {unit}" if unit and unit not in ("unit", "0..1") else ""
                 out.append((i + 1, r.control, _fmt(controls.get(r.control)) + unit))
         return out
 
@@ -207,13 +211,17 @@ class Panel:
         voices = st.get("voices")
         if isinstance(voices, dict) and "active" in voices:
             playing += f"  voices {voices['active']}/{voices.get('max', '?')}"
-        learn = "  LEARN: move a knob or CC" if self.inst.learn is not None and self.inst.learn.armed else ""
-        head = (f"{st.get('model', '?')} ({os.path.basename(str(self.inst.model_path))})  {playing}  "
+        learn = "LEARN: move a knob or CC  " if self.inst.learn is not None and self.inst.learn.armed else ""
+        head = (f"{learn}{st.get('model', '?')} ({os.path.basename(str(self.inst.model_path))})  {playing}  "
                 f"xruns {st.get('xruns', 0)}  late {st.get('late_periods', 0)}  "
-                f"load {st.get('load', 0) * 100:.1f}%{learn}")
+                f"load {st.get('load', 0) * 100:.1f}%")  # the learn prompt first: a cut line keeps it
         cells = []
         for n, name, value in self.knobs():
+            if len(name) > 10 and "_" in name:  # vibrato_depth, vibrato_rate: vib_dep, vib_rat
+                name = "_".join(part[:3] for part in name.split("_"))
             text = f"{n} {name[:10]} {value}".rstrip() if name != "-" else f"{n} -"
+            if len(text) > CELL - 2:  # the unit goes first, then what does not fit
+                text = text.rsplit(" ", 1)[0] if value.count(" ") else text
             text = text[:CELL - 2]
             cells.append((f"[{text}]" if n - 1 == self.selected else f" {text} ").ljust(CELL))
         rows = ["".join(cells[:4]).rstrip(), "".join(cells[4:8]).rstrip()]
