@@ -252,7 +252,8 @@ class AlsaBackend(Backend):
         except alsaaudio.ALSAAudioError as e:
             raise DeviceError(
                 f"cannot open ALSA PCM {device!r} ({e}); list devices with 'aplay -L' "
-                "and pass one with --device, or check 'pi-synth doctor'"
+                "and pass one with --device, or check 'pi-synth doctor' (no sound card here: "
+                "--backend desktop plays through a sound server, --backend wav into a file)"
             ) from None
         info = pcm.info()
         rate, ch = int(info["rate"]), int(info["channels"])
