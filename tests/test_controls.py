@@ -83,6 +83,24 @@ def test_deadband_stops_jitter(router, emu):
     rig.close()
 
 
+def test_knob_smoothing_follows_the_clock_not_the_poll_count(router, emu):
+    """smooth_ms is a time: polled at 20 Hz (the emulated chip's bit-banged SPI is slow) a
+    20 ms smoothing settles within a few polls, not after 200 of them (it took ~1 s)."""
+    rig = Rig(router, poll_hz=200.0)
+    src = rig.add("adc", "adc", chip="mcp3008", channels=[0], smooth_ms=20, deadband=0.0)
+    emu.adc.volts[0] = 0.0
+    rig.poll_once(0.0)
+    emu.adc.volts[0] = 3.3
+    for i in range(1, 4):
+        rig.poll_once(i * 0.05)  # 20 polls a second
+    assert src.knobs[0].value > 0.99, src.knobs[0].value
+    emu.adc.volts[0] = 0.0
+    for i in range(4, 7):  # 200 polls a second: 15 ms is most of a 20 ms time constant's way
+        rig.poll_once(0.15 + (i - 3) * 0.005)
+    assert 0.4 < src.knobs[0].value < 0.6, src.knobs[0].value
+    rig.close()
+
+
 def test_floating_input_is_muted(router, emu, caplog):
     rig = Rig(router)
     src = rig.add("adc", "adc", chip="mcp3008", channels=[0, 1], smooth_ms=0)

@@ -32,7 +32,11 @@ class KnobChannel:
     def __init__(self, name: str, channel: int, *, deadband: float, smooth_s: float, poll_hz: float):
         self.name, self.channel = name, channel
         self.deadband = deadband
+        self.smooth_s = smooth_s
+        # per poll at the nominal rate; with the poll's time, the smoothing follows the clock
+        # instead (a slow bus — the emulated chip's bit-banged SPI — polls far less often)
         self.alpha = 1.0 if smooth_s <= 0 else 1.0 - math.exp(-1.0 / (smooth_s * poll_hz))
+        self._t = None
         self.value = None  # smoothed
         self.sent = None
         self.floating = False
@@ -40,7 +44,7 @@ class KnobChannel:
         self._jumps = [0.0] * self.WINDOW
         self._k = 0
 
-    def update(self, x: float, router) -> None:
+    def update(self, x: float, router, now: float | None = None) -> None:
         if self._prev is not None:
             self._jumps[self._k % self.WINDOW] = abs(x - self._prev)
             self._k += 1
@@ -56,7 +60,12 @@ class KnobChannel:
                 log.info("%s (ADC channel %d) is steady again", self.name, self.channel)
         if self.floating:
             return
-        self.value = x if self.value is None else self.value + self.alpha * (x - self.value)
+        a = self.alpha
+        if now is not None:
+            if self._t is not None and self.smooth_s > 0:
+                a = 1.0 - math.exp(-max(now - self._t, 0.0) / self.smooth_s)
+            self._t = now
+        self.value = x if self.value is None else self.value + a * (x - self.value)
         if self.sent is None or abs(self.value - self.sent) > self.deadband or (
             self.value in (0.0, 1.0) and self.value != self.sent
         ):
@@ -102,7 +111,7 @@ class AdcSource(Source):
     def _poll(self, now):
         read = self.adc.read
         for k in self.knobs:
-            k.update(read(k.channel), self.router)
+            k.update(read(k.channel), self.router, now)
         for ch, cv in self.cvs:
             cv.update(read(ch), now)
 
