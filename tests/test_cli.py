@@ -446,3 +446,12 @@ def test_a_capture_name_on_a_backend_without_inputs_is_refused(cli, tmp_path):
         p = cli("-q", "run", "--model", "morph", "--backend", backend, "--capture", tmp_path / "nosuch.wav",
                 "--seconds", "0.2")
         one_line_error(p, f"the {backend} backend has no input to open it on", "--backend wav")
+
+
+def test_set_and_model_names_as_users_type_them(organ, cli, tmp_path):
+    one_line_error(cli("render", organ(), "-o", tmp_path / "x.wav", "--set", "brightness=nan"),
+                   "nan is not a value a control can take")
+    p = cli("render", organ(), "-o", tmp_path / "x.wav", "--seconds", "0.1", "--set", "brightness=0.1",
+            "--set", "brightness=0.3", check=0)
+    assert "--set brightness given twice: 0.3 plays (the last one)" in p.stderr, p.stderr
+    one_line_error(cli("info", "flute.onnx"), "the installed model is named 'flute'")

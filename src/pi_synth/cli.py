@@ -26,17 +26,23 @@ log = logging.getLogger("pi_synth")
 
 
 def _parse_sets(items: list[str] | None) -> list[tuple[str, float]]:
-    out = []
+    out: dict[str, float] = {}
     for item in items or []:
         name, sep, value = item.partition("=")
         try:
             v = float(value)
-            if not sep or not name or not math.isfinite(v):
+            if not sep or not name:
                 raise ValueError
         except ValueError:
             raise ConfigError(f"--set {item!r}: use NAME=NUMBER, e.g. --set pitch=440") from None
-        out.append((name.strip(), v))
-    return out
+        if not math.isfinite(v):
+            raise ConfigError(f"--set {item!r}: {value.strip()} is not a value a control can take; give a "
+                              "finite number, e.g. --set pitch=440")
+        name = name.strip()
+        if name in out and out[name] != v:
+            log.warning("--set %s given twice: %g plays (the last one)", name, v)
+        out[name] = v
+    return list(out.items())
 
 
 def _positive_seconds(value: str) -> float:

@@ -122,6 +122,13 @@ def find_model(name: str | None, precision: str = "int8", threads: int = 1) -> P
     p = Path(name).expanduser()
     if p.is_file() or p.suffix == ".onnx" or os.sep in name:
         if not p.exists():
+            stem = p.name[:-len(".onnx")] if p.name.endswith(".onnx") else ""
+            for suffix in (".int8", ".fp32"):
+                stem = stem[:-len(suffix)] if stem.endswith(suffix) else stem
+            if stem and os.sep not in name and any(_both(d, stem) or _file(d, stem, "").is_file()
+                                                   for d in model_dirs()):
+                raise ModelError(f"{name}: no such file here; the installed model is named {stem!r} "
+                                 f"(give the name, without .onnx)")
             raise ModelError(f"{name}: model file not found; check the path")
         return p
     order = ("fp32", "", "int8") if precision == "fp32" else ("int8", "", "fp32")
