@@ -217,7 +217,10 @@ def cmd_run(args) -> int:
         config_mod.override(cfg, "audio.period", args.period, "--period")
     if args.capture is not None:
         config_mod.override(cfg, "audio.capture", args.capture, "--capture")
-    return run(cfg, model=args.model, events=_load_events(args), seconds=args.seconds, sets=_parse_sets(args.set),
+    events = _load_events(args)
+    if args.loop and not events:
+        log.warning("--loop repeats a --midi or --events file, and none was given: nothing to loop")
+    return run(cfg, model=args.model, events=events, seconds=args.seconds, sets=_parse_sets(args.set),
                emulate=args.emulate, panel=not args.no_panel, config_path=args.config, loop=args.loop)
 
 
