@@ -684,3 +684,18 @@ def test_a_render_plays_every_voice_whatever_the_machines_speed(porgan, tmp_path
     assert np.array_equal(here, slow)
     chord = peaks_cents(here[int(0.3 * SR):int(0.9 * SR), 0], [60, 64, 67])
     assert all(abs(c) < 20 and level > 0.2 for c, level in chord), chord  # three notes, not one
+
+
+def test_no_note_yet_costs_no_model_call_until_a_knob_raises_the_loudness(porgan):
+    """Before the first note a batched model plays its bank (knobs alone can play it): at
+    the loudness floor, as it starts, that is silence without a model call."""
+    inst = Instrument(cfg_with(), model=str(porgan), offline=True)
+    rt = inst.synth.runtime
+    before = rt.blocks
+    for _ in range(40):
+        x = inst.player.next_block()
+    assert rt.blocks == before and not inst.synth.voices.engaged and not np.abs(x).any()
+    inst.router.set("loudness", -20.0)  # a knob on loudness: it plays
+    for _ in range(10):
+        x = inst.player.next_block()
+    assert rt.blocks == before + 10 and np.abs(x).max() > 0.01

@@ -98,6 +98,7 @@ class Synth:
         p, lo = card.control("pitch"), card.control("loudness")
         self._p_range = (min(p.min, p.max), max(p.min, p.max))
         self._l_range = (min(lo.min, lo.max), max(lo.min, lo.max))
+        self._idle_loud = rt.controls[il]  # row 0's loudness frames while no note has played
         self._g0 = np.ones(R)  # each row's gain (law included) at the end of the last block
         self._g1 = np.ones(R)
         self._dg = np.zeros(R)
@@ -158,6 +159,9 @@ class Synth:
         if not t.engaged:  # no note yet: row 0 plays the bank, like a mono model
             rt.set_rows(1)
             self.bank.fill(rt.controls)
+            if self._idle_loud.max() <= self._l_range[0]:  # at its floor: silence, no model call
+                self._out.fill(0.0)
+                return self.finish()
             rt.step()
             np.copyto(self._out, rt.audio.T)
             return self.finish()
