@@ -47,12 +47,16 @@ def choose(int8: Path, fp32: Path, *, threads: int = 1, cache_dir: str | os.Path
     known = _read(cache).get(key)
     if isinstance(known, dict) and known.get("choice") in ("int8", "fp32"):
         return int8 if known["choice"] == "int8" else fp32
+    from pi_synth.service.realtime import release_heap
+
     try:
         m = measure(int8, fp32, threads=threads)
     except ModelError as e:  # one of the two does not load: the other plays, nothing kept
         other = fp32 if getattr(e, "precision", "int8") == "int8" else int8
         log.warning("%s; playing %s", e, other.name)
         return other
+    finally:  # the two sessions measured are gone: their heap back to the system (first boot's RSS)
+        release_heap()
     pick = int8 if m["choice"] == "int8" else fp32
     log.info("%s: playing %s — int8 renders a block at %.2f× the speed of fp32 on this machine%s "
              "(measured once, kept in %s; [model] precision = \"int8\" or \"fp32\" overrides)",
