@@ -86,20 +86,31 @@ def _stats(times: np.ndarray, block_seconds: float) -> dict:
     }
 
 
-def block_times(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 0) -> tuple[np.ndarray, float]:
+def block_times(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 0,
+                cadence: bool = False) -> tuple[np.ndarray, float]:
     """Wall time of each of ``blocks`` blocks of ``rt`` on moving controls, after ``warmup``;
-    and the process CPU seconds of all of them."""
+    and the process CPU seconds of all of them. ``cadence``: one block per block period,
+    asleep in between, as the instrument calls the model (the caches cool meanwhile);
+    otherwise back to back."""
     card = rt.card
     ctl = control_sequence(card, blocks + warmup, seed)
     times = np.empty(blocks)
+    period = card.block_size / card.sample_rate
     cpu0 = time.process_time()
+    nxt = time.perf_counter()
     for k in range(blocks + warmup):
         rt.controls[...] = ctl[k]
         t0 = time.perf_counter()
         rt.step()
         if k >= warmup:
             times[k - warmup] = time.perf_counter() - t0
+        if cadence:
+            nxt += period
+            time.sleep(max(0.0, nxt - time.perf_counter()))
     return times, time.process_time() - cpu0
+
+
+CADENCE_SECONDS = 3.0  # the most `bench` spends playing at the block cadence
 
 
 def bench_runtime(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 0) -> dict:
@@ -147,6 +158,12 @@ def bench_model(path, *, threads: int = 1, blocks: int = 500, bare: bool = True)
         "load_s": load_s,
     }
     res.update(bench_runtime(rt, blocks))
+    period = card.block_size / card.sample_rate
+    n = max(10, min(blocks, int(CADENCE_SECONDS / period)))
+    times, _ = block_times(rt, n, warmup=5, seed=1, cadence=True)
+    cad = _stats(times, period)
+    res["at_cadence"] = {"blocks": n, "block_ms_median": cad["block_ms_median"], "block_ms_p99": cad["block_ms_p99"],
+                         "rtf": cad["rtf"], "rtf_p99": cad["rtf_p99"]}
     if bare:
         b = bench_bare(rt, blocks)
         res["bare_block_ms_median"] = b["block_ms_median"]

@@ -438,19 +438,23 @@ def check_model(m: Machine) -> Check:
 
     why = which_file(name, path, m.cfg.model.precision if m.cfg else "auto")
     details["plays"] = why
+    cad = res["at_cadence"]
+    details["at_cadence"] = cad
     line = (f"{res['model']} ({path.name}{': ' + why if why else ''}) loads in {res['load_s']:.2f} s; "
-            f"real-time factor {res['rtf']:.3f} "
-            f"(p99 {res['rtf_p99']:.3f}) on {platform.machine()}")
+            f"real-time factor {res['rtf']:.3f} (p99 {res['rtf_p99']:.3f}) back to back, {cad['rtf']:.3f} "
+            f"(p99 {cad['rtf_p99']:.3f}) at the block cadence, on {platform.machine()}")
     engine = _engine_here(m, res["rtf"], res["block_size"])
     if engine:
         line += f"; {engine}"
         details["engine"] = engine
     fix = ("use the int8 model, a smaller model, raise [audio] ahead_blocks, "
            "and set the governor to performance")
-    # the ring (ahead_blocks) absorbs a rare slow block, not a slow median
-    if res["rtf"] >= 0.8 or res["rtf_p99"] >= 1.5:
+    # the ring (ahead_blocks) absorbs a rare slow block, not a slow median; the instrument
+    # calls the model once a block, so the slower of the two ways is what it meets
+    rtf, p99 = max(res["rtf"], cad["rtf"]), max(res["rtf_p99"], cad["rtf_p99"])
+    if rtf >= 0.8 or p99 >= 1.5:
         return Check("model", "fail", line + ": too slow for real time here", fix, details)
-    if res["rtf"] >= 0.5 or res["rtf_p99"] >= 0.7:
+    if rtf >= 0.5 or p99 >= 0.7:
         return Check("model", "warn", line + ": little headroom, expect late blocks under load", fix, details)
     return Check("model", "pass", line, details=details)
 
