@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from pi_synth.audio.player import Player
-from pi_synth.control.events import StopAt, Timeline, check_events, demo_midi, has_note_on
+from pi_synth.control.events import StopAt, Timeline, check_events, demo_midi, note_ons
 from pi_synth.control.router import Router
 from pi_synth.errors import ConfigError, DeviceError, ModelError, PiSynthError
 from pi_synth.model.library import find_model, list_models, precision_of
@@ -73,11 +73,13 @@ class Instrument:
             self.controls.set(name, value)
         hooks = []
         self.timeline = None
+        self.note_ons: list[tuple[int, int]] = []  # (channel, note) the events play
         if events:
             check_events(events, self.router)
             self.timeline = Timeline(events, self.router, card.sample_rate, loop_seconds, block=card.block_size)
             hooks.append(self.timeline)
-            if any(ev.kind == "midi" and has_note_on(ev.data) for ev in events):
+            self.note_ons = note_ons(events)
+            if self.note_ons:
                 # the notes play it from the start: silence until the first (a latent voice
                 # such as morph sounds at its card's loudness until a key takes over)
                 self.router.voice_plays()
@@ -475,7 +477,7 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
     inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, offline=True,
                       audio_in=input is not None)
     if not said:  # the demo phrase fits every shipped voice
-        for line in notes_said(events, inst):
+        for line in notes_said(inst):
             log.warning("%s", line)
     card = inst.card
     ch = inst.player.channels
@@ -509,24 +511,20 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
 
 
 DEMO_MIDI = Path(demo_midi())  # --midi demo
-NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-
-
 def _note_name(hz: float) -> str:
-    n = round(69 + 12 * math.log2(hz / 440.0))
-    return f"{NOTE_NAMES[n % 12]}{n // 12 - 1}"
+    from pi_synth.control.voice import note_name
+
+    return note_name(round(69 + 12 * math.log2(hz / 440.0)))
 
 
-def notes_said(events, inst) -> list[str]:
-    """What the notes of ``events`` will not play as written, one line each: none on the
-    MIDI channel listened to, or notes past the model's pitch range (they sound at its
-    nearest end)."""
-    from pi_synth.control.events import note_ons
-
+def notes_said(inst) -> list[str]:
+    """What the notes of the instrument's events will not play as written, one line each:
+    none on the MIDI channel listened to, or notes past the model's pitch range (they sound
+    at its nearest end)."""
     router = inst.router
     if not router.is_note or router.voice is None:
         return []
-    ons = [on for ev in events if ev.kind == "midi" for on in note_ons(ev.data)]
+    ons = inst.note_ons
     heard = [n for ch, n in ons if router.channel is None or ch == router.channel]
     out = []
     if ons and not heard:
@@ -634,7 +632,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     loop_s = (max(ev.t for ev in events) + tail) if loop and events else None
     inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, loop_seconds=loop_s,
                       audio_in="auto" if capture.lower() != "none" else False)
-    for line in notes_said(events, inst):
+    for line in notes_said(inst):
         log.warning("%s", line)
     if no_input and input_kind(Path(inst.model_path), inst.card) is not None:  # said where it matters
         log.info("%s", no_input)

@@ -135,27 +135,17 @@ def load_events(path: str | os.PathLike) -> list[Event]:
     return parse_events(items, where=path)
 
 
-def note_ons(data: bytes) -> list[tuple[int, int]]:
-    """(channel, note) of each note-on with a velocity in raw MIDI bytes (running status counted)."""
-    out, status, got = [], 0, []
-    for b in data:
-        if b >= 0xF8:  # realtime, anywhere
-            continue
-        if b & 0x80:
-            status, got = b, []
-            continue
-        got.append(b)
-        if status & 0xF0 in (0x80, 0x90, 0xA0, 0xB0, 0xE0) and len(got) == 2 or len(got) == 1 and \
-                status & 0xF0 in (0xC0, 0xD0):
-            if status & 0xF0 == 0x90 and got[1]:
-                out.append((status & 0x0F, got[0]))
-            got = []
-    return out
+def note_ons(events: list[Event]) -> list[tuple[int, int]]:
+    """(channel, note) of each note-on with a velocity in the events' MIDI: each stream read
+    whole by the byte parser that plays it (running status across events, as it plays)."""
+    from pi_synth.control.midi.parser import parse
 
-
-def has_note_on(data: bytes) -> bool:
-    """Whether raw MIDI bytes hold a note-on with a velocity (running status counted)."""
-    return bool(note_ons(data))
+    streams: dict[str, bytearray] = {}
+    for ev in events:
+        if ev.kind == "midi":
+            streams.setdefault(ev.stream, bytearray()).extend(ev.data)
+    return [(m.channel, m.note) for data in streams.values() for m in parse(data)
+            if m.type == "note_on" and m.velocity]
 
 
 def demo_midi() -> str:

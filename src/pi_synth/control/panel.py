@@ -24,9 +24,6 @@ terminal's last lines, and the log handler prints above and redraws.
 
 from __future__ import annotations
 
-# a card's units, as a knob cell of 18 characters has room for them
-SHORT_UNITS = {"db": "dB", "db_per_octave": "dB/oct", "hz": "Hz", "cents": "ct", "semitones": "st"}
-
 import logging
 import os
 import select
@@ -38,18 +35,16 @@ import tty
 
 import mido
 
+from pi_synth.control.voice import note_name
+
 KEYS = "awsedftgyhujk"  # C4 .. C5, chromatic
+# a card's units, as a knob cell of 17 characters has room for them
+SHORT_UNITS = {"db": "dB", "db_per_octave": "dB/oct", "hz": "Hz", "cents": "ct", "semitones": "st"}
 CELL = 19  # a knob's room on its row: four a row, 76 columns
 STEP, COARSE, FINE = 0.05, 0.25, 0.01  # of a knob's travel per key press
-NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 ARROWS = {"\x1b[C": "+", "\x1b[D": "-", "\x1b[A": "]", "\x1b[B": "["}
 HELP = ("keys: 1-8 knob   ←→ ±.05   ↑↓ ±.25   ,. ±.01   a w s e d f t g y h u j k: C4…C5",
         "      shift: let go   space: all off   n/b: model   p: panic  l: learn  q: quit")
-
-
-def note_name(note: int) -> str:
-    """MIDI note → its name, middle C = C4 (60)."""
-    return f"{NAMES[note % 12]}{note // 12 - 1}"
 
 
 def _ranges(ns: list[int]) -> str:

@@ -54,6 +54,12 @@ ALL_SOUND_OFF = 120
 RESET_ALL_CONTROLLERS = 121
 ALL_NOTES_OFF = 123  # 124..127 (omni/mono/poly mode) imply all notes off too
 A4_NOTE = 69
+NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def note_name(note: int) -> str:
+    """MIDI note → its name, middle C = C4 (60)."""
+    return f"{NOTE_NAMES[note % 12]}{note // 12 - 1}"
 
 
 # The voice's own playing controls, which knobs, CC, OSC and presets reach like a model's
