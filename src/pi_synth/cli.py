@@ -220,6 +220,8 @@ def cmd_run(args) -> int:
     events = _load_events(args)
     if args.loop and not events:
         log.warning("--loop repeats a --midi or --events file, and none was given: nothing to loop")
+    if args.no_panel and not args.emulate:
+        log.info("--no-panel: the panel only comes with --emulate, so there was none to leave out")
     return run(cfg, model=args.model, events=events, seconds=args.seconds, sets=_parse_sets(args.set),
                emulate=args.emulate, panel=not args.no_panel, config_path=args.config, loop=args.loop)
 
