@@ -181,9 +181,12 @@ def cmd_render(args) -> int:
     if why := not_wav_said(args.output, "-o"):
         raise ConfigError(why)
     # SIGTERM (a service manager, `timeout`, kill) stops a render as Ctrl-C does: no file left
-    signal.signal(signal.SIGTERM, _terminated)
-    line = render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
-                  seconds=args.seconds, sets=_parse_sets(args.set), input=args.input)
+    before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        line = render(cfg, model=args.model, output=args.output, format=args.format, events=_load_events(args),
+                      seconds=args.seconds, sets=_parse_sets(args.set), input=args.input)
+    finally:  # run in-process (the tests): the caller's handler back
+        signal.signal(signal.SIGTERM, before)
     print(line, file=sys.stderr if _is_stdout(args.output) else sys.stdout)  # -o /dev/stdout: WAV only there
     return 0
 
