@@ -350,19 +350,22 @@ def profile(ts_path: Path, path: Path, blocks: int = 100) -> dict:
         one.run(None, x)
         after.append(time.perf_counter() - t0)
     return {"nodes_by_op": dict(ops.most_common()), "profiler_share_pct_by_op": shares,
-            "matrix_products_alone_us": matrix_products_alone(path, torchscript=decode),
+            "matrix_products_alone_us": matrix_products_alone(path, torchscript=decode,
+                                                              cadence_s=card.block_size / card.sample_rate),
             "one_node_run_us": {"alone": round(1e6 * float(np.median(alone[10:])), 1),
                                 "after_torchscript": round(1e6 * float(np.median(after[10:])), 1)},
             "_decode": decode}  # for the int8 file's loop; popped before the JSON is written
 
 
-def matrix_products_alone(path, runs: int = 600, torchscript=None) -> dict:
+def matrix_products_alone(path, runs: int = 600, torchscript=None, cadence_s: float | None = None) -> dict:
     """The model's matrix products (``Gemm``/``MatMul`` with constant weights) as one graph of
     their own, each fed its input shape from outside, against the whole model, timed
     alternating (plain ``session.run``, 1 thread): how much of a block is the products'
     arithmetic and weight reads, how much the nodes around them (caches, im2col, activations);
     and the two floors under the products (:func:`_floors`). ``torchscript``, a callable that
-    decodes one block, joins the alternation so the ceiling is a ratio from this one loop."""
+    decodes one block, joins the alternation so the ceiling is a ratio from this one loop.
+    ``cadence_s``: the products, the whole model and TorchScript also played one block per
+    ``cadence_s``, asleep between (:func:`at_cadence`): the floor as the instrument calls it."""
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -423,7 +426,12 @@ def matrix_products_alone(path, runs: int = 600, torchscript=None) -> dict:
             if r >= 50:
                 t[k].append(time.perf_counter() - t0)
     us = {k: round(1e6 * float(np.median(v)), 1) for k, v in t.items()}
-    return {"products": len(nodes), "weight_mb": round(weight_bytes / 1e6, 2), "products_alone_us": us["products"],
+    cad = {}
+    if cadence_s:
+        cad = at_cadence({k: (lambda i, c=c: c()) for k, c in calls.items() if not k.startswith("floor")},
+                         cadence_s, blocks=30)
+        cad = {"at_cadence_us": {k: round(1e6 * v, 1) for k, v in cad.items()}}
+    return {**cad, "products": len(nodes), "weight_mb": round(weight_bytes / 1e6, 2), "products_alone_us": us["products"],
             "whole_model_us": us["whole"], "share_pct": round(100 * us["products"] / us["whole"], 1),
             "weight_read_floor_us": us["floor_read"], "arithmetic_floor_us": us["floor_arithmetic"],
             "floor_us": max(us["floor_read"], us["floor_arithmetic"]), "multiply_adds": sum(macs.values()),
@@ -839,6 +847,11 @@ def main() -> int:
                         if "int8_matrix_products_alone_us" in pr else "")
                      + f"\n  a one-node session.run: {pr['one_node_run_us']['alone']} µs alone, "
                      f"{pr['one_node_run_us']['after_torchscript']} µs right after a TorchScript decode")
+            c = pr["matrix_products_alone_us"].get("at_cadence_us")
+            if c:
+                line += (f"\n  at the block cadence: TorchScript {c['torchscript']} µs | the whole model {c['whole']} µs"
+                         f" = {c['torchscript'] / c['whole']:.2f}× | its matrix products alone {c['products']} µs = "
+                         f"{c['torchscript'] / c['products']:.2f}× (the floor of any conversion, as it is called)")
         print(line, flush=True)
     sweep = []
     for n in args.fixtures if args.frames else []:
