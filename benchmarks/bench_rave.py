@@ -187,20 +187,15 @@ def at_cadence(calls: dict, period_s: float, blocks: int = CADENCE_BLOCKS, passe
     """As the instrument calls a model: one block per block period, the thread asleep in
     between, each engine on its own (passes alternate, so a slow spell of the host hits
     both). ``calls``: label → ``f(i)`` for block i. Medians in seconds, the first 5 blocks
-    of a pass left out."""
+    of a pass left out (``pi_synth.bench.paced_times``, as ``pi-synth bench`` times it)."""
     import numpy as np
+
+    from pi_synth.bench import paced_times
 
     t = {k: [] for k in calls}
     for _ in range(passes):
         for label, call in calls.items():
-            nxt = time.perf_counter()
-            for i in range(blocks):
-                nxt += period_s
-                t0 = time.perf_counter()
-                call(i)
-                if i >= 5:
-                    t[label].append(time.perf_counter() - t0)
-                time.sleep(max(0.0, nxt - time.perf_counter()))
+            t[label].extend(paced_times(call, blocks - 5, warmup=5, period=period_s))
     return {k: float(np.median(v)) for k, v in t.items()}
 
 

@@ -86,27 +86,37 @@ def _stats(times: np.ndarray, block_seconds: float) -> dict:
     }
 
 
+def paced_times(call, blocks: int, *, warmup: int = 0, period: float | None = None,
+                prepare=None) -> np.ndarray:
+    """Wall time of ``call(k)`` for each of ``blocks`` blocks after ``warmup`` (``prepare(k)``
+    first, untimed). ``period``: one call per period, asleep in between, as the instrument
+    calls a model (the caches cool meanwhile); None: back to back."""
+    times = np.empty(blocks)
+    nxt = time.perf_counter()
+    for k in range(blocks + warmup):
+        if prepare is not None:
+            prepare(k)
+        t0 = time.perf_counter()
+        call(k)
+        if k >= warmup:
+            times[k - warmup] = time.perf_counter() - t0
+        if period:
+            nxt += period
+            time.sleep(max(0.0, nxt - time.perf_counter()))
+    return times
+
+
 def block_times(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 0,
                 cadence: bool = False) -> tuple[np.ndarray, float]:
     """Wall time of each of ``blocks`` blocks of ``rt`` on moving controls, after ``warmup``;
-    and the process CPU seconds of all of them. ``cadence``: one block per block period,
-    asleep in between, as the instrument calls the model (the caches cool meanwhile);
-    otherwise back to back."""
+    and the process CPU seconds of all of them. ``cadence``: at the block period
+    (:func:`paced_times`); otherwise back to back."""
     card = rt.card
     ctl = control_sequence(card, blocks + warmup, seed)
-    times = np.empty(blocks)
-    period = card.block_size / card.sample_rate
     cpu0 = time.process_time()
-    nxt = time.perf_counter()
-    for k in range(blocks + warmup):
-        rt.controls[...] = ctl[k]
-        t0 = time.perf_counter()
-        rt.step()
-        if k >= warmup:
-            times[k - warmup] = time.perf_counter() - t0
-        if cadence:
-            nxt += period
-            time.sleep(max(0.0, nxt - time.perf_counter()))
+    times = paced_times(lambda k: rt.step(), blocks, warmup=warmup,
+                        period=card.block_size / card.sample_rate if cadence else None,
+                        prepare=lambda k: rt.controls.__setitem__(Ellipsis, ctl[k]))
     return times, time.process_time() - cpu0
 
 
