@@ -354,6 +354,36 @@ def test_render_to_stdout_is_a_wav_stream_to_pipe_on(organ, tmp_path):
     assert sr == 48000 and 0.5 * sr <= len(x) <= 0.7 * sr and np.abs(x).max() > 0.01
 
 
+def test_render_to_stdout_sent_to_a_file_writes_into_it(organ, tmp_path):
+    """``render -o - > out.wav``: standard output is a regular file then. The WAV goes into
+    it through the descriptor, its header rewritten with the length (it once went to a
+    temporary file renamed onto ``/dev/stdout``, replacing the system's link, and out.wav
+    held only the summary line). Appended to (``>>``), it is a stream after what was there."""
+    import subprocess
+    import sys
+
+    from pi_synth.audio.backends.wav import read_wav
+
+    was_link = os.path.islink("/dev/stdout")
+    out = tmp_path / "out.wav"
+    for target in ("-", "/dev/stdout", "/dev/fd/1"):
+        with open(out, "wb") as f:
+            p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", target,
+                                "--midi", "demo", "--seconds", "0.5"], stdout=f, stderr=subprocess.PIPE, timeout=60)
+        assert p.returncode == 0 and b"wrote " in p.stderr, p.stderr
+        data = out.read_bytes()
+        assert data[:4] == b"RIFF" and int.from_bytes(data[40:44], "little") == len(data) - 44, target
+        x, sr = read_wav(out)
+        assert sr == 48000 and 0.5 * sr <= len(x) <= 0.7 * sr and np.abs(x).max() > 0.01
+        assert os.path.islink("/dev/stdout") == was_link and not list(tmp_path.glob(".*.tmp"))
+    out.write_bytes(b"log\n")
+    with open(out, "ab") as f:
+        p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", "-",
+                            "--midi", "demo", "--seconds", "0.5"], stdout=f, stderr=subprocess.PIPE, timeout=60)
+    data = out.read_bytes()
+    assert p.returncode == 0 and data[:8] == b"log\nRIFF" and data[44:48] == b"\xff" * 4, p.stderr
+
+
 def test_case07_a_stream_gets_a_wav_header_up_front(organ, tmp_path):
     """A FIFO (a pipe to another program) gets the 'length unknown' header first, then
     the samples — the bytes a reader of the pipe sees."""
@@ -368,9 +398,16 @@ def test_case07_a_stream_gets_a_wav_header_up_front(organ, tmp_path):
     with open(fifo, "rb") as f:
         data = f.read()
     assert p.wait(60) == 0, p.stderr.read()
-    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and data[40:44] == b"\xdb\xff\xff\xff"
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and data[40:44] == b"\xff" * 4
     assert 0.5 * 48000 * 2 <= len(data) - 44 <= 0.7 * 48000 * 2
     assert os.listdir(tmp_path / "out") == ["pipe.wav"]
+    # read back (render --input): the streams' "length unknown", this one and the one older
+    # pi-synth wrote (0xFFFFFFFF - 36), is no "the file ends early"
+    from pi_synth.audio.backends.wav import _read_wav
+
+    for size in (0xFFFFFFFF, 0xFFFFFFFF - 36):
+        (tmp_path / "back.wav").write_bytes(data[:40] + size.to_bytes(4, "little") + data[44:])
+        assert _read_wav(tmp_path / "back.wav")[2] == []
 
 
 def test_case08_a_huge_set_is_refused_with_the_range_and_no_numpy_warning(organ, cli, tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -96,9 +97,37 @@ def wav_bytes(seconds: float, sample_rate: int, channels: int, fmt: str, block_s
     return WAV_HEADER + frames * channels * sample_bytes(fmt)
 
 
+_DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd|proc/\d+/fd)/(\d+)")
+_STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def descriptor_of(path: str) -> int | None:
+    """The open descriptor ``path`` names (``-o /dev/stdout``, ``/dev/fd/3``, a link to one),
+    or None. It is written through that descriptor itself, whatever it is open on: with
+    ``> out.wav`` standard output is a regular file, and renaming a finished render onto
+    ``/dev/stdout`` would replace the system's link with it."""
+    p = os.path.abspath(path)
+    for _ in range(8):  # a chain of links, by hand: the link into /proc/self/fd is the answer
+        if p in _STANDARD:
+            return _STANDARD[p]
+        if m := _DESCRIPTOR.fullmatch(p):
+            if m.group(0).startswith("/proc/") and "/self/" not in p and int(p.split("/")[2]) != os.getpid():
+                return None  # another process's descriptor: a path like any other
+            return int(m.group(1))
+        try:
+            target = os.readlink(p)
+        except OSError:
+            return None
+        p = os.path.normpath(os.path.join(os.path.dirname(p), target))
+    return None
+
+
 def is_stream(path: str) -> bool:
-    """A character device, pipe or socket (``/dev/null``, ``/dev/stdout``, a FIFO): written
-    straight through, never renamed onto, its length unknown in the header."""
+    """A character device, pipe or socket (``/dev/null``, ``/dev/stdout``, a FIFO), or an open
+    descriptor (:func:`descriptor_of`): written straight through, never renamed onto, its
+    length unknown in the header until the end."""
+    if descriptor_of(path) is not None:
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import stat
 import struct
 import tempfile
 import time
@@ -44,6 +45,17 @@ def _umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o022
+
+
+def _seekable_at(fd: int) -> int | None:
+    """The offset a regular file open on ``fd`` is written from, if its header can be
+    rewritten there later (not in append mode, where every write goes to the end)."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+            return None
+        return os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        return None
 
 
 def default_path() -> str:
@@ -95,7 +107,7 @@ class WavBackend(Backend):
         self.keep_partial = False
 
     def _open(self, sample_rate, channels, period, periods):
-        from pi_synth.render_plan import is_stream
+        from pi_synth.render_plan import descriptor_of, is_stream
         from pi_synth.state import TEMP_SUFFIX, clean_temps
 
         path = self.device
@@ -112,9 +124,13 @@ class WavBackend(Backend):
         self._pending = bytearray()
         self._failed = False
         self._stream = is_stream(path)
+        self._start = None  # where a seekable stream's header goes once the length is known
         try:
             if self._stream:
-                self._fd = os.open(path, os.O_WRONLY)
+                fdno = descriptor_of(path)
+                # the descriptor itself (its offset, its O_APPEND), never the path reopened
+                self._fd = os.dup(fdno) if fdno is not None else os.open(path, os.O_WRONLY)
+                self._start = _seekable_at(self._fd)
             else:
                 folder = os.path.dirname(os.path.abspath(path))
                 clean_temps(path)  # left by a recording that was killed
@@ -126,7 +142,7 @@ class WavBackend(Backend):
         except OSError as e:
             raise DeviceError(f"{path}: cannot write the WAV file ({e.strerror})") from None
         # a file gets its header on close, once the length is known; a stream, now
-        self._pending += self._header(STREAM_SIZE - 36) if self._stream else b"\0" * 44
+        self._pending += self._header(STREAM_SIZE) if self._stream else b"\0" * 44
         self._flush()
         return Granted(sample_rate, channels, period, periods, self.format)
 
@@ -181,7 +197,9 @@ class WavBackend(Backend):
                         raise
                 finally:
                     self._fd = None
-            if keep and not self._stream and (self.keep_partial or not self._failed):
+            if self._start is not None:  # `-o - > out.wav`: a file after all, so a true header
+                self._end_seekable(fd, keep)
+            elif keep and not self._stream and (self.keep_partial or not self._failed):
                 try:
                     block = self._ch * self._bits // 8
                     audio = max(0, self._on_disk - 44) // block * block  # whole frames only
@@ -196,6 +214,20 @@ class WavBackend(Backend):
         finally:
             os.close(fd)
             self._remove_temp()
+
+    def _end_seekable(self, fd: int, keep: bool) -> None:
+        """A stream that is a regular file (standard output sent to a file): the header
+        rewritten with the length, or — a render that failed — the file cut back to where
+        it began, so no torn WAV is left in it."""
+        try:
+            if keep and not self._failed:
+                block = self._ch * self._bits // 8
+                audio = max(0, self._on_disk - 44) // block * block
+                os.pwrite(fd, self._header(audio), self._start)
+            elif not keep:
+                os.ftruncate(fd, self._start)
+        except OSError:
+            pass  # the stream header stands: "length unknown", which readers accept
 
     def _discard(self):
         """A render that failed: its file is not finished, so it is not there."""
@@ -328,7 +360,9 @@ def _read_wav(path):
         raise _bad(path, "the WAV holds no audio frames (empty); record or export it again")
     raw = payload[: n * frame]
     notes = []
-    if declared not in (0, 0xFFFFFFFF) and len(payload) < declared:
+    # 0 and 0xFFFFFFFF: "length unknown" from a streaming writer (older pi-synth streams wrote
+    # 0xFFFFFFFF − 36: that too)
+    if 0 < declared < 0xFFFFFFFF - 64 and len(payload) < declared:
         notes.append(f"the file ends early: {n} of the {declared // frame} frames its header promises (truncated?)")
     if tag == 3:
         x = np.frombuffer(raw, "<f4" if bits == 32 else "<f8").astype(np.float32)
