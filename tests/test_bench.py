@@ -563,3 +563,40 @@ def test_bench_times_the_block_cadence_too(organ):
     assert c["blocks"] == 40 and time.perf_counter() - t0 >= 45 * period  # paced: 5 warm-up + 40 blocks
     assert 0 < c["block_ms_median"] <= c["block_ms_p99"] and c["rtf"] == pytest.approx(
         c["block_ms_median"] / 1e3 / period)
+
+
+def test_pi_synth_bench_and_quantize_take_an_encoder(cli, tmp_path):
+    """An encoder (audio in, latents out) is benched on a recording-like input, both ways
+    (it crashed: the bare run fed controls it has none of); ``quantize`` on one quantizes its
+    matrix products as ``convert rave --quantize`` does, or says in one line why not (it
+    crashed on the missing ``controls``)."""
+    import json
+
+    from test_cli import one_line_error
+
+    from pi_synth.model.library import shipped_dir
+
+    enc = shipped_dir() / "morph.encoder.onnx"
+    res = json.loads(cli("bench", enc, "--blocks", "40", "--json", check=0).stdout)
+    assert 0 < res["rtf"] < 1 and res["blocks"] == 40 and res["at_cadence"]["block_ms_median"] > 0
+    assert res["bare_block_ms_median"] > 0 and res["wrapper_overhead_ratio"] > 0
+    one_line_error(cli("quantize", enc, "-o", tmp_path / "e.int8.onnx"), "no matrix product", "play the fp32 model")
+    assert not (tmp_path / "e.int8.onnx").exists()
+
+
+def test_bench_times_an_encoder_on_moving_input(tmp_path):
+    """The bare ``session.run`` and the runtime see the same blocks of input: their outputs
+    differ from block to block (a model fed silence would be timed on one easy case)."""
+    from pi_synth.model.library import shipped_dir
+    from pi_synth.model.runtime import Runtime
+
+    rt = Runtime(shipped_dir() / "morph.encoder.onnx", use_cache=False)
+    x = bench.input_sequence(rt.card, 6)
+    assert x.shape == (6, rt.card.block_size) and np.abs(x).max() > 0.1 and not np.allclose(x[0], x[1])
+    lat = []
+    for k in range(6):
+        rt.audio_in[:] = x[k]
+        rt.step()
+        lat.append(rt.latent.copy())
+    assert not np.allclose(lat[2], lat[5])
+    assert bench.bench_bare(rt, blocks=10, warmup=2)["block_ms_median"] > 0

@@ -156,6 +156,9 @@ def test_card_command_writes_a_starting_card_and_edits_it(cli, tmp_path):
     del m.metadata_props[:]  # a model from elsewhere: no card
     onnx.save(m, path)
     one_line_error(cli("info", path), "no pi-synth model card", f"pi-synth card {path} --init")
+    # quantize reads the card as JSON (unvalidated): the same way to write one
+    one_line_error(cli("quantize", path, "-o", tmp_path / "q.onnx"), "no pi-synth model card",
+                   f"pi-synth card {path} --init")
     cli("card", path, "--init", check=0)
     card = json.loads(cli("card", path, check=0).stdout)
     assert card["inputs"] == {"controls": "controls"} and card["outputs"] == {"audio": "audio"}

@@ -75,6 +75,28 @@ def control_sequence(card, blocks: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+def test_signal(sample_rate: int, seconds: float = 8.0, seed: int = 3):
+    """A deterministic stand-in for a voice or an instrument, to measure an encoder on: a
+    harmonic tone gliding over three octaves (55 → 440 Hz) with vibrato, a syllable-like
+    envelope and breath noise, plus short noise bursts. ``[samples]`` float32 at ±0.5."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    f0 = 55.0 * 2.0 ** (3.0 * t / seconds) * (1 + 0.01 * np.sin(2 * np.pi * 5.5 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    tone = sum(np.sin(k * phase) / k for k in range(1, 24) if k * f0.max() < sample_rate / 2)
+    env = 0.5 - 0.5 * np.cos(2 * np.pi * np.minimum(1.0, (t * 2.5) % 1.0))
+    y = tone * env + 0.05 * rng.standard_normal(n) + (rng.standard_normal(n) * ((t * 1.3) % 1 < 0.06))
+    return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+def input_sequence(card, blocks: int, seed: int = 0) -> np.ndarray:
+    """``[blocks, block_size]`` of :func:`test_signal`, looped: what a model that takes audio
+    (an encoder, an effect) is timed on."""
+    x = test_signal(card.sample_rate, seed=3 + seed)
+    return np.resize(x, blocks * card.block_size).reshape(blocks, card.block_size)
+
+
 def _stats(times: np.ndarray, block_seconds: float) -> dict:
     ms = times * 1e3
     return {
@@ -113,10 +135,16 @@ def block_times(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 0,
     (:func:`paced_times`); otherwise back to back."""
     card = rt.card
     ctl = control_sequence(card, blocks + warmup, seed)
+    x = input_sequence(card, blocks + warmup, seed) if card.audio_input else None
+
+    def prepare(k):
+        rt.controls[...] = ctl[k]
+        if x is not None:
+            rt.audio_in[:] = x[k]
+
     cpu0 = time.process_time()
     times = paced_times(lambda k: rt.step(), blocks, warmup=warmup,
-                        period=card.block_size / card.sample_rate if cadence else None,
-                        prepare=lambda k: rt.controls.__setitem__(Ellipsis, ctl[k]))
+                        period=card.block_size / card.sample_rate if cadence else None, prepare=prepare)
     return times, time.process_time() - cpu0
 
 
@@ -137,11 +165,14 @@ def bench_bare(rt: Runtime, blocks: int = 500, warmup: int = 20, seed: int = 0) 
     card = rt.card
     sess = ort.InferenceSession(rt.path, session_options(rt.threads), providers=["CPUExecutionProvider"])
     ctl = control_sequence(card, blocks + warmup, seed)
+    x = input_sequence(card, blocks + warmup, seed) if card.audio_input else None
     state = {s_in: np.zeros(rt.specs[s_in][0], rt.specs[s_in][1]) for s_in, _ in card.state}
-    out_names = [card.audio_output] + [s_out for _, s_out in card.state]
+    out_names = [card.audio_output or card.latent_output] + [s_out for _, s_out in card.state]
     times = np.empty(blocks)
     for k in range(blocks + warmup):
-        feeds = {card.controls_input: ctl[k][None]}
+        feeds = {card.controls_input: ctl[k][None]} if card.controls_input else {}
+        if x is not None:
+            feeds[card.audio_input] = x[k].reshape(1, 1, -1)
         feeds.update(state)
         t0 = time.perf_counter()
         res = sess.run(out_names, feeds)

@@ -17,7 +17,7 @@ import signal
 import sys
 
 from pi_synth import __version__
-from pi_synth.errors import ConfigError, PiSynthError
+from pi_synth.errors import ConfigError, ModelError, PiSynthError
 
 log = logging.getLogger("pi_synth")
 
@@ -279,6 +279,20 @@ def cmd_quantize(args) -> int:
     if same_file(args.input, args.output):
         raise ConfigError(f"-o {args.output} is the input model: the int8 file would replace the fp32 one it is "
                           "measured against; write it beside, e.g. -o NAME.int8.onnx")
+    from pi_synth.model.card import card_json
+
+    card = card_json(args.input)
+    if card.get("outputs", {}).get("latent"):  # an encoder: its matrix products, latents compared
+        from pi_synth.tools.convert.rave import quantize_encoder
+
+        r = quantize_encoder(args.input, args.output)
+        if r.get("skipped"):
+            raise ModelError(f"{args.input}: {r['why']}")
+        print(json.dumps(r, indent=2) if args.json else
+              f"wrote {args.output}: int8 encoder ({r['int8_nodes']} matrix products), latents {r['snr_db']} dB "
+              f"SNR against fp32, {r['us_per_block']['fp32']} → {r['us_per_block']['int8']} µs a block "
+              f"(×{r['speedup']}), {r['fp32_bytes'] / 1e6:.2f} → {r['int8_bytes'] / 1e6:.2f} MB")
+        return 0
     report = quantize_model(args.input, args.output)
     if args.report:
         print(format_report(report) if not args.json else json.dumps(report, indent=2, default=str))

@@ -191,13 +191,16 @@ def _num(d: dict, key: str, where: str) -> float:
     return v
 
 
+def no_card_said(where: str) -> str:
+    """The one line for a file with no card, and how to give it one."""
+    return (f"{where}: no pi-synth model card (ONNX metadata key {CARD_KEY!r}); write one with "
+            f"'pi-synth card {where} --init' (it guesses from the graph) or re-export the model")
+
+
 def parse_card(text: str | bytes | None, where: str = "model") -> Card:
     """Parse and validate card JSON; ``where`` names the file in errors."""
     if text is None:
-        raise CardError(
-            f"{where}: no pi-synth model card (ONNX metadata key {CARD_KEY!r}); write one with "
-            f"'pi-synth card {where} --init' (it guesses from the graph) or re-export the model"
-        )
+        raise CardError(no_card_said(where))
     try:
         d = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -342,7 +345,7 @@ def card_json(path) -> dict[str, Any]:
     path = os.fspath(path)
     text = read_metadata(path).get(CARD_KEY)
     if text is None:
-        raise CardError(f"{path}: no pi-synth model card (ONNX metadata key {CARD_KEY!r})")
+        raise CardError(no_card_said(path))
     try:
         d = json.loads(text)
     except json.JSONDecodeError as e:

@@ -1423,21 +1423,6 @@ def _int8_gemms(fp32_path: Path, out_path: Path, min_bytes: int) -> tuple[list, 
     return chosen, fp32_bytes
 
 
-def test_signal(sample_rate: int, seconds: float = 8.0, seed: int = 3):
-    """A deterministic stand-in for a voice or an instrument, to measure an encoder on: a
-    harmonic tone gliding over three octaves (55 → 440 Hz) with vibrato, a syllable-like
-    envelope and breath noise, plus short noise bursts. ``[samples]`` float32 at ±0.5."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sample_rate)
-    t = np.arange(n) / sample_rate
-    f0 = 55.0 * 2.0 ** (3.0 * t / seconds) * (1 + 0.01 * np.sin(2 * np.pi * 5.5 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
-    tone = sum(np.sin(k * phase) / k for k in range(1, 24) if k * f0.max() < sample_rate / 2)
-    env = 0.5 - 0.5 * np.cos(2 * np.pi * np.minimum(1.0, (t * 2.5) % 1.0))
-    y = tone * env + 0.05 * rng.standard_normal(n) + (rng.standard_normal(n) * ((t * 1.3) % 1 < 0.06))
-    return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
-
-
 DISCRETE_SAME_CODES = 0.99  # a discrete encoder goes int8 only if it picks the same code this often
 
 
@@ -1446,7 +1431,7 @@ def quantize_encoder(fp32_path, out_path, *, min_bytes: int = INT8_MIN_BYTES, th
     :class:`~pi_synth.tools.convert.stream.CFThenRows`), as :func:`quantize_decoder` does for
     the decoder: ``X.encoder.int8.onnx``, which ``X.int8.onnx`` finds first. The SNR is of the
     latents against the fp32 encoder's on :func:`test_signal`; the speed alternating."""
-    from pi_synth.bench import snr_db
+    from pi_synth.bench import snr_db, test_signal
     from pi_synth.model.card import card_json, write_card
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
