@@ -272,6 +272,18 @@ def test_card_fixes_dynamic_dimensions(cli, tmp_path):
     out = tmp_path / "o.wav"
     cli("render", tmp_path / "fixed.onnx", "-o", out, "--seconds", "0.3", "--set", "c1=1", check=0)
     assert np.abs(read_wav(out)[0]).max() > 0.01
+    # an exporter that wrote its own card, its state batched too: the player's message names
+    # `card --shape`, which fixes it with no --init (it crashed on the state's "batch")
+    card = json.loads(cli("card", tmp_path / "fixed.onnx", check=0).stdout)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.name in ("phase_in", "phase_out"):
+            vi.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.helper.set_model_props(m, {"pi_synth": json.dumps(card)})
+    onnx.save(m, path)
+    one_line_error(cli("info", path), "dynamic shape", f"pi-synth card {path} --shape controls=1,")
+    cli("card", path, "--shape", "controls=1,3,1", "-o", tmp_path / "carded.onnx", check=0)
+    cli("render", tmp_path / "carded.onnx", "-o", out, "--seconds", "0.3", "--set", "c1=1", check=0)
+    assert np.abs(read_wav(out)[0]).max() > 0.01
 
 
 def test_a_long_implied_render_is_said_before_it_starts(organ, tmp_path):

@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from pi_synth.errors import CardError, ConfigError, ModelError
+from pi_synth.errors import CardError, ConfigError, ModelError, PiSynthError
 
 __all__ = ["starting_card", "set_key", "cmd_card"]
 
@@ -102,7 +102,9 @@ def playable_bytes(path, shapes: dict[str, list[int]], *, guess: bool) -> tuple[
                                 f"player should use, e.g. --shape {name}={example}")
     if fixed:
         data = fix_dims(data, fixed, where)
-        feeds = {n: np.zeros(fixed.get(n) or list(a.shape), dtype=ORT_TYPES.get(a.type, "float32"))
+        # an input left dynamic (a batched model's voices) runs its trial with one row
+        feeds = {n: np.zeros(fixed.get(n) or [d if isinstance(d, int) and d > 0 else 1 for d in a.shape],
+                             dtype=ORT_TYPES.get(a.type, "float32"))
                  for n, a in inputs.items()}
         trial = _session(data)
         try:
@@ -293,6 +295,18 @@ def _json_object(path) -> dict:
     return card
 
 
+def _card_voices(args, path, has_card: bool) -> int:
+    """The ``voices`` of the card being written (1 when none says, or it cannot be read yet:
+    reading it again below says why)."""
+    from pi_synth.model.card import card_json
+
+    try:
+        card = _json_object(args.from_file) if args.from_file else card_json(path) if has_card else {}
+        return int(card.get("voices", 1))
+    except (PiSynthError, ValueError, TypeError):
+        return 1
+
+
 def cmd_card(args) -> int:
     from pi_synth.model.card import CARD_KEY, card_json
     from pi_synth.model.library import find_model
@@ -305,8 +319,10 @@ def cmd_card(args) -> int:
         raise ModelError(f"{path}: it has a card already; edit it with --set, or replace it with "
                          "--init --force")
     edits = args.init or args.from_file or args.update or args.set or args.shape or args.output
-    data, said = (playable_bytes(path, parse_shapes(args.shape), guess=bool(args.init)) if edits
-                  else (None, []))
+    # a leading dynamic dimension is the card's voices only when the card says so; else it is
+    # a batch of one, fixed as --init fixes it (a carded export's state: batch × …)
+    guess = bool(args.init) or _card_voices(args, path, has_card) <= 1
+    data, said = (playable_bytes(path, parse_shapes(args.shape), guess=guess) if edits else (None, []))
     if args.init:
         card = starting_card(path if data is None else data, sample_rate=args.sample_rate,
                              name=Path(path).name.split(".")[0])

@@ -396,7 +396,8 @@ def _shape(arg, where: str, what: str, batched: bool = False) -> tuple[int, ...]
             hint = ("; a batch of voices needs \"voices\": N in the card and the dynamic "
                     "dimension first" if dims and _dynamic(dims[0]) and not batched else "")
             raise CardError(
-                f"{where}: graph {what} {arg.name!r} has a dynamic shape {arg.shape}; "
+                f"{where}: graph {what} {arg.name!r} has a dynamic shape {arg.shape}; fix it in the file "
+                f"('pi-synth card {where} --shape {arg.name}=1,…' writes the sizes the player uses) or "
                 "export it with fixed shapes (batch 1, fixed block) so onnxruntime can plan memory"
                 + hint
             )
