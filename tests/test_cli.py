@@ -463,6 +463,30 @@ def test_a_capture_name_on_a_backend_without_inputs_is_refused(cli, tmp_path):
         one_line_error(p, f"the {backend} backend has no input to open it on", "--backend wav")
 
 
+def test_run_on_the_wav_backend_plays_a_capture_file_to_its_end(cli, tmp_path):
+    """`run --backend wav --capture IN.wav`: it stops where the input (+ the models' tail)
+    ends, as `render --input` does, and makes the render's samples a period later (the
+    output's lead) — it used to record silence until killed, ~1 MB a second. A PCM name
+    there is one line; a model that takes no audio says the input is not played."""
+    from pi_synth.audio.backends.wav import read_wav
+
+    voice = Path(__file__).parent / "data" / "voice.wav"
+    p = cli("-q", "run", "--model", "morph", "--backend", "wav", "--device", tmp_path / "run.wav", "--capture",
+            voice, timeout=120, check=0)
+    cli("-q", "render", "morph", "--input", voice, "-o", tmp_path / "render.wav", check=0)
+    live, _ = read_wav(tmp_path / "run.wav")
+    off, _ = read_wav(tmp_path / "render.wav")
+    assert "played 3.5" in p.stderr and len(off) <= len(live) <= len(off) + 512, (len(live), len(off))
+    n = len(off) - 256
+    assert np.abs(off[:n]).max() > 0.05 and np.array_equal(live[256:256 + n], off[:n])
+    one_line_error(cli("-q", "run", "--model", "morph", "--backend", "wav", "--device", tmp_path / "x.wav",
+                       "--capture", "default", "--seconds", "0.2"), "the wav backend plays a WAV file in",
+                   "--backend alsa")
+    p = cli("-q", "run", "--model", "flute", "--backend", "wav", "--device", tmp_path / "x.wav",
+            "--capture", voice, "--seconds", "0.2", check=0)
+    assert "flute takes no audio" in p.stderr and "the input is not played" in p.stderr, p.stderr
+
+
 def test_set_and_model_names_as_users_type_them(organ, cli, tmp_path):
     one_line_error(cli("render", organ(), "-o", tmp_path / "x.wav", "--set", "brightness=nan"),
                    "nan is not a value a control can take")

@@ -155,6 +155,11 @@ def test_run_midi_loops_with_loop_and_plays_on_with_a_live_source(organ, tmp_pat
 
     events = load_midi_file(_midi(tmp_path / "n.mid", 0.5))
     assert render_plan.length(events=events, loop=True).seconds is None
+    # with a recording played in: the input's length, or the events' if they go on after it
+    # (an event after the end of the input was dropped without a word)
+    assert render_plan.length(events=events, input_seconds=2.0, tail_s=0.1).seconds == pytest.approx(2.1)
+    long = render_plan.length(events=events, input_seconds=0.2, tail_s=0.1)
+    assert long.seconds == pytest.approx(max(ev.t for ev in events) + 0.1) and "after the input's" in long.why
     cfg = config_mod.load()
     assert live_inputs(cfg) == []  # the defaults are no decision to play along
     conf = tmp_path / "osc.toml"

@@ -628,12 +628,26 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
                     f"{', or a WAV file' if a.backend == 'wav' else ''} to play one in)")
         capture = "none"
     tail = tail_seconds(cfg)
-    length = plan.length(seconds=seconds, events=events, tail_s=tail, loop=loop, live=live)
+    recording, input_seconds, recording_said, input_tail = _capture_file(cfg, model, capture)
+    if recording is not None:  # a WAV played in ends the run as it ends a render (unless live or looped)
+        if loop or live:
+            input_seconds = None
+        else:
+            tail = input_tail  # as render --input's
+    length = plan.length(seconds=seconds, events=events, tail_s=tail, loop=loop, live=live,
+                         input_seconds=input_seconds)
     loop_s = (max(ev.t for ev in events) + tail) if loop and events else None
     inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, loop_seconds=loop_s,
-                      audio_in="auto" if capture.lower() != "none" else False)
+                      audio_in="auto" if not _is_none(capture) else False)
     for line in notes_said(inst):
         log.warning("%s", line)
+    if not _is_none(capture) and (recording is not None or a.capture.strip()) \
+            and input_kind(Path(inst.model_path), inst.card) is None:
+        log.warning("--capture %s: %s takes no audio (no encoder beside it, no inputs.audio in its card): the "
+                    "input is not played; a model that takes audio is made with 'pi-synth convert rave'",
+                    a.capture.strip(), inst.card.name)
+    elif recording_said:
+        log.info("audio in from %s", recording_said)
     if no_input and input_kind(Path(inst.model_path), inst.card) is not None:  # said where it matters
         log.info("%s", no_input)
     if events and length.seconds is not None and length.why != "--seconds":
@@ -641,9 +655,11 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     elif events and length.seconds is None:
         log.info("playing on after the events: %s", length.why)
     backend = backend_class(a.backend)(a.device, format=a.format, capture=capture or None)
+    if recording is not None:
+        backend.preload_capture(recording[0], inst.card.sample_rate, recording[1])
     if a.backend == "wav":
         _plan_recording(inst, backend, length, a.format)
-    if capture.lower() != "none":
+    if not _is_none(capture):
         inst.connect_input(backend)
     engine = inst.engine = Engine(
         inst.player, backend, period=a.period, periods=a.periods, ahead_blocks=a.ahead_blocks,
@@ -738,6 +754,34 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
           + (f"; input: {inp['xruns']} xruns, {inp['late_blocks']} late blocks, {inp['clips']} clipped"
              if inp else ""), file=sys.stderr)
     return 0
+
+
+def _is_none(capture) -> bool:
+    return isinstance(capture, str) and capture.lower() == "none"
+
+
+def _capture_file(cfg, model, capture: str):
+    """``run --backend wav --capture IN.wav`` with a model that takes audio: the file at the
+    model's rate (frames, what was converted), what it lasts, what was converted (in words), and the tail that lets its
+    last sound out; else (None, None, "", 0). A PCM name there (``default``, ``hw:1,0``) is
+    one line: the wav backend plays files in."""
+    from pi_synth.model.card import load_card
+    from pi_synth.patch import input_kind
+
+    if cfg.audio.backend != "wav" or not capture or _is_none(capture):
+        return None, None, "", 0.0
+    if not os.path.exists(capture) and not capture.lower().endswith((".wav", ".rf64", ".bw64")):
+        raise ConfigError(f"--capture {capture}: the wav backend plays a WAV file in, and there is no file "
+                          f"{capture!r}; a sound card's input (an ALSA PCM) needs --backend alsa")
+    path = configured_model(cfg, model)
+    card = load_card(path)
+    if input_kind(path, card) is None:
+        return None, None, "", 0.0
+    from pi_synth.audio.backends.wav import load_input
+
+    x, notes = load_input(capture, card.sample_rate)
+    tail = (2 * card.block_size + card.latency_samples) / card.sample_rate  # as a render's
+    return (x, notes), len(x) / card.sample_rate, capture + (f" ({', '.join(notes)})" if notes else ""), tail
 
 
 def _plan_recording(inst, backend, length, fmt: str) -> None:

@@ -4,8 +4,8 @@
 what the user gave, first match wins:
 
 * ``--seconds S`` — that long (at most :data:`MAX_SECONDS`, a day);
-* a source of known length — ``input_seconds`` (the hook for ``render --input IN.wav``:
-  its length) — plus the release tail;
+* a source of known length — ``input_seconds`` (``render --input IN.wav``, ``run --backend
+  wav --capture IN.wav``: its length, or the last event's if later) — plus the tail;
 * the events (``--events``, ``--midi``) — to the last one plus the release tail, unless
   they loop or a live source keeps the instrument open (then until stopped);
 * else ``default`` (render: 5 s; run: None, until stopped).
@@ -65,10 +65,14 @@ def length(*, seconds: float | None = None, events=(), tail_s: float = 1.0, loop
             raise ConfigError(f"--seconds {seconds!r}: must be > 0 and at most a day ({MAX_SECONDS:.0f})")
         return Length(float(seconds), "--seconds")
     if input_seconds is not None:
-        total = input_seconds + tail_s
+        last = max((ev.t for ev in events), default=0.0) if not (loop or live) else 0.0
+        total = max(input_seconds, last) + tail_s
         if total > MAX_SECONDS:
             raise ConfigError(f"the input lasts {hms(input_seconds)}; a render is at most a day: "
                               "give --seconds")
+        if last > input_seconds:  # events after the recording ends still play (silence in)
+            return Length(total, f"the events (last at {last:.2f} s, after the input's {input_seconds:.2f} s) "
+                                 f"+ {tail_s:g} s tail")
         return Length(total, f"the input ({input_seconds:.2f} s) + {tail_s:g} s tail")
     if events:
         last = max(ev.t for ev in events)

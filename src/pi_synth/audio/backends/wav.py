@@ -103,6 +103,7 @@ class WavBackend(Backend):
         super().__init__(device, format=format, capture=capture)
         self._fd = None
         self._tmp = None
+        self._loaded = None  # (rate, frames, notes): the capture file, read already
         # a live recording keeps what it got when the disk fills; a render keeps nothing
         self.keep_partial = False
 
@@ -243,12 +244,19 @@ class WavBackend(Backend):
 
     # -- capture: a file played into the input ----------------------------------------
 
+    def preload_capture(self, x: np.ndarray, sample_rate: int, notes: list[str]) -> None:
+        """The capture file, already read at ``sample_rate`` (``run`` read it to know how long
+        it lasts): not read twice. ``capture`` stays its name."""
+        self._loaded = (sample_rate, x, notes)
+
     def _open_capture(self, sample_rate, channels, period, periods):
         src = self.capture
         if src is None or isinstance(src, (str, os.PathLike)) and src == self.device:
             return super()._open_capture(sample_rate, channels, period, periods)  # silence in
         if isinstance(src, np.ndarray):
             x, notes = src, []
+        elif self._loaded is not None and self._loaded[0] == sample_rate:
+            _, x, notes = self._loaded
         else:
             x, notes = load_input(src, sample_rate)
         self._cdata = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
