@@ -487,6 +487,21 @@ def test_run_on_the_wav_backend_plays_a_capture_file_to_its_end(cli, tmp_path):
     assert "flute takes no audio" in p.stderr and "the input is not played" in p.stderr, p.stderr
 
 
+def test_render_input_dash_is_standard_input(tmp_path):
+    """`--input -` reads the WAV from a pipe, as `-o -` writes one (it said "-: cannot read
+    the file"); the render is the one of the file itself."""
+    import subprocess
+    import sys
+
+    voice = Path(__file__).parent / "data" / "voice.wav"
+    for name, feed in (("piped.wav", voice.read_bytes()), ("file.wav", None)):
+        p = subprocess.run([sys.executable, "-m", "pi_synth", "-q", "render", "morph", "--input",
+                            "-" if feed else str(voice), "-o", str(tmp_path / name)],
+                           input=feed, capture_output=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+    assert (tmp_path / "piped.wav").read_bytes() == (tmp_path / "file.wav").read_bytes()
+
+
 def test_set_and_model_names_as_users_type_them(organ, cli, tmp_path):
     one_line_error(cli("render", organ(), "-o", tmp_path / "x.wav", "--set", "brightness=nan"),
                    "nan is not a value a control can take")

@@ -176,6 +176,8 @@ def cmd_render(args) -> int:
     cfg = _config(args)
     if args.output == "-":  # the usual word for standard output
         args.output = "/dev/stdout"
+    if args.input == "-":  # and for standard input (a pipe from sox, ffmpeg, another render)
+        args.input = "/dev/stdin"
     from pi_synth.audio.backends.wav import not_wav_said
 
     if why := not_wav_said(args.output, "-o"):
@@ -384,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--events", help="timed events (JSON) to play")
     rd.add_argument("--set", action="append", metavar="NAME=VALUE", help="initial control value")
     rd.add_argument("--input", metavar="IN.wav",
-                    help="play this WAV into the audio input (a RAVE decoder with its encoder, or an effect); "
+                    help="play this WAV (- : standard input) into the audio input (a RAVE decoder with its encoder, or an effect); "
                          "any rate and channels: resampled with soxr, mixed to mono (default length: the input's)")
     rd.add_argument("--format", default="S16_LE", choices=("S16_LE", "S32_LE", "FLOAT_LE"))
     rd.set_defaults(func=cmd_render)
