@@ -407,6 +407,21 @@ def test_render_with_input_repeats_and_events_and_sets_still_apply(pair, cli, tm
     assert abs(np.corrcoef(y[early, 0], x[early, 0])[0, 1]) < 0.5
 
 
+def test_notes_do_not_gate_a_pair_of_a_note_voice(cli, tmp_path):
+    """morph (a pitch/loudness voice with its encoder) played from a recording: a note in the
+    events used to bring a voice with it, whose loudness floor between keys silenced the
+    input before the first note and after the last. Notes do not play a model that takes
+    audio (as its patch says); the render is the one without them, and says so."""
+    ev = tmp_path / "ev.json"
+    ev.write_text(json.dumps([{"t": 0.5, "midi": [144, 60, 100]}, {"t": 1.0, "midi": [128, 60, 0]}]))
+    with_notes = cli("render", "morph", "--input", VOICE, "--events", ev, "-o", tmp_path / "n.wav", check=0)
+    cli("render", "morph", "--input", VOICE, "-o", tmp_path / "plain.wav", check=0)
+    assert "the events' 1 note(s) do not play it" in with_notes.stderr, with_notes.stderr
+    y, _ = read_wav(tmp_path / "n.wav")
+    assert np.sqrt(np.mean(y[: int(0.45 * 48000)] ** 2)) > 0.01  # sound before the first note
+    assert (tmp_path / "n.wav").read_bytes() == (tmp_path / "plain.wav").read_bytes()
+
+
 def test_build_patch_makes_a_pair_only_when_asked_and_possible(pair, organ):
     c = cfg()
     p = pair()

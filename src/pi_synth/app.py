@@ -522,6 +522,9 @@ def notes_said(inst) -> list[str]:
     none on the MIDI channel listened to, or notes past the model's pitch range (they sound
     at its nearest end)."""
     router = inst.router
+    if inst.note_ons and "audio_in" in inst.card.extra:
+        return [f"{inst.card.name} plays what the audio input says: the events' {len(inst.note_ons)} note(s) do "
+                "not play it (their controllers and 'set' events do)"]
     if not router.is_note or router.voice is None:
         return []
     ons = inst.note_ons

@@ -58,7 +58,9 @@ class Router:
         """Point every source at another model (hot swap). A held note keeps sounding
         if the new model is a note model too."""
         names = set(card.control_names)
-        is_note = {"pitch", "loudness"} <= names
+        # a model played by audio in is not played by notes (its pitch and loudness are
+        # offsets on what the input says: a voice's floor between keys would gate the input)
+        is_note = {"pitch", "loudness"} <= names and "audio_in" not in card.extra
         # the voice's envelope writes pitch and loudness once a block on the audio thread:
         # straight into the model's bank, not through the played controls around it
         self._notes = bank.bank if isinstance(bank, PlayedControls) else bank
