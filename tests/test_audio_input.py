@@ -439,6 +439,28 @@ def test_a_mismatched_encoder_is_refused_in_one_line(tmp_path):
         build_patch(cfg(), tmp_path / "m.onnx", audio_in=True)
 
 
+def test_an_encoder_converted_from_another_model_is_refused(tmp_path):
+    """Two RAVE conversions' files side by side under one name (an encoder copied beside the
+    wrong decoder) played without a word: their latents mean nothing to each other. The
+    cards carry each .ts's sha256; they must agree."""
+    import dataclasses
+
+    from pi_synth.audio.pair import latent_targets
+    from pi_synth.model.card import load_card
+
+    build_organ(tmp_path / "m.onnx", block_size=256)
+    build_encoder(tmp_path / "m.encoder.onnx", block_size=256)
+    dec, enc = load_card(tmp_path / "m.onnx"), load_card(tmp_path / "m.encoder.onnx")
+
+    def made_from(card, ts, sha):
+        return dataclasses.replace(card, extra={**card.extra, "rave": {"ts": ts, "ts_sha256": sha}})
+
+    assert latent_targets(made_from(dec, "a.ts", "ab" * 32), made_from(enc, "a.ts", "ab" * 32))
+    assert latent_targets(dec, made_from(enc, "a.ts", "ab" * 32))  # not a conversion: nothing to compare
+    with pytest.raises(ModelError, match="the encoder was converted from b.ts, the decoder from a.ts"):
+        latent_targets(made_from(dec, "a.ts", "ab" * 32), made_from(enc, "b.ts", "cd" * 32))
+
+
 def test_a_clipping_input_lights_the_clip_led_and_the_status_says_so(pair, tmp_path):
     """A singer too loud for the ADC (a recording clipped at full scale): the input's
     clipped blocks are counted, the status shows them, and the clip LED lights."""
