@@ -538,3 +538,13 @@ def test_a_truncated_or_over_full_scale_input_is_said(tmp_path):
     y, notes = load_input(hot, 48000)
     assert notes == ["its float samples reach +54.0 dBFS, past full scale: lower [input] gain_db, or normalise the file"]
     assert load_input(VOICE, 48000)[1] == []  # a whole, ordinary file: nothing to say
+    # a 16-bit recording clipped at the converter: runs of samples at ±32767 (said; `run
+    # --capture` counted its clipped blocks, a render said nothing); one full-scale peak is not
+    clipped = np.clip(np.sin(np.arange(48000) * 0.05) * 40000, -32768, 32767).astype("<i2").tobytes()
+    (tmp_path / "clipped.wav").write_bytes(head + clipped)
+    notes = load_input(tmp_path / "clipped.wav", 48000)[1]
+    assert len(notes) == 1 and "sit at full scale side by side: it was clipped when recorded" in notes[0]
+    peak = (np.sin(np.arange(48000) * 0.05) * 20000).astype("<i2")
+    peak[1000] = 32767
+    (tmp_path / "peak.wav").write_bytes(head + peak.tobytes())
+    assert load_input(tmp_path / "peak.wav", 48000)[1] == []

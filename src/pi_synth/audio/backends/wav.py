@@ -391,7 +391,14 @@ def _read_wav(path):
         x = (v.astype(np.float64) / 8388607.0).astype(np.float32)
     else:
         x = (np.frombuffer(raw, "<i4").astype(np.float64) / 2147483647.0).astype(np.float32)
-    return x.reshape(n, ch), rate, notes
+    x = x.reshape(n, ch)
+    if tag != 3:  # a clipped recording: runs of samples pinned at full scale (a peak is one)
+        top = np.abs(x) >= 0.999
+        pinned = int(np.count_nonzero(top[1:] & top[:-1]))
+        if pinned > max(2, x.size // 10000):
+            notes.append(f"{100 * pinned / x.size:.2f}% of its samples sit at full scale side by side: it was "
+                         "clipped when recorded, and the model hears the flattened peaks")
+    return x, rate, notes
 
 
 def load_input(path, sample_rate: int) -> tuple[np.ndarray, list[str]]:
