@@ -459,3 +459,34 @@ def test_calibrate_emulate_patches_each_voltage_and_saves_a_calibration(tmp_path
     off, gain = EMULATED_STAGE
     for v in (0.5, 1.7, 3.2):
         assert abs(cal.volts((off + gain * v) / 3.3) - v) < 0.03  # within a 10-bit step of the stage
+
+
+def test_counters_that_keep_moving_are_logged_every_few_seconds(monkeypatch, caplog):
+    """A model that cannot keep up moves its xruns every period: the log said so ten times a
+    second (500 lines for a 2 s run). Now the first move is said at once, then at most every
+    COUNTER_EVERY_S with what it added meanwhile, and the rest when the run ends."""
+    import logging
+    import types
+
+    from pi_synth import app
+
+    now = [100.0]
+    monkeypatch.setattr(app.time, "monotonic", lambda: now[0])
+    engine = types.SimpleNamespace(failed=None)
+    last: dict = {}
+
+    def status(x):
+        return {"xruns": x, "late_periods": 0, "nonfinite_blocks": 0, "device_errors": 0, "reopens": 0}
+
+    caplog.set_level(logging.WARNING, logger="pi_synth")
+    for k in range(1, 41):  # 4 s at the monitor's 10 Hz, an xrun each tick
+        app.log_changes(status(k), last, engine)
+        now[0] += 0.1
+    said = [r.getMessage() for r in caplog.records if "xruns" in r.getMessage()]
+    assert said == ["xruns: 1 (+1)"]
+    now[0] += 1.5  # 5.5 s after the first line
+    app.log_changes(status(60), last, engine)
+    app.log_changes(status(61), last, engine)
+    app.log_changes(status(62), last, engine, final=True)
+    said = [r.getMessage() for r in caplog.records if "xruns" in r.getMessage()]
+    assert said == ["xruns: 1 (+1)", "xruns: 60 (+59)", "xruns: 62 (+2)"]

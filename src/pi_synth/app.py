@@ -707,6 +707,12 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     if not backend.paced:
         log.info("backend %s is not paced by a clock: running as fast as the CPU allows, with no real-time "
                  "priority (--backend null plays in real time)", a.backend)
+    elif (inst.player.rtf_hint or 0.0) > 1.0:
+        log.warning("%s takes %.1f× its block's length to render a block here: it cannot play in real time on "
+                    "this machine, expect gaps ('pi-synth bench %s' measures it; its int8 file, fewer voices or "
+                    "a faster machine may help)", inst.card.name, inst.player.rtf_hint, inst.card.name)
+    # on a clock, a run of S seconds ends after about S seconds even if the model cannot keep up
+    wall_limit = length.seconds * 1.5 + 5.0 if length.seconds is not None and backend.paced else None
     front = None
     if board is not None and panel and sys.stdin.isatty():
         from pi_synth.control.panel import Panel
@@ -734,6 +740,11 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
             gate.tick()
             if ready:
                 notifier.status(status_line(st))
+            if wall_limit is not None and time.monotonic() - t_start > wall_limit:
+                log.warning("stopping after %.0f s of wall time with %.2f of the %.2f s played: the model "
+                            "could not keep up with real time here", time.monotonic() - t_start,
+                            inst.player.position / inst.card.sample_rate, length.seconds)
+                break
             inst.collect_retired()
             log_changes(st, last, engine)
     finally:
@@ -743,7 +754,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
         rig.close()
         engine.stop(fade=True)
     st = inst.status()
-    log_changes(st, last, engine)
+    log_changes(st, last, engine, final=True)
     if engine.failed:  # the output could not take more (a full disk): said in one line, exit 2
         from pi_synth.errors import OutputError
 
@@ -816,25 +827,40 @@ def status_line(st: dict) -> str:
             f"late {st.get('late_periods', 0)}")
 
 
-def log_changes(st: dict, last: dict, engine) -> None:
+COUNTER_EVERY_S = 5.0  # a counter that keeps moving is logged at most this often
+
+
+def _moved(key: str, value: int, last: dict, final: bool) -> int | None:
+    """How much counter ``key`` moved since it was last said, if it is time to say it (at
+    most every :data:`COUNTER_EVERY_S`; ``final``: now). A machine that cannot keep up
+    moves its xruns every period: ten lines a second said nothing more than one."""
+    said = last.setdefault("_said", {})
+    t, was = said.get(key, (-math.inf, 0))
+    now = time.monotonic()
+    if value == was or not final and now - t < COUNTER_EVERY_S:
+        return None
+    said[key] = (now, value)
+    return value - was
+
+
+def log_changes(st: dict, last: dict, engine, final: bool = False) -> None:
     """Log counters that moved: the monitor half of 'xruns are data'."""
-    inp, was = st.get("input") or {}, last.get("input") or {}
+    inp = st.get("input") or {}
     for key in ("xruns", "clips"):
-        if inp.get(key, 0) != was.get(key, 0):
-            log.warning("audio input %s: %d (+%d)", "xruns" if key == "xruns" else "clipped blocks", inp[key],
-                        inp[key] - was.get(key, 0))
-    for key in ("xruns", "late_periods", "nonfinite_blocks", "device_errors", "reopens"):
+        if (d := _moved(f"input_{key}", inp.get(key, 0), last, final)) is not None:
+            log.warning("audio input %s: %d (+%d)", "xruns" if key == "xruns" else "clipped blocks", inp[key], d)
+    for key in ("xruns", "late_periods"):
+        if (d := _moved(key, st[key], last, final)) is not None:
+            log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], d)
+    for key in ("nonfinite_blocks", "device_errors", "reopens"):
         if st[key] != last.get(key, 0):
             if key == "reopens":
                 log.warning("audio device back: playing again")
             elif key == "nonfinite_blocks":
                 log.warning("model output was not finite or ran away (past +60 dBFS) in %d block(s): muted and reset",
                             st[key] - last.get(key, 0))
-            elif key == "device_errors":
-                if not engine.failed:  # an output that cannot come back is said once, as the run ends
-                    log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
-            else:
-                log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], st[key] - last.get(key, 0))
+            elif not engine.failed:  # device errors: an output that cannot come back is said once, at the end
+                log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
     if st.get("render") == "ahead" and last.get("render") in ("early", "late"):
         log.warning("after an xrun, audio is rendered a period ahead from now on (one period more "
                     "latency); audio.periods = 3 starts with that margin")
