@@ -502,6 +502,16 @@ def test_render_input_dash_is_standard_input(tmp_path):
     assert (tmp_path / "piped.wav").read_bytes() == (tmp_path / "file.wav").read_bytes()
 
 
+def test_a_set_of_what_the_notes_play_is_said(cli, tmp_path):
+    """`render flute --set pitch=220` (the demo phrase plays it) rendered the demo's pitches
+    with no word about the --set; a control the notes do not play is not mentioned."""
+    p = cli("-q", "render", "flute", "-o", tmp_path / "f.wav", "--seconds", "0.3", "--set", "pitch=220", check=0)
+    assert "--set pitch: the notes play pitch on flute" in p.stderr, p.stderr
+    p = cli("-q", "render", "flute", "-o", tmp_path / "f.wav", "--seconds", "0.3", "--set", "brightness=0.2",
+            check=0)
+    assert "the notes play" not in p.stderr, p.stderr
+
+
 def test_set_and_model_names_as_users_type_them(organ, cli, tmp_path):
     one_line_error(cli("render", organ(), "-o", tmp_path / "x.wav", "--set", "brightness=nan"),
                    "nan is not a value a control can take")

@@ -63,6 +63,7 @@ class Instrument:
         self.router = Router(self.controls.card, self.controls, self.mapping, voice=self.voice)
         self.router.on_action = self.action
         self.router.channel = listen_channel(cfg)
+        self.set_names = [name for name, _ in sets]
         for name, value in sets:
             try:  # the played controls: the model's and its voice's (attack, release, …)
                 why = self.controls.card.control(name).refuse(value)
@@ -476,9 +477,8 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
         else tail_seconds(cfg))
     inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, offline=True,
                       audio_in=input is not None)
-    if not said:  # the demo phrase fits every shipped voice
-        for line in notes_said(inst):
-            log.warning("%s", line)
+    for line in notes_said(inst, ranges=not said):  # the demo phrase fits every shipped voice
+        log.warning("%s", line)
     card = inst.card
     ch = inst.player.channels
     plan.check_output(output, plan.wav_bytes(length.seconds, card.sample_rate, ch, format,
@@ -517,10 +517,10 @@ def _note_name(hz: float) -> str:
     return note_name(round(69 + 12 * math.log2(hz / 440.0)))
 
 
-def notes_said(inst) -> list[str]:
+def notes_said(inst, ranges: bool = True) -> list[str]:
     """What the notes of the instrument's events will not play as written, one line each:
-    none on the MIDI channel listened to, or notes past the model's pitch range (they sound
-    at its nearest end)."""
+    none on the MIDI channel listened to, notes past the model's pitch range (they sound
+    at its nearest end; ``ranges``), a ``--set`` of what the notes play."""
     router = inst.router
     if inst.note_ons and "audio_in" in inst.card.extra:
         return [f"{inst.card.name} plays what the audio input says: the events' {len(inst.note_ons)} note(s) do "
@@ -530,10 +530,17 @@ def notes_said(inst) -> list[str]:
     ons = inst.note_ons
     heard = [n for ch, n in ons if router.channel is None or ch == router.channel]
     out = []
+    played = [n for n in ("pitch", "loudness") if n in getattr(inst, "set_names", ())]
+    if played and heard:
+        out.append(f"--set {' and '.join(played)}: the notes play {' and '.join(played)} on "
+                   f"{inst.card.name} (the value holds only until the first note); to move the notes, "
+                   "--set octave=N or transpose the file")
     if ons and not heard:
         chans = ", ".join(str(c + 1) for c in sorted({ch for ch, _ in ons}))
         out.append(f"no notes on MIDI channel {router.channel + 1} ([midi] channel), the events' are on "
                    f"channel(s) {chans}: set [midi] channel = 0 to play every channel")
+    if not ranges:
+        return out
     pitch = inst.controls.card.control("pitch")
     lo, hi = min(pitch.min, pitch.max), max(pitch.min, pitch.max)
     try:
