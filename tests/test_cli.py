@@ -286,6 +286,42 @@ def test_card_fixes_dynamic_dimensions(cli, tmp_path):
     assert np.abs(read_wav(out)[0]).max() > 0.01
 
 
+def _graph_file(path, inputs, out_type, out_shape):
+    """A graph with these inputs (name, onnx type, shape) and one output of ``out_shape``
+    (zeros): how other people's exports lay out their inputs and outputs, for card --init."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [len(out_shape)], out_shape)
+    value = helper.make_tensor("v", out_type, [1], [0.0])
+    nodes = [helper.make_node("Constant", [], ["s"], value=shape),
+             helper.make_node("ConstantOfShape", ["s"], ["audio"], value=value)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, t, sh) for n, t, sh in inputs],
+                          [helper.make_tensor_value_info("audio", out_type, out_shape)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_card_init_says_how_to_reexport_what_it_cannot_play(cli, tmp_path):
+    """The layouts a DDSP or torch export often has and the player cannot: each one line that
+    says what to change in the export (they said "write the card with --from", which cannot
+    help, or listed the shapes without naming float64)."""
+    from onnx import TensorProto as T
+
+    F, D = T.FLOAT, T.DOUBLE
+    cases = {
+        "f64": ([("controls", D, [1, 2, 1])], D, [1, 1, 256], ["controls, audio are float64", "model.float()"]),
+        "flat": ([("controls", F, [1, 2, 1])], F, [1, 256], ["audio is [1, 256]", "reshape(1, 1, -1)"]),
+        "twoin": ([("f0", F, [1, 1, 1]), ("loudness", F, [1, 1, 1])], F, [1, 1, 256],
+                  ["torch.cat([f0, loudness], dim=1)"]),
+        "extra": ([("controls", F, [1, 2, 1]), ("temperature", F, [1])], F, [1, 1, 256],
+                  ["temperature is not a controls, audio or state input", "re-export without it"]),
+    }
+    for name, (ins, t, shape, words) in cases.items():
+        path = _graph_file(tmp_path / f"{name}.onnx", ins, t, shape)
+        one_line_error(cli("card", path, "--init"), *words)
+
+
 def test_a_long_implied_render_is_said_before_it_starts(organ, tmp_path):
     """A file whose last event sits far out (a stray note-off an hour on) renders for
     minutes: one line says how long, and why, before the wait — not a silent hang."""

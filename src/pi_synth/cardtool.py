@@ -17,6 +17,7 @@ outputs' from one trial call.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -171,11 +172,12 @@ def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) ->
                 break
     free_in = [n for n in ins if n not in used_in]
     free_out = [n for n in outs if n not in used_out]
-    half = [n for n in [*free_in, *free_out] if (ins.get(n) or outs.get(n))[1] in ("tensor(float16)", "tensor(bfloat16)")]
-    if half:
-        raise CardError(f"{where}: {', '.join(half)} {'is' if len(half) == 1 else 'are'} float16; pi-synth feeds "
-                        "and reads float32: export the model in float32 (model.float() before torch.onnx.export), "
-                        f"then 'pi-synth quantize' makes it small and fast")
+    for kinds, word in ((("tensor(float16)", "tensor(bfloat16)"), "float16"), (("tensor(double)",), "float64")):
+        odd = [n for n in [*free_in, *free_out] if (ins.get(n) or outs.get(n))[1] in kinds]
+        if odd:
+            raise CardError(f"{where}: {', '.join(odd)} {'is' if len(odd) == 1 else 'are'} {word}; pi-synth feeds "
+                            "and reads float32: export the model in float32 (model.float() before torch.onnx.export)"
+                            + (", then 'pi-synth quantize' makes it small and fast" if word == "float16" else ""))
 
     audio = [n for n in free_out if sounds(outs[n])]
     card = {
@@ -193,17 +195,30 @@ def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) ->
         return {**card, "kind": "encoder", "block_size": block, "channels": 1, "control_frames": frames,
                 "controls": [], "inputs": {"audio": sound_in[0]}, "outputs": {"latent": free_out[0]}, **tail}
     if len(audio) != 1:
+        flat = [n for n in free_out if outs[n][1] == "tensor(float)" and 1 <= len(outs[n][0]) <= 2
+                and outs[n][0][-1] >= 16 and math.prod(outs[n][0]) == outs[n][0][-1]]
+        fix = (f"re-export with a channel axis: {flat[0]} is {list(outs[flat[0]][0])}, pi-synth reads [1, channels, "
+               "block] (audio.reshape(1, 1, -1) at the end of forward)" if flat and not audio
+               else "write the card with --from CARD.json")
         raise CardError(f"{where}: cannot tell the audio output (want one float output [1, channels, block] "
                         f"with 1 or 2 channels and a block of at least 16 samples; outputs not paired with an input: "
-                        f"{ {n: outs[n][0] for n in free_out} }); write the card with --from CARD.json")
+                        f"{ {n: outs[n][0] for n in free_out} }); {fix}")
     _, ch, block = outs[audio[0]][0]
     effect_in = [n for n in sound_in if ins[n][0][2] == block]
     rest = [n for n in free_in if n not in effect_in]
     controls = [n for n in rest if float3(ins[n])]
     if len(effect_in) > 1 or len(controls) > 1 or len(rest) != len(controls) or not (controls or effect_in):
+        others = [n for n in rest if n not in controls]
+        if len(controls) == 1 and others:
+            fix = (f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} not a controls, audio or state input "
+                   "(the player feeds only those): re-export without it, its value fixed inside forward")
+        elif len(rest) > 1 and all(ins[n][1] == "tensor(float)" for n in rest):
+            fix = ("re-export with one input for them all: the model's controls are one [1, controls, frames] "
+                   f"tensor (e.g. torch.cat([{', '.join(rest)}], dim=1) given as one input, split inside forward)")
+        else:
+            fix = "write the card with --from CARD.json"
         raise CardError(f"{where}: cannot tell the controls input (want one float input [1, controls, frames] "
-                        f"besides the state inputs and an audio input [1, 1, {block}]; found {free_in}); write the "
-                        "card with --from CARD.json")
+                        f"besides the state inputs and an audio input [1, 1, {block}]; found {free_in}); {fix}")
     n_ctl, frames = ins[controls[0]][0][1:] if controls else (0, 1)
     io = {"controls": controls[0]} if controls else {}
     if effect_in:

@@ -478,7 +478,8 @@ def check_graph(card: Card, inputs, outputs, where: str = "model") -> dict[str, 
     if extra_in:
         raise CardError(
             f"{where}: graph input {extra_in[0]!r} is neither the controls or audio input nor a state "
-            "input in the card; add it to the card's 'state' or remove it from the graph"
+            "input in the card; the player feeds only those: re-export without it (its value fixed inside "
+            "forward), or, if the model carries it from block to block, pair it with that output in 'state'"
         )
     for name in sorted(set(outs) - set(specs)):  # extra outputs are computed and ignored
         a = outs[name]

@@ -165,7 +165,8 @@ def inline_external_data(data: bytes, base_dir, where: str = "model") -> bytes:
 def missing_data_message(where: str, locations: list[str]) -> str:
     names = ", ".join(locations)
     return (f"{where}: its weights are in a separate file ({names}) that is not beside it; copy that "
-            f"file next to it (then 'pi-synth card {where} -o ONE.onnx' makes one self-contained file)")
+            f"file next to it (then 'pi-synth card {where} -o ONE.onnx' makes one self-contained file; "
+            "add --init if it has no card yet)")
 
 
 def _shape_proto(dims) -> bytes:
