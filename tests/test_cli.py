@@ -555,3 +555,24 @@ def test_set_and_model_names_as_users_type_them(organ, cli, tmp_path):
             "--set", "brightness=0.3", check=0)
     assert "--set brightness given twice: 0.3 plays (the last one)" in p.stderr, p.stderr
     one_line_error(cli("info", "flute.onnx"), "the installed model is named 'flute'")
+
+
+def test_card_init_pairs_torch_recurrent_state_by_name(cli, tmp_path):
+    """torch's LSTM names its state h0, c0 in and hn, cn out, and an exporter may write the
+    outputs in another order: paired in order it was h0 → cn, which plays garbage."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Identity", ["h0"], ["hn"]), helper.make_node("Identity", ["c0"], ["cn"]),
+             helper.make_node("Constant", [], ["s"], value=helper.make_tensor("s", TensorProto.INT64, [3], [1, 1, 256])),
+             helper.make_node("ConstantOfShape", ["s"], ["audio"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))]
+    g = helper.make_graph(nodes, "lstm", [vi("controls", TensorProto.FLOAT, [1, 2, 1]),
+                                          vi("h0", TensorProto.FLOAT, [1, 1, 8]), vi("c0", TensorProto.FLOAT, [1, 1, 8])],
+                          [vi("audio", TensorProto.FLOAT, [1, 1, 256]), vi("cn", TensorProto.FLOAT, [1, 1, 8]),
+                           vi("hn", TensorProto.FLOAT, [1, 1, 8])])
+    path = tmp_path / "lstm.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    cli("card", path, "--init", check=0)
+    assert json.loads(cli("card", path, check=0).stdout)["state"] == [["h0", "hn"], ["c0", "cn"]]

@@ -130,8 +130,10 @@ def _fixed(arg, where):
 
 
 def _stem(name: str) -> str:
-    """A tensor's name without its in/out words, to pair a state input with its output."""
-    return re.sub(r"(^|[_.\-/])(in|input|out|output)(?=$|[_.\-/\d])", r"\1", name.lower())
+    """A tensor's name without its in/out words, to pair a state input with its output; and
+    without torch's recurrent suffixes (``h0``/``c0`` in, ``hn``/``cn`` out)."""
+    s = re.sub(r"(^|[_.\-/])(in|input|out|output)(?=$|[_.\-/\d])", r"\1", name.lower())
+    return re.sub(r"_?[0n]$", "", s) if re.fullmatch(r"[a-z]_?[0n]|[a-z]+_[0n]", s) else s
 
 
 def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) -> dict:
