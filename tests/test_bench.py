@@ -600,3 +600,26 @@ def test_bench_times_an_encoder_on_moving_input(tmp_path):
         lat.append(rt.latent.copy())
     assert not np.allclose(lat[2], lat[5])
     assert bench.bench_bare(rt, blocks=10, warmup=2)["block_ms_median"] > 0
+
+
+def test_quantize_names_the_weights_it_cannot_make_int8(tmp_path):
+    """A decoder whose weights sit in ConvTranspose (no int8 kernel in onnxruntime): the
+    report said "0.14 MB fp32 -> 0.14 MB int8" and named only the two small Convs it kept."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pi_synth.tools.quantize import _no_kernel_line, no_int8_kernel
+
+    rng = np.random.default_rng(0)
+    w_up = numpy_helper.from_array(rng.standard_normal((16, 16, 16)).astype(np.float32), "w_up")  # 16 KB
+    w_in = numpy_helper.from_array(rng.standard_normal((16, 2, 1)).astype(np.float32), "w_in")  # 128 B
+    nodes = [helper.make_node("Conv", ["x", "w_in"], ["h"]),
+             helper.make_node("ConvTranspose", ["h", "w_up"], ["y"], strides=[8])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w_up, w_in])
+    path = tmp_path / "up.onnx"
+    onnx.save(helper.make_model(g), path)
+    nk = no_int8_kernel(path)
+    assert nk == {"ops": {"ConvTranspose": 1}, "weight_share": round(16384 / (16384 + 128), 3)}
+    line = _no_kernel_line(nk)[0]
+    assert "ConvTranspose ×1 (99% of the weights)" in line and "cannot make this model much smaller" in line

@@ -309,6 +309,26 @@ def snr_quantizing(in_path, node_sets: list[list[str]], *, calibration_blocks=No
     return out
 
 
+def no_int8_kernel(path) -> dict[str, Any]:
+    """The weighted ops the quantizer leaves float32 because onnxruntime has no int8 kernel
+    for them (ConvTranspose, LSTM, …): ``{"ops": {op: count}, "weight_share": their share
+    of the weights}`` — a model whose weights sit there will not shrink or speed up."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    size = {t.name: numpy_helper.to_array(t).nbytes for t in model.graph.initializer}
+    total = sum(size.values()) or 1
+    ops: dict[str, int] = {}
+    held = 0
+    for n in model.graph.node:
+        w = sum(size.get(i, 0) for i in n.input[1:])
+        if n.op_type not in QUANT_OPS and w >= 4096:
+            ops[n.op_type] = ops.get(n.op_type, 0) + 1
+            held += w
+    return {"ops": ops, "weight_share": round(held / total, 3)}
+
+
 def quantize_model(in_path, out_path, *, fmt: str = "qdq", calibration_blocks=None, exclude=None,
                    threads: int = 1, eval_seconds: float = 8.0) -> dict[str, Any]:
     """Quantize ``in_path`` (fp32 pi-synth model) to ``out_path`` and return the report (see module doc)."""
@@ -380,6 +400,7 @@ def _quantize_model(in_path, out_path, card, fmt, feeds, evalseq, ref, exclude, 
                              + "); the fp32 model is the one to play")
         write_card(out_path, dict(card, precision="int8", snr_db=report["snr_db"][fmt], quant_format=fmt))
     report["int8_bytes"] = out_path.stat().st_size
+    report["no_int8_kernel"] = no_int8_kernel(in_path)
     # the most int8 could give this graph on any CPU (see int8_ceiling)
     try:
         report["ceiling"] = round(int8_ceiling(in_path, out_path, blocks=300, threads=threads)["ceiling"], 3)
@@ -507,6 +528,15 @@ def _cpu_name() -> str:
     return cpu_model()
 
 
+def _no_kernel_line(nk: dict | None) -> list[str]:
+    if not nk or not nk["ops"]:
+        return []
+    ops = ", ".join(f"{op} ×{k}" for op, k in nk["ops"].items())
+    share = nk["weight_share"]
+    return [f"left float32, no int8 kernel in onnxruntime: {ops} ({100 * share:.0f}% of the weights)"
+            + ("; int8 cannot make this model much smaller or faster" if share >= 0.5 else "")]
+
+
 def format_report(report: dict) -> str:
     """Human-readable lines for ``pi-synth quantize --report``."""
     s = report["speed"]
@@ -524,6 +554,7 @@ def format_report(report: dict) -> str:
         "kept float32: " + (", ".join(
             ([f"{len(dsp)} synthesis nodes"] if dsp else []) + [n for n in report["fp32_nodes"] if n not in dsp])
             or "nothing"),
+        *_no_kernel_line(report.get("no_int8_kernel")),
         report["caveat"],
     ]
     return os.linesep.join(lines)
