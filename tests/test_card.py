@@ -63,6 +63,25 @@ def test_not_json_and_missing_card():
         parse_card(None, "m.onnx")
 
 
+def test_a_near_miss_is_named(tmp_path):
+    """A card under the key ``pi-synth`` (the program's name) got "no model card"; a typo in
+    a key got "'sample_rate' is missing" with no word of the key that was there."""
+    from pi_synth.model.card import card_json as read_json
+
+    m = build_organ()
+    text = m.metadata_props[0].value
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, {"pi-synth": text})
+    onnx.save(m, tmp_path / "a.onnx")
+    for read in (load_card, read_json):
+        with pytest.raises(CardError, match="stored under the metadata key 'pi-synth'; the player reads 'pi_synth'"):
+            read(tmp_path / "a.onnx")
+    card = json.loads(text)
+    card["sampel_rate"] = card.pop("sample_rate")
+    with pytest.raises(CardError, match=r"'sample_rate' is missing \(the card has 'sampel_rate': a typo\?\)"):
+        parse_card(json.dumps(card), "m.onnx")
+
+
 def test_metadata_reader_matches_onnx(organ):
     path = organ(block_size=128)
     meta = read_metadata(path)

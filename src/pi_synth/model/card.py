@@ -167,7 +167,10 @@ class Card:
 
 def _need(d: dict, key: str, types: type | tuple[type, ...], where: str) -> Any:
     if key not in d:
-        raise CardError(f"{where}: card key {key!r} is missing")
+        import difflib
+
+        near = difflib.get_close_matches(key, [k for k in d if isinstance(k, str)], n=1, cutoff=0.75)
+        raise CardError(f"{where}: card key {key!r} is missing" + (f" (the card has {near[0]!r}: a typo?)" if near else ""))
     v = d[key]
     if isinstance(v, bool) or not isinstance(v, types):
         names = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
@@ -335,7 +338,19 @@ def load_card(path) -> Card:
     import os
 
     path = os.fspath(path)
-    return parse_card(read_metadata(path).get(CARD_KEY), where=path)
+    meta = read_metadata(path)
+    if CARD_KEY not in meta:
+        _near_card_key(meta, path)
+    return parse_card(meta.get(CARD_KEY), where=path)
+
+
+def _near_card_key(meta: dict, where: str) -> None:
+    """A card stored under another spelling of the key (``pi-synth``, ``PI_SYNTH``): say so."""
+    for k in meta:
+        if k != CARD_KEY and k.lower().replace("-", "_").replace(" ", "_") in (CARD_KEY, "pisynth", "pi_synth_card"):
+            raise CardError(f"{where}: the model card is stored under the metadata key {k!r}; the player reads "
+                            f"{CARD_KEY!r}: write it again with 'pi-synth card {where} --from CARD.json' or rename "
+                            "the key in your export")
 
 
 def card_json(path) -> dict[str, Any]:
@@ -343,8 +358,10 @@ def card_json(path) -> dict[str, Any]:
     import os
 
     path = os.fspath(path)
-    text = read_metadata(path).get(CARD_KEY)
+    meta = read_metadata(path)
+    text = meta.get(CARD_KEY)
     if text is None:
+        _near_card_key(meta, path)
         raise CardError(no_card_said(path))
     try:
         d = json.loads(text)
