@@ -245,6 +245,8 @@ def test_an_encoder_alone_is_not_played(pair, cli, tmp_path):
     assert "an encoder (audio → latents: loudness, brightness)" in r.stdout
     r = cli("info", tmp_path / "organ.onnx", check=0)
     assert "timbre transfer through its encoder organ.encoder.onnx" in r.stdout
+    r = cli("info", "morph", check=0)  # the card's own latency is 0; with its encoder, 512
+    assert "latency 512 samples with it (the dry path waits as long)" in r.stdout, r.stdout
 
 
 # -- the conditioner -------------------------------------------------------------------------

@@ -125,7 +125,15 @@ def cmd_info(args) -> int:
         print(f"  an encoder (audio → latents: {', '.join(card.latent_controls) or 'the decoder’s first controls'}), "
               "played beside its decoder: not playable by itself")
     elif enc is not None:
-        print(f"  audio in: timbre transfer through its encoder {enc.name} (pi-synth render {path.name} --input IN.wav)")
+        from pi_synth.audio.pair import pair_latency
+        from pi_synth.model.card import load_card
+
+        try:
+            lat = f", latency {pair_latency(card, load_card(enc))} samples with it (the dry path waits as long)"
+        except PiSynthError:  # a broken encoder is said when it is played
+            lat = ""
+        print(f"  audio in: timbre transfer through its encoder {enc.name}{lat} "
+              f"(pi-synth render {path.name} --input IN.wav)")
     elif card.audio_input:
         print("  audio in: takes audio itself (inputs.audio), beside its controls")
     print(f"  kind {card.kind or '-'}, {sr} Hz, {card.channels} ch, block {bs} "
