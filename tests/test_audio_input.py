@@ -9,6 +9,7 @@ The live side (capture through JACK, device loss) is tests/test_audio_input_live
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -521,6 +522,36 @@ def test_wavs_as_recorders_leave_them(tmp_path):
         y, rate = read_wav(tmp_path / f"{name}.wav")
         assert rate == 44100 and y.shape == (4410, 1), name
         assert np.max(np.abs(y[:, 0] - x)) < 1e-6, name
+
+
+def test_wavs_that_writers_got_wrong(tmp_path):
+    """What a tester's odd writers made: an odd-sized chunk with no pad byte before the data
+    (read as "no 'data' chunk"), a second 'fmt ' chunk (the last won: a wrong rate), and the
+    ones refused with the reason named — a 14-byte WAVEFORMAT, a Wave64 file, 65535 channels
+    (said to be "empty")."""
+    x = (np.sin(np.arange(4800) * 0.05) * 20000).astype("<i2").tobytes()
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, 48000, 96000, 2, 16)
+
+    def riff(body):
+        return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+    nopad = riff(b"fmt " + fmt + b"LIST" + struct.pack("<I", 5) + b"INFOa" + b"data" + struct.pack("<I", len(x)) + x)
+    (tmp_path / "nopad.wav").write_bytes(nopad)
+    assert read_wav(tmp_path / "nopad.wav")[0].shape == (4800, 1)
+    other = struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+    (tmp_path / "twofmt.wav").write_bytes(riff(b"fmt " + fmt + b"fmt " + other + b"data" + struct.pack("<I", len(x)) + x))
+    assert read_wav(tmp_path / "twofmt.wav")[1] == 48000
+    cases = {
+        "waveformat": (riff(b"fmt " + struct.pack("<I", 14) + fmt[4:18] + b"data" + struct.pack("<I", len(x)) + x),
+                       "a 14-byte 'fmt ' chunk (the old WAVEFORMAT"),
+        "w64": (b"riff\x2e\x91\xcf\x11" + bytes(200), "looks like Sony Wave64 (.w64), not WAV"),
+        "channels": (riff(b"fmt " + struct.pack("<IHHIIHH", 16, 1, 65535, 48000, 96000, 2, 16) + b"data"
+                          + struct.pack("<I", len(x)) + x), "a WAV with 65535 channels"),
+    }
+    for name, (raw, msg) in cases.items():
+        (tmp_path / f"{name}.wav").write_bytes(raw)
+        with pytest.raises(InputError, match=re.escape(msg)):
+            read_wav(tmp_path / f"{name}.wav")
 
 
 def test_a_truncated_or_over_full_scale_input_is_said(tmp_path):

@@ -285,7 +285,8 @@ def _bad(path, why: str) -> InputError:
 # the first bytes of the recordings people bring instead of a WAV: named in the error
 _MAGIC = ((b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"ID3", "MP3"), (b"\xff\xfb", "MP3"), (b"\xff\xf3", "MP3"),
           (b"\xff\xf2", "MP3"), (b"\xff\xf1", "AAC"), (b"\xff\xf9", "AAC"), (b"caff", "CAF"),
-          (b"MThd", "MIDI (give it with --midi)"), (b"\x1aE\xdf\xa3", "WebM/Matroska"))
+          (b"MThd", "MIDI (give it with --midi)"), (b"\x1aE\xdf\xa3", "WebM/Matroska"),
+          (b"riff\x2e\x91\xcf\x11", "Sony Wave64 (.w64)"))
 
 
 # compressed WAVs met in the wild (telephony, old voice recorders), named in the error
@@ -307,6 +308,15 @@ def read_wav(path):
     """Read a WAV file → (float32 ``[n, channels]`` in −1..1, sample rate); see :func:`_read_wav`."""
     x, rate, _ = _read_wav(path)
     return x, rate
+
+
+MAX_CHANNELS = 1024  # more is a broken header, not a recording
+
+
+def _chunk_id(data: bytes, pos: int) -> bool:
+    """Four printable ASCII bytes at ``pos`` with a size after them: a chunk starts there."""
+    cid = data[pos:pos + 4]
+    return len(data) >= pos + 8 and len(cid) == 4 and all(32 <= b < 127 for b in cid)
 
 
 def _read_wav(path):
@@ -340,7 +350,7 @@ def _read_wav(path):
         if cid == b"data" and size == 0xFFFFFFFF and data[:4] != b"RIFF":  # its size is in ds64
             size = ds64 if ds64 is not None else len(data) - pos - 8
         body = data[pos + 8:pos + 8 + size]
-        if cid == b"fmt ":
+        if cid == b"fmt " and fmt is None:  # a second one (a writer's bug): the first describes the data
             fmt = body
         elif cid == b"data":
             payload = body  # a truncated file: what is there
@@ -348,7 +358,12 @@ def _read_wav(path):
             if size == 0 and pos + 8 < len(data):  # a recording never finished: its header still says 0
                 payload = data[pos + 8:]
                 break
-        pos += 8 + size + (size & 1)
+        nxt = pos + 8 + size + (size & 1)
+        if size & 1 and not _chunk_id(data, nxt) and _chunk_id(data, nxt - 1):
+            nxt -= 1  # an odd chunk written without its pad byte (a writer's bug): the next chunk is there
+        pos = nxt
+    if fmt is not None and len(fmt) == 14:
+        raise _bad(path, f"a 14-byte 'fmt ' chunk (the old WAVEFORMAT, with no bits per sample); {fix}")
     if fmt is None or len(fmt) < 16:
         raise _bad(path, f"no 'fmt ' chunk: not a playable WAV; {fix}")
     if payload is None:
@@ -356,7 +371,7 @@ def _read_wav(path):
     tag, ch, rate, _, align, bits = struct.unpack("<HHIIHH", fmt[:16])
     if tag == 0xFFFE and len(fmt) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real format is in the GUID
         tag = struct.unpack("<H", fmt[24:26])[0]
-    if ch < 1 or rate < 1:
+    if ch < 1 or rate < 1 or ch > MAX_CHANNELS:
         raise _bad(path, f"a WAV with {ch} channels at {rate} Hz; {fix}")
     width = bits // 8
     if tag not in (1, 3) or (tag == 1 and bits not in (8, 16, 24, 32)) or (tag == 3 and bits not in (32, 64)):
