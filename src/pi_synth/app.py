@@ -705,7 +705,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
         log.info("audio in from %s%s: %s, the output leading by %d frames",
                  backend.capture or "the playback device",
                  f" ({g.sample_rate} Hz {g.channels} ch {g.format} period {g.period}×{g.periods})" if g else "",
-                 inst.card.extra["audio_in"].get("encoder", "the model itself") + " takes it", engine.lead)
+                 inst.card.extra["audio_in"].get("encoder", "the model itself") + " takes it", engine.output_lead)
     if engine.periods > a.periods:
         log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "
                  "bigger buffer lets it play in the direct engine (less latency than a %d-frame ring)",
@@ -745,6 +745,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
                 inst.reload(config_path)
                 notifier.ready(status_line(inst.status()))
             gate.tick()
+            engine.watch_clock()
             if ready:
                 notifier.status(status_line(st))
             if wall_limit is not None and time.monotonic() - t_start > wall_limit:
@@ -771,7 +772,8 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     inp = st.get("input")
     print(f"played {played:.2f} s of {inst.card.name} on {a.backend}:{backend.device}: "
           f"{st['xruns']} xruns, {st['late_periods']} late periods, "
-          f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s"
+          + (f"{st['clock_gaps']} output clock gaps ({st['clock_gap_ms']:.0f} ms lost), " if st["clock_gaps"] else "")
+          + f"load {engine.stats.load * 100:.1f}%, first audio after {first:.3f} s"
           + (f"; input: {inp['xruns']} xruns, {inp['late_blocks']} late blocks, {inp['clips']} clipped"
              if inp else ""), file=sys.stderr)
     return 0
@@ -859,6 +861,10 @@ def log_changes(st: dict, last: dict, engine, final: bool = False) -> None:
     for key in ("xruns", "late_periods"):
         if (d := _moved(key, st[key], last, final)) is not None:
             log.warning("%s: %d (+%d)", key.replace("_", " "), st[key], d)
+    if (d := _moved("clock_gaps", st.get("clock_gaps", 0), last, final)) is not None:
+        log.warning("output clock gaps: %d (+%d), %.0f ms in all: the output stopped while the instrument did, "
+                    "with no xrun reported (JACK skips a stalled client's cycles): that sound was lost",
+                    st["clock_gaps"], d, st["clock_gap_ms"])
     for key in ("nonfinite_blocks", "device_errors", "reopens"):
         if st[key] != last.get(key, 0):
             if key == "reopens":

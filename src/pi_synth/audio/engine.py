@@ -114,6 +114,7 @@ AHEAD_HOLD_MAX_S = 600.0  # … doubling each time an xrun comes back soon, up t
 # late render (direct mode; module docstring): the lead before the device runs dry
 LATE_WINDOW = 128  # blocks in each half of the window whose worst block sizes the lead
 LATE_SAFETY = 1.25  # × that worst block (render + the sleep's overshoot)
+CLOCK_SLACK_S = 0.010  # watch_clock: scheduling jitter on top of a buffer and a block
 LATE_MARGIN_S = 0.001  # + this, for what the window has not seen (a stall, a longer wake-up)
 LATE_MAX_SHARE = 0.6  # late only while the lead is at most this share of the time left
 LATE_MIN_WAIT_S = 0.0002  # a shorter wait is not worth a sleep
@@ -199,6 +200,8 @@ class EngineStats:
         self.last_device_error = ""
         self.block_time_max = 0.0
         self.block_time_total = 0.0
+        self.clock_gaps = 0  # the output's clock stopped with us, no xrun said (Engine.watch_clock)
+        self.clock_gap_s = 0.0
         self.started_at = 0.0
         self.first_audio_at = 0.0
         self._load = 0.0
@@ -257,6 +260,7 @@ class Engine:
         self.late_hold_blocks = self.ahead_hold_blocks  # early after an xrun of a late block: doubles too
         self._ahead_hold_max = max(self.ahead_hold_blocks, round(AHEAD_HOLD_MAX_S / block_s))
         self.stats = EngineStats(block_s)
+        self._clock_at = None  # watch_clock: (when, frames the device took, its xruns and reopens)
         self.gc = GcClock(gc)  # Python's GC while playing: collected by the audio thread (gc_clock.py)
         self.granted: Granted | None = None
         self.lead = 0  # frames of silence ahead of the first block (audio in: see the module docstring)
@@ -337,6 +341,15 @@ class Engine:
         block size."""
         return min(self.synth.block_size, self.granted.period)
 
+    @property
+    def output_lead(self) -> int:
+        """Frames by which the output trails the input, beside the model's block: the lead,
+        and in the threaded engine the device's buffer less a period behind the ring too
+        (a tester measured the threaded raspberry pair at 4352 = 2048 + 2048 + 256)."""
+        if not self.lead:
+            return 0
+        return self.lead + (self.direct_margin() if self.mode != "direct" and self.granted else 0)
+
     def direct_margin(self) -> int:
         """Frames still queued in the device when a just-in-time render starts: the
         buffer less one period. A render must finish before they have played."""
@@ -409,6 +422,29 @@ class Engine:
     def finished(self) -> bool:
         return self._drained.is_set()
 
+    def watch_clock(self) -> float:
+        """The monitor's check (a control thread, every few hundred ms; never the audio
+        thread): seconds the output lost since the last call with no xrun to show for it.
+
+        A sound card's clock runs on while the instrument stalls, so its buffer runs dry and
+        ALSA reports an xrun. JACK's does not: a client that misses its cycles is skipped,
+        the plugin's pointer waits for it, and the sound is gone with nothing counted (a
+        tester's four 80 ms stops left "0 xruns"). Here the wall clock is compared with the
+        frames the device took: more than a buffer and a block of difference is a gap."""
+        b, g = self.backend, self.granted
+        now, frames, seen = time.monotonic(), b.frames_written, (b.xruns, self.stats.reopens)
+        prev, self._clock_at = self._clock_at, (now, frames, seen)
+        if prev is None or g is None or not b.paced or not self.stats.first_audio_at or self.finished:
+            return 0.0
+        t0, f0, seen0 = prev
+        lost = (now - t0) - (frames - f0) / g.sample_rate
+        chunk = self.synth.block_size if self.mode == "direct" else g.period
+        if seen != seen0 or lost <= (g.period * g.periods + chunk) / g.sample_rate + CLOCK_SLACK_S:
+            return 0.0
+        self.stats.clock_gaps += 1
+        self.stats.clock_gap_s += lost
+        return lost
+
     def status(self) -> dict:
         st, g = self.stats, self.granted
         return {
@@ -417,6 +453,8 @@ class Engine:
             "blocks": st.blocks,
             "xruns": self.backend.xruns,
             "late_periods": st.late_periods,
+            "clock_gaps": st.clock_gaps,
+            "clock_gap_ms": round(st.clock_gap_s * 1e3, 1),
             "nonfinite_blocks": self.synth.guard.nonfinite_blocks,
             "limited_blocks": self.synth.guard.limited_blocks,
             "device_errors": st.device_errors,
