@@ -421,6 +421,9 @@ defaults (220 Hz, {m['ranges']['loudness'][2]:g} dB) play a sustained tone.
   ramped within each block, noise from two band-filtered tables at a float64 position). The level is the
   loudness control itself (times a learned 0–2 correction), and exactly silent at {FLOOR_DB:g} dB, so the net shapes the
   spectrum and the pitch is the control's: harmonics stay harmonics whatever the latents.
+  It answers a note or a knob a block later (its onset 521 samples after the block the control
+  changed in, measured on a render; the flute: 2 samples), which its card's `latency_samples` 0 does
+  not say: that field is what the pair's dry path waits for, and the pair lines up as it is.
 - **Encoder** ({name}.encoder.onnx): keeps the last {BUF} input samples as state; per block it computes the
   loudness exactly as the training data's was measured (1024-sample Hann, centred on the frame's end), the
   pitch with YIN in the graph (decimated to 24 kHz, lags {YIN_MIN}–{YIN_MAX}, an unvoiced frame holds the last
