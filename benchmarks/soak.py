@@ -14,7 +14,8 @@ process, on the tests' ``pisynth_jack`` PCM paced by ``jackd -d dummy`` (48 kHz,
   cycling through every installed model file;
 * optionally ``--busy N`` other processes each keeping a core busy.
 
-Counted: ALSA xruns (``backend.xruns``, each with its time), late periods (the ring ran dry), JACK's own xrun
+Counted: ALSA xruns (``backend.xruns``, each with its time), output clock gaps (``Engine.watch_clock``: the
+instrument stalled and JACK skipped its cycles — sound lost with no xrun), late periods (the ring ran dry), JACK's own xrun
 reports (its log: a JACK cycle in which a client, here libasound's JACK plugin thread, did
 not finish; on a loaded VM these happen with no load from us), swaps done/refused, crashes (an uncaught exception in any thread, or an engine
 thread that died), RSS every second (``/proc/self/status``). RSS growth is measured from
@@ -337,6 +338,7 @@ def soak(minutes: float = 10.0, *, swap_every: float = 0.0, busy: int = 0, model
                                      "error": "" if ok else inst.last_error})
                     next_swap += swap_every
                 inst.collect_retired()
+                engine.watch_clock()  # a stall JACK skips is no xrun: the output's clock against the wall's
                 st = engine.status()
                 rss = rss_mb()
                 timeline.add(el, rss, backend.xruns, st["late_periods"], st["blocks"],
@@ -420,6 +422,8 @@ def _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timel
         "blocks": st["blocks"],
         "xruns": backend.xruns,
         "late_periods": st["late_periods"],
+        "clock_gaps": st.get("clock_gaps", 0),
+        "clock_gap_ms": st.get("clock_gap_ms", 0.0),
         "render": st.get("render"),
         "late_renders": st.get("late_renders"),
         "render_lead_ms": st.get("render_lead_ms"),
@@ -463,7 +467,8 @@ def _fill(res, engine, backend, inst, auto, errors, swaps_tried, swap_log, timel
         res["input_status"] = st["input"]
         res["input_xruns"] = st["input"]["xruns"]
         res["input_late_blocks"] = st["input"]["late_blocks"]
-    res["pass"] = {"xruns": res["xruns"] == 0 and res["late_periods"] == 0 and res.get("input_xruns", 0) == 0,
+    res["pass"] = {"xruns": res["xruns"] == 0 and res["late_periods"] == 0 and res.get("input_xruns", 0) == 0
+                   and res["clock_gaps"] == 0,
                    "crashes": res["crashes"] == 0, "rss_growth": res["rss_growth_mb"] <= TARGETS["rss_growth_mb"]}
 
 
@@ -582,7 +587,7 @@ def main(argv=None) -> int:
                gc_policy=args.gc)
     print(f"soak {res['minutes']} min ({res['model']}, busy {res['busy_cores']}, late render "
           f"{'on' if res['late_render'] else 'off'}: {res.get('late_renders')} of {res['blocks']} blocks): "
-          f"xruns {res['xruns']}, "
+          f"xruns {res['xruns']}, output clock gaps {res['clock_gaps']} ({res['clock_gap_ms']} ms), "
           f"late {res['late_periods']}, JACK xrun reports {res['jack_xrun_reports']}, "
           f"xruns after a machine stall {res['xruns_after_machine_stall']} (long stalls: "
           f"{res['machine_stalls']['long_stalls']}, longest {res['machine_stalls']['longest_ms']} ms), "
