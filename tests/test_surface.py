@@ -198,6 +198,31 @@ def test_slow_requests_do_not_stop_the_knobs(inst):
         t.join(10)
 
 
+def test_slow_requests_past_the_queue_are_busy_and_say_behind_what(inst):
+    """One slow request running and SLOW_QUEUE waiting: the next is answered busy (a flag
+    the web page turns into 503 + Retry-After) naming the one running — it said "a model
+    load or reload is already running" whatever ran."""
+    import threading
+    import time
+
+    from pi_synth.control.sources.osc import SLOW_QUEUE
+
+    release = threading.Event()
+    src = OscSource(inst.router, port=0, requests={"recording": Request(lambda: release.wait(5) and {"ok": True},
+                                                                         slow=True)})
+    with src:
+        waiting = [threading.Thread(target=lambda: ask(src.port, "recording", timeout=10)) for _ in range(SLOW_QUEUE + 1)]
+        for t in waiting:
+            t.start()
+            time.sleep(0.05)  # in order: the first runs, the rest queue
+        reply = ask(src.port, "recording")
+        release.set()
+        for t in waiting:
+            t.join(10)
+    assert reply["ok"] is False and reply["busy"] is True, reply
+    assert f"{SLOW_QUEUE} slow requests are waiting behind /pi-synth/recording" in reply["error"], reply
+
+
 def test_no_instrument_is_one_line(tmp_path):
     import socket
 

@@ -206,6 +206,13 @@ def test_writes_without_token_or_from_another_origin_are_refused(rig, session):
         assert status == 400 and "OSC" in reply["error"], (path, reply)
     status, reply, _ = http("GET", rig.url + "/api/recording.wav?seconds=1e39", cookie=cookie)
     assert status == 400 and "at most a day" in reply["error"], reply
+    # text OSC would cut at a NUL ("ok\0HIDDEN" saved as "ok", answered 200), and mapping
+    # sources no control could send (stored in learn.json): refused in one line
+    status, reply, _ = post(rig, session, "/api/presets/save", {"slot": 8, "name": "ok\u0000HIDDEN"})
+    assert status == 400 and "printable text" in reply["error"], reply
+    for source in ("../../x", "bogus!!"):
+        status, reply, _ = post(rig, session, "/api/mapping/set", {"source": source, "route": {"control": "brightness"}})
+        assert status == 400 and "source must be a name such as knob1" in reply["error"], reply
     assert "Traceback" not in rig.log("web.log")
     time.sleep(0.3)
     assert rig.status()["controls"]["brightness"] == before
@@ -335,6 +342,16 @@ def read_wav_bytes(data: bytes, tmp_path):
     p = tmp_path / "all.wav"
     p.write_bytes(data)
     return read_wav(p)
+
+
+def test_a_busy_instrument_is_a_503_to_try_again():
+    """Slow requests past the instrument's queue (eight downloads at once) were a 400 that
+    said a model load was running when none was: a client is not to retry a 400."""
+    from pi_synth.web.server import _reply
+
+    r = _reply({"ok": False, "busy": True, "error": "busy: 4 slow requests are waiting"})
+    assert r.status == 503 and r.headers["Retry-After"] == "2"
+    assert _reply({"ok": False, "error": "no such preset"}).status == 400 and _reply({"ok": True}).status == 200
 
 
 def test_only_loopback_literals_count_as_local():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from pi_synth.control.mapping import ACTIONS, route_from_json, route_to_json, routes_to_json
@@ -169,8 +170,9 @@ class Surface:
         """Route ``source`` (JSON of a route: ``{"control": …, "lo": …}`` or ``{"action": …}``);
         kept for every model and saved, like a learned binding."""
         source = _text(source, "source").strip()
-        if not source or len(source) > 64 or not source.isprintable():
-            raise ValueError("source must be a name such as knob1 or cc74 (at most 64 characters)")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}", source):  # as /pi-synth/source/NAME can send it
+            raise ValueError("source must be a name such as knob1, cc74 or cv1 (letters, digits, _ . -; "
+                             "at most 64 characters)")
         try:
             doc = json.loads(_text(route, "route"))
         except json.JSONDecodeError as e:

@@ -193,9 +193,12 @@ def _bad(error: str) -> Refused:
 
 
 def _reply(result) -> web.Response:
-    """An instrument's reply as HTTP: 200, or 400 with its one-line error."""
-    status = 400 if isinstance(result, dict) and result.get("ok") is False else 200
-    return web.json_response(result, status=status)
+    """An instrument's reply as HTTP: 200, 400 with its one-line error, or 503 with a
+    Retry-After when it was busy (a request to try again, not a wrong one)."""
+    refused = isinstance(result, dict) and result.get("ok") is False
+    if refused and result.get("busy"):
+        return web.json_response(result, status=503, headers={"Retry-After": "2"})
+    return web.json_response(result, status=400 if refused else 200)
 
 
 # -- pages -----------------------------------------------------------------------------
@@ -344,6 +347,8 @@ def _args(body: dict, spec: tuple) -> list:
                 raise _bad(f"{key!r} must be an integer (32-bit, what OSC carries)")
         elif not isinstance(v, kind):
             raise _bad(f"{key!r} must be {kind.__name__}")
+        elif kind is str and not v.isprintable():  # OSC strings end at a NUL: "ok\0x" would save "ok"
+            raise _bad(f"{key!r} must be printable text (no control characters)")
         out.append(v)
     return out
 

@@ -209,6 +209,7 @@ class OscSource(Source):
         self.refused = 0  # requests replied to with an error
         self.busy = 0  # slow requests refused because the worker's queue was full
         self._slow: queue.Queue | None = None
+        self._running = ""  # the slow request the worker is on
         self._worker: threading.Thread | None = None
         self.packets = 0
         self.messages = 0
@@ -386,8 +387,11 @@ class OscSource(Source):
                 self._slow.put_nowait((sock, addr, name, req, params))
             except queue.Full:
                 self.busy += 1
-                self._send(sock, addr, address, {"ok": False, "error": "busy: a model load or reload "
-                                                 "is already running; try again when it is done"})
+                running = self._running
+                self._send(sock, addr, address, {
+                    "ok": False, "busy": True,
+                    "error": f"busy: {SLOW_QUEUE} slow requests are waiting"
+                             + (f" behind /pi-synth/{running}" if running else "") + "; try again when they are done"})
         else:
             raise _Unknown(f"unknown address {address!r}")
 
@@ -419,10 +423,13 @@ class OscSource(Source):
             if item is None:
                 return
             sock, addr, name, req, params = item
+            self._running = name  # what a busy reply names
             try:
                 self._answer(sock, addr, name, req, params)
             except OSError as e:  # the reply could not be sent (the sender's socket is gone)
                 self._count("errors", "reply", f"/pi-synth/{name}: reply not sent ({e})")
+            finally:
+                self._running = ""
 
     def _send(self, sock, addr, address: str, reply: dict) -> None:
         """One reply, split into parts if its JSON does not fit a datagram."""
