@@ -875,6 +875,7 @@ def log_changes(st: dict, last: dict, engine, final: bool = False) -> None:
             elif not engine.failed:  # device errors: an output that cannot come back is said once, at the end
                 log.warning("audio device error (%s); retrying", engine.stats.last_device_error)
     if st.get("render") == "ahead" and last.get("render") in ("early", "late"):
-        log.warning("after an xrun, audio is rendered a period ahead from now on (one period more "
-                    "latency); audio.periods = 3 starts with that margin")
+        log.warning("after an xrun, audio is rendered a period ahead for a while (one period more latency; "
+                    "back to just in time after %.0f s without one, longer if they keep coming); audio.periods = 3 "
+                    "starts with that margin", engine.ahead_hold_blocks * engine.stats.block_seconds)
     last.update(st)
