@@ -297,3 +297,35 @@ def test_close_while_a_sender_is_flooding(router):
     finally:
         stop.set()
         t.join()
+
+
+def test_a_flood_is_dropped_past_the_rate_and_the_audio_thread_keeps_its_cpu(router, caplog):
+    """100k notes a second held the GIL from the audio thread (49 xruns in 5 s). Past
+    RATE_PER_S datagrams a second the source drops and naps (the kernel drops the rest): a
+    flood gets through at about that rate, one line says so, and a message sent after it
+    is still heard."""
+    from pi_synth.control.sources.osc import RATE_BURST, RATE_PER_S
+
+    src = OscSource(router, port=0)
+    src.open()
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        data = msg("/pi-synth/note", 60, 100)
+        t0 = time.monotonic()
+        for _ in range(30000):
+            try:
+                s.sendto(data, ("127.0.0.1", src.port))
+            except OSError:
+                pass
+        wait_for(lambda: src.flooded > 0)
+        time.sleep(0.3)
+        took = time.monotonic() - t0
+        assert src.flooded > 0 and src.status()["flooded"] == src.flooded
+        assert src.messages <= RATE_BURST + RATE_PER_S * took * 1.1, (src.messages, took)
+        assert sum("the excess is dropped so the audio plays on" in r.getMessage() for r in caplog.records) == 1
+        time.sleep(RATE_BURST / RATE_PER_S)  # the bucket refills
+        s.sendto(msg("/pi-synth/control/brightness", 0.25), ("127.0.0.1", src.port))
+        assert wait_for(lambda: router.bank.get("brightness") == pytest.approx(0.25))
+        s.close()
+    finally:
+        src.close()
