@@ -179,6 +179,10 @@ def test_a_session_reads_and_writes_with_its_token(rig, session):
     # a control the playing model lacks is said, not answered ok and dropped
     status, reply, _ = post(rig, session, "/api/control", {"name": "cutoff", "value": 0.5})
     assert status == 400 and "organ has no control 'cutoff'" in reply["error"] and "brightness" in reply["error"]
+    # learn by the control's number, as OSC takes it (the page's API took only a name)
+    status, reply, _ = post(rig, session, "/api/learn", {"control": 1})
+    assert status == 200 and reply["ok"] is True, reply
+    assert post(rig, session, "/api/learn", {"control": "cancel"})[0] == 200
     card = http("GET", rig.url + "/api/card", cookie=cookie)[1]
     assert [c["name"] for c in card["controls"]] == ["brightness", "attack", "release", "glide", "octave", "pitch",
                                                   "loudness"]  # the voice's controls too, after the timbre

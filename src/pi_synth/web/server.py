@@ -345,9 +345,12 @@ def _args(body: dict, spec: tuple) -> list:
         if kind is int:
             if isinstance(v, bool) or not isinstance(v, int) or not -2**31 <= v < 2**31:
                 raise _bad(f"{key!r} must be an integer (32-bit, what OSC carries)")
-        elif not isinstance(v, kind):
-            raise _bad(f"{key!r} must be {kind.__name__}")
-        elif kind is str and not v.isprintable():  # OSC strings end at a NUL: "ok\0x" would save "ok"
+        elif isinstance(v, bool) or not isinstance(v, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise _bad(f"{key!r} must be {names}")
+        elif isinstance(v, int) and not -2**31 <= v < 2**31:
+            raise _bad(f"{key!r} must be a 32-bit integer (what OSC carries)")
+        elif isinstance(v, str) and not v.isprintable():  # OSC strings end at a NUL: "ok\0x" would save "ok"
             raise _bad(f"{key!r} must be printable text (no control characters)")
         out.append(v)
     return out
@@ -362,7 +365,7 @@ ACTIONS = {
     "presets/delete": ("preset/delete", (("slot", int, True),), False),
     "mapping/set": ("mapping/set", (("source", str, True), ("route", dict, True)), False),
     "mapping/delete": ("mapping/delete", (("source", str, True),), False),
-    "learn": ("learn", (("control", str, False),), False),
+    "learn": ("learn", (("control", (str, int), False),), False),  # a name, or its number as OSC takes
     "reload": ("reload", (), True),
 }
 
