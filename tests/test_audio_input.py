@@ -541,6 +541,13 @@ def test_wavs_that_writers_got_wrong(tmp_path):
     other = struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
     (tmp_path / "twofmt.wav").write_bytes(riff(b"fmt " + fmt + b"fmt " + other + b"data" + struct.pack("<I", len(x)) + x))
     assert read_wav(tmp_path / "twofmt.wav")[1] == 48000
+    # a stream's "length unknown" (or an unfinished 0) with a tagger's LIST chunk after the
+    # samples: the LIST was read as samples, a click at the end
+    listed = b"LIST" + struct.pack("<I", 26) + b"INFOISFT" + struct.pack("<I", 13) + b"Lavf60.16.100\0"
+    for size in (0xFFFFFFFF, 0):
+        (tmp_path / "tagged.wav").write_bytes(riff(b"fmt " + fmt + b"data" + struct.pack("<I", size) + x + listed))
+        y = read_wav(tmp_path / "tagged.wav")[0]
+        assert y.shape == (4800, 1) and np.array_equal(y[:, 0], np.frombuffer(x, "<i2") / np.float32(32767)), size
     cases = {
         "waveformat": (riff(b"fmt " + struct.pack("<I", 14) + fmt[4:18] + b"data" + struct.pack("<I", len(x)) + x),
                        "a 14-byte 'fmt ' chunk (the old WAVEFORMAT"),

@@ -311,6 +311,31 @@ def read_wav(path):
 
 
 MAX_CHANNELS = 1024  # more is a broken header, not a recording
+_TRAILERS = (b"LIST", b"id3 ", b"ID3 ", b"JUNK", b"cue ", b"smpl", b"inst", b"acid", b"bext", b"iXML", b"_PMX")
+
+
+def _without_trailing_chunks(payload: bytes) -> bytes:
+    """The samples of a data chunk whose size was never written (0, or "length unknown"),
+    without the metadata chunks a tagger appended after them (a LIST chunk read as samples
+    was a click at the end): a known chunk whose size runs exactly to the end of the file."""
+    end = len(payload)
+    for _ in range(8):
+        tail = payload[max(0, end - (1 << 20)):end]
+        base = end - len(tail)
+        cut = None
+        for cid in _TRAILERS:
+            i = tail.rfind(cid)
+            while i >= 0:
+                if i + 8 <= len(tail):
+                    size = struct.unpack("<I", tail[i + 4:i + 8])[0]
+                    if base + i + 8 + size + (size & 1) in (end, end + 1) or base + i + 8 + size == end:
+                        cut = base + i if cut is None else min(cut, base + i)
+                        break
+                i = tail.rfind(cid, 0, i)
+        if cut is None:
+            return payload[:end]
+        end = cut
+    return payload[:end]
 
 
 def _chunk_id(data: bytes, pos: int) -> bool:
@@ -349,6 +374,8 @@ def _read_wav(path):
             ds64 = struct.unpack("<Q", data[pos + 16:pos + 24])[0]
         if cid == b"data" and size == 0xFFFFFFFF and data[:4] != b"RIFF":  # its size is in ds64
             size = ds64 if ds64 is not None else len(data) - pos - 8
+        elif cid == b"data" and size >= 0xFFFFFFFF - 64:  # "length unknown" (a stream): to the end,
+            size = len(_without_trailing_chunks(data[pos + 8:]))  # less a chunk a tagger added after it
         body = data[pos + 8:pos + 8 + size]
         if cid == b"fmt " and fmt is None:  # a second one (a writer's bug): the first describes the data
             fmt = body
@@ -356,7 +383,7 @@ def _read_wav(path):
             payload = body  # a truncated file: what is there
             declared = size
             if size == 0 and pos + 8 < len(data):  # a recording never finished: its header still says 0
-                payload = data[pos + 8:]
+                payload = _without_trailing_chunks(data[pos + 8:])
                 break
         nxt = pos + 8 + size + (size & 1)
         if size & 1 and not _chunk_id(data, nxt) and _chunk_id(data, nxt - 1):
