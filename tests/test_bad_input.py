@@ -384,6 +384,23 @@ def test_render_to_stdout_sent_to_a_file_writes_into_it(organ, tmp_path):
     assert p.returncode == 0 and data[:8] == b"log\nRIFF" and data[44:48] == b"\xff" * 4, p.stderr
 
 
+def test_render_to_a_terminal_is_refused(organ, tmp_path):
+    """`render -o -` typed at a prompt would spray a WAV's bytes over the terminal: one line
+    that says where to send it instead."""
+    import pty
+    import subprocess
+    import sys
+
+    main, sub = pty.openpty()
+    try:
+        p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", "-", "--seconds", "0.2"],
+                           stdout=sub, stderr=subprocess.PIPE, timeout=60, text=True)
+    finally:
+        os.close(sub)
+        os.close(main)
+    assert p.returncode == 2 and "that is the terminal" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
 def test_case07_a_stream_gets_a_wav_header_up_front(organ, tmp_path):
     """A FIFO (a pipe to another program) gets the 'length unknown' header first, then
     the samples — the bytes a reader of the pipe sees."""

@@ -186,6 +186,12 @@ def cmd_render(args) -> int:
         args.output = "/dev/stdout"
     if args.input == "-":  # and for standard input (a pipe from sox, ffmpeg, another render)
         args.input = "/dev/stdin"
+    from pi_synth.render_plan import descriptor_of
+
+    fd = descriptor_of(args.output)
+    if fd is not None and os.isatty(fd):  # a WAV's bytes on a terminal are noise and a garbled screen
+        raise ConfigError(f"-o {args.output}: that is the terminal; send it to a file or a program "
+                          "(> out.wav, | aplay), or give a file name")
     from pi_synth.audio.backends.wav import not_wav_said
 
     if why := not_wav_said(args.output, "-o"):
