@@ -391,14 +391,20 @@ def test_render_to_a_terminal_is_refused(organ, tmp_path):
     import subprocess
     import sys
 
-    main, sub = pty.openpty()
-    try:
-        p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "-o", "-", "--seconds", "0.2"],
-                           stdout=sub, stderr=subprocess.PIPE, timeout=60, text=True)
-    finally:
-        os.close(sub)
-        os.close(main)
-    assert p.returncode == 2 and "that is the terminal" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    for args in (["render", str(organ()), "-o", "-"], ["-q", "run", "--model", str(organ()), "--backend", "wav",
+                                                        "--device", "-"]):
+        main, sub = pty.openpty()
+        try:
+            p = subprocess.run([sys.executable, "-m", "pi_synth", *args, "--seconds", "0.2"],
+                               stdout=sub, stderr=subprocess.PIPE, timeout=60, text=True)
+        finally:
+            os.close(sub)
+            os.close(main)
+        assert p.returncode == 2 and "that is the terminal" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    # `run --backend wav --device -` to a pipe is standard output, as render's -o - (it made a file "-")
+    p = subprocess.run([sys.executable, "-m", "pi_synth", "-q", "run", "--model", str(organ()), "--backend", "wav",
+                        "--device", "-", "--seconds", "0.3"], capture_output=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout[:4] == b"RIFF" and not (tmp_path / "-").exists(), p.stderr
 
 
 def test_case07_a_stream_gets_a_wav_header_up_front(organ, tmp_path):

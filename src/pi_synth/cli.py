@@ -182,16 +182,9 @@ def cmd_render(args) -> int:
     from pi_synth.app import render
 
     cfg = _config(args)
-    if args.output == "-":  # the usual word for standard output
-        args.output = "/dev/stdout"
+    args.output = _wav_out(args.output, "-o")
     if args.input == "-":  # and for standard input (a pipe from sox, ffmpeg, another render)
         args.input = "/dev/stdin"
-    from pi_synth.render_plan import descriptor_of
-
-    fd = descriptor_of(args.output)
-    if fd is not None and os.isatty(fd):  # a WAV's bytes on a terminal are noise and a garbled screen
-        raise ConfigError(f"-o {args.output}: that is the terminal; send it to a file or a program "
-                          "(> out.wav, | aplay), or give a file name")
     from pi_synth.audio.backends.wav import not_wav_said
 
     if why := not_wav_said(args.output, "-o"):
@@ -223,6 +216,20 @@ def _is_stdout(path: str) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _wav_out(path: str, flag: str) -> str:
+    """Where a WAV is written: ``-`` is standard output; a terminal is refused (a WAV's
+    bytes there are noise and a garbled screen)."""
+    from pi_synth.render_plan import descriptor_of
+
+    if path == "-":  # the usual word for standard output
+        path = "/dev/stdout"
+    fd = descriptor_of(path)
+    if fd is not None and os.isatty(fd):
+        raise ConfigError(f"{flag} {path}: that is the terminal; send it to a file or a program "
+                          "(> out.wav, | aplay), or give a file name")
+    return path
+
+
 def cmd_run(args) -> int:
     from pi_synth import config as config_mod
     from pi_synth.app import run
@@ -231,6 +238,8 @@ def cmd_run(args) -> int:
     if args.backend:
         config_mod.override(cfg, "audio.backend", args.backend, "--backend")
     if args.device:
+        if cfg.audio.backend == "wav":
+            args.device = _wav_out(args.device, "--device")
         config_mod.override(cfg, "audio.device", args.device, "--device")
     if args.period:
         config_mod.override(cfg, "audio.period", args.period, "--period")
