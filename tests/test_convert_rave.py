@@ -446,9 +446,17 @@ def test_not_a_rave_export_is_exit_2_with_one_line(rave_env, tmp_path):
     junk = tmp_path / "junk.ts"
     junk.write_bytes(b"not a model at all")
     nonstreaming = FIXTURES / "raspberry-nonstreaming-l8.ts"
-    for bad in (tiny, junk, tmp_path / "missing.ts", nonstreaming, rave1, ckpt):
-        r = subprocess.run([str(rave_env), "-m", "pi_synth", "convert", "rave", str(bad), "-o",
-                            str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=300)
+    bads = (tiny, junk, tmp_path / "missing.ts", nonstreaming, rave1, ckpt)
+
+    def convert(bad):  # each a process of its own, as a user runs it (torch's import: ~2 s each)
+        return subprocess.run([str(rave_env), "-m", "pi_synth", "convert", "rave", str(bad), "-o",
+                               str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=300)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(convert, bads))
+    for bad, r in zip(bads, results):
         assert r.returncode == 2, (bad, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("pi-synth: "), r.stderr
