@@ -557,6 +557,27 @@ def test_set_and_model_names_as_users_type_them(organ, cli, tmp_path):
     one_line_error(cli("info", "flute.onnx"), "the installed model is named 'flute'")
 
 
+def test_card_warns_when_the_player_would_refuse_the_first_block(cli, tmp_path):
+    """A card written for a model whose first block is NaN at its defaults was written without
+    a word; render and run then refused it. The card is written (the defaults may be what
+    needs editing) and one warning says what the player will say."""
+    import onnx
+
+    path = tmp_path / "nan.onnx"
+    m = build_organ(path, fault="nan")
+    del m.metadata_props[:]
+    onnx.save(m, path)
+    p = cli("card", path, "--init", check=0)
+    assert "WARNING: its first block at the card's defaults and zero state is not finite" in p.stderr, p.stderr
+    p = cli("card", path, "--set", "name=mine", check=0)
+    assert "not finite" in p.stderr
+    good = tmp_path / "good.onnx"
+    m = build_organ(good)
+    del m.metadata_props[:]
+    onnx.save(m, good)
+    assert "WARNING" not in cli("card", good, "--init", check=0).stderr
+
+
 def test_card_init_pairs_torch_recurrent_state_by_name(cli, tmp_path):
     """torch's LSTM names its state h0, c0 in and hn, cn out, and an exporter may write the
     outputs in another order: paired in order it was h0 → cn, which plays garbage."""

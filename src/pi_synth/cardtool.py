@@ -363,4 +363,29 @@ def cmd_card(args) -> int:
     if edits:
         print(f"pi-synth: wrote the card into {out}" + (" (guessed from the graph: check controls and "
               "sample_rate)" if args.init else "") + "".join(f"; {s}" for s in said), file=sys.stderr)
+        if why := first_block_said(out):
+            print(f"pi-synth: WARNING: {why}", file=sys.stderr)
     return 0
+
+
+def first_block_said(path) -> str:
+    """What the player will say of the model's first block at the card's defaults (it must
+    run and be finite), so a card is not written for a model that then will not load; ""
+    when it plays."""
+    import numpy as np
+
+    from pi_synth.model.runtime import Runtime
+
+    try:
+        rt = Runtime(path, use_cache=False, warmup_blocks=0)
+        out = rt.step()
+        if rt.card.latent_output:
+            out = rt.latent
+    except PiSynthError as e:
+        return f"the player will not load it: {e}"
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a graph that fails
+        return f"its first block does not run ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    if not np.isfinite(out).all():
+        return ("its first block at the card's defaults and zero state is not finite (NaN/inf): the player will "
+                "refuse it; give defaults the model accepts (--set controls.0.default=…) or check the export")
+    return ""
