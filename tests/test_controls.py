@@ -159,6 +159,30 @@ def test_cv_pitch_calibrated_1v_per_octave(router, emu):
     rig.close()
 
 
+def test_the_last_pitch_source_to_move_wins(router):
+    """A patched CV pitch took every MIDI note's pitch for the rest of the run (a keyboard
+    played one note). Now a key takes the pitch; the CV's noise does not take it back, a
+    move of more than CV_TAKES_CENTS does, and so does its gate."""
+    from pi_synth.control.router import CV_TAKES_CENTS
+
+    def pitch():
+        router.on_block(0)
+        return router.bank.get("pitch")
+
+    router.cv_pitch(261.63)
+    assert pitch() == pytest.approx(261.63)
+    router.midi_bytes(bytes([0x90, 67, 100]))  # a key: G4
+    assert pitch() == pytest.approx(392.0, rel=1e-3)
+    router.cv_pitch(261.63 * 2 ** (0.5 * CV_TAKES_CENTS / 1200))  # the CV's jitter
+    assert pitch() == pytest.approx(392.0, rel=1e-3)
+    router.cv_pitch(329.63)  # the sequencer moved: the CV plays again
+    assert pitch() == pytest.approx(329.63)
+    router.midi_bytes(bytes([0x90, 72, 100]))
+    assert pitch() == pytest.approx(523.25, rel=1e-3)
+    router.cv_gate(True)  # the rig's gate plays the rig's pitch
+    assert pitch() == pytest.approx(329.63)
+
+
 def test_gate_hysteresis_and_min_length(router, emu):
     rig = Rig(router)
     cv = [item("cv", channel=7, role="gate", frontend="direct", threshold=1.0, hysteresis=0.4, min_ms=10)]

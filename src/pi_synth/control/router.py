@@ -22,6 +22,7 @@ mono voice's pitch and loudness go to the bank; a poly voice writes its voice ta
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable
 
 from pi_synth.model.card import Card
@@ -31,6 +32,8 @@ from pi_synth.control.midi.parser import MidiParser
 from pi_synth.control.played import PlayedControls
 from pi_synth.control.poly import PolyVoice
 from pi_synth.control.voice import MonoVoice
+
+CV_TAKES_CENTS = 30.0  # a CV that moves this far takes the pitch back from a MIDI key
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,9 @@ class Router:
         self.channel: int | None = None  # 0..15 to listen to one channel, None for all
         self.listener: Callable[[str, float], bool] | None = None
         self.last_source: tuple[str, float] | None = None
-        self._cv_hz = 0.0  # 1 V/oct pitch from CV overrides the voice's note pitch
+        self._cv_hz = 0.0  # 1 V/oct pitch from CV: it plays while it owns the pitch (below)
+        self._cv_owns = False  # the last pitch source to move was the CV (not a MIDI key)
+        self._cv_anchor = 0.0  # the CV's pitch when a key took the pitch from it
         self.activity = 0  # counts inputs: the activity LED blinks on change
 
     def retarget(self, card: Card, bank: ControlTarget, mapping: Mapping | None = None,
@@ -124,6 +129,8 @@ class Router:
             self.voice.handle(msg)
             if t in ("note_on", "note_off", "pitchwheel", "aftertouch"):
                 self._voice_used = True
+            if t == "note_on" and msg.velocity > 0 and self._cv_owns:  # a key takes the pitch from the CV
+                self._cv_owns, self._cv_anchor = False, self._cv_hz
 
     def action(self, name: str, arg=None) -> None:
         self.activity += 1
@@ -136,10 +143,16 @@ class Router:
                 log.warning("action %s failed: %s", name, e)
 
     def cv_pitch(self, hz: float) -> None:
-        """1 V/oct CV: the pitch follows the voltage, unquantized."""
+        """1 V/oct CV: the pitch follows the voltage, unquantized — while the CV owns the pitch.
+        The last source to move wins: a MIDI key takes the pitch (a patched but idle CV jack
+        made the keyboard play one note), and the CV takes it back when it moves by more
+        than :data:`CV_TAKES_CENTS` (its noise does not) or its gate opens."""
         self.activity += 1
         self._cv_hz = hz
-        if self.is_note:
+        if not self._cv_owns and hz > 0 and (
+                self._cv_anchor <= 0 or abs(1200.0 * math.log2(hz / self._cv_anchor)) > CV_TAKES_CENTS):
+            self._cv_owns = True
+        if self.is_note and self._cv_owns:
             if self.voice is None or not self._voice_used:
                 self._notes.set_index(self._pitch, hz)
 
@@ -148,6 +161,8 @@ class Router:
         import mido
 
         self.activity += 1
+        if on and self._cv_hz > 0:
+            self._cv_owns = True  # the rig's gate plays the rig's pitch
         if self.voice is not None:
             msg = mido.Message("note_on" if on else "note_off", note=60, velocity=100 if on else 0)
             self.voice.handle(msg)
@@ -159,11 +174,12 @@ class Router:
         v = self.voice
         if v is None or not self._voice_used or not self.is_note:
             return
+        cv = self._cv_hz if self._cv_owns else 0.0
         if self._poly:  # it writes its voice table; the synth reads it right after
-            v.override_hz = self._cv_hz
+            v.override_hz = cv
             v.advance(self.block_seconds)
             return
         v.advance(self.block_seconds)
         notes = self._notes
-        notes.set_index(self._pitch, self._cv_hz or v.pitch_hz)
+        notes.set_index(self._pitch, cv or v.pitch_hz)
         notes.set_index(self._loud, v.loudness_db)
