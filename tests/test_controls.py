@@ -225,6 +225,41 @@ def test_din_midi_through_a_pty_at_31250(router):
     os.close(slave)
 
 
+def test_din_lets_held_notes_go_when_the_keyboard_goes_away(router, caplog):
+    """A chord held when the cable is pulled droned on until each key came back. A keyboard
+    that sends active sensing and then falls silent for 300 ms has gone (MIDI 1.0): its
+    notes are let go; so are they when the port itself fails."""
+
+    def wait(cond, s=3.0):
+        end = time.monotonic() + s
+        while not cond() and time.monotonic() < end:
+            time.sleep(0.01)
+        return cond()
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    rig = Rig(router)
+    src = rig.add("din", "din", device=os.ttyname(slave), baud=31250)
+    os.write(master, bytes([0xFE, 0x90, 60, 100, 0xFE]))
+    assert wait(lambda: router.voice.gate)
+    for _ in range(3):  # sensing every 100 ms: the note holds
+        time.sleep(0.1)
+        os.write(master, bytes([0xFE]))
+    assert router.voice.gate
+    t0 = time.monotonic()
+    assert wait(lambda: not router.voice.gate), "the note held after active sensing stopped"
+    assert 0.25 < time.monotonic() - t0 < 1.0 and src.status()["released"] == 1
+    assert any("no byte for 300 ms after active sensing" in r.getMessage() for r in caplog.records)
+    os.write(master, bytes([0x90, 64, 100]))  # a keyboard with no active sensing: held until
+    assert wait(lambda: router.voice.gate)   # its note-off, or its port fails
+    time.sleep(0.5)
+    assert router.voice.gate
+    os.close(master)  # the cable pulled (a USB-serial adapter gone: reads fail)
+    assert wait(lambda: not router.voice.gate), "the note held after the port failed"
+    rig.close()
+    os.close(slave)
+
+
 def test_din_missing_device_is_one_line(router):
     rig = Rig(router)
     assert rig.add("din", "din", device="/dev/nonexistent-uart") is None
