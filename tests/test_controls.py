@@ -183,6 +183,31 @@ def test_the_last_pitch_source_to_move_wins(router):
     assert pitch() == pytest.approx(329.63)
 
 
+@pytest.mark.parametrize("text", ['{"points": [[0.3, 0], [0.2, 1], [0.4, 2]]}', '{"pts": []}',
+                                  '{"points": [["a", 1], [0.5, 2]]}', '[1, 2]'])
+def test_a_hand_edited_calibration_spoils_only_its_channel(router, emu, caplog, text):
+    """A calibration file edited into nonsense (out of order, a wrong key, text) took the
+    whole ADC source down: every knob dead, one line naming no file. Now that channel plays
+    the nominal scaling, the line names the file, and the knobs play on."""
+    from pi_synth.control.cv import calibration_path
+
+    path = calibration_path("mcp3008-0.0", 6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    rig = Rig(router)
+    cv = [item("cv", channel=6, role="pitch", frontend="unipolar10", base_note=60.0)]
+    src = rig.add("adc", "adc", chip="mcp3008", channels=[0], cv=cv, smooth_ms=0)
+    assert src is not None, rig.failed
+    emu.adc.volts[0] = 0.0
+    emu.adc.volts[6] = 0.33  # 1 V at the jack, nominally: C5
+    rig.poll_once(0.0)
+    assert router.bank.get("brightness") == pytest.approx(0.0, abs=0.002)  # knob1 plays
+    assert router.bank.get("pitch") == pytest.approx(523.25, rel=0.02)
+    said = [r.getMessage() for r in caplog.records if "not a calibration" in r.getMessage()]
+    assert len(said) == 1 and str(path) in said[0] and "nominal scaling" in said[0], said
+    rig.close()
+
+
 def test_gate_hysteresis_and_min_length(router, emu):
     rig = Rig(router)
     cv = [item("cv", channel=7, role="gate", frontend="direct", threshold=1.0, hysteresis=0.4, min_ms=10)]

@@ -68,10 +68,25 @@ def calibration_path(device: str, channel: int) -> Path:
 
 
 def load_calibration(device: str, channel: int, frontend: str, vref: float = 3.3) -> Calibration:
+    """The channel's saved calibration, or the front-end's nominal scaling — also, with one
+    line naming the file, when the file is not a calibration (edited by hand): one bad file
+    took the whole ADC source down, every knob with it."""
+    import logging
+
     from pi_synth.state import read_json
 
-    d = read_json(calibration_path(device, channel))
-    return Calibration.from_json(d) if d else Calibration.nominal(frontend, vref)
+    path = calibration_path(device, channel)
+    d = read_json(path)
+    if not d:
+        return Calibration.nominal(frontend, vref)
+    try:
+        return Calibration.from_json(d)
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        why = e.args[0] if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+        logging.getLogger(__name__).warning(
+            "%s: not a calibration (%s): channel %d plays the %s front-end's nominal scaling; calibrate it "
+            "again (pi-synth calibrate %d …) or delete the file", path, why, channel, frontend, channel)
+        return Calibration.nominal(frontend, vref)
 
 
 def save_calibration(device: str, channel: int, cal: Calibration) -> Path:
