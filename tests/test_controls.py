@@ -2,6 +2,7 @@
 an emulated MCP3008 on its SPI pins, an emulated ADS1115 on an I2C bus, a pty at
 31250 baud for DIN MIDI, JACK MIDI ports, mock GPIO pins for buttons and encoders."""
 
+import json
 import os
 import time
 import tty
@@ -381,6 +382,37 @@ def test_calibrate_command_from_points(cli, tmp_path):
     assert saved.is_file() and "3-point" in p.stdout
     bad = cli("calibrate", "6", "--config", conf, "--points", "0.5:0,0.5:1")
     assert bad.returncode == 2 and "same" in bad.stderr and bad.stderr.count("\n") == 1
+    # what a tester got saved without a word: readings outside the ADC's 0..1, a voltage no
+    # jack carries, a point at the ADC's limit, a channel the chip lacks
+    env = {"PI_SYNTH_STATE_DIR": str(state)}
+    for points, words in (("0.1:0,5:1", "a reading is the ADC's 0..1"), ("0.1:0,0.2:1000", "not a voltage"),
+                          ("0.1:0,0.5:4,1.0:12", "outside the input stage's range")):
+        p = cli("calibrate", "6", "--config", conf, "--points", points, env=env)
+        assert p.returncode == 2 and words in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    ads = tmp_path / "ads.toml"
+    ads.write_text('[knobs]\nchip = "ads1115"\n')
+    p = cli("calibrate", "6", "--config", ads, "--points", "0.25:0,0.5:1", env=env)
+    assert p.returncode == 2 and "a ads1115 has channels 0..3" in p.stderr, p.stderr
+    # an I2C chip's calibrations are keyed by its bus and address (two ADS1115s: two sets)
+    p = cli("calibrate", "2", "--config", ads, "--points", "0.25:0,0.5:1", env=env, check=0)
+    assert (state / "calibration" / "ads1115-i2c1-0x48-ch2.json").is_file(), p.stdout
+    # a negative voltage list as a ±5 V rig types it (argparse took "-3,…" for an option)
+    from pi_synth.cli import _joined_negatives, build_parser
+
+    args = build_parser().parse_args(_joined_negatives(["calibrate", "6", "--volts", "-3,-2,0"]))
+    assert args.volts == "-3,-2,0"
+
+
+def test_a_calibration_saved_under_the_old_key_still_plays(monkeypatch, tmp_path):
+    """I2C chips' calibrations were saved as ``ads1115-0.0`` (an SPI chip select): still read."""
+    from pi_synth.control.cv import Calibration, adc_key, calibration_path, legacy_key, load_calibration
+
+    monkeypatch.setenv("PI_SYNTH_STATE_DIR", str(tmp_path))
+    old = calibration_path(legacy_key("ads1115"), 1)
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps(Calibration([(0.1, 0.0), (0.5, 2.0)]).to_json()))
+    cal = load_calibration(adc_key("ads1115"), 1, "unipolar10", legacy=legacy_key("ads1115"))
+    assert cal.volts(0.5) == pytest.approx(2.0)
 
 
 def test_mapping_from_config_with_range_curve_invert_smoothing_and_action(organ, tmp_path):

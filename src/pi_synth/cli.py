@@ -490,9 +490,30 @@ class _FlushingHandler(logging.StreamHandler):
         super().emit(record)
 
 
+NUMBER_LISTS = ("--volts", "--points")  # values that may start with a minus sign
+
+
+def _joined_negatives(argv: list[str]) -> list[str]:
+    """``--volts -3,-2,0`` as ``--volts=-3,-2,0``: argparse takes a value starting with "-"
+    for an option (a ±5 V rig could not calibrate below 0 V but by guessing the "=")."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a in NUMBER_LISTS:
+            nxt = next(it, None)
+            if nxt is not None and nxt[:1] == "-" and nxt[1:2].replace(".", "0").isdigit():
+                out.append(f"{a}={nxt}")
+                continue
+            out.append(a)
+            if nxt is not None:
+                out.append(nxt)
+            continue
+        out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_joined_negatives(list(sys.argv[1:] if argv is None else argv)))
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     handler = _FlushingHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("pi-synth: %(levelname)s: %(message)s"))

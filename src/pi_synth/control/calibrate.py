@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Callable
 
-from pi_synth.control.cv import Calibration, save_calibration
+from pi_synth.control.cv import Calibration, adc_key, save_calibration
 from pi_synth.errors import ConfigError
 
 
@@ -57,7 +57,27 @@ def parse_points(text: str) -> list[tuple[float, float]]:
             pts.append((float(r), float(v)))
         except ValueError:
             raise ConfigError(f"--points {item!r}: use READING:VOLTS pairs, e.g. 0.500:0,0.597:1") from None
+        if not (math.isfinite(pts[-1][0]) and 0.0 <= pts[-1][0] <= 1.0):
+            raise ConfigError(f"--points {item!r}: a reading is the ADC's 0..1 (what 'pi-synth calibrate' "
+                              "prints), not volts")
+        if not (math.isfinite(pts[-1][1]) and abs(pts[-1][1]) <= MAX_JACK_VOLTS):
+            raise ConfigError(f"--points {item!r}: {pts[-1][1]:g} V is not a voltage a CV jack carries "
+                              f"(±{MAX_JACK_VOLTS:g} V)")
     return pts
+
+
+MAX_JACK_VOLTS = 15.0  # Eurorack's rails: more is a typo
+RAIL = 0.002  # a reading this close to 0 or 1: the ADC at its limit, the voltage past the input stage's range
+
+
+def check_rails(points) -> None:
+    """A point the ADC read at its limit is no calibration point: the input stage clips there
+    (it was saved, and the report blamed the curve's linearity for 300 cents)."""
+    for r, v in points:
+        if r <= RAIL or r >= 1.0 - RAIL:
+            raise ConfigError(f"{v:+g} V reads {r:.4f}, the ADC's {'top' if r > 0.5 else 'bottom'}: that voltage is "
+                              "outside the input stage's range (see the [[cv]] frontend table in docs/raspberry-pi.md); "
+                              "calibrate with voltages inside it")
 
 
 def report(cal: Calibration) -> list[str]:
@@ -105,7 +125,7 @@ def _channel(arg: str, cv_items) -> int:
 def cmd_calibrate(args) -> int:
     from pi_synth import config as config_mod
     from pi_synth.control.board import EmulatedBoard, board, use_board
-    from pi_synth.control.chips import open_adc
+    from pi_synth.control.chips import chip_spec, open_adc
 
     cfg = config_mod.load(args.config)
     k = cfg.knobs
@@ -113,7 +133,12 @@ def cmd_calibrate(args) -> int:
     chip = k.chip if k.chip != "none" else None
     if args.points:  # measured elsewhere: no ADC is read, the file is keyed by the chip that will read it
         chip = chip or "mcp3008"
-        cal = Calibration(parse_points(args.points))
+        spec = chip_spec(chip)
+        if not 0 <= channel < spec.channels:
+            raise ConfigError(f"channel {channel}: a {chip} has channels 0..{spec.channels - 1}")
+        points = parse_points(args.points)
+        check_rails(points)
+        cal = Calibration(points)
     else:
         if chip is None and not args.emulate:
             raise ConfigError("no ADC configured: set [knobs] chip in the config (mcp3008, ads1115, …), "
@@ -139,7 +164,8 @@ def cmd_calibrate(args) -> int:
             print("pi-synth: reading answers from standard input", file=sys.stderr)
         cal = interactive(lambda: adc.read(channel), channel, volts, patch=patch)
         adc.close()
-    device = f"{chip}-{k.spi_port}.{k.spi_device}"
+        check_rails(cal.points)
+    device = adc_key(chip, spi_port=k.spi_port, spi_device=k.spi_device, i2c_bus=k.i2c_bus, i2c_address=k.i2c_address)
     if not math.isfinite(cal.volts(0.5)):
         raise ConfigError("calibration gives non-finite volts")
     path = save_calibration(device, channel, cal)

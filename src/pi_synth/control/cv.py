@@ -61,13 +61,30 @@ class Calibration:
         return cls([tuple(p) for p in d["points"]])
 
 
+def adc_key(chip: str, *, spi_port: int = 0, spi_device: int = 0, i2c_bus: int = 1,
+            i2c_address: int = 0x48) -> str:
+    """The name a chip's calibrations are saved under: where it sits (an SPI chip select, or an
+    I2C bus and address — two ADS1115s at 0x48 and 0x49 are two sets of calibrations)."""
+    from pi_synth.control.chips import chip_spec
+
+    if chip_spec(chip).bus == "i2c":
+        return f"{chip}-i2c{i2c_bus}-{i2c_address:#04x}"
+    return f"{chip}-{spi_port}.{spi_device}"
+
+
+def legacy_key(chip: str, spi_port: int = 0, spi_device: int = 0) -> str:
+    """The key every chip was saved under before I2C chips had their own (read, never written)."""
+    return f"{chip}-{spi_port}.{spi_device}"
+
+
 def calibration_path(device: str, channel: int) -> Path:
     from pi_synth.state import state_dir
 
     return state_dir() / "calibration" / f"{device}-ch{channel}.json"
 
 
-def load_calibration(device: str, channel: int, frontend: str, vref: float = 3.3) -> Calibration:
+def load_calibration(device: str, channel: int, frontend: str, vref: float = 3.3,
+                     legacy: str | None = None) -> Calibration:
     """The channel's saved calibration, or the front-end's nominal scaling — also, with one
     line naming the file, when the file is not a calibration (edited by hand): one bad file
     took the whole ADC source down, every knob with it."""
@@ -76,6 +93,8 @@ def load_calibration(device: str, channel: int, frontend: str, vref: float = 3.3
     from pi_synth.state import read_json
 
     path = calibration_path(device, channel)
+    if legacy and legacy != device and not path.exists() and calibration_path(legacy, channel).exists():
+        path = calibration_path(legacy, channel)  # saved before the chip's address was in the name
     d = read_json(path)
     if not d:
         return Calibration.nominal(frontend, vref)

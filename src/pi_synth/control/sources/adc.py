@@ -17,7 +17,7 @@ import math
 
 from pi_synth.control.board import board
 from pi_synth.control.chips import open_adc
-from pi_synth.control.cv import CvInput, load_calibration
+from pi_synth.control.cv import CvInput, adc_key, legacy_key, load_calibration
 from pi_synth.control.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,14 @@ class AdcSource(Source):
             for i, ch in enumerate(c for c in o.get("channels", range(8)) if c not in cv_channels)
             if ch < self.adc.channels
         ]
-        device = o.get("device_id") or f"{self.chip}-{o.get('spi_port', 0)}.{o.get('spi_device', 0)}"
+        where = dict(spi_port=o.get("spi_port", 0), spi_device=o.get("spi_device", 0), i2c_bus=o.get("i2c_bus", 1),
+                     i2c_address=o.get("i2c_address", 0x48))
+        device = o.get("device_id") or adc_key(self.chip, **where)
+        legacy = None if o.get("device_id") else legacy_key(self.chip, where["spi_port"], where["spi_device"])
         self.device_id = device
         self.cvs = []
         for i, c in enumerate(cv_items):
-            cal = load_calibration(device, c.channel, c.frontend, o.get("vref", 3.3))
+            cal = load_calibration(device, c.channel, c.frontend, o.get("vref", 3.3), legacy=legacy)
             self.cvs.append((c.channel, CvInput(
                 self.router, c.name or f"cv{i + 1}", c.role, cal, base_note=c.base_note,
                 threshold=c.threshold, hysteresis=c.hysteresis, min_ms=c.min_ms,
