@@ -160,6 +160,20 @@ def test_cv_pitch_calibrated_1v_per_octave(router, emu):
     rig.close()
 
 
+def test_a_pitch_cv_past_the_input_range_is_said(router, emu, caplog):
+    """-2 V into a 0..10 V input sat at the ADC's bottom and played 91 Hz for 65 Hz, and 15 V
+    held the top, without a word: one line says the CV is past the input stage's range."""
+    rig = Rig(router)
+    cv = [item("cv", channel=6, role="pitch", frontend="unipolar10", base_note=60.0)]
+    rig.add("adc", "adc", chip="mcp3008", channels=[], cv=cv)
+    emu.adc.volts[6] = 0.0
+    for k in range(30):
+        rig.poll_once(0.005 * k)
+    said = [r.getMessage() for r in caplog.records if "past the input stage's range" in r.getMessage()]
+    assert len(said) == 1 and "cv1 reads the ADC's bottom" in said[0], said
+    rig.close()
+
+
 def test_the_last_pitch_source_to_move_wins(router):
     """A patched CV pitch took every MIDI note's pitch for the rest of the run (a keyboard
     played one note). Now a key takes the pitch; the CV's noise does not take it back, a

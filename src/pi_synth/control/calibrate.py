@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Callable
 
-from pi_synth.control.cv import Calibration, adc_key, save_calibration
+from pi_synth.control.cv import ADC_RAIL, Calibration, adc_key, save_calibration
 from pi_synth.errors import ConfigError
 
 
@@ -67,14 +67,13 @@ def parse_points(text: str) -> list[tuple[float, float]]:
 
 
 MAX_JACK_VOLTS = 15.0  # Eurorack's rails: more is a typo
-RAIL = 0.002  # a reading this close to 0 or 1: the ADC at its limit, the voltage past the input stage's range
 
 
 def check_rails(points) -> None:
     """A point the ADC read at its limit is no calibration point: the input stage clips there
     (it was saved, and the report blamed the curve's linearity for 300 cents)."""
     for r, v in points:
-        if r <= RAIL or r >= 1.0 - RAIL:
+        if r <= ADC_RAIL or r >= 1.0 - ADC_RAIL:
             raise ConfigError(f"{v:+g} V reads {r:.4f}, the ADC's {'top' if r > 0.5 else 'bottom'}: that voltage is "
                               "outside the input stage's range (see the [[cv]] frontend table in docs/raspberry-pi.md); "
                               "calibrate with voltages inside it")

@@ -11,11 +11,14 @@ front-end's nominal scaling is used.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from pi_synth.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # front-end: (volts at the jack for ADC reading 0, volts for reading 1)
 FRONTENDS = {"direct": (0.0, 3.3), "bipolar5": (-5.0, 5.0), "unipolar10": (0.0, 10.0),
@@ -88,8 +91,6 @@ def load_calibration(device: str, channel: int, frontend: str, vref: float = 3.3
     """The channel's saved calibration, or the front-end's nominal scaling — also, with one
     line naming the file, when the file is not a calibration (edited by hand): one bad file
     took the whole ADC source down, every knob with it."""
-    import logging
-
     from pi_synth.state import read_json
 
     path = calibration_path(device, channel)
@@ -102,7 +103,7 @@ def load_calibration(device: str, channel: int, frontend: str, vref: float = 3.3
         return Calibration.from_json(d)
     except (ConfigError, KeyError, TypeError, ValueError) as e:
         why = e.args[0] if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
-        logging.getLogger(__name__).warning(
+        log.warning(
             "%s: not a calibration (%s): channel %d plays the %s front-end's nominal scaling; calibrate it "
             "again (pi-synth calibrate %d …) or delete the file", path, why, channel, frontend, channel)
         return Calibration.nominal(frontend, vref)
@@ -115,6 +116,9 @@ def save_calibration(device: str, channel: int, cal: Calibration) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, cal.to_json())
     return path
+
+
+ADC_RAIL = 0.002  # a reading this close to 0 or 1 is the ADC at its limit
 
 
 class CvInput:
@@ -131,9 +135,19 @@ class CvInput:
         self._gate_since = -1e9
         self.volts = 0.0
         self.last_hz = 0.0
+        self.at_limit = 0  # readings at the ADC's limit: the CV past the input stage's range
+        self._said_limit = False
 
     def update(self, reading: float, now: float) -> None:
         v = self.volts = self.cal.volts(reading)
+        if self.role == "pitch" and (reading <= ADC_RAIL or reading >= 1.0 - ADC_RAIL):
+            self.at_limit += 1
+            if not self._said_limit and self.at_limit >= 20:  # not a passing edge: it sits there
+                self._said_limit = True
+                log.warning(
+                    "%s reads the ADC's %s (%+.2f V): the CV is past the input stage's range, so the pitch "
+                    "sticks there; bring it inside the range, or choose a frontend that covers it",
+                    self.name, "top" if reading > 0.5 else "bottom", v)
         if self.role == "pitch":
             hz = 440.0 * 2.0 ** ((self.base_note + 12.0 * v - 69.0) / 12.0)
             if math.isfinite(hz) and abs(hz - self.last_hz) > 1e-4 * hz:
