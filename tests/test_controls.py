@@ -21,6 +21,7 @@ from pi_synth.control.cv import Calibration, save_calibration
 from pi_synth.control.board import EmulatedBoard, use_board
 from pi_synth.control.leds import StatusLeds
 from pi_synth.control.mapping import Mapping, Route
+from pi_synth.app import Instrument
 from pi_synth.control.router import Router
 from pi_synth.control.rig import Rig
 
@@ -66,6 +67,26 @@ def test_mcp3008_knobs_reach_the_model(router, emu):
     assert router.bank.get("pitch") == pytest.approx(4000, rel=0.01)
     assert router.bank.get("loudness") == pytest.approx(-40, abs=0.2)
     assert emu.adc.conversions >= 3  # through the chip's SPI protocol, not a shortcut
+    rig.close()
+
+
+def test_knobs_apply_where_they_stand_to_the_next_model(emu):
+    """Knob1 at full, then a program change to another model: its first control sat at its
+    default until the knob moved (the panel no longer matched the sound). A new model takes
+    every knob where it stands, on the next poll."""
+    from pi_synth import config as config_mod
+
+    inst = Instrument(config_mod.load(), model="flute")
+    rig = Rig(inst.router)
+    rig.add("adc", "adc", chip="mcp3008", channels=[0], smooth_ms=0)
+    emu.adc.volts[0] = 3.3  # knob1, at full
+    rig.poll_once(0.0)
+    assert inst.swap("morph")
+    target = inst.mapping.routes["knob1"].control  # morph's first latent
+    c = inst.controls.card.control(target)
+    assert inst.controls.get(target) == pytest.approx(c.default)  # before a poll: the default
+    rig.poll_once(0.01)
+    assert inst.controls.get(target) == pytest.approx(max(c.min, c.max), rel=0.01)
     rig.close()
 
 

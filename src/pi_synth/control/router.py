@@ -77,6 +77,8 @@ class Router:
             self.voice = MonoVoice()
         self.card, self.bank = card, bank
         self.mapping = mapping or Mapping(card)
+        # a new model (or mapping): absolute sources (knobs) send where they stand again
+        self.targets = getattr(self, "targets", 0) + 1
         self.block_seconds = card.block_size / card.sample_rate
         self.is_note = is_note
         self._poly = isinstance(self.voice, PolyVoice)

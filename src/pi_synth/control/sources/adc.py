@@ -39,6 +39,7 @@ class KnobChannel:
         self._t = None
         self.value = None  # smoothed
         self.sent = None
+        self._targets = None  # the router's model (``router.targets``) this knob last sent to
         self.floating = False
         self._prev = None
         self._jumps = [0.0] * self.WINDOW
@@ -66,6 +67,8 @@ class KnobChannel:
                 a = 1.0 - math.exp(-max(now - self._t, 0.0) / self.smooth_s)
             self._t = now
         self.value = x if self.value is None else self.value + a * (x - self.value)
+        if self._targets != router.targets:  # another model since: where the knob stands applies to it
+            self._targets, self.sent = router.targets, None
         if self.sent is None or abs(self.value - self.sent) > self.deadband or (
             self.value in (0.0, 1.0) and self.value != self.sent
         ):
