@@ -470,12 +470,19 @@ action = "next_model"
 [[map]]
 source = "knob8"
 control = "no_such_control"
+
+[[map]]
+source = "knob7"
+control = "brightness"
+curve = "log"
 ''')
     cfg = config_mod.load(str(conf))
     rt = Runtime(organ(), warmup_blocks=0)
     bank = ControlBank(rt.card)
     mapping = Mapping.from_config(rt.card, cfg.map)
     assert len(mapping.skipped) == 1 and "no_such_control" in mapping.skipped[0]
+    # a log curve over a range that reaches 0 plays linearly: said (it was silent)
+    assert len(mapping.notes) == 1 and 'curve = "log" needs a range above 0' in mapping.notes[0], mapping.notes
     assert not cfg.warnings  # cc74, cc20 and knob8 are sources this config has
     mapping.configure(bank)
     router = Router(rt.card, bank, mapping)

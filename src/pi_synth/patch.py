@@ -248,6 +248,8 @@ def make_mapping(cfg, controls) -> Mapping:
     mapping = Mapping.from_config(controls.card, cfg.map, knobs=knobs)
     for w in mapping.skipped:
         log.warning("%s (skipped for model %s)", w, controls.card.name)
+    for w in mapping.notes:
+        log.warning("%s", w)
     mapping.configure(controls)
     return mapping
 

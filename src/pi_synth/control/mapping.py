@@ -107,7 +107,8 @@ class Mapping:
         naming a control the model lacks is skipped with a warning (another model may have
         it), anything else is an error."""
         m = cls(card, knobs=knobs)
-        m.skipped: list[str] = []
+        m.skipped: list[str] = []  # routes to controls this model lacks (another may have them)
+        m.notes: list[str] = []  # routes that play, but not as written
         for it in items:
             w = getattr(it, "_where", where)
             if not it.source:
@@ -120,6 +121,11 @@ class Mapping:
                 m.add(it.source, route)
             except KeyError as e:
                 m.skipped.append(f"{w}: {e.args[0]}")
+                continue
+            ctl = card.control(route.control) if route.control else None
+            if route.curve == "log" and ctl is not None and not (ctl.min > 0 and ctl.max > 0):
+                m.notes.append(f"{w}: [[map]] curve = \"log\" needs a range above 0, and {ctl.name}'s is "
+                               f"{ctl.min:g}..{ctl.max:g}: {it.source} moves it linearly (curve = \"exp\" eases in)")
         return m
 
     def sources(self) -> list[str]:
