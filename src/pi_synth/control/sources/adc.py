@@ -111,8 +111,8 @@ class AdcSource(Source):
                 min_volts=c.min_volts, max_volts=c.max_volts)))
         readings = [self.adc.read(k.channel) for k in self.knobs[:8]]
         if readings and all(r < 0.002 for r in readings) and len(readings) > 1:
-            log.warning("%s reads 0 on every knob channel: is the chip connected "
-                        "(SPI/I2C enabled, wiring)? Knobs will follow once it reads", self.adc.describe())
+            log.warning("%s reads 0 on every knob channel: every knob turned fully down, or the chip not "
+                        "connected (SPI/I2C enabled, wiring)? Knobs follow once it reads", self.adc.describe())
 
     def _poll(self, now):
         read = self.adc.read
