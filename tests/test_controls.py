@@ -159,6 +159,17 @@ def test_ads1115_over_emulated_i2c(router, board):
     rig.close()
 
 
+def test_knobs_past_the_chips_channels_are_said(router, board, caplog):
+    """The template's eight knob channels on a four-channel ADS1115: knob5..knob8 were
+    silently not read."""
+    board.attach_adc("ads1115")
+    rig = Rig(router)
+    rig.add("adc", "adc", chip="ads1115", channels=list(range(8)), smooth_ms=0)
+    said = [r.getMessage() for r in caplog.records if "channels the" in r.getMessage()]
+    assert len(said) == 1 and "knob5, knob6, knob7, knob8" in said[0] and "0..3" in said[0], said
+    rig.close()
+
+
 def test_cv_pitch_calibrated_1v_per_octave(router, emu):
     # a ±5 V front-end with a 3 % gain error and an offset: nominal scaling is off
     def adc_volts(jack):

@@ -91,12 +91,16 @@ class AdcSource(Source):
         poll_hz = o.get("poll_hz", 200.0)
         cv_items = o.get("cv", [])
         cv_channels = {c.channel for c in cv_items}
+        wanted = [c for c in o.get("channels", range(8)) if c not in cv_channels]
         self.knobs = [
             KnobChannel(f"knob{i + 1}", ch, deadband=o.get("deadband", 0.004),
                         smooth_s=o.get("smooth_ms", 20.0) / 1000.0, poll_hz=poll_hz)
-            for i, ch in enumerate(c for c in o.get("channels", range(8)) if c not in cv_channels)
-            if ch < self.adc.channels
+            for i, ch in enumerate(wanted) if ch < self.adc.channels
         ]
+        past = [f"knob{i + 1}" for i, ch in enumerate(wanted) if ch >= self.adc.channels]
+        if past and "channels" in o:  # the template's 0..7 on a 4-channel chip: say which knobs are not read
+            log.warning("[knobs] channels wires %s to channels the %s lacks (it has 0..%d): not read",
+                        ", ".join(past), self.adc.describe(), self.adc.channels - 1)
         where = dict(spi_port=o.get("spi_port", 0), spi_device=o.get("spi_device", 0), i2c_bus=o.get("i2c_bus", 1),
                      i2c_address=o.get("i2c_address", 0x48))
         device = o.get("device_id") or adc_key(self.chip, **where)
