@@ -192,6 +192,19 @@ def test_cv_pitch_calibrated_1v_per_octave(router, emu):
     rig.close()
 
 
+@pytest.mark.parametrize("frontend,jack,adc", [("unipolar10", (0.0, 10.0), (0.0, 3.20)),
+                                                ("bipolar5", (-5.0, 5.0), (0.10, 3.26)),
+                                                ("bipolar10", (-10.0, 10.0), (0.16, 3.25))])
+def test_nominal_scaling_is_the_documented_input_stage(frontend, jack, adc):
+    """With no calibration, a reading means what docs/raspberry-pi.md's resistor table makes
+    of the jack's voltage (the rounded ±5 V / 0..10 V ends were 3 % off: ~180 cents at 5 V)."""
+    from pi_synth.control.cv import Calibration
+
+    cal = Calibration.nominal(frontend)
+    for v, a in zip(jack, adc):
+        assert cal.volts(a / 3.3) == pytest.approx(v, abs=0.06), (frontend, v, a)
+
+
 def test_a_pitch_cv_past_the_input_range_is_said(router, emu, caplog):
     """-2 V into a 0..10 V input sat at the ADC's bottom and played 91 Hz for 65 Hz, and 15 V
     held the top, without a word: one line says the CV is past the input stage's range."""
@@ -246,10 +259,13 @@ def test_a_hand_edited_calibration_spoils_only_its_channel(router, emu, caplog, 
     src = rig.add("adc", "adc", chip="mcp3008", channels=[0], cv=cv, smooth_ms=0)
     assert src is not None, rig.failed
     emu.adc.volts[0] = 0.0
-    emu.adc.volts[6] = 0.33  # 1 V at the jack, nominally: C5
+    emu.adc.volts[6] = 0.33  # ~1 V at the jack, nominally: ~C5
     rig.poll_once(0.0)
     assert router.bank.get("brightness") == pytest.approx(0.0, abs=0.002)  # knob1 plays
-    assert router.bank.get("pitch") == pytest.approx(523.25, rel=0.02)
+    from pi_synth.control.cv import FRONTENDS
+
+    lo, hi = FRONTENDS["unipolar10"]
+    assert router.bank.get("pitch") == pytest.approx(261.63 * 2 ** (lo + (hi - lo) * 0.1), rel=0.01)
     said = [r.getMessage() for r in caplog.records if "not a calibration" in r.getMessage()]
     assert len(said) == 1 and str(path) in said[0] and "nominal scaling" in said[0], said
     rig.close()

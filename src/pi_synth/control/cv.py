@@ -20,9 +20,21 @@ from pi_synth.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# the input stages docs/raspberry-pi.md draws: Ra from the jack, Rb to 3V3 (an offset, None: none),
+# Rc to ground, into the follower
+NETWORKS = {"bipolar5": (100e3, 62e3, 180e3), "unipolar10": (100e3, None, 47e3), "bipolar10": (100e3, 30e3, 47e3)}
+
+
+def _ends(ra: float, rb: float | None, rc: float, vref: float = 3.3) -> tuple[float, float]:
+    """Volts at the jack that read 0 and 1 through a network: node = a·Vin + b (the divider's
+    formula), reading = node / vref. A rounded (-5, 5) was 3 % off: ~180 cents at 5 V."""
+    g = 1 / ra + (1 / rb if rb else 0.0) + 1 / rc
+    a, b = (1 / ra) / g, ((vref / rb) if rb else 0.0) / g
+    return -b / a, (vref - b) / a
+
+
 # front-end: (volts at the jack for ADC reading 0, volts for reading 1)
-FRONTENDS = {"direct": (0.0, 3.3), "bipolar5": (-5.0, 5.0), "unipolar10": (0.0, 10.0),
-             "bipolar10": (-10.0, 10.0)}
+FRONTENDS = {"direct": (0.0, 3.3), **{name: _ends(*net) for name, net in NETWORKS.items()}}
 
 
 @dataclass
