@@ -205,6 +205,19 @@ def test_nominal_scaling_is_the_documented_input_stage(frontend, jack, adc):
         assert cal.volts(a / 3.3) == pytest.approx(v, abs=0.06), (frontend, v, a)
 
 
+def test_emulated_cv_jacks_rest_at_0_volts(router, emu):
+    """--emulate with [[cv]] tables started with the gate open and the pitch at the top: the
+    emulated chip's channels sat at mid-scale (a knob's rest), not at an unpatched jack's 0 V."""
+    rig = Rig(router)
+    cv = [item("cv", channel=6, role="pitch", frontend="bipolar5", base_note=60.0),
+          item("cv", channel=7, role="gate", frontend="unipolar10", threshold=1.0)]
+    rig.add("adc", "adc", chip="mcp3008", channels=[0], cv=cv)
+    rig.poll_once(0.0)
+    assert not router.voice.gate
+    assert router.bank.get("pitch") == pytest.approx(261.63, rel=0.01)  # 0 V: the base note
+    rig.close()
+
+
 def test_a_pitch_cv_past_the_input_range_is_said(router, emu, caplog):
     """-2 V into a 0..10 V input sat at the ADC's bottom and played 91 Hz for 65 Hz, and 15 V
     held the top, without a word: one line says the CV is past the input stage's range."""

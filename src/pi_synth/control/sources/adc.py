@@ -17,7 +17,7 @@ import math
 
 from pi_synth.control.board import board
 from pi_synth.control.chips import open_adc
-from pi_synth.control.cv import CvInput, adc_key, legacy_key, load_calibration
+from pi_synth.control.cv import FRONTENDS, CvInput, adc_key, legacy_key, load_calibration
 from pi_synth.control.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,13 @@ class AdcSource(Source):
                 self.router, c.name or f"cv{i + 1}", c.role, cal, base_note=c.base_note,
                 threshold=c.threshold, hysteresis=c.hysteresis, min_ms=c.min_ms,
                 min_volts=c.min_volts, max_volts=c.max_volts)))
+        b = board()
+        if getattr(b, "emulated", False) and cv_items:  # an emulated jack rests at 0 V, not mid-scale
+            twin = b.attach_adc(self.chip, vref=o.get("vref", 3.3), **where)  # (an open gate, a top note)
+            for c in cv_items:
+                lo, hi = FRONTENDS.get(c.frontend, FRONTENDS["direct"])
+                if c.channel < len(twin.volts) and hi != lo:
+                    twin.volts[c.channel] = min(max(-lo / (hi - lo), 0.0), 1.0) * o.get("vref", 3.3)
         readings = [self.adc.read(k.channel) for k in self.knobs[:8]]
         if readings and all(r < 0.002 for r in readings) and len(readings) > 1:
             log.warning("%s reads 0 on every knob channel: every knob turned fully down, or the chip not "
