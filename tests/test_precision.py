@@ -62,6 +62,34 @@ def test_auto_weighs_name_onnx_against_its_int8_file(pair):
     assert find_model("voice", "int8") == int8
 
 
+def test_two_models_under_one_name_are_not_a_pair(tmp_path, monkeypatch, caplog, cli):
+    """A conversion to a name over an earlier one's files left NAME.int8.onnx of another
+    (stereo) export beside the new NAME.onnx: the two played as one voice's precisions (the
+    stereo one with precision int8), and bench crashed comparing them. Now only the newer
+    plays, the log says why, and bench by either path is one line."""
+    import os
+
+    from pi_synth.tools.procedural import build_organ
+
+    d = tmp_path / "models"
+    d.mkdir()
+    monkeypatch.setenv("PI_SYNTH_MODELS", str(d))
+    old = d / "x.int8.onnx"
+    build_organ(old, block_size=512)
+    new = d / "x.onnx"
+    build_organ(new, block_size=256)
+    os.utime(old, (1_000_000, 1_000_000))  # converted long before
+    for precision in ("int8", "fp32", "auto"):
+        assert find_model("x", precision) == new, precision
+    said = [r.getMessage() for r in caplog.records if "not one model's two precisions" in r.getMessage()]
+    assert len(said) == 1 and "block_size 512 against 256" in said[0] and "x.onnx, plays" in said[0], said
+    from pi_synth.bench import compare_precisions
+    from pi_synth.errors import ModelError
+
+    with pytest.raises(ModelError, match="not one model's two precisions"):
+        compare_precisions(new, old)
+
+
 def test_the_choice_is_kept_until_a_file_changes(pair, tmp_path, monkeypatch):
     int8, fp32 = pair("fast", "slow")
     assert find_model("voice", "auto") == int8

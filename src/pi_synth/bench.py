@@ -243,6 +243,12 @@ def compare_precisions(fp32_path, int8_path, *, blocks: int = 500, seconds: floa
                        threads: int = 1) -> dict:
     """int8 vs fp32 of one model: speed ratio (median block time, same run) and SNR of the
     int8 render against the fp32 render of the same moving controls."""
+    from pi_synth.errors import ModelError
+    from pi_synth.model.library import not_one_model
+
+    if why := not_one_model(int8_path, fp32_path):
+        raise ModelError(f"{int8_path} and {fp32_path} are not one model's two precisions ({why}); bench one "
+                         "file by its path, or delete the older")
     ref_rt = Runtime(fp32_path, threads=threads, warmup_blocks=8)
     q_rt = Runtime(int8_path, threads=threads, warmup_blocks=8)
     card = ref_rt.card

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pi_synth.errors import ModelError
+from pi_synth.errors import ModelError, PiSynthError
 
 BOOT_MODELS = "/boot/firmware/pi-synth/models"
 # Where the web page installs uploaded models: the instrument's state folder (ext4, so a
@@ -137,9 +137,11 @@ def find_model(name: str | None, precision: str = "int8", threads: int = 1) -> P
             from pi_synth.model.precision import choose
 
             return choose(*pair, threads=threads)
-        for kind in order:
-            if _file(d, name, kind).is_file():
-                return _file(d, name, kind)
+        files = [_file(d, name, kind) for kind in order if _file(d, name, kind).is_file()]
+        if len(files) > 1 and not_one_model(files[0], files[-1]):
+            return max(files, key=lambda f: f.stat().st_mtime)  # the newer conversion
+        if files:
+            return files[0]
     names = sorted({q.name.split(".")[0] for q in list_models()})
     raise ModelError(
         f"no model named {name!r}; installed: {', '.join(names) or 'none'} "
@@ -165,10 +167,45 @@ def _file(d: Path, name: str, kind: str) -> Path:
 
 def _both(d: Path, name: str) -> tuple[Path, Path] | None:
     """``(NAME.int8.onnx, NAME.fp32.onnx)``, or ``NAME.onnx`` as the fp32 file: what
-    ``pi-synth convert rave --quantize`` writes beside its int8 file."""
+    ``pi-synth convert rave --quantize`` writes beside its int8 file. Two files under one name
+    that are not one model's two precisions (a conversion to that name over an older one's
+    files) are no pair: only the newer plays, and :func:`not_one_model` says why."""
     i8 = _file(d, name, "int8")
     f32 = next((p for p in (_file(d, name, "fp32"), _file(d, name, "")) if p.is_file()), None)
-    return (i8, f32) if i8.is_file() and f32 is not None else None
+    if not (i8.is_file() and f32 is not None):
+        return None
+    return None if not_one_model(i8, f32) else (i8, f32)
+
+
+_said_apart: set[tuple[str, str]] = set()
+
+
+def not_one_model(a: Path, b: Path) -> str:
+    """Why ``a`` and ``b`` are not one model's two precisions ("" when they are): their
+    sample rate, block, channels or controls differ, or they were converted from different
+    exports. Said once per pair in the log."""
+    from pi_synth.model.card import load_card
+
+    try:
+        ca, cb = load_card(a), load_card(b)
+    except PiSynthError:
+        return ""  # a broken card is said when the file is played
+    why = next((f"{k} {getattr(ca, k)} against {getattr(cb, k)}" for k in ("sample_rate", "block_size", "channels",
+                                                                          "control_names")
+                if getattr(ca, k) != getattr(cb, k)), "")
+    sa, sb = (c.extra.get("rave", {}).get("ts_sha256") for c in (ca, cb))
+    if not why and sa and sb and sa != sb:
+        why = "converted from different exports"
+    key = tuple(sorted((str(a), str(b))))
+    if why and key not in _said_apart:
+        _said_apart.add(key)
+        import logging
+
+        newer = a if a.stat().st_mtime >= b.stat().st_mtime else b
+        logging.getLogger(__name__).warning(
+            "%s and %s are not one model's two precisions (%s): only the newer, %s, plays; delete the other",
+            a.name, b.name, why, newer.name)
+    return why
 
 
 def _is_path(name: str | None) -> bool:

@@ -19,6 +19,47 @@ def _int8_path(out: Path) -> Path:
     return out.with_name(n + ".int8.onnx")
 
 
+def _check_output(src: Path, out: Path) -> None:
+    """Before minutes of work: an output the conversion can write, under a name the player
+    reads as one model (every failure here used to come after the work, as a traceback)."""
+    where = f"-o {out}"
+    if not out.name.endswith(".onnx"):
+        raise ConfigError(f"{where}: the output must be an .onnx file")
+    for word in (".int8.onnx", ".encoder.onnx", ".encoder.fp32.onnx", ".encoder.int8.onnx"):
+        if out.name.endswith(word):
+            raise ConfigError(f"{where}: a name ending in {word} is what pi-synth gives a model's other files "
+                              f"(--quantize and the encoder are written beside it); name the model, e.g. -o "
+                              f"{out.name[: -len(word)]}.onnx")
+    if src.is_dir():
+        raise ConfigError(f"{src}: is a directory; give the .ts file `rave export --streaming` wrote")
+    if src.exists() and out.exists() and os.path.samefile(src, out):
+        raise ConfigError(f"{where} is the input: the conversion would replace the only copy of the export; "
+                          "write it under another name")
+    if out.is_dir():
+        raise ConfigError(f"{where}: is a directory; name a file in it, e.g. -o {out / (src.stem + '.onnx')}")
+    folder = out.parent
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{where}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: cannot write in {probe}; choose a folder you can write to")
+
+
+def _stale_siblings(out: Path, summary: dict, *, quantize: bool) -> list[Path]:
+    """The files beside ``out`` that an earlier conversion to this name left and this one did
+    not write: its int8 files (unless --quantize writes them again now) and its encoder (none
+    written now: --no-encoder, or a model without one)."""
+    from pi_synth.tools.convert import rave
+
+    q = _int8_path(out)
+    stale = set() if quantize else {q, rave.encoder_path(q)}
+    if "encoder" not in summary:
+        stale |= {rave.encoder_path(out), rave.encoder_path(q)}
+    return sorted(p for p in stale if p.exists())
+
+
 def cmd_convert_rave(args) -> int:
     try:
         import torch  # noqa: F401
@@ -32,8 +73,7 @@ def cmd_convert_rave(args) -> int:
     if not (1 <= args.blocks <= 100000):
         raise ConfigError(f"--blocks must be 1..100000, got {args.blocks}")
     out = Path(args.output)
-    if not out.name.endswith(".onnx"):
-        raise ConfigError(f"-o {args.output}: the output must be an .onnx file")
+    _check_output(Path(args.input), out)
     summary = rave.convert(args.input, out, frames=args.frames, encoder=not args.no_encoder,
                            name=args.name, progress=not args.json and os.isatty(2))
     card = summary["card"]
@@ -46,6 +86,11 @@ def cmd_convert_rave(args) -> int:
             print(f"wrote {summary['encoder']}: encoder (audio → latent), card kind encoder: play the decoder with --input for timbre transfer")
         if "encoder_skipped" in summary:
             print(f"no encoder written: {summary['encoder_skipped']}")
+    for stale in _stale_siblings(out, summary, quantize=args.quantize):
+        stale.unlink(missing_ok=True)  # another model's files under this name would play with it
+        if not args.json:
+            print(f"removed {stale}: left by an earlier conversion to this name, it would play as this "
+                  "model's other precision or encoder")
     if args.check:
         res = rave.check(args.input, out, blocks=args.blocks, encoder=summary.get("encoder"))
         summary["check"] = res
