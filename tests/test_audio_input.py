@@ -147,11 +147,18 @@ def test_encoders_are_found_beside_their_decoder_and_never_listed(pair, tmp_path
     assert find_encoder(i8, load_card(i8)) == tmp_path / "voice.encoder.onnx"
     monkeypatch.setenv("PI_SYNTH_MODELS", str(tmp_path))
     assert [m.name for m in list_models() if m.parent == tmp_path] == ["voice.int8.onnx"]
-    # a card naming an encoder that is not there: one line that says so
+    # a card naming an encoder that is not there (a decoder copied alone, a conversion cut
+    # short): the decoder plays from its knobs — it was refused even by info and a run with no
+    # input — and asked for audio, one line says what is missing
+    from pi_synth.model.library import missing_encoder
+    from pi_synth.patch import input_kind, no_input_error
+
     d = json.loads(json.dumps(load_card(i8).to_json()))
     d["encoder"] = "missing.encoder.onnx"
-    with pytest.raises(ModelError, match="missing.encoder.onnx.*not beside it"):
-        find_encoder(i8, parse_card(json.dumps(d)))
+    card = parse_card(json.dumps(d))
+    assert find_encoder(i8, card) is None and input_kind(i8, card) is None
+    assert "missing.encoder.onnx" in missing_encoder(i8, card) and "not beside it" in str(no_input_error(i8, card))
+    assert missing_encoder(i8, load_card(i8)) == ""
 
 
 # -- WAV files in --------------------------------------------------------------------------

@@ -651,7 +651,11 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
                       audio_in="auto" if not _is_none(capture) else False)
     for line in notes_said(inst):
         log.warning("%s", line)
-    if not _is_none(capture) and (recording is not None or a.capture.strip()) \
+    from pi_synth.model.library import missing_encoder
+
+    if why := missing_encoder(inst.model_path, inst.card):  # the decoder plays from its knobs
+        log.warning("%s (it plays from its knobs)", why)
+    elif not _is_none(capture) and (recording is not None or a.capture.strip()) \
             and input_kind(Path(inst.model_path), inst.card) is None:
         log.warning("--capture %s: %s takes no audio (no encoder beside it, no inputs.audio in its card): the "
                     "input is not played; a model that takes audio is made with 'pi-synth convert rave'",

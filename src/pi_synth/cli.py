@@ -136,6 +136,9 @@ def cmd_info(args) -> int:
               f"(pi-synth render {path.name} --input IN.wav)")
     elif card.audio_input:
         print("  audio in: takes audio itself (inputs.audio), beside its controls")
+    elif card.encoder:
+        print(f"  audio in: none here — its card names the encoder {card.encoder}, which is not beside it "
+              "(it plays from its knobs)")
     print(f"  kind {card.kind or '-'}, {sr} Hz, {card.channels} ch, block {bs} "
           f"({bs / sr * 1e3:.1f} ms), {card.control_frames} control frame(s)/block, "
           f"latency {card.latency_samples} samples")

@@ -97,6 +97,10 @@ def no_input_error(path, card: Card) -> InputError:
     if card.is_encoder:
         return InputError(f"{p}: this is an encoder (audio → latents), not a model to play; play its decoder "
                           "(the file it was written beside) with --input")
+    from pi_synth.model.library import missing_encoder
+
+    if why := missing_encoder(p, card):
+        return InputError(why)
     base = p.name
     for suffix in (".fp32.onnx", ".int8.onnx", ".onnx"):
         if base.endswith(suffix):

@@ -73,14 +73,12 @@ def is_encoder_file(p: Path) -> bool:
 def find_encoder(path, card) -> Path | None:
     """The encoder beside decoder ``path``: the one its card names (``"encoder"``), else
     ``NAME.encoder.onnx`` for ``NAME.onnx`` / ``NAME.fp32.onnx`` / ``NAME.int8.onnx`` (the
-    same precision first). None when there is none."""
+    same precision first). None when there is none — also when the one its card names is not
+    there (:func:`missing_encoder` says so): the decoder still plays from its knobs."""
     p = Path(path)
     if card.encoder:
         named = p.with_name(card.encoder)
-        if not named.is_file():
-            raise ModelError(f"{p}: its card names the encoder {card.encoder!r}, which is not beside it; "
-                             "copy it there, or make it with 'pi-synth convert rave'")
-        return named
+        return named if named.is_file() else None
     base, prec = p.name, ""
     for suffix in (".fp32.onnx", ".int8.onnx", ".onnx"):
         if base.endswith(suffix):
@@ -92,6 +90,15 @@ def find_encoder(path, card) -> Path | None:
         if (p.parent / n).is_file():
             return p.parent / n
     return None
+
+
+def missing_encoder(path, card) -> str:
+    """The line for a decoder whose card names an encoder that is not beside it ("" if none)."""
+    p = Path(path)
+    if card.encoder and not p.with_name(card.encoder).is_file():
+        return (f"{p}: its card names the encoder {card.encoder!r}, which is not beside it; copy it there, or "
+                "make it with 'pi-synth convert rave'")
+    return ""
 
 
 def list_models() -> list[Path]:
