@@ -109,7 +109,15 @@ def cmd_convert_rave(args) -> int:
             if rep.get("skipped"):  # the int8 decoder plays with the fp32 encoder
                 qe = Path(summary["encoder"])
         report = rave.quantize_decoder(out, q, encoder=qe.name if qe is not None else None)
-        summary["quantize"] = {"model": str(q), "report": report}
+        summary["quantize"] = {"model": report["model"], "report": report}
+        if report.get("skipped"):  # no int8 decoder: its int8 encoder would play with nothing
+            if qe is not None and qe != Path(summary["encoder"]):
+                qe.unlink(missing_ok=True)
+            if not args.json:
+                print(f"no int8 model: {report['why']}")
+            if args.json:
+                print(json.dumps(summary, indent=2, default=str))
+            return 0
         if qe is not None:
             summary["quantize"]["encoder"] = {"model": str(qe), "report": rep}
         if not args.json:

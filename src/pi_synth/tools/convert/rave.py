@@ -1423,6 +1423,7 @@ def _int8_gemms(fp32_path: Path, out_path: Path, min_bytes: int) -> tuple[list, 
     return chosen, fp32_bytes
 
 
+INT8_MIN_SNR_DB = 30.0  # an int8 decoder further than this from its fp32 one is not written
 DISCRETE_SAME_CODES = 0.99  # a discrete encoder goes int8 only if it picks the same code this often
 
 
@@ -1505,6 +1506,11 @@ def quantize_decoder(fp32_path, out_path, *, min_bytes: int = INT8_MIN_BYTES, ev
     ref = qz.render(qz._session(fp32_path, threads), card, seq)
     got = qz.render(qz._session(out_path, threads), card, seq)
     snr = round(float(snr_db(ref, got)), 2)
+    if snr < INT8_MIN_SNR_DB:  # a sound worth hearing as fp32 is not made worse by default
+        out_path.unlink(missing_ok=True)
+        return {"model": None, "skipped": True, "snr_db": snr,
+                "why": f"int8 would be {snr:.1f} dB against the fp32 model, under {INT8_MIN_SNR_DB:g} dB: the fp32 "
+                       "model plays"}
     speed = qz.bench({"fp32": fp32_path, "int8": out_path}, card, seq, threads)
     write_card(out_path, dict(card, precision="int8", snr_db=snr, quant_format="dynamic",
                               **({"encoder": encoder} if encoder else {})),
