@@ -388,6 +388,14 @@ def test_int8_within_its_claimed_snr(name, rave_env, tmp_path):
     np.testing.assert_allclose(np.concatenate(plain), got[0, : 8 * card.block_size], atol=1e-5)
 
 
+def test_frames_past_the_largest_block_is_one_line_before_the_work(rave_env, tmp_path):
+    """--frames 64 on a 2048-ratio model failed after the export, naming a temporary file."""
+    r = subprocess.run([str(rave_env), "-m", "pi_synth", "convert", "rave", str(FIXTURES / "raspberry-l8.ts"), "-o",
+                        str(tmp_path / "f.onnx"), "--frames", "64"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "this model takes --frames 1..32" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert ".tmp" not in r.stderr and not list(tmp_path.iterdir())
+
+
 def test_int8_under_30_db_is_not_written(rave_env, tmp_path):
     """v2_small stereo's int8 decoder measures ~28 dB against fp32: it was written (the docs
     promised each int8 file is at least 30 dB) and `precision = "auto"` then picked it. Now it

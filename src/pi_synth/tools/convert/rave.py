@@ -1206,6 +1206,9 @@ def convert(ts_path, out_path, *, frames: int = 1, encoder: bool = True, name: s
     cl_frames = int(os.environ.get("PI_SYNTH_RAVE_CL_FRAMES", cl_frames))
     dec, info = build_decoder(m, where, frames, cl_frames, noise, rows=layout == "rows")
     k, ratio, sr = info["latent_size"], info["ratio"], info["sample_rate"]
+    if frames * ratio > MAX_BLOCK:  # before the export, not as a temporary file's card error after it
+        raise ConvertError(f"--frames {frames}: blocks of {frames} × {ratio} = {frames * ratio} samples, more than a "
+                           f"block can be ({MAX_BLOCK}); this model takes --frames 1..{MAX_BLOCK // ratio}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + f".{os.getpid()}.tmp")
     try:
@@ -1423,6 +1426,7 @@ def _int8_gemms(fp32_path: Path, out_path: Path, min_bytes: int) -> tuple[list, 
     return chosen, fp32_bytes
 
 
+MAX_BLOCK = 65536  # the card's largest block_size
 INT8_MIN_SNR_DB = 30.0  # an int8 decoder further than this from its fp32 one is not written
 DISCRETE_SAME_CODES = 0.99  # a discrete encoder goes int8 only if it picks the same code this often
 
