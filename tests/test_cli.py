@@ -24,6 +24,10 @@ def test_info_text_and_json(organ, cli):
     m = organ(block_size=512)
     p = cli("info", m, check=0)
     assert "organ" in p.stdout and "block 512" in p.stdout and "pitch" in p.stdout
+    assert json.loads(cli("info", m, "--json", check=0).stdout)["plays"] is None  # a path: no choice made
+    # an int8 file says how far it is from its fp32 one (its card has it; info did not say)
+    p = cli("info", Path(__file__).resolve().parent.parent / "models" / "flute.int8.onnx", check=0)
+    assert re.search(r"precision int8 \(\w+\), [\d.]+ dB SNR against its fp32 file", p.stdout), p.stdout
     d = json.loads(cli("info", m, "--json", check=0).stdout)
     assert d["card"]["block_size"] == 512
     assert {"name": "audio", "shape": [1, 1, 512], "dtype": "float32"} in d["outputs"]

@@ -112,13 +112,19 @@ def cmd_info(args) -> int:
     }
     enc = None if card.is_encoder else find_encoder(path, card)
     if args.json:
-        print(json.dumps({"path": str(path), "size_bytes": os.path.getsize(path), "plays": why,
+        print(json.dumps({"path": str(path), "size_bytes": os.path.getsize(path), "plays": why or None,
                           "card": card.to_json(), "encoder": str(enc) if enc else None, **io}, indent=2))
         return 0
     bs, sr = card.block_size, card.sample_rate
     print(f"{card.name}  ({path}, {os.path.getsize(path) / 1e6:.2f} MB)")
     if why:
         print(f"  plays {path.name}: {why}")
+    prec = card.extra.get("precision")
+    if prec:  # an int8 file says how far from its fp32 one it is
+        snr = card.extra.get("snr_db")
+        fmt = card.extra.get("quant_format")
+        print(f"  precision {prec}" + (f" ({fmt})" if fmt else "")
+              + (f", {snr:g} dB SNR against its fp32 file" if isinstance(snr, (int, float)) else ""))
     if card.description:
         print(f"  {card.description}")
     if card.is_encoder:
