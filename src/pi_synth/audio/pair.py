@@ -68,7 +68,7 @@ def latent_targets(decoder: Card, encoder: Card) -> list[int]:
         if a != b:
             raise ModelError(f"{where}: the encoder's {what} is {a}, the decoder's {b}; they must match "
                              "(convert both from the same model)")
-    a, b = (c.extra.get("rave", {}).get("ts_sha256") for c in (encoder, decoder))
+    a, b = encoder.export_digest, decoder.export_digest
     if a and b and a != b:  # converted from two different .ts: its latents mean nothing to this decoder
         raise ModelError(f"{where}: the encoder was converted from {encoder.extra['rave'].get('ts', 'another model')}, "
                          f"the decoder from {decoder.extra['rave'].get('ts', 'another')} (sha256 {a[:12]}… vs "

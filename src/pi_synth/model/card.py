@@ -112,6 +112,12 @@ class Card:
         return tuple(c.name for c in self.controls)
 
     @property
+    def export_digest(self) -> str:
+        """The sha256 of the export a converted model was made from ("" if none is known): two
+        files that differ here are not one model (an encoder and its decoder, two precisions)."""
+        return str(self.extra.get("rave", {}).get("ts_sha256") or "")
+
+    @property
     def is_encoder(self) -> bool:
         """Audio in, latents out: drives a decoder from audio; never played by itself."""
         return bool(self.latent_output)

@@ -200,7 +200,7 @@ def not_one_model(a: Path, b: Path) -> str:
     why = next((f"{k} {getattr(ca, k)} against {getattr(cb, k)}" for k in ("sample_rate", "block_size", "channels",
                                                                           "control_names")
                 if getattr(ca, k) != getattr(cb, k)), "")
-    sa, sb = (c.extra.get("rave", {}).get("ts_sha256") for c in (ca, cb))
+    sa, sb = ca.export_digest, cb.export_digest
     if not why and sa and sb and sa != sb:
         why = "converted from different exports"
     key = tuple(sorted((str(a), str(b))))
