@@ -45,6 +45,7 @@ class Router:
                  voice: MonoVoice | PolyVoice | None = None):
         self.voice = None
         self._voice_used = False
+        self.targets = 0  # models (and mappings) pointed at so far: see retarget
         self.retarget(card, bank, mapping, voice)
         self.parser = MidiParser()
         self.midi_messages = 0
@@ -78,7 +79,7 @@ class Router:
         self.card, self.bank = card, bank
         self.mapping = mapping or Mapping(card)
         # a new model (or mapping): absolute sources (knobs) send where they stand again
-        self.targets = getattr(self, "targets", 0) + 1
+        self.targets += 1
         self.block_seconds = card.block_size / card.sample_rate
         self.is_note = is_note
         self._poly = isinstance(self.voice, PolyVoice)
