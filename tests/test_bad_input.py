@@ -384,6 +384,25 @@ def test_render_to_stdout_sent_to_a_file_writes_into_it(organ, tmp_path):
     assert p.returncode == 0 and data[:8] == b"log\nRIFF" and data[44:48] == b"\xff" * 4, p.stderr
 
 
+def test_render_to_a_descriptor_the_caller_did_not_open_is_refused(organ, tmp_path):
+    """`-o /dev/fd/3` with no `3>file`: by the time the WAV was written, 3 was one of
+    onnxruntime's own files (its SQLite database), and the render wrote into it. Only a
+    descriptor open when pi-synth started is written to."""
+    import subprocess
+    import sys
+
+    def render(fd, **kw):  # (the child has 0, 1, 2 and what pass_fds gives it: close_fds)
+        return subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "--seconds", "0.2",
+                               "-o", f"/dev/fd/{fd}"], capture_output=True, text=True, timeout=60, **kw)
+
+    p = render(9)
+    assert p.returncode == 2 and "descriptor 9 was not open when pi-synth started" in p.stderr, p.stderr
+    with open(tmp_path / "given.wav", "wb") as f:  # as `3>given.wav` in a shell
+        p = render(f.fileno(), pass_fds=(f.fileno(),))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "given.wav").read_bytes()[:4] == b"RIFF"
+
+
 def test_render_to_a_terminal_is_refused(organ, tmp_path):
     """`render -o -` typed at a prompt would spray a WAV's bytes over the terminal: one line
     that says where to send it instead."""

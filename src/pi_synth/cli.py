@@ -225,18 +225,54 @@ def _is_stdout(path: str) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _open_fds() -> set[int]:
+    """The descriptors open now (less the one listing them: closed again by the time each is
+    checked)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        names = ["0", "1", "2"]
+    out = set()
+    for n in names:
+        try:
+            os.fstat(int(n))
+            out.add(int(n))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+STARTED_WITH_FDS = _open_fds()  # what the caller handed us (3>file …), before onnxruntime opens its own
+
+
 def _wav_out(path: str, flag: str) -> str:
     """Where a WAV is written: ``-`` is standard output; a terminal is refused (a WAV's
-    bytes there are noise and a garbled screen)."""
+    bytes there are noise and a garbled screen), and so is a descriptor the caller did not
+    open (``/dev/fd/3`` with no ``3>file`` would be one of onnxruntime's own files)."""
     from pi_synth.render_plan import descriptor_of
 
     if path == "-":  # the usual word for standard output
         path = "/dev/stdout"
     fd = descriptor_of(path)
-    if fd is not None and os.isatty(fd):
+    if fd is not None and fd not in STARTED_WITH_FDS:
+        raise ConfigError(f"{flag} {path}: descriptor {fd} was not open when pi-synth started; open it in the "
+                          f"shell ({fd}>out.wav) or give a file name")
+    if fd is not None and os.isatty(fd) or _is_terminal(path):
         raise ConfigError(f"{flag} {path}: that is the terminal; send it to a file or a program "
                           "(> out.wav, | aplay), or give a file name")
     return path
+
+
+def _is_terminal(path: str) -> bool:
+    """``/dev/tty``, ``/dev/pts/N``: a terminal by another name."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
 
 
 def cmd_run(args) -> int:
