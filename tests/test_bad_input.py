@@ -403,6 +403,18 @@ def test_render_to_a_descriptor_the_caller_did_not_open_is_refused(organ, tmp_pa
     assert (tmp_path / "given.wav").read_bytes()[:4] == b"RIFF"
 
 
+def test_render_to_stdout_with_stderr_in_the_same_file_is_refused(organ, tmp_path):
+    """`render -o - &> out.wav`: the warning and 'wrote' lines landed inside the WAV's data."""
+    import subprocess
+    import sys
+
+    with open(tmp_path / "both.wav", "wb") as f:
+        p = subprocess.run([sys.executable, "-m", "pi_synth", "render", str(organ()), "--seconds", "0.2", "-o", "-"],
+                           stdout=f, stderr=subprocess.STDOUT, timeout=60)
+    text = (tmp_path / "both.wav").read_bytes()
+    assert p.returncode == 2 and b"standard error goes to the same file" in text and b"RIFF" not in text
+
+
 def test_render_to_a_terminal_is_refused(organ, tmp_path):
     """`render -o -` typed at a prompt would spray a WAV's bytes over the terminal: one line
     that says where to send it instead."""

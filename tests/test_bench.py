@@ -580,8 +580,11 @@ def test_pi_synth_bench_and_quantize_take_an_encoder(cli, tmp_path):
     res = json.loads(cli("bench", enc, "--blocks", "40", "--json", check=0).stdout)
     assert 0 < res["rtf"] < 1 and res["blocks"] == 40 and res["at_cadence"]["block_ms_median"] > 0
     assert res["bare_block_ms_median"] > 0 and res["wrapper_overhead_ratio"] > 0
-    one_line_error(cli("quantize", enc, "-o", tmp_path / "e.int8.onnx"), "no matrix product", "play the fp32 model")
-    assert not (tmp_path / "e.int8.onnx").exists()
+    one_line_error(cli("quantize", enc, "-o", tmp_path / "e.encoder.int8.onnx"), "no matrix product",
+                   "play the fp32 model")
+    assert not (tmp_path / "e.encoder.int8.onnx").exists()
+    # an encoder's int8 file under a decoder's name (it overwrote the decoder's int8 file)
+    one_line_error(cli("quantize", enc, "-o", tmp_path / "morph.int8.onnx"), "NAME.encoder.int8.onnx")
 
 
 def test_bench_times_an_encoder_on_moving_input(tmp_path):

@@ -161,12 +161,17 @@ def test_ads1115_over_emulated_i2c(router, board):
 
 def test_knobs_past_the_chips_channels_are_said(router, board, caplog):
     """The template's eight knob channels on a four-channel ADS1115: knob5..knob8 were
-    silently not read."""
+    silently not read; a [[cv]] on channel 5 read garbage and said the CV was out of range."""
     board.attach_adc("ads1115")
     rig = Rig(router)
-    rig.add("adc", "adc", chip="ads1115", channels=list(range(8)), smooth_ms=0)
+    cv = [item("cv", channel=5, role="pitch", frontend="bipolar5")]
+    rig.add("adc", "adc", chip="ads1115", channels=list(range(8)), smooth_ms=0, cv=cv)
     said = [r.getMessage() for r in caplog.records if "channels the" in r.getMessage()]
-    assert len(said) == 1 and "knob5, knob6, knob7, knob8" in said[0] and "0..3" in said[0], said
+    # (channel 5 is the CV's, so knob5..knob7 sit on 4, 6 and 7)
+    assert len(said) == 1 and "wires knob5, knob6, knob7 to" in said[0] and "0..3" in said[0], said
+    assert any("[[cv]] cv1: channel 5" in r.getMessage() and "not read" in r.getMessage() for r in caplog.records)
+    rig.poll_once(0.0)
+    assert not any("past the input stage" in r.getMessage() for r in caplog.records)
     rig.close()
 
 
@@ -471,6 +476,10 @@ def test_calibrate_command_from_points(cli, tmp_path):
     # an I2C chip's calibrations are keyed by its bus and address (two ADS1115s: two sets)
     p = cli("calibrate", "2", "--config", ads, "--points", "0.25:0,0.5:1", env=env, check=0)
     assert (state / "calibration" / "ads1115-i2c1-0x48-ch2.json").is_file(), p.stdout
+    p = cli("calibrate", "0", "--config", conf, "--points", "0.5:-15,0.6:15", env=env)  # 300 V over the range
+    assert p.returncode == 2 and "300 V over the ADC's whole range" in p.stderr, p.stderr
+    p = cli("calibrate", "0", "--config", conf, "--points", "0.25:0,0.5:1", "--volts", "0,2", env=env, check=0)
+    assert "--volts is for patching voltages in turn" in p.stderr
     # a negative voltage list as a ±5 V rig types it (argparse took "-3,…" for an option)
     from pi_synth.cli import _joined_negatives, build_parser
 

@@ -640,7 +640,7 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     tail = tail_seconds(cfg)
     recording, input_seconds, recording_said, input_tail = _capture_file(cfg, model, capture)
     if recording is not None:  # a WAV played in ends the run as it ends a render (unless live or looped)
-        if loop or live:
+        if loop and events or live:
             input_seconds = None
         else:
             tail = input_tail  # as render --input's
@@ -660,8 +660,6 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
         log.warning("--capture %s: %s takes no audio (no encoder beside it, no inputs.audio in its card): the "
                     "input is not played; a model that takes audio is made with 'pi-synth convert rave'",
                     a.capture.strip(), inst.card.name)
-    elif recording_said:
-        log.info("audio in from %s", recording_said)
     if no_input and input_kind(Path(inst.model_path), inst.card) is not None:  # said where it matters
         log.info("%s", no_input)
     if events and length.seconds is not None and length.why != "--seconds":
@@ -707,8 +705,9 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     if inst.player.input is not None:
         g = backend.capture_granted
         log.info("audio in from %s%s: %s, the output leading by %d frames",
-                 backend.capture or "the playback device",
-                 f" ({g.sample_rate} Hz {g.channels} ch {g.format} period {g.period}×{g.periods})" if g else "",
+                 recording_said or backend.capture or "the playback device",  # a file: what it was converted from
+                 f" ({g.sample_rate} Hz {g.channels} ch {g.format} period {g.period}×{g.periods})"
+                 if g and not recording_said else "",
                  inst.card.extra["audio_in"].get("encoder", "the model itself") + " takes it", engine.output_lead)
     if engine.periods > a.periods:
         log.info("audio.periods %d → %d: one block renders in %.1f%% of real time here, and a "

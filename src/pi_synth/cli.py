@@ -254,6 +254,9 @@ def _wav_out(path: str, flag: str) -> str:
     if path == "-":  # the usual word for standard output
         path = "/dev/stdout"
     fd = descriptor_of(path)
+    if fd is not None and fd != 2 and _same_open_file(fd, 2):  # `&> out.wav`: log lines inside the audio
+        raise ConfigError(f"{flag} {path}: standard error goes to the same file, and its lines would land inside "
+                          "the WAV's samples; send it elsewhere (2>log.txt) or give a file name")
     if fd is not None and fd not in STARTED_WITH_FDS:
         raise ConfigError(f"{flag} {path}: descriptor {fd} was not open when pi-synth started; open it in the "
                           f"shell ({fd}>out.wav) or give a file name")
@@ -261,6 +264,15 @@ def _wav_out(path: str, flag: str) -> str:
         raise ConfigError(f"{flag} {path}: that is the terminal; send it to a file or a program "
                           "(> out.wav, | aplay), or give a file name")
     return path
+
+
+def _same_open_file(a: int, b: int) -> bool:
+    """Descriptors ``a`` and ``b`` are open on one regular file or pipe."""
+    try:
+        sa, sb = os.fstat(a), os.fstat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) and not os.isatty(b)
 
 
 def _is_terminal(path: str) -> bool:
@@ -352,7 +364,13 @@ def cmd_quantize(args) -> int:
     from pi_synth.model.card import card_json
 
     card = card_json(args.input)
-    if card.get("outputs", {}).get("latent"):  # an encoder: its matrix products, latents compared
+    encoder = bool(card.get("outputs", {}).get("latent"))
+    if encoder != (".encoder." in os.path.basename(args.output)):  # the player finds files by these names
+        raise ConfigError(f"-o {args.output}: " + (
+            "an encoder's int8 file is NAME.encoder.int8.onnx, beside its decoder (other names are read as a "
+            "decoder)" if encoder else "a name with .encoder. in it is read as an encoder; name the decoder's "
+            "int8 file NAME.int8.onnx"))
+    if encoder:  # its matrix products, latents compared
         from pi_synth.tools.convert.rave import quantize_encoder
 
         r = quantize_encoder(args.input, args.output)

@@ -69,6 +69,19 @@ def parse_points(text: str) -> list[tuple[float, float]]:
 MAX_JACK_VOLTS = 15.0  # Eurorack's rails: more is a typo
 
 
+MAX_SPAN_VOLTS = 40.0  # volts over the ADC's whole range: ±10 V through the widest stage is ~21
+
+
+def check_span(cal) -> None:
+    """A calibration whose points imply more than :data:`MAX_SPAN_VOLTS` over the ADC's range
+    is a typo (``0.5:-15,0.6:15`` is 300 V), not an input stage."""
+    (r0, v0), (r1, v1) = cal.points[0], cal.points[-1]
+    span = abs(v1 - v0) / (r1 - r0)
+    if span > MAX_SPAN_VOLTS:
+        raise ConfigError(f"these points make {span:.0f} V over the ADC's whole range, no input stage does "
+                          f"(±10 V through bipolar10 is ~21 V); check the readings and volts")
+
+
 def check_rails(points) -> None:
     """A point the ADC read at its limit is no calibration point: the input stage clips there
     (it was saved, and the report blamed the curve's linearity for 300 cents)."""
@@ -89,12 +102,15 @@ def report(cal: Calibration) -> list[str]:
     return lines
 
 
+DEFAULT_VOLTS = "0,1,2,3,4"
+
+
 def add_parser(sub) -> None:
     c = sub.add_parser("calibrate", help="CV input calibration (interactive or from values)")
     c.add_argument("channel", help="the CV input: its name (cv1, cv2, … in the order of the config's "
                                    "[[cv]] tables) or its ADC channel number")
     c.add_argument("--config", help="config file (TOML): which ADC chip")
-    c.add_argument("--volts", default="0,1,2,3,4", help="voltages to patch, in order (default 0,1,2,3,4)")
+    c.add_argument("--volts", default=DEFAULT_VOLTS, help="voltages to patch, in order (default 0,1,2,3,4)")
     c.add_argument("--points", help="READING:VOLTS,… measured elsewhere (no prompts, no ADC needed)")
     c.add_argument("--emulate", action="store_true", help="use the emulated ADC (for trying it out)")
     c.set_defaults(func=cmd_calibrate)
@@ -138,6 +154,9 @@ def cmd_calibrate(args) -> int:
         points = parse_points(args.points)
         check_rails(points)
         cal = Calibration(points)
+        if args.volts != DEFAULT_VOLTS:
+            print("pi-synth: --volts is for patching voltages in turn; --points already gives them: ignored",
+                  file=sys.stderr)
     else:
         if chip is None and not args.emulate:
             raise ConfigError("no ADC configured: set [knobs] chip in the config (mcp3008, ads1115, …), "
@@ -164,6 +183,7 @@ def cmd_calibrate(args) -> int:
         cal = interactive(lambda: adc.read(channel), channel, volts, patch=patch)
         adc.close()
         check_rails(cal.points)
+    check_span(cal)
     device = adc_key(chip, spi_port=k.spi_port, spi_device=k.spi_device, i2c_bus=k.i2c_bus, i2c_address=k.i2c_address)
     if not math.isfinite(cal.volts(0.5)):
         raise ConfigError("calibration gives non-finite volts")

@@ -197,9 +197,10 @@ def not_one_model(a: Path, b: Path) -> str:
         ca, cb = load_card(a), load_card(b)
     except PiSynthError:
         return ""  # a broken card is said when the file is played
-    why = next((f"{k} {getattr(ca, k)} against {getattr(cb, k)}" for k in ("sample_rate", "block_size", "channels",
-                                                                          "control_names")
-                if getattr(ca, k) != getattr(cb, k)), "")
+    why = "one is an encoder" if ca.is_encoder != cb.is_encoder else ""
+    why = why or next((f"{k} {getattr(ca, k)} against {getattr(cb, k)}"
+                       for k in ("sample_rate", "block_size", "channels", "control_names")
+                       if getattr(ca, k) != getattr(cb, k)), "")
     sa, sb = ca.export_digest, cb.export_digest
     if not why and sa and sb and sa != sb:
         why = "converted from different exports"

@@ -108,11 +108,16 @@ class AdcSource(Source):
         self.device_id = device
         self.cvs = []
         for i, c in enumerate(cv_items):
+            if c.channel >= self.adc.channels:
+                log.warning("[[cv]] %s: channel %d, and the %s has channels 0..%d: not read", c.name or f"cv{i + 1}",
+                            c.channel, self.adc.describe(), self.adc.channels - 1)
+                continue
             cal = load_calibration(device, c.channel, c.frontend, o.get("vref", 3.3), legacy=legacy)
             self.cvs.append((c.channel, CvInput(
                 self.router, c.name or f"cv{i + 1}", c.role, cal, base_note=c.base_note,
                 threshold=c.threshold, hysteresis=c.hysteresis, min_ms=c.min_ms,
                 min_volts=c.min_volts, max_volts=c.max_volts)))
+        cv_items = [c for c in cv_items if c.channel < self.adc.channels]
         b = board()
         if getattr(b, "emulated", False) and cv_items:  # an emulated jack rests at 0 V, not mid-scale
             twin = b.attach_adc(self.chip, vref=o.get("vref", 3.3), **where)  # (an open gate, a top note)

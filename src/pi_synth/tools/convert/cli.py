@@ -55,8 +55,9 @@ def _stale_siblings(out: Path, summary: dict, *, quantize: bool) -> list[Path]:
 
     q = _int8_path(out)
     stale = set() if quantize else {q, rave.encoder_path(q)}
-    if "encoder" not in summary:
-        stale |= {rave.encoder_path(out), rave.encoder_path(q)}
+    if "encoder" not in summary:  # every name the player's encoder lookup tries for this decoder
+        base = out.name[: -len(".fp32.onnx")] if out.name.endswith(".fp32.onnx") else out.name[: -len(".onnx")]
+        stale |= {out.with_name(f"{base}.encoder{k}.onnx") for k in ("", ".fp32", ".int8")}
     return sorted(p for p in stale if p.exists())
 
 
