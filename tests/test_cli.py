@@ -601,3 +601,20 @@ def test_card_init_pairs_torch_recurrent_state_by_name(cli, tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     cli("card", path, "--init", check=0)
     assert json.loads(cli("card", path, check=0).stdout)["state"] == [["h0", "hn"], ["c0", "cn"]]
+    # the same with the names a module path gives them, and with a bare input and X_out / X_next
+    # (a state the shape of the audio, listed first, was taken for it)
+    for names, want in (({"h0": "lstm.h0", "c0": "lstm.c0", "hn": "lstm.hn", "cn": "lstm.cn"},
+                         [["lstm.h0", "lstm.hn"], ["lstm.c0", "lstm.cn"]]),
+                        ({"h0": "h", "c0": "c", "hn": "h_out", "cn": "c_out"}, [["h", "h_out"], ["c", "c_out"]]),
+                        ({"h0": "mem", "c0": "c", "hn": "mem_next", "cn": "c_next"}, [["mem", "mem_next"], ["c", "c_next"]])):
+        m = onnx.load(path)
+        del m.metadata_props[:]
+        for vi in list(m.graph.input) + list(m.graph.output):
+            vi.name = names.get(vi.name, vi.name)
+        for node in m.graph.node:
+            node.input[:] = [names.get(x, x) for x in node.input]
+            node.output[:] = [names.get(x, x) for x in node.output]
+        other = tmp_path / "renamed.onnx"
+        onnx.save(m, other)
+        cli("card", other, "--init", "--force", check=0)
+        assert json.loads(cli("card", other, check=0).stdout)["state"] == want, names

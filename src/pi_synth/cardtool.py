@@ -132,8 +132,9 @@ def _fixed(arg, where):
 def _stem(name: str) -> str:
     """A tensor's name without its in/out words, to pair a state input with its output; and
     without torch's recurrent suffixes (``h0``/``c0`` in, ``hn``/``cn`` out)."""
-    s = re.sub(r"(^|[_.\-/])(in|input|out|output)(?=$|[_.\-/\d])", r"\1", name.lower())
-    return re.sub(r"_?[0n]$", "", s) if re.fullmatch(r"[a-z]_?[0n]|[a-z]+_[0n]", s) else s
+    s = re.sub(r"(^|[_.\-/])(in|input|out|output|next|new)(?=$|[_.\-/\d])", r"\1", name.lower())
+    m = re.fullmatch(r"(.*[_./\-])?([a-z])_?[0n]", s) or re.fullmatch(r"(.*[_./\-])?([a-z]+)_[0n]", s)
+    return (m.group(1) or "") + m.group(2) if m else s
 
 
 def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) -> dict:
@@ -155,8 +156,11 @@ def starting_card(path, *, sample_rate: int = 48000, name: str | None = None) ->
     def sounds(spec) -> bool:  # could be the audio output
         return float3(spec) and spec[0][1] in (1, 2) and spec[0][2] >= 16
 
-    def named_pair(i: str, o: str) -> bool:  # cache_in/cache_out; not audio_in/audio (an effect)
-        return _stem(o) == _stem(i) and _stem(o) != o.lower() and _stem(i) != i.lower()
+    def named_pair(i: str, o: str) -> bool:
+        """cache_in/cache_out, h/h_out, mem/mem_next, lstm.h0/lstm.hn: the output named as the
+        input's next value. Not audio_in/audio nor audio_in/audio_out (an effect's sound)."""
+        si, so = _stem(i).strip("_./-"), _stem(o).strip("_./-")
+        return si == so and _stem(o) != o.lower() and so not in ("audio", "sound", "signal", "wav", "")
 
     state, used_in, used_out = [], set(), set()
     for by_name in (True, False):  # pairs named alike first (cache_in/cache_out), then by order
