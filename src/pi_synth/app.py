@@ -473,7 +473,7 @@ def render(cfg, *, model: str, output: str, format: str = "S16_LE", events=(), s
         seconds=seconds, events=events, default=plan.DEFAULT_RENDER_SECONDS,
         # after an input: a block and the models' latency, so its last sound comes out
         input_seconds=len(capture) / card.sample_rate if capture is not None else None,
-        tail_s=(2 * card.block_size + card.latency_samples) / card.sample_rate if capture is not None
+        tail_s=input_tail(card) if capture is not None
         else tail_seconds(cfg))
     inst = Instrument(cfg, model=model, events=events, seconds=length.seconds, sets=sets, offline=True,
                       audio_in=input is not None)
@@ -530,7 +530,7 @@ def notes_said(inst, ranges: bool = True) -> list[str]:
     ons = inst.note_ons
     heard = [n for ch, n in ons if router.channel is None or ch == router.channel]
     out = []
-    played = [n for n in ("pitch", "loudness") if n in getattr(inst, "set_names", ())]
+    played = [n for n in ("pitch", "loudness") if n in inst.set_names]
     if played and heard:
         out.append(f"--set {' and '.join(played)}: the notes play {' and '.join(played)} on "
                    f"{inst.card.name} (the value holds only until the first note); to move the notes, "
@@ -638,12 +638,12 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
                     f"{', or a WAV file' if a.backend == 'wav' else ''} to play one in)")
         capture = "none"
     tail = tail_seconds(cfg)
-    recording, input_seconds, recording_said, input_tail = _capture_file(cfg, model, capture)
+    recording, input_seconds, recording_said, rec_tail = _capture_file(cfg, model, capture)
     if recording is not None:  # a WAV played in ends the run as it ends a render (unless live or looped)
         if loop and events or live:
             input_seconds = None
         else:
-            tail = input_tail  # as render --input's
+            tail = rec_tail  # as render --input's
     length = plan.length(seconds=seconds, events=events, tail_s=tail, loop=loop, live=live,
                          input_seconds=input_seconds)
     loop_s = (max(ev.t for ev in events) + tail) if loop and events else None
@@ -782,6 +782,12 @@ def _play(cfg, *, model, events, seconds, sets, emulate, panel, config_path, loo
     return 0
 
 
+def input_tail(card) -> float:
+    """Seconds played after a recording ends (render --input, run --capture IN.wav): a block
+    and the models' latency, so its last sound comes out."""
+    return (2 * card.block_size + card.latency_samples) / card.sample_rate
+
+
 def _is_none(capture) -> bool:
     return isinstance(capture, str) and capture.lower() == "none"
 
@@ -806,7 +812,7 @@ def _capture_file(cfg, model, capture: str):
     from pi_synth.audio.backends.wav import load_input
 
     x, notes = load_input(capture, card.sample_rate)
-    tail = (2 * card.block_size + card.latency_samples) / card.sample_rate  # as a render's
+    tail = input_tail(card)  # as a render's
     return (x, notes), len(x) / card.sample_rate, capture + (f" ({', '.join(notes)})" if notes else ""), tail
 
 

@@ -33,6 +33,7 @@ from pi_synth.audio.backends.base import Backend, Granted
 from pi_synth.errors import DeviceError, InputError, OutputError
 
 STREAM_SIZE = 0xFFFFFFFF  # "length unknown": what sox and ffmpeg write to a pipe
+UNKNOWN_FROM = STREAM_SIZE - 64  # a data size read as "length unknown" (pi-synth once wrote STREAM_SIZE - 36)
 
 
 def _umask() -> int:
@@ -374,7 +375,7 @@ def _read_wav(path):
             ds64 = struct.unpack("<Q", data[pos + 16:pos + 24])[0]
         if cid == b"data" and size == 0xFFFFFFFF and data[:4] != b"RIFF":  # its size is in ds64
             size = ds64 if ds64 is not None else len(data) - pos - 8
-        elif cid == b"data" and size >= 0xFFFFFFFF - 64:  # "length unknown" (a stream): to the end,
+        elif cid == b"data" and size >= UNKNOWN_FROM:  # "length unknown" (a stream): to the end,
             size = len(_without_trailing_chunks(data[pos + 8:]))  # less a chunk a tagger added after it
         body = data[pos + 8:pos + 8 + size]
         if cid == b"fmt " and fmt is None:  # a second one (a writer's bug): the first describes the data
@@ -412,7 +413,7 @@ def _read_wav(path):
     notes = []
     # 0 and 0xFFFFFFFF: "length unknown" from a streaming writer (older pi-synth streams wrote
     # 0xFFFFFFFF − 36: that too)
-    if 0 < declared < 0xFFFFFFFF - 64 and len(payload) < declared:
+    if 0 < declared < UNKNOWN_FROM and len(payload) < declared:
         notes.append(f"the file ends early: {n} of the {declared // frame} frames its header promises (truncated?)")
     if tag == 3:
         x = np.frombuffer(raw, "<f4" if bits == 32 else "<f8").astype(np.float32)
